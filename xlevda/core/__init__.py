@@ -1,0 +1,1 @@
+"""Torch-only numerics. Nothing in this package imports xarray or dask."""
