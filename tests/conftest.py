@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny analytic datasets that need no simulator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+
+def make_runs(n_runs: int = 6, n_frames: int = 5, ny: int = 8, nx: int = 9, seed: int = 0):
+    """Gaussian bumps drifting east at a speed set by the run's parameters.
+
+    Dims (run, time, lat, lon); variables ``eta`` and ``u``; parameters ``a`` and
+    ``b`` as coordinates on ``run``; datetime times one hour apart.
+    """
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(-0.5, 0.5, n_runs)
+    b = rng.uniform(0.5, 1.5, n_runs)
+    lat = np.linspace(40.0, 44.0, ny)
+    lon = np.linspace(-160.0, -155.0, nx)
+    t = np.arange(n_frames)
+    la, lo = np.meshgrid((lat - 42.0) / 2.0, (lon + 157.5) / 2.5, indexing="ij")
+    centre = a[:, None] + 0.1 * b[:, None] * t[None, :]
+    eta = np.exp(-((lo[None, None] - centre[..., None, None]) ** 2 + la[None, None] ** 2) / 0.2)
+    u = b[:, None, None, None] * eta
+    time = np.datetime64("2026-01-01T00:00", "ns") + t * np.timedelta64(3600, "s")
+    return xr.Dataset(
+        {
+            "eta": (("run", "time", "lat", "lon"), eta, {"units": "m", "long_name": "bump"}),
+            "u": (("run", "time", "lat", "lon"), u, {"units": "m s-1"}),
+        },
+        coords={
+            "run": np.arange(n_runs),
+            "time": ("time", time, {"standard_name": "time"}),
+            "lat": ("lat", lat, {"standard_name": "latitude", "units": "degrees_north"}),
+            "lon": ("lon", lon, {"standard_name": "longitude", "units": "degrees_east"}),
+            "a": ("run", a, {"long_name": "offset"}),
+            "b": ("run", b, {"long_name": "speed"}),
+        },
+    )
+
+
+@pytest.fixture
+def runs() -> xr.Dataset:
+    return make_runs()

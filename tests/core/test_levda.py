@@ -1,0 +1,590 @@
+"""LEVDA window solve: exact linear-Gaussian answers, RML statistics, properties, bad input."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.core._models import (
+    F64,
+    LinearSurrogate,
+    MLPSurrogate,
+    NaNAbove,
+    random_ensemble,
+    random_window,
+)
+from xlevda.core.levda import (
+    EnsembleSubspace,
+    Inflation,
+    ObsWindow,
+    Randomized,
+    WarmStart,
+    WindowObjective,
+    observe,
+    propagate,
+    solve_window,
+    trajectory,
+)
+from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig, linearization
+from xlevda.errors import ConfigError, ObservationError, ShapeError, VariableError
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+
+TIGHT = {
+    "lbfgs": LBFGSConfig(max_iter=400, tol_grad=1e-9, tol_cost=0.0),
+    "gn": GaussNewtonConfig(max_iter=100, tol_grad=1e-8, tol_cost=0.0),
+}
+PROPERTY = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def closed_form(sur: LinearSurrogate, z_b, window: ObsWindow, tendency: bool, rho: float = 1.0):
+    """Eq. 19's minimizer in ensemble space and the Kalman smoother in state space.
+
+    Built from the model matrices (``obs_matrix``), not from the rollout code.
+    """
+    g_z, h0 = sur.obs_matrix(window, tendency)
+    keep = window.weight.flatten() > 0
+    g_z, h0 = g_z[keep], h0[keep]
+    y, w = window.values.flatten()[keep], window.weight.flatten()[keep]
+    K = z_b.shape[0]
+    zbar = z_b.mean(0)
+    p_z = rho * (z_b - zbar).T / math.sqrt(K - 1)  # (d_z, K)
+    d = y - g_z @ zbar - h0
+    g = g_z @ p_z
+    a_mat = torch.eye(K, dtype=F64) + g.T @ (w[:, None] * g)
+    alpha = torch.linalg.solve(a_mat, g.T @ (w * d))
+    b = p_z @ p_z.T
+    gain = b @ g_z.T @ torch.linalg.inv(g_z @ b @ g_z.T + torch.diag(1 / w))
+    return SimpleNamespace(
+        alpha=alpha,
+        z_map=zbar + p_z @ alpha,
+        z_post=zbar + gain @ d,
+        cov_post=(torch.eye(len(zbar), dtype=F64) - gain @ g_z) @ b,
+        p_z=p_z,
+        a_inv=torch.linalg.inv(a_mat),
+        g=g,
+        w=w,
+    )
+
+
+# --- 1. linear-Gaussian exactness ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "gn"])
+@pytest.mark.parametrize("K", [4, 8])
+def test_linear_gaussian_equals_closed_form(method, K):
+    """Every member equals the minimizer of eq. 19; for a full-rank ensemble (K > d_z) the
+    analysis also equals the Kalman smoother / 4D-Var posterior mean with B = P_z P_z^T."""
+    sur = LinearSurrogate(d_s=3, d_u=2, n_ch=2)
+    window = random_window(2, steps=(0, 1, 3), fracs=(0.0, 0.4, 0.7))
+    z_b = random_ensemble(K, 5)
+    res = solve_window(sur, z_b, window, optimizer=TIGHT[method], param_tendency=sur.tendency)
+    ref = closed_form(sur, z_b, window, tendency=True)
+    assert res.converged.all() and not res.failed.any()
+    assert res.rank == min(K - 1, 5)
+    torch.testing.assert_close(res.alpha, ref.alpha.expand(K, K), atol=1e-6, rtol=0)
+    torch.testing.assert_close(res.z_analysis, ref.z_map.expand(K, 5), atol=1e-6, rtol=0)
+    if K > 5:
+        torch.testing.assert_close(res.z_analysis[0], ref.z_post, atol=1e-6, rtol=0)
+    assert res.n_obs == int((window.weight > 0).sum())
+    assert (res.misfit < res.misfit_background).all()
+
+
+def test_static_parameters_differ_from_tendency():
+    """``param_tendency=None`` is G = 0, and matches the closed form built with G = 0."""
+    sur = LinearSurrogate(d_s=3, d_u=2, n_ch=2)
+    window, z_b = random_window(2), random_ensemble(8, 5)
+    res = solve_window(sur, z_b, window, optimizer=TIGHT["gn"])
+    ref = closed_form(sur, z_b, window, tendency=False)
+    torch.testing.assert_close(res.z_analysis[0], ref.z_post, atol=1e-6, rtol=0)
+    moving = closed_form(sur, z_b, window, tendency=True)
+    assert (ref.z_post - moving.z_post).abs().max() > 1e-3
+
+
+# --- 2. randomized maximum likelihood on a linear-Gaussian problem ---------------------------
+
+
+def _rml_problem(K: int):
+    sur = LinearSurrogate(d_s=3, d_u=1, n_ch=2, seed=4)
+    window = random_window(2, steps=(0, 2), fracs=(0.0, 0.5), n_points=4, missing=0.0, seed=5)
+    return sur, window, random_ensemble(K, 4, seed=6)
+
+
+@pytest.mark.parametrize("rho", [1.0, 1.5])
+def test_randomized_members_sample_the_kalman_posterior(rho):
+    """Given the background ensemble (a_j = sqrt(K-1) e_j fixed, sum_j P_z e_j = 0), member j is
+    zbar + P_z A^-1 (a_j + G^T R^-1 (d + eta_j)) with A = I + G^T R^-1 G, so exactly:
+
+    - E[mean] = MAP = Kalman mean, and Cov[mean] = P_z A^-1 G^T R^-1 G A^-1 P_z^T / K <= P_a / K;
+    - E[sample cov] = P_z A^-2 P_z^T + P_z A^-1 G^T R^-1 G A^-1 P_z^T = P_z A^-1 P_z^T = P_a.
+
+    Tolerances: |mean - mean_a| <= 4 sqrt(tr(P_a) / K) and
+    |cov - P_a|_F <= 4 tr(P_a) / sqrt(K) (a Wishart fluctuation bound: each entry of a sample
+    covariance has standard deviation <= sqrt((S_ii S_jj + S_ij^2) / K)).
+    With inflation rho the posterior is the Kalman posterior of B = rho^2 P_z P_z^T, not rho^2
+    times the uninflated posterior: inflation widens the prior, never the posterior directly."""
+    K = 2000
+    sur, window, z_b = _rml_problem(K)
+    res = solve_window(
+        sur,
+        z_b,
+        window,
+        inflation=Inflation(rho=rho),
+        mode=Randomized(seed=11),
+        optimizer=GaussNewtonConfig(tol_grad=1e-8, tol_cost=0.0),
+    )
+    assert res.converged.all()
+    ref = closed_form(sur, z_b, window, tendency=False, rho=rho)
+    mean = res.z_analysis.mean(0)
+    cov = torch.cov(res.z_analysis.T)
+    tr = torch.trace(ref.cov_post)
+    assert (mean - ref.z_post).norm() <= 4 * (tr / K).sqrt()
+    assert (cov - ref.cov_post).norm() <= 4 * tr / math.sqrt(K)
+    # the deterministic part is exact: P_z A^-1 G^T R^-1 G A^-1 P_z^T + P_z A^-2 P_z^T = P_a
+    prior_part = ref.p_z @ ref.a_inv @ ref.a_inv @ ref.p_z.T
+    noise_part = ref.p_z @ ref.a_inv @ ref.g.T @ (ref.w[:, None] * ref.g) @ ref.a_inv @ ref.p_z.T
+    torch.testing.assert_close(prior_part + noise_part, ref.cov_post, atol=1e-10, rtol=1e-8)
+    if rho != 1.0:
+        plain = closed_form(sur, z_b, window, tendency=False)
+        assert (rho**2 * plain.cov_post - ref.cov_post).norm() > 0.1 * ref.cov_post.norm()
+
+
+def test_warm_start_collapses_to_the_map():
+    """The paper's mode on a convex problem: every member converges to the same MAP."""
+    sur, window, z_b = _rml_problem(200)
+    res = solve_window(sur, z_b, window, optimizer=TIGHT["gn"])
+    ref = closed_form(sur, z_b, window, tendency=False)
+    torch.testing.assert_close(res.z_analysis, ref.z_post.expand(200, 4), atol=1e-6, rtol=0)
+    assert res.z_analysis.std(0).max() < 1e-6
+
+
+def test_randomized_is_reproducible_and_seeded():
+    sur, window, z_b = _rml_problem(8)
+
+    def run(seed):
+        return solve_window(sur, z_b, window, mode=Randomized(seed), optimizer=TIGHT["gn"])
+
+    torch.testing.assert_close(run(3).z_analysis, run(3).z_analysis, atol=0, rtol=0)
+    assert (run(3).z_analysis - run(4).z_analysis).abs().max() > 1e-3
+    gen = torch.Generator().manual_seed(3)
+    first, second = run(gen).z_analysis, run(gen).z_analysis  # a generator advances
+    assert (first - second).abs().max() > 1e-3
+
+
+# --- 3. batched L-BFGS == per-member torch.optim.LBFGS on a nonlinear surrogate -------------
+
+
+def _nonlinear(K: int = 8, seed: int = 2):
+    sur = MLPSurrogate(d_s=4, d_u=1, n_ch=2, seed=3)
+    window = random_window(2, steps=(0, 1, 2), fracs=(0.0, 0.5, 0.25), n_points=6, seed=7)
+    return sur, window, random_ensemble(K, 5, seed=seed, spread=0.4)
+
+
+def _torch_lbfgs(objective: WindowObjective, j: int) -> tuple[float, torch.Tensor]:
+    """Member j with torch.optim.LBFGS on eq. 19 in the paper's K-dimensional alpha."""
+    K = objective.subspace.size
+    alpha = (math.sqrt(K - 1) * torch.eye(K, dtype=F64)[j : j + 1]).requires_grad_(True)
+    member = torch.tensor([j])
+    opt = torch.optim.LBFGS(
+        [alpha],
+        max_iter=1000,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-10,
+        tolerance_change=1e-15,
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = objective.cost_full(alpha, member).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return objective.cost_full(alpha, member).item(), objective.subspace.state(alpha)[0]
+
+
+def test_batched_lbfgs_equals_torch_lbfgs_loop():
+    sur, window, z_b = _nonlinear()
+    objective = WindowObjective.build(sur, z_b, window)
+    res = solve_window(sur, z_b, window, optimizer=TIGHT["lbfgs"])
+    assert res.converged.all()
+    for j in range(z_b.shape[0]):
+        cost, z = _torch_lbfgs(objective, j)
+        assert abs(res.cost[j].item() - cost) <= 1e-6 * abs(cost)
+        torch.testing.assert_close(res.z_analysis[j], z, atol=1e-5, rtol=0)
+
+
+# --- 6. Gauss-Newton reaches the L-BFGS minimum ----------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [WarmStart(), Randomized(seed=1)])
+def test_gauss_newton_equals_lbfgs_on_nonlinear_problem(mode):
+    sur, window, z_b = _nonlinear()
+    lb = solve_window(sur, z_b, window, mode=mode, optimizer=TIGHT["lbfgs"])
+    gn = solve_window(sur, z_b, window, mode=mode, optimizer=TIGHT["gn"])
+    assert lb.converged.all() and gn.converged.all()
+    torch.testing.assert_close(gn.cost, lb.cost, atol=0, rtol=1e-8)
+    torch.testing.assert_close(gn.z_analysis, lb.z_analysis, atol=1e-6, rtol=0)
+    assert gn.n_iter.max() < lb.n_iter.max()
+
+
+def test_structured_jacobian_equals_autodiff():
+    sur, window, z_b = _nonlinear()
+    for mode in (WarmStart(), Randomized(seed=2)):
+        objective = WindowObjective.build(sur, z_b, window, mode=mode)
+        members = torch.tensor([0, 3, 7])
+        beta = objective.start[members] + 0.1
+        r, jac = objective.linearize(beta, members)
+        r_ref, jac_ref = linearization(objective.residual)(beta, members)
+        torch.testing.assert_close(r, r_ref)
+        torch.testing.assert_close(jac, jac_ref)
+
+
+def test_objective_gradcheck_and_exact_reduction():
+    sur, window, z_b = _nonlinear()
+    for mode in (WarmStart(), Randomized(seed=2)):
+        objective = WindowObjective.build(sur, z_b, window, inflation=Inflation(1.2), mode=mode)
+        members = torch.tensor([1, 4])
+        beta = (objective.start[members] + 0.05).requires_grad_(True)
+        assert torch.autograd.gradcheck(objective.cost, (beta, members))
+        # the cost in reduced coordinates is eq. 19 at the lifted alpha
+        beta_all = objective.start + 0.3
+        alpha = objective.subspace.lift(beta_all, objective.centre_scale)
+        every = torch.arange(8)
+        torch.testing.assert_close(
+            objective.cost_full(alpha, every), objective.cost(beta_all, every)
+        )
+        torch.testing.assert_close(
+            objective.subspace.state(alpha), objective.subspace.state_reduced(beta_all)
+        )
+
+
+# --- 4. properties -----------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(seed=st.integers(0, 10_000), K=st.integers(3, 7))
+def test_permuting_members_permutes_the_analysis(seed, K):
+    sur, window, z_b = _nonlinear(K=K, seed=seed % 50)
+    perm = torch.randperm(K, generator=torch.Generator().manual_seed(seed))
+    a = solve_window(sur, z_b, window, optimizer=TIGHT["gn"])
+    b = solve_window(sur, z_b[perm], window, optimizer=TIGHT["gn"])
+    torch.testing.assert_close(b.z_analysis, a.z_analysis[perm], atol=1e-7, rtol=0)
+    torch.testing.assert_close(b.cost, a.cost[perm], atol=1e-9, rtol=1e-9)
+
+
+@PROPERTY
+@given(seed=st.integers(0, 10_000), scale=st.sampled_from([0.0, 1e-14]))
+def test_infinite_observation_error(seed, scale):
+    """Weights -> 0 (errors -> infinity): randomized members stay at their background members
+    (exactly at weight 0); warm-start members all go to the ensemble mean (the prior's MAP)."""
+    sur, window, z_b = _nonlinear(seed=seed % 50)
+    weak = ObsWindow(window.step, window.frac, window.points, window.values, scale * window.weight)
+    rml = solve_window(sur, z_b, weak, mode=Randomized(seed), optimizer=TIGHT["gn"])
+    warm = solve_window(sur, z_b, weak, optimizer=TIGHT["gn"])
+    torch.testing.assert_close(rml.z_analysis, z_b, atol=1e-6, rtol=0)
+    torch.testing.assert_close(warm.z_analysis, z_b.mean(0).expand_as(z_b), atol=1e-6, rtol=0)
+
+
+@PROPERTY
+@given(seed=st.integers(0, 10_000))
+def test_duplicated_observation_equals_half_the_variance(seed):
+    sur, window, z_b = _nonlinear(seed=seed % 50)
+    twice = ObsWindow(
+        window.step,
+        window.frac,
+        window.points.repeat(1, 2, 1),
+        window.values.repeat(1, 2, 1),
+        window.weight.repeat(1, 2, 1),
+    )
+    doubled = ObsWindow(window.step, window.frac, window.points, window.values, 2 * window.weight)
+    a = solve_window(sur, z_b, twice, optimizer=TIGHT["gn"])
+    b = solve_window(sur, z_b, doubled, optimizer=TIGHT["gn"])
+    torch.testing.assert_close(a.z_analysis, b.z_analysis, atol=1e-8, rtol=0)
+    torch.testing.assert_close(a.cost, b.cost, atol=1e-9, rtol=1e-9)
+
+
+@PROPERTY
+@given(k=st.integers(1, 4), seed=st.integers(0, 10_000))
+def test_on_step_observations_equal_decoded_trajectory(k, seed):
+    """frac = 0 at step k decodes state k of the rollout; frac -> 1 from step k - 1 tends to it
+    (eq. 17 at a = 1 is exactly one Euler step)."""
+    sur, window, z_b = _nonlinear(seed=seed % 50)
+    points = window.points[:1]
+    traj = trajectory(sur, z_b, 5)  # (K, 6, d_z)
+    zeros, ones = torch.zeros(1, 6, 2, dtype=F64), torch.ones(1, 6, 2, dtype=F64)
+    frac0, frac1 = torch.zeros(1, dtype=F64), torch.tensor([1 - 1e-12], dtype=F64)
+    on_step = ObsWindow(torch.tensor([k]), frac0, points, zeros, ones)
+    almost = ObsWindow(torch.tensor([k - 1]), frac1, points, zeros, ones)
+    prepared = sur.prepare_points(points)
+    direct = sur.decode(traj[:, k, : sur.latent_dim], points[0])
+    torch.testing.assert_close(observe(sur, z_b, on_step, prepared)[:, 0], direct)
+    torch.testing.assert_close(
+        observe(sur, z_b, almost, prepared)[:, 0], direct, atol=1e-10, rtol=0
+    )
+
+
+# --- 5. NaN members ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "gn"])
+def test_nan_member_fails_and_keeps_background(method):
+    sur, window, z_b = _nonlinear()
+    z_b = z_b.clone()
+    z_b[:, 0] = 0.1 * z_b[:, 0]
+    z_b[2, 0] = 3.0
+    nan_sur = NaNAbove(sur, threshold=2.0)
+    res = solve_window(nan_sur, z_b, window, optimizer=TIGHT[method])
+    clean = solve_window(sur, z_b, window, optimizer=TIGHT[method])
+    assert res.failed.tolist() == [j == 2 for j in range(8)]
+    assert not res.converged[2] and torch.isnan(res.misfit[2])
+    assert torch.equal(res.z_analysis[2], z_b[2])
+    torch.testing.assert_close(res.alpha[2], math.sqrt(7) * torch.eye(8, dtype=F64)[2])
+    others = torch.arange(8) != 2
+    assert res.converged[others].all()
+    torch.testing.assert_close(res.z_analysis[others], clean.z_analysis[others], atol=1e-7, rtol=0)
+
+
+# --- subspace, inflation, propagation ----------------------------------------------------------
+
+
+def test_start_recovers_background_members_and_rank():
+    z_b = random_ensemble(6, 5)
+    sub = EnsembleSubspace.from_ensemble(z_b)
+    assert sub.rank == 5 and sub.size == 6
+    torch.testing.assert_close(sub.state(math.sqrt(5) * torch.eye(6, dtype=F64)), z_b)
+    torch.testing.assert_close(sub.coords.T @ sub.coords, torch.eye(5, dtype=F64))
+    torch.testing.assert_close(sub.coords @ sub.basis, sub.perturbations)
+    few = EnsembleSubspace.from_ensemble(z_b[:3])
+    assert few.rank == 2  # K - 1 directions: perturbations sum to zero
+
+
+def test_inflation():
+    z_b = random_ensemble(6, 5)
+    plain = EnsembleSubspace.from_ensemble(z_b)
+    wide = EnsembleSubspace.from_ensemble(z_b, Inflation(rho=2.0))
+    torch.testing.assert_close(wide.perturbations, 2 * plain.perturbations)
+    torch.testing.assert_close(wide.mean, plain.mean)
+    a = EnsembleSubspace.from_ensemble(z_b, Inflation(sigma=0.1, seed=5))
+    b = EnsembleSubspace.from_ensemble(z_b, Inflation(sigma=0.1, seed=5))
+    c = EnsembleSubspace.from_ensemble(z_b, Inflation(sigma=0.1, seed=6))
+    torch.testing.assert_close(a.perturbations, b.perturbations, atol=0, rtol=0)
+    assert (a.perturbations - c.perturbations).abs().max() > 1e-3
+    eps = (a.perturbations - plain.perturbations) * math.sqrt(5)
+    assert 0.05 < eps.std().item() < 0.2
+    assert a.rank == 5
+
+
+def test_inflation_widens_the_prior_not_the_posterior():
+    """With no observations randomized members are the inflated background members."""
+    sur, _, z_b = _nonlinear()
+    empty = ObsWindow(
+        torch.zeros(0, dtype=torch.int64),
+        torch.zeros(0, dtype=F64),
+        torch.zeros(0, 1, 2, dtype=F64),
+        torch.zeros(0, 1, 2, dtype=F64),
+        torch.zeros(0, 1, 2, dtype=F64),
+        n_steps=3,
+    )
+    mean = z_b.mean(0)
+    for method in ("lbfgs", "gn"):
+        rml = solve_window(
+            sur,
+            z_b,
+            empty,
+            inflation=Inflation(rho=2.0),
+            mode=Randomized(),
+            optimizer=TIGHT[method],
+        )
+        torch.testing.assert_close(rml.z_analysis, mean + 2 * (z_b - mean))
+        warm = solve_window(sur, z_b, empty, optimizer=TIGHT[method])
+        torch.testing.assert_close(warm.z_analysis, mean.expand_as(z_b))
+        assert rml.n_obs == 0 and (rml.misfit == 0).all()
+
+
+def test_trajectory_and_propagate():
+    sur, _, z_b = _nonlinear()
+    traj = trajectory(sur, z_b, 5, param_tendency=lambda u: -u)
+    assert traj.shape == (8, 6, 5)
+    torch.testing.assert_close(traj[:, 0], z_b)
+    torch.testing.assert_close(traj[:, 1, 4:], z_b[:, 4:] * (1 - 0.2))  # u' = -u, dt = 0.2
+    torch.testing.assert_close(propagate(sur, z_b, 5, lambda u: -u), traj[:, -1])
+    torch.testing.assert_close(propagate(sur, propagate(sur, z_b, 2), 3), propagate(sur, z_b, 5))
+
+
+def test_float32_default_solve():
+    sur32 = MLPSurrogate(d_s=4, d_u=1, n_ch=2, seed=3)
+    for name in ("f1", "f2", "d1", "d1s", "d2", "_dt"):
+        setattr(sur32, name, getattr(sur32, name).float())
+    _, window, z_b = _nonlinear()
+    res = solve_window(sur32, z_b.float(), window)
+    ref = solve_window(_nonlinear()[0], z_b, window, optimizer=TIGHT["gn"])
+    assert res.z_analysis.dtype == torch.float32 and res.converged.all()
+    torch.testing.assert_close(res.z_analysis.double(), ref.z_analysis, atol=2e-3, rtol=0)
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+def _window(**change):
+    fields = {
+        "step": torch.tensor([0, 2]),
+        "frac": torch.tensor([0.0, 0.5], dtype=F64),
+        "points": torch.zeros(2, 3, 2, dtype=F64),
+        "values": torch.zeros(2, 3, 2, dtype=F64),
+        "weight": torch.ones(2, 3, 2, dtype=F64),
+    }
+    fields.update(change)
+    return ObsWindow(**fields)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"step": torch.tensor([0.0, 2.0])}, ShapeError, r"step must be an int64 tensor"),
+        ({"step": torch.tensor([0, -1])}, ObservationError, r"step must be >= 0, got -1"),
+        ({"frac": torch.tensor([0.0, 1.0], dtype=F64)}, ObservationError, r"\[0, 1\), got 1.0"),
+        ({"frac": torch.tensor([0.0, -0.1], dtype=F64)}, ObservationError, r"got -0.1"),
+        ({"frac": torch.zeros(3, dtype=F64)}, ShapeError, r"shapes disagree"),
+        ({"points": torch.zeros(2, 3, dtype=F64)}, ShapeError, r"points must be a floating"),
+        ({"values": torch.zeros(2, 4, 2, dtype=F64)}, ShapeError, r"shapes disagree"),
+        ({"weight": torch.ones(2, 3, 1, dtype=F64)}, ShapeError, r"weight has shape \(2, 3, 1\)"),
+        (
+            {"weight": -torch.ones(2, 3, 2, dtype=F64)},
+            ObservationError,
+            r"weight must be finite and >= 0.*got -1.0",
+        ),
+        (
+            {"weight": torch.full((2, 3, 2), math.inf, dtype=F64)},
+            ObservationError,
+            r"weight must be finite",
+        ),
+        (
+            {"values": torch.full((2, 3, 2), math.nan, dtype=F64)},
+            ObservationError,
+            r"values is not finite at \(time, point, channel\) = \(0, 0, 0\)",
+        ),
+        (
+            {"points": torch.full((2, 3, 2), math.nan, dtype=F64)},
+            ObservationError,
+            r"points must be finite",
+        ),
+        ({"n_steps": 2}, ConfigError, r"n_steps=2 is out of range: .* >= max\(step\) \+ 1 = 3"),
+    ],
+)
+def test_bad_window(change, error, match):
+    with pytest.raises(error, match=match):
+        _window(**change)
+
+
+def test_nan_values_without_weight_are_missing():
+    values = torch.zeros(2, 3, 2, dtype=F64)
+    values[0, 1] = math.nan
+    weight = torch.ones(2, 3, 2, dtype=F64)
+    weight[0, 1] = 0.0
+    window = _window(values=values, weight=weight)
+    assert window.n_obs == 10 and window.length == 3
+    sur, _, z_b = _nonlinear()
+    res = solve_window(sur, z_b, window, optimizer=TIGHT["gn"])
+    assert torch.isfinite(res.z_analysis).all()
+
+
+V1 = torch.zeros(2, 3, 1, dtype=F64)
+
+
+def _broken_decoder(sur):
+    """A surrogate whose decoder forgets the point dimension."""
+    broken = MLPSurrogate(sur.latent_dim, sur.param_dim, sur.schema.n_channels, seed=3)
+    broken.decode_prepared = lambda s, prepared: s
+    return broken
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (
+            lambda s, w, z: solve_window(s, z[:1], w),
+            ConfigError,
+            r"members K=1: LEVDA needs at least 2",
+        ),
+        (
+            lambda s, w, z: solve_window(s, z[:, :4], w),
+            ShapeError,
+            r"z_background has shape \(8, 4\); expected \(K, d_z\) .* = 4 \+ 1 = 5",
+        ),
+        (
+            lambda s, w, z: solve_window(s, z.int(), w),
+            ShapeError,
+            r"z_background must be a floating tensor",
+        ),
+        (
+            lambda s, w, z: solve_window(s, torch.where(z > 10, z, z / 0.0 * 0.0), w),
+            VariableError,
+            r"z_background is not finite for member 0",
+        ),
+        (
+            lambda s, w, z: solve_window(s, z[:1].expand(3, 5), w),
+            ConfigError,
+            r"background ensemble has no spread: all K=3 members are equal",
+        ),
+        (
+            lambda s, w, z: solve_window(s, z, _window(points=torch.zeros(2, 3, 3, dtype=F64))),
+            ShapeError,
+            r"do not fit the surrogate: expected \(T_o, P, 2\) and \(T_o, P, 2\)",
+        ),
+        (
+            lambda s, w, z: solve_window(s, z, _window(values=V1, weight=V1 + 1)),
+            ShapeError,
+            r"values \(2, 3, 1\) do not fit",
+        ),
+        (
+            lambda s, w, z: solve_window(s, z, w, optimizer="lbfgs"),
+            ConfigError,
+            r"optimizer='lbfgs' is invalid",
+        ),
+        (
+            lambda s, w, z: solve_window(s, z, w, mode="rml"),
+            ConfigError,
+            r"mode='rml' is invalid: use WarmStart\(\) or Randomized\(seed\)",
+        ),
+        (
+            lambda s, w, z: solve_window(_broken_decoder(s), z, w),
+            ShapeError,
+            r"decode_prepared returned \(1, 3, 4\) for one member; expected \(1, T_o, P, C\)",
+        ),
+    ],
+)
+def test_bad_solve_input(call, error, match):
+    sur, window, z_b = _nonlinear()
+    with pytest.raises(error, match=match):
+        call(sur, window, z_b)
+
+
+@pytest.mark.parametrize(
+    ("factory", "match"),
+    [
+        (lambda: Inflation(rho=0.9), r"Inflation rho=0.9 is out of range: must be finite, >= 1"),
+        (lambda: Inflation(rho=math.nan), r"Inflation rho=nan is out of range"),
+        (lambda: Inflation(rho="2"), r"Inflation rho='2' is invalid"),
+        (lambda: Inflation(sigma=-0.1), r"Inflation sigma=-0.1 is out of range"),
+        (lambda: Inflation(seed=1.5), r"Inflation seed=1.5 is invalid: use an int >= 0"),
+        (lambda: Randomized(seed="abc"), r"Randomized seed='abc' is invalid"),
+        (lambda: Randomized(seed=True), r"Randomized seed=True is invalid"),
+        (lambda: Randomized(seed=-3), r"Randomized seed=-3 is invalid"),
+    ],
+)
+def test_bad_options(factory, match):
+    with pytest.raises(ConfigError, match=match):
+        factory()
+
+
+def test_randomized_needs_two_members():
+    sur, window, z_b = _nonlinear()
+    with pytest.raises(ConfigError, match=r"members K=1: LEVDA needs at least 2"):
+        solve_window(sur, z_b[:1], window, mode=Randomized(seed=0))

@@ -1,0 +1,181 @@
+"""Building blocks: Fourier features, residual MLPs, vector field, both decoders."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xlevda.errors import ConfigError, ShapeError
+from xlevda.surrogates.networks import (
+    FourierFeatures,
+    MLPDecoder,
+    ResidualMLP,
+    SeparableDecoder,
+    VectorFieldNet,
+    activation_fn,
+)
+
+D_S, N_C, C = 3, 2, 2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _mlp_decoder(activation: str = "tanh") -> MLPDecoder:
+    return MLPDecoder(
+        D_S, N_C, C, width=6, depth=3, n_fourier=3, fourier_scale=1.0, activation=activation, seed=0
+    )
+
+
+def _separable_decoder(activation: str = "tanh") -> SeparableDecoder:
+    return SeparableDecoder(
+        D_S,
+        N_C,
+        C,
+        n_basis=4,
+        basis_width=6,
+        basis_depth=2,
+        coef_width=5,
+        coef_depth=2,
+        n_fourier=3,
+        fourier_scale=1.0,
+        activation=activation,
+        seed=0,
+    )
+
+
+DECODERS = {"mlp": _mlp_decoder, "separable": _separable_decoder}
+
+
+def test_fourier_features_are_a_fixed_seeded_buffer():
+    ff = FourierFeatures(2, 5, scale=2.0, seed=3)
+    assert "B" in dict(ff.named_buffers()) and not list(ff.parameters())
+    assert torch.equal(ff.B, FourierFeatures(2, 5, scale=2.0, seed=3).B)
+    assert not torch.equal(ff.B, FourierFeatures(2, 5, scale=2.0, seed=4).B)
+    x = torch.rand(4, 7, 2) * 2 - 1
+    out = ff(x)
+    assert out.shape == (4, 7, 12) and ff.n_out == 12
+    proj = 2 * math.pi * x @ ff.B
+    torch.testing.assert_close(out[..., :5], torch.sin(proj))
+    torch.testing.assert_close(out[..., 5:10], torch.cos(proj))
+    torch.testing.assert_close(out[..., 10:], x)
+    assert FourierFeatures(2, 5, 1.0, 0, include_input=False)(x).shape == (4, 7, 10)
+
+
+def test_fourier_features_reject_wrong_coordinate_count():
+    with pytest.raises(ShapeError, match=r"points must have last dimension 2, got shape \(4, 3\)"):
+        FourierFeatures(2, 5, 1.0, 0)(torch.zeros(4, 3))
+
+
+def test_residual_mlp_with_split_inputs_equals_concatenated_input():
+    torch.manual_seed(0)
+    split = ResidualMLP((3, 2), 4, width=8, depth=3, activation="silu")
+    joined = ResidualMLP(5, 4, width=8, depth=3, activation="silu")
+    with torch.no_grad():
+        joined.inputs[0].weight.copy_(
+            torch.cat([split.inputs[0].weight, split.inputs[1].weight], dim=1)
+        )
+        joined.inputs[0].bias.copy_(split.inputs[0].bias)
+        for a, b in zip(joined.hidden, split.hidden, strict=True):
+            a.load_state_dict(b.state_dict())
+        joined.output.load_state_dict(split.output.state_dict())
+    a, b = torch.randn(6, 3), torch.randn(6, 2)
+    torch.testing.assert_close(split(a, b), joined(torch.cat([a, b], -1)))
+    # broadcasting: one b for all rows
+    torch.testing.assert_close(split(a, b[0]), joined(torch.cat([a, b[0].expand(6, 2)], -1)))
+
+
+def test_residual_mlp_errors():
+    with pytest.raises(ConfigError, match="depth must be >= 1, got 0"):
+        ResidualMLP(2, 2, width=4, depth=0, activation="tanh")
+    with pytest.raises(ConfigError, match=r"activation must be one of .*got 'relu'"):
+        activation_fn("relu")
+    with pytest.raises(ShapeError, match="takes 2 inputs, got 1"):
+        ResidualMLP((2, 1), 2, width=4, depth=1, activation="tanh")(torch.zeros(2))
+
+
+@pytest.mark.parametrize("activation", ["tanh", "silu", "gelu"])
+def test_gradcheck_vector_field(activation):
+    torch.manual_seed(0)
+    field = VectorFieldNet(D_S, 2, width=5, depth=2, activation=activation).double()
+    s = torch.randn(2, D_S, dtype=torch.float64, requires_grad=True)
+    u = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(field, (s, u))
+
+
+@pytest.mark.parametrize("kind", DECODERS)
+def test_gradcheck_decoders(kind):
+    torch.manual_seed(0)
+    dec = DECODERS[kind]().double()
+    s = torch.randn(2, D_S, dtype=torch.float64, requires_grad=True)
+    pts = (torch.rand(2, 3, N_C, dtype=torch.float64) * 2 - 1).requires_grad_(True)
+    assert torch.autograd.gradcheck(dec, (s, pts))
+    prepared = dec.prepare_points(pts).detach()
+    assert torch.autograd.gradcheck(lambda s: dec.decode_prepared(s, prepared), (s,))
+
+
+def test_separable_decoder_is_a_sum_over_a_shared_basis():
+    dec = _separable_decoder().double()
+    s = torch.randn(5, D_S, dtype=torch.float64)
+    pts = torch.rand(7, N_C, dtype=torch.float64) * 2 - 1
+    basis = dec.prepare_points(pts)
+    assert basis.shape == (7, 5)
+    torch.testing.assert_close(basis[:, -1], torch.ones(7, dtype=torch.float64))
+    coef = dec.coef(s).reshape(5, 5, C)  # (state, n_basis + 1, C)
+    expected = (basis[None, :, :, None] * coef[:, None, :, :]).sum(-2)
+    torch.testing.assert_close(dec(s, pts), expected)
+
+
+def _shapes():
+    """Leading shapes of s and points that broadcast, with the expected output shape."""
+    dims = st.lists(st.integers(1, 3), min_size=0, max_size=3)
+    return dims.flatmap(
+        lambda full: st.tuples(
+            st.just(tuple(full)),
+            st.lists(st.booleans(), min_size=len(full), max_size=len(full)),
+            st.lists(st.booleans(), min_size=len(full), max_size=len(full)),
+            st.integers(0, len(full)),
+        )
+    )
+
+
+@settings(max_examples=30, deadline=None)
+@given(kind=st.sampled_from(sorted(DECODERS)), shapes=_shapes(), n_points=st.integers(1, 4))
+def test_decode_equals_decode_prepared_and_broadcasts(kind, shapes, n_points):
+    full, keep_s, keep_p, drop = shapes
+    s_lead = tuple(d if k else 1 for d, k in zip(full, keep_s, strict=True))
+    p_lead = tuple(d if k else 1 for d, k in zip(full, keep_p, strict=True))[drop:]
+    dec = DECODERS[kind]().double()
+    gen = torch.Generator().manual_seed(len(full))
+    s = torch.randn(*s_lead, D_S, generator=gen, dtype=torch.float64)
+    pts = torch.rand(*p_lead, n_points, N_C, generator=gen, dtype=torch.float64) * 2 - 1
+    out = dec(s, pts)
+    expected = torch.broadcast_shapes(s_lead, p_lead)
+    assert out.shape == (*expected, n_points, C)
+    torch.testing.assert_close(out, dec.decode_prepared(s, dec.prepare_points(pts)))
+    # each state decodes independently: compare one broadcast element with an unbatched call
+    if out.numel():
+        idx_s = (0,) * len(s_lead)
+        idx_p = (0,) * len(p_lead)
+        torch.testing.assert_close(out[(0,) * len(expected)], dec(s[idx_s], pts[idx_p]))
+
+
+def test_decoders_reject_wrong_latent_size():
+    with pytest.raises(ShapeError, match=r"s must have last dimension 3, got shape \(2, 4\)"):
+        _mlp_decoder()(torch.zeros(2, 4), torch.zeros(5, N_C))
+    with pytest.raises(ShapeError, match="prepared points must have last dimension 6"):
+        _mlp_decoder().decode_prepared(torch.zeros(2, D_S), torch.zeros(5, N_C))
+    dec = _separable_decoder()
+    with pytest.raises(ShapeError, match=r"s must have last dimension 3, got shape \(4,\)"):
+        dec(torch.zeros(4), torch.zeros(5, N_C))
+    with pytest.raises(ShapeError, match="prepared basis must have last dimension 5"):
+        dec.decode_prepared(torch.zeros(2, D_S), torch.zeros(5, 3))

@@ -1,0 +1,150 @@
+"""The xarray <-> torch boundary: coordinate detection, schema, times, points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import make_runs
+from xlevda._convert import (
+    DatasetFrameSource,
+    build_schema,
+    find_time,
+    spatial_layout,
+    times_to_steps,
+    to_points,
+)
+from xlevda.errors import CoordinateError, ShapeError, VariableError
+from xlevda.surrogates.schema import Affine, SurrogateSchema
+
+
+def test_schema_of_runs(runs):
+    schema = build_schema(runs, ["a", "b"])
+    assert schema.variables == ("eta", "u")
+    assert schema.coords == ("lat", "lon")
+    assert schema.params == ("a", "b")
+    assert schema.n_frames == 5
+    assert schema.time_is_datetime and schema.time_step == pytest.approx(3600.0)
+    assert schema.param_range[0] == (pytest.approx(runs.a.min()), pytest.approx(runs.a.max()))
+    assert schema.output_norm.offset[0] == pytest.approx(float(runs.eta.mean()))
+    assert SurrogateSchema.from_dict(schema.to_dict()) == schema
+
+
+def test_schema_is_same_for_dask_backed_data(runs):
+    assert build_schema(runs.chunk({"run": 2}), ["a", "b"]) == build_schema(runs, ["a", "b"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=4),
+    st.lists(st.floats(1e-3, 1e6), min_size=4, max_size=4),
+)
+def test_affine_round_trip(values, scales):
+    aff = Affine(offset=tuple(values), scale=tuple(scales[: len(values)]))
+    x = np.asarray(values) * 0.5 + 1.0
+    np.testing.assert_allclose(aff.denormalize(aff.normalize(x)), x, rtol=1e-9, atol=1e-6)
+
+
+def test_layout_grid_and_points(runs):
+    assert spatial_layout(runs).gridded
+    pts = runs.isel(run=0).stack(point=("lat", "lon")).reset_index("point")
+    layout = spatial_layout(pts)
+    assert not layout.gridded and layout.dims == ("point",)
+
+
+def test_cf_attributes_identify_renamed_coordinates(runs):
+    renamed = runs.rename({"lat": "row", "lon": "col"})
+    assert spatial_layout(renamed).coords == ("row", "col")
+
+
+def test_projection_coordinates_found():
+    ds = xr.Dataset(coords={"x": ("x", np.arange(3.0), {"axis": "X"}), "y": ("y", np.arange(2.0))})
+    assert spatial_layout(ds).coords == ("y", "x")
+
+
+def test_times_to_steps_off_grid(runs):
+    schema = build_schema(runs, ["a", "b"])
+    t = runs.time.values[1] + np.timedelta64(900, "s")
+    step, frac = times_to_steps([runs.time.values[2], t], schema)
+    assert step.tolist() == [2, 1]
+    np.testing.assert_allclose(frac, [0.0, 0.25])
+
+
+def test_times_outside_range(runs):
+    schema = build_schema(runs, ["a", "b"])
+    late = runs.time.values[-1] + np.timedelta64(1, "h")
+    with pytest.raises(CoordinateError, match="outside the surrogate's time range"):
+        times_to_steps([late], schema)
+    step, _ = times_to_steps([late], schema, extrapolate=True)
+    assert step[0] == 5
+    with pytest.raises(CoordinateError, match="numbers"):
+        times_to_steps([1.0], schema)
+
+
+def test_points_outside_domain(runs):
+    schema = build_schema(runs, ["a", "b"])
+    pts, _ = to_points(runs, schema)
+    assert pts.shape == (72, 2) and np.abs(pts).max() == pytest.approx(1.0)
+    far = xr.Dataset(coords={"lat": [42.0], "lon": [-150.0]})
+    with pytest.raises(CoordinateError, match=r"lon=-150.*within \[-160, -155\]"):
+        to_points(far, schema)
+
+
+def test_no_time_coordinate():
+    with pytest.raises(CoordinateError, match="no time coordinate found"):
+        find_time(xr.Dataset(coords={"lat": [0.0]}))
+
+
+def test_no_spatial_coordinates(runs):
+    bad = runs.rename({"lat": "row", "lon": "col"})
+    bad.row.attrs.clear()
+    bad.col.attrs.clear()
+    with pytest.raises(CoordinateError, match="no spatial coordinates found"):
+        build_schema(bad, ["a", "b"])
+
+
+def test_parameter_not_a_coordinate(runs):
+    with pytest.raises(VariableError, match="parameter 'depth' is not a coordinate"):
+        build_schema(runs, ["depth"])
+
+
+def test_nan_in_training_data(runs):
+    bad = runs.copy(deep=True)
+    bad["eta"][0, 0, 0, 0] = np.nan
+    with pytest.raises(VariableError, match="'eta' holds 1 NaN"):
+        build_schema(bad, ["a", "b"])
+
+
+def test_unknown_variable(runs):
+    with pytest.raises(VariableError, match="variable 'sst' not found"):
+        build_schema(runs, ["a"], variables=["sst"])
+
+
+def test_mismatched_dims(runs):
+    bad = runs.assign(w=runs.eta.isel(time=0))
+    with pytest.raises(ShapeError, match="'w' has dimensions"):
+        build_schema(bad, ["a"], variables=["eta", "w"])
+
+
+def test_irregular_training_times(runs):
+    t = runs.time.values.copy()
+    t[-1] += np.timedelta64(10, "m")
+    with pytest.raises(CoordinateError, match="uniformly spaced"):
+        build_schema(runs.assign_coords(time=t), ["a"])
+
+
+def test_streaming_source_matches_in_memory(runs):
+    big = make_runs(n_runs=10)
+    schema = build_schema(big, ["a", "b"])
+    idx = np.arange(10)
+    kw = {"batch_size": 3, "points_per_frame": None, "shuffle": False}
+    mem = DatasetFrameSource(big, schema, idx)
+    streamed = DatasetFrameSource(big.chunk({"run": 2}), schema, idx, chunk_runs=4, memory_budget=0)
+    a = list(mem.batches(generator=torch.Generator().manual_seed(0), **kw))
+    b = list(streamed.batches(generator=torch.Generator().manual_seed(0), **kw))
+    torch.testing.assert_close(torch.cat([x.values for x in a]), torch.cat([x.values for x in b]))
+    torch.testing.assert_close(torch.cat([x.params for x in a]), torch.cat([x.params for x in b]))

@@ -1,0 +1,467 @@
+"""The xarray <-> torch boundary.
+
+Finds time and spatial coordinates (CF metadata through cf-xarray first, common
+names second), builds a :class:`~xlevda.surrogates.schema.SurrogateSchema` from a
+training Dataset, maps coordinates to normalized query points and times to
+``(step, fraction)`` pairs, and streams training frames chunk by chunk from a
+possibly dask-backed Dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass
+
+import cf_xarray  # noqa: F401  (registers the .cf accessor)
+import numpy as np
+import torch
+import xarray as xr
+
+from xlevda.errors import CoordinateError, ShapeError, VariableError
+from xlevda.surrogates.schema import Affine, SurrogateSchema
+from xlevda.surrogates.training import FrameBatch, TensorFrameSource
+
+__all__ = [
+    "DatasetFrameSource",
+    "SpatialLayout",
+    "build_schema",
+    "find_time",
+    "spatial_layout",
+    "times_to_steps",
+    "to_points",
+]
+
+_TIME_NAMES = ("time", "t", "times")
+_SPATIAL_NAME_PAIRS = (("lat", "lon"), ("latitude", "longitude"), ("y", "x"))
+_ATTR_KEYS = ("units", "standard_name", "long_name", "axis")
+
+
+def _attrs(obj) -> dict:
+    return {k: v for k, v in obj.attrs.items() if k in _ATTR_KEYS and isinstance(v, str)}
+
+
+def find_time(obj: xr.Dataset | xr.DataArray) -> str:
+    """Name of the time coordinate of ``obj``.
+
+    CF metadata first (``standard_name: time``, ``axis: T``), then the names
+    ``time``, ``t``, ``times``.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> find_time(xr.Dataset(coords={"time": np.arange(3)}))
+    'time'
+    """
+    cf_names = obj.cf.coordinates.get("time", []) + obj.cf.axes.get("T", [])
+    for name in [*cf_names, *_TIME_NAMES]:
+        if name in obj.coords:
+            return str(name)
+    raise CoordinateError(
+        f"no time coordinate found among coordinates {sorted(map(str, obj.coords))}: expected "
+        "a coordinate with standard_name 'time' or axis 'T', or one named 'time'"
+    )
+
+
+def _spatial_names(obj: xr.Dataset | xr.DataArray) -> tuple[str, str]:
+    cf_coords, cf_axes = obj.cf.coordinates, obj.cf.axes
+    candidates: list[tuple[str, str]] = []
+    if cf_coords.get("latitude") and cf_coords.get("longitude"):
+        candidates.append((cf_coords["latitude"][0], cf_coords["longitude"][0]))
+    if cf_axes.get("Y") and cf_axes.get("X"):
+        candidates.append((cf_axes["Y"][0], cf_axes["X"][0]))
+    candidates.extend(_SPATIAL_NAME_PAIRS)
+    for ycoord, xcoord in candidates:
+        if ycoord in obj.coords and xcoord in obj.coords:
+            return str(ycoord), str(xcoord)
+    raise CoordinateError(
+        f"no spatial coordinates found among coordinates {sorted(map(str, obj.coords))}: "
+        "expected latitude/longitude (standard_name or names lat/lon) or projection "
+        "coordinates y/x (axis Y/X)"
+    )
+
+
+@dataclass(frozen=True)
+class SpatialLayout:
+    """Where the spatial values of a Dataset live.
+
+    Attributes
+    ----------
+    coords : tuple of str
+        Coordinate names in decoder order, e.g. ``("lat", "lon")``.
+    dims : tuple of str
+        Spatial dimensions of the data variables: ``("lat", "lon")`` for a grid,
+        ``("point",)`` for scattered points.
+    gridded : bool
+        Whether each coordinate is its own 1-D dimension.
+    """
+
+    coords: tuple[str, str]
+    dims: tuple[str, ...]
+    gridded: bool
+
+
+def spatial_layout(
+    obj: xr.Dataset | xr.DataArray, coords: Sequence[str] | None = None
+) -> SpatialLayout:
+    """Detect the spatial coordinates and whether the data are gridded or scattered.
+
+    Parameters
+    ----------
+    obj : Dataset or DataArray
+        Data with either 1-D dimension coordinates (a grid) or coordinates that
+        share one dimension (points).
+    coords : sequence of str, optional
+        The coordinate names to use, in decoder order; detected when omitted.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> ds = xr.Dataset(coords={"lat": np.arange(3.0), "lon": np.arange(4.0)})
+    >>> spatial_layout(ds)
+    SpatialLayout(coords=('lat', 'lon'), dims=('lat', 'lon'), gridded=True)
+    """
+    names = tuple(coords) if coords is not None else _spatial_names(obj)
+    for name in names:
+        if name not in obj.coords:
+            raise CoordinateError(
+                f"spatial coordinate {name!r} not found; coordinates are "
+                f"{sorted(map(str, obj.coords))}"
+            )
+    dims = [obj[name].dims for name in names]
+    if all(d == (name,) for d, name in zip(dims, names, strict=True)):
+        return SpatialLayout(names, names, gridded=True)
+    if all(len(d) == 1 for d in dims) and len(set(dims)) == 1:
+        return SpatialLayout(names, dims[0], gridded=False)
+    raise CoordinateError(
+        f"spatial coordinates {names} have dimensions {dims}: expected either 1-D dimension "
+        "coordinates (a grid) or coordinates sharing one point dimension"
+    )
+
+
+def _coord_points(obj: xr.Dataset | xr.DataArray, layout: SpatialLayout) -> np.ndarray:
+    """Physical coordinates of every spatial location, ``(N_pts, n_coords)``, C order."""
+    if layout.gridded:
+        mesh = np.meshgrid(
+            *(np.asarray(obj[c].values, float) for c in layout.coords), indexing="ij"
+        )
+        return np.stack([m.ravel() for m in mesh], axis=-1)
+    return np.stack([np.asarray(obj[c].values, float) for c in layout.coords], axis=-1)
+
+
+def to_points(
+    obj: xr.Dataset | xr.DataArray, schema: SurrogateSchema, *, tolerance: float = 1e-9
+) -> tuple[np.ndarray, SpatialLayout]:
+    """Normalized query points of ``obj``'s spatial locations.
+
+    Returns
+    -------
+    points : ndarray, shape (N_pts, n_coords)
+        Normalized coordinates (``[-1, 1]`` on the training domain).
+    layout : SpatialLayout
+
+    Raises
+    ------
+    CoordinateError
+        If a coordinate is missing or a location lies outside the training domain:
+        decoding there would be extrapolation.
+    """
+    layout = spatial_layout(obj, schema.coords)
+    pts = schema.coord_norm.normalize(_coord_points(obj, layout))
+    bad = np.abs(pts) > 1 + tolerance
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        name = schema.coords[j]
+        lo, hi = (
+            schema.coord_norm.offset[j] - schema.coord_norm.scale[j],
+            schema.coord_norm.offset[j] + schema.coord_norm.scale[j],
+        )
+        value = schema.coord_norm.denormalize(pts[i])[j]
+        raise CoordinateError(
+            f"{int(bad.any(axis=1).sum())} location(s) lie outside the surrogate's domain: "
+            f"e.g. {name}={value:.6g}, expected within [{lo:.6g}, {hi:.6g}]"
+        )
+    return pts, layout
+
+
+def _time_numbers(values: np.ndarray, schema_is_datetime: bool, name: str) -> np.ndarray:
+    values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.datetime64):
+        if not schema_is_datetime:
+            raise CoordinateError(
+                f"time coordinate {name!r} holds datetime64 values, but the surrogate was "
+                "trained on numeric times"
+            )
+        return values.astype("datetime64[ns]").astype(np.int64) / 1e9
+    if schema_is_datetime:
+        raise CoordinateError(
+            f"time coordinate {name!r} holds numbers ({values.dtype}), but the surrogate was "
+            "trained on datetime64 times"
+        )
+    return values.astype(float)
+
+
+def times_to_steps(
+    times, schema: SurrogateSchema, *, name: str = "time", extrapolate: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Map times to latent ``(step, fraction)`` pairs (paper eq. 17).
+
+    Frame ``k`` of the training data sits at ``time_origin + k * time_step``.
+
+    Parameters
+    ----------
+    times : array-like of datetime64 or numbers
+        Query times.
+    schema : SurrogateSchema
+    name : str
+        Name used in error messages.
+    extrapolate : bool
+        Allow times after the last training frame (a forecast beyond the horizon
+        the surrogate was trained on).
+
+    Returns
+    -------
+    step : ndarray of int64
+    frac : ndarray of float, in ``[0, 1)``
+
+    Raises
+    ------
+    CoordinateError
+        For times before frame 0, or after the last trained frame unless
+        ``extrapolate``.
+    """
+    t = _time_numbers(np.atleast_1d(times), schema.time_is_datetime, name)
+    origin = (
+        _time_numbers(np.array([schema.time_origin], dtype="datetime64[ns]"), True, name)[0]
+        if schema.time_is_datetime
+        else float(schema.time_origin)
+    )
+    x = (t - origin) / schema.time_step
+    x = np.where(np.abs(x - np.round(x)) < 1e-9, np.round(x), x)
+    last = schema.n_frames - 1
+    if (x < 0).any() or (not extrapolate and (x > last).any()):
+        bad = np.atleast_1d(times)[(x < 0) | ((x > last) & (not extrapolate))][0]
+        raise CoordinateError(
+            f"{name}={bad} lies outside the surrogate's time range [frame 0, frame {last}] "
+            f"(origin {schema.time_origin}, step {schema.time_step} {schema.time_units}); "
+            "pass extrapolate=True to forecast beyond the trained horizon"
+        )
+    step = np.floor(x).astype(np.int64)
+    return step, x - step
+
+
+def _time_axis(ds: xr.Dataset, time: str) -> tuple[str, float, str, bool]:
+    values = np.asarray(ds[time].values)
+    if values.ndim != 1 or values.size < 2:
+        raise CoordinateError(
+            f"time coordinate {time!r} must be 1-D with at least 2 frames, got shape {values.shape}"
+        )
+    is_dt = np.issubdtype(values.dtype, np.datetime64)
+    t = _time_numbers(values, is_dt, time)
+    d = np.diff(t)
+    if (d <= 0).any() or not np.allclose(d, d[0], rtol=1e-6, atol=0):
+        raise CoordinateError(
+            f"time coordinate {time!r} must be sorted and uniformly spaced for training "
+            f"(one latent step per frame), got spacings from {d.min():.6g} to {d.max():.6g}"
+        )
+    origin = str(values[0].astype("datetime64[ns]")) if is_dt else repr(float(values[0]))
+    units = "s" if is_dt else str(ds[time].attrs.get("units", "1"))
+    return origin, float(d.mean()), units, is_dt
+
+
+def build_schema(
+    ds: xr.Dataset,
+    params: Sequence[str],
+    variables: Sequence[str] | None = None,
+    *,
+    run_dim: str = "run",
+) -> SurrogateSchema:
+    """Schema of a training Dataset: names, normalizations, time axis, parameter ranges.
+
+    Statistics (per-variable mean and standard deviation, parameter and
+    coordinate ranges) are computed in one pass, lazily for dask-backed data.
+
+    Parameters
+    ----------
+    ds : Dataset
+        Training runs with dims ``(run_dim, time, *spatial)``.
+    params : sequence of str
+        Names of coordinates (or variables) on ``run_dim`` holding each run's parameters.
+    variables : sequence of str, optional
+        Fields to learn; all data variables with the time dimension by default.
+    run_dim : str
+        Dimension enumerating runs.
+    """
+    time = find_time(ds)
+    layout = spatial_layout(ds)
+    if run_dim not in ds.dims:
+        raise CoordinateError(
+            f"run dimension {run_dim!r} not found; dimensions are {sorted(map(str, ds.dims))}"
+        )
+    variables = _check_variables(ds, variables, (run_dim, time, *layout.dims))
+    param_vals = []
+    for p in params:
+        if p not in ds.variables:
+            on_run = sorted(str(k) for k, v in ds.variables.items() if v.dims == (run_dim,))
+            raise VariableError(
+                f"parameter {p!r} is not a coordinate or variable of the dataset; available on "
+                f"{run_dim!r}: {on_run}"
+            )
+        if ds[p].dims != (run_dim,):
+            raise VariableError(
+                f"parameter {p!r} must be 1-D over {run_dim!r}, got dims {ds[p].dims}"
+            )
+        vals = np.asarray(ds[p].values, float)
+        if not np.isfinite(vals).all():
+            raise VariableError(f"parameter {p!r} holds NaN or infinite values")
+        param_vals.append(vals)
+    pv = np.stack(param_vals, -1) if param_vals else np.zeros((ds.sizes[run_dim], 0))
+
+    import dask
+
+    stats = dask.compute(*[(ds[v].mean(), ds[v].std(), ds[v].isnull().sum()) for v in variables])
+    means, stds = [], []
+    for v, (m, s, n_nan) in zip(variables, stats, strict=True):
+        if int(n_nan) > 0:
+            raise VariableError(
+                f"variable {v!r} holds {int(n_nan)} NaN value(s): training data must be complete"
+            )
+        means.append(float(m))
+        stds.append(float(s))
+
+    xyz = _coord_points(ds, layout)
+    origin, step, units, is_dt = _time_axis(ds, time)
+    return SurrogateSchema(
+        variables=tuple(variables),
+        variable_attrs=tuple(_attrs(ds[v]) for v in variables),
+        output_norm=Affine.from_moments(means, stds),
+        coords=layout.coords,
+        coord_attrs=tuple(_attrs(ds[c]) for c in layout.coords),
+        coord_norm=Affine.from_range(xyz.min(0), xyz.max(0)),
+        params=tuple(params),
+        param_attrs=tuple(_attrs(ds[p]) for p in params),
+        param_norm=Affine.from_range(pv.min(0), pv.max(0)),
+        param_range=tuple(
+            (float(lo), float(hi)) for lo, hi in zip(pv.min(0), pv.max(0), strict=True)
+        ),
+        time_origin=origin,
+        time_step=step,
+        time_units=units,
+        time_is_datetime=is_dt,
+        n_frames=int(ds.sizes[time]),
+        grid={c: tuple(np.asarray(ds[c].values, float).tolist()) for c in layout.coords}
+        if layout.gridded
+        else {},
+        attrs={k: v for k, v in ds.attrs.items() if isinstance(v, str | int | float)},
+    )
+
+
+def _check_variables(
+    ds: xr.Dataset, variables: Sequence[str] | None, dims: tuple[Hashable, ...]
+) -> list[str]:
+    if variables is None:
+        variables = [str(v) for v, da in ds.data_vars.items() if set(da.dims) == set(dims)]
+        if not variables:
+            raise VariableError(f"no data variable has the dimensions {dims}")
+    for v in variables:
+        if v not in ds.data_vars:
+            raise VariableError(
+                f"variable {v!r} not found; data variables are {sorted(map(str, ds.data_vars))}"
+            )
+        if set(ds[v].dims) != set(dims):
+            raise ShapeError(f"variable {v!r} has dimensions {ds[v].dims}, expected {dims}")
+    return list(variables)
+
+
+class DatasetFrameSource:
+    """Training frames from an xarray Dataset, loaded chunk of runs by chunk of runs.
+
+    Implements the :class:`~xlevda.surrogates.training.FrameSource` protocol.  A
+    dask-backed Dataset larger than memory is read ``chunk_runs`` runs at a time;
+    when the selected runs fit in ``memory_budget`` bytes they are loaded once.
+
+    Parameters
+    ----------
+    ds : Dataset
+        Training data with dims ``(run_dim, time, *spatial)``.
+    schema : SurrogateSchema
+        From :func:`build_schema`.
+    runs : array of int
+        Indices along ``run_dim`` this source serves (e.g. the training split).
+    run_dim : str
+    chunk_runs : int
+        Runs read per chunk when streaming.
+    memory_budget : int
+        Bytes (float32) below which all selected runs are held in memory.
+    dtype : torch.dtype
+    """
+
+    def __init__(
+        self,
+        ds: xr.Dataset,
+        schema: SurrogateSchema,
+        runs: np.ndarray,
+        *,
+        run_dim: str = "run",
+        chunk_runs: int = 16,
+        memory_budget: int = 2 * 1024**3,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self._ds = ds
+        self._schema = schema
+        self._runs = np.asarray(runs, dtype=np.int64)
+        self._run_dim = run_dim
+        self._time = find_time(ds)
+        self._layout = spatial_layout(ds, schema.coords)
+        self._dtype = dtype
+        self._points = torch.as_tensor(
+            schema.coord_norm.normalize(_coord_points(ds, self._layout)), dtype=dtype
+        )
+        n_pts = self._points.shape[0]
+        nbytes = len(self._runs) * schema.n_frames * n_pts * schema.n_channels * 4
+        self._chunk_runs = len(self._runs) if nbytes <= memory_budget else max(1, chunk_runs)
+        self._cache: TensorFrameSource | None = None
+        self.n_runs = len(self._runs)
+        self.n_frames = schema.n_frames
+
+    def _load(self, runs: np.ndarray) -> TensorFrameSource:
+        s = self._schema
+        sub = self._ds.isel({self._run_dim: np.sort(runs)})
+        arr = (
+            sub[list(s.variables)]
+            .to_array("channel")
+            .transpose(self._run_dim, self._time, *self._layout.dims, "channel")
+            .values
+        )
+        values = s.output_norm.normalize(arr.reshape(arr.shape[0], arr.shape[1], -1, arr.shape[-1]))
+        if not np.isfinite(values).all():
+            raise VariableError("training data hold NaN or infinite values")
+        params = s.param_norm.normalize(
+            np.stack([np.asarray(sub[p].values, float) for p in s.params], -1)
+        )
+        return TensorFrameSource(
+            torch.as_tensor(params, dtype=self._dtype),
+            self._points,
+            torch.as_tensor(values, dtype=self._dtype),
+        )
+
+    def batches(
+        self,
+        batch_size: int,
+        points_per_frame: int | None,
+        generator: torch.Generator,
+        shuffle: bool,
+    ) -> Iterator[FrameBatch]:
+        """Yield batches of ``batch_size`` runs; see :class:`TensorFrameSource`."""
+        if self._chunk_runs >= self.n_runs:
+            if self._cache is None:
+                self._cache = self._load(self._runs)
+            yield from self._cache.batches(batch_size, points_per_frame, generator, shuffle)
+            return
+        order = (
+            torch.randperm(self.n_runs, generator=generator).numpy()
+            if shuffle
+            else np.arange(self.n_runs)
+        )
+        for start in range(0, self.n_runs, self._chunk_runs):
+            chunk = self._load(self._runs[order[start : start + self._chunk_runs]])
+            yield from chunk.batches(batch_size, points_per_frame, generator, shuffle)

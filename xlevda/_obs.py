@@ -1,0 +1,314 @@
+"""Observations: from an xarray Dataset to a flat, normalized table, and into windows.
+
+The table is numpy (no torch): one row per scalar observation, sorted by time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from xlevda._convert import find_time, spatial_layout, times_to_steps
+from xlevda.errors import ObservationError
+from xlevda.surrogates.schema import SurrogateSchema
+
+__all__ = ["ObsTable", "Window", "obs_table", "plan_windows"]
+
+_STD_SUFFIX = "_std"
+
+
+@dataclass(frozen=True)
+class ObsTable:
+    """Observations flattened to one row per scalar value, sorted by time.
+
+    Attributes
+    ----------
+    time : ndarray (M,)
+        Observation times as given (datetime64 or numbers).
+    step, frac : ndarray (M,)
+        Latent step (frame index) and eq. 17 fraction of each time.
+    points : ndarray (M, n_coords)
+        Normalized positions.
+    channel : ndarray (M,) of int
+        Index of the observed variable among the surrogate's outputs.
+    value, std : ndarray (M,)
+        Observed value and error standard deviation, normalized per channel.
+    n_dropped : int
+        Observations outside the surrogate's domain dropped on request.
+    """
+
+    time: np.ndarray
+    step: np.ndarray
+    frac: np.ndarray
+    points: np.ndarray
+    channel: np.ndarray
+    value: np.ndarray
+    std: np.ndarray
+    n_dropped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def select(self, index: np.ndarray) -> ObsTable:
+        """Rows ``index`` of the table."""
+        return ObsTable(
+            self.time[index],
+            self.step[index],
+            self.frac[index],
+            self.points[index],
+            self.channel[index],
+            self.value[index],
+            self.std[index],
+            self.n_dropped,
+        )
+
+
+def _as_points(obs: xr.Dataset, coords: tuple[str, ...]) -> tuple[xr.Dataset, str]:
+    """Observations with one observation dimension (gridded input is stacked)."""
+    time = find_time(obs)
+    if obs[time].ndim == 1 and obs[time].dims == (time,):
+        layout = spatial_layout(obs, coords)
+        if layout.gridded:
+            stacked = obs.stack(obs=(time, *layout.dims)).reset_index("obs")
+            return stacked, "obs"
+    dims = obs[time].dims
+    if len(dims) != 1:
+        raise ObservationError(
+            f"observation time coordinate {time!r} has dims {dims}: expected one observation "
+            "dimension, or a gridded Dataset with dims (time, space...)"
+        )
+    for c in coords:
+        if c not in obs.coords:
+            raise ObservationError(
+                f"observations lack the position coordinate {c!r}; coordinates are "
+                f"{sorted(map(str, obs.coords))}"
+            )
+        if obs[c].dims != dims:
+            raise ObservationError(
+                f"observation coordinate {c!r} has dims {obs[c].dims}, expected {dims} "
+                "(one position per observation)"
+            )
+    return obs, dims[0]
+
+
+def _longitudes(values: np.ndarray, name: str, lo: float, hi: float) -> np.ndarray:
+    if values.min() < 0 and values.max() > 180:
+        raise ObservationError(
+            f"observation coordinate {name!r} mixes longitude conventions: values from "
+            f"{values.min():.6g} to {values.max():.6g} (expected all in -180..180 or all in 0..360)"
+        )
+    if hi <= 180 and values.max() > 180:
+        return np.where(values > 180, values - 360, values)
+    if lo >= 0 and values.min() < 0:
+        return np.where(values < 0, values + 360, values)
+    return values
+
+
+def _is_longitude(schema: SurrogateSchema, j: int) -> bool:
+    attrs = schema.coord_attrs[j]
+    return (
+        attrs.get("standard_name") == "longitude"
+        or attrs.get("units", "").startswith("degrees_e")
+        or schema.coords[j] in ("lon", "longitude")
+    )
+
+
+def obs_table(
+    obs: xr.Dataset,
+    schema: SurrogateSchema,
+    *,
+    variables: Sequence[str] | None = None,
+    errors: Mapping[str, float] | None = None,
+    outside: str = "error",
+    time_range: tuple | None = None,
+) -> ObsTable:
+    """Flatten an observation Dataset into a normalized :class:`ObsTable`.
+
+    Parameters
+    ----------
+    obs : Dataset
+        Either one observation dimension with coordinates time and position per
+        observation (moving sensors, irregular times), or a gridded Dataset with
+        dims ``(time, *space)`` where NaN marks "not observed".  In both forms a
+        NaN value means that variable is not observed there; the used counts are
+        reported by the caller.
+    schema : SurrogateSchema
+        The surrogate's schema (variables, coordinates, normalization, time axis).
+    variables : sequence of str, optional
+        Observed variables to use; by default every data variable that is not an
+        error standard deviation (``<var>_std``).
+    errors : mapping of str to float, optional
+        Error standard deviation per variable, for variables without ``<var>_std``.
+    outside : {"error", "drop"}
+        What to do with observations outside the surrogate's spatial domain.
+    time_range : (start, end), optional
+        Observations outside this closed interval are an error.
+
+    Returns
+    -------
+    ObsTable
+    """
+    if outside not in ("error", "drop"):
+        raise ObservationError(f"outside={outside!r}: expected 'error' or 'drop'")
+    errors = dict(errors or {})
+    obs, obs_dim = _as_points(obs, schema.coords)
+    time = find_time(obs)
+    if variables is None:
+        variables = [
+            str(v)
+            for v in obs.data_vars
+            if not str(v).endswith(_STD_SUFFIX) and obs_dim in obs[v].dims
+        ]
+    if not variables:
+        raise ObservationError("observations hold no data variable")
+    for v in variables:
+        if v not in schema.variables:
+            raise ObservationError(
+                f"observed variable {v!r} is not produced by the surrogate, which produces "
+                f"{list(schema.variables)}"
+            )
+        if v not in obs.data_vars:
+            raise ObservationError(
+                f"variable {v!r} not in the observations; they hold "
+                f"{sorted(map(str, obs.data_vars))}"
+            )
+
+    t = np.asarray(obs[time].values)
+    pos = np.stack([np.asarray(obs[c].values, float) for c in schema.coords], -1)
+    if pd_isnull(t).any() or not np.isfinite(pos).all():
+        raise ObservationError("observation times or positions hold NaN values")
+    for j, c in enumerate(schema.coords):
+        if _is_longitude(schema, j):
+            lo = schema.coord_norm.offset[j] - schema.coord_norm.scale[j]
+            hi = schema.coord_norm.offset[j] + schema.coord_norm.scale[j]
+            pos[:, j] = _longitudes(pos[:, j], c, lo, hi)
+    if time_range is not None:
+        start, end = time_range
+        bad = (t < start) | (t > end)
+        if bad.any():
+            raise ObservationError(
+                f"{int(bad.sum())} observation time(s) outside the analysis time range "
+                f"[{start}, {end}], e.g. {t[bad][0]}"
+            )
+    step, frac = times_to_steps(t, schema, name=f"observation {time}", extrapolate=True)
+    points = schema.coord_norm.normalize(pos)
+    inside = (np.abs(points) <= 1 + 1e-9).all(-1)
+    n_dropped = 0
+    if not inside.all():
+        if outside == "error":
+            j = int(np.argmin(inside))
+            raise ObservationError(
+                f"{int((~inside).sum())} observation(s) lie outside the surrogate's domain, e.g. "
+                + ", ".join(f"{c}={pos[j, i]:.6g}" for i, c in enumerate(schema.coords))
+                + "; pass outside='drop' to drop them (their count is reported)"
+            )
+        n_dropped = int((~inside).sum())
+
+    rows = []
+    for v in variables:
+        c = schema.variables.index(v)
+        value = np.asarray(obs[v].values, float)
+        std = _std_of(obs, v, errors, value.shape)
+        ok = np.isfinite(value) & inside
+        if not np.isfinite(value).any():
+            raise ObservationError(f"observed variable {v!r} holds only NaN values")
+        if (~np.isfinite(std[ok])).any() or (std[ok] <= 0).any():
+            bad = std[ok][(~np.isfinite(std[ok])) | (std[ok] <= 0)][0]
+            raise ObservationError(
+                f"observation error std of {v!r} must be finite and > 0, got {bad}"
+            )
+        idx = np.nonzero(ok)[0]
+        scale = schema.output_norm.scale[c]
+        rows.append(
+            (
+                idx,
+                np.full(len(idx), c),
+                (value[idx] - schema.output_norm.offset[c]) / scale,
+                std[idx] / scale,
+            )
+        )
+    idx = np.concatenate([r[0] for r in rows])
+    order = np.argsort(t[idx], kind="stable")
+    idx = idx[order]
+    return ObsTable(
+        time=t[idx],
+        step=step[idx],
+        frac=frac[idx],
+        points=points[idx],
+        channel=np.concatenate([r[1] for r in rows])[order],
+        value=np.concatenate([r[2] for r in rows])[order],
+        std=np.concatenate([r[3] for r in rows])[order],
+        n_dropped=n_dropped,
+    )
+
+
+def pd_isnull(values: np.ndarray) -> np.ndarray:
+    """NaN / NaT mask for numeric or datetime arrays."""
+    if np.issubdtype(values.dtype, np.datetime64):
+        return np.isnat(values)
+    return ~np.isfinite(values.astype(float))
+
+
+def _std_of(obs: xr.Dataset, v: str, errors: Mapping[str, float], shape) -> np.ndarray:
+    name = v + _STD_SUFFIX
+    if name in obs.variables:
+        return np.broadcast_to(np.asarray(obs[name].values, float), shape)
+    if v in errors:
+        return np.full(shape, float(errors[v]))
+    raise ObservationError(
+        f"no observation error for {v!r}: add a variable {name!r} or pass errors={{{v!r}: std}}"
+    )
+
+
+@dataclass(frozen=True)
+class Window:
+    """One assimilation window.
+
+    Attributes
+    ----------
+    anchor : int
+        Latent index of the window-initial state (``-1`` is the shifted start
+        ``s_{-1} = 0`` of the first window).
+    rows : ndarray of int
+        Rows of the :class:`ObsTable` assimilated in this window.
+    """
+
+    anchor: int
+    rows: np.ndarray
+
+
+def plan_windows(table: ObsTable, size: int, stride: int | None = None) -> list[Window]:
+    """Group observation times into windows of ``size`` distinct times.
+
+    Windows start every ``stride`` distinct observation times (``stride = size``,
+    the default, gives non-overlapping windows; ``stride < size`` overlaps).  The
+    first window is anchored at the shifted start (index ``-1``), every later one
+    at the latent step of its first observation time.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = ObsTable(np.arange(4.0), np.arange(4), np.zeros(4), np.zeros((4, 1)),
+    ...              np.zeros(4, int), np.zeros(4), np.ones(4))
+    >>> [(w.anchor, w.rows.tolist()) for w in plan_windows(t, 2)]
+    [(-1, [0, 1]), (2, [2, 3])]
+    """
+    if size < 1:
+        raise ObservationError(f"window size tau={size}: expected >= 1 observation time")
+    stride = size if stride is None else stride
+    if not 1 <= stride <= size:
+        raise ObservationError(f"window stride {stride}: expected 1 <= stride <= tau={size}")
+    key = table.step + table.frac
+    unique = np.unique(key)
+    windows = []
+    for w, start in enumerate(range(0, len(unique), stride)):
+        sel = unique[start : start + size]
+        rows = np.nonzero((key >= sel[0]) & (key <= sel[-1]))[0]
+        anchor = -1 if w == 0 else int(table.step[rows[0]])
+        windows.append(Window(anchor, rows))
+        if start + size >= len(unique):
+            break
+    return windows

@@ -1,0 +1,418 @@
+"""LEVDA on xarray data: check inputs once, cycle windows, wrap the analysis.
+
+Which window supplies each output time: window ``w`` is anchored at latent
+index ``a_w`` (``-1``, the shifted start, for the first window; the step of its
+first observation time for later ones).  Output times at or after ``a_w`` and
+before ``a_{w+1}`` are taken from window ``w``'s analysis trajectory (a
+smoother inside its window, a forecast past its last observation); times after
+the last anchor come from the last window.  The output variable
+``window_index(time)`` records this.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import dask.array as dsa
+import numpy as np
+import torch
+import xarray as xr
+
+from xlevda._convert import find_time, times_to_steps, to_points
+from xlevda._obs import ObsTable, Window, obs_table, plan_windows
+from xlevda.config import LEVDAConfig
+from xlevda.core.dynamics import interpolate_latent
+from xlevda.core.levda import (
+    Inflation,
+    ObsWindow,
+    Randomized,
+    WindowResult,
+    propagate,
+    solve_window,
+    trajectory,
+)
+from xlevda.errors import ConfigError, CoordinateError, VariableError
+from xlevda.surrogates.protocol import Surrogate
+
+__all__ = ["assimilate", "surrogate_checksum"]
+
+_DIAGNOSTICS = ("cost", "misfit", "misfit_background", "n_iter", "converged", "failed")
+
+
+def surrogate_checksum(surrogate: Surrogate) -> str:
+    """SHA-256 of a surrogate's weights and schema (provenance of an analysis)."""
+    h = hashlib.sha256(repr(surrogate.schema.to_dict()).encode())
+    if isinstance(surrogate, torch.nn.Module):
+        for name, tensor in sorted(surrogate.state_dict().items()):
+            h.update(name.encode())
+            buf = io.BytesIO()
+            np.save(buf, tensor.detach().cpu().numpy(), allow_pickle=False)
+            h.update(buf.getvalue())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class _Cycle:
+    """Result of cycling the windows of one case (torch-free arrays)."""
+
+    anchors: np.ndarray  # (W,)
+    z_analysis: np.ndarray  # (W, K, d_z)
+    diagnostics: dict[str, np.ndarray]  # name -> (W, K)
+    n_obs: np.ndarray  # (W,)
+
+
+def _obs_window(table: ObsTable, anchor: int, n_channels: int, dtype, device) -> ObsWindow:
+    """Dense padded window: one row per distinct time, one column per distinct point.
+
+    Repeated observations of one value (same time, place and variable) are
+    merged exactly: weights add and values are weight-averaged, which leaves the
+    minimizer of the cost unchanged.
+    """
+    key = table.step + table.frac
+    times, t_idx = np.unique(key, return_inverse=True)
+    per_time = []
+    for i in range(len(times)):
+        rows = np.nonzero(t_idx == i)[0]
+        pts, p_idx = np.unique(table.points[rows], axis=0, return_inverse=True)
+        per_time.append((rows, pts, p_idx.ravel()))
+    n_pts = max(len(p) for _, p, _ in per_time)
+    n_c = table.points.shape[1]
+    points = np.zeros((len(times), n_pts, n_c))
+    wsum = np.zeros((len(times), n_pts, n_channels))
+    wval = np.zeros_like(wsum)
+    for i, (rows, pts, p_idx) in enumerate(per_time):
+        points[i, : len(pts)] = pts
+        points[i, len(pts) :] = pts[0]  # padding: a valid point, weighted by 0
+        w = 1.0 / table.std[rows] ** 2
+        np.add.at(wsum[i], (p_idx, table.channel[rows]), w)
+        np.add.at(wval[i], (p_idx, table.channel[rows]), w * table.value[rows])
+    values = np.divide(wval, wsum, out=np.zeros_like(wval), where=wsum > 0)
+    first = table.step[np.searchsorted(key, times)]
+
+    def t(x, dt=dtype):
+        return torch.as_tensor(x, dtype=dt, device=device)
+
+    return ObsWindow(
+        step=torch.as_tensor(first - anchor, dtype=torch.int64, device=device),
+        frac=t(times - first),
+        points=t(points),
+        values=t(values),
+        weight=t(wsum),
+    )
+
+
+def _prior(schema, members: int, seed: int) -> np.ndarray:
+    """Parameters drawn uniformly over the training ranges, normalized, (K, d_u)."""
+    rng = np.random.default_rng(seed)
+    lo = np.array([r[0] for r in schema.param_range])
+    hi = np.array([r[1] for r in schema.param_range])
+    return schema.param_norm.normalize(rng.uniform(lo, hi, size=(members, len(lo))))
+
+
+def _background_params(schema, background, members: int, member_dim: str) -> np.ndarray:
+    arrays = []
+    for p in schema.params:
+        if p not in background:
+            raise VariableError(
+                f"background lacks parameter {p!r}: it needs {list(schema.params)} over "
+                f"{member_dim!r}"
+            )
+        v = background[p]
+        values = np.asarray(v.values if isinstance(v, xr.DataArray) else v, float)
+        if values.shape != (members,):
+            raise VariableError(
+                f"background parameter {p!r} has shape {values.shape}, expected ({members},) "
+                f"(one value per member, members={members})"
+            )
+        if not np.isfinite(values).all():
+            raise VariableError(f"background parameter {p!r} holds NaN or infinite values")
+        arrays.append(values)
+    return schema.param_norm.normalize(np.stack(arrays, -1))
+
+
+def _cycle(
+    model: Surrogate,
+    z0: torch.Tensor,
+    table: ObsTable,
+    windows: list[Window],
+    config: LEVDAConfig,
+    case_seed: int,
+) -> _Cycle:
+    """Assimilate window after window: background = previous analysis propagated."""
+    dtype, device = z0.dtype, z0.device
+    zb, za, anchors, analyses, n_obs = z0, z0, [], [], []
+    diags: dict[str, list[np.ndarray]] = {k: [] for k in _DIAGNOSTICS}
+    for w, window in enumerate(windows):
+        if w > 0:
+            zb = propagate(model, za, window.anchor - anchors[-1])
+        obs_w = _obs_window(
+            table.select(window.rows), window.anchor, model.schema.n_channels, dtype, device
+        )
+        seed = case_seed * 1_000_003 + w
+        mode = Randomized(seed=seed + 7919) if isinstance(config.mode, Randomized) else config.mode
+        res: WindowResult = solve_window(
+            model,
+            zb,
+            obs_w,
+            inflation=Inflation(config.inflation_rho, config.inflation_sigma, seed=seed),
+            mode=mode,
+            optimizer=config.optimizer,
+        )
+        za = res.z_analysis.detach()
+        anchors.append(window.anchor)
+        analyses.append(za.cpu().double().numpy())
+        n_obs.append(res.n_obs)
+        for k in _DIAGNOSTICS:
+            diags[k].append(getattr(res, k).detach().cpu().numpy())
+    return _Cycle(
+        anchors=np.asarray(anchors),
+        z_analysis=np.stack(analyses),
+        diagnostics={k: np.stack(v) for k, v in diags.items()},
+        n_obs=np.asarray(n_obs),
+    )
+
+
+def _latent_at_outputs(
+    model: Surrogate, cycle: _Cycle, step: np.ndarray, frac: np.ndarray, dtype, device
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Latent states and parameters at output times from the supplying windows.
+
+    Returns ``z`` (T, K, d_z) and ``window_index`` (T,).
+    """
+    which = np.searchsorted(cycle.anchors, step, side="right") - 1
+    n_times, members = len(step), cycle.z_analysis.shape[1]
+    d_s = model.latent_dim
+    out = np.zeros((n_times, members, cycle.z_analysis.shape[2]))
+    with torch.no_grad():
+        for w in np.unique(which):
+            sel = np.nonzero(which == w)[0]
+            rel = step[sel] - cycle.anchors[w]
+            za = torch.as_tensor(cycle.z_analysis[w], dtype=dtype, device=device)
+            traj = trajectory(model, za, int(rel.max()))  # (K, n+1, d_z)
+            s = interpolate_latent(
+                model.vector_field,
+                traj[..., :d_s],
+                traj[..., d_s:],
+                model.dt,
+                torch.as_tensor(rel, device=device),
+                torch.as_tensor(frac[sel], dtype=dtype, device=device),
+            )
+            out[sel, :, :d_s] = s.transpose(0, 1).cpu().double().numpy()
+            out[sel, :, d_s:] = traj[:, rel, d_s:].transpose(0, 1).cpu().double().numpy()
+    return out, which
+
+
+def _decode_block(latent: np.ndarray, model: Surrogate, points: np.ndarray, dtype) -> np.ndarray:
+    """Decode a (t, k, d_s) block at all points -> (t, k, P, C), denormalized."""
+    schema = model.schema
+    device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else "cpu"
+    with torch.no_grad():
+        prepared = model.prepare_points(torch.as_tensor(points, dtype=dtype, device=device))
+        s = torch.as_tensor(latent, dtype=dtype, device=device)
+        out = model.decode_prepared(s[..., None, :], prepared)
+    return schema.output_norm.denormalize(out.cpu().double().numpy()).astype(np.float32)
+
+
+def _prepare_model(surrogate: Surrogate, config: LEVDAConfig) -> tuple[Surrogate, torch.dtype]:
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    if not isinstance(surrogate, torch.nn.Module):
+        return surrogate, dtype
+    first = next(surrogate.parameters(), None)
+    if first is not None and (first.dtype != dtype or str(first.device) != config.device):
+        surrogate = copy.deepcopy(surrogate).to(device=config.device, dtype=dtype)
+    surrogate.eval()
+    for p in surrogate.parameters():
+        p.requires_grad_(False)
+    return surrogate, dtype
+
+
+def _check_surrogate(surrogate: Any) -> None:
+    missing = [
+        a
+        for a in ("latent_dim", "param_dim", "schema", "vector_field", "decode_prepared")
+        if not hasattr(surrogate, a)
+    ]
+    if missing:
+        raise ConfigError(
+            f"surrogate of type {type(surrogate).__name__} lacks {missing}: expected an "
+            "xlevda surrogate (e.g. xlevda.LDNet or xlevda.load_pretrained(...))"
+        )
+
+
+def assimilate(
+    target: xr.Dataset | xr.DataArray,
+    obs: xr.Dataset,
+    surrogate: Surrogate,
+    config: LEVDAConfig | None = None,
+    *,
+    variables: list[str] | None = None,
+    errors: Mapping[str, float] | None = None,
+    background: Mapping[str, Any] | xr.Dataset | None = None,
+) -> xr.Dataset:
+    """LEVDA analysis ensemble on ``target``'s times and places.
+
+    Parameters
+    ----------
+    target : Dataset or DataArray
+        Where and when the analysis is wanted: a time coordinate (sorted) and
+        spatial coordinates (a grid or scattered points) inside the surrogate's
+        domain.  Its data variables are ignored.
+    obs : Dataset
+        Observations: one observation dimension with time and position per
+        observation, or a gridded Dataset with NaN for "not observed"; errors as
+        ``<var>_std`` or through ``errors``.
+    surrogate : Surrogate
+        A trained surrogate (e.g. :class:`xlevda.LDNet`).
+    config : LEVDAConfig, optional
+    variables : list of str, optional
+        Observed variables to assimilate (default: all in ``obs``).
+    errors : mapping, optional
+        Error standard deviation per variable without ``<var>_std``.
+    background : mapping or Dataset, optional
+        Initial parameters per member (``{name: (K,) values}``); by default
+        parameters are drawn uniformly over the ranges seen in training.
+
+    Returns
+    -------
+    Dataset
+        Fields over ``(time, member, *space)`` as lazy dask arrays, parameters over
+        ``(time, member)``, the latent trajectory, per-window diagnostics, CF
+        attributes and provenance.
+    """
+    config = LEVDAConfig() if config is None else config
+    _check_surrogate(surrogate)
+    schema = surrogate.schema
+    time = find_time(target)
+    out_times = np.atleast_1d(np.asarray(target[time].values))
+    if out_times.ndim != 1 or len(out_times) < 1:
+        raise CoordinateError(f"target time {time!r} must be 1-D and non-empty")
+    if len(out_times) > 1 and not (out_times[1:] > out_times[:-1]).all():
+        raise CoordinateError(f"target time {time!r} must be strictly increasing (sorted, unique)")
+    step, frac = times_to_steps(out_times, schema, name=f"target {time}", extrapolate=True)
+    points, layout = to_points(target, schema)
+    table = obs_table(
+        obs,
+        schema,
+        variables=variables,
+        errors=errors,
+        outside=config.outside,
+        time_range=(out_times[0], out_times[-1]),
+    )
+    windows = plan_windows(table, config.window, config.window_stride)
+
+    model, dtype = _prepare_model(surrogate, config)
+    k = config.members
+    u0 = (
+        _prior(schema, k, config.seed)
+        if background is None
+        else _background_params(schema, background, k, config.member_dim)
+    )
+    z0 = torch.cat(
+        [
+            torch.zeros(k, model.latent_dim, dtype=dtype, device=config.device),
+            torch.as_tensor(u0, dtype=dtype, device=config.device),
+        ],
+        -1,
+    )
+    cycle = _cycle(model, z0, table, windows, config, config.seed)
+    z_out, which = _latent_at_outputs(model, cycle, step, frac, dtype, config.device)
+    return _to_dataset(
+        target, time, out_times, layout, points, model, dtype, config, cycle, z_out, which, table
+    )
+
+
+def _to_dataset(
+    target, time, out_times, layout, points, model, dtype, config, cycle, z_out, which, table
+) -> xr.Dataset:
+    schema = model.schema
+    mdim = config.member_dim
+    k = config.members
+    d_s = model.latent_dim
+    space_dims = layout.dims
+    space_shape = tuple(target.sizes[d] for d in space_dims)
+    chunks = (min(config.chunks.time, len(out_times)), min(config.chunks.member, k))
+    latent = dsa.from_array(z_out[..., :d_s].astype(np.float32), chunks=(*chunks, d_s))
+    fields = dsa.map_blocks(
+        _decode_block,
+        latent,
+        model,
+        points,
+        dtype,
+        dtype=np.float32,
+        chunks=(*latent.chunks[:2], (points.shape[0],), (schema.n_channels,)),
+        drop_axis=2,
+        new_axis=[2, 3],
+    )
+    data_vars: dict[str, Any] = {}
+    for c, (name, attrs) in enumerate(zip(schema.variables, schema.variable_attrs, strict=True)):
+        arr = fields[..., c].reshape((len(out_times), k, *space_shape))
+        data_vars[name] = xr.DataArray(arr, dims=(time, mdim, *space_dims), attrs=dict(attrs))
+    u_out = schema.param_norm.denormalize(z_out[..., d_s:])
+    for j, (name, attrs) in enumerate(zip(schema.params, schema.param_attrs, strict=True)):
+        data_vars[name] = xr.DataArray(
+            u_out[..., j],
+            dims=(time, mdim),
+            attrs={**attrs, "long_name": attrs.get("long_name", name) + " (analysis estimate)"},
+        )
+    data_vars["latent_state"] = xr.DataArray(
+        z_out[..., :d_s],
+        dims=(time, mdim, "latent"),
+        attrs={"long_name": "surrogate latent state", "units": "1"},
+    )
+    data_vars["window_index"] = xr.DataArray(
+        which, dims=(time,), attrs={"long_name": "assimilation window supplying this time"}
+    )
+    diag_attrs = {
+        "cost": "final cost of the member's objective (eq. 19)",
+        "misfit": "observation misfit 1/2 sum w (y - H x)^2 of the analysis",
+        "misfit_background": "observation misfit of the background member",
+        "n_iter": "optimizer iterations",
+        "converged": "optimizer converged",
+        "failed": "optimization failed; member kept its background",
+    }
+    for name, values in cycle.diagnostics.items():
+        data_vars[f"window_{name}"] = xr.DataArray(
+            values.astype(np.int8) if values.dtype == bool else values,
+            dims=("window", mdim),
+            attrs={"long_name": diag_attrs[name], "units": "1"},
+        )
+    data_vars["window_n_obs"] = xr.DataArray(
+        cycle.n_obs, dims=("window",), attrs={"long_name": "observed values in the window"}
+    )
+    coords = {
+        time: (time, out_times, dict(target[time].attrs)),
+        mdim: (
+            mdim,
+            np.arange(k),
+            {"standard_name": "realization", "long_name": "ensemble member"},
+        ),
+        "window": ("window", np.arange(len(cycle.anchors))),
+        "window_anchor_step": (
+            "window",
+            cycle.anchors,
+            {"long_name": "latent index of window start (-1: shifted start)"},
+        ),
+        **{c: v for c, v in target.coords.items() if set(v.dims) <= set(space_dims)},
+    }
+    ds = xr.Dataset(data_vars, coords=coords)
+    from xlevda import __version__
+
+    ds.attrs = {
+        "Conventions": "CF-1.11",
+        "title": "LEVDA analysis ensemble",
+        "institution": "xlevda",
+        "source": f"xlevda {__version__} LEVDA (latent ensemble variational data assimilation)",
+        "history": f"{datetime.now(UTC).isoformat(timespec='seconds')} xlevda.assimilate",
+        "xlevda_version": __version__,
+        "levda_config": config.to_json(),
+        "surrogate_sha256": surrogate_checksum(model),
+        "n_observations_used": len(table),
+        "n_observations_dropped": int(table.n_dropped),
+    }
+    return ds

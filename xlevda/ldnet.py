@@ -1,0 +1,241 @@
+"""LDNet with its xarray face: train from a Dataset, forecast to a labelled Dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from xlevda._convert import DatasetFrameSource, build_schema, times_to_steps, to_points
+from xlevda.core.dynamics import interpolate_latent
+from xlevda.errors import ConfigError, VariableError
+from xlevda.surrogates.config import LDNetConfig
+from xlevda.surrogates.ldnet import LDNetModel
+from xlevda.surrogates.training import train
+
+__all__ = ["LDNet"]
+
+
+class LDNet(LDNetModel):
+    """Latent Dynamics Network surrogate (paper eq. 12-17) trained from xarray data.
+
+    ``ds/dt = F(s, u)`` integrated by forward Euler from the shifted start
+    ``s_{-1} = 0`` (one latent step per training frame), decoded anywhere in space
+    by a coordinate-based neural field ``x(t, xi) = D(s(t), xi)``.
+
+    Examples
+    --------
+    >>> import xlevda
+    >>> from xlevda.systems import tsunami
+    >>> small = tsunami.TsunamiConfig(nx=12, ny=12, n_frames=4)
+    >>> sims = tsunami.simulate(**tsunami.sample_sources(6, seed=0, config=small), config=small)
+    >>> cfg = xlevda.LDNetConfig(latent_dim=4, train=xlevda.TrainConfig(epochs=2))
+    >>> model = xlevda.LDNet.fit(sims, params=["src_lat", "src_lon"], config=cfg, progress=False)
+    >>> fc = model.predict({"src_lat": 40.0, "src_lon": -155.0})
+    >>> sorted(fc.data_vars)
+    ['eta', 'u', 'v']
+    """
+
+    @classmethod
+    def fit(
+        cls,
+        dataset: xr.Dataset,
+        params: Sequence[str],
+        config: LDNetConfig | None = None,
+        *,
+        variables: Sequence[str] | None = None,
+        run_dim: str = "run",
+        progress: bool = True,
+        chunk_runs: int = 16,
+        memory_budget: int = 2 * 1024**3,
+    ) -> LDNet:
+        """Train an LDNet on simulation runs.
+
+        Parameters
+        ----------
+        dataset : Dataset
+            Runs with dims ``(run_dim, time, *space)``: a grid (``lat, lon`` or
+            ``y, x``) or scattered points (coordinates sharing one dimension).
+            May be dask-backed and larger than memory: it is then read
+            ``chunk_runs`` runs at a time.
+        params : sequence of str
+            Coordinates on ``run_dim`` holding each run's parameters (the ``u`` of
+            ``F(s, u)``), e.g. ``["src_lat", "src_lon"]``.
+        config : LDNetConfig, optional
+            Network sizes and training options (defaults: CPU-sized).
+        variables : sequence of str, optional
+            Fields to learn; every variable over ``(run, time, *space)`` by default.
+        run_dim : str
+            Dimension enumerating runs; split into training and validation runs.
+        progress : bool
+            Show a progress bar.
+        chunk_runs, memory_budget : int
+            Streaming controls: runs per chunk, and bytes below which all runs are
+            loaded once.
+
+        Returns
+        -------
+        LDNet
+            The best model seen on the validation runs; its ``history`` holds the
+            loss curves.
+        """
+        config = config if config is not None else LDNetConfig()
+        params = list(params)
+        if not params:
+            raise ConfigError("params is empty: name at least one parameter coordinate")
+        schema = build_schema(dataset, params, variables, run_dim=run_dim)
+        n_runs = dataset.sizes[run_dim]
+        frac = config.train.validation_fraction
+        n_val = max(1, round(frac * n_runs))
+        if n_runs - n_val < 1:
+            raise ConfigError(
+                f"{run_dim!r} has {n_runs} run(s): need at least 2 to split into training and "
+                f"validation (validation_fraction={frac})"
+            )
+        order = np.random.default_rng(config.train.seed).permutation(n_runs)
+        common: dict[str, Any] = {
+            "run_dim": run_dim,
+            "chunk_runs": chunk_runs,
+            "memory_budget": memory_budget,
+        }
+        train_src = DatasetFrameSource(dataset, schema, order[n_val:], **common)
+        val_src = DatasetFrameSource(dataset, schema, order[:n_val], **common)
+        model = cls(config, schema)
+        model.history = train(model, train_src, val_src, config.train, progress=progress)
+        return model
+
+    def predict(
+        self,
+        params: Mapping[str, Any] | xr.Dataset,
+        times: Any = None,
+        where: xr.Dataset | xr.DataArray | None = None,
+        *,
+        extrapolate: bool = False,
+    ) -> xr.Dataset:
+        """Forecast without assimilation: roll the surrogate out for given parameters.
+
+        Parameters
+        ----------
+        params : mapping or Dataset
+            A value per parameter of ``schema.params``: scalars, 1-D arrays (over a
+            dimension named ``run``) or DataArrays (their dimensions are kept and
+            broadcast against each other).
+        times : array-like, optional
+            Output times (datetime64 or numbers, as in training); anywhere between
+            training frames (eq. 17).  Defaults to the training frames.
+        where : Dataset or DataArray, optional
+            Where to decode: its spatial coordinates, gridded or scattered points.
+            Defaults to the training grid.
+        extrapolate : bool
+            Allow times after the last training frame.
+
+        Returns
+        -------
+        Dataset
+            One variable per surrogate output over ``(*param dims, time, *space)``.
+        """
+        s = self.schema
+        u_da = self._param_arrays(params)
+        batch_dims = u_da[0].dims if u_da else ()
+        u_np = np.stack([a.values.astype(float) for a in u_da], -1).reshape(-1, len(s.params))
+        times = self._default_times() if times is None else np.atleast_1d(np.asarray(times))
+        step, frac = times_to_steps(times, s, extrapolate=extrapolate)
+        coords, points, space_dims, space_shape = self._where(where)
+
+        param = next(self.parameters())
+        dev, dtype = param.device, param.dtype
+        u = torch.as_tensor(s.param_norm.normalize(u_np), dtype=dtype, device=dev)
+        with torch.no_grad():
+            traj = self.rollout(u, int(step.max()) + 1)
+            u_t = u.unsqueeze(-2).expand(*traj.shape[:-1], u.shape[-1])
+            s_t = interpolate_latent(
+                self.vector_field,
+                traj,
+                u_t,
+                self.dt,
+                torch.as_tensor(step, device=dev),
+                torch.as_tensor(frac, dtype=dtype, device=dev),
+            )
+            prepared = self.prepare_points(torch.as_tensor(points, dtype=dtype, device=dev))
+            out = torch.stack(
+                [self.decode_prepared(s_t[:, k, None, :], prepared) for k in range(len(step))], 1
+            )
+        values = s.output_norm.denormalize(out.cpu().double().numpy())
+        shape = (*(u_da[0].shape if u_da else ()), len(step), *space_shape)
+        time_name = "time"
+        data_vars = {}
+        for c, (name, attrs) in enumerate(zip(s.variables, s.variable_attrs, strict=True)):
+            data_vars[name] = xr.DataArray(
+                values[..., c].reshape(shape),
+                dims=(*batch_dims, time_name, *space_dims),
+                attrs=dict(attrs),
+            )
+        ds = xr.Dataset(data_vars, coords={time_name: times, **coords})
+        for a in u_da:
+            ds = ds.assign_coords({a.name: a})
+        ds.attrs.update({"Conventions": "CF-1.11", "title": "LDNet forecast (no assimilation)"})
+        return ds
+
+    def _param_arrays(self, params: Mapping[str, Any] | xr.Dataset) -> list[xr.DataArray]:
+        s = self.schema
+        if isinstance(params, xr.Dataset):
+            given, unknown = {str(k) for k in params.variables}, []
+        else:
+            given = set(params)
+            unknown = sorted(str(p) for p in given - set(s.params))
+        missing = [p for p in s.params if p not in given]
+        if missing:
+            raise VariableError(
+                f"parameter(s) {missing} missing: the surrogate needs values for {list(s.params)}"
+            )
+        if unknown:
+            raise VariableError(
+                f"unknown parameter(s) {unknown}: the surrogate's parameters are {list(s.params)}"
+            )
+        arrays = []
+        for p in s.params:
+            v = params[p]
+            if not isinstance(v, xr.DataArray):
+                v = np.asarray(v, dtype=float)
+                if v.ndim > 1:
+                    raise VariableError(
+                        f"parameter {p!r} has shape {v.shape}: pass a scalar, a 1-D array or a "
+                        "DataArray with named dimensions"
+                    )
+                v = xr.DataArray(v, dims=("run",) * v.ndim)
+            if not np.isfinite(v.values).all():
+                raise VariableError(f"parameter {p!r} holds NaN or infinite values")
+            arrays.append(v.rename(p))
+        return list(xr.broadcast(*arrays))
+
+    def _default_times(self) -> np.ndarray:
+        s = self.schema
+        k = np.arange(s.n_frames)
+        if s.time_is_datetime:
+            origin = np.datetime64(s.time_origin, "ns")
+            return origin + (k * s.time_step * 1e9).round().astype("timedelta64[ns]")
+        return float(s.time_origin) + k * s.time_step
+
+    def _where(self, where):
+        s = self.schema
+        if where is None:
+            if not s.grid:
+                raise VariableError(
+                    "the surrogate was trained on scattered points and stores no grid: "
+                    "pass where= with the locations to decode"
+                )
+            where = xr.Dataset(coords={c: (c, np.asarray(s.grid[c])) for c in s.coords})
+            for c, attrs in zip(s.coords, s.coord_attrs, strict=True):
+                where[c].attrs.update(attrs)
+        points, layout = to_points(where, s)
+        space_dims = layout.dims
+        space_shape = tuple(where.sizes[d] for d in space_dims)
+        coords = {
+            k: v
+            for k, v in where.coords.items()
+            if set(v.dims) <= set(space_dims) and k not in ("time",)
+        }
+        return coords, points, space_dims, space_shape

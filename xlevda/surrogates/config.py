@@ -1,0 +1,360 @@
+"""Typed, self-validating configuration of an LDNet surrogate and its training.
+
+Every config is a frozen dataclass that checks its fields in ``__post_init__``
+and raises :class:`~xlevda.errors.ConfigError` naming the field, the value and
+the valid range.  :func:`config_to_dict` / :func:`config_from_dict` round-trip a
+full :class:`LDNetConfig` through plain JSON containers (this is how it is stored
+inside a saved surrogate).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from xlevda.errors import ConfigError
+
+__all__ = [
+    "ACTIVATIONS",
+    "LR_SCHEDULES",
+    "DecoderConfig",
+    "LDNetConfig",
+    "MLPDecoderConfig",
+    "SeparableDecoderConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+]
+
+ACTIVATIONS = ("tanh", "silu", "gelu")
+"""Smooth activations (the assimilation runs L-BFGS through the networks)."""
+
+LR_SCHEDULES = ("constant", "step", "cosine")
+"""Per-epoch learning-rate schedules of :class:`TrainConfig`."""
+
+Activation = Literal["tanh", "silu", "gelu"]
+LRSchedule = Literal["constant", "step", "cosine"]
+
+
+def _check_int(name: str, value: object, lo: int, hi: int | None = None) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if ok and value >= lo and (hi is None or value <= hi):
+        return
+    valid = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+    raise ConfigError(f"{name} must be an integer {valid}, got {value!r}")
+
+
+def _check_float(
+    name: str,
+    value: object,
+    lo: float,
+    hi: float = math.inf,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        above = value > lo if lo_open else value >= lo
+        below = value < hi if hi_open else value <= hi
+        if above and below:
+            return
+    valid = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open or hi == math.inf else ']'}"
+    raise ConfigError(f"{name} must be a finite number in {valid}, got {value!r}")
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class MLPDecoderConfig:
+    """The seeds' neural-field decoder: a residual MLP on ``[Fourier(xi), s]``.
+
+    Attributes
+    ----------
+    width : int
+        Hidden width (>= 1).
+    depth : int
+        Number of hidden layers (>= 1); all but the first are residual.
+    n_fourier : int
+        Number of random frequencies; the features are ``2 * n_fourier`` sin/cos
+        values plus the raw coordinates (>= 1).
+    fourier_scale : float
+        Standard deviation of the random frequencies, in cycles per unit of the
+        normalized coordinates (which span ``[-1, 1]``) (> 0).
+
+    Examples
+    --------
+    >>> MLPDecoderConfig(width=32, depth=2).kind
+    'mlp'
+    """
+
+    width: int = 64
+    depth: int = 3
+    n_fourier: int = 32
+    fourier_scale: float = 1.0
+    kind: Literal["mlp"] = "mlp"
+
+    def __post_init__(self) -> None:
+        _check_int("MLPDecoderConfig.width", self.width, 1)
+        _check_int("MLPDecoderConfig.depth", self.depth, 1)
+        _check_int("MLPDecoderConfig.n_fourier", self.n_fourier, 1)
+        _check_float("MLPDecoderConfig.fourier_scale", self.fourier_scale, 0.0, lo_open=True)
+        _check_choice("MLPDecoderConfig.kind", self.kind, ("mlp",))
+
+
+@dataclass(frozen=True)
+class SeparableDecoderConfig:
+    """Separable neural field ``D(s, xi) = sum_i c_i(s) psi_i(xi) + b(xi)``.
+
+    The spatial basis ``psi`` (shared by all channels) is a residual MLP on
+    Fourier features, evaluated once per point set; the coefficients ``c(s)``
+    come from a small residual MLP on the latent state.  ``b(xi)`` is carried by
+    the coefficient network's output bias (see
+    :class:`~xlevda.surrogates.networks.SeparableDecoder`).
+
+    Attributes
+    ----------
+    n_basis : int
+        Number of spatial basis functions (>= 1).
+    basis_width, basis_depth : int
+        Hidden width and number of hidden layers of ``psi`` (>= 1).
+    coef_width, coef_depth : int
+        Hidden width and number of hidden layers of ``c`` (>= 1).
+    n_fourier : int
+        Number of random frequencies of ``psi``'s input features (>= 1).
+    fourier_scale : float
+        Standard deviation of the random frequencies (> 0).
+
+    Examples
+    --------
+    >>> SeparableDecoderConfig(n_basis=16).kind
+    'separable'
+    """
+
+    n_basis: int = 32
+    basis_width: int = 64
+    basis_depth: int = 3
+    coef_width: int = 64
+    coef_depth: int = 2
+    n_fourier: int = 32
+    fourier_scale: float = 1.0
+    kind: Literal["separable"] = "separable"
+
+    def __post_init__(self) -> None:
+        for name in ("n_basis", "basis_width", "basis_depth", "coef_width", "coef_depth"):
+            _check_int(f"SeparableDecoderConfig.{name}", getattr(self, name), 1)
+        _check_int("SeparableDecoderConfig.n_fourier", self.n_fourier, 1)
+        _check_float("SeparableDecoderConfig.fourier_scale", self.fourier_scale, 0.0, lo_open=True)
+        _check_choice("SeparableDecoderConfig.kind", self.kind, ("separable",))
+
+
+DecoderConfig = MLPDecoderConfig | SeparableDecoderConfig
+"""Either decoder family."""
+
+_DECODERS: dict[str, type[MLPDecoderConfig] | type[SeparableDecoderConfig]] = {
+    "mlp": MLPDecoderConfig,
+    "separable": SeparableDecoderConfig,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of :func:`xlevda.surrogates.training.train`.
+
+    Attributes
+    ----------
+    epochs : int
+        Passes over the training runs (>= 1).
+    batch_size : int
+        Runs per optimizer step (>= 1); each run's whole trajectory is rolled out.
+    points_per_frame : int or None
+        Query points sampled (without replacement, different per frame) per frame
+        and batch (>= 1); ``None`` uses every point.
+    val_points_per_frame : int or None
+        Points per frame for validation; ``None`` uses every point, an integer a
+        fixed random subset (the same every epoch, so epochs compare).
+    lr : float
+        Initial Adam learning rate (> 0).
+    lr_schedule : {"constant", "step", "cosine"}
+        Per-epoch decay: ``step`` multiplies by ``lr_decay_factor`` every
+        ``lr_decay_every`` epochs; ``cosine`` anneals from ``lr`` to
+        ``lr * lr_min_factor`` over ``epochs``.
+    lr_decay_every : int
+        Epochs between step decays (>= 1).
+    lr_decay_factor : float
+        Step decay factor, in (0, 1].
+    lr_min_factor : float
+        Final learning rate of the cosine schedule relative to ``lr``, in [0, 1].
+    weight_decay : float
+        Decoupled (AdamW) weight decay (>= 0); 0 is plain Adam.
+    grad_clip : float or None
+        Maximum global gradient norm (> 0); ``None`` disables clipping.
+    patience : int or None
+        Stop after this many epochs without a lower validation loss (>= 1);
+        ``None`` trains all ``epochs``.
+    validation_fraction : float
+        Fraction of runs held out for validation by ``LDNet.fit`` (in [0, 1));
+        :func:`~xlevda.surrogates.training.train` itself takes explicit sources.
+    seed : int
+        Seed of run shuffling, point sampling and the validation split (>= 0).
+
+    Examples
+    --------
+    >>> TrainConfig(epochs=10, lr_schedule="step", lr_decay_every=5).lr
+    0.001
+    """
+
+    epochs: int = 200
+    batch_size: int = 8
+    points_per_frame: int | None = 512
+    val_points_per_frame: int | None = None
+    lr: float = 1e-3
+    lr_schedule: LRSchedule = "cosine"
+    lr_decay_every: int = 100
+    lr_decay_factor: float = 0.5
+    lr_min_factor: float = 0.01
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+    patience: int | None = None
+    validation_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("TrainConfig.epochs", self.epochs, 1)
+        _check_int("TrainConfig.batch_size", self.batch_size, 1)
+        if self.points_per_frame is not None:
+            _check_int("TrainConfig.points_per_frame", self.points_per_frame, 1)
+        if self.val_points_per_frame is not None:
+            _check_int("TrainConfig.val_points_per_frame", self.val_points_per_frame, 1)
+        _check_float("TrainConfig.lr", self.lr, 0.0, lo_open=True)
+        _check_choice("TrainConfig.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_int("TrainConfig.lr_decay_every", self.lr_decay_every, 1)
+        _check_float("TrainConfig.lr_decay_factor", self.lr_decay_factor, 0.0, 1.0, lo_open=True)
+        _check_float("TrainConfig.lr_min_factor", self.lr_min_factor, 0.0, 1.0)
+        _check_float("TrainConfig.weight_decay", self.weight_decay, 0.0)
+        if self.grad_clip is not None:
+            _check_float("TrainConfig.grad_clip", self.grad_clip, 0.0, lo_open=True)
+        if self.patience is not None:
+            _check_int("TrainConfig.patience", self.patience, 1)
+        _check_float(
+            "TrainConfig.validation_fraction", self.validation_fraction, 0.0, 1.0, hi_open=True
+        )
+        _check_int("TrainConfig.seed", self.seed, 0)
+
+
+@dataclass(frozen=True)
+class LDNetConfig:
+    """Architecture of an LDNet surrogate (paper eq. 12-14) and its training options.
+
+    The parameter, coordinate and channel counts come from the
+    :class:`~xlevda.surrogates.schema.SurrogateSchema`, not from the config.
+
+    Attributes
+    ----------
+    latent_dim : int
+        ``d_s`` (>= 1).
+    dynamics_width, dynamics_depth : int
+        Hidden width and number of hidden layers of the vector field ``F(s, u)``.
+    decoder : MLPDecoderConfig or SeparableDecoderConfig
+        Decoder family and sizes.
+    activation : {"tanh", "silu", "gelu"}
+        Activation of every network (smooth: the assimilation differentiates it).
+    dt0 : float or None
+        Initial latent Euler step (> 0); ``None`` means ``1 / schema.n_frames``,
+        so the latent trajectory spans unit time.
+    learnable_dt : bool
+        Train ``dt = dt0 * exp(log_scale)`` jointly with the weights.
+    seed : int
+        Seed of the weight initialization and the Fourier frequencies (>= 0).
+    train : TrainConfig
+        Training options.
+
+    Examples
+    --------
+    >>> cfg = LDNetConfig(latent_dim=4, decoder=SeparableDecoderConfig(n_basis=8))
+    >>> config_from_dict(config_to_dict(cfg)) == cfg
+    True
+    """
+
+    latent_dim: int = 8
+    dynamics_width: int = 32
+    dynamics_depth: int = 3
+    decoder: DecoderConfig = field(default_factory=MLPDecoderConfig)
+    activation: Activation = "tanh"
+    dt0: float | None = None
+    learnable_dt: bool = True
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _check_int("LDNetConfig.latent_dim", self.latent_dim, 1)
+        _check_int("LDNetConfig.dynamics_width", self.dynamics_width, 1)
+        _check_int("LDNetConfig.dynamics_depth", self.dynamics_depth, 1)
+        if not isinstance(self.decoder, MLPDecoderConfig | SeparableDecoderConfig):
+            raise ConfigError(
+                "LDNetConfig.decoder must be an MLPDecoderConfig or a SeparableDecoderConfig, "
+                f"got {self.decoder!r}"
+            )
+        _check_choice("LDNetConfig.activation", self.activation, ACTIVATIONS)
+        if self.dt0 is not None:
+            _check_float("LDNetConfig.dt0", self.dt0, 0.0, lo_open=True)
+        if not isinstance(self.learnable_dt, bool):
+            raise ConfigError(f"LDNetConfig.learnable_dt must be a bool, got {self.learnable_dt!r}")
+        _check_int("LDNetConfig.seed", self.seed, 0)
+        if not isinstance(self.train, TrainConfig):
+            raise ConfigError(f"LDNetConfig.train must be a TrainConfig, got {self.train!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON containers; see :func:`config_to_dict`."""
+        return config_to_dict(self)
+
+
+def config_to_dict(config: LDNetConfig) -> dict[str, Any]:
+    """JSON-serializable form of ``config`` (round-trips through :func:`config_from_dict`).
+
+    Examples
+    --------
+    >>> config_to_dict(LDNetConfig())["decoder"]["kind"]
+    'mlp'
+    """
+    return asdict(config)
+
+
+def _build(cls: type, data: object, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a dict, got {type(data).__name__}")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys {unknown}; valid keys are {sorted(names)}")
+    return cls(**data)
+
+
+def config_from_dict(data: dict[str, Any]) -> LDNetConfig:
+    """Rebuild an :class:`LDNetConfig` from :func:`config_to_dict` output.
+
+    Missing keys take their defaults; unknown keys raise :class:`ConfigError`.
+
+    Examples
+    --------
+    >>> config_from_dict({"latent_dim": 4, "decoder": {"kind": "separable"}}).decoder.n_basis
+    32
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"LDNetConfig data must be a dict, got {type(data).__name__}")
+    d = dict(data)
+    if "decoder" in d:
+        dec = d["decoder"]
+        kind = dec.get("kind", "mlp") if isinstance(dec, dict) else None
+        if kind not in _DECODERS:
+            raise ConfigError(
+                f"LDNetConfig.decoder.kind must be one of {tuple(_DECODERS)}, got {kind!r}"
+            )
+        d["decoder"] = _build(_DECODERS[kind], dec, "LDNetConfig.decoder")
+    if "train" in d:
+        d["train"] = _build(TrainConfig, d["train"], "LDNetConfig.train")
+    return _build(LDNetConfig, d, "LDNetConfig")

@@ -1,0 +1,401 @@
+"""LDNet surrogate: latent Euler dynamics plus a coordinate-based decoder (paper 2.4).
+
+Torch only.  :class:`LDNetModel` satisfies
+:class:`~xlevda.surrogates.protocol.Surrogate` and saves to / loads from one
+file that holds the weights, the config, the schema and the training history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from importlib import metadata
+from typing import Any, Self
+
+import torch
+from torch import Tensor, nn
+
+from xlevda.core.dynamics import euler_rollout
+from xlevda.errors import ConfigError, ShapeError, SurrogateFileError, XlevdaError
+from xlevda.surrogates.config import (
+    LDNetConfig,
+    MLPDecoderConfig,
+    config_from_dict,
+    config_to_dict,
+)
+from xlevda.surrogates.networks import MLPDecoder, SeparableDecoder, VectorFieldNet
+from xlevda.surrogates.schema import SurrogateSchema
+from xlevda.surrogates.training import TrainingHistory
+
+__all__ = ["FILE_FORMAT", "FILE_FORMAT_VERSION", "MODEL_KIND", "LDNetModel"]
+
+FILE_FORMAT = "xlevda-surrogate"
+"""Format identifier stored in every saved surrogate."""
+
+FILE_FORMAT_VERSION = 1
+"""Newest file format version this xlevda writes and reads."""
+
+MODEL_KIND = "ldnet"
+"""Model kind stored by :meth:`LDNetModel.save`."""
+
+_REQUIRED_KEYS = (
+    "format",
+    "format_version",
+    "xlevda_version",
+    "kind",
+    "config",
+    "schema",
+    "dtype",
+    "state_dict",
+    "history",
+    "metadata",
+)
+
+
+def _xlevda_version() -> str:
+    version = getattr(sys.modules.get("xlevda"), "__version__", None)
+    if version is not None:
+        return str(version)
+    try:
+        return metadata.version("xlevda")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class LDNetModel(nn.Module):
+    """Latent Dynamics Network: ``ds/dt = F(s, u)`` by forward Euler, fields ``D(s, xi)``.
+
+    All tensors are in the normalized units of ``schema``.  The latent trajectory
+    uses the shifted start ``s_{-1} = 0``: frame ``k`` is the state after ``k + 1``
+    Euler steps, so frame 0 already depends on ``u``.
+
+    Parameters
+    ----------
+    config : LDNetConfig
+        Architecture (and training options).
+    schema : SurrogateSchema
+        Variables, coordinates and parameters; gives ``param_dim``, the number of
+        coordinates and channels.
+    device, dtype : optional
+        Where and in which precision to hold the weights (default CPU, float32).
+
+    Attributes
+    ----------
+    latent_dim : int
+        ``d_s``.
+    param_dim : int
+        ``d_u`` (number of schema parameters).
+    schema : SurrogateSchema
+    config : LDNetConfig
+    history : TrainingHistory or None
+        Set by :func:`~xlevda.surrogates.training.train`; saved with the model.
+    metadata : dict
+        Free-form JSON-serializable notes saved with the model.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from xlevda.surrogates.schema import Affine, SurrogateSchema
+    >>> schema = SurrogateSchema(
+    ...     variables=("h",), variable_attrs=({},), output_norm=Affine((0.0,), (1.0,)),
+    ...     coords=("x", "y"), coord_attrs=({}, {}), coord_norm=Affine((0.0, 0.0), (1.0, 1.0)),
+    ...     params=("a",), param_attrs=({},), param_norm=Affine((0.0,), (1.0,)),
+    ...     param_range=((-1.0, 1.0),), time_origin="0", time_step=1.0, time_units="s",
+    ...     time_is_datetime=False, n_frames=5)
+    >>> model = LDNetModel(LDNetConfig(latent_dim=3), schema)
+    >>> model(torch.zeros(2, 1), torch.zeros(7, 2), n_frames=5).shape
+    torch.Size([2, 5, 7, 1])
+    """
+
+    def __init__(
+        self,
+        config: LDNetConfig,
+        schema: SurrogateSchema,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(config, LDNetConfig):
+            raise ConfigError(f"config must be an LDNetConfig, got {type(config).__name__}")
+        if not isinstance(schema, SurrogateSchema):
+            raise ConfigError(f"schema must be a SurrogateSchema, got {type(schema).__name__}")
+        if len(schema.params) < 1 or schema.n_coords < 1 or schema.n_channels < 1:
+            raise ShapeError(
+                "an LDNet needs at least one parameter, coordinate and variable (the trajectory "
+                f"is a function of u since s_-1 = 0); schema has params={schema.params}, "
+                f"coords={schema.coords}, variables={schema.variables}"
+            )
+        self.config = config
+        self.schema = schema
+        self.latent_dim = config.latent_dim
+        self.param_dim = len(schema.params)
+        self.history: TrainingHistory | None = None
+        self.metadata: dict[str, Any] = {}
+
+        dec = config.decoder
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.dynamics = VectorFieldNet(
+                config.latent_dim,
+                self.param_dim,
+                config.dynamics_width,
+                config.dynamics_depth,
+                config.activation,
+            )
+            common = {
+                "n_fourier": dec.n_fourier,
+                "fourier_scale": dec.fourier_scale,
+                "activation": config.activation,
+                "seed": config.seed,
+            }
+            if isinstance(dec, MLPDecoderConfig):
+                self.decoder: MLPDecoder | SeparableDecoder = MLPDecoder(
+                    config.latent_dim,
+                    schema.n_coords,
+                    schema.n_channels,
+                    width=dec.width,
+                    depth=dec.depth,
+                    **common,
+                )
+            else:
+                self.decoder = SeparableDecoder(
+                    config.latent_dim,
+                    schema.n_coords,
+                    schema.n_channels,
+                    n_basis=dec.n_basis,
+                    basis_width=dec.basis_width,
+                    basis_depth=dec.basis_depth,
+                    coef_width=dec.coef_width,
+                    coef_depth=dec.coef_depth,
+                    **common,
+                )
+        dt0 = config.dt0 if config.dt0 is not None else 1.0 / schema.n_frames
+        self.register_buffer("dt0", torch.tensor(float(dt0)))
+        if config.learnable_dt:
+            self.log_dt_scale = nn.Parameter(torch.tensor(0.0))
+        self.to(device=device, dtype=dtype)
+
+    @property
+    def dt(self) -> Tensor:
+        """Latent Euler step, a 0-d tensor: ``dt0 * exp(log_dt_scale)`` when learnable."""
+        if self.config.learnable_dt:
+            return self.dt0 * torch.exp(self.log_dt_scale)
+        return self.dt0
+
+    def vector_field(self, s: Tensor, u: Tensor) -> Tensor:
+        """``ds/dt = F(s, u)``: ``s`` (..., d_s), ``u`` (..., d_u), dims broadcast -> (..., d_s)."""
+        return self.dynamics(s, u)
+
+    def rollout(self, u: Tensor, n_frames: int) -> Tensor:
+        """Latent trajectory from the shifted start ``s_{-1} = 0`` (paper eq. 13).
+
+        Parameters
+        ----------
+        u : Tensor, shape (..., d_u)
+            Normalized parameters (static over the trajectory).
+        n_frames : int
+            Number of frames; frame ``k`` is ``s_k``, reached after ``k + 1`` steps.
+
+        Returns
+        -------
+        Tensor, shape (..., n_frames, d_s)
+        """
+        if u.dim() == 0 or u.shape[-1] != self.param_dim:
+            raise ShapeError(
+                f"u must have last dimension param_dim={self.param_dim}, got {tuple(u.shape)}"
+            )
+        if n_frames < 1:
+            raise ShapeError(f"n_frames must be >= 1, got {n_frames}")
+        s_start = u.new_zeros((*u.shape[:-1], self.latent_dim))
+        s, _ = euler_rollout(self.vector_field, s_start, u, self.dt, n_frames)
+        return s[..., 1:, :]
+
+    def prepare_points(self, points: Tensor) -> Tensor:
+        """State-independent part of decoding, computed once per point set.
+
+        ``points`` (..., P, n_coords) -> (..., P, F): the first-layer projection of the
+        Fourier features (MLP decoder) or the spatial basis with a bias column
+        (separable decoder).  When reusing the result across several backward
+        passes with trainable weights, compute it under ``torch.no_grad()`` (or
+        freeze the weights), since it depends on the decoder's weights.
+        """
+        return self.decoder.prepare_points(points)
+
+    def decode_prepared(self, s: Tensor, prepared: Tensor) -> Tensor:
+        """``s`` (..., d_s), ``prepared`` (..., P, F), leading dims broadcast -> (..., P, C)."""
+        return self.decoder.decode_prepared(s, prepared)
+
+    def decode(self, s: Tensor, points: Tensor) -> Tensor:
+        """Fields at query points (paper eq. 14).
+
+        ``s`` (..., d_s), ``points`` (..., P, n_coords), leading dims broadcast ->
+        (..., P, C).  Equals ``decode_prepared(s, prepare_points(points))``.
+        """
+        return self.decoder.decode_prepared(s, self.decoder.prepare_points(points))
+
+    def forward(self, u: Tensor, points: Tensor, n_frames: int) -> Tensor:
+        """Roll out and decode: the training forward pass.
+
+        Parameters
+        ----------
+        u : Tensor, shape (..., d_u)
+            Normalized parameters of each run.
+        points : Tensor, shape (n_frames, P, n_coords) or (P, n_coords)
+            Query points per frame, or shared by all frames.
+        n_frames : int
+            Number of frames.
+
+        Returns
+        -------
+        Tensor, shape (..., n_frames, P, C)
+        """
+        if points.dim() not in (2, 3) or (points.dim() == 3 and points.shape[0] != n_frames):
+            raise ShapeError(
+                f"points must have shape (n_frames={n_frames}, P, n_coords) or (P, n_coords), "
+                f"got {tuple(points.shape)}"
+            )
+        return self.decode_prepared(self.rollout(u, n_frames), self.prepare_points(points))
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the model to one file (``torch.save`` of plain containers and tensors).
+
+        The file holds ``format`` (``"xlevda-surrogate"``), ``format_version``,
+        ``xlevda_version``, ``kind`` (``"ldnet"``), ``config`` and ``schema`` (as
+        dicts), ``dtype``, ``state_dict`` (CPU tensors), ``history`` (dict or None)
+        and ``metadata``.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from xlevda.surrogates.schema import Affine, SurrogateSchema
+        >>> schema = SurrogateSchema(
+        ...     variables=("h",), variable_attrs=({},), output_norm=Affine((0.0,), (1.0,)),
+        ...     coords=("x",), coord_attrs=({},), coord_norm=Affine((0.0,), (1.0,)),
+        ...     params=("a",), param_attrs=({},), param_norm=Affine((0.0,), (1.0,)),
+        ...     param_range=((-1.0, 1.0),), time_origin="0", time_step=1.0, time_units="s",
+        ...     time_is_datetime=False, n_frames=5)
+        >>> model = LDNetModel(LDNetConfig(latent_dim=3), schema)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     model.save(os.path.join(d, "m.pt"))
+        ...     LDNetModel.load(os.path.join(d, "m.pt")).latent_dim
+        3
+        """
+        try:
+            meta = json.loads(json.dumps(self.metadata))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"model.metadata must be JSON-serializable: {err}") from None
+        payload = {
+            "format": FILE_FORMAT,
+            "format_version": FILE_FORMAT_VERSION,
+            "xlevda_version": _xlevda_version(),
+            "kind": MODEL_KIND,
+            "config": config_to_dict(self.config),
+            "schema": self.schema.to_dict(),
+            "dtype": str(self.dt0.dtype).removeprefix("torch."),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            "history": None if self.history is None else self.history.to_dict(),
+            "metadata": meta,
+        }
+        torch.save(payload, path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        map_location: torch.device | str | None = None,
+    ) -> Self:
+        """Read a model written by :meth:`save` (as ``cls``, so subclasses load as themselves).
+
+        Parameters
+        ----------
+        path : path-like
+            The file.
+        map_location : device or str, optional
+            Device of the loaded weights (default CPU).
+
+        Raises
+        ------
+        SurrogateFileError
+            The file is not a torch file, is truncated or corrupt, lacks keys, has
+            another format identifier, a newer format version, another model kind,
+            or weights that do not match its config.
+        FileNotFoundError
+            ``path`` does not exist.
+        """
+        device = torch.device("cpu" if map_location is None else map_location)
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as err:
+            raise SurrogateFileError(
+                f"{os.fspath(path)!r} is not a readable xlevda surrogate file (not a torch "
+                f"file, truncated or corrupt): {type(err).__name__}: {err}"
+            ) from None
+        if not isinstance(payload, dict):
+            raise SurrogateFileError(
+                f"{os.fspath(path)!r} holds a {type(payload).__name__}, not an xlevda surrogate"
+            )
+        if payload.get("format") != FILE_FORMAT:
+            raise SurrogateFileError(
+                f"{os.fspath(path)!r} has format {payload.get('format')!r}, "
+                f"expected {FILE_FORMAT!r}"
+            )
+        version = payload.get("format_version")
+        if not isinstance(version, int) or version < 1:
+            raise SurrogateFileError(
+                f"{os.fspath(path)!r} has an invalid format version {version!r}"
+            )
+        if version > FILE_FORMAT_VERSION:
+            raise SurrogateFileError(
+                f"{os.fspath(path)!r} has format version {version}, this xlevda "
+                f"({_xlevda_version()}) reads versions <= {FILE_FORMAT_VERSION}; "
+                f"upgrade xlevda (file written by xlevda {payload.get('xlevda_version')})"
+            )
+        missing = [k for k in _REQUIRED_KEYS if k not in payload]
+        if missing:
+            raise SurrogateFileError(f"{os.fspath(path)!r} lacks the keys {missing}")
+        if payload["kind"] != MODEL_KIND:
+            raise SurrogateFileError(
+                f"{os.fspath(path)!r} holds a surrogate of kind {payload['kind']!r}, "
+                f"expected {MODEL_KIND!r}"
+            )
+        dtype = getattr(torch, str(payload["dtype"]), None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise SurrogateFileError(
+                f"{os.fspath(path)!r} has an invalid dtype {payload['dtype']!r}"
+            )
+        try:
+            config = config_from_dict(payload["config"])
+            schema = SurrogateSchema.from_dict(payload["schema"])
+            history = (
+                None
+                if payload["history"] is None
+                else TrainingHistory.from_dict(payload["history"])
+            )
+            model = cls(config, schema).to(dtype=dtype)
+        except (XlevdaError, TypeError, KeyError, ValueError) as err:
+            raise SurrogateFileError(
+                f"{os.fspath(path)!r} has an invalid config, schema or history: {err}"
+            ) from None
+        try:
+            model.load_state_dict(payload["state_dict"], strict=True)
+        except (RuntimeError, TypeError, AttributeError) as err:
+            raise SurrogateFileError(
+                f"{os.fspath(path)!r}: the weights do not match the stored config: {err}"
+            ) from None
+        model.history = history
+        model.metadata = dict(payload["metadata"])
+        return model.to(device=device)
+
+    def extra_repr(self) -> str:
+        """Sizes shown by ``print(model)``."""
+        n = sum(p.numel() for p in self.parameters())
+        return (
+            f"latent_dim={self.latent_dim}, param_dim={self.param_dim}, "
+            f"dt={float(self.dt.detach()):.4g}, parameters={n}"
+        )

@@ -1,0 +1,405 @@
+"""Building blocks of LDNet: Fourier features, residual MLPs, vector field, decoders.
+
+Torch only.  Every block is smooth (tanh, SiLU or GELU activations) because the
+assimilation runs L-BFGS through it, and every block broadcasts leading
+dimensions so that members, frames and runs are batch dimensions, never loops.
+
+Both decoders split decoding into a state-independent part computed once per
+point set (:meth:`prepare_points`) and a cheap state-dependent part
+(:meth:`decode_prepared`), the split the
+:class:`~xlevda.surrogates.protocol.Surrogate` protocol asks for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from xlevda.errors import ConfigError, ShapeError
+
+__all__ = [
+    "FourierFeatures",
+    "MLPDecoder",
+    "ResidualMLP",
+    "SeparableDecoder",
+    "VectorFieldNet",
+    "activation_fn",
+]
+
+_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "tanh": torch.tanh,
+    "silu": nn.functional.silu,
+    "gelu": nn.functional.gelu,
+}
+
+
+def activation_fn(name: str) -> Callable[[Tensor], Tensor]:
+    """The smooth activation called ``name`` (``"tanh"``, ``"silu"`` or ``"gelu"``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> activation_fn("tanh")(torch.zeros(1)).item()
+    0.0
+    """
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise ConfigError(
+            f"activation must be one of {tuple(_ACTIVATIONS)}, got {name!r}"
+        ) from None
+
+
+def _check_last_dim(name: str, x: Tensor, expected: int) -> None:
+    if x.dim() == 0 or x.shape[-1] != expected:
+        raise ShapeError(f"{name} must have last dimension {expected}, got shape {tuple(x.shape)}")
+
+
+class FourierFeatures(nn.Module):
+    """Random Fourier features ``[sin(2 pi xi B), cos(2 pi xi B)(, xi)]`` of coordinates.
+
+    ``B`` of shape ``(n_in, n_features)`` is drawn once from ``N(0, scale^2)`` with
+    its own seeded generator and kept as a (saved, untrained) buffer.
+
+    Parameters
+    ----------
+    n_in : int
+        Number of coordinates (normalized to ``[-1, 1]``).
+    n_features : int
+        Number of random frequencies.
+    scale : float
+        Standard deviation of the frequencies (cycles per unit coordinate).
+    seed : int
+        Seed of ``B``.
+    include_input : bool
+        Append the raw coordinates to the features.
+
+    Examples
+    --------
+    >>> import torch
+    >>> ff = FourierFeatures(2, 8, scale=1.0, seed=0)
+    >>> ff(torch.zeros(5, 2)).shape
+    torch.Size([5, 18])
+    """
+
+    B: Tensor
+
+    def __init__(
+        self, n_in: int, n_features: int, scale: float, seed: int, include_input: bool = True
+    ) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("B", scale * torch.randn(n_in, n_features, generator=gen))
+        self.n_in = n_in
+        self.include_input = include_input
+        self.n_out = 2 * n_features + (n_in if include_input else 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` (..., n_in) -> features (..., n_out)."""
+        _check_last_dim("points", x, self.n_in)
+        proj = (2 * math.pi) * (x @ self.B)
+        parts = [torch.sin(proj), torch.cos(proj)]
+        if self.include_input:
+            parts.append(x)
+        return torch.cat(parts, dim=-1)
+
+
+class ResidualMLP(nn.Module):
+    """MLP with residual hidden layers, taking one or several broadcast inputs.
+
+    ``h_1 = act(sum_j W_j x_j + b)``, ``h_{l+1} = h_l + act(W_l h_l + b_l)``,
+    output ``W_out h_depth + b_out``.  Several inputs are equivalent to one
+    concatenated input, but their leading dimensions broadcast and each input's
+    projection can be computed separately (:meth:`project`), e.g. once per point
+    set.  Weights are Glorot-normal, biases zero.
+
+    Parameters
+    ----------
+    n_in : int or sequence of int
+        Size of the (each) input.
+    n_out : int
+        Output size.
+    width : int
+        Hidden width.
+    depth : int
+        Number of hidden layers (>= 1).
+    activation : str
+        ``"tanh"``, ``"silu"`` or ``"gelu"``.
+    input_names : sequence of str, optional
+        Names of the inputs in shape errors (default ``"input 0"``, ...).
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = ResidualMLP((3, 2), 4, width=8, depth=2, activation="tanh")
+    >>> net(torch.zeros(5, 3), torch.zeros(2)).shape
+    torch.Size([5, 4])
+    """
+
+    def __init__(
+        self,
+        n_in: int | Sequence[int],
+        n_out: int,
+        width: int,
+        depth: int,
+        activation: str,
+        input_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        sizes = (n_in,) if isinstance(n_in, int) else tuple(n_in)
+        names = tuple(input_names) if input_names is not None else None
+        if names is None or len(names) != len(sizes):
+            names = tuple(f"input {j}" for j in range(len(sizes)))
+        if depth < 1:
+            raise ConfigError(f"ResidualMLP depth must be >= 1, got {depth}")
+        self.act = activation_fn(activation)
+        self.n_in = sizes
+        self.input_names = names
+        self.inputs = nn.ModuleList(nn.Linear(n, width, bias=(j == 0)) for j, n in enumerate(sizes))
+        self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
+        self.output = nn.Linear(width, n_out)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_normal_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def project(self, index: int, x: Tensor) -> Tensor:
+        """First-layer contribution of input ``index``: (..., n_in[index]) -> (..., width).
+
+        Input 0 carries the first layer's bias.
+        """
+        _check_last_dim(self.input_names[index], x, self.n_in[index])
+        return self.inputs[index](x)
+
+    def head(self, pre: Tensor) -> Tensor:
+        """Rest of the network from the summed first-layer pre-activation (..., width)."""
+        h = self.act(pre)
+        for layer in self.hidden:
+            h = h + self.act(layer(h))
+        return self.output(h)
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        """Inputs ``x_j`` (..., n_in[j]) with broadcastable leading dims -> (..., n_out)."""
+        if len(xs) != len(self.n_in):
+            raise ShapeError(f"ResidualMLP takes {len(self.n_in)} inputs, got {len(xs)}")
+        pre = self.project(0, xs[0])
+        for j in range(1, len(xs)):
+            pre = pre + self.project(j, xs[j])
+        return self.head(pre)
+
+
+class VectorFieldNet(nn.Module):
+    """Latent vector field ``F(s, u) -> ds/dt``: a residual MLP on ``(s, u)``.
+
+    Parameters
+    ----------
+    latent_dim, param_dim : int
+        ``d_s`` and ``d_u``.
+    width, depth : int
+        Hidden width and number of hidden layers.
+    activation : str
+        Activation name.
+
+    Examples
+    --------
+    >>> import torch
+    >>> F = VectorFieldNet(4, 2, width=8, depth=2, activation="tanh")
+    >>> F(torch.zeros(3, 4), torch.zeros(2)).shape
+    torch.Size([3, 4])
+    """
+
+    def __init__(
+        self, latent_dim: int, param_dim: int, width: int, depth: int, activation: str
+    ) -> None:
+        super().__init__()
+        self.net = ResidualMLP(
+            (latent_dim, param_dim), latent_dim, width, depth, activation, input_names=("s", "u")
+        )
+
+    def forward(self, s: Tensor, u: Tensor) -> Tensor:
+        """``s`` (..., d_s), ``u`` (..., d_u), leading dims broadcast -> (..., d_s)."""
+        return self.net(s, u)
+
+
+class MLPDecoder(nn.Module):
+    """Neural-field decoder ``D(s, xi)``: residual MLP on ``[Fourier(xi), s]`` -> C channels.
+
+    :meth:`prepare_points` returns the points' first-layer projection
+    ``W_xi Fourier(xi) + b`` of shape (..., P, width); :meth:`decode_prepared`
+    adds the state's projection ``W_s s`` and runs the remaining layers.  This is
+    the concatenated network exactly, without materializing the concatenation,
+    and the point part is computed once per point set instead of once per state.
+
+    Parameters
+    ----------
+    latent_dim : int
+        ``d_s``.
+    n_coords : int
+        Coordinates per query point.
+    n_channels : int
+        Output channels ``C``.
+    width, depth : int
+        Hidden width and number of hidden layers.
+    n_fourier : int
+        Number of Fourier frequencies.
+    fourier_scale : float
+        Standard deviation of the frequencies.
+    activation : str
+        Activation name.
+    seed : int
+        Seed of the Fourier frequencies.
+
+    Examples
+    --------
+    >>> import torch
+    >>> dec = MLPDecoder(4, 2, 3, width=8, depth=2, n_fourier=4, fourier_scale=1.0,
+    ...                  activation="tanh", seed=0)
+    >>> dec(torch.zeros(6, 4), torch.zeros(10, 2)).shape
+    torch.Size([6, 10, 3])
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        n_coords: int,
+        n_channels: int,
+        *,
+        width: int,
+        depth: int,
+        n_fourier: int,
+        fourier_scale: float,
+        activation: str,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        self.fourier = FourierFeatures(n_coords, n_fourier, fourier_scale, seed)
+        self.net = ResidualMLP(
+            (self.fourier.n_out, latent_dim),
+            n_channels,
+            width,
+            depth,
+            activation,
+            input_names=("Fourier features", "s"),
+        )
+        self.width = width
+
+    def prepare_points(self, points: Tensor) -> Tensor:
+        """``points`` (..., P, n_coords) -> first-layer point projection (..., P, width)."""
+        return self.net.project(0, self.fourier(points))
+
+    def decode_prepared(self, s: Tensor, prepared: Tensor) -> Tensor:
+        """``s`` (..., d_s), ``prepared`` (..., P, width), leading dims broadcast -> (..., P, C)."""
+        _check_last_dim("prepared points", prepared, self.width)
+        return self.net.head(prepared + self.net.project(1, s).unsqueeze(-2))
+
+    def forward(self, s: Tensor, points: Tensor) -> Tensor:
+        """``s`` (..., d_s), ``points`` (..., P, n_coords) -> (..., P, C)."""
+        return self.decode_prepared(s, self.prepare_points(points))
+
+
+class SeparableDecoder(nn.Module):
+    """Separable neural field ``D(s, xi) = sum_i c_i(s) psi_i(xi) + b(xi)``.
+
+    The basis ``psi`` (shared by all channels) is a residual MLP on Fourier
+    features of ``xi``; :meth:`prepare_points` returns
+    ``[psi(xi) / sqrt(n_basis), 1]`` of shape (..., P, n_basis + 1).  The
+    coefficient network maps ``s`` to a matrix ``(n_basis + 1, C)``, and
+    :meth:`decode_prepared` is one batched matmul, so an optimizer iteration costs
+    ``P * (n_basis + 1) * C`` per state, independent of the basis network's size.
+
+    The state-independent field ``b(xi)`` is the coefficient network's output
+    bias ``beta`` (n_basis + 1, C): ``b_c(xi) = sum_i beta_ic psi_i(xi) + beta_0c``,
+    a learned per-channel mean field in the span of the basis.
+
+    Parameters
+    ----------
+    latent_dim : int
+        ``d_s``.
+    n_coords : int
+        Coordinates per query point.
+    n_channels : int
+        Output channels ``C``.
+    n_basis : int
+        Number of basis functions.
+    basis_width, basis_depth : int
+        Size of ``psi``.
+    coef_width, coef_depth : int
+        Size of ``c``.
+    n_fourier : int
+        Number of Fourier frequencies of ``psi``.
+    fourier_scale : float
+        Standard deviation of the frequencies.
+    activation : str
+        Activation name.
+    seed : int
+        Seed of the Fourier frequencies.
+
+    Examples
+    --------
+    >>> import torch
+    >>> dec = SeparableDecoder(4, 2, 3, n_basis=5, basis_width=8, basis_depth=2,
+    ...                        coef_width=8, coef_depth=1, n_fourier=4, fourier_scale=1.0,
+    ...                        activation="tanh", seed=0)
+    >>> dec.prepare_points(torch.zeros(10, 2)).shape
+    torch.Size([10, 6])
+    >>> dec(torch.zeros(6, 4), torch.zeros(10, 2)).shape
+    torch.Size([6, 10, 3])
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        n_coords: int,
+        n_channels: int,
+        *,
+        n_basis: int,
+        basis_width: int,
+        basis_depth: int,
+        coef_width: int,
+        coef_depth: int,
+        n_fourier: int,
+        fourier_scale: float,
+        activation: str,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        self.fourier = FourierFeatures(n_coords, n_fourier, fourier_scale, seed)
+        self.basis = ResidualMLP(
+            self.fourier.n_out,
+            n_basis,
+            basis_width,
+            basis_depth,
+            activation,
+            input_names=("Fourier features",),
+        )
+        self.coef = ResidualMLP(
+            latent_dim,
+            (n_basis + 1) * n_channels,
+            coef_width,
+            coef_depth,
+            activation,
+            input_names=("s",),
+        )
+        self.n_basis = n_basis
+        self.n_channels = n_channels
+
+    def prepare_points(self, points: Tensor) -> Tensor:
+        """``points`` (..., P, n_coords) -> basis with bias column (..., P, n_basis + 1)."""
+        psi = self.basis(self.fourier(points)) / math.sqrt(self.n_basis)
+        return torch.cat([psi, torch.ones_like(psi[..., :1])], dim=-1)
+
+    def decode_prepared(self, s: Tensor, prepared: Tensor) -> Tensor:
+        """``s`` (..., d_s), ``prepared`` (..., P, n_basis + 1), dims broadcast -> (..., P, C)."""
+        _check_last_dim("prepared basis", prepared, self.n_basis + 1)
+        coef = self.coef(s).unflatten(-1, (self.n_basis + 1, self.n_channels))
+        # einsum folds the dimensions along which the basis is shared (size 1 or
+        # absent) into the matmul's columns instead of copying the basis per state.
+        return torch.einsum("...pk,...kc->...pc", prepared, coef)
+
+    def forward(self, s: Tensor, points: Tensor) -> Tensor:
+        """``s`` (..., d_s), ``points`` (..., P, n_coords) -> (..., P, C)."""
+        return self.decode_prepared(s, self.prepare_points(points))

@@ -1,0 +1,522 @@
+"""Training LDNet surrogates on frames of simulated runs (paper eq. 15).
+
+Torch only.  Data reach :func:`train` through the :class:`FrameSource` protocol:
+batches of whole runs (parameters, query points per frame, targets at those
+points), all in normalized units.  :class:`TensorFrameSource` is the in-memory
+implementation; a chunked (e.g. zarr-backed) source can delegate each loaded
+chunk of runs to it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from xlevda.errors import ShapeError, VariableError
+from xlevda.surrogates.config import TrainConfig
+
+if TYPE_CHECKING:
+    from xlevda.surrogates.ldnet import LDNetModel
+
+__all__ = [
+    "Evaluation",
+    "FrameBatch",
+    "FrameSource",
+    "TensorFrameSource",
+    "TrainingHistory",
+    "evaluate",
+    "scheduled_lr",
+    "train",
+]
+
+
+class FrameBatch(NamedTuple):
+    """A batch of whole runs, decoded at sampled query points.
+
+    Attributes
+    ----------
+    params : Tensor, shape (B, d_u)
+        Normalized parameters of ``B`` runs.
+    points : Tensor, shape (T, P, n_coords) or (P, n_coords)
+        Normalized query points per frame (the same for every run of the batch),
+        or shared by all frames.
+    values : Tensor, shape (B, T, P, C)
+        Normalized targets at those points.
+    """
+
+    params: Tensor
+    points: Tensor
+    values: Tensor
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """Where training frames come from.
+
+    Attributes
+    ----------
+    n_runs : int
+        Number of runs.
+    n_frames : int
+        Frames per run.
+    """
+
+    n_runs: int
+    n_frames: int
+
+    def batches(
+        self,
+        batch_size: int,
+        points_per_frame: int | None,
+        generator: torch.Generator,
+        shuffle: bool,
+    ) -> Iterator[FrameBatch]:
+        """One pass over all runs in batches of at most ``batch_size`` runs.
+
+        ``points_per_frame=None`` means every point; otherwise that many points
+        per frame drawn without replacement with ``generator``.
+        """
+        ...
+
+
+class TensorFrameSource:
+    """In-memory :class:`FrameSource` over runs sharing one set of points.
+
+    Parameters
+    ----------
+    params : Tensor, shape (N, d_u)
+        Normalized parameters of ``N`` runs.
+    points : Tensor, shape (N_pts, n_coords)
+        Normalized coordinates of the points every run is stored at.
+    values : Tensor, shape (N, T, N_pts, C)
+        Normalized fields (finite).
+
+    Raises
+    ------
+    ShapeError
+        Shapes disagree or a dimension is empty.
+    VariableError
+        ``params`` or ``values`` hold NaN or infinity.
+
+    Examples
+    --------
+    >>> import torch
+    >>> src = TensorFrameSource(torch.zeros(5, 2), torch.zeros(16, 2), torch.zeros(5, 3, 16, 1))
+    >>> [b.values.shape for b in src.batches(4, 6, torch.Generator().manual_seed(0), True)]
+    [torch.Size([4, 3, 6, 1]), torch.Size([1, 3, 6, 1])]
+    """
+
+    def __init__(self, params: Tensor, points: Tensor, values: Tensor) -> None:
+        if params.dim() != 2 or points.dim() != 2 or values.dim() != 4:
+            raise ShapeError(
+                "TensorFrameSource needs params (N, d_u), points (N_pts, n_coords) and values "
+                f"(N, T, N_pts, C); got params {tuple(params.shape)}, points "
+                f"{tuple(points.shape)}, values {tuple(values.shape)}"
+            )
+        n, t, n_pts, c = values.shape
+        if params.shape[0] != n or points.shape[0] != n_pts:
+            raise ShapeError(
+                f"values {tuple(values.shape)} (N, T, N_pts, C) disagree with params "
+                f"{tuple(params.shape)} (N, d_u) or points {tuple(points.shape)} (N_pts, n_coords)"
+            )
+        if min(n, t, n_pts, c, params.shape[1], points.shape[1]) == 0:
+            raise ShapeError(
+                f"TensorFrameSource got an empty dimension: params {tuple(params.shape)}, "
+                f"points {tuple(points.shape)}, values {tuple(values.shape)}"
+            )
+        for name, x in (("params", params), ("points", points), ("values", values)):
+            bad = ~torch.isfinite(x)
+            if bad.any():
+                raise VariableError(
+                    f"{name} holds {int(bad.sum())} NaN or infinite values (of {x.numel()})"
+                )
+        self.params = params
+        self.points = points
+        self.values = values
+        self.n_runs = n
+        self.n_frames = t
+        self.n_points = n_pts
+
+    def batches(
+        self,
+        batch_size: int,
+        points_per_frame: int | None,
+        generator: torch.Generator,
+        shuffle: bool,
+    ) -> Iterator[FrameBatch]:
+        """Batches of runs; see :meth:`FrameSource.batches`.
+
+        With ``points_per_frame`` below the number of points, each frame gets its
+        own uniform sample without replacement (points (T, P, n_coords)), shared by
+        the runs of the batch; otherwise every point is used (points (N_pts, n_coords)).
+        ``generator`` is a CPU generator.
+        """
+        device = self.values.device
+        order = torch.randperm(self.n_runs, generator=generator) if shuffle else None
+        for start in range(0, self.n_runs, batch_size):
+            stop = min(start + batch_size, self.n_runs)
+            runs = (
+                order[start:stop].to(device)
+                if order is not None
+                else torch.arange(start, stop, device=device)
+            )
+            if points_per_frame is None or points_per_frame >= self.n_points:
+                yield FrameBatch(self.params[runs], self.points, self.values[runs])
+                continue
+            keys = torch.rand(self.n_frames, self.n_points, generator=generator)
+            sel = keys.argsort(dim=-1)[:, :points_per_frame].to(device)  # (T, P)
+            frames = torch.arange(self.n_frames, device=device)
+            values = self.values[runs[:, None, None], frames[None, :, None], sel[None]]
+            yield FrameBatch(self.params[runs], self.points[sel], values)
+
+
+@dataclass
+class TrainingHistory:
+    """Per-epoch record of a training run.
+
+    Attributes
+    ----------
+    epoch : list of int
+        Epoch indices (from 0).
+    train_loss : list of float
+        Mean training MSE over the epoch's batches (normalized units).
+    val_loss : list of float
+        Validation MSE after the epoch (empty without a validation source).
+    val_rel_rmse : list of float
+        Validation ``||pred - true|| / ||true||`` over all frames, points and
+        channels (empty without a validation source).
+    lr : list of float
+        Learning rate of the epoch.
+    wall_time : list of float
+        Seconds since the start of training at the end of the epoch.
+    best_epoch : int or None
+        Epoch of the restored weights (lowest validation loss, or training loss
+        without validation); ``None`` if no epoch finished with a finite loss.
+    best_loss : float or None
+        Loss of the restored weights.
+    stop_reason : str
+        ``"completed"``, ``"early stopping ..."``, ``"callback"`` or ``"diverged ..."``.
+    """
+
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_rel_rmse: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    wall_time: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_loss: float | None = None
+    stop_reason: str = "completed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain containers (round-trips through :meth:`from_dict`).
+
+        Examples
+        --------
+        >>> TrainingHistory(epoch=[0], train_loss=[1.0]).to_dict()["train_loss"]
+        [1.0]
+        """
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingHistory:
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(**data)
+
+
+class Evaluation(NamedTuple):
+    """Errors of a model on a source, in normalized units.
+
+    Attributes
+    ----------
+    mse : float
+        Mean squared error over runs, frames, points and channels.
+    rel_rmse : float
+        ``||pred - true|| / ||true||`` over the same.
+    """
+
+    mse: float
+    rel_rmse: float
+
+
+def scheduled_lr(config: TrainConfig, epoch: int) -> float:
+    """Learning rate of ``epoch`` (from 0) under ``config.lr_schedule``.
+
+    Examples
+    --------
+    >>> cfg = TrainConfig(lr=1.0, lr_schedule="step", lr_decay_every=2, lr_decay_factor=0.5)
+    >>> [scheduled_lr(cfg, e) for e in range(5)]
+    [1.0, 1.0, 0.5, 0.5, 0.25]
+    """
+    if config.lr_schedule == "step":
+        return config.lr * config.lr_decay_factor ** (epoch // config.lr_decay_every)
+    if config.lr_schedule == "cosine":
+        progress = epoch / max(config.epochs - 1, 1)
+        lo = config.lr * config.lr_min_factor
+        return lo + 0.5 * (config.lr - lo) * (1.0 + math.cos(math.pi * progress))
+    return config.lr
+
+
+def _check_batch(batch: FrameBatch, model: LDNetModel, where: str) -> None:
+    params, points, values = batch
+    n_coords, n_channels = model.schema.n_coords, model.schema.n_channels
+    ok = (
+        params.dim() == 2
+        and params.shape[1] == model.param_dim
+        and points.dim() in (2, 3)
+        and points.shape[-1] == n_coords
+        and values.dim() == 4
+        and values.shape[0] == params.shape[0]
+        and values.shape[2] == points.shape[-2]
+        and values.shape[3] == n_channels
+        and (points.dim() == 2 or points.shape[0] == values.shape[1])
+        and values.shape[0] > 0
+    )
+    if not ok:
+        raise ShapeError(
+            f"{where} batch has params {tuple(params.shape)}, points {tuple(points.shape)}, "
+            f"values {tuple(values.shape)}; the model needs params (B, {model.param_dim}), "
+            f"points (T, P, {n_coords}) or (P, {n_coords}), values (B, T, P, {n_channels})"
+        )
+    if not (torch.isfinite(values).all() and torch.isfinite(params).all()):
+        raise VariableError(f"{where} batch holds NaN or infinite parameters or targets")
+
+
+def _to_model(batch: FrameBatch, like: Tensor) -> FrameBatch:
+    return FrameBatch(*(x.to(device=like.device, dtype=like.dtype) for x in batch))
+
+
+def _check_source(source: FrameSource, name: str) -> None:
+    if source.n_runs < 1 or source.n_frames < 1:
+        raise ShapeError(
+            f"{name} source is empty: n_runs={source.n_runs}, n_frames={source.n_frames}"
+        )
+
+
+def evaluate(
+    model: LDNetModel,
+    source: FrameSource,
+    *,
+    batch_size: int = 8,
+    points_per_frame: int | None = None,
+    seed: int = 0,
+) -> Evaluation:
+    """MSE and relative RMSE of ``model`` on every run of ``source`` (no gradients).
+
+    Parameters
+    ----------
+    model : LDNetModel
+    source : FrameSource
+    batch_size : int
+        Runs per forward pass.
+    points_per_frame : int or None
+        ``None`` for every point, else a random subset per frame drawn with ``seed``.
+    seed : int
+        Seed of that subset (the same seed gives the same subset).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from xlevda.surrogates.ldnet import LDNetModel
+    >>> from xlevda.surrogates.config import LDNetConfig
+    >>> from xlevda.surrogates.schema import Affine, SurrogateSchema
+    >>> schema = SurrogateSchema(
+    ...     variables=("h",), variable_attrs=({},), output_norm=Affine((0.0,), (1.0,)),
+    ...     coords=("x",), coord_attrs=({},), coord_norm=Affine((0.0,), (1.0,)),
+    ...     params=("a",), param_attrs=({},), param_norm=Affine((0.0,), (1.0,)),
+    ...     param_range=((-1.0, 1.0),), time_origin="0", time_step=1.0, time_units="s",
+    ...     time_is_datetime=False, n_frames=3)
+    >>> src = TensorFrameSource(torch.zeros(2, 1), torch.zeros(4, 1), torch.ones(2, 3, 4, 1))
+    >>> evaluate(LDNetModel(LDNetConfig(), schema), src).rel_rmse > 0
+    True
+    """
+    _check_source(source, "evaluation")
+    like = model.dt0
+    gen = torch.Generator().manual_seed(seed)
+    sse = sst = count = 0.0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for batch in source.batches(batch_size, points_per_frame, gen, False):
+            _check_batch(batch, model, "evaluation")
+            params, points, values = _to_model(batch, like)
+            pred = model(params, points, values.shape[1])
+            sse += float((pred - values).square().sum())
+            sst += float(values.square().sum())
+            count += values.numel()
+    model.train(was_training)
+    rel = math.sqrt(sse / sst) if sst > 0 else math.inf
+    return Evaluation(mse=sse / count, rel_rmse=rel)
+
+
+def train(
+    model: LDNetModel,
+    train_source: FrameSource,
+    val_source: FrameSource | None = None,
+    config: TrainConfig | None = None,
+    *,
+    progress: bool = True,
+    callback: Callable[[int, TrainingHistory], bool | None] | None = None,
+) -> TrainingHistory:
+    """Fit ``model`` by Adam on the MSE of decoded trajectories (paper eq. 15).
+
+    Each step rolls out whole trajectories of a batch of runs from ``s_{-1} = 0``
+    and decodes them at the batch's points; the loss is the mean squared error
+    over runs, frames, points and channels (eq. 15 up to the constant factor
+    ``T * C``).  After every epoch the model is evaluated on ``val_source``; the
+    weights with the lowest validation loss (training loss without validation)
+    are restored at the end and ``model.history`` is set.
+
+    Parameters
+    ----------
+    model : LDNetModel
+        Trained in place, on its own device and dtype.
+    train_source : FrameSource
+        Training runs.
+    val_source : FrameSource, optional
+        Validation runs, evaluated on every point (or ``config.val_points_per_frame``).
+    config : TrainConfig, optional
+        Defaults to ``model.config.train``.
+    progress : bool
+        Show a progress bar (epoch, train loss, validation relative RMSE, lr).
+    callback : callable, optional
+        ``callback(epoch, history)`` after every epoch; returning ``True`` stops.
+
+    Returns
+    -------
+    TrainingHistory
+
+    Raises
+    ------
+    ShapeError
+        A source is empty, or its batches do not match the model's parameter,
+        coordinate or channel counts.
+    VariableError
+        A batch holds NaN or infinite targets or parameters.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from xlevda.surrogates.ldnet import LDNetModel
+    >>> from xlevda.surrogates.config import LDNetConfig
+    >>> from xlevda.surrogates.schema import Affine, SurrogateSchema
+    >>> schema = SurrogateSchema(
+    ...     variables=("h",), variable_attrs=({},), output_norm=Affine((0.0,), (1.0,)),
+    ...     coords=("x",), coord_attrs=({},), coord_norm=Affine((0.0,), (1.0,)),
+    ...     params=("a",), param_attrs=({},), param_norm=Affine((0.0,), (1.0,)),
+    ...     param_range=((-1.0, 1.0),), time_origin="0", time_step=1.0, time_units="s",
+    ...     time_is_datetime=False, n_frames=3)
+    >>> src = TensorFrameSource(torch.rand(4, 1), torch.rand(8, 1), torch.rand(4, 3, 8, 1))
+    >>> hist = train(LDNetModel(LDNetConfig(), schema), src, src,
+    ...              TrainConfig(epochs=2, points_per_frame=4), progress=False)
+    >>> len(hist.train_loss)
+    2
+    """
+    config = model.config.train if config is None else config
+    _check_source(train_source, "training")
+    if val_source is not None:
+        _check_source(val_source, "validation")
+    like = model.dt0
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+    )
+    gen = torch.Generator().manual_seed(config.seed)
+    history = TrainingHistory()
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best_loss = math.inf
+    stale = 0
+    start = time.perf_counter()
+    bar = tqdm(total=config.epochs, desc="LDNet", unit="epoch", disable=not progress)
+    try:
+        for epoch in range(config.epochs):
+            lr = scheduled_lr(config, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            model.train()
+            total = 0.0
+            n_runs = 0
+            diverged = False
+            for batch in train_source.batches(
+                config.batch_size, config.points_per_frame, gen, True
+            ):
+                _check_batch(batch, model, "training")
+                params, points, values = _to_model(batch, like)
+                pred = model(params, points, values.shape[1])
+                loss = (pred - values).square().mean()
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    diverged = True
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                total += loss_value * values.shape[0]
+                n_runs += values.shape[0]
+            if diverged:
+                history.stop_reason = f"diverged: non-finite training loss in epoch {epoch}"
+                warnings.warn(
+                    f"LDNet training {history.stop_reason}; restoring the best weights "
+                    "(lower TrainConfig.lr or set grad_clip)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                break
+            if n_runs == 0:
+                raise ShapeError("the training source yielded no batches")
+            train_loss = total / n_runs
+            history.epoch.append(epoch)
+            history.train_loss.append(train_loss)
+            history.lr.append(lr)
+            monitor = train_loss
+            postfix = {"train": f"{train_loss:.3e}"}
+            if val_source is not None:
+                val = evaluate(
+                    model,
+                    val_source,
+                    batch_size=config.batch_size,
+                    points_per_frame=config.val_points_per_frame,
+                    seed=config.seed + 1,
+                )
+                history.val_loss.append(val.mse)
+                history.val_rel_rmse.append(val.rel_rmse)
+                monitor = val.mse
+                postfix["val_rel"] = f"{val.rel_rmse:.3f}"
+            history.wall_time.append(time.perf_counter() - start)
+            if monitor < best_loss:
+                best_loss = monitor
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                history.best_epoch = epoch
+                history.best_loss = monitor
+                stale = 0
+            else:
+                stale += 1
+            postfix["lr"] = f"{lr:.1e}"
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(1)
+            if callback is not None and callback(epoch, history):
+                history.stop_reason = "callback"
+                break
+            if config.patience is not None and stale >= config.patience:
+                history.stop_reason = f"early stopping: no lower loss for {config.patience} epochs"
+                break
+    finally:
+        bar.close()
+    model.load_state_dict(best_state)
+    model.history = history
+    return history
