@@ -59,10 +59,15 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=48)
     parser.add_argument("--latent-dim", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--dt0", type=float, default=0.1, help="initial latent Euler step")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest for these sizes)"
+    )
     parser.add_argument("--no-save", action="store_true", help="do not overwrite the shipped file")
     parser.add_argument("--data", default=None, help="cache the simulated runs in this .nc file")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
     cfg = tsunami.TsunamiConfig(nx=args.grid, ny=args.grid)
     cache = Path(args.data) if args.data else None
@@ -81,7 +86,7 @@ def main() -> None:
 
     if args.decoder == "separable":
         decoder = xlevda.SeparableDecoderConfig(
-            n_basis=64,
+            n_basis=256,
             basis_width=128,
             basis_depth=4,
             coef_width=128,
@@ -98,13 +103,14 @@ def main() -> None:
         dynamics_width=64,
         dynamics_depth=4,
         decoder=decoder,
+        dt0=args.dt0,
         seed=args.seed,
         train=xlevda.TrainConfig(
             epochs=args.epochs,
             batch_size=8,
             points_per_frame=points,
             val_points_per_frame=None,
-            lr=2e-3,
+            lr=args.lr,
             lr_schedule="cosine",
             validation_fraction=0.25,
             seed=args.seed,
@@ -130,7 +136,7 @@ def main() -> None:
         "best_val_relative_rmse": round(float(min(model.history.val_rel_rmse)), 5),
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
         "command": f"python examples/train_tsunami_surrogate.py --decoder {args.decoder} "
-        f"--epochs {args.epochs} --grid {args.grid}",
+        f"--epochs {args.epochs} --grid {args.grid} --lr {args.lr} --dt0 {args.dt0} --threads {args.threads}",
     }
     print(json.dumps(result, indent=2))
     out = ROOT / "docs" / "results" / "tsunami_surrogate.jsonl"

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from xlevda import systems
+from xlevda import (
+    accessor,  # noqa: F401  (registers the .levda accessor)
+    metrics,
+    systems,
+)
+from xlevda.api import assimilate
+from xlevda.config import LEVDAConfig, OutputChunks
+from xlevda.core.levda import Randomized, WarmStart
+from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.errors import XlevdaError
 from xlevda.ldnet import LDNet
 from xlevda.pretrained import load_pretrained
@@ -26,15 +34,23 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "GaussNewtonConfig",
+    "LBFGSConfig",
     "LDNet",
     "LDNetConfig",
+    "LEVDAConfig",
     "MLPDecoderConfig",
+    "OutputChunks",
+    "Randomized",
     "SeparableDecoderConfig",
     "TrainConfig",
+    "WarmStart",
     "XlevdaError",
     "__version__",
+    "assimilate",
     "load_pretrained",
     "load_surrogate",
+    "metrics",
     "systems",
 ]
 

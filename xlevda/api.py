@@ -215,7 +215,7 @@ def _decode_block(latent: np.ndarray, model: Surrogate, points: np.ndarray, dtyp
     with torch.no_grad():
         prepared = model.prepare_points(torch.as_tensor(points, dtype=dtype, device=device))
         s = torch.as_tensor(latent, dtype=dtype, device=device)
-        out = model.decode_prepared(s[..., None, :], prepared)
+        out = model.decode_prepared(s, prepared)
     return schema.output_norm.denormalize(out.cpu().double().numpy()).astype(np.float32)
 
 
@@ -398,7 +398,11 @@ def _to_dataset(
             cycle.anchors,
             {"long_name": "latent index of window start (-1: shifted start)"},
         ),
-        **{c: v for c, v in target.coords.items() if set(v.dims) <= set(space_dims)},
+        **{
+            c: v.variable
+            for c, v in target.coords.items()
+            if v.dims and set(v.dims) <= set(space_dims)
+        },
     }
     ds = xr.Dataset(data_vars, coords=coords)
     from xlevda import __version__

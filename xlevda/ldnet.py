@@ -161,7 +161,7 @@ class LDNet(LDNetModel):
             )
             prepared = self.prepare_points(torch.as_tensor(points, dtype=dtype, device=dev))
             out = torch.stack(
-                [self.decode_prepared(s_t[:, k, None, :], prepared) for k in range(len(step))], 1
+                [self.decode_prepared(s_t[:, k], prepared) for k in range(len(step))], 1
             )
         values = s.output_norm.denormalize(out.cpu().double().numpy())
         shape = (*(u_da[0].shape if u_da else ()), len(step), *space_shape)
@@ -234,7 +234,7 @@ class LDNet(LDNetModel):
         space_dims = layout.dims
         space_shape = tuple(where.sizes[d] for d in space_dims)
         coords = {
-            k: v
+            k: v.variable
             for k, v in where.coords.items()
             if set(v.dims) <= set(space_dims) and k not in ("time",)
         }

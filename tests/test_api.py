@@ -1,0 +1,162 @@
+"""The assimilation accessor end to end on a tiny surrogate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import xlevda
+from tests.conftest import make_runs
+from xlevda.config import LEVDAConfig
+from xlevda.errors import ConfigError, CoordinateError, ObservationError
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = xlevda.LDNetConfig(
+        latent_dim=4,
+        decoder=xlevda.SeparableDecoderConfig(n_basis=8, basis_width=16, coef_width=16),
+        train=xlevda.TrainConfig(epochs=3),
+    )
+    return xlevda.LDNet.fit(make_runs(n_runs=8, n_frames=6), ["a", "b"], cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return make_runs(n_runs=8, n_frames=6).isel(run=0)
+
+
+def grid_obs(truth, std=0.05):
+    obs = truth[["eta"]].isel(lat=slice(None, None, 3), lon=slice(None, None, 3))
+    return obs.assign(eta_std=xr.full_like(obs.eta, std))
+
+
+def point_obs(truth, std=0.05):
+    obs = grid_obs(truth, std).stack(obs=("time", "lat", "lon")).reset_index("obs")
+    return obs.drop_vars([c for c in ("a", "b", "run") if c in obs.coords])
+
+
+def target(truth):
+    return truth.drop_vars(["eta", "u"])
+
+
+CFG = LEVDAConfig(members=6, window=2, dtype="float64")
+
+
+def test_output_layout(model, truth):
+    an = target(truth).levda.assimilate(point_obs(truth), model, CFG)
+    assert an.eta.dims == ("time", "member", "lat", "lon")
+    assert an.eta.chunks is not None  # decoded lazily
+    assert an.member.attrs["standard_name"] == "realization"
+    assert an.a.dims == ("time", "member") and an.b.dims == ("time", "member")
+    assert an.latent_state.shape == (6, 6, 4)
+    assert an.window_index.values.tolist() == [0, 0, 1, 1, 2, 2]
+    assert an.window_anchor_step.values.tolist() == [-1, 2, 4]
+    assert an.attrs["Conventions"] == "CF-1.11"
+    assert json.loads(an.attrs["levda_config"])["members"] == 6
+    assert len(an.attrs["surrogate_sha256"]) == 64
+    assert an.attrs["n_observations_used"] == an.window_n_obs.sum()
+    assert not an.window_failed.any()
+
+
+def test_netcdf_round_trip(model, truth, tmp_path):
+    an = target(truth).levda.assimilate(point_obs(truth), model, CFG)
+    an.to_netcdf(tmp_path / "a.nc")
+    back = xr.open_dataset(tmp_path / "a.nc")
+    xr.testing.assert_allclose(back.eta.load(), an.eta.compute(), rtol=1e-6)
+    np.testing.assert_array_equal(back.a.values, an.a.values)
+    assert back.attrs["levda_config"] == an.attrs["levda_config"]
+
+
+def test_zarr_streams(model, truth, tmp_path):
+    an = target(truth).levda.assimilate(point_obs(truth), model, CFG)
+    an.to_zarr(tmp_path / "a.zarr")
+    back = xr.open_zarr(tmp_path / "a.zarr")
+    xr.testing.assert_allclose(back.u.load(), an.u.compute(), rtol=1e-6)
+
+
+def test_gridded_obs_equal_point_obs(model, truth):
+    a = target(truth).levda.assimilate(grid_obs(truth), model, CFG)
+    b = target(truth).levda.assimilate(point_obs(truth), model, CFG)
+    np.testing.assert_allclose(a.latent_state, b.latent_state, rtol=1e-10, atol=1e-12)
+
+
+def test_duplicate_observation_equals_half_variance(model, truth):
+    obs = point_obs(truth)
+    doubled = xr.concat([obs, obs], "obs")
+    a = target(truth).levda.assimilate(doubled, model, CFG)
+    b = target(truth).levda.assimilate(point_obs(truth, std=0.05 / np.sqrt(2)), model, CFG)
+    np.testing.assert_allclose(a.latent_state, b.latent_state, rtol=1e-8, atol=1e-10)
+
+
+def test_analysis_on_scattered_points(model, truth):
+    pts = xr.Dataset(
+        coords={
+            "time": truth.time,
+            "lat": ("site", [41.0, 42.5]),
+            "lon": ("site", [-158.0, -156.0]),
+        }
+    )
+    an = pts.levda.assimilate(point_obs(truth), model, CFG)
+    assert an.eta.dims == ("time", "member", "site")
+    grid = target(truth).levda.assimilate(point_obs(truth), model, CFG)
+    np.testing.assert_allclose(an.latent_state, grid.latent_state)
+
+
+def test_outside_drop_reports_count(model, truth):
+    obs = point_obs(truth)
+    lat = obs.lat.values.copy()
+    lat[:3] = 60.0
+    far = obs.assign_coords(lat=("obs", lat))
+    with pytest.raises(ObservationError, match="outside the surrogate's domain"):
+        target(truth).levda.assimilate(far, model, CFG)
+    cfg = LEVDAConfig(members=6, window=2, outside="drop")
+    an = target(truth).levda.assimilate(far, model, cfg)
+    assert an.attrs["n_observations_dropped"] == 3
+
+
+def test_background_parameters(model, truth):
+    bg = {"a": np.linspace(-0.4, 0.4, 6), "b": np.full(6, 1.0)}
+    an = target(truth).levda.assimilate(point_obs(truth), model, CFG, background=bg)
+    assert an.a.shape == (6, 6)
+    with pytest.raises(ValueError, match=r"background parameter 'a' has shape \(3,\)"):
+        target(truth).levda.assimilate(
+            point_obs(truth), model, CFG, background={**bg, "a": [1, 2, 3]}
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"members": 1}, ConfigError, "K=1: LEVDA needs at least 2"),
+        ({"window": 0}, ConfigError, "window tau=0"),
+        ({"inflation_rho": 0.5}, ConfigError, "rho=0.5"),
+        ({"dtype": "float16"}, ConfigError, "dtype='float16'"),
+        ({"outside": "ignore"}, ConfigError, "outside='ignore'"),
+    ],
+)
+def test_bad_config(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        LEVDAConfig(**kwargs)
+
+
+def test_unsorted_target_times(model, truth):
+    bad = target(truth).isel(time=[1, 0, 2])
+    with pytest.raises(CoordinateError, match="strictly increasing"):
+        bad.levda.assimilate(point_obs(truth), model, CFG)
+
+
+def test_obs_outside_target_time_range(model, truth):
+    short = target(truth).isel(time=slice(0, 3))
+    with pytest.raises(ObservationError, match="outside the analysis time range"):
+        short.levda.assimilate(point_obs(truth), model, CFG)
+
+
+def test_not_a_surrogate(truth):
+    with pytest.raises(ConfigError, match="lacks"):
+        target(truth).levda.assimilate(point_obs(truth), object(), CFG)
