@@ -457,11 +457,15 @@ class DatasetFrameSource:
                 self._cache = self._load(self._runs)
             yield from self._cache.batches(batch_size, points_per_frame, generator, shuffle)
             return
+        # Contiguous groups of runs (in storage order) are read whole, in random order:
+        # reading is then sequential per group, and batches are shuffled within a group.
+        runs = np.sort(self._runs)
+        groups = [runs[i : i + self._chunk_runs] for i in range(0, len(runs), self._chunk_runs)]
         order = (
-            torch.randperm(self.n_runs, generator=generator).numpy()
+            torch.randperm(len(groups), generator=generator).tolist()
             if shuffle
-            else np.arange(self.n_runs)
+            else range(len(groups))
         )
-        for start in range(0, self.n_runs, self._chunk_runs):
-            chunk = self._load(self._runs[order[start : start + self._chunk_runs]])
+        for g in order:
+            chunk = self._load(groups[g])
             yield from chunk.batches(batch_size, points_per_frame, generator, shuffle)
