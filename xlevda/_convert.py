@@ -64,11 +64,17 @@ def find_time(obj: xr.Dataset | xr.DataArray) -> str:
 
 def _spatial_names(obj: xr.Dataset | xr.DataArray) -> tuple[str, str]:
     cf_coords, cf_axes = obj.cf.coordinates, obj.cf.axes
+
+    def best(names: list[str]) -> str:
+        # dimension coordinates first: a parameter such as src_lat(run) may carry
+        # latitude units too
+        return sorted(names, key=lambda n: (n not in obj.dims, obj[n].ndim == 0))[0]
+
     candidates: list[tuple[str, str]] = []
     if cf_coords.get("latitude") and cf_coords.get("longitude"):
-        candidates.append((cf_coords["latitude"][0], cf_coords["longitude"][0]))
+        candidates.append((best(cf_coords["latitude"]), best(cf_coords["longitude"])))
     if cf_axes.get("Y") and cf_axes.get("X"):
-        candidates.append((cf_axes["Y"][0], cf_axes["X"][0]))
+        candidates.append((best(cf_axes["Y"]), best(cf_axes["X"])))
     candidates.extend(_SPATIAL_NAME_PAIRS)
     for ycoord, xcoord in candidates:
         if ycoord in obj.coords and xcoord in obj.coords:

@@ -58,11 +58,13 @@ def test_front_travels_at_shallow_water_speed():
     assert speed == pytest.approx(cfg.wave_speed, rel=0.05)
 
 
-def test_batched_runs_equal_single_runs():
+@pytest.mark.parametrize("batch_size", [None, 2, 3])
+def test_batched_runs_equal_single_runs(batch_size):
     cfg = TsunamiConfig(nx=16, ny=16, n_frames=4)
     src = sample_sources(3, seed=2, config=cfg)
-    batch = simulate(**src, config=cfg)
+    batch = simulate(**src, config=cfg, batch_size=batch_size)
     alone = simulate(src["src_lat"][2], src["src_lon"][2], cfg)
+    assert float(abs(alone.eta[0, -1]).max()) > 0.05
     for name in ("u", "v", "eta"):
         np.testing.assert_allclose(batch[name][2], alone[name][0], rtol=0, atol=1e-14)
 
@@ -144,5 +146,9 @@ def test_bad_sources_and_times_are_rejected():
         simulate([43.0, 44.0], [165.0], cfg)
     with pytest.raises(ConfigError, match=r"output_times must be .* strictly increasing"):
         simulate(43.0, 165.0, cfg, output_times=[0.0, 20.0, 10.0])
+    with pytest.raises(ConfigError, match=r"batch_size must be None or an integer >= 1, got 0"):
+        simulate(43.0, 165.0, cfg, batch_size=0)
+    with pytest.raises(ConfigError, match=r"dtype must be a floating torch.dtype"):
+        simulate(43.0, 165.0, cfg, dtype=torch.int64)
     with pytest.raises(ConfigError, match=r"n_runs must be an integer >= 1, got 0"):
         sample_sources(0)
