@@ -185,15 +185,18 @@ def obs_table(
             lo = schema.coord_norm.offset[j] - schema.coord_norm.scale[j]
             hi = schema.coord_norm.offset[j] + schema.coord_norm.scale[j]
             pos[:, j] = _longitudes(pos[:, j], c, lo, hi)
+    step, frac = times_to_steps(t, schema, name=f"observation {time}", extrapolate=True)
     if time_range is not None:
         start, end = time_range
-        bad = (t < start) | (t > end)
+        range_step, range_frac = times_to_steps([start, end], schema, extrapolate=True)
+        lo, hi = range_step + range_frac
+        x = step + frac
+        bad = (x < lo - 1e-6) | (x > hi + 1e-6)  # a millionth of a step absorbs rounding
         if bad.any():
             raise ObservationError(
                 f"{int(bad.sum())} observation time(s) outside the analysis time range "
                 f"[{start}, {end}], e.g. {t[bad][0]}"
             )
-    step, frac = times_to_steps(t, schema, name=f"observation {time}", extrapolate=True)
     points = schema.coord_norm.normalize(pos)
     inside = (np.abs(points) <= 1 + 1e-9).all(-1)
     n_dropped = 0

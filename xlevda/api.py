@@ -155,15 +155,26 @@ def _cycle(
             table.select(window.rows), window.anchor, model.schema.n_channels, dtype, device
         )
         seed = case_seed * 1_000_003 + w
-        mode = Randomized(seed=seed + 7919) if isinstance(config.mode, Randomized) else config.mode
-        res: WindowResult = solve_window(
-            model,
-            zb,
-            obs_w,
-            inflation=Inflation(config.inflation_rho, config.inflation_sigma, seed=seed),
-            mode=mode,
-            optimizer=config.optimizer,
-        )
+        mode = config.mode
+        if isinstance(mode, Randomized) and isinstance(mode.seed, int):
+            mode = Randomized(seed=hash((mode.seed, seed)) % 2**62)
+        try:
+            res: WindowResult = solve_window(
+                model,
+                zb,
+                obs_w,
+                inflation=Inflation(config.inflation_rho, config.inflation_sigma, seed=seed),
+                mode=mode,
+                optimizer=config.optimizer,
+            )
+        except ConfigError as err:
+            if w == 0 or "no spread" not in str(err):
+                raise
+            raise ConfigError(
+                f"window {w}: the background (window {w - 1}'s analysis propagated) has "
+                "collapsed: every member converged to the same minimum, as warm-start members "
+                "do on a convex cost. Use mode=Randomized() or inflation_sigma > 0"
+            ) from err
         za = res.z_analysis.detach()
         anchors.append(window.anchor)
         analyses.append(za.cpu().double().numpy())

@@ -50,8 +50,12 @@ class LEVDAConfig:
         Multiplicative (``>= 1``) and additive (``>= 0``, normalized latent units)
         inflation of the background perturbations.
     mode : WarmStart or Randomized
-        How members differ: the paper's warm starts of one shared cost, or
-        randomized-maximum-likelihood members with perturbed centres and data.
+        How members differ: randomized-maximum-likelihood members with perturbed
+        prior centres and data (the default), or the paper's warm starts of one
+        shared cost.  Warm-start members converge to one minimum wherever the cost
+        is convex, so their spread collapses and cycling then stops with an error
+        asking for inflation; randomized members sample the posterior in the
+        linear-Gaussian case (see ``tests/core``).
     optimizer : LBFGSConfig or GaussNewtonConfig
         The batched solver of the K member problems.
     seed : int
@@ -79,7 +83,7 @@ class LEVDAConfig:
     window_stride: int | None = None
     inflation_rho: float = 1.0
     inflation_sigma: float = 0.0
-    mode: MemberMode = field(default_factory=WarmStart)
+    mode: MemberMode = field(default_factory=Randomized)
     optimizer: LBFGSConfig | GaussNewtonConfig = field(default_factory=LBFGSConfig)
     seed: int = 0
     dtype: Literal["float32", "float64"] = "float32"

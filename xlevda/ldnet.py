@@ -141,7 +141,7 @@ class LDNet(LDNetModel):
         u_da = self._param_arrays(params)
         batch_dims = u_da[0].dims if u_da else ()
         u_np = np.stack([a.values.astype(float) for a in u_da], -1).reshape(-1, len(s.params))
-        times = self._default_times() if times is None else np.atleast_1d(np.asarray(times))
+        times = self.frame_times() if times is None else np.atleast_1d(np.asarray(times))
         step, frac = times_to_steps(times, s, extrapolate=extrapolate)
         coords, points, space_dims, space_shape = self._where(where)
 
@@ -211,7 +211,8 @@ class LDNet(LDNetModel):
             arrays.append(v.rename(p))
         return list(xr.broadcast(*arrays))
 
-    def _default_times(self) -> np.ndarray:
+    def frame_times(self) -> np.ndarray:
+        """Times of the training frames (datetime64 or numbers, as in training)."""
         s = self.schema
         k = np.arange(s.n_frames)
         if s.time_is_datetime:
