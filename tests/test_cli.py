@@ -1,0 +1,106 @@
+"""The command line: simulate -> train -> assimilate on a tiny grid."""
+
+from __future__ import annotations
+
+import pytest
+import xarray as xr
+
+from xlevda.cli import build_parser, main
+from xlevda.systems import observe
+
+
+def test_simulate_train_assimilate(tmp_path, capsys):
+    runs = tmp_path / "runs.nc"
+    assert (
+        main(
+            [
+                "simulate",
+                "tsunami",
+                "--runs",
+                "4",
+                "--grid",
+                "12",
+                "--frames",
+                "4",
+                "-q",
+                "-o",
+                str(runs),
+            ]
+        )
+        == 0
+    )
+    ds = xr.open_dataset(runs)
+    assert ds.eta.shape == (4, 4, 12, 12)
+    model = tmp_path / "model.pt"
+    assert (
+        main(
+            [
+                "train",
+                str(runs),
+                "--params",
+                "src_lat",
+                "src_lon",
+                "--epochs",
+                "1",
+                "--latent-dim",
+                "3",
+                "-q",
+                "-o",
+                str(model),
+            ]
+        )
+        == 0
+    )
+    obs = observe.observe(ds.isel(run=0)[["eta"]], observe.GridStride(4), noise_ratio=0.1)
+    obs.to_netcdf(tmp_path / "obs.nc")
+    out = tmp_path / "an.nc"
+    assert (
+        main(
+            [
+                "assimilate",
+                str(tmp_path / "obs.nc"),
+                "--surrogate",
+                str(model),
+                "--members",
+                "4",
+                "--window",
+                "2",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    an = xr.open_dataset(out)
+    assert an.eta.sizes["member"] == 4 and an.eta.sizes["time"] == 4
+    assert "assimilated" in capsys.readouterr().out
+
+
+def test_errors_are_reported_without_traceback(tmp_path, capsys):
+    runs = tmp_path / "runs.nc"
+    main(
+        [
+            "simulate",
+            "tsunami",
+            "--runs",
+            "2",
+            "--grid",
+            "8",
+            "--frames",
+            "3",
+            "-q",
+            "-o",
+            str(runs),
+        ]
+    )
+    code = main(["train", str(runs), "--params", "depth", "-q", "-o", str(tmp_path / "m.pt")])
+    assert code == 2
+    assert "parameter 'depth' is not a coordinate" in capsys.readouterr().err
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    out = capsys.readouterr().out
+    for command in ("simulate", "train", "assimilate", "demo"):
+        assert command in out
