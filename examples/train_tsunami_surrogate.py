@@ -66,6 +66,9 @@ def main() -> None:
     )
     parser.add_argument("--no-save", action="store_true", help="do not overwrite the shipped file")
     parser.add_argument("--data", default=None, help="cache the simulated runs in this .nc file")
+    parser.add_argument(
+        "--resume", default=None, help="continue training from this saved model (same sizes)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -117,7 +120,10 @@ def main() -> None:
         ),
     )
     t0 = time.perf_counter()
-    model = xlevda.LDNet.fit(fit_runs, params=["src_lat", "src_lon"], config=config)
+    initial = xlevda.load_surrogate(args.resume) if args.resume else None
+    model = xlevda.LDNet.fit(
+        fit_runs, params=["src_lat", "src_lon"], config=config, initial=initial
+    )
     t_train = time.perf_counter() - t0
 
     pred = model.predict({p: test_runs[p] for p in model.schema.params})
@@ -137,7 +143,7 @@ def main() -> None:
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
         "command": f"python examples/train_tsunami_surrogate.py --decoder {args.decoder} "
         f"--epochs {args.epochs} --grid {args.grid} --lr {args.lr} --dt0 {args.dt0} "
-        f"--threads {args.threads}",
+        f"--threads {args.threads}" + (f" --resume {args.resume}" if args.resume else ""),
     }
     print(json.dumps(result, indent=2))
     out = ROOT / "docs" / "results" / "tsunami_surrogate.jsonl"

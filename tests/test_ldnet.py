@@ -137,3 +137,17 @@ def test_surrogate_file_errors(tmp_path):
     bad.write_bytes(b"not a torch file")
     with pytest.raises(SurrogateFileError):
         xlevda.load_surrogate(bad)
+
+
+def test_continue_training_from_initial(model, runs):
+    cfg = xlevda.LDNetConfig(
+        latent_dim=4,
+        decoder=xlevda.SeparableDecoderConfig(n_basis=8, basis_width=16, coef_width=16),
+        train=xlevda.TrainConfig(epochs=1, lr=1e-12, validation_fraction=0.25),
+    )
+    more = xlevda.LDNet.fit(runs, ["a", "b"], cfg, progress=False, initial=model)
+    # a vanishing learning rate leaves the weights where the initial model had them
+    np.testing.assert_allclose(more.history.val_loss[0], min(model.history.val_loss), rtol=1e-4)
+    other = runs.assign(eta=runs.eta * 2)
+    with pytest.raises(ConfigError, match="another schema"):
+        xlevda.LDNet.fit(other, ["a", "b"], cfg, progress=False, initial=model)

@@ -51,6 +51,7 @@ class LDNet(LDNetModel):
         progress: bool = True,
         chunk_runs: int = 16,
         memory_budget: int = 2 * 1024**3,
+        initial: LDNet | None = None,
     ) -> LDNet:
         """Train an LDNet on simulation runs.
 
@@ -75,6 +76,10 @@ class LDNet(LDNetModel):
         chunk_runs, memory_budget : int
             Streaming controls: runs per chunk, and bytes below which all runs are
             loaded once.
+        initial : LDNet, optional
+            Continue training from this model's weights (same architecture, and a
+            schema equal to the one of ``dataset``); ``config`` then only sets the
+            training options.
 
         Returns
         -------
@@ -104,6 +109,14 @@ class LDNet(LDNetModel):
         train_src = DatasetFrameSource(dataset, schema, order[n_val:], **common)
         val_src = DatasetFrameSource(dataset, schema, order[:n_val], **common)
         model = cls(config, schema)
+        if initial is not None:
+            if initial.schema != schema:
+                raise ConfigError(
+                    "initial model was trained on data with another schema (variables, "
+                    "coordinates, normalization or parameters differ); continue training only "
+                    "on the dataset it was trained on"
+                )
+            model.load_state_dict(initial.state_dict())
         model.history = train(model, train_src, val_src, config.train, progress=progress)
         return model
 
