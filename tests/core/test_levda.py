@@ -123,9 +123,11 @@ def test_randomized_members_sample_the_kalman_posterior(rho):
     - E[mean] = MAP = Kalman mean, and Cov[mean] = P_z A^-1 G^T R^-1 G A^-1 P_z^T / K <= P_a / K;
     - E[sample cov] = P_z A^-2 P_z^T + P_z A^-1 G^T R^-1 G A^-1 P_z^T = P_z A^-1 P_z^T = P_a.
 
-    Tolerances: |mean - mean_a| <= 4 sqrt(tr(P_a) / K) and
-    |cov - P_a|_F <= 4 tr(P_a) / sqrt(K) (a Wishart fluctuation bound: each entry of a sample
-    covariance has standard deviation <= sqrt((S_ii S_jj + S_ij^2) / K)).
+    Tolerances, 4 times the root-mean-square error: E|mean - mean_a|^2 <= tr(P_a) / K, so
+    |mean - mean_a| <= 4 sqrt(tr(P_a) / K); writing cov - P_a = X + X^T + (N - Q) (prior x noise
+    cross terms and the sample-covariance error of the noise part Q), E|X|_F^2 =
+    tr(Pi) tr(Q) / (K-1) and E|N - Q|_F^2 <= 2 tr(Q)^2 / K give E|cov - P_a|_F^2 <=
+    2 tr(P_a)^2 / (K-1), so |cov - P_a|_F <= 4 tr(P_a) / sqrt(K) (about 2.8 times the rms).
     With inflation rho the posterior is the Kalman posterior of B = rho^2 P_z P_z^T, not rho^2
     times the uninflated posterior: inflation widens the prior, never the posterior directly."""
     K = 2000
@@ -180,9 +182,18 @@ def test_randomized_is_reproducible_and_seeded():
 
 
 def _nonlinear(K: int = 8, seed: int = 2):
+    """Tanh-MLP surrogate; data = decoded truth (the ensemble's centre) + noise at the window's
+    per-value errors; a fifth of the values missing."""
     sur = MLPSurrogate(d_s=4, d_u=1, n_ch=2, seed=3)
-    window = random_window(2, steps=(0, 1, 2), fracs=(0.0, 0.5, 0.25), n_points=6, seed=7)
-    return sur, window, random_ensemble(K, 5, seed=seed, spread=0.4)
+    layout = random_window(2, steps=(0, 1, 2), fracs=(0.0, 0.5, 0.25), n_points=6, seed=7)
+    z_b = random_ensemble(K + 1, 5, seed=seed, spread=0.4)
+    prepared = sur.prepare_points(layout.points)
+    clean = observe(sur, z_b.mean(0, keepdim=True), layout, prepared)[0]
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    values = clean + noise / layout.weight.clamp_min(1e-12).sqrt()
+    values = torch.where(layout.weight > 0, values, torch.nan)
+    window = ObsWindow(layout.step, layout.frac, layout.points, values, layout.weight)
+    return sur, window, z_b[:K]
 
 
 def _torch_lbfgs(objective: WindowObjective, j: int) -> tuple[float, torch.Tensor]:
@@ -231,7 +242,6 @@ def test_gauss_newton_equals_lbfgs_on_nonlinear_problem(mode):
     assert lb.converged.all() and gn.converged.all()
     torch.testing.assert_close(gn.cost, lb.cost, atol=0, rtol=1e-8)
     torch.testing.assert_close(gn.z_analysis, lb.z_analysis, atol=1e-6, rtol=0)
-    assert gn.n_iter.max() < lb.n_iter.max()
 
 
 def test_structured_jacobian_equals_autodiff():

@@ -36,6 +36,10 @@ coordinates ``beta = alpha V`` (``V`` (K, r) orthonormal, ``P_z^T = V basis``),
 which leaves the minimizer and the analysis unchanged while an iteration costs
 ``r`` instead of ``K`` unknowns per member (for ``K = 100``, ``d_z = 14``: a 14 x 14
 Gauss-Newton system instead of 100 x 100).
+
+A member whose cost or gradient is not finite at its start (e.g. the surrogate
+returns NaN there) is flagged ``failed`` and keeps its background member; the
+optimizers reject non-finite trial points, so no member ends at a NaN state.
 """
 
 from __future__ import annotations
@@ -812,7 +816,10 @@ def solve_window(
     mode : WarmStart or Randomized, optional
         Default :class:`WarmStart` (the paper).
     optimizer : LBFGSConfig or GaussNewtonConfig, optional
-        Default ``LBFGSConfig()``.
+        Default ``LBFGSConfig()`` (the paper's method).  ``GaussNewtonConfig()``
+        usually needs far fewer iterations (see :meth:`WindowObjective.linearize`
+        for its cost); it needs a pointwise decoder (eq. 14) and a vector field
+        that works under :mod:`torch.func` transforms.
     param_tendency : callable, optional
         ``G(u)`` (eq. 16); ``None`` keeps parameters static over the window.
 

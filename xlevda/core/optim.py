@@ -509,7 +509,8 @@ def gauss_newton(
     Each iteration solves ``(J^T J + lambda I) p = -J^T r`` per member by a
     batched Cholesky factorization and accepts the step when the achieved
     decrease is a positive fraction of the decrease the linear model predicts
-    (gain ratio); ``lambda`` starts at ``damping0 * max diag(J^T J)``, shrinks
+    (gain ratio), or, where the cost is flat to round-off, when it lowers the
+    gradient norm; ``lambda`` starts at ``damping0 * max diag(J^T J)``, shrinks
     after good steps and doubles, then quadruples, ... after rejected ones
     (Nielsen's rule).  Residual and Jacobian are evaluated together at each trial
     point, so an accepted step needs no further evaluation.
@@ -562,6 +563,7 @@ def gauss_newton(
     n_iter = torch.zeros(K, dtype=torch.int64, device=x.device)
     eye = torch.eye(n, dtype=x.dtype, device=x.device)
     tol_cost = _tol_cost(cfg.tol_cost, x.dtype)
+    eps = torch.finfo(x.dtype).eps
     for _ in range(cfg.max_iter):
         idx = active.nonzero().squeeze(-1)
         if idx.numel() == 0:
@@ -583,6 +585,11 @@ def gauss_newton(
             f_t, g_t, h_t, ok_t = model(x[t_idx] + p[trial], t_idx)
             n_evals += 1
             gain = (fi[trial] - f_t) / pred[trial]
+            # where f is flat to round-off, a step that lowers |J^T r| is taken as good
+            flat = ((f_t - fi[trial]).abs() <= 2 * eps * fi[trial].abs()) & (
+                g_t.norm(dim=-1) < gi[trial].norm(dim=-1)
+            )
+            gain = torch.where(flat, torch.ones_like(gain), gain)
             good = ok_t & _finite(f_t, g_t) & (gain > 1e-4)
             acc = t_idx[good]
             done = _small_decrease(f[acc], f_t[good], tol_cost) | (
