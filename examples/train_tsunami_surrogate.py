@@ -35,8 +35,8 @@ def relative_rmse(pred: xr.Dataset, truth: xr.Dataset) -> dict[str, float]:
     """||pred - truth|| / ||truth|| over all runs, frames and grid points, per variable."""
     out = {}
     for v in truth.data_vars:
-        err = float(np.sqrt(((pred[v] - truth[v]) ** 2).sum()))
-        out[str(v)] = err / float(np.sqrt((truth[v] ** 2).sum()))
+        p, t = pred[v].transpose(*truth[v].dims).values, truth[v].values
+        out[str(v)] = float(np.sqrt(((p - t) ** 2).sum() / (t**2).sum()))
     return out
 
 
@@ -45,7 +45,7 @@ def normalized_rmse(model: xlevda.LDNet, pred: xr.Dataset, truth: xr.Dataset) ->
     norm = model.schema.output_norm
     num = den = 0.0
     for c, v in enumerate(model.schema.variables):
-        p = (pred[v].values - norm.offset[c]) / norm.scale[c]
+        p = (pred[v].transpose(*truth[v].dims).values - norm.offset[c]) / norm.scale[c]
         t = (truth[v].values - norm.offset[c]) / norm.scale[c]
         num += float(((p - t) ** 2).sum())
         den += float((t**2).sum())
@@ -126,7 +126,9 @@ def main() -> None:
     )
     t_train = time.perf_counter() - t0
 
-    pred = model.predict({p: test_runs[p] for p in model.schema.params})
+    pred = model.predict(
+        {p: test_runs[p] for p in model.schema.params}, times=test_runs.time.values
+    )
     truth = test_runs[list(model.schema.variables)]
     rel = relative_rmse(pred, truth)
     result = {

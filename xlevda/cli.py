@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: the surrogates are small, and one thread is "
+        "fastest on small shared CPUs; raise it on a large idle machine)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sim = sub.add_parser(
@@ -223,9 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xlevda`` command."""
+    import torch
+
     from xlevda.errors import XlevdaError
 
     args = build_parser().parse_args(argv)
+    if args.threads < 1:
+        print(f"xlevda: error: --threads {args.threads}: expected >= 1", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except XlevdaError as err:
