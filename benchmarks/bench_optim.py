@@ -13,8 +13,13 @@ Timed side by side in one run (median of ``--repeats``):
 - ``loop, reduced`` (``--reduced-loop``): the same loop on the r-dimensional reduced
   coordinates, which separates the gain of batching from the gain of the reduction.
 
-Speed-ups and cost differences are relative to the paper-alpha loop.  Both L-BFGS
-variants run with their default tolerances and ``--max-iter`` iterations at most.
+Speed-ups and cost differences are relative to the fastest paper-alpha loop.  The
+batched solves use ``--threads`` (default 2) torch threads; the loop runs with each of
+``--loop-threads`` (default 1: one-member problems are too small to gain from a
+second thread, and on a busy 2-core machine a second BLAS thread waiting for a core
+makes every small matmul of the loop slower, so 1 is its fair setting; pass
+``--loop-threads 1 2`` to see both).  All optimizers run with their default tolerances
+and ``--max-iter`` iterations at most.
 
 Run from the repository root:
 ``PYTHONPATH=. python benchmarks/bench_optim.py [--repeats 5] [--members 100]``.
@@ -134,22 +139,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--members", type=int, default=100)
     parser.add_argument("--max-iter", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads, batched solves")
+    parser.add_argument(
+        "--loop-threads", type=int, nargs="+", default=[1], help="torch threads, loop (each)"
+    )
     parser.add_argument("--reduced-loop", action="store_true", help="also time the reduced loop")
     args = parser.parse_args()
-    torch.set_num_threads(2)
     sur, z_b, window = problem(args.members)
     objective = WindowObjective.build(sur, z_b, window)
     print(
         f"K={args.members}, d_z={z_b.shape[1]}, reduced r={objective.subspace.rank}, "
-        f"{window.n_obs} observed values, float32, {torch.get_num_threads()} threads, "
-        f"median of {args.repeats}"
+        f"{window.n_obs} observed values, float32, median of {args.repeats}"
     )
     rows = []
-    t, cost = timed(lambda: per_member_loop(objective, False, args.max_iter), args.repeats)
-    rows.append(("loop, paper alpha", t, cost, "torch.optim.LBFGS per member"))
-    if args.reduced_loop:
-        t, cost = timed(lambda: per_member_loop(objective, True, args.max_iter), args.repeats)
-        rows.append(("loop, reduced", t, cost, "torch.optim.LBFGS per member"))
+    loops = [("loop, paper alpha", False)] + [("loop, reduced", True)] * args.reduced_loop
+    for threads in args.loop_threads:
+        torch.set_num_threads(threads)
+        for name, reduced in loops:
+            t, cost = timed(
+                lambda r=reduced: per_member_loop(objective, r, args.max_iter), args.repeats
+            )
+            rows.append((name, threads, t, cost, "torch.optim.LBFGS, one member at a time"))
+    torch.set_num_threads(args.threads)
     for name, config in (
         ("batched L-BFGS", LBFGSConfig(max_iter=args.max_iter)),
         ("batched Gauss-Newton", GaussNewtonConfig(max_iter=args.max_iter)),
@@ -159,14 +170,18 @@ def main() -> None:
             f"iterations mean {res.n_iter.float().mean():.1f} max {int(res.n_iter.max())}, "
             f"{int(res.converged.sum())}/{args.members} converged"
         )
-        rows.append((name, t, res.cost, note))
-    ref_t, ref_cost = rows[0][1], rows[0][2]
-    head = ("method", "median s", "speed-up", "mean cost", "max rel dcost")
-    print(f"{head[0]:22s} {head[1]:>9s} {head[2]:>9s} {head[3]:>11s} {head[4]:>14s}")
-    for name, t, cost, note in rows:
+        rows.append((name, args.threads, t, res.cost, note))
+    # reference: the fastest paper-alpha loop
+    _, _, ref_t, ref_cost, _ = min(
+        (r for r in rows if r[0] == "loop, paper alpha"), key=lambda r: r[2]
+    )
+    head = ("method", "threads", "median s", "speed-up", "mean cost", "max rel dcost")
+    print(f"{head[0]:22s} {head[1]:>7s} {head[2]:>9s} {head[3]:>9s} {head[4]:>11s} {head[5]:>14s}")
+    for name, threads, t, cost, note in rows:
         rel = ((cost - ref_cost).abs() / ref_cost.abs()).max().item()
         print(
-            f"{name:22s} {t:9.3f} {ref_t / t:9.1f} {cost.mean().item():11.4f} {rel:14.2e}  {note}"
+            f"{name:22s} {threads:7d} {t:9.3f} {ref_t / t:9.1f} {cost.mean().item():11.4f} "
+            f"{rel:14.2e}  {note}"
         )
 
 

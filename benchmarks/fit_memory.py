@@ -27,7 +27,7 @@ def build(path: Path, runs: int, batch: int) -> None:
     for start in range(0, runs, batch):
         src = tsunami.sample_sources(batch, seed=start, config=cfg)
         ds = tsunami.simulate(**src, config=cfg).assign_coords(run=range(start, start + batch))
-        ds = ds.chunk({"run": 16})
+        ds = ds.chunk({"run": 20})
         if start == 0:
             ds.to_zarr(path, mode="w")
         else:
@@ -52,7 +52,7 @@ def main() -> None:
         train=xlevda.TrainConfig(epochs=1, points_per_frame=None, validation_fraction=0.05),
     )
     t0 = time.perf_counter()
-    xlevda.LDNet.fit(ds, ["src_lat", "src_lon"], cfg, memory_budget=256 * 1024**2, chunk_runs=16)
+    xlevda.LDNet.fit(ds, ["src_lat", "src_lon"], cfg, memory_budget=256 * 1024**2, chunk_runs=20)
     print(f"one epoch streamed in {time.perf_counter() - t0:.1f} s")
 
 

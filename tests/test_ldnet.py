@@ -151,3 +151,14 @@ def test_continue_training_from_initial(model, runs):
     other = runs.assign(eta=runs.eta * 2)
     with pytest.raises(ConfigError, match="another schema"):
         xlevda.LDNet.fit(other, ["a", "b"], cfg, progress=False, initial=model)
+
+
+def test_forecast_carries_the_exact_training_times():
+    runs = make_runs(n_runs=4, n_frames=4)
+    odd = runs.time.values[0] + np.arange(4) * np.timedelta64(851_401_207_123, "ns")
+    runs = runs.assign_coords(time=odd)
+    cfg = xlevda.LDNetConfig(latent_dim=3, train=xlevda.TrainConfig(epochs=1))
+    model = xlevda.LDNet.fit(runs, ["a", "b"], cfg, progress=False)
+    fc = model.predict({"a": runs.a.values, "b": runs.b.values})
+    np.testing.assert_array_equal(fc.time.values, runs.time.values)
+    assert (fc.eta - runs.eta).sizes["time"] == 4  # labels align: nothing dropped

@@ -357,6 +357,9 @@ def build_schema(
         grid={c: tuple(np.asarray(ds[c].values, float).tolist()) for c in layout.coords}
         if layout.gridded
         else {},
+        frame_times=tuple(str(v) for v in np.asarray(ds[time].values).astype("datetime64[ns]"))
+        if is_dt
+        else tuple(float(v) for v in np.asarray(ds[time].values)),
         attrs={k: v for k, v in ds.attrs.items() if isinstance(v, str | int | float)},
     )
 

@@ -227,6 +227,10 @@ class LDNet(LDNetModel):
     def frame_times(self) -> np.ndarray:
         """Times of the training frames (datetime64 or numbers, as in training)."""
         s = self.schema
+        if s.frame_times:
+            return np.asarray(
+                s.frame_times, dtype="datetime64[ns]" if s.time_is_datetime else float
+            )
         k = np.arange(s.n_frames)
         if s.time_is_datetime:
             origin = np.datetime64(s.time_origin, "ns")

@@ -451,9 +451,7 @@ def _evaluate(
                 f"ens is a Dataset but truth is a {type(truth).__name__}; pass truth as a "
                 f"Dataset with the variables {sorted(map(str, ens.data_vars))}"
             )
-        _require_variables(
-            ens, truth.data_vars, "ens", "; truth's variables are the ones verified"
-        )
+        _require_variables(ens, truth.data_vars, "ens", "; truth's variables are the ones verified")
         return xr.Dataset(
             {name: one(ens[name], truth[name], f"variable {name!r}") for name in truth.data_vars}
         )

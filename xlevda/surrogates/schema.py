@@ -103,6 +103,10 @@ class SurrogateSchema:
         Number of frames per training run.
     grid : dict of str to tuple of float
         1-D coordinate values of the training grid (empty for point data).
+    frame_times : tuple of str or float
+        Exact times of the training frames (ISO 8601 with nanoseconds for datetime
+        axes), so that forecasts on the training frames carry the very same time
+        labels as the training data; empty in files that predate it.
     geometry : str
         ``"plane"`` or ``"sphere"`` (how coordinates are embedded).
     attrs : dict
@@ -125,6 +129,7 @@ class SurrogateSchema:
     time_is_datetime: bool
     n_frames: int
     grid: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    frame_times: tuple[str, ...] | tuple[float, ...] = ()
     geometry: str = "plane"
     attrs: dict[str, Any] = field(default_factory=dict)
 
@@ -154,4 +159,5 @@ class SurrogateSchema:
             d[key] = tuple(dict(a) for a in d[key])
         d["param_range"] = tuple((float(lo), float(hi)) for lo, hi in d["param_range"])
         d["grid"] = {k: tuple(v) for k, v in d.get("grid", {}).items()}
+        d["frame_times"] = tuple(d.get("frame_times", ()))
         return cls(**d)
