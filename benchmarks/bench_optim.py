@@ -7,19 +7,20 @@ field and an MLP neural-field decoder of width 64), K = 100 members, one window 
 Timed side by side in one run (median of ``--repeats``):
 
 - ``batched L-BFGS``: :func:`xlevda.core.levda.solve_window` with ``LBFGSConfig``;
-- ``batched Gauss-Newton``: the same with ``GaussNewtonConfig``;
+- ``batched GN, pointwise`` / ``forward``: the same with ``GaussNewtonConfig`` and the
+  pointwise-reverse Jacobian (suited to this MLP decoder) or forward mode;
 - ``loop, paper alpha``: for each member, ``torch.optim.LBFGS`` (strong Wolfe) on
   eq. 19 in the paper's K-dimensional ``alpha``;
 - ``loop, reduced`` (``--reduced-loop``): the same loop on the r-dimensional reduced
   coordinates, which separates the gain of batching from the gain of the reduction.
 
 Speed-ups and cost differences are relative to the fastest paper-alpha loop.  The
-batched solves use ``--threads`` (default 2) torch threads; the loop runs with each of
-``--loop-threads`` (default 1: one-member problems are too small to gain from a
-second thread, and on a busy 2-core machine a second BLAS thread waiting for a core
-makes every small matmul of the loop slower, so 1 is its fair setting; pass
-``--loop-threads 1 2`` to see both).  All optimizers run with their default tolerances
-and ``--max-iter`` iterations at most.
+batched solves use ``--threads`` torch threads, the loop each of ``--loop-threads``
+(both default 2).  On a busy 2-core machine a second BLAS thread waiting for a core
+can make every small matmul of the loop far slower (seen: 331 s with 2 threads
+against 20 s with 1), so pass ``--loop-threads 1 2`` there and compare against the
+faster one.  All optimizers run with their default tolerances and ``--max-iter``
+iterations at most.
 
 Run from the repository root:
 ``PYTHONPATH=. python benchmarks/bench_optim.py [--repeats 5] [--members 100]``.
@@ -141,7 +142,7 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2, help="torch threads, batched solves")
     parser.add_argument(
-        "--loop-threads", type=int, nargs="+", default=[1], help="torch threads, loop (each)"
+        "--loop-threads", type=int, nargs="+", default=[2], help="torch threads, loop (each)"
     )
     parser.add_argument("--reduced-loop", action="store_true", help="also time the reduced loop")
     args = parser.parse_args()
@@ -161,11 +162,13 @@ def main() -> None:
             )
             rows.append((name, threads, t, cost, "torch.optim.LBFGS, one member at a time"))
     torch.set_num_threads(args.threads)
-    for name, config in (
-        ("batched L-BFGS", LBFGSConfig(max_iter=args.max_iter)),
-        ("batched Gauss-Newton", GaussNewtonConfig(max_iter=args.max_iter)),
+    gn = GaussNewtonConfig(max_iter=args.max_iter)
+    for name, options in (
+        ("batched L-BFGS", {"optimizer": LBFGSConfig(max_iter=args.max_iter)}),
+        ("batched GN, pointwise", {"optimizer": gn, "jacobian": "pointwise"}),
+        ("batched GN, forward", {"optimizer": gn, "jacobian": "forward"}),
     ):
-        t, res = timed(lambda c=config: solve_window(sur, z_b, window, optimizer=c), args.repeats)
+        t, res = timed(lambda o=options: solve_window(sur, z_b, window, **o), args.repeats)
         note = (
             f"iterations mean {res.n_iter.float().mean():.1f} max {int(res.n_iter.max())}, "
             f"{int(res.converged.sum())}/{args.members} converged"

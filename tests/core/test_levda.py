@@ -35,9 +35,12 @@ from xlevda.errors import ConfigError, ObservationError, ShapeError, VariableErr
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 
+TIGHT_LBFGS = LBFGSConfig(max_iter=400, tol_grad=1e-9, tol_cost=0.0)
+TIGHT_GN = GaussNewtonConfig(max_iter=100, tol_grad=1e-8, tol_cost=0.0)
 TIGHT = {
-    "lbfgs": LBFGSConfig(max_iter=400, tol_grad=1e-9, tol_cost=0.0),
-    "gn": GaussNewtonConfig(max_iter=100, tol_grad=1e-8, tol_cost=0.0),
+    "lbfgs": {"optimizer": TIGHT_LBFGS},
+    "gn": {"optimizer": TIGHT_GN},
+    "gn-pointwise": {"optimizer": TIGHT_GN, "jacobian": "pointwise"},
 }
 PROPERTY = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -75,7 +78,7 @@ def closed_form(sur: LinearSurrogate, z_b, window: ObsWindow, tendency: bool, rh
 # --- 1. linear-Gaussian exactness ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["lbfgs", "gn"])
+@pytest.mark.parametrize("method", ["lbfgs", "gn", "gn-pointwise"])
 @pytest.mark.parametrize("K", [4, 8])
 def test_linear_gaussian_equals_closed_form(method, K):
     """Every member equals the minimizer of eq. 19; for a full-rank ensemble (K > d_z) the
@@ -83,7 +86,7 @@ def test_linear_gaussian_equals_closed_form(method, K):
     sur = LinearSurrogate(d_s=3, d_u=2, n_ch=2)
     window = random_window(2, steps=(0, 1, 3), fracs=(0.0, 0.4, 0.7))
     z_b = random_ensemble(K, 5)
-    res = solve_window(sur, z_b, window, optimizer=TIGHT[method], param_tendency=sur.tendency)
+    res = solve_window(sur, z_b, window, **TIGHT[method], param_tendency=sur.tendency)
     ref = closed_form(sur, z_b, window, tendency=True)
     assert res.converged.all() and not res.failed.any()
     assert res.rank == min(K - 1, 5)
@@ -99,7 +102,7 @@ def test_static_parameters_differ_from_tendency():
     """``param_tendency=None`` is G = 0, and matches the closed form built with G = 0."""
     sur = LinearSurrogate(d_s=3, d_u=2, n_ch=2)
     window, z_b = random_window(2), random_ensemble(8, 5)
-    res = solve_window(sur, z_b, window, optimizer=TIGHT["gn"])
+    res = solve_window(sur, z_b, window, **TIGHT["gn"])
     ref = closed_form(sur, z_b, window, tendency=False)
     torch.testing.assert_close(res.z_analysis[0], ref.z_post, atol=1e-6, rtol=0)
     moving = closed_form(sur, z_b, window, tendency=True)
@@ -159,7 +162,7 @@ def test_randomized_members_sample_the_kalman_posterior(rho):
 def test_warm_start_collapses_to_the_map():
     """The paper's mode on a convex problem: every member converges to the same MAP."""
     sur, window, z_b = _rml_problem(200)
-    res = solve_window(sur, z_b, window, optimizer=TIGHT["gn"])
+    res = solve_window(sur, z_b, window, **TIGHT["gn"])
     ref = closed_form(sur, z_b, window, tendency=False)
     torch.testing.assert_close(res.z_analysis, ref.z_post.expand(200, 4), atol=1e-6, rtol=0)
     assert res.z_analysis.std(0).max() < 1e-6
@@ -169,7 +172,7 @@ def test_randomized_is_reproducible_and_seeded():
     sur, window, z_b = _rml_problem(8)
 
     def run(seed):
-        return solve_window(sur, z_b, window, mode=Randomized(seed), optimizer=TIGHT["gn"])
+        return solve_window(sur, z_b, window, mode=Randomized(seed), **TIGHT["gn"])
 
     torch.testing.assert_close(run(3).z_analysis, run(3).z_analysis, atol=0, rtol=0)
     assert (run(3).z_analysis - run(4).z_analysis).abs().max() > 1e-3
@@ -223,7 +226,7 @@ def _torch_lbfgs(objective: WindowObjective, j: int) -> tuple[float, torch.Tenso
 def test_batched_lbfgs_equals_torch_lbfgs_loop():
     sur, window, z_b = _nonlinear()
     objective = WindowObjective.build(sur, z_b, window)
-    res = solve_window(sur, z_b, window, optimizer=TIGHT["lbfgs"])
+    res = solve_window(sur, z_b, window, **TIGHT["lbfgs"])
     assert res.converged.all()
     for j in range(z_b.shape[0]):
         cost, z = _torch_lbfgs(objective, j)
@@ -234,11 +237,12 @@ def test_batched_lbfgs_equals_torch_lbfgs_loop():
 # --- 6. Gauss-Newton reaches the L-BFGS minimum ----------------------------------------------
 
 
+@pytest.mark.parametrize("method", ["gn", "gn-pointwise"])
 @pytest.mark.parametrize("mode", [WarmStart(), Randomized(seed=1)])
-def test_gauss_newton_equals_lbfgs_on_nonlinear_problem(mode):
+def test_gauss_newton_equals_lbfgs_on_nonlinear_problem(mode, method):
     sur, window, z_b = _nonlinear()
-    lb = solve_window(sur, z_b, window, mode=mode, optimizer=TIGHT["lbfgs"])
-    gn = solve_window(sur, z_b, window, mode=mode, optimizer=TIGHT["gn"])
+    lb = solve_window(sur, z_b, window, mode=mode, **TIGHT["lbfgs"])
+    gn = solve_window(sur, z_b, window, mode=mode, **TIGHT[method])
     assert lb.converged.all() and gn.converged.all()
     torch.testing.assert_close(gn.cost, lb.cost, atol=0, rtol=1e-8)
     torch.testing.assert_close(gn.z_analysis, lb.z_analysis, atol=1e-6, rtol=0)
@@ -250,7 +254,7 @@ def test_structured_jacobian_equals_autodiff():
         objective = WindowObjective.build(sur, z_b, window, mode=mode)
         members = torch.tensor([0, 3, 7])
         beta = objective.start[members] + 0.1
-        r, jac = objective.linearize(beta, members)
+        r, jac = objective.linearize_pointwise(beta, members)
         r_ref, jac_ref = linearization(objective.residual)(beta, members)
         torch.testing.assert_close(r, r_ref)
         torch.testing.assert_close(jac, jac_ref)
@@ -283,8 +287,8 @@ def test_objective_gradcheck_and_exact_reduction():
 def test_permuting_members_permutes_the_analysis(seed, K):
     sur, window, z_b = _nonlinear(K=K, seed=seed % 50)
     perm = torch.randperm(K, generator=torch.Generator().manual_seed(seed))
-    a = solve_window(sur, z_b, window, optimizer=TIGHT["gn"])
-    b = solve_window(sur, z_b[perm], window, optimizer=TIGHT["gn"])
+    a = solve_window(sur, z_b, window, **TIGHT["gn"])
+    b = solve_window(sur, z_b[perm], window, **TIGHT["gn"])
     torch.testing.assert_close(b.z_analysis, a.z_analysis[perm], atol=1e-7, rtol=0)
     torch.testing.assert_close(b.cost, a.cost[perm], atol=1e-9, rtol=1e-9)
 
@@ -296,8 +300,8 @@ def test_infinite_observation_error(seed, scale):
     (exactly at weight 0); warm-start members all go to the ensemble mean (the prior's MAP)."""
     sur, window, z_b = _nonlinear(seed=seed % 50)
     weak = ObsWindow(window.step, window.frac, window.points, window.values, scale * window.weight)
-    rml = solve_window(sur, z_b, weak, mode=Randomized(seed), optimizer=TIGHT["gn"])
-    warm = solve_window(sur, z_b, weak, optimizer=TIGHT["gn"])
+    rml = solve_window(sur, z_b, weak, mode=Randomized(seed), **TIGHT["gn"])
+    warm = solve_window(sur, z_b, weak, **TIGHT["gn"])
     torch.testing.assert_close(rml.z_analysis, z_b, atol=1e-6, rtol=0)
     torch.testing.assert_close(warm.z_analysis, z_b.mean(0).expand_as(z_b), atol=1e-6, rtol=0)
 
@@ -314,8 +318,8 @@ def test_duplicated_observation_equals_half_the_variance(seed):
         window.weight.repeat(1, 2, 1),
     )
     doubled = ObsWindow(window.step, window.frac, window.points, window.values, 2 * window.weight)
-    a = solve_window(sur, z_b, twice, optimizer=TIGHT["gn"])
-    b = solve_window(sur, z_b, doubled, optimizer=TIGHT["gn"])
+    a = solve_window(sur, z_b, twice, **TIGHT["gn"])
+    b = solve_window(sur, z_b, doubled, **TIGHT["gn"])
     torch.testing.assert_close(a.z_analysis, b.z_analysis, atol=1e-8, rtol=0)
     torch.testing.assert_close(a.cost, b.cost, atol=1e-9, rtol=1e-9)
 
@@ -343,15 +347,15 @@ def test_on_step_observations_equal_decoded_trajectory(k, seed):
 # --- 5. NaN members ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["lbfgs", "gn"])
+@pytest.mark.parametrize("method", ["lbfgs", "gn", "gn-pointwise"])
 def test_nan_member_fails_and_keeps_background(method):
     sur, window, z_b = _nonlinear()
     z_b = z_b.clone()
     z_b[:, 0] = 0.1 * z_b[:, 0]
     z_b[2, 0] = 3.0
     nan_sur = NaNAbove(sur, threshold=2.0)
-    res = solve_window(nan_sur, z_b, window, optimizer=TIGHT[method])
-    clean = solve_window(sur, z_b, window, optimizer=TIGHT[method])
+    res = solve_window(nan_sur, z_b, window, **TIGHT[method])
+    clean = solve_window(sur, z_b, window, **TIGHT[method])
     assert res.failed.tolist() == [j == 2 for j in range(8)]
     assert not res.converged[2] and torch.isnan(res.misfit[2])
     assert torch.equal(res.z_analysis[2], z_b[2])
@@ -410,10 +414,10 @@ def test_inflation_widens_the_prior_not_the_posterior():
             empty,
             inflation=Inflation(rho=2.0),
             mode=Randomized(),
-            optimizer=TIGHT[method],
+            **TIGHT[method],
         )
         torch.testing.assert_close(rml.z_analysis, mean + 2 * (z_b - mean))
-        warm = solve_window(sur, z_b, empty, optimizer=TIGHT[method])
+        warm = solve_window(sur, z_b, empty, **TIGHT[method])
         torch.testing.assert_close(warm.z_analysis, mean.expand_as(z_b))
         assert rml.n_obs == 0 and (rml.misfit == 0).all()
 
@@ -434,7 +438,7 @@ def test_float32_default_solve():
         setattr(sur32, name, getattr(sur32, name).float())
     _, window, z_b = _nonlinear()
     res = solve_window(sur32, z_b.float(), window)
-    ref = solve_window(_nonlinear()[0], z_b, window, optimizer=TIGHT["gn"])
+    ref = solve_window(_nonlinear()[0], z_b, window, **TIGHT["gn"])
     assert res.z_analysis.dtype == torch.float32 and res.converged.all()
     torch.testing.assert_close(res.z_analysis.double(), ref.z_analysis, atol=2e-3, rtol=0)
 
@@ -501,7 +505,7 @@ def test_nan_values_without_weight_are_missing():
     window = _window(values=values, weight=weight)
     assert window.n_obs == 10 and window.length == 3
     sur, _, z_b = _nonlinear()
-    res = solve_window(sur, z_b, window, optimizer=TIGHT["gn"])
+    res = solve_window(sur, z_b, window, **TIGHT["gn"])
     assert torch.isfinite(res.z_analysis).all()
 
 
@@ -562,6 +566,11 @@ def _broken_decoder(sur):
             lambda s, w, z: solve_window(s, z, w, mode="rml"),
             ConfigError,
             r"mode='rml' is invalid: use WarmStart\(\) or Randomized\(seed\)",
+        ),
+        (
+            lambda s, w, z: solve_window(s, z, w, jacobian="reverse"),
+            ConfigError,
+            r"jacobian='reverse' is invalid: use 'forward' or 'pointwise'",
         ),
         (
             lambda s, w, z: solve_window(_broken_decoder(s), z, w),

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 import torch
@@ -58,6 +59,7 @@ from xlevda.core.optim import (
     OptimResult,
     gauss_newton,
     lbfgs,
+    linearization,
 )
 from xlevda.errors import ConfigError, ObservationError, ShapeError, VariableError
 from xlevda.surrogates.protocol import Surrogate
@@ -694,7 +696,7 @@ class WindowObjective:
         r_obs = self._obs_residual(self.subspace.state_reduced(beta), members)
         return torch.cat([self._prior_residual(beta, members), r_obs.flatten(1)], -1)
 
-    def linearize(self, beta: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
+    def linearize_pointwise(self, beta: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
         """:meth:`residual` and its Jacobian: (M, r) -> (M, r + T_o P C), (M, r + T_o P C, r).
 
         The chain ``beta -> s(t_i) -> D(s(t_i), xi)`` is differentiated in two
@@ -702,8 +704,11 @@ class WindowObjective:
         size ``d_s``), then reverse mode through the decoder, one pass per channel,
         with ``s`` copied to every point so that one pass gives every point's
         gradient.  This costs about ``1 + C`` decoder passes instead of the ``r``
-        of forward mode through the whole chain, and relies on the decoder being
-        pointwise (eq. 14: the value at a point depends on that point alone).
+        of forward mode through the whole chain, which pays where the whole
+        decoder runs per point anyway (an MLP on ``[features(xi), s]``), but not
+        for a separable decoder, whose state-dependent part would then run per
+        point.  It relies on the decoder being pointwise (eq. 14: the value at a
+        point depends on that point alone).
         """
         n = beta.shape[-1]
         r_prior = self._prior_residual(beta, members)
@@ -799,6 +804,7 @@ def solve_window(
     inflation: Inflation | None = None,
     mode: MemberMode | None = None,
     optimizer: LBFGSConfig | GaussNewtonConfig | None = None,
+    jacobian: Literal["forward", "pointwise"] = "forward",
     param_tendency: VectorField | None = None,
 ) -> WindowResult:
     """LEVDA analysis of one window: K member problems in one batched solve.
@@ -817,9 +823,13 @@ def solve_window(
         Default :class:`WarmStart` (the paper).
     optimizer : LBFGSConfig or GaussNewtonConfig, optional
         Default ``LBFGSConfig()`` (the paper's method).  ``GaussNewtonConfig()``
-        usually needs far fewer iterations (see :meth:`WindowObjective.linearize`
-        for its cost); it needs a pointwise decoder (eq. 14) and a vector field
-        that works under :mod:`torch.func` transforms.
+        usually needs far fewer iterations, each costing a Jacobian; it needs a
+        surrogate that works under :mod:`torch.func` transforms.
+    jacobian : {"forward", "pointwise"}
+        How Gauss-Newton gets its Jacobian: forward mode through the whole chain
+        (``r`` tangent passes; best for separable decoders, whose per-point work
+        is linear in the state), or :meth:`WindowObjective.linearize_pointwise`
+        (about ``1 + C`` decoder passes; best for MLP neural-field decoders).
     param_tendency : callable, optional
         ``G(u)`` (eq. 16); ``None`` keeps parameters static over the window.
 
@@ -856,6 +866,8 @@ def solve_window(
     >>> [round(v, 6) for v in res.z_analysis.squeeze(-1).tolist()]   # B y / (B + R)
     [2.0, 2.0]
     """
+    if jacobian not in ("forward", "pointwise"):
+        raise ConfigError(f"jacobian={jacobian!r} is invalid: use 'forward' or 'pointwise'")
     objective = WindowObjective.build(
         surrogate,
         z_background,
@@ -869,7 +881,11 @@ def solve_window(
     if isinstance(config, LBFGSConfig):
         result = lbfgs(objective.cost, objective.start, config)
     elif isinstance(config, GaussNewtonConfig):
-        result = gauss_newton(objective.linearize, objective.start, config)
+        if jacobian == "forward":
+            linearize = linearization(objective.residual, "forward")
+        else:
+            linearize = objective.linearize_pointwise
+        result = gauss_newton(linearize, objective.start, config)
     else:
         raise ConfigError(
             f"optimizer={config!r} is invalid: use LBFGSConfig(...) or GaussNewtonConfig(...)"
