@@ -160,3 +160,30 @@ def test_obs_outside_target_time_range(model, truth):
 def test_not_a_surrogate(truth):
     with pytest.raises(ConfigError, match="lacks"):
         target(truth).levda.assimilate(point_obs(truth), object(), CFG)
+
+
+def test_cases_run_as_independent_chains(model, truth):
+    one = point_obs(truth)
+    two = point_obs(truth, std=0.1)
+    both = xr.concat([one, two], dim="case").assign_coords(case=["a", "b"])
+    an = target(truth).levda.assimilate(both, model, CFG)
+    assert an.eta.dims[0] == "case" and an.case.values.tolist() == ["a", "b"]
+    first = target(truth).levda.assimilate(one, model, CFG)
+    np.testing.assert_allclose(an.latent_state.sel(case="a"), first.latent_state)
+    assert not np.allclose(an.latent_state.sel(case="b"), first.latent_state)
+
+
+def test_distributed_cluster_equals_synchronous(model, truth):
+    dask = pytest.importorskip("dask")
+    distributed = pytest.importorskip("distributed")
+    obs = xr.concat([point_obs(truth), point_obs(truth, std=0.1)], dim="case")
+    with dask.config.set(scheduler="synchronous"):
+        sync = target(truth).levda.assimilate(obs, model, CFG).compute()
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        dist = target(truth).levda.assimilate(obs, model, CFG).compute()
+    xr.testing.assert_allclose(sync, dist, rtol=1e-6, atol=1e-8)

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import dask
 import dask.array as dsa
 import numpy as np
 import torch
 import xarray as xr
+from dask.delayed import Delayed
 
 from xlevda._convert import find_time, times_to_steps, to_points
 from xlevda._obs import ObsTable, Window, obs_table, plan_windows
@@ -136,57 +138,89 @@ def _background_params(schema, background, members: int, member_dim: str) -> np.
     return schema.param_norm.normalize(np.stack(arrays, -1))
 
 
-def _cycle(
+@dataclass(frozen=True)
+class _WindowOut:
+    """One window's analysis (torch-free, so it travels between dask workers)."""
+
+    anchor: int
+    z: np.ndarray  # (K, d_z) analysis at the anchor, float64
+    diagnostics: dict[str, np.ndarray]  # name -> (K,)
+    n_obs: int
+
+
+def _solve_one(
     model: Surrogate,
-    z0: torch.Tensor,
+    previous: _WindowOut | np.ndarray,
+    table: ObsTable,
+    anchor: int,
+    w: int,
+    config: LEVDAConfig,
+    case_seed: int,
+) -> _WindowOut:
+    """One window: background = previous analysis propagated (or the initial ensemble)."""
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    device = config.device
+    if isinstance(previous, _WindowOut):
+        za = torch.as_tensor(previous.z, dtype=dtype, device=device)
+        zb = propagate(model, za, anchor - previous.anchor)
+    else:
+        zb = torch.as_tensor(previous, dtype=dtype, device=device)
+    obs_w = _obs_window(table, anchor, model.schema.n_channels, dtype, device)
+    seed = case_seed * 1_000_003 + w
+    mode = config.mode
+    if isinstance(mode, Randomized) and isinstance(mode.seed, int):
+        mode = Randomized(seed=hash((mode.seed, seed)) % 2**62)
+    try:
+        res: WindowResult = solve_window(
+            model,
+            zb,
+            obs_w,
+            inflation=Inflation(config.inflation_rho, config.inflation_sigma, seed=seed),
+            mode=mode,
+            optimizer=config.optimizer,
+        )
+    except ConfigError as err:
+        if w == 0 or "no spread" not in str(err):
+            raise
+        raise ConfigError(
+            f"window {w}: the background (window {w - 1}'s analysis propagated) has "
+            "collapsed: every member converged to the same minimum, as warm-start members "
+            "do on a convex cost. Use mode=Randomized() or inflation_sigma > 0"
+        ) from err
+    return _WindowOut(
+        anchor=anchor,
+        z=res.z_analysis.detach().cpu().double().numpy(),
+        diagnostics={k: getattr(res, k).detach().cpu().numpy() for k in _DIAGNOSTICS},
+        n_obs=res.n_obs,
+    )
+
+
+def _assemble(outs: list[_WindowOut]) -> _Cycle:
+    return _Cycle(
+        anchors=np.asarray([o.anchor for o in outs]),
+        z_analysis=np.stack([o.z for o in outs]),
+        diagnostics={k: np.stack([o.diagnostics[k] for o in outs]) for k in _DIAGNOSTICS},
+        n_obs=np.asarray([o.n_obs for o in outs]),
+    )
+
+
+def _cycle_graph(
+    model: Delayed,
+    z0: np.ndarray,
     table: ObsTable,
     windows: list[Window],
     config: LEVDAConfig,
     case_seed: int,
-) -> _Cycle:
-    """Assimilate window after window: background = previous analysis propagated."""
-    dtype, device = z0.dtype, z0.device
-    zb, za, anchors, analyses, n_obs = z0, z0, [], [], []
-    diags: dict[str, list[np.ndarray]] = {k: [] for k in _DIAGNOSTICS}
+) -> Delayed:
+    """The windows of one case as a chain of dask tasks, each taking the previous analysis."""
+    previous: Delayed | np.ndarray = z0
+    outs = []
     for w, window in enumerate(windows):
-        if w > 0:
-            zb = propagate(model, za, window.anchor - anchors[-1])
-        obs_w = _obs_window(
-            table.select(window.rows), window.anchor, model.schema.n_channels, dtype, device
+        previous = dask.delayed(_solve_one, pure=False)(
+            model, previous, table.select(window.rows), window.anchor, w, config, case_seed
         )
-        seed = case_seed * 1_000_003 + w
-        mode = config.mode
-        if isinstance(mode, Randomized) and isinstance(mode.seed, int):
-            mode = Randomized(seed=hash((mode.seed, seed)) % 2**62)
-        try:
-            res: WindowResult = solve_window(
-                model,
-                zb,
-                obs_w,
-                inflation=Inflation(config.inflation_rho, config.inflation_sigma, seed=seed),
-                mode=mode,
-                optimizer=config.optimizer,
-            )
-        except ConfigError as err:
-            if w == 0 or "no spread" not in str(err):
-                raise
-            raise ConfigError(
-                f"window {w}: the background (window {w - 1}'s analysis propagated) has "
-                "collapsed: every member converged to the same minimum, as warm-start members "
-                "do on a convex cost. Use mode=Randomized() or inflation_sigma > 0"
-            ) from err
-        za = res.z_analysis.detach()
-        anchors.append(window.anchor)
-        analyses.append(za.cpu().double().numpy())
-        n_obs.append(res.n_obs)
-        for k in _DIAGNOSTICS:
-            diags[k].append(getattr(res, k).detach().cpu().numpy())
-    return _Cycle(
-        anchors=np.asarray(anchors),
-        z_analysis=np.stack(analyses),
-        diagnostics={k: np.stack(v) for k, v in diags.items()},
-        n_obs=np.asarray(n_obs),
-    )
+        outs.append(previous)
+    return dask.delayed(_assemble, pure=False)(outs)
 
 
 def _latent_at_outputs(
@@ -265,6 +299,7 @@ def assimilate(
     variables: list[str] | None = None,
     errors: Mapping[str, float] | None = None,
     background: Mapping[str, Any] | xr.Dataset | None = None,
+    case_dim: str = "case",
 ) -> xr.Dataset:
     """LEVDA analysis ensemble on ``target``'s times and places.
 
@@ -288,6 +323,12 @@ def assimilate(
     background : mapping or Dataset, optional
         Initial parameters per member (``{name: (K,) values}``); by default
         parameters are drawn uniformly over the ranges seen in training.
+    case_dim : str
+        If ``obs`` has this dimension, each entry is an independent case
+        (e.g. another event observed by the same network): the cases are
+        assimilated in parallel (as independent chains of dask tasks, one task
+        per window, on whatever dask scheduler is active, e.g. a
+        ``dask.distributed`` cluster) and the output gains this dimension.
 
     Returns
     -------
@@ -307,15 +348,23 @@ def assimilate(
         raise CoordinateError(f"target time {time!r} must be strictly increasing (sorted, unique)")
     step, frac = times_to_steps(out_times, schema, name=f"target {time}", extrapolate=True)
     points, layout = to_points(target, schema)
-    table = obs_table(
-        obs,
-        schema,
-        variables=variables,
-        errors=errors,
-        outside=config.outside,
-        time_range=(out_times[0], out_times[-1]),
+    obs_cases = (
+        [obs.isel({case_dim: c}) for c in range(obs.sizes[case_dim])]
+        if case_dim in obs.dims
+        else [obs]
     )
-    windows = plan_windows(table, config.window, config.window_stride)
+    tables = [
+        obs_table(
+            o,
+            schema,
+            variables=variables,
+            errors=errors,
+            outside=config.outside,
+            time_range=(out_times[0], out_times[-1]),
+        )
+        for o in obs_cases
+    ]
+    plans = [plan_windows(t, config.window, config.window_stride) for t in tables]
 
     model, dtype = _prepare_model(surrogate, config)
     k = config.members
@@ -324,18 +373,41 @@ def assimilate(
         if background is None
         else _background_params(schema, background, k, config.member_dim)
     )
-    z0 = torch.cat(
-        [
-            torch.zeros(k, model.latent_dim, dtype=dtype, device=config.device),
-            torch.as_tensor(u0, dtype=dtype, device=config.device),
-        ],
-        -1,
+    z0 = np.concatenate([np.zeros((k, model.latent_dim)), u0], -1)
+    model_task = dask.delayed(model, pure=False)
+    cycles = dask.compute(
+        *[
+            _cycle_graph(model_task, z0, t, w, config, config.seed + c)
+            for c, (t, w) in enumerate(zip(tables, plans, strict=True))
+        ]
     )
-    cycle = _cycle(model, z0, table, windows, config, config.seed)
-    z_out, which = _latent_at_outputs(model, cycle, step, frac, dtype, config.device)
-    return _to_dataset(
-        target, time, out_times, layout, points, model, dtype, config, cycle, z_out, which, table
-    )
+    results = []
+    for cycle, table in zip(cycles, tables, strict=True):
+        z_out, which = _latent_at_outputs(model, cycle, step, frac, dtype, config.device)
+        results.append(
+            _to_dataset(
+                target,
+                time,
+                out_times,
+                layout,
+                points,
+                model,
+                dtype,
+                config,
+                cycle,
+                z_out,
+                which,
+                table,
+            )
+        )
+    if case_dim not in obs.dims:
+        return results[0]
+    out = xr.concat(results, dim=case_dim, combine_attrs="override")
+    if case_dim in obs.coords:
+        out = out.assign_coords({case_dim: obs[case_dim].values})
+    out.attrs["n_observations_used"] = sum(len(t) for t in tables)
+    out.attrs["n_observations_dropped"] = sum(t.n_dropped for t in tables)
+    return out
 
 
 def _to_dataset(
