@@ -225,7 +225,7 @@ def _cycle_graph(
 
 def _latent_at_outputs(
     model: Surrogate, cycle: _Cycle, step: np.ndarray, frac: np.ndarray, dtype, device
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Latent states and parameters at output times from the supplying windows.
 
     Returns ``z`` (T, K, d_z) and ``window_index`` (T,).
