@@ -104,3 +104,16 @@ def test_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for command in ("simulate", "train", "assimilate", "demo"):
         assert command in out
+
+
+def test_kolmogorov_runs_train_on_periodic_x_y(tmp_path):
+    runs = tmp_path / "kol.nc"
+    args = ["simulate", "kolmogorov", "--runs", "3", "--grid", "14", "--frames", "3", "-q"]
+    assert main([*args, "-o", str(runs)]) == 0
+    ds = xr.open_dataset(runs)
+    assert ds.vorticity.dims == ("run", "time", "y", "x") and ds.sizes["time"] == 3
+    assert ds.Re.min() >= 500 and ds.Re.max() <= 1500
+    model = tmp_path / "kol.pt"
+    train = ["train", str(runs), "--params", "Re", "--latent-dim", "3", "--epochs", "1", "-q"]
+    assert main([*train, "-o", str(model)]) == 0
+    assert model.stat().st_size > 0

@@ -19,17 +19,30 @@ typical session:
 """
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    from xlevda.systems import tsunami
+def _system_runs(args: argparse.Namespace):
+    """The configuration and the parameter draws of ``xlevda simulate SYSTEM``."""
+    from xlevda.systems import kolmogorov, tsunami
 
+    frames = {} if args.frames is None else {"n_frames": args.frames}
+    if args.system == "kolmogorov":
+        cfg = (
+            kolmogorov.paper_config()
+            if args.paper
+            else kolmogorov.KolmogorovConfig(nx=args.grid, ny=args.grid, **frames)
+        )
+        return kolmogorov, cfg, kolmogorov.sample_reynolds(args.runs, seed=args.seed)
     cfg = (
         tsunami.paper_config()
         if args.paper
-        else tsunami.TsunamiConfig(nx=args.grid, ny=args.grid, n_frames=args.frames)
+        else tsunami.TsunamiConfig(nx=args.grid, ny=args.grid, **frames)
     )
-    sources = tsunami.sample_sources(args.runs, seed=args.seed, config=cfg)
+    return tsunami, cfg, tsunami.sample_sources(args.runs, seed=args.seed, config=cfg)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    system, cfg, params = _system_runs(args)
     t0 = time.perf_counter()
-    ds = tsunami.simulate(**sources, config=cfg, progress=not args.quiet)
+    ds = system.simulate(**params, config=cfg, progress=not args.quiet)
     elapsed = time.perf_counter() - t0
     out = Path(args.output)
     if out.suffix == ".nc":
@@ -37,7 +50,7 @@ def _simulate(args: argparse.Namespace) -> int:
     else:
         ds.chunk({"run": min(args.runs, 16)}).to_zarr(out, mode="w")
     print(
-        f"simulated {args.runs} tsunami run(s) on {cfg.ny}x{cfg.nx}, {cfg.n_frames} frames "
+        f"simulated {args.runs} {args.system} run(s) on {cfg.ny}x{cfg.nx}, {cfg.n_frames} frames "
         f"in {elapsed:.1f} s -> {out}"
     )
     return 0
@@ -140,13 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate",
         help="simulate a benchmark system and write its runs to zarr or NetCDF",
         description="Simulate runs of a benchmark system with random unknown parameters "
-        "(for the tsunami: the source position) and write a CF-labelled dataset.",
+        "(tsunami: the source position; kolmogorov: the Reynolds number) and write a "
+        "CF-labelled dataset.",
     )
-    sim.add_argument("system", choices=["tsunami"], help="which system to simulate")
+    sim.add_argument(
+        "system", choices=["tsunami", "kolmogorov"], help="which system to simulate"
+    )
     sim.add_argument("--runs", type=int, default=200, help="number of runs (default 200)")
     sim.add_argument("--grid", type=int, default=48, help="grid points per side (default 48)")
-    sim.add_argument("--frames", type=int, default=51, help="output frames per run (default 51)")
-    sim.add_argument("--paper", action="store_true", help="the paper's 150x150 grid, 51 frames")
+    sim.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="output frames per run (default: the system's, 51 tsunami, 40 kolmogorov)",
+    )
+    sim.add_argument("--paper", action="store_true", help="the paper's 150x150 grid and frames")
     sim.add_argument("--seed", type=int, default=0, help="seed of the parameter draws")
     sim.add_argument("-o", "--output", required=True, help="output path (.zarr or .nc)")
     sim.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -1,0 +1,572 @@
+"""Kolmogorov-flow benchmark: forced 2-D Navier-Stokes on a periodic box, batched over runs.
+
+The model is the one of the LEVDA/LD-EnSF Kolmogorov benchmark (after Kochkov et al. 2021):
+incompressible flow of unit density on ``[0, 2 pi)^2``, periodic in both directions, with a
+steady Kolmogorov body force ``f = (A sin(k_f y), 0)``, linear drag ``mu`` and viscosity
+``nu = 1 / Re``.  In vorticity-streamfunction form, with ``omega = dv/dx - du/dy`` and
+``u = dpsi/dy``, ``v = -dpsi/dx``, ``laplacian(psi) = -omega``,
+
+.. math::
+
+    \\partial_t \\omega + u\\,\\partial_x\\omega + v\\,\\partial_y\\omega
+        = \\nu \\nabla^2 \\omega - \\mu\\,\\omega - A k_f \\cos(k_f y).
+
+The discretization is pseudo-spectral: the state is the real FFT of ``omega`` restricted to the
+modes that survive the 2/3 rule (``|k_x| <= (n_x - 1) // 3``, same in y), so products are
+evaluated without aliasing and the nonlinear term conserves energy and enstrophy exactly.
+Viscosity and drag are integrated exactly by an integrating factor; the advection and the
+forcing by the classical fourth-order Runge-Kutta scheme (Lawson's IF-RK4).  Each output step
+is split into equal internal steps no longer than :attr:`KolmogorovConfig.max_time_step`, a
+fraction of the RK4 stability limit for the largest resolved advection frequency.
+
+All runs are integrated together: every tensor carries a leading run dimension, and the only
+difference between runs is their viscosity.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from xlevda.errors import ConfigError, ShapeError, VariableError
+from xlevda.systems._cf import RUN_ATTRS, global_attrs
+
+__all__ = [
+    "PERIOD",
+    "RK4_STABILITY",
+    "KolmogorovConfig",
+    "paper_config",
+    "sample_reynolds",
+    "simulate",
+]
+
+PERIOD = 2 * math.pi
+"""Side of the periodic square domain."""
+
+RK4_STABILITY = 2 * math.sqrt(2)
+"""Largest ``|lambda h|`` on the imaginary axis for which classical RK4 is stable."""
+
+_CPU_BATCH_BYTES = 2**20  # default CPU batch: runs whose vorticity fits in about one L2 cache
+
+_VAR_ATTRS = {
+    "u": {"long_name": "x component of velocity", "units": "1"},
+    "v": {"long_name": "y component of velocity", "units": "1"},
+    "vorticity": {"long_name": "relative vorticity (dv/dx - du/dy)", "units": "1"},
+}
+
+_PARAM_ATTRS = {
+    "Re": {"long_name": "Reynolds number (1 / viscosity)", "units": "1"},
+    "nu": {"long_name": "kinematic viscosity", "units": "1"},
+}
+
+_TIME_ATTRS = {
+    "long_name": "nondimensional time since the initial condition",
+    "units": "1",
+    "axis": "T",
+}
+
+
+def _coord_attrs(axis: str) -> dict[str, object]:
+    return {
+        "long_name": f"{axis.lower()} position in the periodic box",
+        "units": "1",
+        "axis": axis,
+        "periodic": "true",
+        "period": PERIOD,
+        "valid_min": 0.0,
+        "valid_max": PERIOD,
+    }
+
+
+def _check(ok: bool, name: str, value: object, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"KolmogorovConfig.{name} must be {expected}, got {value!r}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _kept(n: int) -> int:
+    """Largest wavenumber kept by the 2/3 rule on ``n`` points: ``3 k < n``."""
+    return (n - 1) // 3
+
+
+@dataclass(frozen=True)
+class KolmogorovConfig:
+    """Grid, forcing, initial condition, output frames and time stepping of the benchmark.
+
+    Attributes
+    ----------
+    nx, ny : int
+        Grid points in x and y on ``[0, 2 pi)``.  Any size works (even or odd); the forcing
+        wavenumber must survive the 2/3 rule, so at least ``3 * forcing_wavenumber + 1``.
+    n_frames : int
+        Number of output frames.
+    frame_stride : int
+        Output steps between kept frames (5 in the benchmark: 200 steps, 40 frames).
+    burn_in : int
+        Output steps integrated before the first frame (100 in the benchmark).
+    output_step : float
+        Time of one output step (0.04 in the benchmark).
+    forcing_amplitude : float
+        ``A`` in the body force ``(A sin(k_f y), 0)``; 0 turns the forcing off.
+    forcing_wavenumber : int
+        ``k_f``, >= 1.
+    drag : float
+        Linear drag coefficient ``mu`` >= 0.
+    initial_peak_wavenumber : float
+        Wavenumber at which the energy spectrum of the random initial velocity peaks.
+    initial_max_velocity : float
+        Maximum speed of the initial velocity on the grid.
+    seed : int
+        Seed of the random initial condition, shared by all runs.
+    max_velocity : float
+        Speed bound that sets the internal time step (the benchmark flow stays below about 5
+        at Re <= 1500).  The speed is checked after every output step: a run faster than
+        the stability limit of the step in use (twice ``max_velocity`` with the default
+        step) stops with a :class:`~xlevda.errors.ConfigError`.
+    time_step : float, optional
+        Largest internal time step, at most :attr:`stable_time_step`.  Default: half of it,
+        a Courant number of about 0.49 at ``max_velocity``.
+
+    Examples
+    --------
+    >>> cfg = KolmogorovConfig(nx=32, ny=32)
+    >>> cfg.kept_wavenumbers, round(cfg.stable_time_step, 4), cfg.max_time_step, cfg.substeps
+    ((10, 10), 0.04, 0.02, 2)
+    """
+
+    nx: int = 64
+    ny: int = 64
+    n_frames: int = 40
+    frame_stride: int = 5
+    burn_in: int = 100
+    output_step: float = 0.04
+    forcing_amplitude: float = 1.0
+    forcing_wavenumber: int = 4
+    drag: float = 0.1
+    initial_peak_wavenumber: float = 4.0
+    initial_max_velocity: float = 3.0
+    seed: int = 0
+    max_velocity: float = 5.0
+    time_step: float | None = None
+
+    def __post_init__(self) -> None:
+        kf = self.forcing_wavenumber
+        _check(_is_int(kf) and kf >= 1, "forcing_wavenumber", kf, "an integer >= 1")
+        for name in ("nx", "ny"):
+            value = getattr(self, name)
+            _check(
+                _is_int(value) and value >= 3 * kf + 1,
+                name,
+                value,
+                f"an integer >= {3 * kf + 1} (3 * forcing_wavenumber + 1, so that the forcing "
+                "survives 2/3 dealiasing)",
+            )
+        for name in ("n_frames", "frame_stride"):
+            value = getattr(self, name)
+            _check(_is_int(value) and value >= 1, name, value, "an integer >= 1")
+        _check(_is_int(self.burn_in) and self.burn_in >= 0, "burn_in", self.burn_in, ">= 0")
+        _check(_is_int(self.seed), "seed", self.seed, "an integer")
+        for name in ("output_step", "initial_peak_wavenumber", "initial_max_velocity"):
+            value = getattr(self, name)
+            _check(_is_real(value) and value > 0, name, value, "finite and > 0")
+        amp = self.forcing_amplitude
+        _check(_is_real(amp), "forcing_amplitude", amp, "finite")
+        _check(_is_real(self.drag) and self.drag >= 0, "drag", self.drag, "finite and >= 0")
+        vmax = self.max_velocity
+        _check(
+            _is_real(vmax) and vmax >= self.initial_max_velocity,
+            "max_velocity",
+            vmax,
+            f"finite and >= initial_max_velocity = {self.initial_max_velocity!r}",
+        )
+        if self.time_step is not None:
+            limit = self.stable_time_step
+            _check(
+                _is_real(self.time_step) and 0 < self.time_step <= limit,
+                "time_step",
+                self.time_step,
+                f"None or in (0, {limit:.6g}], the RK4 stability limit for "
+                f"max_velocity = {vmax!r} on a {self.nx}x{self.ny} grid",
+            )
+
+    @property
+    def kept_wavenumbers(self) -> tuple[int, int]:
+        """Largest ``|k_x|`` and ``|k_y|`` kept by the 2/3 rule."""
+        return _kept(self.nx), _kept(self.ny)
+
+    @property
+    def stable_time_step(self) -> float:
+        """RK4 stability limit ``2 sqrt(2) / (max_velocity |k|_max)`` of the advection."""
+        return RK4_STABILITY / (self.max_velocity * math.hypot(*self.kept_wavenumbers))
+
+    @property
+    def max_time_step(self) -> float:
+        """Largest internal step: ``time_step``, or half the stability limit by default."""
+        return self.stable_time_step / 2 if self.time_step is None else self.time_step
+
+    @property
+    def substeps(self) -> int:
+        """Equal internal steps per output step."""
+        return math.ceil(self.output_step / self.max_time_step - 1e-9)
+
+    @property
+    def x(self) -> np.ndarray:
+        """Grid positions in x, ``2 pi i / nx``, shape ``(nx,)``."""
+        return PERIOD * np.arange(self.nx) / self.nx
+
+    @property
+    def y(self) -> np.ndarray:
+        """Grid positions in y, ``2 pi j / ny``, shape ``(ny,)``."""
+        return PERIOD * np.arange(self.ny) / self.ny
+
+    @property
+    def frame_times(self) -> np.ndarray:
+        """Model times of the output frames, shape ``(n_frames,)``."""
+        steps = self.burn_in + self.frame_stride * np.arange(self.n_frames)
+        return steps * self.output_step
+
+
+def paper_config() -> KolmogorovConfig:
+    """The benchmark setting: 150x150 points, 100 burn-in steps, every 5th of 200 steps kept.
+
+    Examples
+    --------
+    >>> cfg = paper_config()
+    >>> cfg.nx, cfg.n_frames, cfg.substeps, cfg.frame_times[[0, -1]].round(2).tolist()
+    (150, 40, 10, [4.0, 11.8])
+    """
+    return KolmogorovConfig(nx=150, ny=150)
+
+
+def sample_reynolds(
+    n_runs: int, seed: int | np.random.Generator = 0, low: float = 500.0, high: float = 1500.0
+) -> dict[str, np.ndarray]:
+    """Draw benchmark Reynolds numbers ``Re ~ U(low, high)``, by default ``U(500, 1500)``.
+
+    Returns
+    -------
+    dict
+        ``{"Re": (n_runs,)}``, ready for ``simulate(**draws, config=config)``.
+
+    Examples
+    --------
+    >>> re = sample_reynolds(4, seed=0)["Re"]
+    >>> re.shape, bool(((re >= 500) & (re < 1500)).all())
+    ((4,), True)
+    """
+    if not _is_int(n_runs) or n_runs < 1:
+        raise ConfigError(f"n_runs must be an integer >= 1, got {n_runs!r}")
+    if not (_is_real(low) and _is_real(high) and 0 < low < high):
+        raise ConfigError(f"low and high must satisfy 0 < low < high, got {low!r} and {high!r}")
+    return {"Re": np.random.default_rng(seed).uniform(low, high, n_runs)}
+
+
+def simulate(
+    Re,
+    config: KolmogorovConfig | None = None,
+    *,
+    initial_vorticity=None,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> xr.Dataset:
+    """Integrate one Kolmogorov flow per Reynolds number, all runs in one batched computation.
+
+    Parameters
+    ----------
+    Re : float or array-like of shape (n_runs,)
+        Reynolds numbers, > 0; ``inf`` gives inviscid runs.  Viscosity ``nu = 1 / Re``.
+    config : KolmogorovConfig, optional
+        Grid, forcing, frames and time stepping (default ``KolmogorovConfig()``).
+    initial_vorticity : array-like of shape (ny, nx) or (n_runs, ny, nx), optional
+        Initial vorticity on the grid, shared by all runs or one per run.  Its mean and the
+        modes beyond the 2/3 cutoff are removed.  Default: the seeded random field of
+        ``config`` (see Notes), the same for every run.
+    dtype, device
+        Torch dtype and device of the computation; the output has the same precision.
+    batch_size : int, optional
+        Runs integrated together.  Default: all runs on an accelerator; on CPU as many as keep
+        one vorticity field within about 1 MiB.  Results do not depend on it beyond round-off.
+    progress : bool
+        Show a progress bar over output steps.
+
+    Returns
+    -------
+    xarray.Dataset
+        Variables ``u``, ``v`` and ``vorticity`` with dims ``(run, time, y, x)``; periodic
+        coords ``x``, ``y`` (axis, period), numeric ``time``, ``run`` and the per-run
+        parameters ``Re`` and ``nu``; CF-1.11 global attributes with the config as JSON.
+
+    Notes
+    -----
+    The default initial condition has the energy spectrum
+    ``E(k) ~ k^4 exp(-2 k^2 / k_p^2)``, which peaks at ``k_p = initial_peak_wavenumber``, with
+    random phases: Gaussian Fourier coefficients of the vorticity drawn from ``seed`` for every
+    wavevector with ``|k_x|, |k_y| <= 4 k_p`` in a fixed order, so grids of any size sample the
+    same continuous field (truncated to their resolved modes).  The velocity derives from a
+    streamfunction, so it is divergence-free by construction; it is scaled so that the largest
+    speed on the grid is ``initial_max_velocity``.
+
+    Examples
+    --------
+    >>> cfg = KolmogorovConfig(nx=16, ny=16, n_frames=2, burn_in=1, frame_stride=1)
+    >>> ds = simulate([500.0, 1500.0], cfg)
+    >>> dict(ds.sizes), ds.time.values.round(2).tolist()
+    ({'run': 2, 'time': 2, 'y': 16, 'x': 16}, [0.04, 0.08])
+    """
+    config = KolmogorovConfig() if config is None else config
+    reynolds = _check_reynolds(Re)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ConfigError(
+            f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}"
+        )
+    device = torch.device(device)
+    omega0 = _check_initial(initial_vorticity, len(reynolds), config)
+    batch = _batch_size(batch_size, len(reynolds), config, dtype, device)
+    op = _operators(config, dtype, device)
+    fields = _integrate(reynolds, omega0, config, op, batch, progress)
+    ds = _to_dataset(fields, config)
+    params = {"Re": reynolds, "nu": 1.0 / reynolds}
+    ds = ds.assign_coords(
+        {name: ("run", value, _PARAM_ATTRS[name]) for name, value in params.items()}
+    )
+    ds.attrs["integration_steps"] = config.substeps * _total_output_steps(config)
+    ds.attrs["time_step"] = config.output_step / config.substeps
+    return ds
+
+
+def _check_reynolds(reynolds) -> np.ndarray:
+    values = np.atleast_1d(np.asarray(reynolds, dtype=float))
+    if values.ndim != 1 or values.size == 0:
+        raise VariableError(
+            f"Re must be a number or a non-empty 1-D array (one per run), got shape {values.shape}"
+        )
+    bad = np.flatnonzero(~(values > 0))
+    if bad.size:
+        raise VariableError(
+            f"Re[{bad[0]}] = {float(values[bad[0]])!r} is invalid: Reynolds numbers must be > 0 "
+            "(viscosity nu = 1 / Re >= 0; inf for inviscid runs)"
+        )
+    return values
+
+
+def _check_initial(initial, n_runs: int, config: KolmogorovConfig) -> np.ndarray | None:
+    if initial is None:
+        return None
+    values = np.asarray(initial, dtype=float)
+    grid = (config.ny, config.nx)
+    if values.shape not in (grid, (n_runs, *grid)):
+        raise ShapeError(
+            f"initial_vorticity must have shape (ny, nx) = {grid} or (n_runs, ny, nx) = "
+            f"{(n_runs, *grid)}, got {values.shape}"
+        )
+    if not np.all(np.isfinite(values)):
+        raise VariableError("initial_vorticity must be finite everywhere, got NaN or inf values")
+    return values
+
+
+def _total_output_steps(config: KolmogorovConfig) -> int:
+    return config.burn_in + config.frame_stride * (config.n_frames - 1)
+
+
+@dataclass(frozen=True)
+class _Operators:
+    """Spectral constants of one integration, as tensors on the target device.
+
+    Spectral arrays have the real-FFT layout ``(ny, nx // 2 + 1)``; the derivative operators
+    are zero outside the modes kept by the 2/3 rule and at ``k = 0``.
+    """
+
+    config: KolmogorovConfig
+    dtype: torch.dtype
+    device: torch.device
+    mask: torch.Tensor  # 1 on the kept modes except k = 0, else 0; real
+    k2: torch.Tensor  # |k|^2; real
+    to_u: torch.Tensor  # omega_hat -> u_hat: i k_y / |k|^2
+    to_v: torch.Tensor  # omega_hat -> v_hat: -i k_x / |k|^2
+    ddx: torch.Tensor  # i k_x, masked
+    ddy: torch.Tensor  # i k_y, masked
+    forcing: torch.Tensor  # FFT of the forcing's curl, masked
+    k_max: float  # largest resolved |k|
+
+
+def _operators(config: KolmogorovConfig, dtype: torch.dtype, device: torch.device) -> _Operators:
+    kw = {"dtype": dtype, "device": device}
+    kx = torch.fft.rfftfreq(config.nx, 1.0 / config.nx, **kw)[None, :]
+    ky = torch.fft.fftfreq(config.ny, 1.0 / config.ny, **kw)[:, None]
+    k2 = kx**2 + ky**2
+    keep_x, keep_y = config.kept_wavenumbers
+    mask = ((kx.abs() <= keep_x) & (ky.abs() <= keep_y) & (k2 > 0)).to(dtype)
+    inv_k2 = mask / torch.where(k2 > 0, k2, 1.0)
+    y = torch.as_tensor(config.y, **kw)[:, None]
+    kf = config.forcing_wavenumber
+    curl = (-config.forcing_amplitude * kf * torch.cos(kf * y)).expand(config.ny, config.nx)
+    return _Operators(
+        config=config,
+        dtype=dtype,
+        device=device,
+        mask=mask,
+        k2=k2,
+        to_u=1j * ky * inv_k2,
+        to_v=-1j * kx * inv_k2,
+        ddx=1j * kx * mask,
+        ddy=1j * ky * mask,
+        forcing=torch.fft.rfft2(curl) * mask,
+        k_max=math.hypot(keep_x, keep_y),
+    )
+
+
+def _to_grid(spectral: torch.Tensor, op: _Operators) -> torch.Tensor:
+    return torch.fft.irfft2(spectral, s=(op.config.ny, op.config.nx))
+
+
+def _velocity(omega_hat: torch.Tensor, op: _Operators) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grid velocity ``(u, v)``, each ``(R, ny, nx)``, of a spectral vorticity ``(R, ny, nxh)``."""
+    return _to_grid(omega_hat * op.to_u, op), _to_grid(omega_hat * op.to_v, op)
+
+
+def _tendency(omega_hat: torch.Tensor, op: _Operators) -> torch.Tensor:
+    """Dealiased ``-(u . grad) omega`` plus forcing, spectral ``(R, ny, nxh)``."""
+    u, v = _velocity(omega_hat, op)
+    omega = _to_grid(omega_hat, op)
+    # -(u . grad) omega = -div(u omega) for divergence-free u: two transforms instead of three
+    advection = torch.fft.rfft2(u.mul_(omega)).mul_(op.ddx)
+    advection.addcmul_(torch.fft.rfft2(v.mul_(omega)), op.ddy)
+    return op.forcing - advection
+
+
+def _step(omega_hat: torch.Tensor, h: float, half: torch.Tensor, full: torch.Tensor, op):
+    """One Lawson IF-RK4 step; ``half``, ``full`` are ``exp(L h / 2)``, ``exp(L h)``, (R, ., .)."""
+    a = _tendency(omega_hat, op)
+    b = _tendency(half * (omega_hat + 0.5 * h * a), op)
+    half_omega = half * omega_hat
+    c = _tendency(half_omega + 0.5 * h * b, op)
+    full_omega = full * omega_hat
+    d = _tendency(full_omega + h * half * c, op)
+    d += full * a
+    d += 2 * half * (b + c)
+    return full_omega.add_(d, alpha=h / 6)
+
+
+def _initial_spectrum(config: KolmogorovConfig, dtype, device) -> torch.Tensor:
+    """Spectral default initial vorticity ``(ny, nx // 2 + 1)``, see :func:`simulate` Notes."""
+    kp = config.initial_peak_wavenumber
+    cut = math.ceil(4 * kp)
+    gen = torch.Generator().manual_seed(config.seed)
+    draws = torch.randn(2 * cut + 1, cut + 1, 2, generator=gen, dtype=torch.float64)
+    ky = torch.arange(-cut, cut + 1, dtype=torch.float64)[:, None]
+    kx = torch.arange(cut + 1, dtype=torch.float64)[None, :]
+    k = torch.sqrt(kx**2 + ky**2)
+    energy = (k / kp) ** 4 * torch.exp(-2 * (k / kp) ** 2)  # E(k), peak at k = kp
+    coeffs = torch.complex(draws[..., 0], draws[..., 1]) * torch.sqrt(energy * k)
+    omega_hat = torch.zeros(config.ny, config.nx // 2 + 1, dtype=torch.complex128)
+    keep_x, keep_y = config.kept_wavenumbers
+    nkx, nky = min(cut, keep_x), min(cut, keep_y)
+    rows = torch.arange(-nky, nky + 1)
+    omega_hat[rows % config.ny, : nkx + 1] = coeffs[rows + cut, : nkx + 1]
+    # symmetrize the k_x = 0 column through a real field
+    omega = torch.fft.irfft2(omega_hat, s=(config.ny, config.nx))
+    op = _operators(config, torch.float64, torch.device("cpu"))
+    omega_hat = torch.fft.rfft2(omega) * op.mask
+    u, v = _velocity(omega_hat[None], op)
+    omega_hat *= config.initial_max_velocity / torch.sqrt(u**2 + v**2).max()
+    return omega_hat.to(device=device, dtype=torch.promote_types(dtype, torch.complex64))
+
+
+def _batch_size(batch_size, n_runs: int, config: KolmogorovConfig, dtype, device) -> int:
+    if batch_size is None:
+        if device.type != "cpu":
+            return n_runs
+        field_bytes = config.nx * config.ny * dtype.itemsize
+        return max(1, min(n_runs, _CPU_BATCH_BYTES // field_bytes))
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ConfigError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
+    return min(batch_size, n_runs)
+
+
+def _integrate(reynolds, omega0, config, op: _Operators, batch, progress):
+    """Run all batches: ``u``, ``v``, ``vorticity`` at the frames, each (R, T, ny, nx)."""
+    np_dtype = torch.empty(0, dtype=op.dtype).numpy().dtype
+    shape = (len(reynolds), config.n_frames, config.ny, config.nx)
+    out = {name: np.empty(shape, dtype=np_dtype) for name in ("u", "v", "vorticity")}
+    shared = _initial_spectrum(config, op.dtype, op.device) if omega0 is None else None
+    total = _total_output_steps(config) * -(-len(reynolds) // batch)
+    with tqdm(total=total, disable=not progress, unit="step") as bar:
+        for lo in range(0, len(reynolds), batch):
+            part = slice(lo, lo + batch)
+            n = len(reynolds[part])
+            if shared is not None:
+                omega_hat = shared.expand(n, *shared.shape).clone()
+            else:
+                start = np.broadcast_to(omega0, (len(reynolds), config.ny, config.nx))[part]
+                grid = torch.tensor(start, dtype=op.dtype)
+                omega_hat = torch.fft.rfft2(grid.to(op.device)) * op.mask
+            fields = {name: array[part] for name, array in out.items()}
+            _integrate_batch(omega_hat, reynolds[part], config, op, fields, bar, lo)
+    return out
+
+
+def _integrate_batch(omega_hat, reynolds, config, op: _Operators, out, bar, first_run) -> None:
+    """Integrate one batch of runs, writing each frame into the ``out`` arrays (views)."""
+    h = config.output_step / config.substeps
+    nu = torch.as_tensor(1.0 / reynolds, dtype=op.dtype, device=op.device)[:, None, None]
+    rate = -(nu * op.k2 + config.drag)  # linear operator L, (R, ny, nxh)
+    half, full = torch.exp(0.5 * h * rate), torch.exp(h * rate)
+    speed_limit = RK4_STABILITY / (h * op.k_max)
+    frames = {config.burn_in + config.frame_stride * i: i for i in range(config.n_frames)}
+    for step in range(_total_output_steps(config) + 1):
+        if step > 0:
+            for _ in range(config.substeps):
+                omega_hat = _step(omega_hat, h, half, full, op)
+            bar.update(1)
+        u, v = _velocity(omega_hat, op)
+        _check_speed(u, v, speed_limit, step, reynolds, config, first_run)
+        if step in frames:
+            out["u"][:, frames[step]] = u.cpu().numpy()
+            out["v"][:, frames[step]] = v.cpu().numpy()
+            out["vorticity"][:, frames[step]] = _to_grid(omega_hat, op).cpu().numpy()
+
+
+def _check_speed(u, v, limit: float, step: int, reynolds, config, first_run: int) -> None:
+    """Abort when the flow is too fast for the internal step (or has blown up)."""
+    speed = torch.sqrt(u**2 + v**2).amax(dim=(-2, -1)).cpu().numpy()
+    bad = np.flatnonzero(~(speed <= limit))
+    if bad.size:
+        i = bad[0]
+        raise ConfigError(
+            f"run {first_run + i} (Re = {float(reynolds[i])!r}) reached speed "
+            f"{float(speed[i])!r} at t = {step * config.output_step:.6g}, beyond the RK4 "
+            f"stability limit {limit:.6g} of the internal step: raise "
+            f"KolmogorovConfig.max_velocity (now {config.max_velocity!r}) or lower time_step"
+        )
+
+
+def _to_dataset(fields: dict[str, np.ndarray], config: KolmogorovConfig) -> xr.Dataset:
+    coords = {
+        "run": ("run", np.arange(fields["u"].shape[0]), RUN_ATTRS),
+        "time": ("time", config.frame_times, _TIME_ATTRS),
+        "y": ("y", config.y, _coord_attrs("Y")),
+        "x": ("x", config.x, _coord_attrs("X")),
+    }
+    dims = ("run", "time", "y", "x")
+    data = {name: (dims, fields[name], _VAR_ATTRS[name]) for name in _VAR_ATTRS}
+    attrs = global_attrs(
+        "Kolmogorov flow benchmark: forced 2-D Navier-Stokes on a periodic box",
+        "xlevda.systems.kolmogorov.simulate",
+        config,
+    )
+    return xr.Dataset(data, coords=coords, attrs=attrs)
