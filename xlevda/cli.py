@@ -156,9 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(tsunami: the source position; kolmogorov: the Reynolds number) and write a "
         "CF-labelled dataset.",
     )
-    sim.add_argument(
-        "system", choices=["tsunami", "kolmogorov"], help="which system to simulate"
-    )
+    sim.add_argument("system", choices=["tsunami", "kolmogorov"], help="which system to simulate")
     sim.add_argument("--runs", type=int, default=200, help="number of runs (default 200)")
     sim.add_argument("--grid", type=int, default=48, help="grid points per side (default 48)")
     sim.add_argument(
