@@ -90,7 +90,7 @@ def test_points_outside_domain(runs):
     pts, _ = to_points(runs, schema)
     assert pts.shape == (72, 2) and np.abs(pts).max() == pytest.approx(1.0)
     far = xr.Dataset(coords={"lat": [42.0], "lon": [-150.0]})
-    with pytest.raises(CoordinateError, match=r"lon=-150.*within \[-160, -155\]"):
+    with pytest.raises(CoordinateError, match=r"lon=-150; expected .*lon in \[-160, -155\]"):
         to_points(far, schema)
 
 
@@ -148,3 +148,29 @@ def test_streaming_source_matches_in_memory(runs):
     b = list(streamed.batches(generator=torch.Generator().manual_seed(0), **kw))
     torch.testing.assert_close(torch.cat([x.values for x in a]), torch.cat([x.values for x in b]))
     torch.testing.assert_close(torch.cat([x.params for x in a]), torch.cat([x.params for x in b]))
+
+
+def _global_runs() -> xr.Dataset:
+    runs = make_runs(n_runs=3, n_frames=2, ny=4, nx=8)
+    lat = np.array([-67.5, -22.5, 22.5, 67.5])
+    return runs.assign_coords(
+        lat=("lat", lat, runs.lat.attrs), lon=("lon", np.arange(8) * 45.0, runs.lon.attrs)
+    )
+
+
+def test_global_grid_is_embedded_on_the_sphere():
+    schema = build_schema(_global_runs(), ["a", "b"])
+    assert schema.geometry == "sphere" and schema.n_coords == 3
+    assert build_schema(make_runs(), ["a", "b"]).geometry == "plane"  # a regional box
+    pts, _ = to_points(_global_runs(), schema)
+    assert pts.shape == (32, 3) and np.allclose(np.linalg.norm(pts, axis=-1), 1.0)
+    seam = xr.Dataset(coords={"lat": [10.0], "lon": [-179.9]})
+    other = xr.Dataset(coords={"lat": [10.0], "lon": [180.1]})
+    assert np.allclose(to_points(seam, schema)[0], to_points(other, schema)[0])
+    east = xr.Dataset(coords={"lat": [-30.0, 0.0, 89.0], "lon": [0.0, 90.0, 270.0]})
+    west = east.assign_coords(lon=[0.0, 90.0, -90.0])
+    assert np.allclose(to_points(east, schema)[0], to_points(west, schema)[0])
+    pole = to_points(xr.Dataset(coords={"lat": [90.0], "lon": [0.0, 123.0]}), schema)[0]
+    assert np.allclose(pole, [0.0, 0.0, 1.0])  # every longitude is the same pole
+    with pytest.raises(CoordinateError, match=r"lat=95.*expected lat in \[-90, 90\]"):
+        to_points(xr.Dataset(coords={"lat": [95.0], "lon": [0.0]}), schema)

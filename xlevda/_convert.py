@@ -172,21 +172,27 @@ def to_points(
         decoding there would be extrapolation.
     """
     layout = spatial_layout(obj, schema.coords)
-    pts = schema.coord_norm.normalize(_coord_points(obj, layout))
-    bad = np.abs(pts) > 1 + tolerance
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        name = schema.coords[j]
-        lo, hi = (
-            schema.coord_norm.offset[j] - schema.coord_norm.scale[j],
-            schema.coord_norm.offset[j] + schema.coord_norm.scale[j],
-        )
-        value = schema.coord_norm.denormalize(pts[i])[j]
+    xyz = _coord_points(obj, layout)
+    pts, inside = schema.embed(xyz, tolerance)
+    if not inside.all():
+        i = int(np.argmin(inside))
+        names = enumerate(schema.coords)
+        bounds = ", ".join(f"{c} in {_coord_bounds(schema, j)}" for j, c in names)
         raise CoordinateError(
-            f"{int(bad.any(axis=1).sum())} location(s) lie outside the surrogate's domain: "
-            f"e.g. {name}={value:.6g}, expected within [{lo:.6g}, {hi:.6g}]"
+            f"{int((~inside).sum())} location(s) lie outside the surrogate's domain: e.g. "
+            + ", ".join(f"{c}={xyz[i, j]:.6g}" for j, c in enumerate(schema.coords))
+            + f"; expected {bounds}"
         )
     return pts, layout
+
+
+def _coord_bounds(schema: SurrogateSchema, j: int) -> str:
+    """The valid interval of coordinate ``j`` as text, for error messages."""
+    if schema.geometry == "sphere":
+        return "[-90, 90]" if j == 0 else "any longitude"
+    lo = schema.coord_norm.offset[j] - schema.coord_norm.scale[j]
+    hi = schema.coord_norm.offset[j] + schema.coord_norm.scale[j]
+    return f"[{lo:.6g}, {hi:.6g}]"
 
 
 def _time_numbers(values: np.ndarray, schema_is_datetime: bool, name: str) -> np.ndarray:
@@ -274,6 +280,22 @@ def _time_axis(ds: xr.Dataset, time: str) -> tuple[str, float, str, bool]:
     return origin, float(d.mean()), units, is_dt
 
 
+def _is_global_lat_lon(ds: xr.Dataset, layout: SpatialLayout) -> bool:
+    """Whether a grid is latitude x longitude covering every longitude (evenly spaced)."""
+    if not layout.gridded or len(layout.coords) != 2:
+        return False
+    lat, lon = (_attrs(ds[c]) for c in layout.coords)
+    is_lat = lat.get("standard_name") == "latitude" or lat.get("units", "").startswith("degrees_n")
+    is_lon = lon.get("standard_name") == "longitude" or lon.get("units", "").startswith("degrees_e")
+    if not (is_lat and is_lon):
+        return False
+    lons = np.sort(np.mod(np.asarray(ds[layout.coords[1]].values, float), 360.0))
+    if lons.size < 3:
+        return False
+    steps = np.diff(np.append(lons, lons[0] + 360.0))
+    return bool(np.allclose(steps, 360.0 / lons.size, rtol=1e-6))
+
+
 def build_schema(
     ds: xr.Dataset,
     params: Sequence[str],
@@ -284,7 +306,10 @@ def build_schema(
     """Schema of a training Dataset: names, normalizations, time axis, parameter ranges.
 
     Statistics (per-variable mean and standard deviation, parameter and
-    coordinate ranges) are computed in one pass, lazily for dask-backed data.
+    coordinate ranges) are computed in one pass, lazily for dask-backed data.  A
+    global latitude-longitude grid (CF latitude and longitude, evenly spaced
+    longitudes covering 360 degrees) gets the ``"sphere"`` geometry: points are
+    embedded on the unit sphere; any other layout is a ``"plane"``.
 
     Parameters
     ----------
@@ -360,6 +385,7 @@ def build_schema(
         frame_times=tuple(str(v) for v in np.asarray(ds[time].values).astype("datetime64[ns]"))
         if is_dt
         else tuple(float(v) for v in np.asarray(ds[time].values)),
+        geometry="sphere" if _is_global_lat_lon(ds, layout) else "plane",
         attrs={k: v for k, v in ds.attrs.items() if isinstance(v, str | int | float)},
     )
 
@@ -423,7 +449,7 @@ class DatasetFrameSource:
         self._layout = spatial_layout(ds, schema.coords)
         self._dtype = dtype
         self._points = torch.as_tensor(
-            schema.coord_norm.normalize(_coord_points(ds, self._layout)), dtype=dtype
+            schema.embed(_coord_points(ds, self._layout))[0], dtype=dtype
         )
         n_pts = self._points.shape[0]
         nbytes = len(self._runs) * schema.n_frames * n_pts * schema.n_channels * 4

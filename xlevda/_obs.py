@@ -181,7 +181,7 @@ def obs_table(
     if pd_isnull(t).any() or not np.isfinite(pos).all():
         raise ObservationError("observation times or positions hold NaN values")
     for j, c in enumerate(schema.coords):
-        if _is_longitude(schema, j):
+        if schema.geometry == "plane" and _is_longitude(schema, j):
             lo = schema.coord_norm.offset[j] - schema.coord_norm.scale[j]
             hi = schema.coord_norm.offset[j] + schema.coord_norm.scale[j]
             pos[:, j] = _longitudes(pos[:, j], c, lo, hi)
@@ -197,8 +197,7 @@ def obs_table(
                 f"{int(bad.sum())} observation time(s) outside the analysis time range "
                 f"[{start}, {end}], e.g. {t[bad][0]}"
             )
-    points = schema.coord_norm.normalize(pos)
-    inside = (np.abs(points) <= 1 + 1e-9).all(-1)
+    points, inside = schema.embed(pos)
     n_dropped = 0
     if not inside.all():
         if outside == "error":

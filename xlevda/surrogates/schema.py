@@ -108,7 +108,10 @@ class SurrogateSchema:
         axes), so that forecasts on the training frames carry the very same time
         labels as the training data; empty in files that predate it.
     geometry : str
-        ``"plane"`` or ``"sphere"`` (how coordinates are embedded).
+        How coordinates become decoder inputs: ``"plane"`` (each coordinate mapped onto
+        ``[-1, 1]`` by ``coord_norm``) or ``"sphere"`` (``coords`` are latitude and
+        longitude in degrees, embedded as a point on the unit sphere, so the decoder
+        has no seam at the dateline and no singularity at the poles).
     attrs : dict
         Free-form provenance (source dataset attributes, training notes).
     """
@@ -138,10 +141,57 @@ class SurrogateSchema:
         """Number of decoded variables."""
         return len(self.variables)
 
+    def __post_init__(self) -> None:
+        if self.geometry not in ("plane", "sphere"):
+            raise ValueError(f"geometry must be 'plane' or 'sphere', got {self.geometry!r}")
+        if self.geometry == "sphere" and len(self.coords) != 2:
+            raise ValueError(
+                f"geometry 'sphere' needs coords (latitude, longitude), got {self.coords}"
+            )
+
     @property
     def n_coords(self) -> int:
-        """Number of spatial coordinates a query point has."""
-        return len(self.coords)
+        """Number of decoder inputs per query point (3 on the sphere, else one per coord)."""
+        return 3 if self.geometry == "sphere" else len(self.coords)
+
+    def embed(
+        self, positions: np.ndarray, tolerance: float = 1e-9
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Decoder inputs of physical positions, and which positions lie in the domain.
+
+        Parameters
+        ----------
+        positions : ndarray, shape (N, len(coords))
+            Physical coordinates in the order of :attr:`coords`.
+        tolerance : float
+            Slack of the domain test, in normalized units.
+
+        Returns
+        -------
+        points : ndarray, shape (N, n_coords)
+        inside : ndarray of bool, shape (N,)
+            Plane: within the training bounding box.  Sphere: latitude within
+            [-90, 90] (every longitude is inside; 0..360 and -180..180 agree).
+
+        Examples
+        --------
+        >>> one = Affine((0.0,), (1.0,))
+        >>> s = SurrogateSchema(("h",), ({},), one, ("lat", "lon"), ({}, {}),
+        ...     Affine((0.0, 180.0), (90.0, 180.0)), ("a",), ({},), one, ((0.0, 1.0),),
+        ...     "0", 1.0, "1", False, 1, geometry="sphere")
+        >>> pts, inside = s.embed(np.array([[10.0, -179.9], [10.0, 180.1], [90.0, 0.0]]))
+        >>> bool(np.allclose(pts[0], pts[1])), pts[2].round(12).tolist(), inside.tolist()
+        (True, [0.0, 0.0, 1.0], [True, True, True])
+        """
+        positions = np.asarray(positions, dtype=float)
+        if self.geometry == "sphere":
+            lat, lon = np.deg2rad(positions[..., 0]), np.deg2rad(positions[..., 1])
+            points = np.stack(
+                [np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=-1
+            )
+            return points, np.abs(positions[..., 0]) <= 90.0 * (1 + tolerance)
+        points = self.coord_norm.normalize(positions)
+        return points, (np.abs(points) <= 1 + tolerance).all(-1)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serializable form (round-trips through :meth:`from_dict`)."""
