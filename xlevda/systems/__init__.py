@@ -1,5 +1,5 @@
 """Benchmark simulators producing CF-labelled Datasets, and observation samplers."""
 
-from xlevda.systems import kolmogorov, observe, sphere, tsunami
+from xlevda.systems import kolmogorov, lorenz96, observe, sphere, tsunami
 
-__all__ = ["kolmogorov", "observe", "sphere", "tsunami"]
+__all__ = ["kolmogorov", "lorenz96", "observe", "sphere", "tsunami"]
