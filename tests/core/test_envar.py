@@ -11,9 +11,9 @@ from xlevda.core.envar import (
     FourDEnVarConfig,
     Localization,
     fourdenvar,
-    gaspari_cohn,
 )
 from xlevda.core.levda import Inflation, ObsWindow
+from xlevda.core.taper import gaspari_cohn
 from xlevda.errors import ConfigError, ShapeError, VariableError
 
 F64 = torch.float64

@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xlevda.core.letkf import LETKFConfig, cycle, gaspari_cohn, letkf_analysis
+from xlevda.core.letkf import LETKFConfig, cycle, letkf_analysis
+from xlevda.core.taper import gaspari_cohn
 from xlevda.errors import ConfigError, ObservationError, ShapeError, VariableError
 from xlevda.systems.lorenz96 import rk4_step, simulate
 

@@ -66,6 +66,7 @@ import torch
 from torch import Tensor
 
 from xlevda.core.levda import EnsembleSubspace, Inflation, ObsWindow
+from xlevda.core.taper import gaspari_cohn
 from xlevda.errors import ConfigError, ShapeError, VariableError
 
 __all__ = [
@@ -73,7 +74,6 @@ __all__ = [
     "FourDEnVarResult",
     "Localization",
     "fourdenvar",
-    "gaspari_cohn",
 ]
 
 Model = Callable[[Tensor], Tensor]
@@ -81,34 +81,6 @@ Model = Callable[[Tensor], Tensor]
 
 ObservationOperator = Callable[[Tensor], Tensor]
 """``trajectory (M, T_o, N) -> values at the observations (M, T_o, P, C)``."""
-
-
-def gaspari_cohn(distance: Tensor, radius: float) -> Tensor:
-    """Gaspari-Cohn (1999) fifth-order taper, 1 at distance 0 and 0 from ``radius`` on.
-
-    Parameters
-    ----------
-    distance : Tensor
-        Non-negative distances, any shape.
-    radius : float
-        Support radius (twice the Gaspari-Cohn half-width ``c``), > 0.
-
-    Returns
-    -------
-    Tensor
-        Same shape as ``distance``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> [round(v, 6) for v in gaspari_cohn(torch.tensor([0.0, 1.0, 2.0]), 2.0).tolist()]
-    [1.0, 0.208333, 0.0]
-    """
-    z = 2.0 * distance / radius
-    inner = (((-0.25 * z + 0.5) * z + 0.625) * z - 5.0 / 3.0) * z**2 + 1.0
-    outer = ((((z / 12.0 - 0.5) * z + 0.625) * z + 5.0 / 3.0) * z - 5.0) * z + 4.0
-    outer = outer - 2.0 / (3.0 * z.clamp_min(1.0))
-    return torch.where(z <= 1.0, inner, torch.where(z < 2.0, outer, torch.zeros_like(z)))
 
 
 @dataclass(frozen=True)

@@ -37,13 +37,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from xlevda.core.taper import gaspari_cohn
 from xlevda.errors import ConfigError, ObservationError, ShapeError, VariableError
 
 __all__ = [
     "CycleResult",
     "LETKFConfig",
     "cycle",
-    "gaspari_cohn",
     "letkf_analysis",
 ]
 
@@ -86,34 +86,6 @@ class LETKFConfig:
             raise ConfigError(
                 f"LETKFConfig.localization_radius must be None or finite and > 0, got {r!r}"
             )
-
-
-def gaspari_cohn(distance: Tensor, radius: float) -> Tensor:
-    """Gaspari-Cohn (1999, eq. 4.10) taper with support ``radius``: 1 at 0, 0 from ``radius`` on.
-
-    Parameters
-    ----------
-    distance : Tensor, any shape
-        Non-negative distances.
-    radius : float
-        Distance at which the taper reaches zero (twice the half-width ``c``).
-
-    Returns
-    -------
-    Tensor, same shape as ``distance``
-
-    Examples
-    --------
-    >>> import torch
-    >>> taper = gaspari_cohn(torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64), 2.0)
-    >>> (24 * taper).round(decimals=12).tolist()  # 5/24 at the half-width
-    [24.0, 5.0, 0.0, 0.0]
-    """
-    r = distance / (radius / 2)
-    inner = 1 + r**2 * (-(r**3) / 4 + r**2 / 2 + 5 * r / 8 - 5 / 3)
-    rs = torch.where(r > 1, r, torch.ones_like(r))  # keeps 1 / r finite where unused
-    outer = r**2 * (r**3 / 12 - r**2 / 2 + 5 * r / 8 + 5 / 3) - 5 * r + 4 - 2 / (3 * rs)
-    return torch.where(r <= 1, inner, torch.where(r < 2, outer, torch.zeros_like(r)))
 
 
 def _as(x, like: Tensor, name: str) -> Tensor:
