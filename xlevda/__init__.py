@@ -11,11 +11,14 @@ from importlib.metadata import PackageNotFoundError, version
 
 from xlevda import (
     accessor,  # noqa: F401  (registers the .levda accessor)
+    ldensf,
     metrics,
     systems,
 )
 from xlevda.api import assimilate
 from xlevda.config import LEVDAConfig, OutputChunks
+from xlevda.core.ensf import EnSFConfig
+from xlevda.core.ldensf import LDEnSFConfig
 from xlevda.core.levda import Randomized, WarmStart
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.errors import XlevdaError
@@ -27,6 +30,7 @@ from xlevda.surrogates.config import (
     SeparableDecoderConfig,
     TrainConfig,
 )
+from xlevda.surrogates.encoder import EncoderConfig, ObservationEncoder
 
 try:
     __version__ = version("xlevda")
@@ -34,12 +38,16 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "EnSFConfig",
+    "EncoderConfig",
     "GaussNewtonConfig",
     "LBFGSConfig",
+    "LDEnSFConfig",
     "LDNet",
     "LDNetConfig",
     "LEVDAConfig",
     "MLPDecoderConfig",
+    "ObservationEncoder",
     "OutputChunks",
     "Randomized",
     "SeparableDecoderConfig",
@@ -48,6 +56,7 @@ __all__ = [
     "XlevdaError",
     "__version__",
     "assimilate",
+    "ldensf",
     "load_pretrained",
     "load_surrogate",
     "metrics",

@@ -14,8 +14,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,8 +29,9 @@ from dask.delayed import Delayed
 
 from xlevda._convert import find_time, times_to_steps, to_points
 from xlevda._obs import ObsTable, Window, obs_table, plan_windows
-from xlevda.config import LEVDAConfig
+from xlevda.config import LEVDAConfig, OutputChunks
 from xlevda.core.dynamics import interpolate_latent
+from xlevda.core.ldensf import LDEnSFConfig, ldensf_filter
 from xlevda.core.levda import (
     Inflation,
     ObsWindow,
@@ -40,11 +42,27 @@ from xlevda.core.levda import (
     trajectory,
 )
 from xlevda.errors import ConfigError, CoordinateError, VariableError
+from xlevda.ldensf import observation_matrix
+from xlevda.surrogates.encoder import ObservationEncoder
 from xlevda.surrogates.protocol import Surrogate
 
 __all__ = ["assimilate", "surrogate_checksum"]
 
 _DIAGNOSTICS = ("cost", "misfit", "misfit_background", "n_iter", "converged", "failed")
+_DIAGNOSTIC_NAMES = {
+    "cost": "final cost of the member's objective (eq. 19)",
+    "misfit": "observation misfit 1/2 sum w (y - H x)^2 of the analysis",
+    "misfit_background": "observation misfit of the background member",
+    "n_iter": "optimizer iterations",
+    "converged": "optimizer converged",
+    "failed": "optimization failed; member kept its background",
+    "analysed": "an LD-EnSF analysis took place at this frame",
+    "forecast_spread": "forecast ensemble spread (standardized latent units, RMS over components)",
+    "analysis_spread": "analysis ensemble spread (standardized latent units, RMS over components)",
+    "forecast_misfit": "RMS of (forecast mean - encoder output) / pseudo-observation error",
+    "analysis_misfit": "RMS of (analysis mean - encoder output) / pseudo-observation error",
+    "replaced": "members whose analysis was not finite and kept their forecast",
+}
 
 
 def surrogate_checksum(surrogate: Surrogate) -> str:
@@ -65,8 +83,9 @@ class _Cycle:
 
     anchors: np.ndarray  # (W,)
     z_analysis: np.ndarray  # (W, K, d_z)
-    diagnostics: dict[str, np.ndarray]  # name -> (W, K)
+    diagnostics: dict[str, np.ndarray]  # name -> (W, K) or (W,)
     n_obs: np.ndarray  # (W,)
+    method: str = "LEVDA"
 
 
 def _obs_window(table: ObsTable, anchor: int, n_channels: int, dtype, device) -> ObsWindow:
@@ -264,7 +283,7 @@ def _decode_block(latent: np.ndarray, model: Surrogate, points: np.ndarray, dtyp
     return schema.output_norm.denormalize(out.cpu().double().numpy()).astype(np.float32)
 
 
-def _prepare_model(surrogate: Surrogate, config: LEVDAConfig) -> tuple[Surrogate, torch.dtype]:
+def _prepare_model(surrogate: Surrogate, config: _Options) -> tuple[Surrogate, torch.dtype]:
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     if not isinstance(surrogate, torch.nn.Module):
         return surrogate, dtype
@@ -275,6 +294,98 @@ def _prepare_model(surrogate: Surrogate, config: LEVDAConfig) -> tuple[Surrogate
     for p in surrogate.parameters():
         p.requires_grad_(False)
     return surrogate, dtype
+
+
+_METHOD_NAMES = {
+    "LEVDA": "LEVDA (latent ensemble variational data assimilation)",
+    "LD-EnSF": "LD-EnSF (latent dynamics ensemble score filter)",
+}
+
+
+@dataclass(frozen=True)
+class _Options:
+    """What the xarray layer needs of a method's config (member labels, chunks, dtype)."""
+
+    members: int
+    member_dim: str = "member"
+    chunks: OutputChunks = field(default_factory=OutputChunks)
+    dtype: str = "float32"
+    device: str = "cpu"
+    outside: str = "error"
+    seed: int = 0
+    method: str = "LEVDA"
+    config_json: str = "{}"
+
+
+def _config_json(obj: Any) -> Any:
+    """A frozen config tree as JSON-ready data, each dataclass tagged with its type."""
+    if is_dataclass(obj):
+        return {"type": type(obj).__name__} | {
+            f.name: _config_json(getattr(obj, f.name)) for f in fields(obj)
+        }
+    if isinstance(obj, tuple | list):
+        return [_config_json(v) for v in obj]
+    return obj
+
+
+def _options(config: LEVDAConfig | LDEnSFConfig) -> _Options:
+    if isinstance(config, LDEnSFConfig):
+        return _Options(
+            members=config.members,
+            seed=config.seed,
+            method="LD-EnSF",
+            config_json=json.dumps(_config_json(config), sort_keys=True, default=str),
+        )
+    return _Options(
+        members=config.members,
+        member_dim=config.member_dim,
+        chunks=config.chunks,
+        dtype=config.dtype,
+        device=config.device,
+        outside=config.outside,
+        seed=config.seed,
+        config_json=config.to_json(),
+    )
+
+
+def _ldensf_cycle(
+    model: Surrogate,
+    encoder: ObservationEncoder,
+    table: ObsTable,
+    config: LDEnSFConfig,
+    last_step: int,
+    dtype: torch.dtype,
+) -> _Cycle:
+    """LD-EnSF over one case: an analysis at every observed frame, a forecast elsewhere."""
+    network = encoder.network
+    observations = torch.as_tensor(observation_matrix(table, network), dtype=dtype)
+    last_obs = network.first_frame + network.frame_stride * (len(observations) - 1)
+    res = ldensf_filter(
+        model,
+        encoder,
+        network,
+        observations,
+        config,
+        n_frames=max(last_obs, last_step) + 1,
+        dtype=dtype,
+    )
+    z = torch.cat([res.s, res.u], -1).cpu().double().numpy()  # (N, K, d_z)
+    n_frames = z.shape[0]
+    frames = res.obs_frames.cpu().numpy()
+    diagnostics: dict[str, np.ndarray] = {"analysed": res.analysed.cpu().numpy()}
+    for name in (
+        "forecast_spread",
+        "analysis_spread",
+        "forecast_misfit",
+        "analysis_misfit",
+        "replaced",
+    ):
+        full = np.full(n_frames, np.nan if name != "replaced" else 0)
+        full[frames] = getattr(res, name).cpu().numpy()
+        diagnostics[name] = full
+    n_obs = np.zeros(n_frames, dtype=np.int64)
+    n_obs[frames] = network.n_features
+    return _Cycle(np.arange(n_frames), z, diagnostics, n_obs, method="LD-EnSF")
 
 
 def _check_surrogate(surrogate: Any) -> None:
@@ -294,14 +405,15 @@ def assimilate(
     target: xr.Dataset | xr.DataArray,
     obs: xr.Dataset,
     surrogate: Surrogate,
-    config: LEVDAConfig | None = None,
+    config: LEVDAConfig | LDEnSFConfig | None = None,
     *,
     variables: list[str] | None = None,
     errors: Mapping[str, float] | None = None,
     background: Mapping[str, Any] | xr.Dataset | None = None,
     case_dim: str = "case",
+    encoder: ObservationEncoder | None = None,
 ) -> xr.Dataset:
-    """LEVDA analysis ensemble on ``target``'s times and places.
+    """Analysis ensemble on ``target``'s times and places (LEVDA or LD-EnSF).
 
     Parameters
     ----------
@@ -315,7 +427,9 @@ def assimilate(
         ``<var>_std`` or through ``errors``.
     surrogate : Surrogate
         A trained surrogate (e.g. :class:`xlevda.LDNet`).
-    config : LEVDAConfig, optional
+    config : LEVDAConfig or LDEnSFConfig, optional
+        The method: LEVDA (the default) or LD-EnSF (which needs ``encoder``;
+        its output uses the member dimension ``"member"`` and float32 on the CPU).
     variables : list of str, optional
         Observed variables to assimilate (default: all in ``obs``).
     errors : mapping, optional
@@ -329,6 +443,10 @@ def assimilate(
         assimilated in parallel (as independent chains of dask tasks, one task
         per window, on whatever dask scheduler is active, e.g. a
         ``dask.distributed`` cluster) and the output gains this dimension.
+    encoder : ObservationEncoder, optional
+        For LD-EnSF: the observation encoder trained for ``surrogate`` and the
+        sensor network of ``obs`` (:func:`xlevda.ldensf.train_encoder`); the
+        observations must be exactly that network at its frames.
 
     Returns
     -------
@@ -338,6 +456,23 @@ def assimilate(
         attributes and provenance.
     """
     config = LEVDAConfig() if config is None else config
+    if not isinstance(config, LEVDAConfig | LDEnSFConfig):
+        raise ConfigError(
+            f"config must be a LEVDAConfig or an LDEnSFConfig, got {type(config).__name__}"
+        )
+    if isinstance(config, LDEnSFConfig) and not isinstance(encoder, ObservationEncoder):
+        raise ConfigError(
+            "LDEnSFConfig needs encoder=<ObservationEncoder trained for this surrogate and "
+            f"sensor network> (xlevda.ldensf.train_encoder), got {type(encoder).__name__}"
+        )
+    if isinstance(config, LEVDAConfig) and encoder is not None:
+        raise ConfigError("encoder= is an LD-EnSF input; LEVDA (LEVDAConfig) takes no encoder")
+    if isinstance(config, LDEnSFConfig) and background is not None:
+        raise ConfigError(
+            "background= is not used by LD-EnSF: its initial parameters come from "
+            "LDEnSFConfig.prior_range"
+        )
+    options = _options(config)
     _check_surrogate(surrogate)
     schema = surrogate.schema
     time = find_time(target)
@@ -359,31 +494,42 @@ def assimilate(
             schema,
             variables=variables,
             errors=errors,
-            outside=config.outside,
+            outside=options.outside,
             time_range=(out_times[0], out_times[-1]),
         )
         for o in obs_cases
     ]
-    plans = [plan_windows(t, config.window, config.window_stride) for t in tables]
-
-    model, dtype = _prepare_model(surrogate, config)
-    k = config.members
-    u0 = (
-        _prior(schema, k, config.seed)
-        if background is None
-        else _background_params(schema, background, k, config.member_dim)
-    )
-    z0 = np.concatenate([np.zeros((k, model.latent_dim)), u0], -1)
-    model_task = dask.delayed(model, pure=False)
-    cycles = dask.compute(
-        *[
-            _cycle_graph(model_task, z0, t, w, config, config.seed + c)
-            for c, (t, w) in enumerate(zip(tables, plans, strict=True))
-        ]
-    )
+    if isinstance(config, LDEnSFConfig):
+        encoder.check(surrogate)
+        model, dtype = _prepare_model(surrogate, options)
+        cycles = dask.compute(
+            *[
+                dask.delayed(_ldensf_cycle, pure=False)(
+                    model, encoder, t, config, int(step.max()), dtype
+                )
+                for t in tables
+            ]
+        )
+    else:
+        plans = [plan_windows(t, config.window, config.window_stride) for t in tables]
+        model, dtype = _prepare_model(surrogate, options)
+        k = config.members
+        u0 = (
+            _prior(schema, k, config.seed)
+            if background is None
+            else _background_params(schema, background, k, config.member_dim)
+        )
+        z0 = np.concatenate([np.zeros((k, model.latent_dim)), u0], -1)
+        model_task = dask.delayed(model, pure=False)
+        cycles = dask.compute(
+            *[
+                _cycle_graph(model_task, z0, t, w, config, config.seed + c)
+                for c, (t, w) in enumerate(zip(tables, plans, strict=True))
+            ]
+        )
     results = []
     for cycle, table in zip(cycles, tables, strict=True):
-        z_out, which = _latent_at_outputs(model, cycle, step, frac, dtype, config.device)
+        z_out, which = _latent_at_outputs(model, cycle, step, frac, dtype, options.device)
         results.append(
             _to_dataset(
                 target,
@@ -393,7 +539,7 @@ def assimilate(
                 points,
                 model,
                 dtype,
-                config,
+                options,
                 cycle,
                 z_out,
                 which,
@@ -451,19 +597,11 @@ def _to_dataset(
     data_vars["window_index"] = xr.DataArray(
         which, dims=(time,), attrs={"long_name": "assimilation window supplying this time"}
     )
-    diag_attrs = {
-        "cost": "final cost of the member's objective (eq. 19)",
-        "misfit": "observation misfit 1/2 sum w (y - H x)^2 of the analysis",
-        "misfit_background": "observation misfit of the background member",
-        "n_iter": "optimizer iterations",
-        "converged": "optimizer converged",
-        "failed": "optimization failed; member kept its background",
-    }
     for name, values in cycle.diagnostics.items():
         data_vars[f"window_{name}"] = xr.DataArray(
             values.astype(np.int8) if values.dtype == bool else values,
-            dims=("window", mdim),
-            attrs={"long_name": diag_attrs[name], "units": "1"},
+            dims=("window", mdim)[: values.ndim],
+            attrs={"long_name": _DIAGNOSTIC_NAMES[name], "units": "1"},
         )
     data_vars["window_n_obs"] = xr.DataArray(
         cycle.n_obs, dims=("window",), attrs={"long_name": "observed values in the window"}
@@ -492,12 +630,13 @@ def _to_dataset(
 
     ds.attrs = {
         "Conventions": "CF-1.11",
-        "title": "LEVDA analysis ensemble",
+        "title": f"{config.method} analysis ensemble",
         "institution": "xlevda",
-        "source": f"xlevda {__version__} LEVDA (latent ensemble variational data assimilation)",
+        "source": f"xlevda {__version__} {_METHOD_NAMES[config.method]}",
         "history": f"{datetime.now(UTC).isoformat(timespec='seconds')} xlevda.assimilate",
         "xlevda_version": __version__,
-        "levda_config": config.to_json(),
+        "method": config.method,
+        "levda_config": config.config_json,
         "surrogate_sha256": surrogate_checksum(model),
         "n_observations_used": len(table),
         "n_observations_dropped": int(table.n_dropped),

@@ -1,0 +1,115 @@
+"""LD-EnSF through the accessor: same layout as LEVDA, same numbers as the core filter."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import xlevda
+from tests.conftest import make_runs
+from tests.test_api import grid_obs, point_obs, target
+from xlevda._obs import obs_table
+from xlevda.config import LEVDAConfig
+from xlevda.core.ensf import EnSFConfig
+from xlevda.core.ldensf import LDEnSFConfig, ldensf_filter
+from xlevda.errors import ConfigError, ObservationError
+from xlevda.ldensf import observation_matrix, observation_network, train_encoder
+from xlevda.surrogates.encoder import EncoderConfig, ObservationEncoder
+
+CFG = LDEnSFConfig(members=8, ensf=EnSFConfig(steps=20), seed=3)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return make_runs(n_runs=8, n_frames=6)
+
+
+@pytest.fixture(scope="module")
+def model(runs):
+    torch.manual_seed(0)
+    cfg = xlevda.LDNetConfig(
+        latent_dim=4,
+        decoder=xlevda.SeparableDecoderConfig(n_basis=8, basis_width=16, coef_width=16),
+        train=xlevda.TrainConfig(epochs=3),
+    )
+    return xlevda.LDNet.fit(runs, ["a", "b"], cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def truth(runs):
+    return runs.isel(run=0)
+
+
+@pytest.fixture(scope="module")
+def encoder(model, runs, truth):
+    network = observation_network(point_obs(truth), model)
+    return train_encoder(model, network, runs, EncoderConfig(hidden=8, epochs=5))
+
+
+def test_network_of_an_observation_dataset(model, truth):
+    network = observation_network(grid_obs(truth), model)
+    assert network.n_points == 9 and network.channels == (0,)  # eta every 3rd of 8x9
+    assert (network.first_frame, network.frame_stride) == (0, 1)
+    assert observation_network(point_obs(truth), model) == network  # both obs forms agree
+
+
+def test_same_layout_as_levda_and_same_numbers_as_the_core(model, truth, encoder):
+    obs = point_obs(truth)
+    an = target(truth).levda.assimilate(obs, model, CFG, encoder=encoder)
+    lev = target(truth).levda.assimilate(obs, model, LEVDAConfig(members=8, window=2))
+    for name in ("eta", "u", "a", "b", "latent_state"):
+        assert an[name].dims == lev[name].dims
+    assert an.attrs["method"] == "LD-EnSF" and an.attrs["title"] == "LD-EnSF analysis ensemble"
+    assert json.loads(an.attrs["levda_config"])["type"] == "LDEnSFConfig"
+    assert an.window_analysed.values.all() and an.window_n_obs.values.tolist() == [9] * 6
+    assert np.isfinite(an.eta.values).all()
+
+    table = obs_table(obs, model.schema)
+    y = torch.as_tensor(observation_matrix(table, encoder.network), dtype=torch.float32)
+    res = ldensf_filter(model, encoder, encoder.network, y, CFG, n_frames=6)
+    np.testing.assert_allclose(an.latent_state.values, res.s.numpy(), rtol=1e-5, atol=1e-6)
+    u = model.schema.param_norm.denormalize(res.u.double().numpy())
+    np.testing.assert_allclose(an.a.values, u[..., 0], rtol=1e-5)
+
+
+def test_saved_encoder_gives_the_same_analysis(model, truth, encoder, tmp_path):
+    encoder.save(tmp_path / "enc.pt")
+    again = ObservationEncoder.load(tmp_path / "enc.pt", model, encoder.network)
+    obs = point_obs(truth)
+    a = target(truth).levda.assimilate(obs, model, CFG, encoder=encoder)
+    b = target(truth).levda.assimilate(obs, model, CFG, encoder=again)
+    np.testing.assert_array_equal(a.latent_state.values, b.latent_state.values)
+
+
+def test_bad_method_inputs(model, truth, encoder):
+    obs, where = point_obs(truth), target(truth)
+    with pytest.raises(ConfigError, match="LDEnSFConfig needs encoder="):
+        where.levda.assimilate(obs, model, CFG)
+    with pytest.raises(ConfigError, match=r"LEVDA \(LEVDAConfig\) takes no encoder"):
+        where.levda.assimilate(obs, model, LEVDAConfig(members=4), encoder=encoder)
+    with pytest.raises(ConfigError, match="config must be a LEVDAConfig or an LDEnSFConfig"):
+        where.levda.assimilate(obs, model, {"members": 4})
+    with pytest.raises(ConfigError, match="background= is not used by LD-EnSF"):
+        where.levda.assimilate(obs, model, CFG, encoder=encoder, background={"a": [0.0]})
+
+
+def test_observations_must_be_the_encoders_network(model, truth, encoder):
+    where = target(truth)
+    other = truth[["eta"]].isel(lat=slice(None, None, 2), lon=slice(None, None, 2))
+    with pytest.raises(ObservationError, match="is not a point of the encoder's network"):
+        where.levda.assimilate(
+            other.assign(eta_std=other.eta * 0 + 0.05), model, CFG, encoder=encoder
+        )
+    sparse = point_obs(truth.isel(time=[0, 2, 4]))
+    with pytest.raises(ObservationError, match=r"frames \[0, 2, 4\], but the encoder"):
+        where.levda.assimilate(sparse, model, CFG, encoder=encoder)
+    holes = point_obs(truth).isel(obs=slice(1, None))
+    with pytest.raises(ObservationError, match="network point 0 channel 0 is missing"):
+        where.levda.assimilate(holes, model, CFG, encoder=encoder)
+    between = point_obs(truth)
+    between = between.assign_coords(time=between.time + np.timedelta64(30, "m"))
+    with pytest.raises(ObservationError, match="fall between the surrogate's frames"):
+        observation_network(between.where(between.time < between.time.max(), drop=True), model)
