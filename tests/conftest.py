@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tests run single-threaded: their tensors are tiny, and on a shared 2-core machine a
+    second BLAS thread waiting for a busy core costs milliseconds per float64 matmul (and
+    5-60x in training steps, see docs/results.md)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def make_runs(n_runs: int = 6, n_frames: int = 5, ny: int = 8, nx: int = 9, seed: int = 0):

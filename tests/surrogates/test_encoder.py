@@ -30,14 +30,6 @@ from xlevda.surrogates.schema import Affine, SurrogateSchema
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_schema(param_range=((-1.0, 1.0), (0.0, 2.0))) -> SurrogateSchema:
     return SurrogateSchema(
         variables=("h", "v"),

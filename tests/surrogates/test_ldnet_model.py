@@ -29,14 +29,6 @@ from xlevda.surrogates.training import TrainingHistory
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_schema(n_params: int = 2, n_coords: int = 2, n_channels: int = 2, n_frames: int = 4):
     return SurrogateSchema(
         variables=tuple(f"v{i}" for i in range(n_channels)),

@@ -22,14 +22,6 @@ from xlevda.surrogates.networks import (
 D_S, N_C, C = 3, 2, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _mlp_decoder(activation: str = "tanh") -> MLPDecoder:
     return MLPDecoder(
         D_S, N_C, C, width=6, depth=3, n_fourier=3, fourier_scale=1.0, activation=activation, seed=0

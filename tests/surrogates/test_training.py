@@ -27,14 +27,6 @@ from xlevda.surrogates.training import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_schema(n_frames: int = 10) -> SurrogateSchema:
     return SurrogateSchema(
         variables=("h",),

@@ -24,14 +24,6 @@ from xlevda.systems.kolmogorov import (
 UNFORCED = {"forcing_amplitude": 0.0, "drag": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def every_step(n_frames: int, **kwargs) -> KolmogorovConfig:
     """A config that keeps every output step from the start."""
     return KolmogorovConfig(n_frames=n_frames, burn_in=0, frame_stride=1, **kwargs)

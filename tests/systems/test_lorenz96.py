@@ -26,14 +26,6 @@ from xlevda.systems.lorenz96 import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def on_attractor(n: int = 40, runs: int = 1, seed: int = 0) -> np.ndarray:
     """States ``(runs, n)`` at F = 8 after a spin-up of 20 time units."""
     ds = simulate([8.0] * runs, 0, Lorenz96Config(n=n), seed=seed, spinup=400)

@@ -56,21 +56,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from xlevda._validate import is_int, is_positive
 from xlevda.core.ensf import EnSFConfig, ensf_analysis, gaussian_likelihood_score
 from xlevda.errors import ConfigError, ShapeError
 from xlevda.surrogates.encoder import ObservationEncoder, ObservationNetwork, prior_params
 from xlevda.surrogates.protocol import Surrogate
 
 __all__ = ["LDEnSFConfig", "LDEnSFResult", "ldensf_filter"]
-
-
-def _is_int(value: object, lo: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= lo
-
-
-def _is_positive(value: object) -> bool:
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    return number and math.isfinite(value) and value > 0
 
 
 @dataclass(frozen=True)
@@ -111,7 +103,7 @@ class LDEnSFConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not _is_int(self.members, 2):
+        if not is_int(self.members, 2):
             raise ConfigError(f"LDEnSFConfig.members must be an integer >= 2, got {self.members!r}")
         if not isinstance(self.ensf, EnSFConfig):
             raise ConfigError(
@@ -131,11 +123,11 @@ class LDEnSFConfig:
                 )
             object.__setattr__(self, "prior_range", pairs)
         for name in ("obs_error_factor", "obs_scale"):
-            if not _is_positive(getattr(self, name)):
+            if not is_positive(getattr(self, name)):
                 raise ConfigError(
                     f"LDEnSFConfig.{name} must be a finite number > 0, got {getattr(self, name)!r}"
                 )
-        if not _is_int(self.seed, 0):
+        if not is_int(self.seed, 0):
             raise ConfigError(f"LDEnSFConfig.seed must be an integer >= 0, got {self.seed!r}")
 
 
@@ -288,7 +280,7 @@ def ldensf_filter(
     obs_frames = network.frames(n_obs)
     last = int(obs_frames[-1])
     n_frames = last + 1 if n_frames is None else n_frames
-    if not _is_int(n_frames, last + 1):
+    if not is_int(n_frames, last + 1):
         raise ShapeError(
             f"n_frames must be an integer >= {last + 1} (the last observation's frame + 1), "
             f"got {n_frames!r}"

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Integral, Real
 
 import numpy as np
 import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from xlevda._validate import is_int, is_real
 from xlevda.errors import ConfigError, ShapeError, VariableError
 from xlevda.systems._cf import RUN_ATTRS, global_attrs
 
@@ -87,14 +87,6 @@ def _coord_attrs(axis: str) -> dict[str, object]:
 def _check(ok: bool, name: str, value: object, expected: str) -> None:
     if not ok:
         raise ConfigError(f"KolmogorovConfig.{name} must be {expected}, got {value!r}")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _kept(n: int) -> int:
@@ -164,11 +156,11 @@ class KolmogorovConfig:
 
     def __post_init__(self) -> None:
         kf = self.forcing_wavenumber
-        _check(_is_int(kf) and kf >= 1, "forcing_wavenumber", kf, "an integer >= 1")
+        _check(is_int(kf) and kf >= 1, "forcing_wavenumber", kf, "an integer >= 1")
         for name in ("nx", "ny"):
             value = getattr(self, name)
             _check(
-                _is_int(value) and value >= 3 * kf + 1,
+                is_int(value) and value >= 3 * kf + 1,
                 name,
                 value,
                 f"an integer >= {3 * kf + 1} (3 * forcing_wavenumber + 1, so that the forcing "
@@ -176,18 +168,18 @@ class KolmogorovConfig:
             )
         for name in ("n_frames", "frame_stride"):
             value = getattr(self, name)
-            _check(_is_int(value) and value >= 1, name, value, "an integer >= 1")
-        _check(_is_int(self.burn_in) and self.burn_in >= 0, "burn_in", self.burn_in, ">= 0")
-        _check(_is_int(self.seed), "seed", self.seed, "an integer")
+            _check(is_int(value) and value >= 1, name, value, "an integer >= 1")
+        _check(is_int(self.burn_in) and self.burn_in >= 0, "burn_in", self.burn_in, ">= 0")
+        _check(is_int(self.seed), "seed", self.seed, "an integer")
         for name in ("output_step", "initial_peak_wavenumber", "initial_max_velocity"):
             value = getattr(self, name)
-            _check(_is_real(value) and value > 0, name, value, "finite and > 0")
+            _check(is_real(value) and value > 0, name, value, "finite and > 0")
         amp = self.forcing_amplitude
-        _check(_is_real(amp), "forcing_amplitude", amp, "finite")
-        _check(_is_real(self.drag) and self.drag >= 0, "drag", self.drag, "finite and >= 0")
+        _check(is_real(amp), "forcing_amplitude", amp, "finite")
+        _check(is_real(self.drag) and self.drag >= 0, "drag", self.drag, "finite and >= 0")
         vmax = self.max_velocity
         _check(
-            _is_real(vmax) and vmax >= self.initial_max_velocity,
+            is_real(vmax) and vmax >= self.initial_max_velocity,
             "max_velocity",
             vmax,
             f"finite and >= initial_max_velocity = {self.initial_max_velocity!r}",
@@ -195,7 +187,7 @@ class KolmogorovConfig:
         if self.time_step is not None:
             limit = self.stable_time_step
             _check(
-                _is_real(self.time_step) and 0 < self.time_step <= limit,
+                is_real(self.time_step) and 0 < self.time_step <= limit,
                 "time_step",
                 self.time_step,
                 f"None or in (0, {limit:.6g}], the RK4 stability limit for "
@@ -267,9 +259,9 @@ def sample_reynolds(
     >>> re.shape, bool(((re >= 500) & (re < 1500)).all())
     ((4,), True)
     """
-    if not _is_int(n_runs) or n_runs < 1:
+    if not is_int(n_runs) or n_runs < 1:
         raise ConfigError(f"n_runs must be an integer >= 1, got {n_runs!r}")
-    if not (_is_real(low) and _is_real(high) and 0 < low < high):
+    if not (is_real(low) and is_real(high) and 0 < low < high):
         raise ConfigError(f"low and high must satisfy 0 < low < high, got {low!r} and {high!r}")
     return {"Re": np.random.default_rng(seed).uniform(low, high, n_runs)}
 
@@ -493,7 +485,7 @@ def _batch_size(batch_size, n_runs: int, config: KolmogorovConfig, dtype, device
             return n_runs
         field_bytes = config.nx * config.ny * dtype.itemsize
         return max(1, min(n_runs, _CPU_BATCH_BYTES // field_bytes))
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ConfigError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
     return min(batch_size, n_runs)
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 import torch
 import xarray as xr
 from torch import Tensor
 
+from xlevda._validate import is_int, is_positive
 from xlevda.errors import ConfigError, ShapeError, VariableError
 from xlevda.surrogates.schema import Affine, SurrogateSchema
 from xlevda.systems._cf import RUN_ATTRS, TIME_ATTRS, global_attrs
@@ -53,19 +54,6 @@ _TIME_ATTRS = {
     "comment": "nondimensional Lorenz-96 time; 0.05 corresponds to about 6 hours (Lorenz 1996)",
 }
 _FORCING_ATTRS = {"long_name": "Lorenz-96 forcing F", "units": "1"}
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _is_positive(value: object) -> bool:
-    return (
-        isinstance(value, Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value > 0)
-    )
 
 
 def _check_dtype(dtype: object) -> None:
@@ -96,9 +84,9 @@ class Lorenz96Config:
     dt: float = 0.05
 
     def __post_init__(self) -> None:
-        if not _is_int(self.n) or self.n < 4:
+        if not is_int(self.n) or self.n < 4:
             raise ConfigError(f"Lorenz96Config.n must be an integer >= 4, got {self.n!r}")
-        if not _is_positive(self.dt):
+        if not is_positive(self.dt):
             raise ConfigError(f"Lorenz96Config.dt must be finite and > 0, got {self.dt!r}")
 
 
@@ -215,7 +203,7 @@ def simulate(
     """
     config = Lorenz96Config() if config is None else config
     for name, value in (("n_steps", n_steps), ("spinup", spinup)):
-        if not _is_int(value) or value < 0:
+        if not is_int(value) or value < 0:
             raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
     _check_dtype(dtype)
     device = torch.device(device)
@@ -252,7 +240,7 @@ def _initial_state(x0, forcing: Tensor, n: int, seed: int | torch.Generator) -> 
     if x0 is None:
         if isinstance(seed, torch.Generator):
             gen = seed
-        elif _is_int(seed) and seed >= 0:
+        elif is_int(seed) and seed >= 0:
             gen = torch.Generator().manual_seed(int(seed))
         else:
             raise ConfigError(f"seed must be an int >= 0 or a torch.Generator, got {seed!r}")
@@ -325,7 +313,7 @@ class Lorenz96Surrogate:
             raise ConfigError(
                 f"forcing_range must be (lo, hi) with finite lo < hi, got {forcing_range!r}"
             )
-        if not _is_int(n_frames) or n_frames < 2:
+        if not is_int(n_frames) or n_frames < 2:
             raise ConfigError(f"n_frames must be an integer >= 2, got {n_frames!r}")
         _check_dtype(dtype)
         n, dt = self.config.n, self.config.dt

@@ -52,13 +52,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Integral, Real
 
 import numpy as np
 import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from xlevda._validate import is_int, is_positive, is_real
 from xlevda.errors import ConfigError, VariableError
 from xlevda.systems._cf import LAT_ATTRS, LON_ATTRS, RUN_ATTRS, TIME_ATTRS, global_attrs
 
@@ -109,18 +109,6 @@ def _check(ok: bool, name: str, value: object, expected: str, owner: str = "Sphe
         raise ConfigError(f"{owner}.{name} must be {expected}, got {value!r}")
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_positive(value: object) -> bool:
-    return _is_real(value) and value > 0
-
-
 @dataclass(frozen=True)
 class GalewskyJet:
     """Balanced mid-latitude jet of Galewsky et al. (2004), optionally with its height bump.
@@ -149,8 +137,8 @@ class GalewskyJet:
 
     def __post_init__(self) -> None:
         owner = "GalewskyJet"
-        _check(_is_positive(self.max_wind), "max_wind", self.max_wind, "finite and > 0", owner)
-        _check(_is_real(self.perturbation), "perturbation", self.perturbation, "finite", owner)
+        _check(is_positive(self.max_wind), "max_wind", self.max_wind, "finite and > 0", owner)
+        _check(is_real(self.perturbation), "perturbation", self.perturbation, "finite", owner)
 
     def wind(self, lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Eastward and northward wind (m s-1) at ``lat`` (nlat, 1) and ``lon`` (nlon,) radians."""
@@ -196,9 +184,9 @@ class SolidBodyFlow:
 
     def __post_init__(self) -> None:
         owner = "SolidBodyFlow"
-        _check(_is_positive(self.speed), "speed", self.speed, "finite and > 0", owner)
+        _check(is_positive(self.speed), "speed", self.speed, "finite and > 0", owner)
         _check(
-            _is_real(self.alpha) and 0 <= self.alpha <= 90, "alpha", self.alpha, "in [0, 90]", owner
+            is_real(self.alpha) and 0 <= self.alpha <= 90, "alpha", self.alpha, "in [0, 90]", owner
         )
 
     def wind(self, lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -286,37 +274,37 @@ class SphereConfig:
 
     def __post_init__(self) -> None:
         _check(
-            _is_int(self.nlat) and self.nlat >= 8 and self.nlat % 2 == 0,
+            is_int(self.nlat) and self.nlat >= 8 and self.nlat % 2 == 0,
             "nlat",
             self.nlat,
             "an even integer >= 8",
         )
-        _check(_is_int(self.n_frames) and self.n_frames >= 1, "n_frames", self.n_frames, ">= 1")
+        _check(is_int(self.n_frames) and self.n_frames >= 1, "n_frames", self.n_frames, ">= 1")
         for name in ("frame_interval", "mean_height", "radius", "gravity", "day", "year"):
-            _check(_is_positive(getattr(self, name)), name, getattr(self, name), "finite and > 0")
+            _check(is_positive(getattr(self, name)), name, getattr(self, name), "finite and > 0")
         for name in ("spinup", "hyperviscosity", "max_declination"):
             value = getattr(self, name)
-            _check(_is_real(value) and value >= 0, name, value, "finite and >= 0")
-        _check(_is_real(self.omega), "omega", self.omega, "finite")
+            _check(is_real(value) and value >= 0, name, value, "finite and >= 0")
+        _check(is_real(self.omega), "omega", self.omega, "finite")
         for name in ("h_f0_range", "sigma_range"):
             value = getattr(self, name)
             _check(
                 isinstance(value, tuple)
                 and len(value) == 2
-                and all(_is_positive(v) for v in value)
+                and all(is_positive(v) for v in value)
                 and value[0] <= value[1],
                 name,
                 value,
                 "a tuple (low, high) of finite numbers with 0 < low <= high",
             )
-        _check(_is_positive(self.cfl) and self.cfl <= 1, "cfl", self.cfl, "in (0, 1]")
+        _check(is_positive(self.cfl) and self.cfl <= 1, "cfl", self.cfl, "in (0, 1]")
         _check(
-            self.time_step is None or _is_positive(self.time_step),
+            self.time_step is None or is_positive(self.time_step),
             "time_step",
             self.time_step,
             "None or finite and > 0",
         )
-        _check(_is_positive(self.max_wind), "max_wind", self.max_wind, "finite and > 0")
+        _check(is_positive(self.max_wind), "max_wind", self.max_wind, "finite and > 0")
         _check(
             isinstance(self.initial, GalewskyJet | SolidBodyFlow),
             "initial",
@@ -401,7 +389,7 @@ def sample_forcing(
     (['h_f0', 'sigma'], (3,), True)
     """
     config = SphereConfig() if config is None else config
-    if not _is_int(n_runs) or n_runs < 1:
+    if not is_int(n_runs) or n_runs < 1:
         raise ConfigError(f"n_runs must be an integer >= 1, got {n_runs!r}")
     rng = np.random.default_rng(seed)
     h_f0 = rng.uniform(*config.h_f0_range, size=n_runs)
@@ -471,7 +459,7 @@ def simulate(
         )
     if batch_size is None:
         batch_size = len(h_f0)
-    elif not _is_int(batch_size) or batch_size < 1:
+    elif not is_int(batch_size) or batch_size < 1:
         raise ConfigError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
     op = _Operators(config, dtype, device)
     fields = _integrate(h_f0, sigma, config, op, min(batch_size, len(h_f0)), progress)

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from xlevda._validate import is_int, is_positive
 from xlevda.errors import ConfigError, VariableError
 from xlevda.systems._cf import (
     LAT_ATTRS,
@@ -87,14 +88,6 @@ _PARAM_ATTRS = {
 def _check(ok: bool, name: str, value: object, expected: str) -> None:
     if not ok:
         raise ConfigError(f"TsunamiConfig.{name} must be {expected}, got {value!r}")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _is_positive(value: object) -> bool:
-    return isinstance(value, Real) and math.isfinite(value) and value > 0
 
 
 @dataclass(frozen=True)
@@ -158,10 +151,10 @@ class TsunamiConfig:
     def __post_init__(self) -> None:
         for name in ("nx", "ny"):
             value = getattr(self, name)
-            _check(_is_int(value) and value >= 4, name, value, "an integer >= 4")
-        _check(_is_int(self.n_frames) and self.n_frames >= 1, "n_frames", self.n_frames, ">= 1")
+            _check(is_int(value) and value >= 4, name, value, "an integer >= 4")
+        _check(is_int(self.n_frames) and self.n_frames >= 1, "n_frames", self.n_frames, ">= 1")
         for name in ("frame_interval", "length", "depth", "gravity", "sigma"):
-            _check(_is_positive(getattr(self, name)), name, getattr(self, name), "finite and > 0")
+            _check(is_positive(getattr(self, name)), name, getattr(self, name), "finite and > 0")
         for name in ("f0", "beta"):
             value = getattr(self, name)
             _check(isinstance(value, Real) and math.isfinite(value), name, value, "finite")
@@ -172,7 +165,7 @@ class TsunamiConfig:
             amp,
             f"finite and > -depth = {-self.depth}",
         )
-        _check(_is_positive(self.cfl) and self.cfl <= 0.5, "cfl", self.cfl, "in (0, 0.5]")
+        _check(is_positive(self.cfl) and self.cfl <= 0.5, "cfl", self.cfl, "in (0, 0.5]")
         _check(isinstance(self.coriolis, bool), "coriolis", self.coriolis, "a bool")
         half_lat = math.degrees(self.length / 2 / EARTH_RADIUS)
         _check(
@@ -297,7 +290,7 @@ def sample_sources(
     (['src_lat', 'src_lon'], (3,))
     """
     config = TsunamiConfig() if config is None else config
-    if not _is_int(n_runs) or n_runs < 1:
+    if not is_int(n_runs) or n_runs < 1:
         raise ConfigError(f"n_runs must be an integer >= 1, got {n_runs!r}")
     rng = np.random.default_rng(seed)
     a, b = rng.uniform(0.0, 0.5, size=(2, n_runs))
@@ -495,7 +488,7 @@ def _batch_size(batch_size, n_runs: int, config: TsunamiConfig, dtype, device) -
             return n_runs
         field_bytes = config.nx * config.ny * dtype.itemsize
         return max(1, min(n_runs, _CPU_BATCH_BYTES // field_bytes))
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ConfigError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
     return min(batch_size, n_runs)
 
