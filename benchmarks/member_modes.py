@@ -4,7 +4,10 @@ For a few hidden tsunamis (the demo's set-up: 10x10 buoys observing u, v, eta ev
 frame with 10 % noise, K = 100, tau = 5, the shipped surrogate) run LEVDA with
 each member mode and print, averaged over windows 1 onwards, the relative RMSE
 of the stacked state, the spread-error ratio, the CRPS of eta and the parameter
-error, next to the no-assimilation forecast::
+error, next to the no-assimilation forecast, and the rank histogram of the
+analysed eta against the truth at the observed points (windows 1 onwards, the
+K + 1 ranks pooled into 10 bins; a calibrated ensemble is flat, an
+over-confident one U-shaped)::
 
     python benchmarks/member_modes.py --seeds 0 1 2
 """
@@ -16,10 +19,12 @@ import time
 
 import numpy as np
 import torch
+import xarray as xr
 
 from xlevda import LEVDAConfig, Randomized, WarmStart, load_pretrained
 from xlevda.demo import _forecast, _scores, _truth
 from xlevda.errors import XlevdaError
+from xlevda.metrics import rank_histogram
 from xlevda.systems import observe
 
 MODES = {
@@ -38,14 +43,17 @@ def main() -> None:
     model = load_pretrained("tsunami")
     prior = dict(zip(model.schema.params, model.schema.param_range, strict=True))
     rows: dict[str, list[np.ndarray]] = {}
+    hists: dict[str, np.ndarray] = {}
     print(f"{'case':>4} {'mode':<24} {'rRMSE':>7} {'SER':>6} {'CRPS eta':>9} {'param':>7} {'s':>6}")
     for seed in args.seeds:
         truth, src = _truth(model, seed)
         truth = truth[list(model.schema.variables)]
         obs = observe.observe(truth, observe.GridStride(-(-len(truth.lat) // 10)), seed=seed + 1)
         target = truth.drop_vars(list(truth.data_vars))
-        fc = _scores(_forecast(model, truth, seed, args.members), truth, src, prior)
-        results = {"forecast": (fc, 0.0)}
+        fc_ens = _forecast(model, truth, seed, args.members)
+        fc = _scores(fc_ens, truth, src, prior)
+        at = {c: xr.DataArray(np.unique(obs[c].values), dims=f"obs_{c}") for c in ("lat", "lon")}
+        results = {"forecast": (fc, 0.0, fc_ens)}
         for name, options in MODES.items():
             cfg = LEVDAConfig(members=args.members, window=5, seed=seed, **options)
             t0 = time.perf_counter()
@@ -54,10 +62,18 @@ def main() -> None:
             except XlevdaError as err:
                 print(f"{seed:>4} {name:<24} failed: {str(err)[:70]}")
                 continue
-            results[name] = (_scores(an, truth, src, prior), time.perf_counter() - t0)
+            results[name] = (_scores(an, truth, src, prior), time.perf_counter() - t0, an)
             window = an.window_index.values
-        for name, (s, elapsed) in results.items():
-            later = s.isel(time=np.nonzero(window >= 1)[0]).mean("time")
+        later_t = np.nonzero(window >= 1)[0]
+        for name, (s, elapsed, ens) in results.items():
+            later = s.isel(time=later_t).mean("time")
+            ranks = rank_histogram(
+                ens.eta.isel(time=later_t).sel(at),
+                truth.eta.isel(time=later_t).sel(at),
+                dim=["time", "obs_lat", "obs_lon"],
+            ).values
+            hists.setdefault(name, np.zeros_like(ranks))
+            hists[name] = hists[name] + ranks
             vals = np.array([float(later[k]) for k in ("rrmse", "ser", "crps_eta", "param_err")])
             rows.setdefault(name, []).append(vals)
             print(
@@ -68,6 +84,17 @@ def main() -> None:
     for name, vals in rows.items():
         m = np.mean(vals, axis=0)
         print(f"     {name:<24} {m[0]:7.3f} {m[1]:6.2f} {m[2]:9.5f} {100 * m[3]:6.2f}%")
+    print("\nrank histograms of eta at the observed points (windows >= 1), 10 pooled bins, %")
+    print(f"     {'':<24} outside = truth below or above every member (calibrated: 2/(K+1))")
+    for name, h in hists.items():
+        pooled = np.array([b.sum() for b in np.array_split(h, 10)]) / h.sum()
+        outside = (h[0] + h[-1]) / h.sum()
+        bins = " ".join(f"{100 * p:4.1f}" for p in pooled)
+        print(f"     {name:<24} {bins}  outside {100 * outside:5.1f} %")
+    print(
+        f"     {'calibrated':<24} " + " ".join(["10.0"] * 10) + f"  outside "
+        f"{200 / (args.members + 1):5.1f} %"
+    )
 
 
 if __name__ == "__main__":

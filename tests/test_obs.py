@@ -106,6 +106,15 @@ def test_windows_cover_each_time_once(runs, schema):
     assert all(w.anchor == table.step[w.rows[0]] for w in windows[1:])
 
 
+def test_first_window_anchored_at_a_later_initial_ensemble(runs, schema):
+    table = obs_table(point_obs(runs, n=40), schema)
+    later = table.select(np.nonzero(table.step >= 2)[0])
+    windows = plan_windows(later, 2, first_anchor=2)
+    assert windows[0].anchor == 2
+    with pytest.raises(ObservationError, match=r"precede the initial ensemble's time \(latent"):
+        plan_windows(table, 2, first_anchor=2)
+
+
 def test_overlapping_windows(runs, schema):
     table = obs_table(point_obs(runs, n=40), schema)
     n_times = len(np.unique(table.step + table.frac))

@@ -282,13 +282,16 @@ class Window:
     rows: np.ndarray
 
 
-def plan_windows(table: ObsTable, size: int, stride: int | None = None) -> list[Window]:
+def plan_windows(
+    table: ObsTable, size: int, stride: int | None = None, first_anchor: int = -1
+) -> list[Window]:
     """Group observation times into windows of ``size`` distinct times.
 
     Windows start every ``stride`` distinct observation times (``stride = size``,
     the default, gives non-overlapping windows; ``stride < size`` overlaps).  The
-    first window is anchored at the shifted start (index ``-1``), every later one
-    at the latent step of its first observation time.
+    first window is anchored at ``first_anchor`` (the latent index of the initial
+    ensemble: ``-1``, the shifted start, by default), every later one at the
+    latent step of its first observation time.
 
     Examples
     --------
@@ -304,12 +307,17 @@ def plan_windows(table: ObsTable, size: int, stride: int | None = None) -> list[
     if not 1 <= stride <= size:
         raise ObservationError(f"window stride {stride}: expected 1 <= stride <= tau={size}")
     key = table.step + table.frac
+    if len(key) and key.min() < first_anchor:
+        raise ObservationError(
+            f"{int((key < first_anchor).sum())} observation(s) precede the initial ensemble's "
+            f"time (latent index {first_anchor}), e.g. at {table.time[np.argmin(key)]}"
+        )
     unique = np.unique(key)
     windows = []
     for w, start in enumerate(range(0, len(unique), stride)):
         sel = unique[start : start + size]
         rows = np.nonzero((key >= sel[0]) & (key <= sel[-1]))[0]
-        anchor = -1 if w == 0 else int(table.step[rows[0]])
+        anchor = first_anchor if w == 0 else int(table.step[rows[0]])
         windows.append(Window(anchor, rows))
         if start + size >= len(unique):
             break

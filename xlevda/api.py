@@ -31,6 +31,7 @@ from xlevda._convert import find_time, times_to_steps, to_points
 from xlevda._obs import ObsTable, Window, obs_table, plan_windows
 from xlevda.config import LEVDAConfig, OutputChunks
 from xlevda.core.dynamics import interpolate_latent
+from xlevda.core.inversion import fit_latent, rollout_state
 from xlevda.core.ldensf import LDEnSFConfig, ldensf_filter
 from xlevda.core.levda import (
     Inflation,
@@ -155,6 +156,71 @@ def _background_params(schema, background, members: int, member_dim: str) -> np.
             raise VariableError(f"background parameter {p!r} holds NaN or infinite values")
         arrays.append(values)
     return schema.param_norm.normalize(np.stack(arrays, -1))
+
+
+def _is_field_background(background: Any, schema) -> bool:
+    return isinstance(background, xr.Dataset) and any(
+        v in background.data_vars for v in schema.variables
+    )
+
+
+def _field_background(
+    background: xr.Dataset, model: Surrogate, config: LEVDAConfig, dtype: torch.dtype
+) -> tuple[np.ndarray, int, int]:
+    """Initial ensemble from full fields: latent states fitted through the decoder.
+
+    Returns ``z0`` (K, d_z) normalized, the latent index of the fields' time and
+    the number of members whose fit failed (they keep the surrogate's rollout).
+    """
+    schema, k, mdim = model.schema, config.members, config.member_dim
+    time = find_time(background)
+    t_b = np.atleast_1d(np.asarray(background[time].values))
+    if t_b.size != 1:
+        raise CoordinateError(
+            f"a field background holds one time, got {t_b.size} values of {time!r}"
+        )
+    step, frac = times_to_steps(t_b, schema, name=f"background {time}")
+    if abs(frac[0]) > 1e-6:
+        raise CoordinateError(
+            f"background time {t_b[0]} falls between the surrogate's frames (fraction "
+            f"{frac[0]:.3g} of a step): give the fields at a frame"
+        )
+    given = [v for v in schema.variables if v in background.data_vars]
+    points, layout = to_points(background, schema)
+    values = np.zeros((k, len(points), schema.n_channels))
+    weight = np.zeros_like(values)
+    for v in given:
+        da = background[v]
+        dims = (mdim, *layout.dims)
+        if set(da.dims) != set(dims) or da.sizes.get(mdim) != k:
+            raise VariableError(
+                f"background field {v!r} has dims {dict(da.sizes)}, expected {dims} with {mdim}={k}"
+            )
+        c = schema.variables.index(v)
+        raw = da.transpose(*dims).values.reshape(k, -1).astype(float)
+        ok = np.isfinite(raw)
+        norm = (raw - schema.output_norm.offset[c]) / schema.output_norm.scale[c]
+        values[..., c] = np.where(ok, norm, 0.0)
+        weight[..., c] = ok
+    u0 = (
+        _background_params(schema, background, k, mdim)
+        if all(p in background for p in schema.params)
+        else _prior(schema, k, config.seed)
+    )
+    t = {"dtype": dtype, "device": config.device}
+    u = torch.as_tensor(u0, **t)
+    with torch.no_grad():
+        start = rollout_state(model, u, int(step[0]))
+    res = fit_latent(
+        model,
+        torch.as_tensor(values, **t),
+        torch.as_tensor(points, **t),
+        start,
+        weight=torch.as_tensor(weight, **t),
+    )
+    s = torch.where(res.failed[:, None], start, res.x)
+    z0 = torch.cat([s, u], -1).detach().cpu().double().numpy()
+    return z0, int(step[0]), int(res.failed.sum())
 
 
 @dataclass(frozen=True)
@@ -436,7 +502,14 @@ def assimilate(
         Error standard deviation per variable without ``<var>_std``.
     background : mapping or Dataset, optional
         Initial parameters per member (``{name: (K,) values}``); by default
-        parameters are drawn uniformly over the ranges seen in training.
+        parameters are drawn uniformly over the ranges seen in training.  Or full
+        fields: a Dataset holding some of the surrogate's variables over
+        ``(member, *space)`` at one time (a surrogate frame; a 0-d or length-1
+        time coordinate) with NaN where unknown, and optionally the parameters
+        over ``member``.  Each member's latent state is then fitted through the
+        decoder (Gauss-Newton from the surrogate's rollout for its parameters;
+        no encoder), the analysis starts at that time, and members whose fit
+        fails keep the rollout (counted in ``background_members_not_fitted``).
     case_dim : str
         If ``obs`` has this dimension, each entry is an independent case
         (e.g. another event observed by the same network): the cases are
@@ -511,15 +584,23 @@ def assimilate(
             ]
         )
     else:
-        plans = [plan_windows(t, config.window, config.window_stride) for t in tables]
         model, dtype = _prepare_model(surrogate, options)
-        k = config.members
-        u0 = (
-            _prior(schema, k, config.seed)
-            if background is None
-            else _background_params(schema, background, k, config.member_dim)
-        )
-        z0 = np.concatenate([np.zeros((k, model.latent_dim)), u0], -1)
+        k, anchor, n_unfit = config.members, -1, 0
+        if _is_field_background(background, schema):
+            z0, anchor, n_unfit = _field_background(background, model, config, dtype)
+            if step.min() < anchor:
+                raise CoordinateError(
+                    f"target time {out_times[0]} precedes the field background's time: the "
+                    "analysis starts there"
+                )
+        else:
+            u0 = (
+                _prior(schema, k, config.seed)
+                if background is None
+                else _background_params(schema, background, k, config.member_dim)
+            )
+            z0 = np.concatenate([np.zeros((k, model.latent_dim)), u0], -1)
+        plans = [plan_windows(t, config.window, config.window_stride, anchor) for t in tables]
         model_task = dask.delayed(model, pure=False)
         cycles = dask.compute(
             *[
@@ -546,6 +627,9 @@ def assimilate(
                 table,
             )
         )
+    if isinstance(config, LEVDAConfig) and _is_field_background(background, schema):
+        for r in results:
+            r.attrs["background_members_not_fitted"] = n_unfit
     if case_dim not in obs.dims:
         return results[0]
     out = xr.concat(results, dim=case_dim, combine_attrs="override")
