@@ -74,7 +74,7 @@ def main() -> None:
             ).values
             hists.setdefault(name, np.zeros_like(ranks))
             hists[name] = hists[name] + ranks
-            vals = np.array([float(later[k]) for k in ("rrmse", "ser", "crps_eta", "param_err")])
+            vals = np.array([float(later[k]) for k in ("rrmse", "ser", "crps", "param_err")])
             rows.setdefault(name, []).append(vals)
             print(
                 f"{seed:>4} {name:<24} {vals[0]:7.3f} {vals[1]:6.2f} {vals[2]:9.5f} "

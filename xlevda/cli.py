@@ -129,7 +129,10 @@ def _assimilate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from xlevda.demo import run_demo
 
-    return run_demo(seed=args.seed, output=args.output, plot=not args.no_plot)
+    output = args.output or (
+        "levda_demo.nc" if args.system == "tsunami" else f"levda_demo_{args.system}.nc"
+    )
+    return run_demo(seed=args.seed, output=output, plot=not args.no_plot, system=args.system)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,12 +239,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="the main job: a tsunami twin experiment with the shipped surrogate",
-        description="Simulate a hidden tsunami, observe it with a buoy network and "
-        "reconstruct it with the shipped surrogate; prints a table and writes a PNG.",
+        help="the main job: a twin experiment with a shipped surrogate (tsunami by default)",
+        description="Simulate a hidden truth (tsunami source, Kolmogorov Reynolds number or "
+        "sphere forcing), observe it with a sensor grid and reconstruct it and its "
+        "parameters with LEVDA on the shipped surrogate; prints a table and writes a PNG.",
     )
-    demo.add_argument("--seed", type=int, default=0, help="seed of the hidden source and noise")
-    demo.add_argument("-o", "--output", default="levda_demo.nc", help="output NetCDF path")
+    demo.add_argument(
+        "system",
+        nargs="?",
+        default="tsunami",
+        choices=["tsunami", "kolmogorov", "sphere"],
+        help="which twin experiment (default tsunami)",
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seed of the hidden truth and noise")
+    demo.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="output NetCDF path (default levda_demo.nc, levda_demo_<system>.nc for others)",
+    )
     demo.add_argument("--no-plot", action="store_true", help="skip the PNG")
     demo.set_defaults(func=_demo)
     return parser

@@ -1,37 +1,99 @@
-"""``xlevda demo``: a tsunami twin experiment with the shipped surrogate.
+"""``xlevda demo [tsunami|kolmogorov|sphere]``: a twin experiment with a shipped surrogate.
 
-A hidden tsunami with a random source is simulated, observed by a 10x10 buoy
-network (u, v, eta) at every frame with 10 % noise, and reconstructed by LEVDA
-(K = 100 members, tau = 5 observation times per window).  The analysis is
-written to NetCDF, a per-window table compares it with the no-assimilation
+A hidden truth with random unknown parameters is simulated with the system's own
+simulator (the training configuration recorded in the surrogate), observed by a
+fixed sensor grid at every frame with 10 % noise (tsunami: 10x10 buoys observing
+u, v, eta; Kolmogorov flow: 10x10 points observing u, v; sphere: 16x8 points
+observing u, v, height), and reconstructed by LEVDA (K = 100 members, tau = 5
+observation times per window), estimating the parameters jointly.  The analysis
+is written to NetCDF, a per-window table compares it with the no-assimilation
 forecast (the prior ensemble rolled out by the surrogate), and a PNG shows the
 fields and the error over time.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import xarray as xr
 
 from xlevda import metrics
 from xlevda.config import LEVDAConfig
+from xlevda.errors import ConfigError
 from xlevda.pretrained import load_pretrained
-from xlevda.systems import observe, tsunami
+from xlevda.systems import kolmogorov, observe, sphere, tsunami
 
-__all__ = ["run_demo"]
+__all__ = ["SYSTEMS", "run_demo"]
 
 
-def _truth(model, seed: int) -> tuple[xr.Dataset, dict[str, float]]:
-    grid = model.schema.grid
-    cfg = tsunami.TsunamiConfig(
-        nx=len(grid["lon"]), ny=len(grid["lat"]), n_frames=model.schema.n_frames
-    )
-    src = tsunami.sample_sources(1, seed=seed, config=cfg)
-    truth = tsunami.simulate(**src, config=cfg).isel(run=0)
-    return truth, {k: float(v[0]) for k, v in src.items()}
+@dataclass(frozen=True)
+class _System:
+    """What a twin experiment needs of a benchmark system."""
+
+    module: ModuleType
+    config: type
+    draw: Callable[[int, object], dict[str, np.ndarray]]  # (seed, config) -> one run's params
+    main: str  # the variable shown and scored by CRPS
+    observed: tuple[str, ...]
+    sensors: int  # sensors along the longer grid axis (a GridStride network)
+
+
+SYSTEMS = {
+    "tsunami": _System(
+        tsunami,
+        tsunami.TsunamiConfig,
+        lambda seed, cfg: tsunami.sample_sources(1, seed=seed, config=cfg),
+        "eta",
+        ("u", "v", "eta"),
+        10,
+    ),
+    "kolmogorov": _System(
+        kolmogorov,
+        kolmogorov.KolmogorovConfig,
+        lambda seed, cfg: kolmogorov.sample_reynolds(1, seed=seed),
+        "vorticity",
+        ("u", "v"),
+        10,
+    ),
+    "sphere": _System(
+        sphere,
+        sphere.SphereConfig,
+        lambda seed, cfg: sphere.sample_forcing(1, seed=seed, config=cfg),
+        "height",
+        ("u", "v", "height"),
+        16,
+    ),
+}
+"""The systems of ``xlevda demo``: each needs a shipped surrogate of that name."""
+
+
+def _training_config(system: _System, model):
+    """The simulator configuration the surrogate was trained on (its schema's ``config``).
+
+    Nested settings that JSON cannot rebuild (e.g. the sphere's initial state) keep
+    their defaults.
+    """
+    recorded = json.loads(model.schema.attrs.get("config", "{}"))
+    simple = {
+        f.name: tuple(recorded[f.name]) if isinstance(recorded[f.name], list) else recorded[f.name]
+        for f in fields(system.config)
+        if f.name in recorded and not isinstance(recorded[f.name], dict)
+    }
+    return system.config(**simple)
+
+
+def _truth(model, seed: int, system: str = "tsunami") -> tuple[xr.Dataset, dict[str, float]]:
+    sys_ = SYSTEMS[system]
+    cfg = _training_config(sys_, model)
+    params = sys_.draw(seed, cfg)
+    truth = sys_.module.simulate(**params, config=cfg, progress=False).isel(run=0)
+    return truth, {k: float(v[0]) for k, v in params.items()}
 
 
 def _forecast(model, truth: xr.Dataset, seed: int, members: int):
@@ -53,29 +115,31 @@ def _stacked(ds: xr.Dataset, scale: dict[str, float]) -> xr.DataArray:
     return xr.concat([ds[v] / s for v, s in scale.items()], dim="variable")
 
 
-def _scores(ens: xr.Dataset, truth: xr.Dataset, true_params, prior_range) -> xr.Dataset:
+def _scores(
+    ens: xr.Dataset, truth: xr.Dataset, true_params, prior_range, main: str = "eta"
+) -> xr.Dataset:
     scale = {str(v): float(truth[v].std()) for v in truth.data_vars}
     state, true_state = _stacked(ens, scale), _stacked(truth, scale)
-    dims = ["variable", "lat", "lon"]
+    dims = ["variable", *(d for d in truth[main].dims if d != "time")]
     rel = metrics.relative_rmse(state, true_state, dim=dims)
     ser = metrics.spread_error_ratio(state, true_state, dim=dims)
-    crps_eta = metrics.crps(ens[["eta"]], truth[["eta"]]).eta
+    crps_main = metrics.crps(ens[[main]], truth[[main]])[main]
     perr = metrics.parameter_rmse(ens[list(true_params)], true_params, prior_range=prior_range)
     return xr.Dataset(
         {
             "rrmse": rel,
             "ser": ser,
-            "crps_eta": crps_eta,
+            "crps": crps_main,
             "param_err": perr.to_array().mean("variable"),
             "member_err": metrics.member_relative_error(state, true_state, dim=dims),
         }
     ).compute()
 
 
-def _table(a: xr.Dataset, f: xr.Dataset, window: np.ndarray) -> str:
+def _table(a: xr.Dataset, f: xr.Dataset, window: np.ndarray, crps_label: str) -> str:
     head = (
         f"{'window':>6} {'frames':>7} | {'rel. RMSE':^17} | {'spread/error':^17} | "
-        f"{'CRPS eta (m)':^19} | {'param. error':^17}\n"
+        f"{crps_label:^19} | {'param. error':^17}\n"
         f"{'':>6} {'':>7} | {'LEVDA':>8} {'forecast':>8} | {'LEVDA':>8} {'forecast':>8} | "
         f"{'LEVDA':>9} {'forecast':>9} | {'LEVDA':>8} {'forecast':>8}"
     )
@@ -85,14 +149,24 @@ def _table(a: xr.Dataset, f: xr.Dataset, window: np.ndarray) -> str:
         aw, fw = a.isel(time=sel).mean("time"), f.isel(time=sel).mean("time")
         lines.append(
             f"{w:>6} {f'{sel[0]}-{sel[-1]}':>7} | {float(aw.rrmse):8.4f} {float(fw.rrmse):8.4f} | "
-            f"{float(aw.ser):8.2f} {float(fw.ser):8.2f} | {float(aw.crps_eta):9.5f} "
-            f"{float(fw.crps_eta):9.5f} | {100 * float(aw.param_err):7.2f}% "
+            f"{float(aw.ser):8.2f} {float(fw.ser):8.2f} | {float(aw.crps):9.5f} "
+            f"{float(fw.crps):9.5f} | {100 * float(aw.param_err):7.2f}% "
             f"{100 * float(fw.param_err):7.2f}%"
         )
     return "\n".join(lines)
 
 
-def _plot(path: Path, truth, analysis, sa: xr.Dataset, sf: xr.Dataset) -> None:
+def _elapsed(time_coord: xr.DataArray) -> tuple[np.ndarray, str]:
+    """Time since the first frame, in hours for datetimes, else in the model's units."""
+    t = time_coord - time_coord[0]
+    if np.issubdtype(t.dtype, np.timedelta64):
+        return (t / np.timedelta64(1, "h")).values, "hours since the first frame"
+    return np.asarray(
+        t.values, float
+    ), f"time since the first frame ({time_coord.attrs.get('units', '1')})"
+
+
+def _plot(path: Path, truth, analysis, sa: xr.Dataset, sf: xr.Dataset, main: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,53 +175,67 @@ def _plot(path: Path, truth, analysis, sa: xr.Dataset, sf: xr.Dataset) -> None:
     frames = [2, len(truth.time) // 2, len(truth.time) - 1]
     fig = plt.figure(figsize=(13, 12), constrained_layout=True)
     grid = fig.add_gridspec(len(frames) + 1, 4)
-    mean = analysis.eta.mean("member")
-    spread = analysis.eta.std("member")
-    lim = float(np.abs(truth.eta).max())
+    mean = analysis[main].mean("member")
+    spread = analysis[main].std("member")
+    lim = float(np.abs(truth[main]).max())
+    units = truth[main].attrs.get("units", "")
     for row, k in enumerate(frames):
         panels = [
-            ("truth", truth.eta.isel(time=k), "RdBu_r", (-lim, lim)),
+            ("truth", truth[main].isel(time=k), "RdBu_r", (-lim, lim)),
             ("analysis mean", mean.isel(time=k), "RdBu_r", (-lim, lim)),
-            ("error", (mean - truth.eta).isel(time=k), "RdBu_r", (-lim / 5, lim / 5)),
+            ("error", (mean - truth[main]).isel(time=k), "RdBu_r", (-lim / 5, lim / 5)),
             ("spread", spread.isel(time=k), "viridis", (0, lim / 5)),
         ]
         t = str(truth.time.values[k])[:16].replace("T", " ")
         for col, (title, field, cmap, (lo, hi)) in enumerate(panels):
             ax = fig.add_subplot(grid[row, col])
             im = field.plot(ax=ax, cmap=cmap, vmin=lo, vmax=hi, add_colorbar=False)
-            ax.set_title(f"eta {title}, {t}", fontsize=9)
+            ax.set_title(f"{main} {title}, t = {t}", fontsize=9)
             ax.set_xlabel("")
             ax.set_ylabel("")
-            fig.colorbar(im, ax=ax, shrink=0.8, label="m")
+            fig.colorbar(im, ax=ax, shrink=0.8, label=units)
     ax = fig.add_subplot(grid[len(frames), :])
-    hours = (truth.time - truth.time[0]) / np.timedelta64(1, "h")
+    elapsed, label_t = _elapsed(truth.time)
+    names = ", ".join(map(str, truth.data_vars))
     for s, label, color in ((sa, "LEVDA", "C0"), (sf, "no assimilation", "C3")):
         m, sd = s.member_err.mean("member"), s.member_err.std("member")
-        ax.fill_between(hours, m - sd, m + sd, color=color, alpha=0.2)
-        ax.plot(hours, s.rrmse, color=color, label=f"{label}: ensemble mean (u, v, eta)")
+        ax.fill_between(elapsed, m - sd, m + sd, color=color, alpha=0.2)
+        ax.plot(elapsed, s.rrmse, color=color, label=f"{label}: ensemble mean ({names})")
     ax.set_yscale("log")
-    ax.set_xlabel("hours since the source")
+    ax.set_xlabel(label_t)
     ax.set_ylabel("relative RMSE")
-    ax.set_title("relative RMSE of (u, v, eta) over time; band: member-wise error, mean +- std")
+    ax.set_title(f"relative RMSE of ({names}) over time; band: member-wise error, mean +- std")
     ax.legend()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
 def run_demo(
-    seed: int = 0, output: str = "levda_demo.nc", plot: bool = True, members: int = 100
+    seed: int = 0,
+    output: str = "levda_demo.nc",
+    plot: bool = True,
+    members: int = 100,
+    system: str = "tsunami",
 ) -> int:
-    """Run the tsunami twin experiment; returns a process exit code."""
+    """Run the twin experiment of ``system``; returns a process exit code."""
+    if system not in SYSTEMS:
+        raise ConfigError(f"unknown demo system {system!r}: expected one of {sorted(SYSTEMS)}")
     t_start = time.perf_counter()
-    model = load_pretrained("tsunami")
-    truth, true_src = _truth(model, seed)
+    sys_ = SYSTEMS[system]
+    model = load_pretrained(system)
+    truth, true_params = _truth(model, seed, system)
     truth = truth[list(model.schema.variables)]
-    stride = -(-len(truth.lat) // 10)  # a 10x10 buoy network
-    obs = observe.observe(truth, observe.GridStride(stride), noise_ratio=0.1, seed=seed + 1)
+    space = [d for d in truth[sys_.main].dims if d != "time"]
+    stride = -(-max(truth.sizes[d] for d in space) // sys_.sensors)
+    obs = observe.observe(
+        truth[list(sys_.observed)], observe.GridStride(stride), noise_ratio=0.1, seed=seed + 1
+    )
+    n_sensors = obs.sizes["obs"] // len(truth.time) // len(sys_.observed)
     print(
-        f"hidden source at {true_src['src_lat']:.3f} N, {true_src['src_lon']:.3f} E; "
-        f"{obs.sizes['obs']} observations of u, v, eta ({len(obs.lat) // len(truth.time)} buoys "
-        f"x {len(truth.time)} frames, 10 % noise)"
+        f"{system}: hidden "
+        + ", ".join(f"{p} = {v:.4g}" for p, v in true_params.items())
+        + f"; {obs.sizes['obs']} observations of {', '.join(sys_.observed)} ({n_sensors} "
+        f"sensors x {len(truth.time)} frames, 10 % noise)"
     )
     target = truth.drop_vars(list(truth.data_vars))
     config = LEVDAConfig(members=members, window=5, seed=seed)
@@ -156,21 +244,22 @@ def run_demo(
     t_assim = time.perf_counter() - t0
     forecast = _forecast(model, truth, seed, members)
     prior = dict(zip(model.schema.params, model.schema.param_range, strict=True))
-    sa = _scores(analysis, truth, true_src, prior)
-    sf = _scores(forecast, truth, true_src, prior)
+    sa = _scores(analysis, truth, true_params, prior, sys_.main)
+    sf = _scores(forecast, truth, true_params, prior, sys_.main)
     print(f"\nLEVDA assimilation of {len(truth.time)} frames, K={members}: {t_assim:.1f} s\n")
-    print(_table(sa, sf, analysis.window_index.values))
+    units = truth[sys_.main].attrs.get("units", "1")
+    print(_table(sa, sf, analysis.window_index.values, f"CRPS {sys_.main} ({units})"))
     est = {p: float(analysis[p].isel(time=-1).mean()) for p in model.schema.params}
     print(
-        "\nestimated source (last window, ensemble mean): "
-        + ", ".join(f"{p} = {est[p]:.3f} (true {true_src[p]:.3f})" for p in est)
+        "\nestimated parameters (last window, ensemble mean): "
+        + ", ".join(f"{p} = {est[p]:.4g} (true {true_params[p]:.4g})" for p in est)
     )
     analysis.to_netcdf(output)
     print(f"analysis ensemble written to {output}")
     if plot:
         try:
             png = Path(output).with_suffix(".png")
-            _plot(png, truth, analysis, sa, sf)
+            _plot(png, truth, analysis, sa, sf, sys_.main)
             print(f"figure written to {png}")
         except ImportError:
             print("matplotlib is not installed (pip install 'xlevda[plot]'): no figure")

@@ -1,0 +1,33 @@
+"""The demo's twin-experiment plumbing (the full demo runs in `xlevda demo`, not in tests)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from xlevda.demo import SYSTEMS, _training_config, run_demo
+from xlevda.errors import ConfigError
+from xlevda.systems import kolmogorov, sphere
+
+
+def test_truth_uses_the_recorded_training_config():
+    cfg = kolmogorov.KolmogorovConfig(nx=20, ny=20, n_frames=7, burn_in=3)
+    ds = kolmogorov.simulate([800.0], config=cfg, progress=False)
+    model = SimpleNamespace(schema=SimpleNamespace(attrs={"config": ds.attrs["config"]}))
+    assert _training_config(SYSTEMS["kolmogorov"], model) == cfg
+
+
+def test_nested_settings_keep_their_defaults():
+    cfg = sphere.SphereConfig(nlat=32, n_frames=3)
+    text = json.dumps({"nlat": 32, "n_frames": 3, "initial": {"u_max": 1.0}, "h_f0_range": [1, 2]})
+    model = SimpleNamespace(schema=SimpleNamespace(attrs={"config": text}))
+    got = _training_config(SYSTEMS["sphere"], model)
+    assert (got.nlat, got.n_frames, got.initial) == (32, 3, cfg.initial)
+    assert got.h_f0_range == (1, 2)
+
+
+def test_unknown_system():
+    with pytest.raises(ConfigError, match=r"unknown demo system 'ocean': expected one of"):
+        run_demo(system="ocean")
