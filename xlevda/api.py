@@ -338,15 +338,23 @@ def _latent_at_outputs(
     return out, which
 
 
-def _decode_block(latent: np.ndarray, model: Surrogate, points: np.ndarray, dtype) -> np.ndarray:
-    """Decode a (t, k, d_s) block at all points -> (t, k, P, C), denormalized."""
-    schema = model.schema
+def _decode_block(
+    latent: np.ndarray, model: Surrogate, points: np.ndarray, dtype, channel: int
+) -> np.ndarray:
+    """Decode one channel of a (t, k, d_s) block at all points -> (t, k, P), denormalized.
+
+    One task per variable and block: a block decoded once for all variables would stay in
+    memory until the last variable's chunk is written, which made NetCDF writes hold most
+    of the analysis at once.
+    """
+    norm = model.schema.output_norm
     device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else "cpu"
     with torch.no_grad():
         prepared = model.prepare_points(torch.as_tensor(points, dtype=dtype, device=device))
         s = torch.as_tensor(latent, dtype=dtype, device=device)
-        out = model.decode_prepared(s, prepared)
-    return schema.output_norm.denormalize(out.cpu().double().numpy()).astype(np.float32)
+        out = model.decode_prepared(s, prepared)[..., channel]
+    values = out.cpu().double().numpy() * norm.scale[channel] + norm.offset[channel]
+    return values.astype(np.float32)
 
 
 def _prepare_model(surrogate: Surrogate, config: _Options) -> tuple[Surrogate, torch.dtype]:
@@ -651,20 +659,21 @@ def _to_dataset(
     space_shape = tuple(target.sizes[d] for d in space_dims)
     chunks = (min(config.chunks.time, len(out_times)), min(config.chunks.member, k))
     latent = dsa.from_array(z_out[..., :d_s].astype(np.float32), chunks=(*chunks, d_s))
-    fields = dsa.map_blocks(
-        _decode_block,
-        latent,
-        model,
-        points,
-        dtype,
-        dtype=np.float32,
-        chunks=(*latent.chunks[:2], (points.shape[0],), (schema.n_channels,)),
-        drop_axis=2,
-        new_axis=[2, 3],
-    )
     data_vars: dict[str, Any] = {}
     for c, (name, attrs) in enumerate(zip(schema.variables, schema.variable_attrs, strict=True)):
-        arr = fields[..., c].reshape((len(out_times), k, *space_shape))
+        field = dsa.map_blocks(
+            _decode_block,
+            latent,
+            model,
+            points,
+            dtype,
+            c,
+            dtype=np.float32,
+            chunks=(*latent.chunks[:2], (points.shape[0],)),
+            drop_axis=2,
+            new_axis=[2],
+        )
+        arr = field.reshape((len(out_times), k, *space_shape))
         data_vars[name] = xr.DataArray(arr, dims=(time, mdim, *space_dims), attrs=dict(attrs))
     u_out = schema.param_norm.denormalize(z_out[..., d_s:])
     for j, (name, attrs) in enumerate(zip(schema.params, schema.param_attrs, strict=True)):
