@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from xlevda.demo import SYSTEMS, _training_config, run_demo
+from xlevda.demo import SYSTEMS, _training_config, run_demo, twin_experiment
 from xlevda.errors import ConfigError
 from xlevda.systems import kolmogorov, sphere
 
@@ -31,3 +31,5 @@ def test_nested_settings_keep_their_defaults():
 def test_unknown_system():
     with pytest.raises(ConfigError, match=r"unknown demo system 'ocean': expected one of"):
         run_demo(system="ocean")
+    with pytest.raises(ConfigError, match=r"unknown demo system 'ocean'"):
+        twin_experiment("ocean")

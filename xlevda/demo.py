@@ -29,7 +29,7 @@ from xlevda.errors import ConfigError
 from xlevda.pretrained import load_pretrained
 from xlevda.systems import kolmogorov, observe, sphere, tsunami
 
-__all__ = ["SYSTEMS", "run_demo"]
+__all__ = ["SYSTEMS", "Twin", "run_demo", "twin_experiment"]
 
 
 @dataclass(frozen=True)
@@ -210,17 +210,27 @@ def _plot(path: Path, truth, analysis, sa: xr.Dataset, sf: xr.Dataset, main: str
     plt.close(fig)
 
 
-def run_demo(
-    seed: int = 0,
-    output: str = "levda_demo.nc",
-    plot: bool = True,
-    members: int = 100,
-    system: str = "tsunami",
-) -> int:
-    """Run the twin experiment of ``system``; returns a process exit code."""
+@dataclass(frozen=True)
+class Twin:
+    """One twin experiment: the truth, its observations and the LEVDA analysis."""
+
+    system: str
+    truth: xr.Dataset
+    true_params: dict[str, float]
+    obs: xr.Dataset
+    analysis: xr.Dataset
+    seconds: float  # LEVDA assimilation wall time
+    scores: xr.Dataset  # per time: rrmse, ser, crps, param_err, member_err
+    forecast_scores: xr.Dataset  # the same for the no-assimilation forecast
+
+
+def twin_experiment(system: str = "tsunami", seed: int = 0, members: int = 100) -> Twin:
+    """Simulate a hidden truth, observe it and assimilate it with the shipped surrogate.
+
+    The analysis stays lazy (decoded when written or computed); the scores are computed.
+    """
     if system not in SYSTEMS:
         raise ConfigError(f"unknown demo system {system!r}: expected one of {sorted(SYSTEMS)}")
-    t_start = time.perf_counter()
     sys_ = SYSTEMS[system]
     model = load_pretrained(system)
     truth, true_params = _truth(model, seed, system)
@@ -230,36 +240,60 @@ def run_demo(
     obs = observe.observe(
         truth[list(sys_.observed)], observe.GridStride(stride), noise_ratio=0.1, seed=seed + 1
     )
-    n_sensors = obs.sizes["obs"] // len(truth.time) // len(sys_.observed)
-    print(
-        f"{system}: hidden "
-        + ", ".join(f"{p} = {v:.4g}" for p, v in true_params.items())
-        + f"; {obs.sizes['obs']} observations of {', '.join(sys_.observed)} ({n_sensors} "
-        f"sensors x {len(truth.time)} frames, 10 % noise)"
-    )
     target = truth.drop_vars(list(truth.data_vars))
     config = LEVDAConfig(members=members, window=5, seed=seed)
     t0 = time.perf_counter()
     analysis = target.levda.assimilate(obs, model, config)
-    t_assim = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
     forecast = _forecast(model, truth, seed, members)
     prior = dict(zip(model.schema.params, model.schema.param_range, strict=True))
-    sa = _scores(analysis, truth, true_params, prior, sys_.main)
-    sf = _scores(forecast, truth, true_params, prior, sys_.main)
-    print(f"\nLEVDA assimilation of {len(truth.time)} frames, K={members}: {t_assim:.1f} s\n")
-    units = truth[sys_.main].attrs.get("units", "1")
-    print(_table(sa, sf, analysis.window_index.values, f"CRPS {sys_.main} ({units})"))
-    est = {p: float(analysis[p].isel(time=-1).mean()) for p in model.schema.params}
+    return Twin(
+        system,
+        truth,
+        true_params,
+        obs,
+        analysis,
+        seconds,
+        _scores(analysis, truth, true_params, prior, sys_.main),
+        _scores(forecast, truth, true_params, prior, sys_.main),
+    )
+
+
+def run_demo(
+    seed: int = 0,
+    output: str = "levda_demo.nc",
+    plot: bool = True,
+    members: int = 100,
+    system: str = "tsunami",
+) -> int:
+    """Run the twin experiment of ``system``, print and write it; returns an exit code."""
+    t_start = time.perf_counter()
+    twin = twin_experiment(system, seed, members)
+    main = SYSTEMS[system].main
+    truth, analysis = twin.truth, twin.analysis
+    observed = SYSTEMS[system].observed
+    n_sensors = twin.obs.sizes["obs"] // len(truth.time) // len(observed)
+    print(
+        f"{system}: hidden "
+        + ", ".join(f"{p} = {v:.4g}" for p, v in twin.true_params.items())
+        + f"; {twin.obs.sizes['obs']} observations of {', '.join(observed)} ({n_sensors} "
+        f"sensors x {len(truth.time)} frames, 10 % noise)"
+    )
+    print(f"\nLEVDA assimilation of {len(truth.time)} frames, K={members}: {twin.seconds:.1f} s\n")
+    units = truth[main].attrs.get("units", "1")
+    window = analysis.window_index.values
+    print(_table(twin.scores, twin.forecast_scores, window, f"CRPS {main} ({units})"))
+    est = {p: float(analysis[p].isel(time=-1).mean()) for p in twin.true_params}
     print(
         "\nestimated parameters (last window, ensemble mean): "
-        + ", ".join(f"{p} = {est[p]:.4g} (true {true_params[p]:.4g})" for p in est)
+        + ", ".join(f"{p} = {est[p]:.4g} (true {twin.true_params[p]:.4g})" for p in est)
     )
     analysis.to_netcdf(output)
     print(f"analysis ensemble written to {output}")
     if plot:
         try:
             png = Path(output).with_suffix(".png")
-            _plot(png, truth, analysis, sa, sf, sys_.main)
+            _plot(png, truth, analysis, twin.scores, twin.forecast_scores, main)
             print(f"figure written to {png}")
         except ImportError:
             print("matplotlib is not installed (pip install 'xlevda[plot]'): no figure")
