@@ -12,7 +12,7 @@ import xarray as xr
 import xlevda
 from tests.conftest import make_runs
 from xlevda.config import LEVDAConfig
-from xlevda.errors import ConfigError, CoordinateError, ObservationError
+from xlevda.errors import ConfigError, CoordinateError, ObservationError, VariableError
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,10 @@ def test_background_parameters(model, truth):
     with pytest.raises(ValueError, match=r"background parameter 'a' has shape \(3,\)"):
         target(truth).levda.assimilate(
             point_obs(truth), model, CFG, background={**bg, "a": [1, 2, 3]}
+        )
+    with pytest.raises(VariableError, match=r"'b' = 9 .and 0 more. lies outside the surrogate's"):
+        target(truth).levda.assimilate(
+            point_obs(truth), model, CFG, background={**bg, "b": [1.0] * 5 + [9.0]}
         )
 
 

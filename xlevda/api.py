@@ -154,6 +154,14 @@ def _background_params(schema, background, members: int, member_dim: str) -> np.
             )
         if not np.isfinite(values).all():
             raise VariableError(f"background parameter {p!r} holds NaN or infinite values")
+        lo, hi = schema.param_range[schema.params.index(p)]
+        outside = (values < lo - 1e-9 * abs(lo)) | (values > hi + 1e-9 * abs(hi))
+        if outside.any():
+            raise VariableError(
+                f"background parameter {p!r} = {values[outside][0]:.6g} (and {outside.sum() - 1} "
+                f"more) lies outside the surrogate's training range [{lo:.6g}, {hi:.6g}]: the "
+                "surrogate would extrapolate"
+            )
         arrays.append(values)
     return schema.param_norm.normalize(np.stack(arrays, -1))
 
