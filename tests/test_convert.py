@@ -174,3 +174,14 @@ def test_global_grid_is_embedded_on_the_sphere():
     assert np.allclose(pole, [0.0, 0.0, 1.0])  # every longitude is the same pole
     with pytest.raises(CoordinateError, match=r"lat=95.*expected lat in \[-90, 90\]"):
         to_points(xr.Dataset(coords={"lat": [95.0], "lon": [0.0]}), schema)
+
+
+def test_float32_longitudes_and_unit_spellings_are_a_global_grid():
+    runs = _global_runs()
+    lon = np.arange(100, dtype=np.float32) * np.float32(3.6)
+    lat = np.array([-67.5, -22.5, 22.5, 67.5])
+    wide = make_runs(n_runs=3, n_frames=2, ny=4, nx=100).assign_coords(
+        lat=("lat", lat, {"units": "degrees_N"}), lon=("lon", lon, {"units": "degree_east"})
+    )
+    assert build_schema(wide, ["a", "b"]).geometry == "sphere"
+    assert build_schema(runs, ["a", "b"]).geometry == "sphere"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -19,13 +20,17 @@ def test_truth_uses_the_recorded_training_config():
     assert _training_config(SYSTEMS["kolmogorov"], model) == cfg
 
 
-def test_nested_settings_keep_their_defaults():
+def test_nested_settings_must_be_the_defaults():
     cfg = sphere.SphereConfig(nlat=32, n_frames=3)
-    text = json.dumps({"nlat": 32, "n_frames": 3, "initial": {"u_max": 1.0}, "h_f0_range": [1, 2]})
+    initial = json.loads(json.dumps(dataclasses.asdict(cfg.initial)))
+    text = json.dumps({"nlat": 32, "n_frames": 3, "initial": initial, "h_f0_range": [1, 2]})
     model = SimpleNamespace(schema=SimpleNamespace(attrs={"config": text}))
     got = _training_config(SYSTEMS["sphere"], model)
-    assert (got.nlat, got.n_frames, got.initial) == (32, 3, cfg.initial)
-    assert got.h_f0_range == (1, 2)
+    assert (got.nlat, got.n_frames, got.initial, got.h_f0_range) == (32, 3, cfg.initial, (1, 2))
+    other = json.dumps({"nlat": 32, "initial": {**initial, "max_wind": 1.0}})
+    model = SimpleNamespace(schema=SimpleNamespace(attrs={"config": other}))
+    with pytest.raises(ConfigError, match=r"trained with initial=.* differs from the default"):
+        _training_config(SYSTEMS["sphere"], model)
 
 
 def test_unknown_system():

@@ -88,3 +88,19 @@ def test_field_background_errors(model, truth):  # noqa: F811
         where.levda.assimilate(later, model, cfg, background=two)
     assert isinstance(xlevda.LEVDAConfig(), LEVDAConfig)  # the public name is the same class
     del params
+
+
+def test_field_background_forms(model, truth):  # noqa: F811
+    bg, params = fields_of(model, 2)
+    cfg = LEVDAConfig(members=K, window=2)
+    obs = point_obs(truth.isel(time=slice(2, None)))
+    where = target(truth).isel(time=slice(2, None))
+    one_time = bg[["eta"]].expand_dims("time")  # as from ds.sel(time=[t])
+    an = where.levda.assimilate(obs, model, cfg, background=one_time)
+    assert an.window_anchor_step.values[0] == 2
+    with pytest.raises(VariableError, match="background lacks parameter 'b'"):
+        where.levda.assimilate(obs, model, cfg, background=bg.drop_vars("b").assign(a=params["a"]))
+    holes = bg[["eta"]].copy(deep=True)
+    holes["eta"][0] = np.nan  # member 0 has no value at all: it keeps its rollout
+    an = where.levda.assimilate(obs, model, cfg, background=holes)
+    assert an.attrs["background_members_not_fitted"] == 1

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
 import xlevda
 from tests.conftest import make_runs
@@ -113,3 +114,18 @@ def test_observations_must_be_the_encoders_network(model, truth, encoder):
     between = between.assign_coords(time=between.time + np.timedelta64(30, "m"))
     with pytest.raises(ObservationError, match="fall between the surrogate's frames"):
         observation_network(between.where(between.time < between.time.max(), drop=True), model)
+
+
+def test_times_within_rounding_of_a_frame_are_on_it(model, truth):
+    obs = point_obs(truth.isel(time=slice(1, None)))
+    for shift in (-1, 1):  # a millisecond early or late: rounding, not another frame
+        moved = obs.assign_coords(time=obs.time + np.timedelta64(shift, "ms"))
+        assert observation_network(moved, model).first_frame == 1
+
+
+def test_no_errors_needed_and_cases_get_their_own_seeds(model, truth, encoder):
+    obs = point_obs(truth).drop_vars("eta_std")  # LD-EnSF uses the encoder's error
+    both = xr.concat([obs, obs], "case")
+    an = target(truth).levda.assimilate(both, model, CFG, encoder=encoder)
+    a, b = an.latent_state.isel(case=0).values, an.latent_state.isel(case=1).values
+    assert not np.allclose(a, b)  # independent cases: independent ensembles and noise

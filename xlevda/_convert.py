@@ -285,15 +285,18 @@ def _is_global_lat_lon(ds: xr.Dataset, layout: SpatialLayout) -> bool:
     if not layout.gridded or len(layout.coords) != 2:
         return False
     lat, lon = (_attrs(ds[c]) for c in layout.coords)
-    is_lat = lat.get("standard_name") == "latitude" or lat.get("units", "").startswith("degrees_n")
-    is_lon = lon.get("standard_name") == "longitude" or lon.get("units", "").startswith("degrees_e")
+    lat_units = {"degrees_north", "degree_north", "degree_n", "degrees_n", "degreen", "degreesn"}
+    lon_units = {"degrees_east", "degree_east", "degree_e", "degrees_e", "degreee", "degreese"}
+    is_lat = lat.get("standard_name") == "latitude" or lat.get("units", "").lower() in lat_units
+    is_lon = lon.get("standard_name") == "longitude" or lon.get("units", "").lower() in lon_units
     if not (is_lat and is_lon):
         return False
     lons = np.sort(np.mod(np.asarray(ds[layout.coords[1]].values, float), 360.0))
     if lons.size < 3:
         return False
+    spacing = 360.0 / lons.size
     steps = np.diff(np.append(lons, lons[0] + 360.0))
-    return bool(np.allclose(steps, 360.0 / lons.size, rtol=1e-6))
+    return bool(np.allclose(steps, spacing, rtol=0.0, atol=1e-3 * spacing))  # float32-safe
 
 
 def build_schema(

@@ -16,7 +16,7 @@ import hashlib
 import io
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,7 +86,6 @@ class _Cycle:
     z_analysis: np.ndarray  # (W, K, d_z)
     diagnostics: dict[str, np.ndarray]  # name -> (W, K) or (W,)
     n_obs: np.ndarray  # (W,)
-    method: str = "LEVDA"
 
 
 def _obs_window(table: ObsTable, anchor: int, n_channels: int, dtype, device) -> ObsWindow:
@@ -178,7 +177,8 @@ def _field_background(
     """Initial ensemble from full fields: latent states fitted through the decoder.
 
     Returns ``z0`` (K, d_z) normalized, the latent index of the fields' time and
-    the number of members whose fit failed (they keep the surrogate's rollout).
+    the number of members whose fit failed or who have no finite value (they keep the
+    surrogate's rollout).
     """
     schema, k, mdim = model.schema, config.members, config.member_dim
     time = find_time(background)
@@ -187,8 +187,11 @@ def _field_background(
         raise CoordinateError(
             f"a field background holds one time, got {t_b.size} values of {time!r}"
         )
+    if time in background.dims:
+        background = background.squeeze(time)
     step, frac = times_to_steps(t_b, schema, name=f"background {time}")
-    if abs(frac[0]) > 1e-6:
+    frame = int(np.rint(step[0] + frac[0]))
+    if abs(step[0] + frac[0] - frame) > 1e-6:
         raise CoordinateError(
             f"background time {t_b[0]} falls between the surrogate's frames (fraction "
             f"{frac[0]:.3g} of a step): give the fields at a frame"
@@ -212,13 +215,13 @@ def _field_background(
         weight[..., c] = ok
     u0 = (
         _background_params(schema, background, k, mdim)
-        if all(p in background for p in schema.params)
+        if any(p in background for p in schema.params)
         else _prior(schema, k, config.seed)
     )
     t = {"dtype": dtype, "device": config.device}
     u = torch.as_tensor(u0, **t)
     with torch.no_grad():
-        start = rollout_state(model, u, int(step[0]))
+        start = rollout_state(model, u, frame)
     res = fit_latent(
         model,
         torch.as_tensor(values, **t),
@@ -226,9 +229,10 @@ def _field_background(
         start,
         weight=torch.as_tensor(weight, **t),
     )
-    s = torch.where(res.failed[:, None], start, res.x)
+    unfit = res.failed | torch.as_tensor(weight.sum((1, 2)) == 0, device=res.failed.device)
+    s = torch.where(unfit[:, None], start, res.x)
     z0 = torch.cat([s, u], -1).detach().cpu().double().numpy()
-    return z0, int(step[0]), int(res.failed.sum())
+    return z0, frame, int(unfit.sum())
 
 
 @dataclass(frozen=True)
@@ -467,7 +471,7 @@ def _ldensf_cycle(
         diagnostics[name] = full
     n_obs = np.zeros(n_frames, dtype=np.int64)
     n_obs[frames] = network.n_features
-    return _Cycle(np.arange(n_frames), z, diagnostics, n_obs, method="LD-EnSF")
+    return _Cycle(np.arange(n_frames), z, diagnostics, n_obs)
 
 
 def _check_surrogate(surrogate: Any) -> None:
@@ -577,6 +581,8 @@ def assimilate(
         if case_dim in obs.dims
         else [obs]
     )
+    if isinstance(config, LDEnSFConfig):  # its likelihood uses the encoder's error, not these
+        errors = {**dict.fromkeys(schema.variables, 1.0), **(errors or {})}
     tables = [
         obs_table(
             o,
@@ -594,9 +600,9 @@ def assimilate(
         cycles = dask.compute(
             *[
                 dask.delayed(_ldensf_cycle, pure=False)(
-                    model, encoder, t, config, int(step.max()), dtype
+                    model, encoder, t, replace(config, seed=config.seed + c), int(step.max()), dtype
                 )
-                for t in tables
+                for c, t in enumerate(tables)
             ]
         )
     else:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import ModuleType
 
@@ -76,15 +76,25 @@ SYSTEMS = {
 def _training_config(system: _System, model):
     """The simulator configuration the surrogate was trained on (its schema's ``config``).
 
-    Nested settings that JSON cannot rebuild (e.g. the sphere's initial state) keep
-    their defaults.
+    Nested settings (e.g. the sphere's initial state) are not rebuilt from JSON: they must
+    equal the defaults, else a :class:`ConfigError` says which differs.
     """
     recorded = json.loads(model.schema.attrs.get("config", "{}"))
-    simple = {
-        f.name: tuple(recorded[f.name]) if isinstance(recorded[f.name], list) else recorded[f.name]
-        for f in fields(system.config)
-        if f.name in recorded and not isinstance(recorded[f.name], dict)
-    }
+    default = system.config()
+    simple = {}
+    for f in fields(system.config):
+        if f.name not in recorded:
+            continue
+        value = recorded[f.name]
+        if isinstance(value, dict):
+            expected = json.loads(json.dumps(asdict(getattr(default, f.name)), default=str))
+            if value != expected:
+                raise ConfigError(
+                    f"the surrogate was trained with {f.name}={value}, which differs from the "
+                    f"default {expected} that the demo can simulate"
+                )
+            continue
+        simple[f.name] = tuple(value) if isinstance(value, list) else value
     return system.config(**simple)
 
 

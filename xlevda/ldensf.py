@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from xlevda._convert import find_time, spatial_layout, to_points
+from xlevda._convert import find_time, spatial_layout, times_to_steps, to_points
 from xlevda._obs import ObsTable, obs_table
 from xlevda.errors import CoordinateError, ObservationError, VariableError
 from xlevda.surrogates.encoder import (
@@ -36,14 +36,44 @@ _FRAC_TOL = 1e-6  # observation times within a millionth of a step of a frame ar
 
 def _frames(table: ObsTable) -> np.ndarray:
     """The surrogate frame of every row; an error for times between frames."""
-    frac = np.where(table.frac > 1 - _FRAC_TOL, table.frac - 1, table.frac)
-    off = np.abs(frac) > _FRAC_TOL
+    position = table.step + table.frac
+    frames = np.rint(position)
+    off = np.abs(position - frames) > _FRAC_TOL
     if off.any():
         raise ObservationError(
             f"{int(off.sum())} observation time(s) fall between the surrogate's frames, e.g. "
             f"{table.time[off][0]}: the LD-EnSF encoder reads observations at frames only"
         )
-    return np.rint(table.step + frac).astype(np.int64)
+    return frames.astype(np.int64)
+
+
+def _point_index(points: np.ndarray, reference: np.ndarray, what: str) -> np.ndarray:
+    """Row of ``reference`` (R, n) equal to each of ``points`` (M, n) within 1e-6.
+
+    Matched through a dictionary of rounded coordinates (no M x R array); a coordinate
+    near a rounding boundary is also looked up in the neighbouring cells.
+    """
+    scale = 1e6
+    table: dict[tuple[int, ...], int] = {}
+    for i, key in enumerate(map(tuple, np.rint(reference * scale).astype(np.int64).tolist())):
+        table.setdefault(key, i)
+    index = np.full(len(points), -1, dtype=np.int64)
+    for i, key in enumerate(map(tuple, np.rint(points * scale).astype(np.int64).tolist())):
+        j = table.get(key)
+        if j is None:  # a rounding boundary: try the neighbours
+            for shift in np.ndindex(*(3,) * len(key)):
+                j = table.get(tuple(k + d - 1 for k, d in zip(key, shift, strict=True)))
+                if j is not None and np.abs(reference[j] - points[i]).max() <= 1e-6:
+                    break
+                j = None
+        if j is not None and np.abs(reference[j] - points[i]).max() <= 1e-6:
+            index[i] = j
+    if (index < 0).any():
+        i = int(np.argmax(index < 0))
+        raise ObservationError(
+            f"{what} at normalized position {points[i].tolist()} matches no point (within 1e-6)"
+        )
+    return index
 
 
 def observation_network(
@@ -116,15 +146,12 @@ def observation_matrix(table: ObsTable, network: ObservationNetwork) -> np.ndarr
             f"frames {network.first_frame}, {network.first_frame + network.frame_stride}, ... "
             f"(every {network.frame_stride})"
         )
-    net_points = np.asarray(network.points)
-    gap = np.abs(table.points[:, None, :] - net_points[None]).max(-1)  # (M, P)
-    point = gap.argmin(1)
-    if (gap[np.arange(len(point)), point] > 1e-6).any():
-        i = int(np.argmax(gap[np.arange(len(point)), point] > 1e-6))
+    try:
+        point = _point_index(table.points, np.asarray(network.points), "observation")
+    except ObservationError as err:
         raise ObservationError(
-            f"observation at normalized position {table.points[i].tolist()} (time "
-            f"{table.time[i]}) is not a point of the encoder's network of {network.n_points}"
-        )
+            f"{err}: it is not a point of the encoder's network of {network.n_points}"
+        ) from None
     chan_pos = {c: j for j, c in enumerate(network.channels)}
     if any(int(c) not in chan_pos for c in np.unique(table.channel)):
         raise ObservationError(
@@ -157,29 +184,43 @@ def _run_histories(
     time = find_time(runs)
     layout = spatial_layout(runs, schema.coords)
     pts, _ = to_points(runs, schema)
-    n_obs = (runs.sizes[time] - 1 - network.first_frame) // network.frame_stride + 1
-    if runs.sizes[time] != schema.n_frames or n_obs < 1:
+    if runs.sizes[time] != schema.n_frames:
         raise CoordinateError(
             f"training runs have {runs.sizes[time]} frames along {time!r}, expected the "
             f"surrogate's {schema.n_frames}"
         )
-    frames = network.first_frame + network.frame_stride * np.arange(n_obs)
-    gap = np.abs(np.asarray(network.points)[:, None, :] - pts[None]).max(-1)  # (P, N_pts)
-    where = gap.argmin(1)
-    if (gap[np.arange(len(where)), where] > 1e-6).any():
+    step, frac = times_to_steps(np.asarray(runs[time].values), schema, name=f"runs {time}")
+    if not (np.array_equal(step, np.arange(schema.n_frames)) and np.allclose(frac, 0, atol=1e-6)):
+        raise CoordinateError(f"training runs' {time!r} values are not the surrogate's frame times")
+    n_obs = (schema.n_frames - 1 - network.first_frame) // network.frame_stride + 1
+    if n_obs < 1:
         raise ObservationError(
-            "the network's points are not grid points of the training runs: observe the runs "
-            "on their own grid (e.g. observe.GridStride)"
+            f"the network's first frame {network.first_frame} is beyond the surrogate's last "
+            f"frame {schema.n_frames - 1}"
         )
+    frames = network.first_frame + network.frame_stride * np.arange(n_obs)
+    try:
+        where = _point_index(np.asarray(network.points), pts, "network point")
+    except ObservationError as err:
+        raise ObservationError(
+            f"{err} of the training runs: observe the runs on their own grid "
+            "(e.g. observe.GridStride)"
+        ) from None
     names = [schema.variables[c] for c in network.channels]
     for v in names:
         if v not in runs.data_vars:
             raise VariableError(f"training runs lack the observed variable {v!r}")
+    # index the network's points before loading, so that dask reads only them
+    shape = tuple(runs.sizes[d] for d in layout.dims)
+    at = {
+        d: xr.DataArray(i, dims="network_point")
+        for d, i in zip(layout.dims, np.unravel_index(where, shape), strict=True)
+    }
     stacked = [
-        runs[v].isel({time: frames}).transpose(run_dim, time, *layout.dims).values for v in names
+        runs[v].isel({time: frames, **at}).transpose(run_dim, time, "network_point").values
+        for v in names
     ]
-    values = np.stack(stacked, -1).reshape(runs.sizes[run_dim], n_obs, -1, len(names))
-    values = values[:, :, where, :]  # (R, T, P, C)
+    values = np.stack(stacked, -1)  # (R, T, P, C)
     norm = schema.output_norm
     offset = np.asarray(norm.offset)[list(network.channels)]
     scale = np.asarray(norm.scale)[list(network.channels)]
