@@ -185,3 +185,11 @@ def test_float32_longitudes_and_unit_spellings_are_a_global_grid():
     )
     assert build_schema(wide, ["a", "b"]).geometry == "sphere"
     assert build_schema(runs, ["a", "b"]).geometry == "sphere"
+
+
+def test_schema_is_the_same_after_a_netcdf_round_trip(runs, tmp_path):
+    runs = runs.assign_attrs(steps=np.int64(650), note="x")  # numpy scalars come back from files
+    runs.to_netcdf(tmp_path / "r.nc")
+    back = build_schema(xr.open_dataset(tmp_path / "r.nc"), ["a", "b"])
+    assert back.attrs["steps"] == 650 and type(back.attrs["steps"]) is int
+    assert back == build_schema(runs, ["a", "b"])

@@ -389,7 +389,11 @@ def build_schema(
         if is_dt
         else tuple(float(v) for v in np.asarray(ds[time].values)),
         geometry="sphere" if _is_global_lat_lon(ds, layout) else "plane",
-        attrs={k: v for k, v in ds.attrs.items() if isinstance(v, str | int | float)},
+        attrs={
+            k: v.item() if isinstance(v, np.generic) else v
+            for k, v in ds.attrs.items()
+            if isinstance(v, str | int | float | np.integer | np.floating)
+        },
     )
 
 
