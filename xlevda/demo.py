@@ -282,7 +282,7 @@ def run_demo(
     main = SYSTEMS[system].main
     truth, analysis = twin.truth, twin.analysis
     observed = SYSTEMS[system].observed
-    n_sensors = twin.obs.sizes["obs"] // len(truth.time) // len(observed)
+    n_sensors = twin.obs.sizes["obs"] // len(truth.time)
     print(
         f"{system}: hidden "
         + ", ".join(f"{p} = {v:.4g}" for p, v in twin.true_params.items())
