@@ -242,13 +242,8 @@ def ldensf_filter(
     ...     fit_encoder, surrogate_histories)
     >>> from xlevda.surrogates.ldnet import LDNetModel
     >>> from xlevda.surrogates.config import LDNetConfig
-    >>> from xlevda.surrogates.schema import Affine, SurrogateSchema
-    >>> schema = SurrogateSchema(
-    ...     variables=("h",), variable_attrs=({},), output_norm=Affine((0.0,), (1.0,)),
-    ...     coords=("x",), coord_attrs=({},), coord_norm=Affine((0.0,), (1.0,)),
-    ...     params=("a",), param_attrs=({},), param_norm=Affine((0.0,), (1.0,)),
-    ...     param_range=((-1.0, 1.0),), time_origin="0", time_step=1.0, time_units="s",
-    ...     time_is_datetime=False, n_frames=5)
+    >>> from xlevda.surrogates.schema import SurrogateSchema
+    >>> schema = SurrogateSchema.minimal(5)
     >>> model = LDNetModel(LDNetConfig(latent_dim=2), schema)
     >>> net = ObservationNetwork(points=[[0.0], [0.5]], channels=(0,))
     >>> y, u = surrogate_histories(model, net, n_runs=8, n_obs=5)

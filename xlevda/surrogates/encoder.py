@@ -295,13 +295,8 @@ class SurrogateFingerprint:
     --------
     >>> from xlevda.surrogates.ldnet import LDNetModel
     >>> from xlevda.surrogates.config import LDNetConfig
-    >>> from xlevda.surrogates.schema import Affine, SurrogateSchema
-    >>> schema = SurrogateSchema(
-    ...     variables=("h",), variable_attrs=({},), output_norm=Affine((0.0,), (1.0,)),
-    ...     coords=("x",), coord_attrs=({},), coord_norm=Affine((0.0,), (1.0,)),
-    ...     params=("a",), param_attrs=({},), param_norm=Affine((0.0,), (1.0,)),
-    ...     param_range=((-1.0, 1.0),), time_origin="0", time_step=1.0, time_units="s",
-    ...     time_is_datetime=False, n_frames=5)
+    >>> from xlevda.surrogates.schema import SurrogateSchema
+    >>> schema = SurrogateSchema.minimal(5)
     >>> a = SurrogateFingerprint.of(LDNetModel(LDNetConfig(latent_dim=3, seed=0), schema))
     >>> b = SurrogateFingerprint.of(LDNetModel(LDNetConfig(latent_dim=3, seed=1), schema))
     >>> a.difference(a) is None, b.difference(a).startswith("latent trajectories")
@@ -571,13 +566,8 @@ class ObservationEncoder(nn.Module):
     >>> import torch
     >>> from xlevda.surrogates.ldnet import LDNetModel
     >>> from xlevda.surrogates.config import LDNetConfig
-    >>> from xlevda.surrogates.schema import Affine, SurrogateSchema
-    >>> schema = SurrogateSchema(
-    ...     variables=("h",), variable_attrs=({},), output_norm=Affine((0.0,), (1.0,)),
-    ...     coords=("x",), coord_attrs=({},), coord_norm=Affine((0.0,), (1.0,)),
-    ...     params=("a",), param_attrs=({},), param_norm=Affine((0.0,), (1.0,)),
-    ...     param_range=((-1.0, 1.0),), time_origin="0", time_step=1.0, time_units="s",
-    ...     time_is_datetime=False, n_frames=5)
+    >>> from xlevda.surrogates.schema import SurrogateSchema
+    >>> schema = SurrogateSchema.minimal(5)
     >>> model = LDNetModel(LDNetConfig(latent_dim=3), schema)
     >>> net = ObservationNetwork(points=[[0.0], [0.5]], channels=(0,))
     >>> enc = ObservationEncoder(EncoderConfig(hidden=8), net, SurrogateFingerprint.of(model))
@@ -883,13 +873,8 @@ def fit_encoder(
     >>> import torch
     >>> from xlevda.surrogates.ldnet import LDNetModel
     >>> from xlevda.surrogates.config import LDNetConfig
-    >>> from xlevda.surrogates.schema import Affine, SurrogateSchema
-    >>> schema = SurrogateSchema(
-    ...     variables=("h",), variable_attrs=({},), output_norm=Affine((0.0,), (1.0,)),
-    ...     coords=("x",), coord_attrs=({},), coord_norm=Affine((0.0,), (1.0,)),
-    ...     params=("a",), param_attrs=({},), param_norm=Affine((0.0,), (1.0,)),
-    ...     param_range=((-1.0, 1.0),), time_origin="0", time_step=1.0, time_units="s",
-    ...     time_is_datetime=False, n_frames=5)
+    >>> from xlevda.surrogates.schema import SurrogateSchema
+    >>> schema = SurrogateSchema.minimal(5)
     >>> model = LDNetModel(LDNetConfig(latent_dim=2), schema)
     >>> net = ObservationNetwork(points=[[0.0], [0.5]], channels=(0,))
     >>> y, u = surrogate_histories(model, net, n_runs=8, n_obs=5)

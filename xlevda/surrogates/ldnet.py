@@ -96,13 +96,8 @@ class LDNetModel(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from xlevda.surrogates.schema import Affine, SurrogateSchema
-    >>> schema = SurrogateSchema(
-    ...     variables=("h",), variable_attrs=({},), output_norm=Affine((0.0,), (1.0,)),
-    ...     coords=("x", "y"), coord_attrs=({}, {}), coord_norm=Affine((0.0, 0.0), (1.0, 1.0)),
-    ...     params=("a",), param_attrs=({},), param_norm=Affine((0.0,), (1.0,)),
-    ...     param_range=((-1.0, 1.0),), time_origin="0", time_step=1.0, time_units="s",
-    ...     time_is_datetime=False, n_frames=5)
+    >>> from xlevda.surrogates.schema import SurrogateSchema
+    >>> schema = SurrogateSchema.minimal(5, coords=("x", "y"))
     >>> model = LDNetModel(LDNetConfig(latent_dim=3), schema)
     >>> model(torch.zeros(2, 1), torch.zeros(7, 2), n_frames=5).shape
     torch.Size([2, 5, 7, 1])
@@ -271,13 +266,8 @@ class LDNetModel(nn.Module):
         Examples
         --------
         >>> import os, tempfile
-        >>> from xlevda.surrogates.schema import Affine, SurrogateSchema
-        >>> schema = SurrogateSchema(
-        ...     variables=("h",), variable_attrs=({},), output_norm=Affine((0.0,), (1.0,)),
-        ...     coords=("x",), coord_attrs=({},), coord_norm=Affine((0.0,), (1.0,)),
-        ...     params=("a",), param_attrs=({},), param_norm=Affine((0.0,), (1.0,)),
-        ...     param_range=((-1.0, 1.0),), time_origin="0", time_step=1.0, time_units="s",
-        ...     time_is_datetime=False, n_frames=5)
+        >>> from xlevda.surrogates.schema import SurrogateSchema
+        >>> schema = SurrogateSchema.minimal(5)
         >>> model = LDNetModel(LDNetConfig(latent_dim=3), schema)
         >>> with tempfile.TemporaryDirectory() as d:
         ...     model.save(os.path.join(d, "m.pt"))

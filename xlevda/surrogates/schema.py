@@ -136,6 +136,38 @@ class SurrogateSchema:
     geometry: str = "plane"
     attrs: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def minimal(cls, n_frames: int, coords: tuple[str, ...] = ("x",)) -> SurrogateSchema:
+        """A small schema for examples and tests: one variable ``h``, one parameter ``a``.
+
+        Normalizations are the identity, ``a`` ranges over ``[-1, 1]`` and frames are one
+        second apart from time 0.
+
+        Examples
+        --------
+        >>> s = SurrogateSchema.minimal(5, coords=("x", "y"))
+        >>> s.n_frames, s.n_coords, s.params
+        (5, 2, ('a',))
+        """
+        n = len(coords)
+        return cls(
+            variables=("h",),
+            variable_attrs=({},),
+            output_norm=Affine((0.0,), (1.0,)),
+            coords=tuple(coords),
+            coord_attrs=tuple({} for _ in coords),
+            coord_norm=Affine((0.0,) * n, (1.0,) * n),
+            params=("a",),
+            param_attrs=({},),
+            param_norm=Affine((0.0,), (1.0,)),
+            param_range=((-1.0, 1.0),),
+            time_origin="0",
+            time_step=1.0,
+            time_units="s",
+            time_is_datetime=False,
+            n_frames=n_frames,
+        )
+
     @property
     def n_channels(self) -> int:
         """Number of decoded variables."""

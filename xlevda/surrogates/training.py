@@ -327,13 +327,8 @@ def evaluate(
     >>> import torch
     >>> from xlevda.surrogates.ldnet import LDNetModel
     >>> from xlevda.surrogates.config import LDNetConfig
-    >>> from xlevda.surrogates.schema import Affine, SurrogateSchema
-    >>> schema = SurrogateSchema(
-    ...     variables=("h",), variable_attrs=({},), output_norm=Affine((0.0,), (1.0,)),
-    ...     coords=("x",), coord_attrs=({},), coord_norm=Affine((0.0,), (1.0,)),
-    ...     params=("a",), param_attrs=({},), param_norm=Affine((0.0,), (1.0,)),
-    ...     param_range=((-1.0, 1.0),), time_origin="0", time_step=1.0, time_units="s",
-    ...     time_is_datetime=False, n_frames=3)
+    >>> from xlevda.surrogates.schema import SurrogateSchema
+    >>> schema = SurrogateSchema.minimal(3)
     >>> src = TensorFrameSource(torch.zeros(2, 1), torch.zeros(4, 1), torch.ones(2, 3, 4, 1))
     >>> evaluate(LDNetModel(LDNetConfig(), schema), src).rel_rmse > 0
     True
@@ -407,13 +402,8 @@ def train(
     >>> import torch
     >>> from xlevda.surrogates.ldnet import LDNetModel
     >>> from xlevda.surrogates.config import LDNetConfig
-    >>> from xlevda.surrogates.schema import Affine, SurrogateSchema
-    >>> schema = SurrogateSchema(
-    ...     variables=("h",), variable_attrs=({},), output_norm=Affine((0.0,), (1.0,)),
-    ...     coords=("x",), coord_attrs=({},), coord_norm=Affine((0.0,), (1.0,)),
-    ...     params=("a",), param_attrs=({},), param_norm=Affine((0.0,), (1.0,)),
-    ...     param_range=((-1.0, 1.0),), time_origin="0", time_step=1.0, time_units="s",
-    ...     time_is_datetime=False, n_frames=3)
+    >>> from xlevda.surrogates.schema import SurrogateSchema
+    >>> schema = SurrogateSchema.minimal(3)
     >>> src = TensorFrameSource(torch.rand(4, 1), torch.rand(8, 1), torch.rand(4, 3, 8, 1))
     >>> hist = train(LDNetModel(LDNetConfig(), schema), src, src,
     ...              TrainConfig(epochs=2, points_per_frame=4), progress=False)
