@@ -76,7 +76,7 @@ def test_field_background_errors(model, truth):  # noqa: F811
     with pytest.raises(ObservationError, match="outside the analysis time range"):
         where.isel(time=slice(2, None)).levda.assimilate(obs, model, cfg, background=bg)
     later = point_obs(truth.isel(time=slice(2, None)))
-    with pytest.raises(CoordinateError, match="precedes the field background's time"):
+    with pytest.raises(CoordinateError, match="precedes the initial ensemble's time"):
         where.levda.assimilate(later, model, cfg, background=bg)
     half = bg.assign_coords(time=bg.time + np.timedelta64(30, "m"))
     with pytest.raises(CoordinateError, match="falls between the surrogate's frames"):

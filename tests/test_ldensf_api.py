@@ -89,9 +89,9 @@ def test_bad_method_inputs(model, truth, encoder):
     obs, where = point_obs(truth), target(truth)
     with pytest.raises(ConfigError, match="LDEnSFConfig needs encoder="):
         where.levda.assimilate(obs, model, CFG)
-    with pytest.raises(ConfigError, match=r"LEVDA \(LEVDAConfig\) takes no encoder"):
+    with pytest.raises(ConfigError, match=r"LEVDAConfig takes no encoder"):
         where.levda.assimilate(obs, model, LEVDAConfig(members=4), encoder=encoder)
-    with pytest.raises(ConfigError, match="config must be a LEVDAConfig or an LDEnSFConfig"):
+    with pytest.raises(ConfigError, match="a LEVDAConfig, an LDEnSFConfig or a FullStateConfig"):
         where.levda.assimilate(obs, model, {"members": 4})
     with pytest.raises(ConfigError, match="background= is not used by LD-EnSF"):
         where.levda.assimilate(obs, model, CFG, encoder=encoder, background={"a": [0.0]})

@@ -16,9 +16,11 @@ from xlevda import (
     systems,
 )
 from xlevda.api import assimilate
-from xlevda.config import LEVDAConfig, OutputChunks
-from xlevda.core.ensf import EnSFConfig
+from xlevda.config import FullStateConfig, LEVDAConfig, OutputChunks
+from xlevda.core.ensf import EnSFConfig, ScaledEnSFConfig
+from xlevda.core.envar import FourDEnVarConfig, Localization
 from xlevda.core.ldensf import LDEnSFConfig
+from xlevda.core.letkf import LETKFConfig
 from xlevda.core.levda import Randomized, WarmStart
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.errors import XlevdaError
@@ -40,16 +42,21 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "EnSFConfig",
     "EncoderConfig",
+    "FourDEnVarConfig",
+    "FullStateConfig",
     "GaussNewtonConfig",
     "LBFGSConfig",
     "LDEnSFConfig",
     "LDNet",
     "LDNetConfig",
+    "LETKFConfig",
     "LEVDAConfig",
+    "Localization",
     "MLPDecoderConfig",
     "ObservationEncoder",
     "OutputChunks",
     "Randomized",
+    "ScaledEnSFConfig",
     "SeparableDecoderConfig",
     "TrainConfig",
     "WarmStart",

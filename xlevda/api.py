@@ -28,14 +28,14 @@ import xarray as xr
 from dask.delayed import Delayed
 
 from xlevda._convert import find_time, times_to_steps, to_points
+from xlevda._cycle import Cycle, obs_window
 from xlevda._obs import ObsTable, Window, obs_table, plan_windows
-from xlevda.config import LEVDAConfig, OutputChunks
-from xlevda.core.dynamics import interpolate_latent
+from xlevda.config import FullStateConfig, LEVDAConfig, OutputChunks
+from xlevda.core.dynamics import interpolate_trajectory
 from xlevda.core.inversion import fit_latent, rollout_state
 from xlevda.core.ldensf import LDEnSFConfig, ldensf_filter
 from xlevda.core.levda import (
     Inflation,
-    ObsWindow,
     Randomized,
     WindowResult,
     propagate,
@@ -43,6 +43,7 @@ from xlevda.core.levda import (
     trajectory,
 )
 from xlevda.errors import ConfigError, CoordinateError, VariableError
+from xlevda.fullstate import check_model, fullstate_cycle, initial_ensemble
 from xlevda.ldensf import observation_matrix
 from xlevda.surrogates.encoder import ObservationEncoder
 from xlevda.surrogates.protocol import Surrogate
@@ -76,56 +77,6 @@ def surrogate_checksum(surrogate: Surrogate) -> str:
             np.save(buf, tensor.detach().cpu().numpy(), allow_pickle=False)
             h.update(buf.getvalue())
     return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class _Cycle:
-    """Result of cycling the windows of one case (torch-free arrays)."""
-
-    anchors: np.ndarray  # (W,)
-    z_analysis: np.ndarray  # (W, K, d_z)
-    diagnostics: dict[str, np.ndarray]  # name -> (W, K) or (W,)
-    n_obs: np.ndarray  # (W,)
-
-
-def _obs_window(table: ObsTable, anchor: int, n_channels: int, dtype, device) -> ObsWindow:
-    """Dense padded window: one row per distinct time, one column per distinct point.
-
-    Repeated observations of one value (same time, place and variable) are
-    merged exactly: weights add and values are weight-averaged, which leaves the
-    minimizer of the cost unchanged.
-    """
-    key = table.step + table.frac
-    times, t_idx = np.unique(key, return_inverse=True)
-    per_time = []
-    for i in range(len(times)):
-        rows = np.nonzero(t_idx == i)[0]
-        pts, p_idx = np.unique(table.points[rows], axis=0, return_inverse=True)
-        per_time.append((rows, pts, p_idx.ravel()))
-    n_pts = max(len(p) for _, p, _ in per_time)
-    n_c = table.points.shape[1]
-    points = np.zeros((len(times), n_pts, n_c))
-    wsum = np.zeros((len(times), n_pts, n_channels))
-    wval = np.zeros_like(wsum)
-    for i, (rows, pts, p_idx) in enumerate(per_time):
-        points[i, : len(pts)] = pts
-        points[i, len(pts) :] = pts[0]  # padding: a valid point, weighted by 0
-        w = 1.0 / table.std[rows] ** 2
-        np.add.at(wsum[i], (p_idx, table.channel[rows]), w)
-        np.add.at(wval[i], (p_idx, table.channel[rows]), w * table.value[rows])
-    values = np.divide(wval, wsum, out=np.zeros_like(wval), where=wsum > 0)
-    first = table.step[np.searchsorted(key, times)]
-
-    def t(x, dt=dtype):
-        return torch.as_tensor(x, dtype=dt, device=device)
-
-    return ObsWindow(
-        step=torch.as_tensor(first - anchor, dtype=torch.int64, device=device),
-        frac=t(times - first),
-        points=t(points),
-        values=t(values),
-        weight=t(wsum),
-    )
 
 
 def _prior(schema, members: int, seed: int) -> np.ndarray:
@@ -172,7 +123,7 @@ def _is_field_background(background: Any, schema) -> bool:
 
 
 def _field_background(
-    background: xr.Dataset, model: Surrogate, config: LEVDAConfig, dtype: torch.dtype
+    background: xr.Dataset, model: Surrogate, config: _Options, dtype: torch.dtype
 ) -> tuple[np.ndarray, int, int]:
     """Initial ensemble from full fields: latent states fitted through the decoder.
 
@@ -235,6 +186,30 @@ def _field_background(
     return z0, frame, int(unfit.sum())
 
 
+def _initial(
+    model: Surrogate, background: Any, options: _Options, dtype: torch.dtype, full_state: bool
+) -> tuple[np.ndarray, int, int]:
+    """Initial ensemble ``z0`` (K, d_z), its latent index and the members not fitted.
+
+    From fields (fitted through the decoder), or from parameters (drawn from the
+    training ranges, or given): at the shifted start ``s_{-1} = 0`` for a surrogate,
+    at frame 0 by ``initial_state(u)`` for a full-state model.
+    """
+    schema, k = model.schema, options.members
+    if _is_field_background(background, schema):
+        return _field_background(background, model, options, dtype)
+    u0 = (
+        _prior(schema, k, options.seed)
+        if background is None
+        else _background_params(schema, background, k, options.member_dim)
+    )
+    if full_state:
+        u = torch.as_tensor(u0, dtype=dtype, device=options.device)
+        with torch.no_grad():
+            return initial_ensemble(model, u).cpu().double().numpy(), 0, 0
+    return np.concatenate([np.zeros((k, model.latent_dim)), u0], -1), -1, 0
+
+
 @dataclass(frozen=True)
 class _WindowOut:
     """One window's analysis (torch-free, so it travels between dask workers)."""
@@ -262,7 +237,7 @@ def _solve_one(
         zb = propagate(model, za, anchor - previous.anchor)
     else:
         zb = torch.as_tensor(previous, dtype=dtype, device=device)
-    obs_w = _obs_window(table, anchor, model.schema.n_channels, dtype, device)
+    obs_w = obs_window(table, anchor, model.schema.n_channels, dtype, device)
     seed = case_seed * 1_000_003 + w
     mode = config.mode
     if isinstance(mode, Randomized) and isinstance(mode.seed, int):
@@ -292,8 +267,8 @@ def _solve_one(
     )
 
 
-def _assemble(outs: list[_WindowOut]) -> _Cycle:
-    return _Cycle(
+def _assemble(outs: list[_WindowOut]) -> Cycle:
+    return Cycle(
         anchors=np.asarray([o.anchor for o in outs]),
         z_analysis=np.stack([o.z for o in outs]),
         diagnostics={k: np.stack([o.diagnostics[k] for o in outs]) for k in _DIAGNOSTICS},
@@ -321,7 +296,7 @@ def _cycle_graph(
 
 
 def _latent_at_outputs(
-    model: Surrogate, cycle: _Cycle, step: np.ndarray, frac: np.ndarray, dtype, device
+    model: Surrogate, cycle: Cycle, step: np.ndarray, frac: np.ndarray, dtype, device
 ) -> tuple[np.ndarray, np.ndarray]:
     """Latent states and parameters at output times from the supplying windows.
 
@@ -329,24 +304,19 @@ def _latent_at_outputs(
     """
     which = np.searchsorted(cycle.anchors, step, side="right") - 1
     n_times, members = len(step), cycle.z_analysis.shape[1]
-    d_s = model.latent_dim
     out = np.zeros((n_times, members, cycle.z_analysis.shape[2]))
     with torch.no_grad():
         for w in np.unique(which):
             sel = np.nonzero(which == w)[0]
             rel = step[sel] - cycle.anchors[w]
             za = torch.as_tensor(cycle.z_analysis[w], dtype=dtype, device=device)
-            traj = trajectory(model, za, int(rel.max()))  # (K, n+1, d_z)
-            s = interpolate_latent(
-                model.vector_field,
-                traj[..., :d_s],
-                traj[..., d_s:],
-                model.dt,
+            n = int((rel + (frac[sel] > 0)).max())
+            z = interpolate_trajectory(
+                trajectory(model, za, n),  # (K, n+1, d_z)
                 torch.as_tensor(rel, device=device),
                 torch.as_tensor(frac[sel], dtype=dtype, device=device),
             )
-            out[sel, :, :d_s] = s.transpose(0, 1).cpu().double().numpy()
-            out[sel, :, d_s:] = traj[:, rel, d_s:].transpose(0, 1).cpu().double().numpy()
+            out[sel] = z.transpose(0, 1).cpu().double().numpy()
     return out, which
 
 
@@ -385,6 +355,10 @@ def _prepare_model(surrogate: Surrogate, config: _Options) -> tuple[Surrogate, t
 _METHOD_NAMES = {
     "LEVDA": "LEVDA (latent ensemble variational data assimilation)",
     "LD-EnSF": "LD-EnSF (latent dynamics ensemble score filter)",
+    "ETKF": "ETKF (ensemble transform Kalman filter) on the full state",
+    "LETKF": "LETKF (local ensemble transform Kalman filter) on the full state",
+    "EnSF": "EnSF (ensemble score filter) on the full state",
+    "4DEnVar": "4DEnVar (four-dimensional ensemble variational) on the full state",
 }
 
 
@@ -414,14 +388,13 @@ def _config_json(obj: Any) -> Any:
     return obj
 
 
-def _options(config: LEVDAConfig | LDEnSFConfig) -> _Options:
+def _options(config: LEVDAConfig | LDEnSFConfig | FullStateConfig) -> _Options:
+    as_json = json.dumps(_config_json(config), sort_keys=True, default=str)
     if isinstance(config, LDEnSFConfig):
         return _Options(
-            members=config.members,
-            seed=config.seed,
-            method="LD-EnSF",
-            config_json=json.dumps(_config_json(config), sort_keys=True, default=str),
+            members=config.members, seed=config.seed, method="LD-EnSF", config_json=as_json
         )
+    full_state = isinstance(config, FullStateConfig)
     return _Options(
         members=config.members,
         member_dim=config.member_dim,
@@ -430,7 +403,8 @@ def _options(config: LEVDAConfig | LDEnSFConfig) -> _Options:
         device=config.device,
         outside=config.outside,
         seed=config.seed,
-        config_json=config.to_json(),
+        method=config.name if full_state else "LEVDA",
+        config_json=as_json if full_state else config.to_json(),
     )
 
 
@@ -441,7 +415,7 @@ def _ldensf_cycle(
     config: LDEnSFConfig,
     last_step: int,
     dtype: torch.dtype,
-) -> _Cycle:
+) -> Cycle:
     """LD-EnSF over one case: an analysis at every observed frame, a forecast elsewhere."""
     network = encoder.network
     observations = torch.as_tensor(observation_matrix(table, network), dtype=dtype)
@@ -471,7 +445,7 @@ def _ldensf_cycle(
         diagnostics[name] = full
     n_obs = np.zeros(n_frames, dtype=np.int64)
     n_obs[frames] = network.n_features
-    return _Cycle(np.arange(n_frames), z, diagnostics, n_obs)
+    return Cycle(np.arange(n_frames), z, diagnostics, n_obs)
 
 
 def _check_surrogate(surrogate: Any) -> None:
@@ -549,23 +523,27 @@ def assimilate(
         attributes and provenance.
     """
     config = LEVDAConfig() if config is None else config
-    if not isinstance(config, LEVDAConfig | LDEnSFConfig):
+    if not isinstance(config, LEVDAConfig | LDEnSFConfig | FullStateConfig):
         raise ConfigError(
-            f"config must be a LEVDAConfig or an LDEnSFConfig, got {type(config).__name__}"
+            "config must be a LEVDAConfig, an LDEnSFConfig or a FullStateConfig, got "
+            f"{type(config).__name__}"
         )
     if isinstance(config, LDEnSFConfig) and not isinstance(encoder, ObservationEncoder):
         raise ConfigError(
             "LDEnSFConfig needs encoder=<ObservationEncoder trained for this surrogate and "
             f"sensor network> (xlevda.ldensf.train_encoder), got {type(encoder).__name__}"
         )
-    if isinstance(config, LEVDAConfig) and encoder is not None:
-        raise ConfigError("encoder= is an LD-EnSF input; LEVDA (LEVDAConfig) takes no encoder")
+    if not isinstance(config, LDEnSFConfig) and encoder is not None:
+        raise ConfigError(f"encoder= is an LD-EnSF input; {type(config).__name__} takes no encoder")
     if isinstance(config, LDEnSFConfig) and background is not None:
         raise ConfigError(
             "background= is not used by LD-EnSF: its initial parameters come from "
             "LDEnSFConfig.prior_range"
         )
+    if isinstance(config, FullStateConfig):
+        check_model(surrogate, config)
     options = _options(config)
+    full_state = isinstance(config, FullStateConfig)
     _check_surrogate(surrogate)
     schema = surrogate.schema
     time = find_time(target)
@@ -607,29 +585,30 @@ def assimilate(
         )
     else:
         model, dtype = _prepare_model(surrogate, options)
-        k, anchor, n_unfit = config.members, -1, 0
-        if _is_field_background(background, schema):
-            z0, anchor, n_unfit = _field_background(background, model, config, dtype)
-            if step.min() < anchor:
-                raise CoordinateError(
-                    f"target time {out_times[0]} precedes the field background's time: the "
-                    "analysis starts there"
-                )
-        else:
-            u0 = (
-                _prior(schema, k, config.seed)
-                if background is None
-                else _background_params(schema, background, k, config.member_dim)
+        z0, anchor, n_unfit = _initial(model, background, options, dtype, full_state)
+        if step.min() < anchor:
+            raise CoordinateError(
+                f"target time {out_times[0]} precedes the initial ensemble's time (frame "
+                f"{anchor}): the analysis starts there"
             )
-            z0 = np.concatenate([np.zeros((k, model.latent_dim)), u0], -1)
-        plans = [plan_windows(t, config.window, config.window_stride, anchor) for t in tables]
-        model_task = dask.delayed(model, pure=False)
-        cycles = dask.compute(
-            *[
-                _cycle_graph(model_task, z0, t, w, config, config.seed + c)
-                for c, (t, w) in enumerate(zip(tables, plans, strict=True))
-            ]
-        )
+        if full_state:
+            cycles = dask.compute(
+                *[
+                    dask.delayed(fullstate_cycle, pure=False)(
+                        model, z0, anchor, t, config, config.seed + c
+                    )
+                    for c, t in enumerate(tables)
+                ]
+            )
+        else:
+            plans = [plan_windows(t, config.window, config.window_stride, anchor) for t in tables]
+            model_task = dask.delayed(model, pure=False)
+            cycles = dask.compute(
+                *[
+                    _cycle_graph(model_task, z0, t, w, config, config.seed + c)
+                    for c, (t, w) in enumerate(zip(tables, plans, strict=True))
+                ]
+            )
     results = []
     for cycle, table in zip(cycles, tables, strict=True):
         z_out, which = _latent_at_outputs(model, cycle, step, frac, dtype, options.device)
@@ -649,7 +628,7 @@ def assimilate(
                 table,
             )
         )
-    if isinstance(config, LEVDAConfig) and _is_field_background(background, schema):
+    if not isinstance(config, LDEnSFConfig) and _is_field_background(background, schema):
         for r in results:
             r.attrs["background_members_not_fitted"] = n_unfit
     if case_dim not in obs.dims:
@@ -708,7 +687,7 @@ def _to_dataset(
         data_vars[f"window_{name}"] = xr.DataArray(
             values.astype(np.int8) if values.dtype == bool else values,
             dims=("window", mdim)[: values.ndim],
-            attrs={"long_name": _DIAGNOSTIC_NAMES[name], "units": "1"},
+            attrs={"long_name": {**_DIAGNOSTIC_NAMES, **cycle.names}[name], "units": "1"},
         )
     data_vars["window_n_obs"] = xr.DataArray(
         cycle.n_obs, dims=("window",), attrs={"long_name": "observed values in the window"}

@@ -6,11 +6,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from xlevda.core.ensf import ScaledEnSFConfig
+from xlevda.core.envar import FourDEnVarConfig
+from xlevda.core.letkf import LETKFConfig
 from xlevda.core.levda import Inflation, MemberMode, Randomized, WarmStart
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.errors import ConfigError
 
-__all__ = ["LEVDAConfig", "OutputChunks"]
+__all__ = ["FullStateConfig", "LEVDAConfig", "OutputChunks"]
 
 
 @dataclass(frozen=True)
@@ -128,3 +131,101 @@ class LEVDAConfig:
         data["mode"] = kind(self.mode)
         data["optimizer"] = kind(self.optimizer)
         return json.dumps(data, sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class FullStateConfig:
+    """A full-state ensemble method, with the simulator as the model (:mod:`xlevda.fullstate`).
+
+    Attributes
+    ----------
+    method : LETKFConfig, ScaledEnSFConfig or FourDEnVarConfig
+        The analysis: the ETKF (``localization_radius=None``) or LETKF; the EnSF in
+        per-variable scaled coordinates; strong-constraint 4DEnVar (paper eq. 8-11).
+        Localization radii are in the units of the model's ``distances`` (e.g. km
+        for :class:`xlevda.systems.tsunami_model.TsunamiModel`, sites for Lorenz-96).
+    members : int
+        Ensemble size ``K`` (>= 2; 4DEnVar and the ETKF need ``K >= 2``, and an
+        ensemble smaller than the number of observations relies on localization).
+    window : int, optional
+        Observation times per 4DEnVar window (default 5).  The filters analyse one
+        observation time at a time: only ``None`` or 1 is accepted for them.
+    seed : int
+        Seed of the prior parameter draws, the EnSF noise and additive inflation.
+    dtype : {"float32", "float64"}
+        Precision of the ensemble (default float64, as simulators run).
+    device : str
+        Torch device of the ensemble.
+    outside : {"error", "drop"}
+        Observations outside the model's domain.
+    member_dim : str
+        Name of the ensemble dimension of the output.
+    chunks : OutputChunks
+        Chunking of the lazily decoded fields.
+    chunk : int
+        State elements per batch of LETKF local analyses (bounds memory at about
+        ``chunk * K * n_obs`` values).
+
+    Examples
+    --------
+    >>> FullStateConfig(LETKFConfig(inflation=1.1, localization_radius=200.0)).name
+    'LETKF'
+    >>> FullStateConfig(FourDEnVarConfig()).tau
+    5
+    """
+
+    method: LETKFConfig | ScaledEnSFConfig | FourDEnVarConfig = field(default_factory=LETKFConfig)
+    members: int = 40
+    window: int | None = None
+    seed: int = 0
+    dtype: Literal["float32", "float64"] = "float64"
+    device: str = "cpu"
+    outside: Literal["error", "drop"] = "error"
+    member_dim: str = "member"
+    chunks: OutputChunks = field(default_factory=OutputChunks)
+    chunk: int = 1024
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.method, LETKFConfig | ScaledEnSFConfig | FourDEnVarConfig):
+            raise ConfigError(
+                f"FullStateConfig.method={self.method!r}: expected LETKFConfig, ScaledEnSFConfig "
+                "or FourDEnVarConfig"
+            )
+        for name, low in (("members", 2), ("chunk", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(
+                    f"FullStateConfig.{name}={value!r}: {self.name} needs an integer >= {low}"
+                )
+        w = self.window
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise ConfigError(f"FullStateConfig.window={w!r}: expected None or an integer >= 1")
+        if w not in (None, 1) and not isinstance(self.method, FourDEnVarConfig):
+            raise ConfigError(
+                f"FullStateConfig.window={w}: {self.name} analyses one observation time at a "
+                "time; windows are for FourDEnVarConfig"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"FullStateConfig.seed={self.seed!r}: expected an int")
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(
+                f"FullStateConfig.dtype={self.dtype!r}: expected 'float32' or 'float64'"
+            )
+        if self.outside not in ("error", "drop"):
+            raise ConfigError(
+                f"FullStateConfig.outside={self.outside!r}: expected 'error' or 'drop'"
+            )
+
+    @property
+    def name(self) -> str:
+        """``"ETKF"``, ``"LETKF"``, ``"EnSF"`` or ``"4DEnVar"``."""
+        if isinstance(self.method, LETKFConfig):
+            return "ETKF" if self.method.localization_radius is None else "LETKF"
+        return "EnSF" if isinstance(self.method, ScaledEnSFConfig) else "4DEnVar"
+
+    @property
+    def tau(self) -> int:
+        """Observation times per analysis (``window``, or its default for the method)."""
+        if self.window is not None:
+            return self.window
+        return 5 if isinstance(self.method, FourDEnVarConfig) else 1

@@ -170,6 +170,23 @@ def test_no_observations_keep_the_background(loc):
     assert (res.misfit == 0).all()
 
 
+def test_given_distances_equal_state_coords():
+    """Distances passed in give the analysis of the coordinates they come from."""
+    B, xb, y, sigma = _problem(5)
+    ens = _ensemble(xb, B, K=6, seed=6)
+    win = _window(y, sigma)
+    cfg = FourDEnVarConfig(localization=Localization(2.5, chunk=4))
+    by_coords = fourdenvar(ens, _nonlinear_model, observe, win, cfg, state_coords=COORDS)
+    dist = torch.cdist(COORDS, win.points.flatten(0, 1))
+    by_dist = fourdenvar(ens, _nonlinear_model, observe, win, cfg, distances=dist)
+    torch.testing.assert_close(by_dist.members, by_coords.members, rtol=0, atol=1e-12)
+    glob = fourdenvar(ens, _nonlinear_model, observe, win, FourDEnVarConfig())
+    everywhere = fourdenvar(ens, _nonlinear_model, observe, win, cfg, distances=dist * 0)
+    torch.testing.assert_close(everywhere.members, glob.members, rtol=0, atol=1e-10)
+    with pytest.raises(ConfigError, match=r"distances=\(6, 5\) is invalid"):
+        fourdenvar(ens, _nonlinear_model, observe, win, cfg, distances=dist[:, :5])
+
+
 def test_local_analyses_equal_per_element_loop():
     """Batched local analyses against a plain loop over state elements."""
     B, xb, y, sigma = _problem(5)
@@ -247,7 +264,9 @@ def test_input_errors():
         fourdenvar(ens, model, lambda tr: observe(tr)[..., 0], win, cfg)
     with pytest.raises(VariableError, match="model returned non-finite"):
         fourdenvar(ens, lambda x: model(x) / 0, observe, win, cfg)
-    with pytest.raises(ConfigError, match=r"state_coords=None .* \(N, n_dim\) = \(6, 1\)"):
+    with pytest.raises(
+        ConfigError, match=r"exactly one of state_coords \(N, n_dim\) = \(6, 1\).* neither"
+    ):
         fourdenvar(ens, model, observe, win, FourDEnVarConfig(localization=Localization(2.0)))
     with pytest.raises(ConfigError, match="window=3"):
         fourdenvar(ens, model, observe, 3, cfg)

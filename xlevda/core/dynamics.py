@@ -12,7 +12,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["VectorField", "euler_rollout", "interpolate_latent"]
+from xlevda.errors import ShapeError
+
+__all__ = ["VectorField", "euler_rollout", "interpolate_latent", "interpolate_trajectory"]
 
 VectorField = Callable[[Tensor, Tensor], Tensor]
 """``F(s, u) -> ds/dt`` with ``s`` of shape ``(..., d_s)`` and ``u`` of shape ``(..., d_u)``."""
@@ -113,3 +115,44 @@ def interpolate_latent(
     uk = u.index_select(-2, step)
     a = frac.to(sk.dtype).unsqueeze(-1)
     return sk + a * dt * field(sk, uk)
+
+
+def interpolate_trajectory(traj: Tensor, step: Tensor, frac: Tensor) -> Tensor:
+    """States at off-step times, linear between the steps of an Euler trajectory.
+
+    ``x(t_k + a dt) = x_k + a (x_{k+1} - x_k)``, which for a forward-Euler
+    trajectory is paper eq. 17 (``x_{k+1} - x_k = dt F(x_k, u)``) without
+    evaluating ``F`` again; at ``a = 0`` it is ``x_k`` exactly.
+
+    Parameters
+    ----------
+    traj : Tensor, shape (..., n + 1, d)
+        States on steps ``0..n``.
+    step : LongTensor, shape (M,)
+        Step ``k`` of each query time; ``k + 1 <= n`` wherever ``frac > 0``.
+    frac : Tensor, shape (M,)
+        Fraction ``a`` in ``[0, 1)``.
+
+    Returns
+    -------
+    Tensor, shape (..., M, d)
+
+    Examples
+    --------
+    >>> import torch
+    >>> traj = torch.tensor([[0.0], [2.0], [3.0]])
+    >>> interpolate_trajectory(traj, torch.tensor([0, 1, 2]),
+    ...                        torch.tensor([0.25, 0.5, 0.0])).squeeze(-1).tolist()
+    [0.5, 2.5, 3.0]
+    """
+    n = traj.shape[-2] - 1
+    a = frac.to(traj.dtype).unsqueeze(-1)
+    here = traj.index_select(-2, step)
+    if not bool((frac > 0).any()):
+        return here
+    if int(step[frac > 0].max()) >= n:
+        raise ShapeError(
+            f"a fraction > 0 at the last step {n} of the trajectory needs step {n + 1}"
+        )
+    after = traj.index_select(-2, torch.clamp(step + 1, max=n))
+    return here + a * (after - here)

@@ -35,11 +35,12 @@ zero beyond ``radius``).  Element ``g`` of the analysis uses only its own
 ``K x K`` symmetric eigendecomposition per element, done in chunks of elements.
 Observations and state elements are placed by ``window.points`` and
 ``state_coords`` in the same units (grid cells for the paper's ``r = 2``),
-with Euclidean distance (no periodic wrap).  The distance is taken between a
-state element at the window start and an observation where it was made, so
-where the flow carries signals further than ``radius`` over the window, the
-local analyses cannot use the observations they explain; choose ``radius``
-(or shorter windows) accordingly.
+with Euclidean distance; or the caller gives the distances themselves
+(periodic, great-circle, or 0 for a parameter that sees every observation).
+The distance is taken between a state element at the window start and an
+observation where it was made, so where the flow carries signals further than
+``radius`` over the window, the local analyses cannot use the observations
+they explain; choose ``radius`` (or shorter windows) accordingly.
 
 Localized analyses take one outer loop only.  Iterating them as above (each
 element re-linearized about the assembled field ``x_i`` with its own
@@ -170,11 +171,15 @@ class FourDEnVarResult:
     misfit : Tensor, shape (outer_loops + 1,)
         ``1/2 sum w (y - H(M(x)))^2`` of the background mean, then of the estimate
         after each outer loop.
+    background_spread : Tensor, shape (n,)
+        Standard deviation over the (inflated) background members of ``H(M(x))``
+        at each observed value.
     """
 
     mean: Tensor
     members: Tensor
     misfit: Tensor
+    background_spread: Tensor
 
 
 def _inv_sqrt(a: Tensor) -> Tensor:
@@ -184,30 +189,39 @@ def _inv_sqrt(a: Tensor) -> Tensor:
 
 
 def _neighbours(
-    state_coords: Tensor, obs_coords: Tensor, loc: Localization
+    n_elements: int, distance: Callable[[slice], tuple[Tensor, Tensor]], loc: Localization
 ) -> list[tuple[slice, Tensor, Tensor]]:
     """Per chunk of state elements: the observations within ``radius`` and their tapers.
 
-    Only observations inside the chunk's bounding box widened by ``radius`` are
-    measured (chunks of a row-major grid are compact, so this cuts the distance
-    work by about ``n_obs / (observations near the chunk)``), and the taper is
-    evaluated on the nearest ``L`` alone.  Returns a list of
-    ``(elements, index (G, L), taper (G, L))``; ``L`` is the largest count within
-    ``radius`` in the chunk, padded entries have taper 0.
+    ``distance(chunk)`` returns candidate observations ``(n_c,)`` and the chunk's
+    distances to them ``(G, n_c)``; the taper is evaluated on the nearest ``L``
+    alone.  Returns a list of ``(elements, index (G, L), taper (G, L))``; ``L`` is the
+    largest count within ``radius`` in the chunk, padded entries have taper 0.
     """
     out = []
-    for start in range(0, state_coords.shape[0], loc.chunk):
-        sl = slice(start, start + loc.chunk)
-        here = state_coords[sl]
-        box = (
-            (obs_coords >= here.amin(0) - loc.radius) & (obs_coords <= here.amax(0) + loc.radius)
-        ).all(1)
-        candidates = box.nonzero().squeeze(1)
-        dist = torch.cdist(here, obs_coords[candidates])
+    for start in range(0, n_elements, loc.chunk):
+        sl = slice(start, min(start + loc.chunk, n_elements))
+        candidates, dist = distance(sl)
         width = int((dist < loc.radius).sum(1).max().item()) if candidates.numel() else 0
         near, pos = torch.topk(dist, width, dim=1, largest=False)
         out.append((sl, candidates[pos], gaspari_cohn(near, loc.radius)))
     return out
+
+
+def _euclidean(state_coords: Tensor, obs_coords: Tensor, radius: float):
+    """Distances of a chunk to the observations inside its bounding box widened by ``radius``.
+
+    Chunks of a row-major grid are compact, so this cuts the distance work by about
+    ``n_obs / (observations near the chunk)``.
+    """
+
+    def distance(sl: slice) -> tuple[Tensor, Tensor]:
+        here = state_coords[sl]
+        box = ((obs_coords >= here.amin(0) - radius) & (obs_coords <= here.amax(0) + radius)).all(1)
+        candidates = box.nonzero().squeeze(1)
+        return candidates, torch.cdist(here, obs_coords[candidates])
+
+    return distance
 
 
 def _local_analyses(
@@ -255,6 +269,7 @@ def fourdenvar(
     config: FourDEnVarConfig,
     *,
     state_coords: Tensor | None = None,
+    distances: Tensor | None = None,
 ) -> FourDEnVarResult:
     """Strong-constraint 4DEnVar analysis of the window-initial state.
 
@@ -275,8 +290,13 @@ def fourdenvar(
         for localization (ignored without it).
     config : FourDEnVarConfig
     state_coords : Tensor, shape (N, n_dim), optional
-        Location of every state element (repeated per variable); required with
-        localization.
+        Location of every state element (repeated per variable); localization
+        then uses Euclidean distances to ``window.points``.
+    distances : Tensor, shape (N, T_o * P), optional
+        Instead of ``state_coords``: the distance from every state element to
+        every observation point (``window.points`` flattened over time and
+        point), in the units of the radius, e.g. periodic or great-circle
+        distances; ``0`` makes an element (a parameter) see every observation.
 
     Returns
     -------
@@ -330,7 +350,18 @@ def fourdenvar(
     win = window.to(xb.dtype, xb.device)
     T_o, P, C = win.values.shape
     loc = config.localization
-    if loc is not None:
+    if loc is not None and (state_coords is None) == (distances is None):
+        given = [
+            n
+            for n, v in (("state_coords", state_coords), ("distances", distances))
+            if v is not None
+        ]
+        raise ConfigError(
+            f"localization needs exactly one of state_coords (N, n_dim) = ({N}, "
+            f"{win.points.shape[-1]}) and distances (N, T_o * P) = ({N}, {T_o * P}); got "
+            f"{given or 'neither'}"
+        )
+    if loc is not None and state_coords is not None:
         n_dim = win.points.shape[-1]
         if (
             not isinstance(state_coords, Tensor)
@@ -342,6 +373,18 @@ def fourdenvar(
                 f"state_coords={got} is invalid with localization: expected a floating tensor "
                 f"(N, n_dim) = ({N}, {n_dim}) in the units of window.points"
             )
+    if loc is not None and distances is not None:
+        if (
+            not isinstance(distances, Tensor)
+            or tuple(distances.shape) != (N, T_o * P)
+            or not torch.isfinite(distances).all()
+            or (distances < 0).any()
+        ):
+            got = tuple(distances.shape) if isinstance(distances, Tensor) else distances
+            raise ConfigError(
+                f"distances={got} is invalid with localization: expected finite values >= 0 "
+                f"of shape (N, T_o * P) = ({N}, {T_o * P})"
+            )
 
     sub = EnsembleSubspace.from_ensemble(xb, config.inflation)
     pert = sub.perturbations - sub.perturbations.mean(0)  # (K, N), re-centred
@@ -350,10 +393,14 @@ def fourdenvar(
     y = win.values.flatten()[observed]
     w = win.weight.flatten()[observed]
     blocks = None
-    if loc is not None:
+    if loc is not None and state_coords is not None:
         obs_coords = win.points.unsqueeze(2).expand(T_o, P, C, -1).flatten(0, 2)[observed]
         coords = state_coords.detach().to(xb.device, xb.dtype)
-        blocks = _neighbours(coords, obs_coords, loc)
+        blocks = _neighbours(N, _euclidean(coords, obs_coords, loc.radius), loc)
+    elif loc is not None:
+        per_obs = distances.detach().to(xb.device, xb.dtype).repeat_interleave(C, 1)[:, observed]
+        every = torch.arange(per_obs.shape[1], device=xb.device)
+        blocks = _neighbours(N, lambda sl: (every, per_obs[sl]), loc)
 
     def obs_space(x: Tensor) -> Tensor:
         """``H(M(x))`` at the observed values: (M, N) -> (M, n)."""
@@ -366,9 +413,11 @@ def fourdenvar(
     with torch.no_grad():
         if blocks is None:
             alpha = xb.new_zeros(K)
-            for _ in range(config.outer_loops):
+            for loop in range(config.outer_loops):
                 hx = obs_space(torch.cat([estimate.unsqueeze(0), estimate + spread]))
                 innov, Y = y - hx[0], (hx[1:] - hx[1:].mean(0)) / math.sqrt(K - 1)
+                if loop == 0:
+                    background_spread = Y.square().sum(0).sqrt()
                 misfits.append(0.5 * (w * innov.square()).sum())
                 A = torch.eye(K, dtype=xb.dtype, device=xb.device) + (Y * w) @ Y.T
                 alpha = torch.linalg.solve(A, (Y * w) @ (innov + alpha @ Y))
@@ -377,8 +426,14 @@ def fourdenvar(
         else:
             hx = obs_space(torch.cat([estimate.unsqueeze(0), estimate + spread]))
             innov, Y = y - hx[0], (hx[1:] - hx[1:].mean(0)) / math.sqrt(K - 1)
+            background_spread = Y.square().sum(0).sqrt()
             misfits.append(0.5 * (w * innov.square()).sum())
             estimate, members = _local_analyses(sub.mean, pert, Y, w, innov, blocks)
         innov = y - obs_space(estimate.unsqueeze(0))[0]
         misfits.append(0.5 * (w * innov.square()).sum())
-    return FourDEnVarResult(mean=estimate, members=members, misfit=torch.stack(misfits))
+    return FourDEnVarResult(
+        mean=estimate,
+        members=members,
+        misfit=torch.stack(misfits),
+        background_spread=background_spread,
+    )

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from xlevda.surrogates.schema import SurrogateSchema
 
-__all__ = ["Surrogate"]
+__all__ = ["FullStateModel", "Surrogate"]
 
 
 @runtime_checkable
@@ -63,4 +63,33 @@ class Surrogate(Protocol):
 
     def decode_prepared(self, s: Tensor, prepared: Tensor) -> Tensor:
         """``s`` (..., d_s), ``prepared`` (..., P, F) -> (..., P, C); leading dims broadcast."""
+        ...
+
+
+@runtime_checkable
+class FullStateModel(Surrogate, Protocol):
+    """A model whose latent state is the discretized physical state itself.
+
+    What full-state ensemble methods (ETKF/LETKF, EnSF, 4DEnVar) need beyond
+    :class:`Surrogate`: the ``latent_dim = N`` components of ``s`` are the state
+    elements on the model's own grid, the Euler rollout ``s_{k+1} = s_k + dt F(s_k, u)``
+    with ``dt`` one frame is the simulator's step from frame to frame, and the decoder
+    interpolates the state linearly to query points.  Localization needs where every
+    element sits; scaled analyses need which variable it holds.
+
+    A model may also provide ``initial_state(u) -> s`` (``u`` (K, d_u) normalized,
+    ``s`` (K, N)): the state at frame 0 given the parameters, used when no field
+    background is given.
+    """
+
+    def state_channels(self) -> Tensor:
+        """Variable (index into ``schema.variables``) of every state element: (N,) int64."""
+        ...
+
+    def distances(self, points: Tensor) -> Tensor:
+        """Localization distance from every state element to query points.
+
+        ``points`` (P, n_coords) normalized decoder inputs -> (N, P), in the model's
+        documented units (those of a localization radius).
+        """
         ...

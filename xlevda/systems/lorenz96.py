@@ -257,7 +257,11 @@ def _initial_state(x0, forcing: Tensor, n: int, seed: int | torch.Generator) -> 
 
 
 class Lorenz96Surrogate:
-    """Lorenz-96 through the surrogate protocol: full state as latent, identity decoder.
+    """Lorenz-96 as a full-state model (:class:`~xlevda.surrogates.protocol.FullStateModel`).
+
+    The full state is the latent state and the decoder is the identity at the sites, so
+    LEVDA and the full-state methods (``FullStateConfig``) both run on it; localization
+    distances are in sites along the ring.
 
     - Latent state ``s`` = the ``N`` variables (``latent_dim = N``); parameter ``u`` = the
       forcing normalized by ``schema.param_norm`` (``param_dim = 1``).
@@ -400,3 +404,20 @@ class Lorenz96Surrogate:
     def decode(self, s: Tensor, points: Tensor) -> Tensor:
         """``s`` (..., N), ``points`` (..., P, 1) -> (..., P, 1); leading dims broadcast."""
         return self.decode_prepared(s, self.prepare_points(points))
+
+    def state_channels(self) -> Tensor:
+        """Every state element holds ``x``: (N,) zeros."""
+        return torch.zeros(self.latent_dim, dtype=torch.int64, device=self._dt.device)
+
+    def distances(self, points: Tensor) -> Tensor:
+        """Distance in sites along the ring from every site to query points: (P, 1) -> (N, P).
+
+        The localization distance of full-state methods (a radius in sites).
+        """
+        if points.ndim != 2 or points.shape[-1] != 1:
+            raise ShapeError(f"points must have shape (P, 1), got {tuple(points.shape)}")
+        n = self.latent_dim
+        pos = (points[:, 0] + 1.0) * (n / 2)
+        sites = torch.arange(n, dtype=points.dtype, device=points.device)
+        gap = torch.remainder(sites[:, None] - pos[None, :], n)
+        return torch.minimum(gap, n - gap)

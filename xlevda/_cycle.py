@@ -1,0 +1,67 @@
+"""What every method's cycle hands to the xarray layer, and dense observation windows.
+
+Torch and numpy only (no xarray).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from xlevda._obs import ObsTable
+from xlevda.core.levda import ObsWindow
+
+__all__ = ["Cycle", "obs_window"]
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """Result of cycling the windows of one case (torch-free arrays)."""
+
+    anchors: np.ndarray  # (W,)
+    z_analysis: np.ndarray  # (W, K, d_z)
+    diagnostics: dict[str, np.ndarray]  # name -> (W, K) or (W,)
+    n_obs: np.ndarray  # (W,)
+    names: dict[str, str] = field(default_factory=dict)  # long names of method diagnostics
+
+
+def obs_window(table: ObsTable, anchor: int, n_channels: int, dtype, device) -> ObsWindow:
+    """Dense padded window: one row per distinct time, one column per distinct point.
+
+    Repeated observations of one value (same time, place and variable) are
+    merged exactly: weights add and values are weight-averaged, which leaves the
+    minimizer of the cost unchanged.
+    """
+    key = table.step + table.frac
+    times, t_idx = np.unique(key, return_inverse=True)
+    per_time = []
+    for i in range(len(times)):
+        rows = np.nonzero(t_idx == i)[0]
+        pts, p_idx = np.unique(table.points[rows], axis=0, return_inverse=True)
+        per_time.append((rows, pts, p_idx.ravel()))
+    n_pts = max(len(p) for _, p, _ in per_time)
+    n_c = table.points.shape[1]
+    points = np.zeros((len(times), n_pts, n_c))
+    wsum = np.zeros((len(times), n_pts, n_channels))
+    wval = np.zeros_like(wsum)
+    for i, (rows, pts, p_idx) in enumerate(per_time):
+        points[i, : len(pts)] = pts
+        points[i, len(pts) :] = pts[0]  # padding: a valid point, weighted by 0
+        w = 1.0 / table.std[rows] ** 2
+        np.add.at(wsum[i], (p_idx, table.channel[rows]), w)
+        np.add.at(wval[i], (p_idx, table.channel[rows]), w * table.value[rows])
+    values = np.divide(wval, wsum, out=np.zeros_like(wval), where=wsum > 0)
+    first = table.step[np.searchsorted(key, times)]
+
+    def t(x, dt=dtype):
+        return torch.as_tensor(x, dtype=dt, device=device)
+
+    return ObsWindow(
+        step=torch.as_tensor(first - anchor, dtype=torch.int64, device=device),
+        frac=t(times - first),
+        points=t(points),
+        values=t(values),
+        weight=t(wsum),
+    )
