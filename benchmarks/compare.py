@@ -6,17 +6,17 @@ regular buoy network at every frame) run, on the same truths and observations:
 - LEVDA (latent 4DEnVar through the shipped surrogate, K = 100, tau = 5),
 - LD-EnSF (latent ensemble score filter with an LSTM observation encoder trained
   here on simulated runs observed at the network; its training is timed apart),
-- LETKF, EnSF and 4DEnVar on the full simulator state (K = 40): the simulator of
-  :mod:`xlevda.systems.tsunami` is the model, its C-grid prognostic variables the
-  state, and u, v at the cell centres (face averages) and eta are observed.
+- LETKF, EnSF and 4DEnVar on the full simulator state (K = 40), through the same
+  accessor (``FullStateConfig``) with the simulator as the model
+  (:class:`xlevda.systems.tsunami_model.TsunamiModel`: its C-grid prognostic
+  variables are the state, u, v at the cell centres and eta are observed).
   4DEnVar uses r = 2 grid cells of localization and multiplicative inflation;
   LETKF the same localization and inflation.
 - the prior full-state ensemble run without assimilation, as a reference.
 
-The full-state filters estimate the state only (as in the paper): the source
-position sets the initial condition and nothing after it, so there is no
-parameter left to estimate once the ensemble has started.  LEVDA and LD-EnSF
-estimate ``(src_lat, src_lon)`` with the latent state.
+Every method estimates ``(src_lat, src_lon)``: LEVDA and LD-EnSF with the latent
+state, the full-state methods by state augmentation (the source sets only the
+initial condition, so they learn it from its correlation with the state).
 
 Then LEVDA and 4DEnVar are compared over observation strides (Figure 4c of the
 paper).  Everything (NetCDF of all scores, PNG figures, a markdown table, and
@@ -46,17 +46,17 @@ import torch
 import xarray as xr
 from torch import Tensor
 
-from xlevda import LEVDAConfig, load_pretrained, metrics
+from xlevda import FullStateConfig, LEVDAConfig, load_pretrained, metrics
 from xlevda.api import surrogate_checksum
-from xlevda.core.ensf import EnSFConfig, ensf_analysis, gaussian_likelihood_score
-from xlevda.core.envar import FourDEnVarConfig, Localization, fourdenvar
+from xlevda.core.ensf import EnSFConfig, ScaledEnSFConfig
+from xlevda.core.envar import FourDEnVarConfig, Localization
 from xlevda.core.ldensf import LDEnSFConfig, ldensf_filter
-from xlevda.core.letkf import LETKFConfig, cycle, letkf_analysis
-from xlevda.core.levda import Inflation, ObsWindow
+from xlevda.core.letkf import LETKFConfig
+from xlevda.core.levda import Inflation, trajectory
 from xlevda.errors import ConfigError, XlevdaError
 from xlevda.surrogates.encoder import EncoderConfig, ObservationNetwork, fit_encoder
 from xlevda.systems import observe, tsunami
-from xlevda.systems.tsunami import _initial_state, _operators, _schedule, _step
+from xlevda.systems.tsunami_model import TsunamiModel
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIABLES = ("u", "v", "eta")
@@ -130,97 +130,6 @@ class Settings:
         return cls(seeds=(0,), strides=(5, 16), train_runs=100, encoder_epochs=30, repeats=1)
 
 
-# ----------------------------------------------------------------------------- full-state model
-
-
-class FullStateModel:
-    """The tsunami simulator as a batched model of the full C-grid state.
-
-    The state of a member is ``(eta, u, v)`` on the simulator's grid, flattened:
-    ``eta`` at the ``ny * nx`` cell centres, ``u`` at the ``ny * (nx - 1)``
-    interior east faces and ``v`` at the ``(ny - 1) * nx`` interior north faces
-    (the wall faces are zero by the boundary condition), so ``N = 3 ny nx - ny - nx``.
-    One frame is the simulator's own step schedule, so a member started from a
-    source reproduces :func:`xlevda.systems.tsunami.simulate` exactly.
-
-    Parameters
-    ----------
-    config : TsunamiConfig
-    dtype, device
-        Of the state.
-    """
-
-    def __init__(self, config: tsunami.TsunamiConfig, dtype: torch.dtype, device="cpu") -> None:
-        self.config = config
-        self.kw = {"dtype": dtype, "device": torch.device(device)}
-        self.ops = _operators(config, dtype, torch.device(device))
-        ((self.n_steps, self.dt),) = _schedule(
-            np.array([config.frame_interval]), config.max_time_step
-        )
-        ny, nx = config.ny, config.nx
-        self.parts = ("eta", "u", "v")  # order of the blocks of the state vector
-        self.sizes = (ny * nx, ny * (nx - 1), (ny - 1) * nx)
-        self.dim = sum(self.sizes)
-
-    def coords(self) -> Tensor:
-        """Position of every state element in grid cells ``(row, column)``: (N, 2)."""
-        ny, nx = self.config.ny, self.config.nx
-
-        def mesh(rows, cols):
-            r, c = torch.meshgrid(torch.as_tensor(rows), torch.as_tensor(cols), indexing="ij")
-            return torch.stack([r.flatten(), c.flatten()], -1)
-
-        rows, cols = np.arange(ny, dtype=float), np.arange(nx, dtype=float)
-        parts = [mesh(rows, cols), mesh(rows, cols[:-1] + 0.5), mesh(rows[:-1] + 0.5, cols)]
-        return torch.cat(parts).to(**self.kw)
-
-    def initial(self, src_lat, src_lon) -> Tensor:
-        """States at rest with the Gaussian bumps of the given sources: (K, N)."""
-        x, y = self.config.to_xy(src_lat, src_lon)
-        eta, u, v = _initial_state(x, y, self.config, **self.kw)
-        return self._pack(eta, u, v)
-
-    def _pack(self, eta: Tensor, u: Tensor, v: Tensor) -> Tensor:
-        k = eta.shape[0]
-        return torch.cat(
-            [eta.reshape(k, -1), u[..., 1:-1].reshape(k, -1), v[..., 1:-1, :].reshape(k, -1)], -1
-        )
-
-    def _unpack(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Fresh (copied) ``eta`` (K, ny, nx), ``u`` (K, ny, nx+1), ``v`` (K, ny+1, nx)."""
-        ny, nx, k = self.config.ny, self.config.nx, x.shape[0]
-        e, a, b = x.split(self.sizes, -1)
-        u = x.new_zeros(k, ny, nx + 1)
-        v = x.new_zeros(k, ny + 1, nx)
-        u[..., 1:-1] = a.reshape(k, ny, nx - 1)
-        v[..., 1:-1, :] = b.reshape(k, ny - 1, nx)
-        return e.reshape(k, ny, nx).clone(), u, v
-
-    def advance(self, x: Tensor, n_frames: int) -> Tensor:
-        """States at the next ``n_frames`` frames: (K, N) -> (K, n_frames, N)."""
-        eta, u, v = self._unpack(x)
-        out = []
-        for _ in range(n_frames):
-            for _ in range(self.n_steps):
-                _step(eta, u, v, self.dt, self.ops)
-            out.append(self._pack(eta, u, v))
-        return torch.stack(out, 1) if out else x.new_zeros(x.shape[0], 0, self.dim)
-
-    def trajectory(self, x: Tensor, n_frames: int) -> Tensor:
-        """``x`` and the states at the next ``n_frames - 1`` frames: (K, N) -> (K, n_frames, N)."""
-        return torch.cat([x[:, None], self.advance(x, n_frames - 1)], 1)
-
-    def centres(self, x: Tensor) -> Tensor:
-        """``u``, ``v`` (face averages), ``eta`` at cell centres: (..., N) -> (..., 3, ny, nx)."""
-        lead, ny, nx = x.shape[:-1], self.config.ny, self.config.nx
-        e, a, b = x.split(self.sizes, -1)
-        a = torch.nn.functional.pad(a.reshape(*lead, ny, nx - 1), (1, 1))
-        b = torch.nn.functional.pad(b.reshape(*lead, ny - 1, nx), (0, 0, 1, 1))
-        u = 0.5 * (a[..., :-1] + a[..., 1:])
-        v = 0.5 * (b[..., :-1, :] + b[..., 1:, :])
-        return torch.stack([u, v, e.reshape(*lead, ny, nx)], -3)
-
-
 @dataclass(frozen=True)
 class Network:
     """Observations of one case at a grid-stride network, as tensors.
@@ -258,131 +167,45 @@ class Network:
 # ----------------------------------------------------------------------------- methods
 
 
-def _dataset(ens: Tensor, truth: xr.Dataset, model: FullStateModel) -> xr.Dataset:
-    """Full-state ensembles (T, K, N) as centred fields on (time, member, lat, lon)."""
-    fields = model.centres(ens).numpy()  # (T, K, C, ny, nx)
-    dims = ("time", "member", "lat", "lon")
-    data = {v: (dims, fields[:, :, c]) for c, v in enumerate(VARIABLES)}
-    coords = {
-        "time": truth.time,
-        "member": np.arange(ens.shape[1]),
-        "lat": truth.lat,
-        "lon": truth.lon,
+def run_full_state(
+    target: xr.Dataset,
+    obs: xr.Dataset,
+    model: TsunamiModel,
+    method: LETKFConfig | ScaledEnSFConfig | FourDEnVarConfig,
+    initial: dict[str, np.ndarray],
+    s: Settings,
+    seed: int,
+) -> xr.Dataset:
+    """A full-state method through the accessor, fields computed: (time, member, lat, lon)."""
+    window = s.window if isinstance(method, FourDEnVarConfig) else None
+    cfg = FullStateConfig(method, members=s.full_members, window=window, seed=seed, dtype="float32")
+    an = target.levda.assimilate(obs, model, cfg, background=initial)
+    return an[[*VARIABLES, *model.schema.params]].transpose("time", "member", ...).load()
+
+
+def full_state_methods(model: TsunamiModel, s: Settings, seed: int) -> dict[str, object]:
+    """LETKF, EnSF and 4DEnVar as configured for this benchmark (radius in km)."""
+    radius_km = s.radius * model.config.dx / 1e3
+    return {
+        "LETKF": LETKFConfig(inflation=s.inflation, localization_radius=radius_km),
+        "EnSF": ScaledEnSFConfig(EnSFConfig(steps=s.ensf_steps)),
+        "4DEnVar": FourDEnVarConfig(
+            inflation=Inflation(rho=s.inflation, seed=seed), localization=Localization(radius_km)
+        ),
     }
-    return xr.Dataset(data, coords=coords)
 
 
-def _filter(
-    model: FullStateModel, initial: Tensor, analyse: Callable[[Tensor, int], Tensor], n_frames: int
-) -> Tensor:
-    """Analysis at frame 0, then forecast one frame and analyse, to the end: (T, K, N)."""
-    kept = [analyse(initial, 0)]
-
-    def record(forecast: Tensor, k: int) -> Tensor:
-        kept.append(analyse(forecast, k + 1))
-        return kept[-1]
-
-    cycle(kept[0], lambda x: model.advance(x, 1)[:, 0], record, n_frames - 1)
-    return torch.stack(kept)
-
-
-def run_letkf(model: FullStateModel, net: Network, initial: Tensor, s: Settings) -> Tensor:
-    """LETKF with R-localization; only elements within the radius of a buoy can change.
-
-    Elements farther than the radius from every observation have a zero taper, so
-    their local analysis is exactly the forecast: they are skipped.
-    """
-    cfg = LETKFConfig(inflation=s.inflation, localization_radius=s.radius)
-    obs_xy = torch.stack([net.rows, net.cols], -1).to(initial.dtype)
-    dist = torch.cdist(model.coords(), obs_xy)  # (N, P)
-    near = dist.min(1).values < s.radius
-    dist = dist[near].repeat_interleave(len(VARIABLES), 1)  # (N_near, P * C), p * C + c
-    std = net.std.repeat(len(net.rows))
-
-    def analyse(forecast: Tensor, k: int) -> Tensor:
-        hx = net.at(model.centres(forecast)).flatten(-2)
-        out = forecast.clone()
-        out[:, near] = letkf_analysis(
-            forecast[:, near], net.values[k].flatten(), hx, std, cfg, dist
-        )
-        return out
-
-    return _filter(model, initial, analyse, net.values.shape[0])
-
-
-def run_ensf(
-    model: FullStateModel, net: Network, initial: Tensor, s: Settings, seed: int
-) -> Tensor:
-    """EnSF on the full state, in per-variable scaled coordinates (LD-EnSF's rule).
-
-    Each analysis works in ``x = obs_scale * (state - forecast mean) / c_v`` with
-    ``c_v = min(sigma_v, spread_v)`` per variable (``sigma_v`` its observation
-    error, ``spread_v`` the forecast spread pooled over the grid) and
-    ``obs_scale`` the default of :class:`LDEnSFConfig` (0.3), as
-    :func:`xlevda.core.ldensf.ldensf_filter` does in the latent space: in plain
-    standardized coordinates the explicit Euler steps of the likelihood term are
-    unstable (``(sigma_v / spread_v)^2 * steps < 1``) and the run diverges.
-    """
-    cfg = EnSFConfig(steps=s.ensf_steps)
-    obs_scale = LDEnSFConfig().obs_scale
-    gen = torch.Generator().manual_seed(seed)
-    sizes = torch.as_tensor(model.sizes)
-    owner = torch.repeat_interleave(torch.arange(len(model.parts)), sizes)
-    part_std = net.std[[VARIABLES.index(p) for p in model.parts]]  # (3,), state block order
-    std = net.std.repeat(len(net.rows))
-
-    def analyse(forecast: Tensor, k: int) -> Tensor:
-        mean = forecast.mean(0)
-        pooled = torch.zeros(len(model.parts), dtype=forecast.dtype)
-        spread = (pooled.index_add_(0, owner, forecast.var(0)) / sizes).sqrt()
-        scale = (torch.minimum(part_std, spread).clamp_min(1e-12) / obs_scale)[owner]
-
-        def h(x: Tensor) -> Tensor:
-            return net.at(model.centres(mean + x * scale)).flatten(-2)
-
-        score = gaussian_likelihood_score(h, net.values[k].flatten(), std)
-        return mean + ensf_analysis((forecast - mean) / scale, score, cfg, gen) * scale
-
-    return _filter(model, initial, analyse, net.values.shape[0])
-
-
-def run_4denvar(
-    model: FullStateModel, net: Network, initial: Tensor, s: Settings, seed: int
-) -> Tensor:
-    """Localized strong-constraint 4DEnVar over windows of ``s.window`` frames: (T, K, N).
-
-    The analysis members at each window start are run through the window (the
-    analysis trajectory) and one frame on (the next background).
-    """
-    cfg = FourDEnVarConfig(
-        inflation=Inflation(rho=s.inflation, seed=seed), localization=Localization(s.radius)
-    )
-    n_t, n_p = net.values.shape[:2]
-    coords = model.coords()
-    points = torch.stack([net.rows, net.cols], -1).to(initial.dtype)
-    weight = (1.0 / net.std.square()).expand(n_p, -1)
-    background, frames = initial, []
-    for start in range(0, n_t, s.window):
-        t_o = min(s.window, n_t - start)
-        window = ObsWindow(
-            step=torch.arange(t_o),
-            frac=torch.zeros(t_o, dtype=initial.dtype),
-            points=points.expand(t_o, -1, -1),
-            values=net.values[start : start + t_o],
-            weight=weight.expand(t_o, -1, -1),
-        )
-        res = fourdenvar(
-            background,
-            lambda x, t_o=t_o: model.trajectory(x, t_o),
-            lambda tr: net.at(model.centres(tr)),
-            window,
-            cfg,
-            state_coords=coords,
-        )
-        run = model.trajectory(res.members, t_o + 1)
-        frames.append(run[:, :t_o])
-        background = run[:, t_o]
-    return torch.cat(frames, 1).transpose(0, 1)
+def prior_run(model: TsunamiModel, initial: dict[str, np.ndarray], truth: xr.Dataset):
+    """The prior ensemble run through the simulator without observations."""
+    norm = model.schema.param_norm
+    u = torch.as_tensor(norm.normalize(np.stack([initial[p] for p in model.schema.params], -1)))
+    z = trajectory(model, torch.cat([model.initial_state(u), u], -1), truth.sizes["time"] - 1)
+    fields = model.state_to_fields(z[..., : model.latent_dim]).transpose(0, 1).numpy()
+    dims = ("time", "member", "lat", "lon")
+    data = {v: (dims, fields[:, :, c]) for c, v in enumerate(model.schema.variables)}
+    for p in model.schema.params:
+        data[p] = (("time", "member"), np.broadcast_to(initial[p], fields.shape[:2]))
+    return xr.Dataset(data, coords={"time": truth.time, "lat": truth.lat, "lon": truth.lon})
 
 
 def run_levda(
@@ -544,36 +367,31 @@ def run_case(
     truth = truth.drop_vars(["run", "src_lat", "src_lon", "src_x", "src_y"])  # truth is hidden
     prior = dict(zip(surrogate.schema.params, surrogate.schema.param_range, strict=True))
     target = truth.drop_vars(list(truth.data_vars))
-    model = FullStateModel(cfg, torch.float32)
-    members = tsunami.sample_sources(s.full_members, seed=seed + 5_000, config=cfg)
-    initial = model.initial(members["src_lat"], members["src_lon"])
-    n_t = truth.sizes["time"]
+    model = TsunamiModel(cfg, dtype=torch.float32)  # as LEVDA's default
+    initial = tsunami.sample_sources(s.full_members, seed=seed + 5_000, config=cfg)
+    full = full_state_methods(model, s, seed)
     score, times, sweep, failures = {FLOOR: surrogate_floor(surrogate, truth, true_src)}, {}, {}, []
     for stride in s.strides:
         obs = observe.observe(truth, observe.GridStride(stride), noise_ratio=s.noise, seed=seed + 1)
         tnet = Network.of(obs, truth, torch.float32)
         main = stride == s.stride
         reps = repeats if main else 1
+
+        def full_state(name: str, obs=obs) -> Callable[[], xr.Dataset]:
+            return lambda: run_full_state(target, obs, model, full[name], initial, s, seed)
+
         runs: dict[str, Callable[[], xr.Dataset]] = {
             "LEVDA": lambda obs=obs: run_levda(target, obs, surrogate, s.latent_members, s, seed),
-            "4DEnVar": lambda tnet=tnet: _dataset(
-                run_4denvar(model, tnet, initial, s, seed), truth, model
-            ),
+            "4DEnVar": full_state("4DEnVar"),
         }
         if main:
             runs |= {
                 "LD-EnSF": lambda tnet=tnet: run_ldensf(
                     surrogate, encoder, net, tnet, truth, s, seed
                 ),
-                "LETKF": lambda tnet=tnet: _dataset(
-                    run_letkf(model, tnet, initial, s), truth, model
-                ),
-                "EnSF": lambda tnet=tnet: _dataset(
-                    run_ensf(model, tnet, initial, s, seed), truth, model
-                ),
-                PRIOR: lambda: _dataset(
-                    model.trajectory(initial, n_t).transpose(0, 1), truth, model
-                ),
+                "LETKF": full_state("LETKF"),
+                "EnSF": full_state("EnSF"),
+                PRIOR: lambda: prior_run(model, initial, truth),
                 LEVDA_EQUAL_K: lambda obs=obs: run_levda(
                     target, obs, surrogate, s.full_members, s, seed
                 ),
@@ -869,15 +687,17 @@ thread; surrogate `load_pretrained("tsunami")` sha256 `{sha}`.
 - LD-EnSF: `ldensf_filter` with `LDEnSFConfig(members={s["latent_members"]})`, EnSF
   {s["ensf_steps"]} steps; LSTM encoder (`EncoderConfig(epochs={s["encoder_epochs"]})`) trained
   on {s["train_runs"]} simulator runs observed at the network; training time reported apart.
-- Full-state methods, K = {s["full_members"]}: the simulator itself (its C-grid prognostic
-  u, v, eta, N = 6816) is the model; members start at rest with bumps at sources drawn from the
-  prior. They estimate the state only (the source only sets the initial condition).
+- Full-state methods, K = {s["full_members"]}, through the accessor
+  (`FullStateConfig`, float32 as LEVDA) with the simulator as the model (`TsunamiModel`: its C-grid
+  prognostic u, v, eta, N = 6816); members start at rest with bumps at sources drawn from the
+  prior, and estimate the source by state augmentation (not localized).
   LETKF: R-localization with Gaspari-Cohn support {s["radius"]} grid cells, inflation
-  {s["inflation"]}, analysis every frame. EnSF: default `EnSFConfig` ({s["ensf_steps"]} steps),
+  {s["inflation"]} (also where no observation reaches), analysis every frame. EnSF:
+  `ScaledEnSFConfig` (default `EnSFConfig`, {s["ensf_steps"]} steps, no inflation),
   coordinates scaled per variable as LD-EnSF scales its latent state (obs_scale 0.3; plain
   standardized coordinates diverged), analysis every frame, no localization. 4DEnVar:
-  strong-constraint, windows of {s["window"]} frames, `Localization({s["radius"]})` (r = 2 grid
-  cells), multiplicative inflation {s["inflation"]}, one outer loop.
+  strong-constraint, windows of {s["window"]} frames, `Localization` with support
+  {s["radius"]} grid cells, multiplicative inflation {s["inflation"]}, one outer loop.
   `{PRIOR}` is the full-state prior ensemble run without assimilation; `{FLOOR}` is the
   surrogate run at the true source (no assimilation): the error floor of the latent methods.
 - Scores per frame: relative RMSE of the ensemble mean of (u, v, eta), each variable divided by
