@@ -19,7 +19,7 @@ from xlevda.api import _prior
 from xlevda.core.ensf import EnSFConfig, ScaledEnSFConfig
 from xlevda.core.envar import FourDEnVarConfig, Localization
 from xlevda.core.letkf import LETKFConfig, letkf_analysis
-from xlevda.core.levda import trajectory
+from xlevda.core.levda import Inflation, trajectory
 from xlevda.errors import ConfigError, ObservationError
 from xlevda.systems import lorenz96, observe, tsunami
 from xlevda.systems.tsunami_model import TsunamiModel
@@ -51,14 +51,14 @@ def truth_run(n_frames=8, seed=0):
     )
 
 
-def background(truth, k, seed, spread=1.0):
-    """Fields at frame 0 (truth + noise) and forcings over the prior range, per member."""
+def background(truth, k, seed, spread=1.0, forcing=(6.5, 9.5)):
+    """Fields at frame 0 (truth + noise) and forcings drawn from ``forcing``, per member."""
     rng = np.random.default_rng(seed)
     x0 = truth.x.isel(time=0).values + spread * rng.normal(size=(k, N_SITES))
     return xr.Dataset(
         {
             "x": (("member", "site"), x0),
-            "forcing": ("member", rng.uniform(6.5, 9.5, size=k)),
+            "forcing": ("member", rng.uniform(*forcing, size=k)),
         },
         coords={"site": truth.site, "time": truth.time[0]},
     )
@@ -171,8 +171,9 @@ def test_lorenz96_filters_track_the_truth_and_estimate_the_forcing():
     n_frames = 41
     truth, model = truth_run(n_frames, seed=2), ring(n_frames=n_frames)
     k = 20
-    bg = background(truth, k=k, seed=6, spread=1.0)
+    bg = background(truth, k=k, seed=6, spread=1.0, forcing=(6.0, 7.5))  # true F = 8
     obs = observations(truth, frames=range(1, n_frames), std=1.0, seed=7)
+    assert abs(float(bg.forcing.mean()) - 8.0) > 1.0
     free = (bg.x - truth.x.isel(time=0)).std()
     assert float(free) > 0.5
     free = trajectory(model, z_background(bg, model), n_frames - 1)[..., :N_SITES].mean(0)
@@ -293,3 +294,26 @@ def test_bad_input():
         Localization(-1.0)
     with pytest.raises(ConfigError, match=r"inflation=0\.5 is out of range"):
         ScaledEnSFConfig(inflation=0.5)
+
+
+def test_levda_on_a_simulator_starts_from_its_initial_state(tsunami_case):
+    """A model with initial_state starts LEVDA at frame 0 from the fields its parameters set."""
+    model, truth, obs = tsunami_case
+    config = xlevda.LEVDAConfig(members=4, window=3, dtype="float64")
+    an = truth.drop_vars(["u", "v", "eta", "run"]).levda.assimilate(obs, model, config)
+    assert int(an.window_anchor_step[0]) == 0
+    assert float(abs(an.eta.isel(time=0)).max()) > 0.1  # the bumps, not a flat sea
+
+
+def test_fourdenvar_additive_inflation_follows_the_seed():
+    truth, model = truth_run(), ring(LinearRing)
+    bg = background(truth, k=6, seed=4)
+    obs = observations(truth, frames=[1, 2, 3, 4], std=0.5)
+    method = FourDEnVarConfig(inflation=Inflation(rho=1.0, sigma=0.1))
+    a, b = (
+        target(truth).levda.assimilate(
+            obs, model, FullStateConfig(method, members=6, window=2, seed=seed), background=bg
+        )
+        for seed in (0, 1)
+    )
+    assert not np.allclose(a.latent_state.values, b.latent_state.values)

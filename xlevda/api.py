@@ -192,18 +192,27 @@ def _initial(
     """Initial ensemble ``z0`` (K, d_z), its latent index and the members not fitted.
 
     From fields (fitted through the decoder), or from parameters (drawn from the
-    training ranges, or given): at the shifted start ``s_{-1} = 0`` for a surrogate,
-    at frame 0 by ``initial_state(u)`` for a full-state model.
+    training ranges, or given): at frame 0 by ``initial_state(u)`` for a model that has
+    it (a simulator whose parameters set the initial state; required of a full-state
+    method's model without field background), else at the shifted start ``s_{-1} = 0``.
     """
     schema, k = model.schema, options.members
     if _is_field_background(background, schema):
+        if full_state and 8 * k * model.latent_dim**2 > _FIT_BYTES:
+            raise ConfigError(
+                f"a field background for a model of {model.latent_dim} state elements would be "
+                f"fitted through {k} x {model.latent_dim}^2 normal equations "
+                f"({8 * k * model.latent_dim**2 / 1e9:.1f} GB): give the parameters instead "
+                "(background={name: values per member}) so that the model's initial_state sets "
+                "the fields"
+            )
         return _field_background(background, model, options, dtype)
     u0 = (
         _prior(schema, k, options.seed)
         if background is None
         else _background_params(schema, background, k, options.member_dim)
     )
-    if full_state:
+    if full_state or callable(getattr(model, "initial_state", None)):
         u = torch.as_tensor(u0, dtype=dtype, device=options.device)
         with torch.no_grad():
             return initial_ensemble(model, u).cpu().double().numpy(), 0, 0
@@ -352,6 +361,8 @@ def _prepare_model(surrogate: Surrogate, config: _Options) -> tuple[Surrogate, t
     return surrogate, dtype
 
 
+_FIT_BYTES = 2e9  # largest K N^2 normal-equation system a full-state field background may need
+
 _METHOD_NAMES = {
     "LEVDA": "LEVDA (latent ensemble variational data assimilation)",
     "LD-EnSF": "LD-EnSF (latent dynamics ensemble score filter)",
@@ -465,7 +476,7 @@ def assimilate(
     target: xr.Dataset | xr.DataArray,
     obs: xr.Dataset,
     surrogate: Surrogate,
-    config: LEVDAConfig | LDEnSFConfig | None = None,
+    config: LEVDAConfig | LDEnSFConfig | FullStateConfig | None = None,
     *,
     variables: list[str] | None = None,
     errors: Mapping[str, float] | None = None,
@@ -473,7 +484,7 @@ def assimilate(
     case_dim: str = "case",
     encoder: ObservationEncoder | None = None,
 ) -> xr.Dataset:
-    """Analysis ensemble on ``target``'s times and places (LEVDA or LD-EnSF).
+    """Analysis ensemble on ``target``'s times and places (LEVDA, LD-EnSF or a full-state method).
 
     Parameters
     ----------
@@ -486,17 +497,22 @@ def assimilate(
         observation, or a gridded Dataset with NaN for "not observed"; errors as
         ``<var>_std`` or through ``errors``.
     surrogate : Surrogate
-        A trained surrogate (e.g. :class:`xlevda.LDNet`).
-    config : LEVDAConfig or LDEnSFConfig, optional
-        The method: LEVDA (the default) or LD-EnSF (which needs ``encoder``;
-        its output uses the member dimension ``"member"`` and float32 on the CPU).
+        A trained surrogate (e.g. :class:`xlevda.LDNet`), or, for a
+        :class:`~xlevda.FullStateConfig`, a full-state model (the simulator,
+        e.g. :class:`xlevda.systems.tsunami_model.TsunamiModel`).
+    config : LEVDAConfig, LDEnSFConfig or FullStateConfig, optional
+        The method: LEVDA (the default), LD-EnSF (which needs ``encoder``;
+        its output uses the member dimension ``"member"`` and float32 on the CPU),
+        or ETKF/LETKF, EnSF or 4DEnVar on the full state (:mod:`xlevda.fullstate`).
     variables : list of str, optional
         Observed variables to assimilate (default: all in ``obs``).
     errors : mapping, optional
         Error standard deviation per variable without ``<var>_std``.
     background : mapping or Dataset, optional
         Initial parameters per member (``{name: (K,) values}``); by default
-        parameters are drawn uniformly over the ranges seen in training.  Or full
+        parameters are drawn uniformly over the ranges seen in training (a model
+        with ``initial_state(u)``, such as a simulator, then starts at frame 0 from
+        the fields they set).  Or full
         fields: a Dataset holding some of the surrogate's variables over
         ``(member, *space)`` at one time (a surrogate frame; a 0-d or length-1
         time coordinate) with NaN where unknown, and optionally the parameters
@@ -508,7 +524,8 @@ def assimilate(
         If ``obs`` has this dimension, each entry is an independent case
         (e.g. another event observed by the same network): the cases are
         assimilated in parallel (as independent chains of dask tasks, one task
-        per window, on whatever dask scheduler is active, e.g. a
+        per window for LEVDA and one per case for the other methods, on whatever
+        dask scheduler is active, e.g. a
         ``dask.distributed`` cluster) and the output gains this dimension.
     encoder : ObservationEncoder, optional
         For LD-EnSF: the observation encoder trained for ``surrogate`` and the
@@ -675,10 +692,13 @@ def _to_dataset(
             dims=(time, mdim),
             attrs={**attrs, "long_name": attrs.get("long_name", name) + " (analysis estimate)"},
         )
+    full_state = config.method not in ("LEVDA", "LD-EnSF")
     data_vars["latent_state"] = xr.DataArray(
         z_out[..., :d_s],
         dims=(time, mdim, "latent"),
-        attrs={"long_name": "surrogate latent state", "units": "1"},
+        attrs={"long_name": "state vector of the full-state model (its own units)"}
+        if full_state
+        else {"long_name": "surrogate latent state", "units": "1"},
     )
     data_vars["window_index"] = xr.DataArray(
         which, dims=(time,), attrs={"long_name": "assimilation window supplying this time"}

@@ -151,7 +151,9 @@ class FullStateConfig:
         Observation times per 4DEnVar window (default 5).  The filters analyse one
         observation time at a time: only ``None`` or 1 is accepted for them.
     seed : int
-        Seed of the prior parameter draws, the EnSF noise and additive inflation.
+        Seed of the prior parameter draws, the EnSF noise and 4DEnVar's additive
+        inflation (whose ``sigma`` is in the state's own units, the same for every
+        variable).
     dtype : {"float32", "float64"}
         Precision of the ensemble (default float64, as simulators run).
     device : str
@@ -191,11 +193,11 @@ class FullStateConfig:
                 f"FullStateConfig.method={self.method!r}: expected LETKFConfig, ScaledEnSFConfig "
                 "or FourDEnVarConfig"
             )
-        for name, low in (("members", 2), ("chunk", 1)):
+        for name, low, what in (("members", 2, self.name), ("chunk", 1, "chunk")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(
-                    f"FullStateConfig.{name}={value!r}: {self.name} needs an integer >= {low}"
+                    f"FullStateConfig.{name}={value!r}: {what} needs an integer >= {low}"
                 )
         w = self.window
         if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):

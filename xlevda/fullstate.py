@@ -23,6 +23,7 @@ ensemble.  Torch and numpy only (no xarray).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -45,25 +46,44 @@ DIAGNOSTICS = {
     "forecast_misfit": "RMS over the observed values of (y - ensemble mean of H(forecast)) / "
     "sigma (4DEnVar: of H(M(background mean)))",
     "analysis_misfit": "RMS over the observed values of (y - ensemble mean of H(analysis)) / "
-    "sigma (4DEnVar: of H(M(analysis mean)))",
+    "sigma (4DEnVar: of H(M(analysis members)) over the window)",
     "forecast_spread": "RMS over the observed values of the forecast ensemble's standard "
-    "deviation of H(x) / sigma",
+    "deviation of H(x) / sigma (filters: before inflation; 4DEnVar: of the inflated background)",
     "analysis_spread": "RMS over the observed values of the analysis ensemble's standard "
     "deviation of H(x) / sigma",
 }
 _FRAME_TOLERANCE = 1e-6  # of a step: an observation time this close to a frame is at it
 
 
+_MEMBERS = (
+    "latent_dim",
+    "param_dim",
+    "schema",
+    "dt",
+    "vector_field",
+    "decode",
+    "prepare_points",
+    "decode_prepared",
+    "state_channels",
+    "distances",
+)
+
+
 def check_model(model: object, config: FullStateConfig) -> None:
     """A clear error unless ``model`` is a full-state model."""
-    if not isinstance(model, FullStateModel):
-        needs = ("latent_dim", "schema", "vector_field", "decode_prepared", "state_channels")
-        missing = [a for a in (*needs, "distances") if not hasattr(model, a)]
+    missing = [a for a in _MEMBERS if not hasattr(model, a)]
+    if missing:
         raise ConfigError(
             f"{config.name} (FullStateConfig) needs a full-state model, the simulator on its own "
             f"grid (xlevda.surrogates.protocol.FullStateModel, e.g. "
             f"xlevda.systems.tsunami_model.TsunamiModel); {type(model).__name__} lacks {missing}"
         )
+
+
+def _distances(model: FullStateModel, points: Tensor, like: Tensor) -> Tensor:
+    """Distances of the augmented state to ``points`` (P, n_coords): parameters at 0 (global)."""
+    d_u = like.shape[-1] - model.latent_dim
+    return torch.cat([model.distances(points).to(like), like.new_zeros(d_u, len(points))])
 
 
 def initial_ensemble(model: FullStateModel, u: Tensor) -> Tensor:
@@ -139,9 +159,7 @@ def _letkf(z: Tensor, obs: _Observed, cfg: LETKFConfig, chunk: int) -> Tensor:
     hx = obs(z)
     if cfg.localization_radius is None:
         return letkf_analysis(z, obs.y, hx, obs.std, cfg)
-    model = obs.model
-    d_u = z.shape[1] - model.latent_dim
-    dist = torch.cat([model.distances(obs.points).to(z), z.new_zeros(d_u, len(obs.y))])
+    dist = _distances(obs.model, obs.points, z)
     mean = z.mean(0)
     out = mean + cfg.inflation * (z - mean)
     near = (dist < cfg.localization_radius).any(1).nonzero().squeeze(1)
@@ -197,7 +215,7 @@ def _filter_cycle(
 
 
 def _fourdenvar_cycle(
-    model: FullStateModel, z: Tensor, anchor: int, table: ObsTable, config: FullStateConfig
+    model: FullStateModel, z: Tensor, anchor: int, table: ObsTable, config: FullStateConfig, seed
 ) -> tuple[list[int], list[Tensor], dict[str, list[float]], list[int]]:
     cfg: FourDEnVarConfig = config.method
     windows = plan_windows(table, config.tau, None, anchor)
@@ -219,11 +237,10 @@ def _fourdenvar_cycle(
 
         distances = None
         if cfg.localization is not None:
-            flat = win.points.flatten(0, 1)
-            d_u = z.shape[1] - d_s
-            distances = torch.cat([model.distances(flat).to(z), z.new_zeros(d_u, len(flat))])
+            distances = _distances(model, win.points.flatten(0, 1), z)
+        seeded = replace(cfg, inflation=replace(cfg.inflation, seed=seed * 1_000_003 + w))
         with torch.no_grad():
-            res = fourdenvar(z, run, observe, win, cfg, distances=distances)
+            res = fourdenvar(z, run, observe, win, seeded, distances=distances)
             following = windows[w + 1].anchor - window.anchor if w + 1 < len(windows) else 0
             traj = trajectory(model, res.members, max(n, following))
             hx = observe(interpolate_trajectory(traj, win.step, win.frac))
@@ -263,7 +280,7 @@ def fullstate_cycle(
         The case's observations (values in the model's units).
     config : FullStateConfig
     case_seed : int
-        Seed of this case's random draws (EnSF).
+        Seed of this case's random draws (EnSF noise, 4DEnVar additive inflation).
 
     Returns
     -------
@@ -275,7 +292,7 @@ def fullstate_cycle(
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     z = torch.as_tensor(z0, dtype=dtype, device=config.device)
     if isinstance(config.method, FourDEnVarConfig):
-        anchors, states, diag, n_obs = _fourdenvar_cycle(model, z, anchor, table, config)
+        anchors, states, diag, n_obs = _fourdenvar_cycle(model, z, anchor, table, config, case_seed)
     else:
         anchors, states, diag, n_obs = _filter_cycle(model, z, anchor, table, config, case_seed)
     return Cycle(

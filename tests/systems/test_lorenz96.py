@@ -119,9 +119,11 @@ def test_surrogate_satisfies_the_protocol_and_its_schema_round_trips():
     assert model.forcing(u).tolist() == [4.0, 8.0, 12.0]
 
 
-def test_surrogate_rollout_equals_simulate():
+@pytest.mark.parametrize("model_dtype", [F64, torch.float32])
+def test_surrogate_rollout_equals_simulate(model_dtype):
+    """Float64 states reproduce the simulator to round-off whatever the dtype of ``model.dt``."""
     cfg = Lorenz96Config(n=12)
-    model = Lorenz96Surrogate(cfg, dtype=F64)
+    model = Lorenz96Surrogate(cfg, dtype=model_dtype)
     x0 = on_attractor(n=12, runs=2)
     forcing = np.array([7.5, 9.0])
     truth = simulate(forcing, 20, cfg, x0=x0).x.values

@@ -366,8 +366,9 @@ class Lorenz96Surrogate:
                 f"vector_field expects s (..., {self.latent_dim}) and u (..., 1), got "
                 f"{tuple(s.shape)} and {tuple(u.shape)}"
             )
-        dt = self.config.dt
-        return (rk4_step(s, self.forcing(u), dt) - s) / dt
+        # divide by the step the Euler rollout multiplies by (``self.dt`` in its own dtype), so
+        # that ``s + dt F`` is the Runge-Kutta step to round-off in any dtype
+        return (rk4_step(s, self.forcing(u), self.config.dt) - s) / self._dt.to(s)
 
     def site_points(
         self, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
