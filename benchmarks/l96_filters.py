@@ -22,7 +22,7 @@ those arrays, from the same initial ensemble draws (forcing F = 8 in every membe
 estimated) and over the same averaging window: the ETKF and LETKF with the ``run`` step's tuning
 (and the core functions again, to compare), the scaled EnSF (N = 24) and 4DEnVar (N = 24, and
 N = 7 localized, windows of 1 and 5 observation times), their inflation tuned on short runs of
-separate truths; it adds the figures under ``"accessor"`` (about 11 minutes on one thread).
+separate truths; it adds the figures under ``"accessor"`` (about 10 minutes on one thread).
 """
 
 from __future__ import annotations
