@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -62,6 +63,13 @@ def test_output_layout(model, truth):
     assert len(an.attrs["surrogate_sha256"]) == 64
     assert an.attrs["n_observations_used"] == an.window_n_obs.sum()
     assert not an.window_failed.any()
+    assert an.eta.dtype == an.latent_state.dtype == np.float64  # config.dtype
+
+
+def test_output_dtype_follows_config(model, truth):
+    config = dataclasses.replace(CFG, dtype="float32")
+    an = target(truth).levda.assimilate(point_obs(truth), model, config)
+    assert an.eta.dtype == an.eta.compute().dtype == an.latent_state.dtype == np.float32
 
 
 def test_netcdf_round_trip(model, truth, tmp_path):

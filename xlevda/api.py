@@ -345,7 +345,12 @@ def _decode_block(
         s = torch.as_tensor(latent, dtype=dtype, device=device)
         out = model.decode_prepared(s, prepared)[..., channel]
     values = out.cpu().double().numpy() * norm.scale[channel] + norm.offset[channel]
-    return values.astype(np.float32)
+    return values.astype(_numpy_dtype(dtype))
+
+
+def _numpy_dtype(dtype: torch.dtype) -> type[np.floating]:
+    """The output fields' dtype: the computation's (``config.dtype``)."""
+    return np.float64 if dtype == torch.float64 else np.float32
 
 
 def _prepare_model(surrogate: Surrogate, config: _Options) -> tuple[Surrogate, torch.dtype]:
@@ -668,7 +673,8 @@ def _to_dataset(
     space_dims = layout.dims
     space_shape = tuple(target.sizes[d] for d in space_dims)
     chunks = (min(config.chunks.time, len(out_times)), min(config.chunks.member, k))
-    latent = dsa.from_array(z_out[..., :d_s].astype(np.float32), chunks=(*chunks, d_s))
+    z_out = z_out.astype(_numpy_dtype(dtype), copy=False)
+    latent = dsa.from_array(z_out[..., :d_s], chunks=(*chunks, d_s))
     data_vars: dict[str, Any] = {}
     for c, (name, attrs) in enumerate(zip(schema.variables, schema.variable_attrs, strict=True)):
         field = dsa.map_blocks(
@@ -678,7 +684,7 @@ def _to_dataset(
             points,
             dtype,
             c,
-            dtype=np.float32,
+            dtype=_numpy_dtype(dtype),
             chunks=(*latent.chunks[:2], (points.shape[0],)),
             drop_axis=2,
             new_axis=[2],

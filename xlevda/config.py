@@ -64,7 +64,7 @@ class LEVDAConfig:
     seed : int
         Seed of the prior draws, the inflation noise and RML perturbations.
     dtype : {"float32", "float64"}
-        Precision of the optimization.
+        Precision of the optimization, the decoding and the output fields.
     device : str
         Torch device of the optimization and decoding, e.g. ``"cpu"`` or ``"cuda"``.
     outside : {"error", "drop"}
@@ -155,7 +155,8 @@ class FullStateConfig:
         inflation (whose ``sigma`` is in the state's own units, the same for every
         variable).
     dtype : {"float32", "float64"}
-        Precision of the ensemble (default float64, as simulators run).
+        Precision of the ensemble and the output fields (default float64, as
+        simulators run).
     device : str
         Torch device of the ensemble.
     outside : {"error", "drop"}

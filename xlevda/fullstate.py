@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from xlevda._cycle import Cycle, obs_window
+from xlevda._cycle import Cycle, group_rows, obs_window
 from xlevda._obs import ObsTable, plan_windows
 from xlevda.config import FullStateConfig
 from xlevda.core.dynamics import interpolate_trajectory
@@ -184,7 +184,9 @@ def _filter_cycle(
     model: FullStateModel, z: Tensor, anchor: int, table: ObsTable, config: FullStateConfig, seed
 ) -> tuple[list[int], list[Tensor], dict[str, list[float]], list[int]]:
     frame = _frames(table, anchor, config)
-    steps = [anchor, *[int(f) for f in np.unique(frame) if f != anchor]]
+    frames, groups = group_rows(frame)
+    rows_at = {int(f): rows for f, rows in zip(frames, groups, strict=True)}
+    steps = [anchor, *[f for f in rows_at if f != anchor]]
     anchors, states, n_obs = [], [], []
     diag: dict[str, list[float]] = {k: [] for k in DIAGNOSTICS}
     previous = anchor
@@ -192,7 +194,7 @@ def _filter_cycle(
         with torch.no_grad():
             z = trajectory(model, z, a - previous)[:, -1]
         previous = a
-        rows = np.nonzero(frame == a)[0]
+        rows = rows_at.get(a, np.zeros(0, dtype=np.int64))
         if len(rows):
             obs = _Observed(model, table.select(rows), z)
             if isinstance(config.method, LETKFConfig):

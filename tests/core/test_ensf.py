@@ -19,10 +19,12 @@ from xlevda.core.ensf import (
     EnSFConfig,
     LinearDamping,
     NoDamping,
+    ScaledEnSFConfig,
     TweedieLikelihood,
     ensf_analysis,
     gaussian_likelihood_score,
     mixture_posterior_mean,
+    scaled_ensf_analysis,
 )
 from xlevda.errors import ConfigError, ObservationError, ShapeError, VariableError
 
@@ -210,3 +212,25 @@ def test_likelihood_builder_errors():
     score = gaussian_likelihood_score(h, torch.zeros(2), 1.0)
     with pytest.raises(ShapeError, match=r"h returned \(4, 3\)"):
         score(torch.zeros(4, 3))
+
+
+def test_scaled_ensf_keeps_a_group_without_spread():
+    """A known (zero-spread) parameter group is returned exactly; the rest is analysed."""
+    gen = _gen(4)
+    state = 10.0 + torch.randn(50, 3, generator=gen, dtype=F64)
+    forecast = torch.cat([state, torch.full((50, 1), 2.5, dtype=F64)], 1)
+    groups = torch.tensor([0, 0, 0, 1])
+    error = torch.tensor([1.0, math.inf], dtype=F64)
+    y = torch.full((3,), 12.0, dtype=F64)
+    analysis = scaled_ensf_analysis(
+        forecast,
+        groups,
+        error,
+        lambda z: z[:, :3],
+        y,
+        torch.ones(3, dtype=F64),
+        ScaledEnSFConfig(EnSFConfig(steps=100), inflation=1.2),
+        gen,
+    )
+    assert torch.equal(analysis[:, 3], forecast[:, 3])
+    assert (analysis[:, :3].mean(0) - state.mean(0)).abs().min() > 0.3  # pulled towards 12

@@ -469,8 +469,9 @@ def scaled_ensf_analysis(
     for component ``i`` of group ``g``, ``c_g = min(sigma_g, spread_g)``: ``sigma_g`` the
     group's observation error (``inf`` for a group observed only indirectly, e.g. a
     parameter) and ``spread_g`` the forecast spread pooled over the group (root mean
-    variance).  In plain standardized coordinates the explicit Euler steps of the
-    likelihood term are unstable wherever ``(spread / sigma)^2 >> steps``; in these
+    variance).  A group with zero spread is returned unchanged.  In plain standardized
+    coordinates the explicit Euler steps of the likelihood term are unstable wherever
+    ``(spread / sigma)^2 >> steps``; in these
     coordinates the observation error or the spread is ``obs_scale``, so the
     likelihood term is resolved by the SDE's steps (as LD-EnSF does in its latent
     space).
@@ -527,4 +528,8 @@ def scaled_ensf_analysis(
         return h(mean + x * scale)
 
     score = gaussian_likelihood_score(h_scaled, y, obs_std)
-    return mean + ensf_analysis((forecast - mean) / scale, score, config.ensf, generator) * scale
+    analysis = (
+        mean + ensf_analysis((forecast - mean) / scale, score, config.ensf, generator) * scale
+    )
+    # A group without spread (e.g. a known parameter) has nothing to update: keep it.
+    return torch.where((spread > 0)[groups], analysis, forecast)
