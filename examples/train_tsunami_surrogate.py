@@ -158,6 +158,12 @@ def main() -> None:
     parser.add_argument("--n-fourier", type=int, default=64)
     parser.add_argument("--fourier-scale", type=float, default=2.0)
     parser.add_argument("--activation", choices=["tanh", "silu", "gelu"], default="tanh")
+    parser.add_argument("--mlp-width", type=int, default=64, help="MLP decoder width")
+    parser.add_argument("--mlp-depth", type=int, default=3, help="MLP decoder hidden layers")
+    parser.add_argument(
+        "--points-per-frame", type=int, default=128, help="random points per frame (MLP decoder)"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="runs per training batch")
     args = parser.parse_args()
     if args.pod and (args.decoder != "separable" or args.resume):
         parser.error("--pod needs --decoder separable and no --resume")
@@ -190,8 +196,13 @@ def main() -> None:
         )
         points = None  # all grid points: the basis is then evaluated once per batch
     else:
-        decoder = xlevda.MLPDecoderConfig(width=64, depth=3, n_fourier=64, fourier_scale=2.0)
-        points = 128  # random points per frame: the MLP decodes every (run, frame, point)
+        decoder = xlevda.MLPDecoderConfig(
+            width=args.mlp_width,
+            depth=args.mlp_depth,
+            n_fourier=args.n_fourier,
+            fourier_scale=args.fourier_scale,
+        )
+        points = args.points_per_frame  # the MLP decodes every (run, frame, point)
     config = xlevda.LDNetConfig(
         latent_dim=args.latent_dim,
         dynamics_width=64,
@@ -202,9 +213,9 @@ def main() -> None:
         seed=args.seed,
         train=xlevda.TrainConfig(
             epochs=args.epochs,
-            batch_size=8,
+            batch_size=args.batch_size,
             points_per_frame=points,
-            val_points_per_frame=None,
+            val_points_per_frame=None if points is None else 4 * points,
             lr=args.lr,
             lr_schedule="cosine",
             validation_fraction=0.25,

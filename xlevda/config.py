@@ -60,7 +60,11 @@ class LEVDAConfig:
         asking for inflation; randomized members sample the posterior in the
         linear-Gaussian case (see ``tests/core``).
     optimizer : LBFGSConfig or GaussNewtonConfig
-        The batched solver of the K member problems.
+        The batched solver of the K member problems.  The default L-BFGS stops a
+        member when a step lowers its cost by less than ``1e-4`` of it: on the demo
+        twin this halves the time of a tighter tolerance at equal accuracy
+        (``benchmarks/levda_tolerance.py``, docs/results.md).  Pass
+        ``LBFGSConfig()`` to iterate to round-off.
     seed : int
         Seed of the prior draws, the inflation noise and RML perturbations.
     dtype : {"float32", "float64"}
@@ -87,7 +91,9 @@ class LEVDAConfig:
     inflation_rho: float = 1.0
     inflation_sigma: float = 0.0
     mode: MemberMode = field(default_factory=Randomized)
-    optimizer: LBFGSConfig | GaussNewtonConfig = field(default_factory=LBFGSConfig)
+    optimizer: LBFGSConfig | GaussNewtonConfig = field(
+        default_factory=lambda: LBFGSConfig(tol_cost=1e-4)
+    )
     seed: int = 0
     dtype: Literal["float32", "float64"] = "float32"
     device: str = "cpu"

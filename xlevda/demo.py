@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from types import ModuleType
 
@@ -25,7 +25,9 @@ import xarray as xr
 
 from xlevda import metrics
 from xlevda.config import LEVDAConfig
+from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.errors import ConfigError
+from xlevda.ldnet import LDNet
 from xlevda.pretrained import load_pretrained
 from xlevda.systems import kolmogorov, observe, sphere, tsunami
 
@@ -234,15 +236,24 @@ class Twin:
     forecast_scores: xr.Dataset  # the same for the no-assimilation forecast
 
 
-def twin_experiment(system: str = "tsunami", seed: int = 0, members: int = 100) -> Twin:
+def twin_experiment(
+    system: str = "tsunami",
+    seed: int = 0,
+    members: int = 100,
+    optimizer: LBFGSConfig | GaussNewtonConfig | None = None,
+    surrogate: LDNet | None = None,
+) -> Twin:
     """Simulate a hidden truth, observe it and assimilate it with the shipped surrogate.
 
-    The analysis stays lazy (decoded when written or computed); the scores are computed.
+    ``optimizer`` replaces :class:`~xlevda.config.LEVDAConfig`'s default solver and
+    ``surrogate`` the shipped surrogate of ``system`` (it must have been trained on
+    that system's simulations).  The analysis stays lazy (decoded when written or
+    computed); the scores are computed.
     """
     if system not in SYSTEMS:
         raise ConfigError(f"unknown demo system {system!r}: expected one of {sorted(SYSTEMS)}")
     sys_ = SYSTEMS[system]
-    model = load_pretrained(system)
+    model = load_pretrained(system) if surrogate is None else surrogate
     truth, true_params = _truth(model, seed, system)
     truth = truth[list(model.schema.variables)]
     space = [d for d in truth[sys_.main].dims if d != "time"]
@@ -252,6 +263,8 @@ def twin_experiment(system: str = "tsunami", seed: int = 0, members: int = 100) 
     )
     target = truth.drop_vars(list(truth.data_vars))
     config = LEVDAConfig(members=members, window=5, seed=seed)
+    if optimizer is not None:
+        config = replace(config, optimizer=optimizer)
     t0 = time.perf_counter()
     analysis = target.levda.assimilate(obs, model, config)
     seconds = time.perf_counter() - t0
