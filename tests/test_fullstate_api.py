@@ -8,6 +8,8 @@ as the model, the output layout shared with LEVDA, and bad input.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -20,7 +22,7 @@ from xlevda.core.ensf import EnSFConfig, ScaledEnSFConfig
 from xlevda.core.envar import FourDEnVarConfig, Localization
 from xlevda.core.letkf import LETKFConfig, letkf_analysis
 from xlevda.core.levda import Inflation, trajectory
-from xlevda.errors import ConfigError, ObservationError
+from xlevda.errors import ConfigError, ObservationError, VariableError
 from xlevda.systems import lorenz96, observe, tsunami
 from xlevda.systems.tsunami_model import TsunamiModel
 
@@ -317,3 +319,39 @@ def test_fourdenvar_additive_inflation_follows_the_seed():
         for seed in (0, 1)
     )
     assert not np.allclose(a.latent_state.values, b.latent_state.values)
+
+
+class Overflowing(lorenz96.Lorenz96Surrogate):
+    """A ring whose state grows by 1e200 every step: huge but finite after one step."""
+
+    def vector_field(self, s, u):
+        return s * 1e200 / self.config.dt
+
+
+class Infinite(lorenz96.Lorenz96Surrogate):
+    """A ring whose state is infinite after one step."""
+
+    def vector_field(self, s, u):
+        return torch.full_like(s, math.inf)
+
+
+CONFIGS = [FullStateConfig(members=6), FullStateConfig(FourDEnVarConfig(), members=6, window=1)]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=["ETKF", "4DEnVar"])
+@pytest.mark.parametrize(
+    "model_cls, message",
+    [
+        (Infinite, r"the (forecast|forecast from) at frame \d is not finite for 6 of 6 members"),
+        (
+            Overflowing,
+            r"the analysis at frame \d failed \(.*\); the ensemble has probably diverged",
+        ),
+    ],
+    ids=["infinite", "overflowing"],
+)
+def test_a_diverged_ensemble_stops_the_run_with_its_frame(config, model_cls, message):
+    truth, model = truth_run(), ring(model_cls)
+    bg, obs = background(truth, k=6, seed=9), observations(truth, frames=[0, 1, 2])
+    with pytest.raises(VariableError, match=rf"{config.name}: {message}.*try more inflation"):
+        target(truth).levda.assimilate(obs, model, config, background=bg)

@@ -23,6 +23,8 @@ ensemble.  Torch and numpy only (no xarray).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -37,7 +39,7 @@ from xlevda.core.ensf import ScaledEnSFConfig, scaled_ensf_analysis
 from xlevda.core.envar import FourDEnVarConfig, fourdenvar
 from xlevda.core.letkf import LETKFConfig, letkf_analysis
 from xlevda.core.levda import trajectory
-from xlevda.errors import ConfigError, ObservationError
+from xlevda.errors import ConfigError, ObservationError, VariableError
 from xlevda.surrogates.protocol import FullStateModel
 
 __all__ = ["DIAGNOSTICS", "check_model", "fullstate_cycle", "initial_ensemble"]
@@ -180,6 +182,37 @@ def _ensf(z: Tensor, obs: _Observed, cfg: ScaledEnSFConfig, gen: torch.Generator
     return scaled_ensf_analysis(z, groups, error, obs, obs.y, obs.std, cfg, gen)
 
 
+_REMEDIES = {
+    "EnSF": "more EnSF steps (EnSFConfig.steps), a smaller obs_scale or inflation",
+    "LETKF": "more inflation or a smaller localization radius",
+    "ETKF": "more inflation",
+    "4DEnVar": "more inflation or localization, or shorter windows",
+}
+
+
+def _check_finite(z: Tensor, config: FullStateConfig, what: str, frame: int) -> None:
+    """A diverged ensemble stops the run with the frame and remedies, instead of NaN output."""
+    if bool(torch.isfinite(z).all()):
+        return
+    bad = int((~torch.isfinite(z)).any(1).sum())
+    raise VariableError(
+        f"{config.name}: the {what} at frame {frame} is not finite for {bad} of "
+        f"{z.shape[0]} members (the filter or the model diverged); try {_REMEDIES[config.name]}"
+    )
+
+
+@contextmanager
+def _linalg_failure(config: FullStateConfig, frame: int) -> Iterator[None]:
+    """A failed factorization in an analysis: a :class:`VariableError` naming the frame."""
+    try:
+        yield
+    except torch.linalg.LinAlgError as err:
+        raise VariableError(
+            f"{config.name}: the analysis at frame {frame} failed ({err}); the ensemble has "
+            f"probably diverged: try {_REMEDIES[config.name]}"
+        ) from err
+
+
 def _filter_cycle(
     model: FullStateModel, z: Tensor, anchor: int, table: ObsTable, config: FullStateConfig, seed
 ) -> tuple[list[int], list[Tensor], dict[str, list[float]], list[int]]:
@@ -193,16 +226,18 @@ def _filter_cycle(
     for a in steps:
         with torch.no_grad():
             z = trajectory(model, z, a - previous)[:, -1]
+        _check_finite(z, config, "forecast", a)
         previous = a
         rows = rows_at.get(a, np.zeros(0, dtype=np.int64))
         if len(rows):
             obs = _Observed(model, table.select(rows), z)
             if isinstance(config.method, LETKFConfig):
-                with torch.no_grad():
+                with torch.no_grad(), _linalg_failure(config, a):
                     za = _letkf(z, obs, config.method, config.chunk)
             else:
                 gen = torch.Generator().manual_seed(seed * 1_000_003 + a)
                 za = _ensf(z, obs, config.method, gen)
+            _check_finite(za, config, "analysis", a)
             with torch.no_grad():
                 scores = obs.scores(z, za)
             z = za.detach()
@@ -227,12 +262,15 @@ def _fourdenvar_cycle(
     diag: dict[str, list[float]] = {k: [] for k in DIAGNOSTICS}
     d_s, n_c = model.latent_dim, model.schema.n_channels
     for w, window in enumerate(windows):
+        _check_finite(z, config, "forecast", window.anchor)
         win = obs_window(table.select(window.rows), window.anchor, n_c, z.dtype, z.device)
         prepared = model.prepare_points(win.points)  # (T_o, P, F)
         n = int((win.step + (win.frac > 0).long()).max())
 
-        def run(x: Tensor, win=win, n=n) -> Tensor:
-            return interpolate_trajectory(trajectory(model, x, n), win.step, win.frac)
+        def run(x: Tensor, win=win, n=n, start=window.anchor) -> Tensor:
+            traj = trajectory(model, x, n)
+            _check_finite(traj.flatten(1), config, "forecast from", start)
+            return interpolate_trajectory(traj, win.step, win.frac)
 
         def observe(tr: Tensor, prepared=prepared) -> Tensor:
             return model.decode_prepared(tr[..., :d_s], prepared)
@@ -241,8 +279,9 @@ def _fourdenvar_cycle(
         if cfg.localization is not None:
             distances = _distances(model, win.points.flatten(0, 1), z)
         seeded = replace(cfg, inflation=replace(cfg.inflation, seed=seed * 1_000_003 + w))
-        with torch.no_grad():
+        with torch.no_grad(), _linalg_failure(config, window.anchor):
             res = fourdenvar(z, run, observe, win, seeded, distances=distances)
+            _check_finite(res.members, config, "analysis", window.anchor)
             following = windows[w + 1].anchor - window.anchor if w + 1 < len(windows) else 0
             traj = trajectory(model, res.members, max(n, following))
             hx = observe(interpolate_trajectory(traj, win.step, win.frac))
