@@ -164,6 +164,9 @@ def main() -> None:
         "--points-per-frame", type=int, default=128, help="random points per frame (MLP decoder)"
     )
     parser.add_argument("--batch-size", type=int, default=8, help="runs per training batch")
+    parser.add_argument(
+        "--dynamics-linear", action="store_true", help="add a linear term to the vector field"
+    )
     args = parser.parse_args()
     if args.pod and (args.decoder != "separable" or args.resume):
         parser.error("--pod needs --decoder separable and no --resume")
@@ -207,6 +210,7 @@ def main() -> None:
         latent_dim=args.latent_dim,
         dynamics_width=64,
         dynamics_depth=4,
+        dynamics_linear=args.dynamics_linear,
         decoder=decoder,
         activation=args.activation,
         dt0=args.dt0,

@@ -197,6 +197,7 @@ def test_gradcheck_rollout_and_decode(decoder):
         (lambda: LDNetConfig(dt0=float("nan")), r"dt0 must be a finite number"),
         (lambda: LDNetConfig(decoder={"kind": "mlp"}), r"decoder must be an MLPDecoderConfig"),
         (lambda: LDNetConfig(learnable_dt=1), r"learnable_dt must be a bool, got 1"),
+        (lambda: LDNetConfig(dynamics_linear="yes"), r"dynamics_linear must be a bool, got .yes."),
         (lambda: LDNetConfig(seed=-1), r"LDNetConfig.seed must be an integer >= 0, got -1"),
         (lambda: MLPDecoderConfig(width=0), r"MLPDecoderConfig.width must be an integer >= 1"),
         (lambda: MLPDecoderConfig(fourier_scale=0.0), r"fourier_scale must be a finite number"),
@@ -255,13 +256,19 @@ def _roundtrip(model: LDNetModel, cls=LDNetModel) -> LDNetModel:
     dtype=st.sampled_from([torch.float32, F64]),
     latent=st.integers(1, 4),
     seed=st.integers(0, 3),
+    linear=st.booleans(),
 )
-def test_save_load_gives_identical_predictions(decoder, learnable, dtype, latent, seed):
+def test_save_load_gives_identical_predictions(decoder, learnable, dtype, latent, seed, linear):
     model = LDNetModel(
-        small_config(decoder, latent_dim=latent, learnable_dt=learnable, seed=seed),
+        small_config(
+            decoder, latent_dim=latent, learnable_dt=learnable, seed=seed, dynamics_linear=linear
+        ),
         make_schema(),
         dtype=dtype,
     )
+    if linear:
+        with torch.no_grad():
+            model.dynamics.linear_s.weight.normal_()
     if learnable:
         with torch.no_grad():
             model.log_dt_scale.fill_(0.37)

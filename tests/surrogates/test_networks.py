@@ -104,6 +104,28 @@ def test_gradcheck_vector_field(activation):
     assert torch.autograd.gradcheck(field, (s, u))
 
 
+def test_vector_field_linear_term_starts_at_zero_and_can_carry_parameters():
+    torch.manual_seed(0)
+    plain = VectorFieldNet(D_S, 2, width=5, depth=2, activation="tanh").double()
+    torch.manual_seed(0)
+    linear = VectorFieldNet(D_S, 2, width=5, depth=2, activation="tanh", linear=True).double()
+    s, u = torch.randn(3, D_S, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    torch.testing.assert_close(linear(s, u), plain(s, u), rtol=0, atol=0)
+    assert torch.autograd.gradcheck(linear, (s.requires_grad_(), u.requires_grad_()))
+    # F = (u - s[:2]) / dt on the first two components: one Euler step from s = 0 gives
+    # s[:2] = u, which then stays put.
+    dt = 0.25
+    with torch.no_grad():
+        for p in linear.net.parameters():
+            p.zero_()
+        linear.linear_s.weight[:2, :2] = -torch.eye(2) / dt
+        linear.linear_u.weight[:2] = torch.eye(2) / dt
+    z = torch.zeros(3, D_S, dtype=torch.float64)
+    for _ in range(4):
+        z = z + dt * linear(z, u.detach())
+        torch.testing.assert_close(z[:, :2], u.detach())
+
+
 @pytest.mark.parametrize("kind", DECODERS)
 def test_gradcheck_decoders(kind):
     torch.manual_seed(0)

@@ -259,6 +259,8 @@ class LDNetConfig:
         ``d_s`` (>= 1).
     dynamics_width, dynamics_depth : int
         Hidden width and number of hidden layers of the vector field ``F(s, u)``.
+    dynamics_linear : bool
+        Add a linear term ``A s + B u + c`` (zero at initialization) to ``F``.
     decoder : MLPDecoderConfig or SeparableDecoderConfig
         Decoder family and sizes.
     activation : {"tanh", "silu", "gelu"}
@@ -283,6 +285,7 @@ class LDNetConfig:
     latent_dim: int = 8
     dynamics_width: int = 32
     dynamics_depth: int = 3
+    dynamics_linear: bool = False
     decoder: DecoderConfig = field(default_factory=MLPDecoderConfig)
     activation: Activation = "tanh"
     dt0: float | None = None
@@ -300,6 +303,10 @@ class LDNetConfig:
                 f"got {self.decoder!r}"
             )
         _check_choice("LDNetConfig.activation", self.activation, ACTIVATIONS)
+        if not isinstance(self.dynamics_linear, bool):
+            raise ConfigError(
+                f"LDNetConfig.dynamics_linear must be a bool, got {self.dynamics_linear!r}"
+            )
         if self.dt0 is not None:
             _check_float("LDNetConfig.dt0", self.dt0, 0.0, lo_open=True)
         if not isinstance(self.learnable_dt, bool):

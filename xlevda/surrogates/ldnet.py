@@ -138,6 +138,7 @@ class LDNetModel(nn.Module):
                 config.dynamics_width,
                 config.dynamics_depth,
                 config.activation,
+                config.dynamics_linear,
             )
             common = {
                 "n_fourier": dec.n_fourier,

@@ -195,6 +195,11 @@ class ResidualMLP(nn.Module):
 class VectorFieldNet(nn.Module):
     """Latent vector field ``F(s, u) -> ds/dt``: a residual MLP on ``(s, u)``.
 
+    With ``linear=True`` a linear map ``A s + B u + c`` is added, initialized to
+    zero (so the initial network is the plain MLP): it lets the latent state carry
+    the parameters and a clock exactly (e.g. ``B = 1 / dt``, ``A = -1 / dt`` on a
+    block: ``s_0 = u``, constant afterwards).
+
     Parameters
     ----------
     latent_dim, param_dim : int
@@ -203,6 +208,8 @@ class VectorFieldNet(nn.Module):
         Hidden width and number of hidden layers.
     activation : str
         Activation name.
+    linear : bool
+        Add the linear term.
 
     Examples
     --------
@@ -213,16 +220,32 @@ class VectorFieldNet(nn.Module):
     """
 
     def __init__(
-        self, latent_dim: int, param_dim: int, width: int, depth: int, activation: str
+        self,
+        latent_dim: int,
+        param_dim: int,
+        width: int,
+        depth: int,
+        activation: str,
+        linear: bool = False,
     ) -> None:
         super().__init__()
         self.net = ResidualMLP(
             (latent_dim, param_dim), latent_dim, width, depth, activation, input_names=("s", "u")
         )
+        self.linear_s = nn.Linear(latent_dim, latent_dim) if linear else None
+        self.linear_u = nn.Linear(param_dim, latent_dim, bias=False) if linear else None
+        for layer in (self.linear_s, self.linear_u):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, s: Tensor, u: Tensor) -> Tensor:
         """``s`` (..., d_s), ``u`` (..., d_u), leading dims broadcast -> (..., d_s)."""
-        return self.net(s, u)
+        out = self.net(s, u)
+        if self.linear_s is not None and self.linear_u is not None:
+            out = out + self.linear_s(s) + self.linear_u(u)
+        return out
 
 
 class MLPDecoder(nn.Module):
