@@ -96,7 +96,7 @@ def pod_initialize(
     info["basis_fit_seconds"] = round(time.perf_counter() - t0, 1)
     info["basis_fit_final_loss"] = round(losses[-1], 6)
     with torch.no_grad():
-        prepared = model.prepare_points(points)
+        prepared = model.decoder.basis_points(points)
     info["val_truncation_fitted_basis"] = round(truncation(val_values, prepared), 5)
     print(json.dumps(info), flush=True)
 

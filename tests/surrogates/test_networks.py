@@ -141,12 +141,16 @@ def test_separable_decoder_is_a_sum_over_a_shared_basis():
     dec = _separable_decoder().double()
     s = torch.randn(5, D_S, dtype=torch.float64)
     pts = torch.rand(7, N_C, dtype=torch.float64) * 2 - 1
-    basis = dec.prepare_points(pts)
+    basis = dec.basis_points(pts)
     assert basis.shape == (7, 5)
     torch.testing.assert_close(basis[:, -1], torch.ones(7, dtype=torch.float64))
     coef = dec.coef(s).reshape(5, 5, C)  # (state, n_basis + 1, C)
     expected = (basis[None, :, :, None] * coef[:, None, :, :]).sum(-2)
     torch.testing.assert_close(dec(s, pts), expected)
+    # the folded path (basis through the coefficient network's output layer) is the same
+    prepared = dec.prepare_points(pts)
+    assert prepared.shape == (7, C * (dec.coef_width + 1))
+    torch.testing.assert_close(dec.decode_prepared(s, prepared), expected)
 
 
 def _shapes():
@@ -191,5 +195,7 @@ def test_decoders_reject_wrong_latent_size():
     dec = _separable_decoder()
     with pytest.raises(ShapeError, match=r"s must have last dimension 3, got shape \(4,\)"):
         dec(torch.zeros(4), torch.zeros(5, N_C))
-    with pytest.raises(ShapeError, match="prepared basis must have last dimension 5"):
+    with pytest.raises(ShapeError, match="basis must have last dimension 5"):
+        dec.decode_basis(torch.zeros(2, D_S), torch.zeros(5, 3))
+    with pytest.raises(ShapeError, match=rf"prepared points must have last dimension {C * 6}"):
         dec.decode_prepared(torch.zeros(2, D_S), torch.zeros(5, 3))

@@ -206,7 +206,7 @@ def test_coefficient_loss_is_field_mse_minus_truncation_residual():
     u = torch.randn(3, 1, generator=gen, dtype=torch.float64)
     values = torch.randn(3, 4, 25, 2, generator=gen, dtype=torch.float64)
     with torch.no_grad():
-        prepared = model.prepare_points(points)
+        prepared = model.decoder.basis_points(points)
         ct = coefficient_targets(values, prepared)
         field_mse = (model(u, points, 4) - values).square().mean()
         loss = coefficient_loss(model, u, ct.r_factor, ct.targets, ct.n_points)
@@ -222,10 +222,10 @@ def test_fit_basis_reproduces_a_smooth_low_rank_field():
     basis = pod_basis(values, 3)
     model = make_model(n_basis=4)
     with torch.no_grad():
-        before = coefficient_targets(values, model.prepare_points(points)).residual.sum()
+        before = coefficient_targets(values, model.decoder.basis_points(points)).residual.sum()
     losses = fit_basis(model, points, basis, BasisFitConfig(steps=300, lr=1e-2))
     with torch.no_grad():
-        prepared = model.prepare_points(points)
+        prepared = model.decoder.basis_points(points)
     after = coefficient_targets(values, prepared).residual.sum()
     rel = float((after / values.square().sum()).sqrt())
     assert losses[-1] < 1e-4 * losses[0] and rel < 0.01 and after < 1e-3 * before
@@ -290,7 +290,7 @@ def test_train_coefficients_lowers_the_error_above_truncation_without_touching_t
     values = torch.einsum("pk,ntk->ntp", smooth_modes(points)[:, :2], amp)[..., None]
     values = torch.cat([values, -values], -1)  # two channels
     with torch.no_grad():
-        prepared = model.prepare_points(points)
+        prepared = model.decoder.basis_points(points)
     ct = coefficient_targets(values, prepared)
     basis_before = {k: v.clone() for k, v in model.decoder.basis.state_dict().items()}
     truncation = float(ct.residual.sum()) / values.numel()

@@ -212,10 +212,11 @@ class LDNetModel(nn.Module):
         """State-independent part of decoding, computed once per point set.
 
         ``points`` (..., P, n_coords) -> (..., P, F): the first-layer projection of the
-        Fourier features (MLP decoder) or the spatial basis with a bias column
-        (separable decoder).  When reusing the result across several backward
-        passes with trainable weights, compute it under ``torch.no_grad()`` (or
-        freeze the weights), since it depends on the decoder's weights.
+        Fourier features (MLP decoder) or the spatial basis folded into the
+        coefficient network's output layer (separable decoder).  When reusing the
+        result across several backward passes with trainable weights, compute it
+        under ``torch.no_grad()`` (or freeze the weights), since it depends on the
+        decoder's weights.
         """
         return self.decoder.prepare_points(points)
 
@@ -229,7 +230,7 @@ class LDNetModel(nn.Module):
         ``s`` (..., d_s), ``points`` (..., P, n_coords), leading dims broadcast ->
         (..., P, C).  Equals ``decode_prepared(s, prepare_points(points))``.
         """
-        return self.decoder.decode_prepared(s, self.decoder.prepare_points(points))
+        return self.decoder(s, points)
 
     def forward(self, u: Tensor, points: Tensor, n_frames: int) -> Tensor:
         """Roll out and decode: the training forward pass.
@@ -252,7 +253,7 @@ class LDNetModel(nn.Module):
                 f"points must have shape (n_frames={n_frames}, P, n_coords) or (P, n_coords), "
                 f"got {tuple(points.shape)}"
             )
-        return self.decode_prepared(self.rollout(u, n_frames), self.prepare_points(points))
+        return self.decoder(self.rollout(u, n_frames), points)
 
     # ------------------------------------------------------------------ files
 

@@ -175,12 +175,16 @@ class ResidualMLP(nn.Module):
         _check_last_dim(self.input_names[index], x, self.n_in[index])
         return self.inputs[index](x)
 
-    def head(self, pre: Tensor) -> Tensor:
-        """Rest of the network from the summed first-layer pre-activation (..., width)."""
+    def features(self, pre: Tensor) -> Tensor:
+        """Last hidden layer (..., width) from the summed first-layer pre-activation."""
         h = self.act(pre)
         for layer in self.hidden:
             h = h + self.act(layer(h))
-        return self.output(h)
+        return h
+
+    def head(self, pre: Tensor) -> Tensor:
+        """Rest of the network from the summed first-layer pre-activation (..., width)."""
+        return self.output(self.features(pre))
 
     def forward(self, *xs: Tensor) -> Tensor:
         """Inputs ``x_j`` (..., n_in[j]) with broadcastable leading dims -> (..., n_out)."""
@@ -328,11 +332,17 @@ class SeparableDecoder(nn.Module):
     """Separable neural field ``D(s, xi) = sum_i c_i(s) psi_i(xi) + b(xi)``.
 
     The basis ``psi`` (shared by all channels) is a residual MLP on Fourier
-    features of ``xi``; :meth:`prepare_points` returns
-    ``[psi(xi) / sqrt(n_basis), 1]`` of shape (..., P, n_basis + 1).  The
-    coefficient network maps ``s`` to a matrix ``(n_basis + 1, C)``, and
-    :meth:`decode_prepared` is one batched matmul, so an optimizer iteration costs
-    ``P * (n_basis + 1) * C`` per state, independent of the basis network's size.
+    features of ``xi``; :meth:`basis_points` returns
+    ``Psi = [psi(xi) / sqrt(n_basis), 1]`` of shape (..., P, n_basis + 1).  The
+    coefficient network maps ``s`` to a matrix ``(n_basis + 1, C)``; its last layer
+    is linear, ``c(s) = W h(s) + beta`` with ``h`` its last hidden layer (width
+    ``H``), so ``D = h(s) . (Psi W) + Psi beta``.  :meth:`prepare_points` folds the
+    basis into that layer once per point set, ``[Psi W, Psi beta]`` of shape
+    (..., P, C (H + 1)), and :meth:`decode_prepared` is one batched matmul of
+    ``[h(s), 1]`` with it: ``P C (H + 1)`` per state instead of the
+    ``(n_basis + 1) C (H + P)`` of forming the coefficients first, independent
+    of the basis network's size.  :meth:`forward` (training, where the weights
+    change every step) forms the coefficients; both are the same function.
 
     The state-independent field ``b(xi)`` is the coefficient network's output
     bias ``beta`` (n_basis + 1, C): ``b_c(xi) = sum_i beta_ic psi_i(xi) + beta_0c``,
@@ -367,8 +377,8 @@ class SeparableDecoder(nn.Module):
     >>> dec = SeparableDecoder(4, 2, 3, n_basis=5, basis_width=8, basis_depth=2,
     ...                        coef_width=8, coef_depth=1, n_fourier=4, fourier_scale=1.0,
     ...                        activation="tanh", seed=0)
-    >>> dec.prepare_points(torch.zeros(10, 2)).shape
-    torch.Size([10, 6])
+    >>> dec.basis_points(torch.zeros(10, 2)).shape, dec.prepare_points(torch.zeros(10, 2)).shape
+    (torch.Size([10, 6]), torch.Size([10, 27]))
     >>> dec(torch.zeros(6, 4), torch.zeros(10, 2)).shape
     torch.Size([6, 10, 3])
     """
@@ -409,20 +419,38 @@ class SeparableDecoder(nn.Module):
         )
         self.n_basis = n_basis
         self.n_channels = n_channels
+        self.coef_width = coef_width
 
-    def prepare_points(self, points: Tensor) -> Tensor:
+    def basis_points(self, points: Tensor) -> Tensor:
         """``points`` (..., P, n_coords) -> basis with bias column (..., P, n_basis + 1)."""
         psi = self.basis(self.fourier(points)) / math.sqrt(self.n_basis)
         return torch.cat([psi, torch.ones_like(psi[..., :1])], dim=-1)
 
-    def decode_prepared(self, s: Tensor, prepared: Tensor) -> Tensor:
-        """``s`` (..., d_s), ``prepared`` (..., P, n_basis + 1), dims broadcast -> (..., P, C)."""
-        _check_last_dim("prepared basis", prepared, self.n_basis + 1)
+    def decode_basis(self, s: Tensor, basis: Tensor) -> Tensor:
+        """``s`` (..., d_s), ``basis`` (..., P, n_basis + 1), dims broadcast -> (..., P, C)."""
+        _check_last_dim("basis", basis, self.n_basis + 1)
         coef = self.coef(s).unflatten(-1, (self.n_basis + 1, self.n_channels))
         # einsum folds the dimensions along which the basis is shared (size 1 or
         # absent) into the matmul's columns instead of copying the basis per state.
-        return torch.einsum("...pk,...kc->...pc", prepared, coef)
+        return torch.einsum("...pk,...kc->...pc", basis, coef)
+
+    def prepare_points(self, points: Tensor) -> Tensor:
+        """``points`` (..., P, n_coords) -> ``[Psi W, Psi beta]`` (..., P, C (H + 1))."""
+        basis = self.basis_points(points)
+        shape = (self.n_basis + 1, self.n_channels)
+        weight = self.coef.output.weight.unflatten(0, shape)  # (n_basis + 1, C, H)
+        bias = self.coef.output.bias.unflatten(0, shape).unsqueeze(-1)  # (n_basis + 1, C, 1)
+        folded = torch.einsum("...pk,kcj->...pcj", basis, torch.cat([weight, bias], -1))
+        return folded.flatten(-2)
+
+    def decode_prepared(self, s: Tensor, prepared: Tensor) -> Tensor:
+        """``s`` (..., d_s), ``prepared`` (..., P, C (H + 1)), dims broadcast -> (..., P, C)."""
+        _check_last_dim("prepared points", prepared, self.n_channels * (self.coef_width + 1))
+        h = self.coef.features(self.coef.project(0, s))
+        h = torch.cat([h, torch.ones_like(h[..., :1])], -1)
+        folded = prepared.unflatten(-1, (self.n_channels, self.coef_width + 1))
+        return torch.einsum("...j,...pcj->...pc", h, folded)
 
     def forward(self, s: Tensor, points: Tensor) -> Tensor:
         """``s`` (..., d_s), ``points`` (..., P, n_coords) -> (..., P, C)."""
-        return self.decode_prepared(s, self.prepare_points(points))
+        return self.decode_basis(s, self.basis_points(points))

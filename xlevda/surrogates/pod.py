@@ -200,7 +200,7 @@ def fit_basis(
 ) -> list[float]:
     """Fit the separable decoder's basis network to POD modes (in place).
 
-    The first ``r`` prepared basis functions ``psi_i / sqrt(n_basis)`` at
+    The first ``r`` basis functions ``psi_i / sqrt(n_basis)`` (``basis_points``) at
     ``points`` are fitted to ``scales[i] * modes[:, i]`` by full-batch Adam with a
     cosine learning rate on the relative squared error.  The coefficients of the
     training frames in the fitted basis then have unit root mean square (the
@@ -297,7 +297,7 @@ class CoefficientTargets(NamedTuple):
 
 
 def coefficient_targets(values: Tensor, prepared: Tensor) -> CoefficientTargets:
-    """Project frames onto a fixed basis, e.g. a separable decoder's prepared points.
+    """Project frames onto a fixed basis, e.g. a separable decoder's basis at the points.
 
     Parameters
     ----------
@@ -305,7 +305,7 @@ def coefficient_targets(values: Tensor, prepared: Tensor) -> CoefficientTargets:
         Frames in normalized units.
     prepared : Tensor, shape (P, K)
         The basis at the frames' points (full column rank), e.g.
-        ``model.prepare_points(points)``.
+        ``model.decoder.basis_points(points)``.
 
     Returns
     -------
@@ -344,7 +344,7 @@ def coefficient_loss(
 
     ``sum ||R c(s_t) - Q^T x_t||^2 / (B * T * P * C)`` where ``c(s_t)`` are the
     coefficients the model's decoder gives its latent trajectory: decoding the
-    trajectory with ``R`` as the prepared basis yields ``R c`` directly.
+    trajectory with ``R`` as the basis (``decode_basis``) yields ``R c`` directly.
 
     Parameters
     ----------
@@ -376,7 +376,7 @@ def coefficient_loss(
             f"{tuple(params.shape)}, r_factor {tuple(r_factor.shape)}, targets "
             f"{tuple(targets.shape)}"
         )
-    pred = model.decode_prepared(model.rollout(params, targets.shape[1]), r_factor)
+    pred = dec.decode_basis(model.rollout(params, targets.shape[1]), r_factor)
     b, t, _, c = targets.shape
     return (pred - targets).square().sum() / (b * t * n_points * c)
 
