@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from xlevda import load_pretrained
 from xlevda.demo import SYSTEMS, _training_config, run_demo, twin_experiment
 from xlevda.errors import ConfigError
 from xlevda.systems import kolmogorov, sphere
@@ -38,3 +39,12 @@ def test_unknown_system():
         run_demo(system="ocean")
     with pytest.raises(ConfigError, match=r"unknown demo system 'ocean'"):
         twin_experiment("ocean")
+
+
+def test_twin_experiment_checks_the_surrogate():
+    with pytest.raises(
+        ConfigError, match=r"surrogate=dict: the tsunami twin needs an xlevda.LDNet"
+    ):
+        twin_experiment("tsunami", surrogate={})
+    with pytest.raises(ConfigError, match=r"observes \['u', 'v', 'eta'\]: \['eta'\] missing"):
+        twin_experiment("tsunami", surrogate=load_pretrained("kolmogorov"))

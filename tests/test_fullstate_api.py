@@ -342,7 +342,10 @@ CONFIGS = [FullStateConfig(members=6), FullStateConfig(FourDEnVarConfig(), membe
 @pytest.mark.parametrize(
     "model_cls, message",
     [
-        (Infinite, r"the (forecast|forecast from) at frame \d is not finite for 6 of 6 members"),
+        (
+            Infinite,
+            r"the forecast( of the window starting)? at frame \d is not finite for 6 of 6 members",
+        ),
         (
             Overflowing,
             r"the analysis at frame \d failed \(.*\); the ensemble has probably diverged",

@@ -673,8 +673,9 @@ def _to_dataset(
     space_dims = layout.dims
     space_shape = tuple(target.sizes[d] for d in space_dims)
     chunks = (min(config.chunks.time, len(out_times)), min(config.chunks.member, k))
-    z_out = z_out.astype(_numpy_dtype(dtype), copy=False)
-    latent = dsa.from_array(z_out[..., :d_s], chunks=(*chunks, d_s))
+    out_dtype = _numpy_dtype(dtype)
+    s_out = z_out[..., :d_s].astype(out_dtype, copy=False)
+    latent = dsa.from_array(s_out, chunks=(*chunks, d_s))
     data_vars: dict[str, Any] = {}
     for c, (name, attrs) in enumerate(zip(schema.variables, schema.variable_attrs, strict=True)):
         field = dsa.map_blocks(
@@ -691,7 +692,7 @@ def _to_dataset(
         )
         arr = field.reshape((len(out_times), k, *space_shape))
         data_vars[name] = xr.DataArray(arr, dims=(time, mdim, *space_dims), attrs=dict(attrs))
-    u_out = schema.param_norm.denormalize(z_out[..., d_s:])
+    u_out = schema.param_norm.denormalize(z_out[..., d_s:])  # float64: small, full precision
     for j, (name, attrs) in enumerate(zip(schema.params, schema.param_attrs, strict=True)):
         data_vars[name] = xr.DataArray(
             u_out[..., j],
@@ -700,7 +701,7 @@ def _to_dataset(
         )
     full_state = config.method not in ("LEVDA", "LD-EnSF")
     data_vars["latent_state"] = xr.DataArray(
-        z_out[..., :d_s],
+        s_out,
         dims=(time, mdim, "latent"),
         attrs={"long_name": "state vector of the full-state model (its own units)"}
         if full_state

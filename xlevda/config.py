@@ -63,12 +63,14 @@ class LEVDAConfig:
         The batched solver of the K member problems.  The default L-BFGS stops a
         member when a step lowers its cost by less than ``1e-4`` of it: on the demo
         twin this halves the time of a tighter tolerance at equal accuracy
-        (``benchmarks/levda_tolerance.py``, docs/results.md).  Pass
-        ``LBFGSConfig()`` to iterate to round-off.
+        (``benchmarks/levda_tolerance.py``, docs/results.md).  ``LBFGSConfig()``
+        (the default of :func:`xlevda.core.levda.solve_window`) iterates until the
+        cost stalls at round-off, the gradient reaches ``tol_grad`` or ``max_iter``.
     seed : int
         Seed of the prior draws, the inflation noise and RML perturbations.
     dtype : {"float32", "float64"}
-        Precision of the optimization, the decoding and the output fields.
+        Precision of the optimization, the decoding and the output fields (the
+        parameter estimates are always float64).
     device : str
         Torch device of the optimization and decoding, e.g. ``"cpu"`` or ``"cuda"``.
     outside : {"error", "drop"}
@@ -162,7 +164,7 @@ class FullStateConfig:
         variable).
     dtype : {"float32", "float64"}
         Precision of the ensemble and the output fields (default float64, as
-        simulators run).
+        simulators run; float32 halves the size of written fields).
     device : str
         Torch device of the ensemble.
     outside : {"error", "drop"}

@@ -246,14 +246,26 @@ def twin_experiment(
     """Simulate a hidden truth, observe it and assimilate it with the shipped surrogate.
 
     ``optimizer`` replaces :class:`~xlevda.config.LEVDAConfig`'s default solver and
-    ``surrogate`` the shipped surrogate of ``system`` (it must have been trained on
-    that system's simulations).  The analysis stays lazy (decoded when written or
+    ``surrogate`` the shipped surrogate of ``system``: an :class:`~xlevda.LDNet`
+    trained on that system's simulations, whose recorded training configuration
+    sets the simulated truth.  The analysis stays lazy (decoded when written or
     computed); the scores are computed.
     """
     if system not in SYSTEMS:
         raise ConfigError(f"unknown demo system {system!r}: expected one of {sorted(SYSTEMS)}")
     sys_ = SYSTEMS[system]
+    if surrogate is not None and not isinstance(surrogate, LDNet):
+        raise ConfigError(
+            f"surrogate={type(surrogate).__name__}: the {system} twin needs an xlevda.LDNet "
+            "trained on its simulations"
+        )
     model = load_pretrained(system) if surrogate is None else surrogate
+    missing = sorted(set(sys_.observed) - set(model.schema.variables))
+    if missing:
+        raise ConfigError(
+            f"the surrogate predicts {list(model.schema.variables)}, but the {system} twin "
+            f"observes {list(sys_.observed)}: {missing} missing; use a {system} surrogate"
+        )
     truth, true_params = _truth(model, seed, system)
     truth = truth[list(model.schema.variables)]
     space = [d for d in truth[sys_.main].dims if d != "time"]

@@ -269,7 +269,7 @@ def _fourdenvar_cycle(
 
         def run(x: Tensor, win=win, n=n, start=window.anchor) -> Tensor:
             traj = trajectory(model, x, n)
-            _check_finite(traj.flatten(1), config, "forecast from", start)
+            _check_finite(traj.flatten(1), config, "forecast of the window starting", start)
             return interpolate_trajectory(traj, win.step, win.frac)
 
         def observe(tr: Tensor, prepared=prepared) -> Tensor:

@@ -268,7 +268,7 @@ def test_save_load_gives_identical_predictions(decoder, learnable, dtype, latent
     )
     if linear:
         with torch.no_grad():
-            model.dynamics.linear_s.weight.normal_()
+            model.dynamics.linear_s.normal_()
     if learnable:
         with torch.no_grad():
             model.log_dt_scale.fill_(0.37)
@@ -349,3 +349,16 @@ def test_file_holds_documented_keys(tmp_path):
     assert SurrogateSchema.from_dict(payload["schema"]) == make_schema()
     assert config_from_dict(payload["config"]) == small_config()
     assert "log_dt_scale" in payload["state_dict"] and "dt0" in payload["state_dict"]
+
+
+@pytest.mark.parametrize("decoder", [MLP, SEP], ids=["mlp", "separable"])
+def test_linear_vector_field_term_leaves_the_other_weights_as_they_were(decoder):
+    plain = make_model(decoder)
+    linear = make_model(decoder, dynamics_linear=True)
+    extra = {"dynamics.linear_s", "dynamics.linear_u"}
+    state = linear.state_dict()
+    assert set(state) - set(plain.state_dict()) == extra
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(state[name], value, rtol=0, atol=0)
+    u, pts = torch.randn(3, 2, dtype=F64), torch.rand(4, 6, 2, dtype=F64)
+    torch.testing.assert_close(linear(u, pts, 4), plain(u, pts, 4), rtol=0, atol=0)

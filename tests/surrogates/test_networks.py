@@ -28,7 +28,7 @@ def _mlp_decoder(activation: str = "tanh") -> MLPDecoder:
     )
 
 
-def _separable_decoder(activation: str = "tanh") -> SeparableDecoder:
+def _separable_decoder(activation: str = "tanh", coef_width: int = 5) -> SeparableDecoder:
     return SeparableDecoder(
         D_S,
         N_C,
@@ -36,7 +36,7 @@ def _separable_decoder(activation: str = "tanh") -> SeparableDecoder:
         n_basis=4,
         basis_width=6,
         basis_depth=2,
-        coef_width=5,
+        coef_width=coef_width,
         coef_depth=2,
         n_fourier=3,
         fourier_scale=1.0,
@@ -45,7 +45,11 @@ def _separable_decoder(activation: str = "tanh") -> SeparableDecoder:
     )
 
 
-DECODERS = {"mlp": _mlp_decoder, "separable": _separable_decoder}
+DECODERS = {
+    "mlp": _mlp_decoder,
+    "separable": _separable_decoder,
+    "separable folded": lambda: _separable_decoder(coef_width=3),
+}
 
 
 def test_fourier_features_are_a_fixed_seeded_buffer():
@@ -118,8 +122,8 @@ def test_vector_field_linear_term_starts_at_zero_and_can_carry_parameters():
     with torch.no_grad():
         for p in linear.net.parameters():
             p.zero_()
-        linear.linear_s.weight[:2, :2] = -torch.eye(2) / dt
-        linear.linear_u.weight[:2] = torch.eye(2) / dt
+        linear.linear_s[:2, :2] = -torch.eye(2) / dt
+        linear.linear_u[:2] = torch.eye(2) / dt
     z = torch.zeros(3, D_S, dtype=torch.float64)
     for _ in range(4):
         z = z + dt * linear(z, u.detach())
@@ -137,8 +141,10 @@ def test_gradcheck_decoders(kind):
     assert torch.autograd.gradcheck(lambda s: dec.decode_prepared(s, prepared), (s,))
 
 
-def test_separable_decoder_is_a_sum_over_a_shared_basis():
-    dec = _separable_decoder().double()
+@pytest.mark.parametrize("coef_width", [3, 5], ids=["folded", "unfolded"])
+def test_separable_decoder_is_a_sum_over_a_shared_basis(coef_width):
+    dec = _separable_decoder(coef_width=coef_width).double()
+    assert dec.folded == (coef_width <= dec.n_basis)
     s = torch.randn(5, D_S, dtype=torch.float64)
     pts = torch.rand(7, N_C, dtype=torch.float64) * 2 - 1
     basis = dec.basis_points(pts)
@@ -147,9 +153,11 @@ def test_separable_decoder_is_a_sum_over_a_shared_basis():
     coef = dec.coef(s).reshape(5, 5, C)  # (state, n_basis + 1, C)
     expected = (basis[None, :, :, None] * coef[:, None, :, :]).sum(-2)
     torch.testing.assert_close(dec(s, pts), expected)
-    # the folded path (basis through the coefficient network's output layer) is the same
+    # the prepared path (folded: the basis through the coefficient network's output
+    # layer; unfolded: the basis itself) is the same function
     prepared = dec.prepare_points(pts)
-    assert prepared.shape == (7, C * (dec.coef_width + 1))
+    width = C * (coef_width + 1) if dec.folded else dec.n_basis + 1
+    assert prepared.shape == (7, width)
     torch.testing.assert_close(dec.decode_prepared(s, prepared), expected)
 
 
@@ -197,5 +205,8 @@ def test_decoders_reject_wrong_latent_size():
         dec(torch.zeros(4), torch.zeros(5, N_C))
     with pytest.raises(ShapeError, match="basis must have last dimension 5"):
         dec.decode_basis(torch.zeros(2, D_S), torch.zeros(5, 3))
-    with pytest.raises(ShapeError, match=rf"prepared points must have last dimension {C * 6}"):
+    with pytest.raises(ShapeError, match="basis must have last dimension 5"):
         dec.decode_prepared(torch.zeros(2, D_S), torch.zeros(5, 3))
+    folded = _separable_decoder(coef_width=3)
+    with pytest.raises(ShapeError, match=rf"prepared points must have last dimension {C * 4}"):
+        folded.decode_prepared(torch.zeros(2, D_S), torch.zeros(5, 3))

@@ -822,7 +822,9 @@ def solve_window(
     mode : WarmStart or Randomized, optional
         Default :class:`WarmStart` (the paper).
     optimizer : LBFGSConfig or GaussNewtonConfig, optional
-        Default ``LBFGSConfig()`` (the paper's method).  ``GaussNewtonConfig()``
+        Default ``LBFGSConfig()`` (the paper's method, to round-off; the accessor's
+        :class:`~xlevda.config.LEVDAConfig` stops earlier, at ``tol_cost=1e-4``).
+        ``GaussNewtonConfig()``
         usually needs far fewer iterations, each costing a Jacobian; it needs a
         surrogate that works under :mod:`torch.func` transforms.
     jacobian : {"forward", "pointwise"}

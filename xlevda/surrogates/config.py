@@ -260,7 +260,7 @@ class LDNetConfig:
     dynamics_width, dynamics_depth : int
         Hidden width and number of hidden layers of the vector field ``F(s, u)``.
     dynamics_linear : bool
-        Add a linear term ``A s + B u + c`` (zero at initialization) to ``F``.
+        Add a linear term ``A s + B u`` (zero at initialization) to ``F``.
     decoder : MLPDecoderConfig or SeparableDecoderConfig
         Decoder family and sizes.
     activation : {"tanh", "silu", "gelu"}

@@ -199,9 +199,10 @@ class ResidualMLP(nn.Module):
 class VectorFieldNet(nn.Module):
     """Latent vector field ``F(s, u) -> ds/dt``: a residual MLP on ``(s, u)``.
 
-    With ``linear=True`` a linear map ``A s + B u + c`` is added, initialized to
-    zero (so the initial network is the plain MLP): it lets the latent state carry
-    the parameters and a clock exactly (e.g. ``B = 1 / dt``, ``A = -1 / dt`` on a
+    With ``linear=True`` a linear map ``A s + B u`` is added (the MLP's output bias
+    is the constant), initialized to zero without drawing random numbers, so the
+    initial model is the same as without it: it lets the latent state carry the
+    parameters and a clock exactly (e.g. ``B = 1 / dt``, ``A = -1 / dt`` on a
     block: ``s_0 = u``, constant afterwards).
 
     Parameters
@@ -236,19 +237,15 @@ class VectorFieldNet(nn.Module):
         self.net = ResidualMLP(
             (latent_dim, param_dim), latent_dim, width, depth, activation, input_names=("s", "u")
         )
-        self.linear_s = nn.Linear(latent_dim, latent_dim) if linear else None
-        self.linear_u = nn.Linear(param_dim, latent_dim, bias=False) if linear else None
-        for layer in (self.linear_s, self.linear_u):
-            if layer is not None:
-                nn.init.zeros_(layer.weight)
-                if layer.bias is not None:
-                    nn.init.zeros_(layer.bias)
+        # zeros, drawn from no generator, so the option leaves every other weight as it was
+        self.linear_s = nn.Parameter(torch.zeros(latent_dim, latent_dim)) if linear else None
+        self.linear_u = nn.Parameter(torch.zeros(latent_dim, param_dim)) if linear else None
 
     def forward(self, s: Tensor, u: Tensor) -> Tensor:
         """``s`` (..., d_s), ``u`` (..., d_u), leading dims broadcast -> (..., d_s)."""
         out = self.net(s, u)
         if self.linear_s is not None and self.linear_u is not None:
-            out = out + self.linear_s(s) + self.linear_u(u)
+            out = out + s @ self.linear_s.T + u @ self.linear_u.T
         return out
 
 
@@ -336,13 +333,16 @@ class SeparableDecoder(nn.Module):
     ``Psi = [psi(xi) / sqrt(n_basis), 1]`` of shape (..., P, n_basis + 1).  The
     coefficient network maps ``s`` to a matrix ``(n_basis + 1, C)``; its last layer
     is linear, ``c(s) = W h(s) + beta`` with ``h`` its last hidden layer (width
-    ``H``), so ``D = h(s) . (Psi W) + Psi beta``.  :meth:`prepare_points` folds the
-    basis into that layer once per point set, ``[Psi W, Psi beta]`` of shape
-    (..., P, C (H + 1)), and :meth:`decode_prepared` is one batched matmul of
-    ``[h(s), 1]`` with it: ``P C (H + 1)`` per state instead of the
-    ``(n_basis + 1) C (H + P)`` of forming the coefficients first, independent
-    of the basis network's size.  :meth:`forward` (training, where the weights
-    change every step) forms the coefficients; both are the same function.
+    ``H``), so ``D = h(s) . (Psi W) + Psi beta``.  Where ``H <= n_basis``,
+    :meth:`prepare_points` folds the basis into that layer once per point set,
+    ``[Psi W, Psi beta]`` of shape (..., P, C (H + 1)), and :meth:`decode_prepared`
+    is one batched matmul of ``[h(s), 1]`` with it: ``P C (H + 1)`` per state
+    instead of the ``(n_basis + 1) C (H + P)`` of forming the coefficients first
+    (never more, for any ``P``).  Otherwise the prepared points are the basis
+    itself, ``Psi`` (..., P, n_basis + 1), and the coefficients are formed.  Either
+    way the cost per state is independent of the basis network's size.
+    :meth:`forward` (training, where the weights change every step) forms the
+    coefficients; all paths are the same function.
 
     The state-independent field ``b(xi)`` is the coefficient network's output
     bias ``beta`` (n_basis + 1, C): ``b_c(xi) = sum_i beta_ic psi_i(xi) + beta_0c``,
@@ -377,8 +377,8 @@ class SeparableDecoder(nn.Module):
     >>> dec = SeparableDecoder(4, 2, 3, n_basis=5, basis_width=8, basis_depth=2,
     ...                        coef_width=8, coef_depth=1, n_fourier=4, fourier_scale=1.0,
     ...                        activation="tanh", seed=0)
-    >>> dec.basis_points(torch.zeros(10, 2)).shape, dec.prepare_points(torch.zeros(10, 2)).shape
-    (torch.Size([10, 6]), torch.Size([10, 27]))
+    >>> dec.folded, dec.prepare_points(torch.zeros(10, 2)).shape   # coef_width > n_basis
+    (False, torch.Size([10, 6]))
     >>> dec(torch.zeros(6, 4), torch.zeros(10, 2)).shape
     torch.Size([6, 10, 3])
     """
@@ -420,6 +420,7 @@ class SeparableDecoder(nn.Module):
         self.n_basis = n_basis
         self.n_channels = n_channels
         self.coef_width = coef_width
+        self.folded = coef_width <= n_basis
 
     def basis_points(self, points: Tensor) -> Tensor:
         """``points`` (..., P, n_coords) -> basis with bias column (..., P, n_basis + 1)."""
@@ -435,8 +436,11 @@ class SeparableDecoder(nn.Module):
         return torch.einsum("...pk,...kc->...pc", basis, coef)
 
     def prepare_points(self, points: Tensor) -> Tensor:
-        """``points`` (..., P, n_coords) -> ``[Psi W, Psi beta]`` (..., P, C (H + 1))."""
+        """``points`` (..., P, n_coords) -> ``[Psi W, Psi beta]`` (..., P, C (H + 1)) where
+        :attr:`folded`, else the basis ``Psi`` (..., P, n_basis + 1)."""
         basis = self.basis_points(points)
+        if not self.folded:
+            return basis
         shape = (self.n_basis + 1, self.n_channels)
         weight = self.coef.output.weight.unflatten(0, shape)  # (n_basis + 1, C, H)
         bias = self.coef.output.bias.unflatten(0, shape).unsqueeze(-1)  # (n_basis + 1, C, 1)
@@ -444,7 +448,10 @@ class SeparableDecoder(nn.Module):
         return folded.flatten(-2)
 
     def decode_prepared(self, s: Tensor, prepared: Tensor) -> Tensor:
-        """``s`` (..., d_s), ``prepared`` (..., P, C (H + 1)), dims broadcast -> (..., P, C)."""
+        """``s`` (..., d_s), ``prepared`` from :meth:`prepare_points`, dims broadcast ->
+        (..., P, C)."""
+        if not self.folded:
+            return self.decode_basis(s, prepared)
         _check_last_dim("prepared points", prepared, self.n_channels * (self.coef_width + 1))
         h = self.coef.features(self.coef.project(0, s))
         h = torch.cat([h, torch.ones_like(h[..., :1])], -1)
