@@ -28,12 +28,14 @@ def _mlp_decoder(activation: str = "tanh") -> MLPDecoder:
     )
 
 
-def _separable_decoder(activation: str = "tanh", coef_width: int = 5) -> SeparableDecoder:
+def _separable_decoder(
+    activation: str = "tanh", coef_width: int = 5, n_basis: int = 4
+) -> SeparableDecoder:
     return SeparableDecoder(
         D_S,
         N_C,
         C,
-        n_basis=4,
+        n_basis=n_basis,
         basis_width=6,
         basis_depth=2,
         coef_width=coef_width,
@@ -141,24 +143,36 @@ def test_gradcheck_decoders(kind):
     assert torch.autograd.gradcheck(lambda s: dec.decode_prepared(s, prepared), (s,))
 
 
-@pytest.mark.parametrize("coef_width", [3, 5], ids=["folded", "unfolded"])
-def test_separable_decoder_is_a_sum_over_a_shared_basis(coef_width):
-    dec = _separable_decoder(coef_width=coef_width).double()
-    assert dec.folded == (coef_width <= dec.n_basis)
+@pytest.mark.parametrize(
+    "coef_width, n_basis, folds", [(3, 8, True), (5, 4, False)], ids=["folded", "unfolded"]
+)
+def test_separable_decoder_is_a_sum_over_a_shared_basis(coef_width, n_basis, folds):
+    dec = _separable_decoder(coef_width=coef_width, n_basis=n_basis).double()
+    assert dec.folds(7) == folds
     s = torch.randn(5, D_S, dtype=torch.float64)
     pts = torch.rand(7, N_C, dtype=torch.float64) * 2 - 1
     basis = dec.basis_points(pts)
-    assert basis.shape == (7, 5)
+    assert basis.shape == (7, n_basis + 1)
     torch.testing.assert_close(basis[:, -1], torch.ones(7, dtype=torch.float64))
-    coef = dec.coef(s).reshape(5, 5, C)  # (state, n_basis + 1, C)
+    coef = dec.coef(s).reshape(5, n_basis + 1, C)  # (state, n_basis + 1, C)
     expected = (basis[None, :, :, None] * coef[:, None, :, :]).sum(-2)
     torch.testing.assert_close(dec(s, pts), expected)
     # the prepared path (folded: the basis through the coefficient network's output
     # layer; unfolded: the basis itself) is the same function
     prepared = dec.prepare_points(pts)
-    width = C * (coef_width + 1) if dec.folded else dec.n_basis + 1
-    assert prepared.shape == (7, width)
+    assert prepared.shape == (7, C * (coef_width + 1) if folds else n_basis + 1)
     torch.testing.assert_close(dec.decode_prepared(s, prepared), expected)
+    # and so is the other form, given explicitly
+    other = basis if folds else None
+    if other is not None:
+        torch.testing.assert_close(dec.decode_prepared(s, other), expected)
+
+
+def test_separable_decoder_folds_only_where_it_pays():
+    dec = _separable_decoder(coef_width=8, n_basis=8)  # fold where 2 P 9 <= 9 (8 + P)
+    assert [dec.folds(p) for p in (1, 8, 9, 50)] == [True, True, False, False]
+    assert _separable_decoder(coef_width=3, n_basis=8).folds(10**6)  # H + 1 < (n_basis + 1) / 2
+    assert not _separable_decoder(coef_width=2, n_basis=5).folds(1)  # 6 == C (H + 1): one form
 
 
 def _shapes():
@@ -205,8 +219,7 @@ def test_decoders_reject_wrong_latent_size():
         dec(torch.zeros(4), torch.zeros(5, N_C))
     with pytest.raises(ShapeError, match="basis must have last dimension 5"):
         dec.decode_basis(torch.zeros(2, D_S), torch.zeros(5, 3))
-    with pytest.raises(ShapeError, match="basis must have last dimension 5"):
+    with pytest.raises(
+        ShapeError, match=rf"last dimension 5 \(the basis\) or {C * 6} \(the folded basis\)"
+    ):
         dec.decode_prepared(torch.zeros(2, D_S), torch.zeros(5, 3))
-    folded = _separable_decoder(coef_width=3)
-    with pytest.raises(ShapeError, match=rf"prepared points must have last dimension {C * 4}"):
-        folded.decode_prepared(torch.zeros(2, D_S), torch.zeros(5, 3))

@@ -333,16 +333,17 @@ class SeparableDecoder(nn.Module):
     ``Psi = [psi(xi) / sqrt(n_basis), 1]`` of shape (..., P, n_basis + 1).  The
     coefficient network maps ``s`` to a matrix ``(n_basis + 1, C)``; its last layer
     is linear, ``c(s) = W h(s) + beta`` with ``h`` its last hidden layer (width
-    ``H``), so ``D = h(s) . (Psi W) + Psi beta``.  Where ``H <= n_basis``,
+    ``H``), so ``D = h(s) . (Psi W) + Psi beta``.  Where that halves the work
+    (:meth:`folds`: few points per set, e.g. the observations of one time),
     :meth:`prepare_points` folds the basis into that layer once per point set,
     ``[Psi W, Psi beta]`` of shape (..., P, C (H + 1)), and :meth:`decode_prepared`
     is one batched matmul of ``[h(s), 1]`` with it: ``P C (H + 1)`` per state
-    instead of the ``(n_basis + 1) C (H + P)`` of forming the coefficients first
-    (never more, for any ``P``).  Otherwise the prepared points are the basis
-    itself, ``Psi`` (..., P, n_basis + 1), and the coefficients are formed.  Either
-    way the cost per state is independent of the basis network's size.
-    :meth:`forward` (training, where the weights change every step) forms the
-    coefficients; all paths are the same function.
+    instead of the ``(n_basis + 1) C (H + P)`` of forming the coefficients first.
+    Otherwise (e.g. a whole output grid, where folding would only add memory) the
+    prepared points are the basis itself, ``Psi`` (..., P, n_basis + 1), and the
+    coefficients are formed.  Either way the cost per state is independent of the
+    basis network's size.  :meth:`forward` (training, where the weights change
+    every step) forms the coefficients; all paths are the same function.
 
     The state-independent field ``b(xi)`` is the coefficient network's output
     bias ``beta`` (n_basis + 1, C): ``b_c(xi) = sum_i beta_ic psi_i(xi) + beta_0c``,
@@ -377,8 +378,8 @@ class SeparableDecoder(nn.Module):
     >>> dec = SeparableDecoder(4, 2, 3, n_basis=5, basis_width=8, basis_depth=2,
     ...                        coef_width=8, coef_depth=1, n_fourier=4, fourier_scale=1.0,
     ...                        activation="tanh", seed=0)
-    >>> dec.folded, dec.prepare_points(torch.zeros(10, 2)).shape   # coef_width > n_basis
-    (False, torch.Size([10, 6]))
+    >>> dec.prepare_points(torch.zeros(10, 2)).shape   # the basis: folding would not pay
+    torch.Size([10, 6])
     >>> dec(torch.zeros(6, 4), torch.zeros(10, 2)).shape
     torch.Size([6, 10, 3])
     """
@@ -420,7 +421,6 @@ class SeparableDecoder(nn.Module):
         self.n_basis = n_basis
         self.n_channels = n_channels
         self.coef_width = coef_width
-        self.folded = coef_width <= n_basis
 
     def basis_points(self, points: Tensor) -> Tensor:
         """``points`` (..., P, n_coords) -> basis with bias column (..., P, n_basis + 1)."""
@@ -435,11 +435,28 @@ class SeparableDecoder(nn.Module):
         # absent) into the matmul's columns instead of copying the basis per state.
         return torch.einsum("...pk,...kc->...pc", basis, coef)
 
+    def folds(self, n_points: int) -> bool:
+        """Whether :meth:`prepare_points` folds a set of ``n_points`` points: where the
+        folded product costs at most half of forming the coefficients, and the two
+        forms differ in size (so that :meth:`decode_prepared` can tell them apart).
+
+        Examples
+        --------
+        >>> dec = SeparableDecoder(4, 2, 3, n_basis=32, basis_width=8, basis_depth=1,
+        ...                        coef_width=16, coef_depth=1, n_fourier=4,
+        ...                        fourier_scale=1.0, activation="tanh", seed=0)
+        >>> dec.folds(100), dec.folds(10_000)
+        (True, False)
+        """
+        h, k = self.coef_width + 1, self.n_basis + 1
+        distinct = k != self.n_channels * h
+        return distinct and 2 * n_points * h <= k * (self.coef_width + n_points)
+
     def prepare_points(self, points: Tensor) -> Tensor:
         """``points`` (..., P, n_coords) -> ``[Psi W, Psi beta]`` (..., P, C (H + 1)) where
-        :attr:`folded`, else the basis ``Psi`` (..., P, n_basis + 1)."""
+        :meth:`folds` (P), else the basis ``Psi`` (..., P, n_basis + 1)."""
         basis = self.basis_points(points)
-        if not self.folded:
+        if not self.folds(points.shape[-2]):
             return basis
         shape = (self.n_basis + 1, self.n_channels)
         weight = self.coef.output.weight.unflatten(0, shape)  # (n_basis + 1, C, H)
@@ -450,9 +467,14 @@ class SeparableDecoder(nn.Module):
     def decode_prepared(self, s: Tensor, prepared: Tensor) -> Tensor:
         """``s`` (..., d_s), ``prepared`` from :meth:`prepare_points`, dims broadcast ->
         (..., P, C)."""
-        if not self.folded:
+        folded, k = self.n_channels * (self.coef_width + 1), self.n_basis + 1
+        if prepared.shape[-1] not in (folded, k):
+            raise ShapeError(
+                f"prepared points must have last dimension {k} (the basis) or {folded} (the "
+                f"folded basis), got shape {tuple(prepared.shape)}"
+            )
+        if prepared.shape[-1] == k:
             return self.decode_basis(s, prepared)
-        _check_last_dim("prepared points", prepared, self.n_channels * (self.coef_width + 1))
         h = self.coef.features(self.coef.project(0, s))
         h = torch.cat([h, torch.ones_like(h[..., :1])], -1)
         folded = prepared.unflatten(-1, (self.n_channels, self.coef_width + 1))
