@@ -13,6 +13,8 @@ import xarray as xr
 import xlevda
 from tests.conftest import make_runs
 from xlevda.config import LEVDAConfig
+from xlevda.core.levda import solve_window
+from xlevda.core.optim import GaussNewtonConfig
 from xlevda.errors import ConfigError, CoordinateError, ObservationError, VariableError
 
 
@@ -64,6 +66,26 @@ def test_output_layout(model, truth):
     assert an.attrs["n_observations_used"] == an.window_n_obs.sum()
     assert not an.window_failed.any()
     assert an.eta.dtype == an.latent_state.dtype == np.float64  # config.dtype
+
+
+def test_gauss_newton_jacobians_agree(model, truth, monkeypatch):
+    """Pointwise and forward-mode Jacobians are the same derivative: the same analysis."""
+    gn = dataclasses.replace(CFG, optimizer=GaussNewtonConfig(tol_cost=0.0, tol_grad=1e-10))
+    fwd = target(truth).levda.assimilate(point_obs(truth), model, gn)
+    used = []
+
+    def recording(*args, jacobian, **kwargs):
+        used.append(jacobian)
+        return solve_window(*args, jacobian=jacobian, **kwargs)
+
+    monkeypatch.setattr(xlevda.api, "solve_window", recording)
+    pw = target(truth).levda.assimilate(
+        point_obs(truth), model, dataclasses.replace(gn, jacobian="pointwise")
+    )
+    assert used and set(used) == {"pointwise"}
+    np.testing.assert_allclose(pw.latent_state.values, fwd.latent_state.values, atol=1e-6)
+    np.testing.assert_allclose(pw.a.values, fwd.a.values, atol=1e-6)
+    assert json.loads(pw.attrs["levda_config"])["jacobian"] == "pointwise"
 
 
 def test_output_dtype_follows_config(model, truth):
@@ -150,6 +172,7 @@ def test_background_parameters(model, truth):
         ({"inflation_rho": 0.5}, ConfigError, "rho=0.5"),
         ({"dtype": "float16"}, ConfigError, "dtype='float16'"),
         ({"outside": "ignore"}, ConfigError, "outside='ignore'"),
+        ({"jacobian": "reverse"}, ConfigError, "jacobian='reverse': expected 'forward' or"),
     ],
 )
 def test_bad_config(kwargs, error, match):

@@ -259,6 +259,7 @@ def _solve_one(
             inflation=Inflation(config.inflation_rho, config.inflation_sigma, seed=seed),
             mode=mode,
             optimizer=config.optimizer,
+            jacobian=config.jacobian,
         )
     except ConfigError as err:
         if w == 0 or "no spread" not in str(err):

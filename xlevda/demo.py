@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from types import ModuleType
+from typing import Literal
 
 import numpy as np
 import xarray as xr
@@ -242,10 +243,12 @@ def twin_experiment(
     members: int = 100,
     optimizer: LBFGSConfig | GaussNewtonConfig | None = None,
     surrogate: LDNet | None = None,
+    jacobian: Literal["forward", "pointwise"] = "forward",
 ) -> Twin:
     """Simulate a hidden truth, observe it and assimilate it with the shipped surrogate.
 
-    ``optimizer`` replaces :class:`~xlevda.config.LEVDAConfig`'s default solver and
+    ``optimizer`` and ``jacobian`` replace :class:`~xlevda.config.LEVDAConfig`'s
+    defaults and
     ``surrogate`` the shipped surrogate of ``system``: an :class:`~xlevda.LDNet`
     trained on that system's simulations, whose recorded training configuration
     sets the simulated truth.  The analysis stays lazy (decoded when written or
@@ -274,7 +277,7 @@ def twin_experiment(
         truth[list(sys_.observed)], observe.GridStride(stride), noise_ratio=0.1, seed=seed + 1
     )
     target = truth.drop_vars(list(truth.data_vars))
-    config = LEVDAConfig(members=members, window=5, seed=seed)
+    config = LEVDAConfig(members=members, window=5, seed=seed, jacobian=jacobian)
     if optimizer is not None:
         config = replace(config, optimizer=optimizer)
     t0 = time.perf_counter()
