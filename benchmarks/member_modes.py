@@ -28,7 +28,8 @@ from xlevda.metrics import rank_histogram
 from xlevda.systems import observe
 
 MODES = {
-    "randomized": {"mode": Randomized()},
+    "randomized (EnKF start)": {"mode": Randomized()},
+    "randomized, background start": {"mode": Randomized(start="background")},
     "warm start": {"mode": WarmStart()},
     "warm start, sigma=0.05": {"mode": WarmStart(), "inflation_sigma": 0.05},
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -12,6 +13,7 @@ import xarray as xr
 
 import xlevda
 from tests.conftest import make_runs
+from xlevda._convert import to_points
 from xlevda.config import LEVDAConfig
 from xlevda.core.levda import solve_window
 from xlevda.core.optim import GaussNewtonConfig
@@ -86,6 +88,27 @@ def test_gauss_newton_jacobians_agree(model, truth, monkeypatch):
     np.testing.assert_allclose(pw.latent_state.values, fwd.latent_state.values, atol=1e-6)
     np.testing.assert_allclose(pw.a.values, fwd.a.values, atol=1e-6)
     assert json.loads(pw.attrs["levda_config"])["jacobian"] == "pointwise"
+
+
+def test_output_points_prepared_once(model, truth, monkeypatch):
+    """Every (time, member) block and variable decodes with one shared preparation of the
+    output points, and the blocks equal the surrogate decoded directly."""
+    cfg = dataclasses.replace(CFG, chunks=xlevda.OutputChunks(time=2, member=4))
+    an = target(truth).levda.assimilate(point_obs(truth), model, cfg)
+    calls = []
+    prepare = type(model).prepare_points
+    monkeypatch.setattr(
+        type(model), "prepare_points", lambda self, p: calls.append(p.shape) or prepare(self, p)
+    )
+    fields = an[["eta", "u"]].compute()
+    assert len(an.eta.data.chunks[0]) * len(an.eta.data.chunks[1]) == 6 and calls == [(72, 2)]
+    points, _ = to_points(target(truth), model.schema)
+    s = torch.as_tensor(an.latent_state.values)
+    direct = copy.deepcopy(model).double().decode(s, torch.as_tensor(points))
+    norm = model.schema.output_norm
+    for c, name in enumerate(model.schema.variables):
+        expected = direct[..., c].detach().numpy() * norm.scale[c] + norm.offset[c]
+        np.testing.assert_allclose(fields[name].values.reshape(6, 6, -1), expected, rtol=1e-12)
 
 
 def test_output_dtype_follows_config(model, truth):

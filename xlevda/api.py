@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import xarray as xr
 from dask.delayed import Delayed
+from torch import Tensor
 
 from xlevda._convert import find_time, times_to_steps, to_points
 from xlevda._cycle import Cycle, obs_window
@@ -250,7 +251,7 @@ def _solve_one(
     seed = case_seed * 1_000_003 + w
     mode = config.mode
     if isinstance(mode, Randomized) and isinstance(mode.seed, int):
-        mode = Randomized(seed=hash((mode.seed, seed)) % 2**62)
+        mode = replace(mode, seed=hash((mode.seed, seed)) % 2**62)
     try:
         res: WindowResult = solve_window(
             model,
@@ -330,8 +331,19 @@ def _latent_at_outputs(
     return out, which
 
 
+def _model_device(model: Surrogate) -> torch.device | str:
+    return next(model.parameters()).device if isinstance(model, torch.nn.Module) else "cpu"
+
+
+def _prepare_output_points(model: Surrogate, points: np.ndarray, dtype) -> Tensor:
+    """The output points prepared once per analysis (one dask task shared by every block)."""
+    tensor = torch.as_tensor(points, dtype=dtype, device=_model_device(model))
+    with torch.no_grad():
+        return model.prepare_points(tensor)
+
+
 def _decode_block(
-    latent: np.ndarray, model: Surrogate, points: np.ndarray, dtype, channel: int
+    latent: np.ndarray, model: Surrogate, prepared: Tensor, dtype, channel: int
 ) -> np.ndarray:
     """Decode one channel of a (t, k, d_s) block at all points -> (t, k, P), denormalized.
 
@@ -340,10 +352,8 @@ def _decode_block(
     of the analysis at once.
     """
     norm = model.schema.output_norm
-    device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else "cpu"
     with torch.no_grad():
-        prepared = model.prepare_points(torch.as_tensor(points, dtype=dtype, device=device))
-        s = torch.as_tensor(latent, dtype=dtype, device=device)
+        s = torch.as_tensor(latent, dtype=dtype, device=_model_device(model))
         out = model.decode_prepared(s, prepared)[..., channel]
     values = out.cpu().double().numpy() * norm.scale[channel] + norm.offset[channel]
     return values.astype(_numpy_dtype(dtype))
@@ -678,15 +688,16 @@ def _to_dataset(
     s_out = z_out[..., :d_s].astype(out_dtype, copy=False)
     latent = dsa.from_array(s_out, chunks=(*chunks, d_s))
     data_vars: dict[str, Any] = {}
+    prepared = dask.delayed(_prepare_output_points, pure=True)(model, points, dtype)
     for c, (name, attrs) in enumerate(zip(schema.variables, schema.variable_attrs, strict=True)):
         field = dsa.map_blocks(
             _decode_block,
             latent,
             model,
-            points,
+            prepared,
             dtype,
             c,
-            dtype=_numpy_dtype(dtype),
+            meta=np.empty((0, 0, 0), dtype=out_dtype),
             chunks=(*latent.chunks[:2], (points.shape[0],)),
             drop_axis=2,
             new_axis=[2],

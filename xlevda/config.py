@@ -54,9 +54,11 @@ class LEVDAConfig:
         inflation of the background perturbations.
     mode : WarmStart or Randomized
         How members differ: randomized-maximum-likelihood members with perturbed
-        prior centres and data (the default), or the paper's warm starts of one
-        shared cost.  Warm-start members converge to one minimum wherever the cost
-        is convex, so their spread collapses and cycling then stops with an error
+        prior centres and data (the default; each starts at its ensemble Kalman
+        analysis, ``Randomized(start="background")`` at its background member as
+        in the paper), or the paper's warm starts of one shared cost.  Warm-start
+        members converge to one minimum wherever the cost is convex, so their
+        spread collapses and cycling then stops with an error
         asking for inflation; randomized members sample the posterior in the
         linear-Gaussian case (see ``tests/core``).
     optimizer : LBFGSConfig or GaussNewtonConfig

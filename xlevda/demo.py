@@ -26,6 +26,7 @@ import xarray as xr
 
 from xlevda import metrics
 from xlevda.config import LEVDAConfig
+from xlevda.core.levda import MemberMode
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.errors import ConfigError
 from xlevda.ldnet import LDNet
@@ -244,10 +245,11 @@ def twin_experiment(
     optimizer: LBFGSConfig | GaussNewtonConfig | None = None,
     surrogate: LDNet | None = None,
     jacobian: Literal["forward", "pointwise"] = "forward",
+    mode: MemberMode | None = None,
 ) -> Twin:
     """Simulate a hidden truth, observe it and assimilate it with the shipped surrogate.
 
-    ``optimizer`` and ``jacobian`` replace :class:`~xlevda.config.LEVDAConfig`'s
+    ``optimizer``, ``jacobian`` and ``mode`` replace :class:`~xlevda.config.LEVDAConfig`'s
     defaults and
     ``surrogate`` the shipped surrogate of ``system``: an :class:`~xlevda.LDNet`
     trained on that system's simulations, whose recorded training configuration
@@ -280,6 +282,8 @@ def twin_experiment(
     config = LEVDAConfig(members=members, window=5, seed=seed, jacobian=jacobian)
     if optimizer is not None:
         config = replace(config, optimizer=optimizer)
+    if mode is not None:
+        config = replace(config, mode=mode)
     t0 = time.perf_counter()
     analysis = target.levda.assimilate(obs, model, config)
     seconds = time.perf_counter() - t0

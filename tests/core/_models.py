@@ -115,6 +115,33 @@ class MLPSurrogate:
         return self.decode_prepared(s, self.prepare_points(points))
 
 
+class Bump:
+    """A Gaussian bump of width ``width`` at ``x = s`` (``d_s = 1``, no parameters, ``s' = 0``).
+
+    The misfit of a bump observed at many points is non-convex in its position: far
+    from the observed bump the gradient vanishes.
+    """
+
+    latent_dim, param_dim = 1, 0
+    schema = SimpleNamespace(n_coords=2, n_channels=1)
+
+    def __init__(self, width: float = 0.25):
+        self.width = width
+
+    @property
+    def dt(self) -> Tensor:
+        return torch.tensor(1.0, dtype=F64)
+
+    def vector_field(self, s: Tensor, u: Tensor) -> Tensor:
+        return torch.zeros_like(s)
+
+    def prepare_points(self, points: Tensor) -> Tensor:
+        return points[..., :1]
+
+    def decode_prepared(self, s: Tensor, prepared: Tensor) -> Tensor:
+        return torch.exp(-0.5 * ((prepared - s.unsqueeze(-2)) / self.width) ** 2)
+
+
 class NaNAbove:
     """Wraps a surrogate; the vector field is NaN where ``s[0] > threshold``."""
 

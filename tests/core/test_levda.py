@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from tests.core._models import (
     F64,
+    Bump,
     LinearSurrogate,
     MLPSurrogate,
     NaNAbove,
@@ -179,6 +180,75 @@ def test_randomized_is_reproducible_and_seeded():
     gen = torch.Generator().manual_seed(3)
     first, second = run(gen).z_analysis, run(gen).z_analysis  # a generator advances
     assert (first - second).abs().max() > 1e-3
+
+
+# --- 2b. the EnKF start ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("K", "sigma"), [(4, 0.0), (8, 0.3)])
+def test_enkf_start_is_each_members_minimizer_on_a_linear_model(K, sigma):
+    """An affine decoder makes the secant fit exact, so the EnKF start is the minimizer of each
+    randomized member's cost (also with additive inflation, whose perturbations are not
+    centred), and the solve from it stays there."""
+    sur = LinearSurrogate(d_s=3, d_u=2, n_ch=2)
+    window, z_b = random_window(2), random_ensemble(K, 5)
+    kw = {"inflation": Inflation(rho=1.2, sigma=sigma, seed=5), "param_tendency": sur.tendency}
+    ref = solve_window(
+        sur, z_b, window, mode=Randomized(seed=2, start="background"), **kw, **TIGHT["lbfgs"]
+    )
+    objective = WindowObjective.build(sur, z_b, window, mode=Randomized(seed=2), **kw)
+    start = objective.subspace.state_reduced(objective.enkf_start())
+    torch.testing.assert_close(start, ref.z_analysis, atol=1e-7, rtol=0)
+    enkf = Randomized(seed=2, start="enkf")
+    res = solve_window(sur, z_b, window, mode=enkf, **kw, **TIGHT["lbfgs"])
+    torch.testing.assert_close(res.z_analysis, ref.z_analysis, atol=1e-7, rtol=0)
+    assert res.n_iter.max() <= 1 < ref.n_iter.max()
+
+
+def _bump_problem(K: int):
+    """A bump at x = 0.5 observed at 21 points in [-2, 2] (noise 0.05); background members
+    spread evenly over [-2, 2]."""
+    sur = Bump()
+    x = torch.linspace(-2, 2, 21, dtype=F64)
+    points = torch.stack([x, torch.zeros_like(x)], -1).unsqueeze(0)
+    clean = sur.decode_prepared(torch.tensor([[0.5]], dtype=F64), sur.prepare_points(points))
+    noise = 0.05 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0), dtype=F64)
+    weight = torch.full_like(clean, 1 / 0.05**2)
+    window = ObsWindow(torch.tensor([0]), torch.zeros(1, dtype=F64), points, clean + noise, weight)
+    return sur, window, torch.linspace(-2, 2, K, dtype=F64).unsqueeze(-1)
+
+
+@pytest.mark.parametrize("K", [20, 50])
+def test_enkf_start_crosses_a_non_convex_cost(K):
+    """Members whose bump does not overlap the observed one see no gradient towards it: from
+    their background members a third of them stall, from the EnKF start all find it."""
+    sur, window, z_b = _bump_problem(K)
+    found = {}
+    for start in ("background", "enkf"):
+        res = solve_window(sur, z_b, window, mode=Randomized(seed=1, start=start))
+        found[start] = int(((res.z_analysis - 0.5).abs() < 0.1).sum())
+    assert found["background"] <= 0.8 * K
+    assert found["enkf"] == K
+
+
+@PROPERTY
+@given(seed=st.integers(0, 10_000))
+def test_enkf_start_never_raises_a_members_starting_cost(seed):
+    """Each member starts where its own cost is lower: the linear analysis, or its background."""
+    sur, window, z_b = _nonlinear(K=6, seed=seed)
+    objective = WindowObjective.build(sur, z_b, window, mode=Randomized(seed=seed))
+    members = torch.arange(6)
+    background, enkf = objective.start, objective.enkf_start()
+    cost_b, cost_e = objective.cost(background, members), objective.cost(enkf, members)
+    moved = (enkf != background).any(-1)
+    assert (cost_e[moved] < cost_b[moved]).all()
+    torch.testing.assert_close(enkf[~moved], background[~moved], atol=0, rtol=0)
+
+
+def test_enkf_start_moves_members_of_a_nonlinear_problem():
+    sur, window, z_b = _nonlinear(K=6)
+    objective = WindowObjective.build(sur, z_b, window, mode=Randomized(seed=2))
+    assert (objective.enkf_start() != objective.start).any(-1).sum() >= 3
 
 
 # --- 3. batched L-BFGS == per-member torch.optim.LBFGS on a nonlinear surrogate -------------
@@ -596,6 +666,7 @@ def test_bad_solve_input(call, error, match):
         (lambda: Randomized(seed="abc"), r"Randomized seed='abc' is invalid"),
         (lambda: Randomized(seed=True), r"Randomized seed=True is invalid"),
         (lambda: Randomized(seed=-3), r"Randomized seed=-3 is invalid"),
+        (lambda: Randomized(start="kalman"), r"Randomized start='kalman' is invalid"),
     ],
 )
 def test_bad_options(factory, match):
