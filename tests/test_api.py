@@ -93,7 +93,8 @@ def test_gauss_newton_jacobians_agree(model, truth, monkeypatch):
 def test_output_points_prepared_once(model, truth, monkeypatch):
     """Every (time, member) block and variable decodes with one shared preparation of the
     output points, and the blocks equal the surrogate decoded directly."""
-    cfg = dataclasses.replace(CFG, chunks=xlevda.OutputChunks(time=2, member=4))
+    chunks = xlevda.OutputChunks(time=2, member=4)
+    cfg = dataclasses.replace(CFG, chunks=chunks, model_error=None)
     an = target(truth).levda.assimilate(point_obs(truth), model, cfg)
     calls = []
     prepare = type(model).prepare_points
@@ -109,6 +110,30 @@ def test_output_points_prepared_once(model, truth, monkeypatch):
     for c, name in enumerate(model.schema.variables):
         expected = direct[..., c].detach().numpy() * norm.scale[c] + norm.offset[c]
         np.testing.assert_allclose(fields[name].values.reshape(6, 6, -1), expected, rtol=1e-12)
+
+
+def test_model_error_term(model, truth):
+    """Members' fields are the decoded states plus independent N(0, v) draws per point, v the
+    window's unexplained variance, the same for any chunking; u, never observed, gets none."""
+    obs, tgt = point_obs(truth), target(truth)
+    plain = tgt.levda.assimilate(obs, model, dataclasses.replace(CFG, model_error=None))
+    dressed = tgt.levda.assimilate(obs, model, CFG)
+    chunks = xlevda.OutputChunks(time=4, member=1)
+    rechunked = tgt.levda.assimilate(obs, model, dataclasses.replace(CFG, chunks=chunks))
+    xr.testing.assert_allclose(dressed.eta.compute(), rechunked.eta.compute(), rtol=0, atol=1e-12)
+    xr.testing.assert_identical(plain.latent_state, dressed.latent_state)
+    std = dressed.eta_model_error_std
+    assert std.dims == ("time",) and (std > 0).all() and std.attrs["units"] == "m"
+    assert "(added to each member)" in std.attrs["long_name"]
+    assert "(not added)" in plain.eta_model_error_std.attrs["long_name"]
+    np.testing.assert_array_equal(plain.eta_model_error_std, std)
+    noise = (dressed.eta - plain.eta).compute()
+    ratio = noise.std(["member", "lat", "lon"]) / std  # 6 members x 72 points per time
+    assert (abs(ratio - 1) < 0.25).all(), ratio.values
+    assert abs(float(noise.mean())) < 4 * float(std.max()) / (6 * 6 * 72) ** 0.5
+    xr.testing.assert_identical(plain.u.compute(), dressed.u.compute())
+    assert (dressed.u_model_error_std == 0).all()
+    assert dressed.eta.attrs["ancillary_variables"] == "eta_model_error_std"
 
 
 def test_output_dtype_follows_config(model, truth):

@@ -16,7 +16,7 @@ from xlevda import (
     systems,
 )
 from xlevda.api import assimilate
-from xlevda.config import FullStateConfig, LEVDAConfig, OutputChunks
+from xlevda.config import FullStateConfig, LEVDAConfig, ModelError, OutputChunks
 from xlevda.core.ensf import EnSFConfig, ScaledEnSFConfig
 from xlevda.core.envar import FourDEnVarConfig, Localization
 from xlevda.core.ldensf import LDEnSFConfig
@@ -53,6 +53,7 @@ __all__ = [
     "LEVDAConfig",
     "Localization",
     "MLPDecoderConfig",
+    "ModelError",
     "ObservationEncoder",
     "OutputChunks",
     "Randomized",

@@ -228,6 +228,7 @@ class _WindowOut:
     z: np.ndarray  # (K, d_z) analysis at the anchor, float64
     diagnostics: dict[str, np.ndarray]  # name -> (K,)
     n_obs: int
+    unexplained_var: np.ndarray  # (C,)
 
 
 def _solve_one(
@@ -275,15 +276,18 @@ def _solve_one(
         z=res.z_analysis.detach().cpu().double().numpy(),
         diagnostics={k: getattr(res, k).detach().cpu().numpy() for k in _DIAGNOSTICS},
         n_obs=res.n_obs,
+        unexplained_var=res.unexplained_var.detach().cpu().double().numpy(),
     )
 
 
-def _assemble(outs: list[_WindowOut]) -> Cycle:
+def _assemble(outs: list[_WindowOut], case_seed: int) -> Cycle:
     return Cycle(
         anchors=np.asarray([o.anchor for o in outs]),
         z_analysis=np.stack([o.z for o in outs]),
         diagnostics={k: np.stack([o.diagnostics[k] for o in outs]) for k in _DIAGNOSTICS},
         n_obs=np.asarray([o.n_obs for o in outs]),
+        unexplained_var=np.stack([o.unexplained_var for o in outs]),
+        seed=case_seed,
     )
 
 
@@ -303,7 +307,7 @@ def _cycle_graph(
             model, previous, table.select(window.rows), window.anchor, w, config, case_seed
         )
         outs.append(previous)
-    return dask.delayed(_assemble, pure=False)(outs)
+    return dask.delayed(_assemble, pure=False)(outs, case_seed)
 
 
 def _latent_at_outputs(
@@ -343,20 +347,51 @@ def _prepare_output_points(model: Surrogate, points: np.ndarray, dtype) -> Tenso
 
 
 def _decode_block(
-    latent: np.ndarray, model: Surrogate, prepared: Tensor, dtype, channel: int
+    latent: np.ndarray,
+    model: Surrogate,
+    prepared: Tensor,
+    dtype,
+    channel: int,
+    error_std: np.ndarray | None,
+    seed: int,
+    block_info: dict | None = None,
 ) -> np.ndarray:
     """Decode one channel of a (t, k, d_s) block at all points -> (t, k, P), denormalized.
 
     One task per variable and block: a block decoded once for all variables would stay in
     memory until the last variable's chunk is written, which made NetCDF writes hold most
-    of the analysis at once.
+    of the analysis at once.  ``error_std`` (all output times, normalized units) adds the
+    model-error term (:class:`~xlevda.config.ModelError`), drawn per (output time, member)
+    from ``(seed, channel, time, member)`` so that no chunking changes it.
     """
     norm = model.schema.output_norm
     with torch.no_grad():
         s = torch.as_tensor(latent, dtype=dtype, device=_model_device(model))
         out = model.decode_prepared(s, prepared)[..., channel]
-    values = out.cpu().double().numpy() * norm.scale[channel] + norm.offset[channel]
+    values = out.cpu().double().numpy()
+    if error_std is not None:  # dask passes block_info to a function that takes it
+        (t0, t1), (k0, k1) = block_info[0]["array-location"][:2]
+        for i, t in enumerate(range(t0, t1)):
+            if error_std[t] > 0:
+                for j, k in enumerate(range(k0, k1)):
+                    rng = np.random.default_rng((seed, channel, t, k))
+                    draws = rng.standard_normal(values.shape[-1], dtype=_numpy_dtype(dtype))
+                    values[i, j] += error_std[t] * draws
+    values = values * norm.scale[channel] + norm.offset[channel]
     return values.astype(_numpy_dtype(dtype))
+
+
+def _model_error_std(cycle: Cycle, which: np.ndarray) -> np.ndarray | None:
+    """Standard deviation (T, C) of the model-error term at each output time, normalized.
+
+    A window without observations of a channel keeps the last estimate; 0 before any.
+    """
+    if cycle.unexplained_var is None:
+        return None
+    var = cycle.unexplained_var.copy()
+    for w in range(1, len(var)):
+        var[w] = np.where(np.isnan(var[w]), var[w - 1], var[w])
+    return np.sqrt(np.nan_to_num(var, nan=0.0))[which]
 
 
 def _numpy_dtype(dtype: torch.dtype) -> type[np.floating]:
@@ -402,6 +437,7 @@ class _Options:
     seed: int = 0
     method: str = "LEVDA"
     config_json: str = "{}"
+    model_error: bool = False
 
 
 def _config_json(obj: Any) -> Any:
@@ -432,6 +468,7 @@ def _options(config: LEVDAConfig | LDEnSFConfig | FullStateConfig) -> _Options:
         seed=config.seed,
         method=config.name if full_state else "LEVDA",
         config_json=as_json if full_state else config.to_json(),
+        model_error=not full_state and config.model_error is not None,
     )
 
 
@@ -678,6 +715,7 @@ def _to_dataset(
     target, time, out_times, layout, points, model, dtype, config, cycle, z_out, which, table
 ) -> xr.Dataset:
     schema = model.schema
+    norm = schema.output_norm
     mdim = config.member_dim
     k = config.members
     d_s = model.latent_dim
@@ -689,6 +727,8 @@ def _to_dataset(
     latent = dsa.from_array(s_out, chunks=(*chunks, d_s))
     data_vars: dict[str, Any] = {}
     prepared = dask.delayed(_prepare_output_points, pure=True)(model, points, dtype)
+    error_std = _model_error_std(cycle, which)
+    dressed = config.model_error and error_std is not None
     for c, (name, attrs) in enumerate(zip(schema.variables, schema.variable_attrs, strict=True)):
         field = dsa.map_blocks(
             _decode_block,
@@ -697,6 +737,8 @@ def _to_dataset(
             prepared,
             dtype,
             c,
+            error_std[:, c] if dressed else None,
+            cycle.seed,
             meta=np.empty((0, 0, 0), dtype=out_dtype),
             chunks=(*latent.chunks[:2], (points.shape[0],)),
             drop_axis=2,
@@ -704,6 +746,18 @@ def _to_dataset(
         )
         arr = field.reshape((len(out_times), k, *space_shape))
         data_vars[name] = xr.DataArray(arr, dims=(time, mdim, *space_dims), attrs=dict(attrs))
+        if error_std is not None:
+            data_vars[name].attrs["ancillary_variables"] = f"{name}_model_error_std"
+            data_vars[f"{name}_model_error_std"] = xr.DataArray(
+                error_std[:, c] * norm.scale[c],
+                dims=(time,),
+                attrs={
+                    "long_name": f"{name}: model error not explained by the ensemble, "
+                    "estimated from the window's observations"
+                    + (" (added to each member)" if dressed else " (not added)"),
+                    **({"units": attrs["units"]} if "units" in attrs else {}),
+                },
+            )
     u_out = schema.param_norm.denormalize(z_out[..., d_s:])  # float64: small, full precision
     for j, (name, attrs) in enumerate(zip(schema.params, schema.param_attrs, strict=True)):
         data_vars[name] = xr.DataArray(

@@ -13,7 +13,7 @@ from xlevda.core.levda import Inflation, MemberMode, Randomized, WarmStart
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.errors import ConfigError
 
-__all__ = ["FullStateConfig", "LEVDAConfig", "OutputChunks"]
+__all__ = ["FullStateConfig", "LEVDAConfig", "ModelError", "OutputChunks"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,32 @@ class OutputChunks:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"OutputChunks.{name}={value!r}: expected an integer >= 1")
+
+
+@dataclass(frozen=True)
+class ModelError:
+    """An additive model-error term in LEVDA's output fields, estimated from the data.
+
+    The analysis members are states of the surrogate, so their spread represents the
+    uncertainty of its latent state and parameters given the observations, not the
+    surrogate's own error, which can dominate the error of the fields.  With this
+    option, per window and variable, the mean square of the observations about the
+    analysis ensemble mean that neither the observation errors nor the ensemble spread
+    explain (:func:`xlevda.core.levda.unexplained_variance`),
+    ``v = max(0, mean (y - ybar)^2 - mean spread^2 - mean sigma_obs^2)``, is added to
+    each member's decoded field at every output time of the window as independent
+    ``N(0, v)`` draws per point (spatially white: only the variance is estimated).
+    A window without observations of a variable keeps the last estimate; a variable
+    never observed gets none.  The draws depend on the seed, the case, the variable,
+    the output time and the member, not on the chunking.  Latent states, parameters
+    and the cycling are unchanged; ``<variable>_model_error_std`` in the output holds
+    the standard deviations (also without this option, as a diagnostic).
+
+    Examples
+    --------
+    >>> LEVDAConfig().model_error
+    ModelError()
+    """
 
 
 @dataclass(frozen=True)
@@ -88,6 +114,9 @@ class LEVDAConfig:
         Name of the ensemble dimension of the output.
     chunks : OutputChunks
         Chunking of the lazily decoded fields.
+    model_error : ModelError or None
+        Add the estimated model-error term to the members' fields (default), or
+        ``None`` for the decoded surrogate states alone.
 
     Examples
     --------
@@ -111,6 +140,7 @@ class LEVDAConfig:
     member_dim: str = "member"
     chunks: OutputChunks = field(default_factory=OutputChunks)
     jacobian: Literal["forward", "pointwise"] = "forward"
+    model_error: ModelError | None = field(default_factory=ModelError)
 
     def __post_init__(self) -> None:
         if isinstance(self.members, bool) or not isinstance(self.members, int):
@@ -139,6 +169,8 @@ class LEVDAConfig:
             raise ConfigError(f"dtype={self.dtype!r}: expected 'float32' or 'float64'")
         if self.outside not in ("error", "drop"):
             raise ConfigError(f"outside={self.outside!r}: expected 'error' or 'drop'")
+        if self.model_error is not None and not isinstance(self.model_error, ModelError):
+            raise ConfigError(f"model_error={self.model_error!r}: expected ModelError() or None")
 
     def to_json(self) -> str:
         """The full configuration as JSON (stored in the output's attributes)."""
@@ -149,6 +181,7 @@ class LEVDAConfig:
         data = asdict(self)
         data["mode"] = kind(self.mode)
         data["optimizer"] = kind(self.optimizer)
+        data["model_error"] = None if self.model_error is None else kind(self.model_error)
         return json.dumps(data, sort_keys=True, default=str)
 
 

@@ -30,6 +30,7 @@ from xlevda.core.levda import (
     propagate,
     solve_window,
     trajectory,
+    unexplained_variance,
 )
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig, linearization
 from xlevda.errors import ConfigError, ObservationError, ShapeError, VariableError
@@ -249,6 +250,49 @@ def test_enkf_start_moves_members_of_a_nonlinear_problem():
     sur, window, z_b = _nonlinear(K=6)
     objective = WindowObjective.build(sur, z_b, window, mode=Randomized(seed=2))
     assert (objective.enkf_start() != objective.start).any(-1).sum() >= 3
+
+
+# --- 2c. the unexplained variance --------------------------------------------------------------
+
+
+@PROPERTY
+@given(seed=st.integers(0, 10_000))
+def test_unexplained_variance_equals_a_loop(seed):
+    """Against a plain per-channel loop over the observed values (a channel with none: NaN)."""
+    g = torch.Generator().manual_seed(seed)
+    window = random_window(3, missing=0.4, seed=seed)
+    weight = window.weight.clone()
+    weight[..., 2] = 0.0
+    window = ObsWindow(window.step, window.frac, window.points, window.values, weight)
+    decoded = torch.randn(5, *window.values.shape, generator=g, dtype=F64)
+    got = unexplained_variance(decoded, window)
+    for c in range(3):
+        terms = []
+        for t, p in zip(*torch.nonzero(weight[..., c] > 0, as_tuple=True), strict=True):
+            members = decoded[:, t, p, c]
+            r2 = (window.values[t, p, c] - members.mean()) ** 2
+            terms.append(r2 - members.var() - 1 / weight[t, p, c])
+        expected = max(float(sum(terms) / len(terms)), 0.0) if terms else math.nan
+        if math.isnan(expected):
+            assert math.isnan(got[c])
+        else:
+            assert abs(got[c].item() - expected) <= 1e-12 * max(1.0, expected)
+
+
+def test_unexplained_variance_estimates_the_error_the_ensemble_lacks():
+    """Members m + e + d_k (e: an error shared by all members, sd 1; d_k: spread, sd 0.3) and
+    data m + noise (sd 0.5): the estimate is E|truth - mean|^2 - spread^2 = 1 + 0.09 / K - 0.09."""
+    g = torch.Generator().manual_seed(0)
+    K, P = 10, 40_000
+    m = torch.randn(1, P, 1, generator=g, dtype=F64)
+    e = torch.randn(1, P, 1, generator=g, dtype=F64)
+    decoded = m + e + 0.3 * torch.randn(K, 1, P, 1, generator=g, dtype=F64)
+    values = m + 0.5 * torch.randn(1, P, 1, generator=g, dtype=F64)
+    weight = torch.full_like(values, 4.0)
+    points = torch.zeros(1, P, 2, dtype=F64)
+    window = ObsWindow(torch.tensor([0]), torch.zeros(1, dtype=F64), points, values, weight)
+    got = unexplained_variance(decoded, window).item()
+    assert abs(got - (1 + 0.09 / K - 0.09)) < 0.03
 
 
 # --- 3. batched L-BFGS == per-member torch.optim.LBFGS on a nonlinear surrogate -------------

@@ -77,6 +77,7 @@ __all__ = [
     "propagate",
     "solve_window",
     "trajectory",
+    "unexplained_variance",
 ]
 
 _INFLATION_STREAM = 0
@@ -800,6 +801,51 @@ class WindowObjective:
         return 0.5 * r.square().flatten(1).sum(-1)
 
 
+def unexplained_variance(decoded: Tensor, window: ObsWindow) -> Tensor:
+    """Per channel, the observations' mean square about the ensemble mean left unexplained.
+
+    ``max(0, mean (y - ybar)^2 - mean spread^2 - mean sigma^2)`` over the observed
+    values (``weight > 0``) of each channel, with ``ybar`` and ``spread^2`` the mean and
+    variance (``K - 1`` in the denominator) of the members' decoded values and
+    ``sigma^2 = 1 / weight``.  For members whose spread and the observation errors
+    are right, the expectation of the difference is the mean square error of the
+    surrogate that the ensemble does not represent (the innovation statistics of
+    Desroziers et al., 2005, with the analysis in place of the background).
+
+    Parameters
+    ----------
+    decoded : Tensor, shape (K, T_o, P, C)
+        Members at the observations (:func:`observe`), ``K >= 2``.
+    window : ObsWindow
+        In the dtype of ``decoded``.
+
+    Returns
+    -------
+    Tensor, shape (C,)
+        NaN for a channel without observed values.
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = ObsWindow(torch.tensor([0]), torch.zeros(1, dtype=torch.float64),
+    ...               torch.zeros(1, 2, 1, dtype=torch.float64),
+    ...               torch.tensor([[[5.0], [1.0]]], dtype=torch.float64),
+    ...               torch.full((1, 2, 1), 4.0, dtype=torch.float64))  # sigma^2 = 0.25
+    >>> members = torch.tensor([[[[0.0], [0.0]]], [[[2.0], [2.0]]]], dtype=torch.float64)
+    >>> unexplained_variance(members, w).tolist()  # mean of (4^2, 0^2) - spread^2 2 - 0.25
+    [5.75]
+    """
+    observed = window.weight > 0
+    mean = decoded.mean(0)
+    var = (decoded - mean).square().sum(0) / max(decoded.shape[0] - 1, 1)
+    zero = torch.zeros_like(mean)
+    resid2 = torch.where(observed, (window.values - mean).square(), zero)
+    sigma2 = torch.where(observed, 1 / window.weight, zero)
+    excess = (resid2 - torch.where(observed, var, zero) - sigma2).sum((0, 1))
+    n = observed.sum((0, 1))
+    return torch.where(n > 0, (excess / n).clamp_min(0), torch.nan)
+
+
 @dataclass(frozen=True)
 class WindowResult:
     """Analysis ensemble and per-member diagnostics of one window.
@@ -820,6 +866,8 @@ class WindowResult:
         The same for the background members.
     n_obs : int
         Observed values in the window.
+    unexplained_var : Tensor, shape (C,)
+        :func:`unexplained_variance` of the analysis members per channel.
     n_iter : Tensor, shape (K,), int64
     converged : Tensor, shape (K,), bool
     failed : Tensor, shape (K,), bool
@@ -834,6 +882,7 @@ class WindowResult:
     misfit: Tensor
     misfit_background: Tensor
     n_obs: int
+    unexplained_var: Tensor
     n_iter: Tensor
     converged: Tensor
     failed: Tensor
@@ -945,6 +994,7 @@ def solve_window(
     with torch.no_grad():
         misfit = objective.misfit(z_a)
         misfit_b = objective.misfit(z_b)
+        unexplained = unexplained_variance(objective.observe(z_a), objective.window)
     start = math.sqrt(sub.size - 1) * torch.eye(sub.size, dtype=z_a.dtype, device=z_a.device)
     return WindowResult(
         z_analysis=z_a,
@@ -953,6 +1003,7 @@ def solve_window(
         misfit=misfit,
         misfit_background=misfit_b,
         n_obs=objective.window.n_obs,
+        unexplained_var=unexplained,
         n_iter=result.n_iter,
         converged=result.converged,
         failed=result.failed,
