@@ -43,15 +43,16 @@ class ModelError:
     The analysis members are states of the surrogate, so their spread represents the
     uncertainty of its latent state and parameters given the observations, not the
     surrogate's own error, which can dominate the error of the fields.  With this
-    option, per window and variable, the mean square of the observations about the
-    analysis ensemble mean that neither the observation errors nor the ensemble spread
-    explain (:func:`xlevda.core.levda.unexplained_variance`),
-    ``v = max(0, mean (y - ybar)^2 - mean spread^2 - mean sigma_obs^2)``, is added to
+    option, per window and variable, the error of the analysis that its spread leaves
+    out is estimated from the observations
+    (:func:`xlevda.core.levda.unexplained_variance`:
+    ``v = max(0, mean (y - ybar)^2 + mean spread^2 - mean sigma_obs^2)``) and added to
     each member's decoded field at every output time of the window as independent
-    ``N(0, v)`` draws per point (spatially white: only the variance is estimated).
-    A window without observations of a variable keeps the last estimate; a variable
-    never observed gets none.  The draws depend on the seed, the case, the variable,
-    the output time and the member, not on the chunking.  Latent states, parameters
+    ``N(0, v)`` draws per point, output time and member (white in space and time:
+    only the variance is estimated).  A window without observations of a variable
+    keeps the last estimate; a variable never observed gets none.  The draws depend
+    on the case's seed (``seed`` + case index), the variable, the index of the output
+    time and the member, not on the chunking.  Latent states, parameters
     and the cycling are unchanged; ``<variable>_model_error_std`` in the output holds
     the standard deviations (also without this option, as a diagnostic).
 

@@ -186,14 +186,16 @@ def test_randomized_is_reproducible_and_seeded():
 # --- 2b. the EnKF start ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("K", "sigma"), [(4, 0.0), (8, 0.3)])
+@pytest.mark.parametrize(("K", "sigma"), [(4, 0.0), (8, 0.3), (4, 0.3)])
 def test_enkf_start_is_each_members_minimizer_on_a_linear_model(K, sigma):
     """An affine decoder makes the secant fit exact, so the EnKF start is the minimizer of each
-    randomized member's cost (also with additive inflation, whose perturbations are not
-    centred), and the solve from it stays there."""
+    randomized member's cost, and the solve from it stays there; also with additive inflation,
+    whose perturbations are not centred (with K = 4 <= d_z = 5 the rank is then K)."""
     sur = LinearSurrogate(d_s=3, d_u=2, n_ch=2)
     window, z_b = random_window(2), random_ensemble(K, 5)
     kw = {"inflation": Inflation(rho=1.2, sigma=sigma, seed=5), "param_tendency": sur.tendency}
+    rank = WindowObjective.build(sur, z_b, window, **kw).subspace.rank
+    assert rank == (K if sigma > 0 and K <= 5 else min(K - 1, 5))
     ref = solve_window(
         sur, z_b, window, mode=Randomized(seed=2, start="background"), **kw, **TIGHT["lbfgs"]
     )
@@ -258,20 +260,23 @@ def test_enkf_start_moves_members_of_a_nonlinear_problem():
 @PROPERTY
 @given(seed=st.integers(0, 10_000))
 def test_unexplained_variance_equals_a_loop(seed):
-    """Against a plain per-channel loop over the observed values (a channel with none: NaN)."""
+    """Against a plain per-channel loop over the observed values: a member that is not finite
+    at an observation is left out; a channel without observations gives NaN."""
     g = torch.Generator().manual_seed(seed)
     window = random_window(3, missing=0.4, seed=seed)
     weight = window.weight.clone()
     weight[..., 2] = 0.0
     window = ObsWindow(window.step, window.frac, window.points, window.values, weight)
-    decoded = torch.randn(5, *window.values.shape, generator=g, dtype=F64)
+    decoded = torch.randn(6, *window.values.shape, generator=g, dtype=F64)
+    t, p, c = (int(i[0]) for i in torch.nonzero(weight > 0, as_tuple=True))
+    decoded[5, t, p, c] = torch.nan
     got = unexplained_variance(decoded, window)
     for c in range(3):
         terms = []
         for t, p in zip(*torch.nonzero(weight[..., c] > 0, as_tuple=True), strict=True):
-            members = decoded[:, t, p, c]
+            members = decoded[:5, t, p, c]
             r2 = (window.values[t, p, c] - members.mean()) ** 2
-            terms.append(r2 - members.var() - 1 / weight[t, p, c])
+            terms.append(r2 + members.var() - 1 / weight[t, p, c])
         expected = max(float(sum(terms) / len(terms)), 0.0) if terms else math.nan
         if math.isnan(expected):
             assert math.isnan(got[c])
@@ -279,20 +284,35 @@ def test_unexplained_variance_equals_a_loop(seed):
             assert abs(got[c].item() - expected) <= 1e-12 * max(1.0, expected)
 
 
-def test_unexplained_variance_estimates_the_error_the_ensemble_lacks():
-    """Members m + e + d_k (e: an error shared by all members, sd 1; d_k: spread, sd 0.3) and
-    data m + noise (sd 0.5): the estimate is E|truth - mean|^2 - spread^2 = 1 + 0.09 / K - 0.09."""
+def test_unexplained_variance_is_the_error_the_spread_leaves_out():
+    """A perturbed-observation analysis of a static scalar state per site (prior variance 1),
+    observed 4 times with noise 1, while the truth at each observation also holds an error of
+    variance 0.5 that the state cannot represent: the estimate matches the mean square error of
+    the analysis mean at the observations less its spread (about 0.39 here), which the same
+    formula with the spread subtracted would miss by twice the spread (0.4)."""
     g = torch.Generator().manual_seed(0)
-    K, P = 10, 40_000
-    m = torch.randn(1, P, 1, generator=g, dtype=F64)
-    e = torch.randn(1, P, 1, generator=g, dtype=F64)
-    decoded = m + e + 0.3 * torch.randn(K, 1, P, 1, generator=g, dtype=F64)
-    values = m + 0.5 * torch.randn(1, P, 1, generator=g, dtype=F64)
-    weight = torch.full_like(values, 4.0)
-    points = torch.zeros(1, P, 2, dtype=F64)
-    window = ObsWindow(torch.tensor([0]), torch.zeros(1, dtype=F64), points, values, weight)
+    K, M, P = 20, 4, 20_000
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, dtype=F64)
+
+    x_t, e = randn(P), 0.5**0.5 * randn(M, P)
+    y = x_t + e + randn(M, P)
+    x_b, y_k = randn(K, P), y + randn(K, M, P)
+    x_a = (x_b + y_k.sum(1)) / (1 + M)  # posterior of prior N(0, 1) and M obs of variance 1
+    decoded = x_a[:, None, :, None].expand(K, M, P, 1)
+    window = ObsWindow(
+        torch.arange(M),
+        torch.zeros(M, dtype=F64),
+        torch.zeros(M, P, 2, dtype=F64),
+        y.unsqueeze(-1),
+        torch.ones(M, P, 1, dtype=F64),
+    )
+    spread2 = x_a.var(0).mean()
+    target = ((x_t + e - x_a.mean(0)) ** 2).mean() - spread2
     got = unexplained_variance(decoded, window).item()
-    assert abs(got - (1 + 0.09 / K - 0.09)) < 0.03
+    assert spread2 > 0.18 and target > 0.3
+    assert abs(got - target) < 0.02, (got, float(target))
 
 
 # --- 3. batched L-BFGS == per-member torch.optim.LBFGS on a nonlinear surrogate -------------

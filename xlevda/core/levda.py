@@ -189,8 +189,8 @@ class Randomized:
         linearization of 4DEnVar and the EnKF, not a tangent at one point), kept
         only where its cost is lower than at ``a_j``.  It moves members across
         a non-convex cost (a wave front far from where a member puts it) where a
-        local optimizer from ``a_j`` stalls, and costs one evaluation of the K
-        starts and an ``r x r`` solve.  ``"background"``: at ``a_j``, its
+        local optimizer from ``a_j`` stalls, and costs two evaluations of the
+        ensemble (the fit and the check) and an ``r x r`` solve.  ``"background"``: at ``a_j``, its
         background member, as the paper's warm start; members far from the data
         then stay in other local minima, which spreads the ensemble without
         representing the posterior.  The cost, and its minimizers in the
@@ -696,9 +696,10 @@ class WindowObjective:
     def enkf_start(self) -> Tensor:
         """Reduced starting points (K, r) at each member's linear ensemble analysis.
 
-        With ``b_j`` the background starts (:attr:`start`) and ``h_j`` their
-        weighted decoded observations, the secant Jacobian ``Y`` is the
-        least-squares fit ``h_j - hbar ~ Y (b_j - bbar)``; member ``j`` starts at
+        With ``b_j`` the background starts (:attr:`start`) and the subspace mean
+        (``b = 0``), and ``h_j`` their weighted decoded observations, the secant
+        Jacobian ``Y`` is the least-squares fit ``h_j - hbar ~ Y (b_j - bbar)`` over
+        these K + 1 points; member ``j`` starts at
         the minimizer of ``1/2 |beta - c_j|^2 + 1/2 |d_j - hbar - Y (beta - bbar)|^2``
         (``c_j`` its prior centre, ``d_j`` its weighted data), or at ``b_j`` where
         that point's cost is not lower.  See :class:`Randomized` (``start="enkf"``).
@@ -706,15 +707,21 @@ class WindowObjective:
         start = self.start
         members = torch.arange(start.shape[0], device=start.device)
         with torch.no_grad():
-            h = (self.sqrt_weight * self.observe(self.subspace.state_reduced(start))).flatten(1)
+            # the K starts and the subspace mean (beta = 0): with additive inflation the
+            # starts are not centred, and r can reach K, which K points alone cannot fit
+            points = torch.cat([start, torch.zeros_like(start[:1])])
+            h = (self.sqrt_weight * self.observe(self.subspace.state_reduced(points))).flatten(1)
             data = (self.sqrt_weight * self.data).flatten(1)
-            b_mean, h_mean = start.mean(0), h.mean(0)
-            y_t = torch.linalg.pinv(start - b_mean) @ (h - h_mean)  # Y^T: (r, m)
+            b_mean, h_mean = points.mean(0), h.mean(0)
+            y_t = torch.linalg.pinv(points - b_mean) @ (h - h_mean)  # Y^T: (r, m)
             centre = self.centre_scale * self.subspace.coords
             rhs = centre + (data - h_mean + b_mean @ y_t) @ y_t.T
             eye = torch.eye(y_t.shape[0], dtype=y_t.dtype, device=y_t.device)
             linear = torch.linalg.solve(eye + y_t @ y_t.T, rhs.T).T
-            better = self.cost(linear, members) < self.cost(start, members)
+            cost_start = 0.5 * (
+                (start - centre).square().sum(-1) + (h[:-1] - data).square().sum(-1)
+            )
+            better = self.cost(linear, members) < cost_start
         return torch.where(better.unsqueeze(-1), linear, start)
 
     def observe(self, z: Tensor) -> Tensor:
@@ -802,15 +809,19 @@ class WindowObjective:
 
 
 def unexplained_variance(decoded: Tensor, window: ObsWindow) -> Tensor:
-    """Per channel, the observations' mean square about the ensemble mean left unexplained.
+    """Per channel, the analysis error that the ensemble spread leaves out, from the data.
 
-    ``max(0, mean (y - ybar)^2 - mean spread^2 - mean sigma^2)`` over the observed
+    ``max(0, mean (y - ybar)^2 + mean spread^2 - mean sigma^2)`` over the observed
     values (``weight > 0``) of each channel, with ``ybar`` and ``spread^2`` the mean and
-    variance (``K - 1`` in the denominator) of the members' decoded values and
-    ``sigma^2 = 1 / weight``.  For members whose spread and the observation errors
-    are right, the expectation of the difference is the mean square error of the
-    surrogate that the ensemble does not represent (the innovation statistics of
-    Desroziers et al., 2005, with the analysis in place of the background).
+    variance (``K - 1`` in the denominator) of the analysis members' decoded values
+    and ``sigma^2 = 1 / weight``.  An analysis fitted to the observations is closer
+    to them than the truth is: for an ensemble whose spread is its error, and
+    observation errors ``sigma``, ``E (y - ybar)^2 = sigma^2 - spread^2`` (Desroziers
+    et al., 2005); an error ``Q`` that no member can represent adds to it.  So the
+    estimate is ``Q``, the variance to add to the spread for ``spread^2 + Q`` to
+    match the mean square error of the ensemble mean.  Members that are not finite
+    at every observation are left out; with fewer than two left, or no observed
+    value of a channel, the result is NaN.
 
     Parameters
     ----------
@@ -832,16 +843,20 @@ def unexplained_variance(decoded: Tensor, window: ObsWindow) -> Tensor:
     ...               torch.tensor([[[5.0], [1.0]]], dtype=torch.float64),
     ...               torch.full((1, 2, 1), 4.0, dtype=torch.float64))  # sigma^2 = 0.25
     >>> members = torch.tensor([[[[0.0], [0.0]]], [[[2.0], [2.0]]]], dtype=torch.float64)
-    >>> unexplained_variance(members, w).tolist()  # mean of (4^2, 0^2) - spread^2 2 - 0.25
-    [5.75]
+    >>> unexplained_variance(members, w).tolist()  # mean of (4^2, 0^2) + spread^2 2 - 0.25
+    [9.75]
     """
     observed = window.weight > 0
+    finite = torch.where(observed, decoded, 0.0).isfinite().flatten(1).all(1)
+    decoded = decoded[finite]
+    if decoded.shape[0] < 2:
+        return torch.full(decoded.shape[-1:], torch.nan, dtype=decoded.dtype, device=decoded.device)
     mean = decoded.mean(0)
-    var = (decoded - mean).square().sum(0) / max(decoded.shape[0] - 1, 1)
+    var = (decoded - mean).square().sum(0) / (decoded.shape[0] - 1)
     zero = torch.zeros_like(mean)
     resid2 = torch.where(observed, (window.values - mean).square(), zero)
     sigma2 = torch.where(observed, 1 / window.weight, zero)
-    excess = (resid2 - torch.where(observed, var, zero) - sigma2).sum((0, 1))
+    excess = (resid2 + torch.where(observed, var, zero) - sigma2).sum((0, 1))
     n = observed.sum((0, 1))
     return torch.where(n > 0, (excess / n).clamp_min(0), torch.nan)
 
