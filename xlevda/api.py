@@ -367,7 +367,10 @@ def _decode_block(
     norm = model.schema.output_norm
     with torch.no_grad():
         s = torch.as_tensor(latent, dtype=dtype, device=_model_device(model))
-        out = model.decode_prepared(s, prepared)[..., channel]
+        if callable(getattr(model, "decode_channel", None)):
+            out = model.decode_channel(s, prepared, channel)
+        else:
+            out = model.decode_prepared(s, prepared)[..., channel]
     values = out.cpu().double().numpy()
     if error_std is not None:  # dask passes block_info to a function that takes it
         (t0, t1), (k0, k1) = block_info[0]["array-location"][:2]

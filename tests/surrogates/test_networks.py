@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -166,6 +167,10 @@ def test_separable_decoder_is_a_sum_over_a_shared_basis(coef_width, n_basis, fol
     other = basis if folds else None
     if other is not None:
         torch.testing.assert_close(dec.decode_prepared(s, other), expected)
+    # one channel at a time, from either form
+    for c in range(C):
+        torch.testing.assert_close(dec.decode_channel(s, prepared, c), expected[..., c])
+        torch.testing.assert_close(dec.decode_channel(s, basis, c), expected[..., c])
 
 
 def test_separable_decoder_folds_only_where_it_pays():
@@ -201,7 +206,11 @@ def test_decode_equals_decode_prepared_and_broadcasts(kind, shapes, n_points):
     out = dec(s, pts)
     expected = torch.broadcast_shapes(s_lead, p_lead)
     assert out.shape == (*expected, n_points, C)
-    torch.testing.assert_close(out, dec.decode_prepared(s, dec.prepare_points(pts)))
+    prepared = dec.prepare_points(pts)
+    torch.testing.assert_close(out, dec.decode_prepared(s, prepared))
+    forms = [prepared, dec.basis_points(pts)] if kind.startswith("separable") else [prepared]
+    for form, c in itertools.product(forms, range(C)):
+        torch.testing.assert_close(dec.decode_channel(s, form, c), out[..., c])
     # each state decodes independently: compare one broadcast element with an unbatched call
     if out.numel():
         idx_s = (0,) * len(s_lead)

@@ -224,6 +224,11 @@ class LDNetModel(nn.Module):
         """``s`` (..., d_s), ``prepared`` (..., P, F), leading dims broadcast -> (..., P, C)."""
         return self.decoder.decode_prepared(s, prepared)
 
+    def decode_channel(self, s: Tensor, prepared: Tensor, channel: int) -> Tensor:
+        """One channel of :meth:`decode_prepared`, (..., P), at the decoder's cost for it
+        (a third of all three for the separable decoder on an output grid)."""
+        return self.decoder.decode_channel(s, prepared, channel)
+
     def decode(self, s: Tensor, points: Tensor) -> Tensor:
         """Fields at query points (paper eq. 14).
 

@@ -320,6 +320,11 @@ class MLPDecoder(nn.Module):
         _check_last_dim("prepared points", prepared, self.width)
         return self.net.head(prepared + self.net.project(1, s).unsqueeze(-2))
 
+    def decode_channel(self, s: Tensor, prepared: Tensor, channel: int) -> Tensor:
+        """Channel ``channel`` of :meth:`decode_prepared`: (..., P).  The hidden layers,
+        where the work is, serve all channels, so this costs as much as all of them."""
+        return self.decode_prepared(s, prepared)[..., channel]
+
     def forward(self, s: Tensor, points: Tensor) -> Tensor:
         """``s`` (..., d_s), ``points`` (..., P, n_coords) -> (..., P, C)."""
         return self.decode_prepared(s, self.prepare_points(points))
@@ -479,6 +484,17 @@ class SeparableDecoder(nn.Module):
         h = torch.cat([h, torch.ones_like(h[..., :1])], -1)
         folded = prepared.unflatten(-1, (self.n_channels, self.coef_width + 1))
         return torch.einsum("...j,...pcj->...pc", h, folded)
+
+    def decode_channel(self, s: Tensor, prepared: Tensor, channel: int) -> Tensor:
+        """Channel ``channel`` of :meth:`decode_prepared`: (..., P).
+
+        With the unfolded basis (output grids) only that channel's coefficients meet
+        the basis: a ``C``-th of the product that dominates decoding a large grid.
+        """
+        if prepared.shape[-1] != self.n_basis + 1:
+            return self.decode_prepared(s, prepared)[..., channel]
+        coef = self.coef(s).unflatten(-1, (self.n_basis + 1, self.n_channels))[..., channel]
+        return torch.einsum("...pk,...k->...p", prepared, coef)
 
     def forward(self, s: Tensor, points: Tensor) -> Tensor:
         """``s`` (..., d_s), ``points`` (..., P, n_coords) -> (..., P, C)."""

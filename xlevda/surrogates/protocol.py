@@ -19,7 +19,10 @@ __all__ = ["FullStateModel", "Surrogate"]
 class Surrogate(Protocol):
     """A latent dynamical model with a coordinate-based decoder.
 
-    All tensors are in normalized units (see :class:`SurrogateSchema`).
+    All tensors are in normalized units (see :class:`SurrogateSchema`).  A model may
+    also provide ``decode_channel(s, prepared, c) -> (..., P)``, channel ``c`` of
+    :meth:`decode_prepared`, where one channel costs less than all (the output
+    fields are decoded one variable at a time).
 
     Attributes
     ----------
