@@ -371,16 +371,19 @@ def _decode_block(
             out = model.decode_channel(s, prepared, channel)
         else:
             out = model.decode_prepared(s, prepared)[..., channel]
-    values = out.cpu().double().numpy()
-    if error_std is not None:  # dask passes block_info to a function that takes it
-        (t0, t1), (k0, k1) = block_info[0]["array-location"][:2]
-        for i, t in enumerate(range(t0, t1)):
-            if error_std[t] > 0:
-                for j, k in enumerate(range(k0, k1)):
-                    rng = np.random.default_rng((seed, channel, t, k))
-                    draws = rng.standard_normal(values.shape[-1], dtype=_numpy_dtype(dtype))
-                    values[i, j] += error_std[t] * draws
-    values = values * norm.scale[channel] + norm.offset[channel]
+        if error_std is not None:  # dask passes block_info to a function that takes it
+            (t0, t1), (k0, k1) = block_info[0]["array-location"][:2]
+            gen = torch.Generator(device=out.device)
+            noise = torch.zeros_like(out)
+            for i, t in enumerate(range(t0, t1)):
+                if error_std[t] > 0:
+                    for j, k in enumerate(range(k0, k1)):
+                        key = np.random.SeedSequence((seed, channel, t, k)).generate_state(1)
+                        gen.manual_seed(int(key[0]))
+                        torch.randn(out.shape[-1], generator=gen, out=noise[i, j])
+                        noise[i, j] *= float(error_std[t])
+            out = out + noise
+    values = out.cpu().double().numpy() * norm.scale[channel] + norm.offset[channel]
     return values.astype(_numpy_dtype(dtype))
 
 
