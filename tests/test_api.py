@@ -135,6 +135,8 @@ def test_model_error_term(model, truth):
     xr.testing.assert_allclose(plain.u.compute(), dressed.u.compute(), rtol=0, atol=1e-9)
     assert (dressed.u_model_error_std == 0).all()
     assert dressed.eta.attrs["ancillary_variables"] == "eta_model_error_std"
+    assert json.loads(dressed.attrs["levda_config"])["model_error"] == {"type": "ModelError"}
+    assert json.loads(plain.attrs["levda_config"])["model_error"] is None
 
 
 def test_output_dtype_follows_config(model, truth):
@@ -222,6 +224,7 @@ def test_background_parameters(model, truth):
         ({"dtype": "float16"}, ConfigError, "dtype='float16'"),
         ({"outside": "ignore"}, ConfigError, "outside='ignore'"),
         ({"jacobian": "reverse"}, ConfigError, "jacobian='reverse': expected 'forward' or"),
+        ({"model_error": True}, ConfigError, r"model_error=True: expected ModelError\(\) or None"),
     ],
 )
 def test_bad_config(kwargs, error, match):

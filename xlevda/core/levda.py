@@ -185,16 +185,17 @@ class Randomized:
         Where member ``j``'s optimization starts.  ``"enkf"`` (default): at its
         perturbed-observation ensemble Kalman analysis in the subspace, the
         minimizer of its cost with the decoded observations replaced by their
-        least-squares linear fit over the K background members (the secant
-        linearization of 4DEnVar and the EnKF, not a tangent at one point), kept
-        only where its cost is lower than at ``a_j``.  It moves members across
-        a non-convex cost (a wave front far from where a member puts it) where a
-        local optimizer from ``a_j`` stalls, and costs two evaluations of the
-        ensemble (the fit and the check) and an ``r x r`` solve.  ``"background"``: at ``a_j``, its
-        background member, as the paper's warm start; members far from the data
-        then stay in other local minima, which spreads the ensemble without
-        representing the posterior.  The cost, and its minimizers in the
-        linear-Gaussian case, are the same either way.
+        least-squares linear fit over the K background members and the subspace
+        mean (the secant linearization of 4DEnVar and the EnKF, not a tangent at
+        one point), kept only where its cost is lower than at ``a_j``.  It moves
+        members across a non-convex cost (a wave front far from where a member
+        puts it) where a local optimizer from ``a_j`` stalls, and costs two
+        evaluations of the ensemble (the fit and the check) and an ``r x r``
+        solve.  ``"background"``: at ``a_j``, its background member, as the
+        paper's warm start; members far from the data then stay in other local
+        minima, which spreads the ensemble without representing the posterior.
+        The cost, and its minimizers in the linear-Gaussian case, are the same
+        either way.
 
     Examples
     --------
