@@ -27,7 +27,9 @@ from xlevda.errors import XlevdaError
 from xlevda.ldnet import LDNet
 from xlevda.pretrained import load_pretrained
 from xlevda.surrogates.config import (
+    CosineDecoderConfig,
     LDNetConfig,
+    LinearDynamicsConfig,
     MLPDecoderConfig,
     SeparableDecoderConfig,
     TrainConfig,
@@ -40,6 +42,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "CosineDecoderConfig",
     "EnSFConfig",
     "EncoderConfig",
     "FourDEnVarConfig",
@@ -51,6 +54,7 @@ __all__ = [
     "LDNetConfig",
     "LETKFConfig",
     "LEVDAConfig",
+    "LinearDynamicsConfig",
     "Localization",
     "MLPDecoderConfig",
     "ModelError",

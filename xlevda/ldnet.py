@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,8 @@ from xlevda.core.dynamics import interpolate_latent
 from xlevda.errors import ConfigError, VariableError
 from xlevda.surrogates.config import LDNetConfig
 from xlevda.surrogates.ldnet import LDNetModel
+from xlevda.surrogates.linear import fit_linear
+from xlevda.surrogates.pod import load_frames
 from xlevda.surrogates.training import train
 
 __all__ = ["LDNet"]
@@ -85,7 +88,12 @@ class LDNet(LDNetModel):
         -------
         LDNet
             The best model seen on the validation runs; its ``history`` holds the
-            loss curves.
+            loss curves.  With ``config.dynamics`` a
+            :class:`~xlevda.surrogates.config.LinearDynamicsConfig` the model is instead
+            fitted in closed form (:func:`xlevda.surrogates.linear.fit_linear`; of
+            ``config.train`` only ``validation_fraction`` and ``seed`` apply), all
+            runs loaded at once; ``history`` is then ``None`` and
+            ``metadata["linear_fit"]`` holds the fit's report.
         """
         config = config if config is not None else LDNetConfig()
         params = list(params)
@@ -108,6 +116,20 @@ class LDNet(LDNetModel):
         }
         train_src = DatasetFrameSource(dataset, schema, order[n_val:], **common)
         val_src = DatasetFrameSource(dataset, schema, order[:n_val], **common)
+        if config.dynamics is not None:
+            if initial is not None:
+                raise ConfigError(
+                    "initial is not used by the closed-form fit of LinearDynamicsConfig: "
+                    "leave it None"
+                )
+            n_fit = n_runs if config.dynamics.refit else n_runs - n_val
+            if config.dynamics.n_centres is None:
+                config = replace(config, dynamics=replace(config.dynamics, n_centres=n_fit))
+            model = cls(config, schema)
+            model.metadata["linear_fit"] = fit_linear(
+                model, load_frames(train_src), load_frames(val_src)
+            )
+            return model
         model = cls(config, schema)
         if initial is not None:
             if initial.schema != schema:

@@ -227,7 +227,8 @@ def test_config_round_trips_through_json(decoder):
 def test_config_from_dict_errors():
     with pytest.raises(ConfigError, match=r"LDNetConfig has unknown keys \['width'\]"):
         config_from_dict({"width": 3})
-    with pytest.raises(ConfigError, match=r"decoder.kind must be one of \('mlp', 'separable'\)"):
+    kinds = r"\('mlp', 'separable', 'cosine'\)"
+    with pytest.raises(ConfigError, match=rf"decoder.kind must be one of {kinds}"):
         config_from_dict({"decoder": {"kind": "siren"}})
     with pytest.raises(ConfigError, match=r"LDNetConfig.train has unknown keys \['epoch'\]"):
         config_from_dict({"train": {"epoch": 3}})

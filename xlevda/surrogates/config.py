@@ -18,8 +18,10 @@ from xlevda.errors import ConfigError
 __all__ = [
     "ACTIVATIONS",
     "LR_SCHEDULES",
+    "CosineDecoderConfig",
     "DecoderConfig",
     "LDNetConfig",
+    "LinearDynamicsConfig",
     "MLPDecoderConfig",
     "SeparableDecoderConfig",
     "TrainConfig",
@@ -152,13 +154,107 @@ class SeparableDecoderConfig:
         _check_choice("SeparableDecoderConfig.kind", self.kind, ("separable",))
 
 
-DecoderConfig = MLPDecoderConfig | SeparableDecoderConfig
-"""Either decoder family."""
+@dataclass(frozen=True)
+class CosineDecoderConfig:
+    """Linear decoder ``D(s, xi) = b(xi) + sum_k s_k psi_k(xi)`` on a cosine series.
 
-_DECODERS: dict[str, type[MLPDecoderConfig] | type[SeparableDecoderConfig]] = {
+    Each channel's mean field ``b`` and modes ``psi_k`` are sums of the products
+    of ``cos(m pi (xi_j - lo_j) / (hi_j - lo_j))``, ``m < n_terms``, over the
+    coordinates ``j``, on the box ``[lo, hi]`` of the training points (a regular
+    axis is widened by half a spacing, so that on a cell-centred grid the series
+    is the discrete cosine transform).  The decoder is linear in ``s``, smooth and
+    defined everywhere, and its size does not grow with the training grid.  It is
+    the decoder of the closed-form linear LDNet (:class:`LinearDynamicsConfig`).
+
+    Attributes
+    ----------
+    n_terms : int
+        Cosine terms per coordinate (>= 1); ``n_terms ** n_coords`` per mode.
+
+    Examples
+    --------
+    >>> CosineDecoderConfig(n_terms=8).kind
+    'cosine'
+    """
+
+    n_terms: int = 32
+    kind: Literal["cosine"] = "cosine"
+
+    def __post_init__(self) -> None:
+        _check_int("CosineDecoderConfig.n_terms", self.n_terms, 1)
+        _check_choice("CosineDecoderConfig.kind", self.kind, ("cosine",))
+
+
+DecoderConfig = MLPDecoderConfig | SeparableDecoderConfig | CosineDecoderConfig
+"""Any decoder family."""
+
+_DECODERS: dict[str, type[DecoderConfig]] = {
     "mlp": MLPDecoderConfig,
     "separable": SeparableDecoderConfig,
+    "cosine": CosineDecoderConfig,
 }
+
+
+@dataclass(frozen=True)
+class LinearDynamicsConfig:
+    """Linear latent dynamics driven by a parameter-dependent impulse.
+
+    The latent state is ``s = (c, kappa)`` with ``c`` of size ``latent_dim - 1`` and
+    a clock ``kappa``; the vector field is
+
+    ``F(s, u) = (A c + kappa a + (1 - kappa) g(u), (1 - kappa) / dt)``,
+
+    ``g(u) = sum_i w_i exp(-|u - u_i|^2 / (2 l^2))`` a Gaussian radial-basis network
+    on ``n_centres`` centres.  From the shifted start ``s_-1 = 0`` the first Euler
+    step gives ``kappa = 1`` and ``c_0 = dt g(u)``; after it the forcing is off and
+    ``c_{k+1} = (I + dt A) c_k + dt a``: a linear time-invariant system whose
+    initial state depends nonlinearly on the parameters.  This suits systems that are linear in
+    their state for given parameters (the tsunami's shallow water), and is fitted in
+    closed form (:func:`xlevda.surrogates.linear.fit_linear`) with the
+    :class:`CosineDecoderConfig` decoder: proper orthogonal decomposition for the
+    decoder, least squares for ``A`` (dynamic mode decomposition), kernel ridge
+    regression for ``g``.  ``dt`` is fixed (``learnable_dt=False``).
+
+    Attributes
+    ----------
+    n_centres : int or None
+        Radial-basis centres (>= 1), one per fitted run's parameters; ``LDNet.fit``
+        sets it to the number of fitted runs when ``None``.
+    ridge : float
+        Ridge added to the kernel matrix's diagonal (which is 1) in the fit (>= 0).
+    widths : tuple of float
+        Kernel widths tried by the fit, as multiples of the median distance from a
+        training run's parameters to its nearest neighbour; the one with the lowest
+        validation error on the first frame is kept.
+    refit : bool
+        After choosing the width, fit every part again on the training and
+        validation runs together (the validation runs then choose only the width).
+
+    Examples
+    --------
+    >>> LinearDynamicsConfig().widths[0]
+    0.5
+    """
+
+    n_centres: int | None = None
+    ridge: float = 1e-6
+    widths: tuple[float, ...] = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)
+    refit: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_centres is not None:
+            _check_int("LinearDynamicsConfig.n_centres", self.n_centres, 1)
+        _check_float("LinearDynamicsConfig.ridge", self.ridge, 0.0)
+        widths = tuple(self.widths) if isinstance(self.widths, list | tuple) else None
+        if not widths:
+            raise ConfigError(
+                f"LinearDynamicsConfig.widths must be a non-empty tuple, got {self.widths!r}"
+            )
+        for w in widths:
+            _check_float("LinearDynamicsConfig.widths[...]", w, 0.0, lo_open=True)
+        object.__setattr__(self, "widths", widths)
+        if not isinstance(self.refit, bool):
+            raise ConfigError(f"LinearDynamicsConfig.refit must be a bool, got {self.refit!r}")
 
 
 @dataclass(frozen=True)
@@ -261,7 +357,10 @@ class LDNetConfig:
         Hidden width and number of hidden layers of the vector field ``F(s, u)``.
     dynamics_linear : bool
         Add a linear term ``A s + B u`` (zero at initialization) to ``F``.
-    decoder : MLPDecoderConfig or SeparableDecoderConfig
+    dynamics : LinearDynamicsConfig or None
+        Replace the MLP vector field (and the three fields above) by impulse-driven
+        linear dynamics, fitted in closed form with a :class:`CosineDecoderConfig`.
+    decoder : MLPDecoderConfig, SeparableDecoderConfig or CosineDecoderConfig
         Decoder family and sizes.
     activation : {"tanh", "silu", "gelu"}
         Activation of every network (smooth: the assimilation differentiates it).
@@ -286,6 +385,7 @@ class LDNetConfig:
     dynamics_width: int = 32
     dynamics_depth: int = 3
     dynamics_linear: bool = False
+    dynamics: LinearDynamicsConfig | None = None
     decoder: DecoderConfig = field(default_factory=MLPDecoderConfig)
     activation: Activation = "tanh"
     dt0: float | None = None
@@ -297,11 +397,27 @@ class LDNetConfig:
         _check_int("LDNetConfig.latent_dim", self.latent_dim, 1)
         _check_int("LDNetConfig.dynamics_width", self.dynamics_width, 1)
         _check_int("LDNetConfig.dynamics_depth", self.dynamics_depth, 1)
-        if not isinstance(self.decoder, MLPDecoderConfig | SeparableDecoderConfig):
+        if not isinstance(self.decoder, tuple(_DECODERS.values())):
             raise ConfigError(
-                "LDNetConfig.decoder must be an MLPDecoderConfig or a SeparableDecoderConfig, "
-                f"got {self.decoder!r}"
+                "LDNetConfig.decoder must be an MLPDecoderConfig, a SeparableDecoderConfig or a "
+                f"CosineDecoderConfig, got {self.decoder!r}"
             )
+        if self.dynamics is not None:
+            if not isinstance(self.dynamics, LinearDynamicsConfig):
+                raise ConfigError(
+                    "LDNetConfig.dynamics must be None or a LinearDynamicsConfig, got "
+                    f"{self.dynamics!r}"
+                )
+            if self.learnable_dt:
+                raise ConfigError(
+                    "LDNetConfig.learnable_dt must be False with LinearDynamicsConfig (its clock "
+                    "switches the forcing off after exactly one step of the fixed dt)"
+                )
+            if self.latent_dim < 2:
+                raise ConfigError(
+                    "LDNetConfig.latent_dim must be >= 2 with LinearDynamicsConfig (the state "
+                    f"and its clock), got {self.latent_dim}"
+                )
         _check_choice("LDNetConfig.activation", self.activation, ACTIVATIONS)
         if not isinstance(self.dynamics_linear, bool):
             raise ConfigError(
@@ -364,4 +480,6 @@ def config_from_dict(data: dict[str, Any]) -> LDNetConfig:
         d["decoder"] = _build(_DECODERS[kind], dec, "LDNetConfig.decoder")
     if "train" in d:
         d["train"] = _build(TrainConfig, d["train"], "LDNetConfig.train")
+    if d.get("dynamics") is not None:
+        d["dynamics"] = _build(LinearDynamicsConfig, d["dynamics"], "LDNetConfig.dynamics")
     return _build(LDNetConfig, d, "LDNetConfig")

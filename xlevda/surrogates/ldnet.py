@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from importlib import metadata
 from typing import Any, Self
 
@@ -19,12 +20,19 @@ from torch import Tensor, nn
 from xlevda.core.dynamics import euler_rollout
 from xlevda.errors import ConfigError, ShapeError, SurrogateFileError, XlevdaError
 from xlevda.surrogates.config import (
+    CosineDecoderConfig,
     LDNetConfig,
     MLPDecoderConfig,
     config_from_dict,
     config_to_dict,
 )
-from xlevda.surrogates.networks import MLPDecoder, SeparableDecoder, VectorFieldNet
+from xlevda.surrogates.networks import (
+    CosineDecoder,
+    ImpulseLinearField,
+    MLPDecoder,
+    SeparableDecoder,
+    VectorFieldNet,
+)
 from xlevda.surrogates.schema import SurrogateSchema
 from xlevda.surrogates.training import TrainingHistory
 
@@ -130,30 +138,43 @@ class LDNetModel(nn.Module):
         self.metadata: dict[str, Any] = {}
 
         dec = config.decoder
+        dt0 = config.dt0 if config.dt0 is not None else 1.0 / schema.n_frames
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            self.dynamics = VectorFieldNet(
-                config.latent_dim,
-                self.param_dim,
-                config.dynamics_width,
-                config.dynamics_depth,
-                config.activation,
-                config.dynamics_linear,
-            )
-            common = {
-                "n_fourier": dec.n_fourier,
-                "fourier_scale": dec.fourier_scale,
-                "activation": config.activation,
-                "seed": config.seed,
-            }
-            if isinstance(dec, MLPDecoderConfig):
-                self.decoder: MLPDecoder | SeparableDecoder = MLPDecoder(
+            if config.dynamics is not None:
+                if config.dynamics.n_centres is None:
+                    raise ConfigError(
+                        "LinearDynamicsConfig.n_centres is None: give the number of centres "
+                        "(LDNet.fit sets it to the number of training runs)"
+                    )
+                self.dynamics: VectorFieldNet | ImpulseLinearField = ImpulseLinearField(
+                    config.latent_dim, self.param_dim, config.dynamics.n_centres, dt0
+                )
+            else:
+                self.dynamics = VectorFieldNet(
+                    config.latent_dim,
+                    self.param_dim,
+                    config.dynamics_width,
+                    config.dynamics_depth,
+                    config.activation,
+                    config.dynamics_linear,
+                )
+            self.decoder: MLPDecoder | SeparableDecoder | CosineDecoder
+            if isinstance(dec, CosineDecoderConfig):
+                self.decoder = CosineDecoder(
+                    config.latent_dim, schema.n_coords, schema.n_channels, dec.n_terms
+                )
+            elif isinstance(dec, MLPDecoderConfig):
+                self.decoder = MLPDecoder(
                     config.latent_dim,
                     schema.n_coords,
                     schema.n_channels,
                     width=dec.width,
                     depth=dec.depth,
-                    **common,
+                    n_fourier=dec.n_fourier,
+                    fourier_scale=dec.fourier_scale,
+                    activation=config.activation,
+                    seed=config.seed,
                 )
             else:
                 self.decoder = SeparableDecoder(
@@ -165,9 +186,11 @@ class LDNetModel(nn.Module):
                     basis_depth=dec.basis_depth,
                     coef_width=dec.coef_width,
                     coef_depth=dec.coef_depth,
-                    **common,
+                    n_fourier=dec.n_fourier,
+                    fourier_scale=dec.fourier_scale,
+                    activation=config.activation,
+                    seed=config.seed,
                 )
-        dt0 = config.dt0 if config.dt0 is not None else 1.0 / schema.n_frames
         self.register_buffer("dt0", torch.tensor(float(dt0)))
         if config.learnable_dt:
             self.log_dt_scale = nn.Parameter(torch.tensor(0.0))
@@ -262,13 +285,22 @@ class LDNetModel(nn.Module):
 
     # ------------------------------------------------------------------ files
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str], *, half: Sequence[str] = ()) -> None:
         """Write the model to one file (``torch.save`` of plain containers and tensors).
 
         The file holds ``format`` (``"xlevda-surrogate"``), ``format_version``,
         ``xlevda_version``, ``kind`` (``"ldnet"``), ``config`` and ``schema`` (as
         dicts), ``dtype``, ``state_dict`` (CPU tensors), ``history`` (dict or None)
         and ``metadata``.
+
+        Parameters
+        ----------
+        path : path-like
+            The file.
+        half : sequence of str
+            State-dict entries stored rounded to float16 (half the bytes), e.g. the
+            large, well-scaled matrices of a linear LDNet; :meth:`load` casts them
+            back to the model's dtype.  The names are recorded in ``metadata["half"]``.
 
         Examples
         --------
@@ -281,8 +313,16 @@ class LDNetModel(nn.Module):
         ...     LDNetModel.load(os.path.join(d, "m.pt")).latent_dim
         3
         """
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        half = list(half)
+        bad = [n for n in half if n not in state or not state[n].is_floating_point()]
+        if bad:
+            floats = sorted(k for k, v in state.items() if v.is_floating_point())
+            raise ConfigError(f"half names {bad}, not floating state-dict entries {floats}")
+        for name in half:
+            state[name] = state[name].half()
         try:
-            meta = json.loads(json.dumps(self.metadata))
+            meta = json.loads(json.dumps({**self.metadata, **({"half": half} if half else {})}))
         except (TypeError, ValueError) as err:
             raise ConfigError(f"model.metadata must be JSON-serializable: {err}") from None
         payload = {
@@ -293,7 +333,7 @@ class LDNetModel(nn.Module):
             "config": config_to_dict(self.config),
             "schema": self.schema.to_dict(),
             "dtype": str(self.dt0.dtype).removeprefix("torch."),
-            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            "state_dict": state,
             "history": None if self.history is None else self.history.to_dict(),
             "metadata": meta,
         }

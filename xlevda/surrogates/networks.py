@@ -21,7 +21,9 @@ from torch import Tensor, nn
 from xlevda.errors import ConfigError, ShapeError
 
 __all__ = [
+    "CosineDecoder",
     "FourierFeatures",
+    "ImpulseLinearField",
     "MLPDecoder",
     "ResidualMLP",
     "SeparableDecoder",
@@ -499,3 +501,148 @@ class SeparableDecoder(nn.Module):
     def forward(self, s: Tensor, points: Tensor) -> Tensor:
         """``s`` (..., d_s), ``points`` (..., P, n_coords) -> (..., P, C)."""
         return self.decode_basis(s, self.basis_points(points))
+
+
+class ImpulseLinearField(nn.Module):
+    """Linear latent dynamics driven by a parameter-dependent impulse.
+
+    ``s = (c, kappa)``; ``F(s, u) = (A c + kappa a + (1 - kappa) g(u), (1 - kappa) / dt)`` with
+    ``g(u) = sum_i w_i exp(-|u - u_i|^2 / (2 l^2))`` (see
+    :class:`~xlevda.surrogates.config.LinearDynamicsConfig`).  From ``s_-1 = 0`` one
+    Euler step of ``dt`` sets ``kappa = 1`` and ``c_0 = dt g(u)``; afterwards the
+    forcing is off and ``c_{k+1} = (I + dt A) c_k + dt a``.  ``A``, ``a`` and the
+    weights ``w`` start at zero; :func:`xlevda.surrogates.linear.fit_linear` sets
+    them, the centres ``u_i`` and the width ``l``.
+
+    Parameters
+    ----------
+    latent_dim, param_dim : int
+        ``d_s`` (``c`` and the clock) and ``d_u``.
+    n_centres : int
+        Radial-basis centres.
+    dt : float
+        The fixed Euler step.
+
+    Examples
+    --------
+    >>> import torch
+    >>> F = ImpulseLinearField(4, 2, n_centres=5, dt=0.5)
+    >>> F(torch.zeros(3, 4), torch.zeros(2))[:, -1].tolist()   # the clock starts moving
+    [2.0, 2.0, 2.0]
+    """
+
+    centres: Tensor
+    width: Tensor
+    step: Tensor
+
+    def __init__(self, latent_dim: int, param_dim: int, n_centres: int, dt: float) -> None:
+        super().__init__()
+        if latent_dim < 2:
+            raise ConfigError(f"ImpulseLinearField needs latent_dim >= 2, got {latent_dim}")
+        n = latent_dim - 1
+        self.A = nn.Parameter(torch.zeros(n, n))
+        self.a = nn.Parameter(torch.zeros(n))
+        self.weights = nn.Parameter(torch.zeros(n_centres, n))
+        self.register_buffer("centres", torch.zeros(n_centres, param_dim))
+        self.register_buffer("width", torch.tensor(1.0))
+        self.register_buffer("step", torch.tensor(float(dt)))
+        self.latent_dim, self.param_dim = latent_dim, param_dim
+
+    def impulse(self, u: Tensor) -> Tensor:
+        """``g(u)``: (..., d_u) -> (..., d_s - 1)."""
+        _check_last_dim("u", u, self.param_dim)
+        d2 = (u.unsqueeze(-2) - self.centres).square().sum(-1)
+        return torch.exp(-d2 / (2 * self.width.square())) @ self.weights
+
+    def forward(self, s: Tensor, u: Tensor) -> Tensor:
+        """``s`` (..., d_s), ``u`` (..., d_u), leading dims broadcast -> (..., d_s)."""
+        _check_last_dim("s", s, self.latent_dim)
+        c, clock = s[..., :-1], s[..., -1:]
+        gate = 1 - clock
+        drift = c @ self.A.T + clock * self.a + gate * self.impulse(u)
+        return torch.cat([drift, gate / self.step], -1)
+
+
+class CosineDecoder(nn.Module):
+    """Linear decoder ``D(s, xi) = b(xi) + sum_k s_k psi_k(xi)`` on a cosine series.
+
+    Each channel's mean field and modes are combinations of the ``T = n_terms **
+    n_coords`` products ``prod_j cos(m_j pi (xi_j - lo_j) / (hi_j - lo_j))``
+    (:meth:`features`, coordinate 0 slowest); ``weight`` of shape (C, d_s + 1, T)
+    holds them, the mean field last.  :meth:`prepare_points` contracts the features
+    with ``weight`` once per point set, (..., P, C (d_s + 1)); decoding a state is
+    then one product with ``(s, 1)``.  The box ``[lo, hi]`` and the weights are set
+    by :func:`xlevda.surrogates.linear.fit_linear` (weights start at zero).
+
+    Parameters
+    ----------
+    latent_dim : int
+        ``d_s``.
+    n_coords : int
+        Coordinates per query point.
+    n_channels : int
+        Output channels ``C``.
+    n_terms : int
+        Cosine terms per coordinate.
+
+    Examples
+    --------
+    >>> import torch
+    >>> dec = CosineDecoder(3, 2, 2, n_terms=4)
+    >>> dec.features(torch.zeros(5, 2)).shape
+    torch.Size([5, 16])
+    >>> dec(torch.zeros(6, 3), torch.zeros(5, 2)).shape
+    torch.Size([6, 5, 2])
+    """
+
+    lo: Tensor
+    hi: Tensor
+
+    def __init__(self, latent_dim: int, n_coords: int, n_channels: int, n_terms: int) -> None:
+        super().__init__()
+        self.register_buffer("lo", -torch.ones(n_coords))
+        self.register_buffer("hi", torch.ones(n_coords))
+        self.weight = nn.Parameter(torch.zeros(n_channels, latent_dim + 1, n_terms**n_coords))
+        self.latent_dim, self.n_coords, self.n_channels = latent_dim, n_coords, n_channels
+        self.n_terms = n_terms
+
+    def features(self, points: Tensor) -> Tensor:
+        """``points`` (..., P, n_coords) -> cosine products (..., P, n_terms ** n_coords)."""
+        _check_last_dim("points", points, self.n_coords)
+        phase = (points - self.lo) / (self.hi - self.lo)
+        m = torch.arange(self.n_terms, dtype=points.dtype, device=points.device)
+        cos = torch.cos(math.pi * phase.unsqueeze(-1) * m)  # (..., P, n_coords, T1)
+        out = cos[..., 0, :]
+        for j in range(1, self.n_coords):
+            out = (out.unsqueeze(-1) * cos[..., j, :].unsqueeze(-2)).flatten(-2)
+        return out
+
+    def prepare_points(self, points: Tensor) -> Tensor:
+        """``points`` (..., P, n_coords) -> (..., P, C (d_s + 1))."""
+        prepared = torch.einsum("...pf,ckf->...pck", self.features(points), self.weight)
+        return prepared.flatten(-2)
+
+    def _unflatten(self, prepared: Tensor) -> Tensor:
+        n = self.n_channels * (self.latent_dim + 1)
+        if prepared.dim() == 0 or prepared.shape[-1] != n:
+            raise ShapeError(
+                f"prepared points must have last dimension C (d_s + 1) = {n}, got shape "
+                f"{tuple(prepared.shape)}"
+            )
+        return prepared.unflatten(-1, (self.n_channels, self.latent_dim + 1))
+
+    def decode_prepared(self, s: Tensor, prepared: Tensor) -> Tensor:
+        """``s`` (..., d_s), ``prepared`` (..., P, C (d_s + 1)), dims broadcast -> (..., P, C)."""
+        _check_last_dim("s", s, self.latent_dim)
+        per = self._unflatten(prepared)
+        return torch.einsum("...pck,...k->...pc", per[..., :-1], s) + per[..., -1]
+
+    def decode_channel(self, s: Tensor, prepared: Tensor, channel: int) -> Tensor:
+        """Channel ``channel`` of :meth:`decode_prepared`: (..., P)."""
+        _check_last_dim("s", s, self.latent_dim)
+        per = self._unflatten(prepared)[..., channel, :]
+        return torch.einsum("...pk,...k->...p", per[..., :-1], s) + per[..., -1]
+
+    def forward(self, s: Tensor, points: Tensor) -> Tensor:
+        """``s`` (..., d_s), ``points`` (..., P, n_coords) -> (..., P, C)."""
+        return self.decode_prepared(s, self.prepare_points(points))
