@@ -13,7 +13,9 @@ import xarray as xr
 
 import xlevda
 from tests.conftest import make_runs
+from xlevda import api
 from xlevda._convert import to_points
+from xlevda._cycle import Cycle
 from xlevda.config import LEVDAConfig
 from xlevda.core.levda import solve_window
 from xlevda.core.optim import GaussNewtonConfig
@@ -135,8 +137,47 @@ def test_model_error_term(model, truth):
     xr.testing.assert_allclose(plain.u.compute(), dressed.u.compute(), rtol=0, atol=1e-9)
     assert (dressed.u_model_error_std == 0).all()
     assert dressed.eta.attrs["ancillary_variables"] == "eta_model_error_std"
-    assert json.loads(dressed.attrs["levda_config"])["model_error"] == {"type": "ModelError"}
+    assert json.loads(dressed.attrs["levda_config"])["model_error"] == {
+        "type": "ModelError",
+        "pooled": True,
+    }
     assert json.loads(plain.attrs["levda_config"])["model_error"] is None
+
+
+def test_model_error_pooled_over_windows(model, truth):
+    """By default one variance per variable from every window's observations (means weighted
+    by their counts, then the positive part), the same at every output time; with
+    ``ModelError(pooled=False)`` one per window, forward-filled over unobserved windows."""
+    excess = np.array([[0.5, np.nan], [-0.2, np.nan], [np.nan, np.nan], [0.1, 2.0]])
+    count = np.array([[10, 0], [30, 0], [0, 0], [20, 5]])
+    cycle = Cycle(
+        anchors=np.arange(4),
+        z_analysis=np.zeros((4, 2, 3)),
+        diagnostics={},
+        n_obs=count.sum(1),
+        excess=excess,
+        excess_count=count,
+    )
+    which = np.array([0, 0, 1, 2, 3, 3])
+    pooled = api._model_error_std(cycle, which, xlevda.ModelError())
+    expected = np.sqrt(np.maximum((0.5 * 10 - 0.2 * 30 + 0.1 * 20) / 60, 0.0))
+    np.testing.assert_allclose(pooled[:, 0], expected, rtol=1e-12)
+    np.testing.assert_allclose(pooled[:, 1], np.sqrt(2.0), rtol=1e-12)
+    per_window = api._model_error_std(cycle, which, xlevda.ModelError(pooled=False))
+    np.testing.assert_allclose(
+        per_window[:, 0], np.sqrt([0.5, 0.5, 0.0, 0.0, 0.1, 0.1]), rtol=1e-12
+    )
+    np.testing.assert_allclose(per_window[:, 1], np.sqrt([0, 0, 0, 0, 2.0, 2.0]), rtol=1e-12)
+    # through the accessor: constant over time when pooled, and not when not
+    obs, tgt = point_obs(truth), target(truth)
+    a = tgt.levda.assimilate(obs, model, CFG).eta_model_error_std
+    b = tgt.levda.assimilate(
+        obs, model, dataclasses.replace(CFG, model_error=xlevda.ModelError(pooled=False))
+    ).eta_model_error_std
+    assert float(a.std()) == 0 and float(b.std()) > 0
+    assert "all windows" in a.attrs["long_name"] and "the window's" in b.attrs["long_name"]
+    with pytest.raises(ConfigError, match=r"ModelError\.pooled=1: expected a bool"):
+        xlevda.ModelError(pooled=1)
 
 
 def test_output_dtype_follows_config(model, truth):

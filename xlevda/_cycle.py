@@ -25,7 +25,8 @@ class Cycle:
     diagnostics: dict[str, np.ndarray]  # name -> (W, K) or (W,)
     n_obs: np.ndarray  # (W,)
     names: dict[str, str] = field(default_factory=dict)  # long names of method diagnostics
-    unexplained_var: np.ndarray | None = None  # (W, C) normalized output units; NaN: unobserved
+    excess: np.ndarray | None = None  # (W, C) observed_excess, normalized units; NaN: unobserved
+    excess_count: np.ndarray | None = None  # (W, C) observed values behind it
     seed: int = 0  # the case's seed
 
 

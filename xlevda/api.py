@@ -31,7 +31,7 @@ from torch import Tensor
 from xlevda._convert import find_time, times_to_steps, to_points
 from xlevda._cycle import Cycle, obs_window
 from xlevda._obs import ObsTable, Window, obs_table, plan_windows
-from xlevda.config import FullStateConfig, LEVDAConfig, OutputChunks
+from xlevda.config import FullStateConfig, LEVDAConfig, ModelError, OutputChunks
 from xlevda.core.dynamics import interpolate_trajectory
 from xlevda.core.inversion import fit_latent, rollout_state
 from xlevda.core.ldensf import LDEnSFConfig, ldensf_filter
@@ -228,7 +228,8 @@ class _WindowOut:
     z: np.ndarray  # (K, d_z) analysis at the anchor, float64
     diagnostics: dict[str, np.ndarray]  # name -> (K,)
     n_obs: int
-    unexplained_var: np.ndarray  # (C,)
+    excess: np.ndarray  # (C,)
+    excess_count: np.ndarray  # (C,)
 
 
 def _solve_one(
@@ -276,7 +277,8 @@ def _solve_one(
         z=res.z_analysis.detach().cpu().double().numpy(),
         diagnostics={k: getattr(res, k).detach().cpu().numpy() for k in _DIAGNOSTICS},
         n_obs=res.n_obs,
-        unexplained_var=res.unexplained_var.detach().cpu().double().numpy(),
+        excess=res.excess.detach().cpu().double().numpy(),
+        excess_count=res.excess_count.detach().cpu().numpy(),
     )
 
 
@@ -286,7 +288,8 @@ def _assemble(outs: list[_WindowOut], case_seed: int) -> Cycle:
         z_analysis=np.stack([o.z for o in outs]),
         diagnostics={k: np.stack([o.diagnostics[k] for o in outs]) for k in _DIAGNOSTICS},
         n_obs=np.asarray([o.n_obs for o in outs]),
-        unexplained_var=np.stack([o.unexplained_var for o in outs]),
+        excess=np.stack([o.excess for o in outs]),
+        excess_count=np.stack([o.excess_count for o in outs]),
         seed=case_seed,
     )
 
@@ -387,17 +390,28 @@ def _decode_block(
     return values.astype(_numpy_dtype(dtype))
 
 
-def _model_error_std(cycle: Cycle, which: np.ndarray) -> np.ndarray | None:
+def _model_error_std(
+    cycle: Cycle, which: np.ndarray, model_error: ModelError | None
+) -> np.ndarray | None:
     """Standard deviation (T, C) of the model-error term at each output time, normalized.
 
-    A window without observations of a channel keeps the last estimate; 0 before any.
+    Pooled over every window's observations (``ModelError(pooled=True)``, and without
+    the option, for the diagnostic), or per window, where a window without
+    observations of a channel keeps the last estimate; 0 before any.
     """
-    if cycle.unexplained_var is None:
+    if cycle.excess is None or cycle.excess_count is None:
         return None
-    var = cycle.unexplained_var.copy()
-    for w in range(1, len(var)):
-        var[w] = np.where(np.isnan(var[w]), var[w - 1], var[w])
-    return np.sqrt(np.nan_to_num(var, nan=0.0))[which]
+    excess, count = cycle.excess, cycle.excess_count
+    if model_error is None or model_error.pooled:
+        total = np.where(count > 0, np.nan_to_num(excess) * count, 0.0).sum(0)
+        n = count.sum(0)
+        pooled = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+        var = np.broadcast_to(pooled, excess.shape)
+    else:
+        var = excess.copy()
+        for w in range(1, len(var)):
+            var[w] = np.where(np.isnan(var[w]), var[w - 1], var[w])
+    return np.sqrt(np.clip(np.nan_to_num(var, nan=0.0), 0.0, None))[which]
 
 
 def _numpy_dtype(dtype: torch.dtype) -> type[np.floating]:
@@ -443,7 +457,7 @@ class _Options:
     seed: int = 0
     method: str = "LEVDA"
     config_json: str = "{}"
-    model_error: bool = False
+    model_error: ModelError | None = None
 
 
 def _config_json(obj: Any) -> Any:
@@ -474,7 +488,7 @@ def _options(config: LEVDAConfig | LDEnSFConfig | FullStateConfig) -> _Options:
         seed=config.seed,
         method=config.name if full_state else "LEVDA",
         config_json=as_json if full_state else config.to_json(),
-        model_error=not full_state and config.model_error is not None,
+        model_error=None if full_state else config.model_error,
     )
 
 
@@ -733,8 +747,8 @@ def _to_dataset(
     latent = dsa.from_array(s_out, chunks=(*chunks, d_s))
     data_vars: dict[str, Any] = {}
     prepared = dask.delayed(_prepare_output_points, pure=True)(model, points, dtype)
-    error_std = _model_error_std(cycle, which)
-    dressed = config.model_error and error_std is not None
+    error_std = _model_error_std(cycle, which, config.model_error)
+    dressed = config.model_error is not None and error_std is not None
     for c, (name, attrs) in enumerate(zip(schema.variables, schema.variable_attrs, strict=True)):
         field = dsa.map_blocks(
             _decode_block,
@@ -759,7 +773,11 @@ def _to_dataset(
                 dims=(time,),
                 attrs={
                     "long_name": f"{name}: model error not explained by the ensemble, "
-                    "estimated from the window's observations"
+                    + (
+                        "estimated from the window's observations"
+                        if config.model_error is not None and not config.model_error.pooled
+                        else "estimated from the observations of all windows"
+                    )
                     + (" (added to each member)" if dressed else " (not added)"),
                     **({"units": attrs["units"]} if "units" in attrs else {}),
                 },

@@ -43,24 +43,41 @@ class ModelError:
     The analysis members are states of the surrogate, so their spread represents the
     uncertainty of its latent state and parameters given the observations, not the
     surrogate's own error, which can dominate the error of the fields.  With this
-    option, per window and variable, the error of the analysis that its spread leaves
-    out is estimated from the observations
-    (:func:`xlevda.core.levda.unexplained_variance`:
+    option, per variable, the error of the analysis that its spread leaves out is
+    estimated from the observations (:func:`xlevda.core.levda.unexplained_variance`:
     ``v = max(0, mean (y - ybar)^2 + mean spread^2 - mean sigma_obs^2)``) and added to
-    each member's decoded field at every output time of the window as independent
-    ``N(0, v)`` draws per point, output time and member (white in space and time:
-    only the variance is estimated).  A window without observations of a variable
-    keeps the last estimate; a variable never observed gets none.  The draws depend
-    on the case's seed (``seed`` + case index), the variable, the index of the output
-    time and the member, not on the chunking.  Latent states, parameters
-    and the cycling are unchanged; ``<variable>_model_error_std`` in the output holds
-    the standard deviations (also without this option, as a diagnostic).
+    each member's decoded field at every output time as independent ``N(0, v)``
+    draws per point, output time and member (white in space and time: only the
+    variance is estimated).  The draws depend on the case's seed (``seed`` + case
+    index), the variable, the index of the output time and the member, not on the
+    chunking.  Latent states, parameters and the cycling are unchanged;
+    ``<variable>_model_error_std`` in the output holds the standard deviations (also
+    without this option, as a diagnostic, pooled).  A variable never observed gets
+    no term.
+
+    Attributes
+    ----------
+    pooled : bool
+        Estimate one variance per variable from the observations of all windows
+        (the means weighted by their counts, then the positive part), or one per
+        window (``False``; a window without observations of a variable keeps the last
+        estimate).  Where the model error is small against the observation error,
+        one window's estimate is a small difference of large, noisy terms: with
+        ``n`` values of error ``sigma`` its standard error is about ``sigma^2 sqrt(2 /
+        n)``, so pooling over the windows divides it by the square root of their
+        number.
 
     Examples
     --------
     >>> LEVDAConfig().model_error
-    ModelError()
+    ModelError(pooled=True)
     """
+
+    pooled: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pooled, bool):
+            raise ConfigError(f"ModelError.pooled={self.pooled!r}: expected a bool")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from xlevda.core.levda import (
     WarmStart,
     WindowObjective,
     observe,
+    observed_excess,
     propagate,
     solve_window,
     trajectory,
@@ -271,16 +272,20 @@ def test_unexplained_variance_equals_a_loop(seed):
     t, p, c = (int(i[0]) for i in torch.nonzero(weight > 0, as_tuple=True))
     decoded[5, t, p, c] = torch.nan
     got = unexplained_variance(decoded, window)
+    mean, count = observed_excess(decoded, window)
     for c in range(3):
         terms = []
         for t, p in zip(*torch.nonzero(weight[..., c] > 0, as_tuple=True), strict=True):
             members = decoded[:5, t, p, c]
             r2 = (window.values[t, p, c] - members.mean()) ** 2
-            terms.append(r2 + members.var() - 1 / weight[t, p, c])
-        expected = max(float(sum(terms) / len(terms)), 0.0) if terms else math.nan
-        if math.isnan(expected):
-            assert math.isnan(got[c])
+            terms.append(float(r2 + members.var() - 1 / weight[t, p, c]))
+        assert int(count[c]) == len(terms)
+        raw = sum(terms) / len(terms) if terms else math.nan
+        expected = max(raw, 0.0)
+        if math.isnan(raw):
+            assert math.isnan(got[c]) and math.isnan(mean[c])
         else:
+            assert abs(mean[c].item() - raw) <= 1e-12 * max(1.0, abs(raw))
             assert abs(got[c].item() - expected) <= 1e-12 * max(1.0, expected)
 
 

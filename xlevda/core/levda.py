@@ -74,6 +74,7 @@ __all__ = [
     "WindowObjective",
     "WindowResult",
     "observe",
+    "observed_excess",
     "propagate",
     "solve_window",
     "trajectory",
@@ -809,20 +810,68 @@ class WindowObjective:
         return 0.5 * r.square().flatten(1).sum(-1)
 
 
+def observed_excess(decoded: Tensor, window: ObsWindow) -> tuple[Tensor, Tensor]:
+    """Per channel, the mean of ``(y - ybar)^2 + spread^2 - sigma^2`` and its count.
+
+    Over the observed values (``weight > 0``) of each channel, with ``ybar`` and
+    ``spread^2`` the mean and variance (``K - 1`` in the denominator) of the analysis
+    members' decoded values and ``sigma^2 = 1 / weight``.  Unclipped, so that the
+    means of several windows pool by their counts; :func:`unexplained_variance` is
+    its positive part.  Members that are not finite at every observation are left
+    out; with fewer than two left the counts are 0.
+
+    Parameters
+    ----------
+    decoded : Tensor, shape (K, T_o, P, C)
+        Members at the observations (:func:`observe`), ``K >= 2``.
+    window : ObsWindow
+        In the dtype of ``decoded``.
+
+    Returns
+    -------
+    mean : Tensor, shape (C,)
+        NaN for a channel without observed values.
+    count : Tensor, shape (C,), int64
+        Observed values per channel.
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = ObsWindow(torch.tensor([0]), torch.zeros(1, dtype=torch.float64),
+    ...               torch.zeros(1, 2, 1, dtype=torch.float64),
+    ...               torch.tensor([[[5.0], [1.0]]], dtype=torch.float64),
+    ...               torch.full((1, 2, 1), 4.0, dtype=torch.float64))  # sigma^2 = 0.25
+    >>> members = torch.tensor([[[[0.0], [0.0]]], [[[2.0], [2.0]]]], dtype=torch.float64)
+    >>> mean, count = observed_excess(members, w)  # mean of (4^2, 0^2) + spread^2 2 - 0.25
+    >>> mean.tolist(), count.tolist()
+    ([9.75], [2])
+    """
+    observed = window.weight > 0
+    finite = torch.where(observed, decoded, 0.0).isfinite().flatten(1).all(1)
+    decoded = decoded[finite]
+    if decoded.shape[0] < 2:
+        nan = torch.full(decoded.shape[-1:], torch.nan, dtype=decoded.dtype, device=decoded.device)
+        return nan, torch.zeros(decoded.shape[-1:], dtype=torch.int64, device=decoded.device)
+    mean = decoded.mean(0)
+    var = (decoded - mean).square().sum(0) / (decoded.shape[0] - 1)
+    zero = torch.zeros_like(mean)
+    resid2 = torch.where(observed, (window.values - mean).square(), zero)
+    sigma2 = torch.where(observed, 1 / window.weight, zero)
+    excess = (resid2 + torch.where(observed, var, zero) - sigma2).sum((0, 1))
+    n = observed.sum((0, 1))
+    return torch.where(n > 0, excess / n.clamp_min(1), torch.nan), n
+
+
 def unexplained_variance(decoded: Tensor, window: ObsWindow) -> Tensor:
     """Per channel, the analysis error that the ensemble spread leaves out, from the data.
 
     ``max(0, mean (y - ybar)^2 + mean spread^2 - mean sigma^2)`` over the observed
-    values (``weight > 0``) of each channel, with ``ybar`` and ``spread^2`` the mean and
-    variance (``K - 1`` in the denominator) of the analysis members' decoded values
-    and ``sigma^2 = 1 / weight``.  An analysis fitted to the observations is closer
-    to them than the truth is: for an ensemble whose spread is its error, and
-    observation errors ``sigma``, ``E (y - ybar)^2 = sigma^2 - spread^2`` (Desroziers
-    et al., 2005); an error ``Q`` that no member can represent adds to it.  So the
-    estimate is ``Q``, the variance to add to the spread for ``spread^2 + Q`` to
-    match the mean square error of the ensemble mean.  Members that are not finite
-    at every observation are left out; with fewer than two left, or no observed
-    value of a channel, the result is NaN.
+    values of each channel (:func:`observed_excess`).  An analysis fitted to the
+    observations is closer to them than the truth is: for an ensemble whose spread
+    is its error, and observation errors ``sigma``, ``E (y - ybar)^2 = sigma^2 -
+    spread^2`` (Desroziers et al., 2005); an error ``Q`` that no member can represent
+    adds to it.  So the estimate is ``Q``, the variance to add to the spread for
+    ``spread^2 + Q`` to match the mean square error of the ensemble mean.
 
     Parameters
     ----------
@@ -834,7 +883,7 @@ def unexplained_variance(decoded: Tensor, window: ObsWindow) -> Tensor:
     Returns
     -------
     Tensor, shape (C,)
-        NaN for a channel without observed values.
+        NaN for a channel without observed values (or fewer than two finite members).
 
     Examples
     --------
@@ -847,19 +896,7 @@ def unexplained_variance(decoded: Tensor, window: ObsWindow) -> Tensor:
     >>> unexplained_variance(members, w).tolist()  # mean of (4^2, 0^2) + spread^2 2 - 0.25
     [9.75]
     """
-    observed = window.weight > 0
-    finite = torch.where(observed, decoded, 0.0).isfinite().flatten(1).all(1)
-    decoded = decoded[finite]
-    if decoded.shape[0] < 2:
-        return torch.full(decoded.shape[-1:], torch.nan, dtype=decoded.dtype, device=decoded.device)
-    mean = decoded.mean(0)
-    var = (decoded - mean).square().sum(0) / (decoded.shape[0] - 1)
-    zero = torch.zeros_like(mean)
-    resid2 = torch.where(observed, (window.values - mean).square(), zero)
-    sigma2 = torch.where(observed, 1 / window.weight, zero)
-    excess = (resid2 + torch.where(observed, var, zero) - sigma2).sum((0, 1))
-    n = observed.sum((0, 1))
-    return torch.where(n > 0, (excess / n).clamp_min(0), torch.nan)
+    return observed_excess(decoded, window)[0].clamp_min(0)
 
 
 @dataclass(frozen=True)
@@ -882,8 +919,11 @@ class WindowResult:
         The same for the background members.
     n_obs : int
         Observed values in the window.
-    unexplained_var : Tensor, shape (C,)
-        :func:`unexplained_variance` of the analysis members per channel.
+    excess : Tensor, shape (C,)
+        :func:`observed_excess` of the analysis members per channel (its mean);
+        ``unexplained_var`` is its positive part (:func:`unexplained_variance`).
+    excess_count : Tensor, shape (C,), int64
+        The observed values behind ``excess``.
     n_iter : Tensor, shape (K,), int64
     converged : Tensor, shape (K,), bool
     failed : Tensor, shape (K,), bool
@@ -898,11 +938,17 @@ class WindowResult:
     misfit: Tensor
     misfit_background: Tensor
     n_obs: int
-    unexplained_var: Tensor
+    excess: Tensor
+    excess_count: Tensor
     n_iter: Tensor
     converged: Tensor
     failed: Tensor
     rank: int
+
+    @property
+    def unexplained_var(self) -> Tensor:
+        """:func:`unexplained_variance` of the analysis members per channel, (C,)."""
+        return self.excess.clamp_min(0)
 
 
 def solve_window(
@@ -1010,7 +1056,7 @@ def solve_window(
     with torch.no_grad():
         misfit = objective.misfit(z_a)
         misfit_b = objective.misfit(z_b)
-        unexplained = unexplained_variance(objective.observe(z_a), objective.window)
+        excess, excess_count = observed_excess(objective.observe(z_a), objective.window)
     start = math.sqrt(sub.size - 1) * torch.eye(sub.size, dtype=z_a.dtype, device=z_a.device)
     return WindowResult(
         z_analysis=z_a,
@@ -1019,7 +1065,8 @@ def solve_window(
         misfit=misfit,
         misfit_background=misfit_b,
         n_obs=objective.window.n_obs,
-        unexplained_var=unexplained,
+        excess=excess,
+        excess_count=excess_count,
         n_iter=result.n_iter,
         converged=result.converged,
         failed=result.failed,

@@ -300,7 +300,9 @@ class LDNetModel(nn.Module):
         half : sequence of str
             State-dict entries stored rounded to float16 (half the bytes), e.g. the
             large, well-scaled matrices of a linear LDNet; :meth:`load` casts them
-            back to the model's dtype.  The names are recorded in ``metadata["half"]``.
+            back to the model's dtype.  The names are recorded in the file's
+            ``metadata["half"]`` (replacing any earlier record); a value beyond
+            float16's range raises :class:`~xlevda.errors.ConfigError`.
 
         Examples
         --------
@@ -320,9 +322,16 @@ class LDNetModel(nn.Module):
             floats = sorted(k for k, v in state.items() if v.is_floating_point())
             raise ConfigError(f"half names {bad}, not floating state-dict entries {floats}")
         for name in half:
+            big = float(state[name].abs().max()) if state[name].numel() else 0.0
+            if not big <= torch.finfo(torch.float16).max:
+                raise ConfigError(
+                    f"half: {name!r} holds values up to {big:.6g}, beyond float16's "
+                    f"{torch.finfo(torch.float16).max:.6g}; store it in full precision"
+                )
             state[name] = state[name].half()
+        meta = {k: v for k, v in self.metadata.items() if k != "half"}
         try:
-            meta = json.loads(json.dumps({**self.metadata, **({"half": half} if half else {})}))
+            meta = json.loads(json.dumps({**meta, **({"half": half} if half else {})}))
         except (TypeError, ValueError) as err:
             raise ConfigError(f"model.metadata must be JSON-serializable: {err}") from None
         payload = {

@@ -6,10 +6,12 @@ Torch only.  For an :class:`~xlevda.surrogates.ldnet.LDNetModel` with
 sets every weight from the training frames without gradient descent:
 
 1. each frame is projected by least squares onto the cosine series of the decoder
-   on the box of the training points;
+   on the box of the training points (in the coordinates of an orthonormal basis
+   of the series at those points, where distances are the fields' over the points);
 2. the mean field is the decoder's bias; the ``latent_dim - 1`` leading proper
-   orthogonal modes of the centred coefficient vectors (all channels stacked) are
-   its modes, so the latent ``c`` of a frame is its POD coefficients;
+   orthogonal modes of the centred frames (all channels stacked; a thin singular
+   value decomposition) are its modes, so the latent ``c`` of a frame is its POD
+   coefficients;
 3. ``c_{k+1} = M c_k + m`` is fitted by least squares over all consecutive
    training frames (dynamic mode decomposition with an affine term), giving
    ``A = (M - I) / dt`` and ``a = m / dt``;
@@ -76,17 +78,6 @@ def point_box(points: Tensor) -> tuple[Tensor, Tensor]:
     return torch.tensor(lo, dtype=points.dtype), torch.tensor(hi, dtype=points.dtype)
 
 
-def _leading_modes(x: Tensor, rank: int) -> Tensor:
-    """Leading right singular vectors (F, rank) of ``x`` (N, F), from the smaller Gram matrix."""
-    n, f = x.shape
-    if f <= n:
-        _, vecs = torch.linalg.eigh(x.T @ x)
-        return vecs[:, -rank:].flip(-1)
-    vals, vecs = torch.linalg.eigh(x @ x.T)
-    vals, vecs = vals[-rank:].flip(-1), vecs[:, -rank:].flip(-1)
-    return (x.T @ vecs) / vals.clamp_min(torch.finfo(x.dtype).tiny).sqrt()
-
-
 def _kernel(a: Tensor, b: Tensor, width: float) -> Tensor:
     return torch.exp(-torch.cdist(a, b).square() / (2 * width**2))
 
@@ -96,32 +87,43 @@ def _relative(pred: Tensor, truth: Tensor) -> float:
 
 
 class _Reduced(NamedTuple):
-    """Mean, modes and linear step of a set of frames in cosine coefficients."""
+    """Mean, modes and linear step of a set of frames, in orthonormal cosine coordinates."""
 
     mean: Tensor  # (C F,)
-    modes: Tensor  # (C F, r)
+    modes: Tensor  # (C F, r), orthonormal columns
     step: Tensor  # (r, r): M
     offset: Tensor  # (r,): m
     first: Tensor  # (N, r): the runs' first-frame latents
     report: dict[str, float]
 
 
-def _coefficients(decoder: CosineDecoder, points: Tensor, values: Tensor) -> Tensor:
-    """Least-squares cosine coefficients of frames: (N, T, P, C) -> (N, T, C F), float64."""
-    feats = decoder.features(points.to(decoder.lo.dtype)).double()
-    proj = torch.linalg.pinv(feats)  # (F, P)
-    return torch.einsum("fp,ntpc->ntcf", proj, values.double()).flatten(-2)
+def _orthonormal_features(decoder: CosineDecoder, points: Tensor) -> tuple[Tensor, Tensor]:
+    """``Q, R`` (float64) with ``Q R`` the cosine features at ``points`` (P, F), ``Q`` orthonormal.
+
+    Frames are reduced in the coordinates ``w = Q^T y``, where the Euclidean norm is
+    the field's norm over the points (so the modes are the field-space POD); the
+    decoder's cosine coefficients are ``R^{-1} w``.
+    """
+    feats = decoder.features(points.double())
+    q, r = torch.linalg.qr(feats)
+    sv = torch.linalg.svdvals(r)
+    if not sv[-1] > 1e-10 * sv[0]:
+        raise ConfigError(
+            f"CosineDecoderConfig.n_terms={decoder.n_terms}: the {feats.shape[1]} cosine "
+            f"products are not independent on the {feats.shape[0]} training points; use fewer "
+            "terms per coordinate"
+        )
+    return q, r
 
 
-def _reduce(decoder: CosineDecoder, points: Tensor, values: Tensor, rank: int) -> _Reduced:
+def _reduce(q: Tensor, values: Tensor, rank: int) -> _Reduced:
     n_ch = values.shape[-1]
-    coef = _coefficients(decoder, points, values)
-    feats = decoder.features(points.to(decoder.lo.dtype)).double()
-    back = torch.einsum("ntcf,pf->ntpc", coef.unflatten(-1, (n_ch, -1)), feats)
+    w = torch.einsum("pf,ntpc->ntcf", q, values.double()).flatten(-2)  # (N, T, C F)
+    back = torch.einsum("ntcf,pf->ntpc", w.unflatten(-1, (n_ch, -1)), q)
     report = {"cosine_projection_error": _relative(back, values.double())}
-    mean = coef.mean(dim=(0, 1))
-    centred = coef - mean
-    modes = _leading_modes(centred.flatten(0, 1), rank)  # (C F, r)
+    mean = w.mean(dim=(0, 1))
+    centred = w - mean
+    modes = torch.linalg.svd(centred.flatten(0, 1), full_matrices=False).Vh[:rank].T
     latent = centred @ modes  # (N, T, r)
     report["mode_projection_error"] = _relative(latent @ modes.T, centred)
     before = torch.cat([latent[:, :-1], torch.ones_like(latent[:, :-1, :1])], -1).flatten(0, 1)
@@ -210,23 +212,30 @@ def fit_linear(
     if n_frames < 2:
         raise ShapeError(f"the linear fit needs at least 2 frames per run, got {n_frames}")
     n_feat = decoder.weight.shape[-1]
-    if rank > min(n_runs * n_frames, n_ch * n_feat):
+    limit = min(n_runs * n_frames - 1, n_ch * n_feat)
+    if rank > limit:
         raise ConfigError(
-            f"LDNetConfig.latent_dim - 1 = {rank} modes exceed what the training frames span: "
-            f"at most min(frames {n_runs * n_frames}, channels x cosine terms "
-            f"{n_ch * n_feat}) = {min(n_runs * n_frames, n_ch * n_feat)}"
+            f"LDNetConfig.latent_dim - 1 = {rank} modes exceed what the training frames span "
+            f"about their mean: at most min(frames - 1 = {n_runs * n_frames - 1}, channels x "
+            f"cosine terms = {n_ch * n_feat}) = {limit}"
         )
     with torch.no_grad():
         lo, hi = point_box(points)
         decoder.lo.copy_(lo)
         decoder.hi.copy_(hi)
 
+    q, r_factor = _orthonormal_features(decoder, points)
     u, u_val = u.double(), u_val.double()
-    reduced = _reduce(decoder, points, values, rank)
-    first_val = _coefficients(decoder, points, values_val[:, :1])[:, 0] - reduced.mean
-    first_val = first_val @ reduced.modes
+    reduced = _reduce(q, values, rank)
+    w_val = torch.einsum("pf,npc->ncf", q, values_val[:, 0].double()).flatten(-2)
+    first_val = (w_val - reduced.mean) @ reduced.modes
     gaps = torch.cdist(u, u) + torch.diag(torch.full((n_runs,), math.inf, dtype=u.dtype))
-    spacing = float(gaps.min(1).values.median()) if n_runs > 1 else 1.0
+    spacing = float(gaps.min(1).values.quantile(0.5)) if n_runs > 1 else 1.0
+    if not spacing > 0:
+        raise ConfigError(
+            "the training runs' parameters have a median nearest-neighbour distance of 0 "
+            "(repeated parameters): the kernel width is a multiple of it"
+        )
     best: tuple[float, float] | None = None
     for factor in dyn.widths:
         width = factor * spacing
@@ -239,7 +248,7 @@ def fit_linear(
     width, err = best
     if dyn.refit:
         u = torch.cat([u, u_val])
-        reduced = _reduce(decoder, points, torch.cat([values, values_val]), rank)
+        reduced = _reduce(q, torch.cat([values, values_val]), rank)
     kernel = _kernel(u, u, width) + dyn.ridge * torch.eye(u.shape[0], dtype=u.dtype)
     weights = torch.linalg.solve(kernel, reduced.first)
     report: dict[str, Any] = {"kernel_width": width, "first_frame_validation_error": err}
@@ -252,8 +261,9 @@ def fit_linear(
         field.weights.copy_(weights / dt)
         field.centres.copy_(u)
         field.width.fill_(width)
-        per_channel = reduced.modes.T.unflatten(-1, (n_ch, n_feat)).transpose(0, 1)
+        to_cosine = torch.linalg.inv(r_factor)  # w -> cosine coefficients R^{-1} w
+        modes = reduced.modes.unflatten(0, (n_ch, n_feat))  # (C, F, r)
         decoder.weight.zero_()
-        decoder.weight[:, :rank].copy_(per_channel)  # (C, r, F)
-        decoder.weight[:, -1].copy_(reduced.mean.unflatten(-1, (n_ch, n_feat)))
+        decoder.weight[:, :rank].copy_((to_cosine @ modes).transpose(1, 2))  # (C, r, F)
+        decoder.weight[:, -1].copy_(reduced.mean.unflatten(-1, (n_ch, n_feat)) @ to_cosine.T)
     return report
