@@ -145,29 +145,39 @@ def test_model_error_term(model, truth):
 
 
 def test_model_error_pooled_over_windows(model, truth):
-    """By default one variance per variable from every window's observations (means weighted
-    by their counts, then the positive part), the same at every output time; with
+    """By default one variance per variable from the windows that agree (means weighted by
+    their precisions 1 / se^2; a window more than 3 standard errors above the pool keeps its
+    own, and the pool is recomputed without it), the same at every other output time; with
     ``ModelError(pooled=False)`` one per window, forward-filled over unobserved windows."""
-    excess = np.array([[0.5, np.nan], [-0.2, np.nan], [np.nan, np.nan], [0.1, 2.0]])
-    count = np.array([[10, 0], [30, 0], [0, 0], [20, 5]])
+    excess = np.array([[0.5, np.nan], [-0.2, np.nan], [np.nan, np.nan], [0.1, 2.0], [9.0, 1.0]])
+    count = np.array([[10, 0], [30, 0], [0, 0], [20, 5], [10, 5]])
+    se = np.array([[0.3, np.nan], [0.3, np.nan], [np.nan, np.nan], [0.3, 2.0], [0.5, 2.0]])
     cycle = Cycle(
-        anchors=np.arange(4),
-        z_analysis=np.zeros((4, 2, 3)),
+        anchors=np.arange(5),
+        z_analysis=np.zeros((5, 2, 3)),
         diagnostics={},
         n_obs=count.sum(1),
         excess=excess,
         excess_count=count,
+        excess_se=se,
     )
-    which = np.array([0, 0, 1, 2, 3, 3])
+    which = np.array([0, 0, 1, 2, 3, 4])
     pooled = api._model_error_std(cycle, which, xlevda.ModelError())
-    expected = np.sqrt(np.maximum((0.5 * 10 - 0.2 * 30 + 0.1 * 20) / 60, 0.0))
-    np.testing.assert_allclose(pooled[:, 0], expected, rtol=1e-12)
-    np.testing.assert_allclose(pooled[:, 1], np.sqrt(2.0), rtol=1e-12)
+    # window 4 (9.0) is an outlier for channel 0: the pool is windows 0, 1, 3, equal precisions
+    pool0 = max((0.5 - 0.2 + 0.1) / 3, 0.0)
+    np.testing.assert_allclose(pooled[:, 0], np.sqrt([pool0] * 5 + [9.0]), rtol=1e-12)
+    np.testing.assert_allclose(pooled[:, 1], np.sqrt(1.5), rtol=1e-12)  # within the errors
+    # precision weights: a window with twice the standard error counts a quarter
+    se2 = se.copy()
+    se2[4, 1] = 4.0
+    cycle2 = dataclasses.replace(cycle, excess_se=se2)
+    got = api._model_error_std(cycle2, which, xlevda.ModelError())[:, 1]
+    np.testing.assert_allclose(got, np.sqrt((2.0 + 1.0 / 4) / (1 + 1 / 4)), rtol=1e-12)
     per_window = api._model_error_std(cycle, which, xlevda.ModelError(pooled=False))
     np.testing.assert_allclose(
-        per_window[:, 0], np.sqrt([0.5, 0.5, 0.0, 0.0, 0.1, 0.1]), rtol=1e-12
+        per_window[:, 0], np.sqrt([0.5, 0.5, 0.0, 0.0, 0.1, 9.0]), rtol=1e-12
     )
-    np.testing.assert_allclose(per_window[:, 1], np.sqrt([0, 0, 0, 0, 2.0, 2.0]), rtol=1e-12)
+    np.testing.assert_allclose(per_window[:, 1], np.sqrt([0, 0, 0, 0, 2.0, 1.0]), rtol=1e-12)
     # through the accessor: constant over time when pooled, and not when not
     obs, tgt = point_obs(truth), target(truth)
     a = tgt.levda.assimilate(obs, model, CFG).eta_model_error_std

@@ -228,8 +228,7 @@ class _WindowOut:
     z: np.ndarray  # (K, d_z) analysis at the anchor, float64
     diagnostics: dict[str, np.ndarray]  # name -> (K,)
     n_obs: int
-    excess: np.ndarray  # (C,)
-    excess_count: np.ndarray  # (C,)
+    excess: np.ndarray  # (3, C): mean, count, standard error (observed_excess)
 
 
 def _solve_one(
@@ -277,8 +276,7 @@ def _solve_one(
         z=res.z_analysis.detach().cpu().double().numpy(),
         diagnostics={k: getattr(res, k).detach().cpu().numpy() for k in _DIAGNOSTICS},
         n_obs=res.n_obs,
-        excess=res.excess.detach().cpu().double().numpy(),
-        excess_count=res.excess_count.detach().cpu().numpy(),
+        excess=np.stack([t.detach().cpu().double().numpy() for t in res.excess]),
     )
 
 
@@ -288,8 +286,9 @@ def _assemble(outs: list[_WindowOut], case_seed: int) -> Cycle:
         z_analysis=np.stack([o.z for o in outs]),
         diagnostics={k: np.stack([o.diagnostics[k] for o in outs]) for k in _DIAGNOSTICS},
         n_obs=np.asarray([o.n_obs for o in outs]),
-        excess=np.stack([o.excess for o in outs]),
-        excess_count=np.stack([o.excess_count for o in outs]),
+        excess=np.stack([o.excess[0] for o in outs]),
+        excess_count=np.stack([o.excess[1] for o in outs]).astype(np.int64),
+        excess_se=np.stack([o.excess[2] for o in outs]),
         seed=case_seed,
     )
 
@@ -390,25 +389,53 @@ def _decode_block(
     return values.astype(_numpy_dtype(dtype))
 
 
+_OUTLIER_Z = 3.0
+"""Standard errors by which a window's estimate must exceed the pooled one to keep its own."""
+
+
+def _pooled_variance(excess: np.ndarray, count: np.ndarray, se: np.ndarray) -> np.ndarray:
+    """Model-error variance (W, C) pooled over the windows that agree.
+
+    Per channel: the windows' excesses averaged with weights ``1 / se^2`` (their
+    precisions, so that a window whose terms scatter widely, e.g. one whose members
+    sit in different minima, counts little), over the windows whose own estimate does
+    not exceed the average by more than ``_OUTLIER_Z`` standard errors (found by
+    iterating: leaving such a window out lowers the average).  Those windows keep
+    their own estimate; the others, and windows without a standard error (fewer than
+    two values) or observations, get the pooled one.
+    """
+    usable = (count > 1) & np.isfinite(excess) & np.isfinite(se) & (se > 0)
+    value = np.where(usable, excess, 0.0)
+    weight = np.where(usable, 1.0 / np.where(usable, se, 1.0) ** 2, 0.0)
+    keep = usable.copy()
+    while True:
+        total = (weight * keep).sum(0)
+        pooled = np.where(
+            total > 0, (weight * keep * value).sum(0) / np.maximum(total, 1e-300), np.nan
+        )
+        outlier = usable & (value - pooled > _OUTLIER_Z * np.where(usable, se, np.inf))
+        if np.array_equal(keep, usable & ~outlier):
+            break
+        keep = usable & ~outlier
+    lone = (count > 0) & np.isfinite(excess) & ~usable  # a single value: its own, if no pool
+    return np.where(outlier, value, np.where(np.isnan(pooled) & lone, excess, pooled))
+
+
 def _model_error_std(
     cycle: Cycle, which: np.ndarray, model_error: ModelError | None
 ) -> np.ndarray | None:
     """Standard deviation (T, C) of the model-error term at each output time, normalized.
 
-    Pooled over every window's observations (``ModelError(pooled=True)``, and without
-    the option, for the diagnostic), or per window, where a window without
-    observations of a channel keeps the last estimate; 0 before any.
+    Pooled (``ModelError(pooled=True)``, and without the option, for the diagnostic;
+    :func:`_pooled_variance`), or per window, where a window without observations of a
+    channel keeps the last estimate; 0 before any and for a channel never observed.
     """
-    if cycle.excess is None or cycle.excess_count is None:
+    if cycle.excess is None or cycle.excess_count is None or cycle.excess_se is None:
         return None
-    excess, count = cycle.excess, cycle.excess_count
     if model_error is None or model_error.pooled:
-        total = np.where(count > 0, np.nan_to_num(excess) * count, 0.0).sum(0)
-        n = count.sum(0)
-        pooled = np.where(n > 0, total / np.maximum(n, 1), np.nan)
-        var = np.broadcast_to(pooled, excess.shape)
+        var = _pooled_variance(cycle.excess, cycle.excess_count, cycle.excess_se)
     else:
-        var = excess.copy()
+        var = cycle.excess.copy()
         for w in range(1, len(var)):
             var[w] = np.where(np.isnan(var[w]), var[w - 1], var[w])
     return np.sqrt(np.clip(np.nan_to_num(var, nan=0.0), 0.0, None))[which]

@@ -58,14 +58,18 @@ class ModelError:
     Attributes
     ----------
     pooled : bool
-        Estimate one variance per variable from the observations of all windows
-        (the means weighted by their counts, then the positive part), or one per
-        window (``False``; a window without observations of a variable keeps the last
+        Pool the estimate over the windows (default) or estimate it per window
+        (``False``; a window without observations of a variable keeps the last
         estimate).  Where the model error is small against the observation error,
-        one window's estimate is a small difference of large, noisy terms: with
-        ``n`` values of error ``sigma`` its standard error is about ``sigma^2 sqrt(2 /
-        n)``, so pooling over the windows divides it by the square root of their
-        number.
+        one window's estimate is a small difference of large, noisy terms (with
+        ``n`` values of error ``sigma`` its standard error is about ``sigma^2
+        sqrt(2 / n)``); pooling divides that by the square root of the number of
+        windows.  The windows' estimates are averaged with weights ``1 / se^2``, ``se``
+        their standard errors (the terms' sample standard deviation over
+        ``sqrt(n)``), so a window whose terms scatter widely, e.g. one where members
+        sit in different minima, counts little; one whose estimate exceeds the pooled
+        one by more than three of its standard errors keeps its own and is left out
+        of the pool.
 
     Examples
     --------

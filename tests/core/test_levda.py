@@ -272,7 +272,7 @@ def test_unexplained_variance_equals_a_loop(seed):
     t, p, c = (int(i[0]) for i in torch.nonzero(weight > 0, as_tuple=True))
     decoded[5, t, p, c] = torch.nan
     got = unexplained_variance(decoded, window)
-    mean, count = observed_excess(decoded, window)
+    mean, count, std_error = observed_excess(decoded, window)
     for c in range(3):
         terms = []
         for t, p in zip(*torch.nonzero(weight[..., c] > 0, as_tuple=True), strict=True):
@@ -286,6 +286,9 @@ def test_unexplained_variance_equals_a_loop(seed):
             assert math.isnan(got[c]) and math.isnan(mean[c])
         else:
             assert abs(mean[c].item() - raw) <= 1e-12 * max(1.0, abs(raw))
+            if len(terms) > 1:
+                se = float(torch.tensor(terms, dtype=F64).std() / len(terms) ** 0.5)
+                assert abs(std_error[c].item() - se) <= 1e-10 * max(1.0, se)
             assert abs(got[c].item() - expected) <= 1e-12 * max(1.0, expected)
 
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -66,6 +66,7 @@ from xlevda.surrogates.protocol import Surrogate
 
 __all__ = [
     "EnsembleSubspace",
+    "Excess",
     "Inflation",
     "MemberMode",
     "ObsWindow",
@@ -810,15 +811,33 @@ class WindowObjective:
         return 0.5 * r.square().flatten(1).sum(-1)
 
 
-def observed_excess(decoded: Tensor, window: ObsWindow) -> tuple[Tensor, Tensor]:
-    """Per channel, the mean of ``(y - ybar)^2 + spread^2 - sigma^2`` and its count.
+class Excess(NamedTuple):
+    """Per channel, the terms ``(y - ybar)^2 + spread^2 - sigma^2`` over the observed values.
+
+    Attributes
+    ----------
+    mean : Tensor, shape (C,)
+        Their mean; NaN for a channel without observed values.
+    count : Tensor, shape (C,), int64
+        Observed values.
+    std_error : Tensor, shape (C,)
+        Standard error of the mean from the terms' sample variance; NaN below two values.
+    """
+
+    mean: Tensor
+    count: Tensor
+    std_error: Tensor
+
+
+def observed_excess(decoded: Tensor, window: ObsWindow) -> Excess:
+    """Per channel, the terms ``(y - ybar)^2 + spread^2 - sigma^2`` (:class:`Excess`).
 
     Over the observed values (``weight > 0``) of each channel, with ``ybar`` and
     ``spread^2`` the mean and variance (``K - 1`` in the denominator) of the analysis
     members' decoded values and ``sigma^2 = 1 / weight``.  Unclipped, so that the
     means of several windows pool by their counts; :func:`unexplained_variance` is
-    its positive part.  Members that are not finite at every observation are left
-    out; with fewer than two left the counts are 0.
+    the positive part of the mean.  Members that are not finite at every
+    observation are left out; with fewer than two left the counts are 0.
 
     Parameters
     ----------
@@ -829,10 +848,7 @@ def observed_excess(decoded: Tensor, window: ObsWindow) -> tuple[Tensor, Tensor]
 
     Returns
     -------
-    mean : Tensor, shape (C,)
-        NaN for a channel without observed values.
-    count : Tensor, shape (C,), int64
-        Observed values per channel.
+    Excess
 
     Examples
     --------
@@ -842,24 +858,27 @@ def observed_excess(decoded: Tensor, window: ObsWindow) -> tuple[Tensor, Tensor]
     ...               torch.tensor([[[5.0], [1.0]]], dtype=torch.float64),
     ...               torch.full((1, 2, 1), 4.0, dtype=torch.float64))  # sigma^2 = 0.25
     >>> members = torch.tensor([[[[0.0], [0.0]]], [[[2.0], [2.0]]]], dtype=torch.float64)
-    >>> mean, count = observed_excess(members, w)  # mean of (4^2, 0^2) + spread^2 2 - 0.25
-    >>> mean.tolist(), count.tolist()
-    ([9.75], [2])
+    >>> ex = observed_excess(members, w)  # terms 4^2 + 2 - 0.25 and 0^2 + 2 - 0.25
+    >>> ex.mean.tolist(), ex.count.tolist(), ex.std_error.tolist()
+    ([9.75], [2], [8.0])
     """
     observed = window.weight > 0
     finite = torch.where(observed, decoded, 0.0).isfinite().flatten(1).all(1)
     decoded = decoded[finite]
+    n_ch = decoded.shape[-1]
     if decoded.shape[0] < 2:
-        nan = torch.full(decoded.shape[-1:], torch.nan, dtype=decoded.dtype, device=decoded.device)
-        return nan, torch.zeros(decoded.shape[-1:], dtype=torch.int64, device=decoded.device)
+        nan = torch.full((n_ch,), torch.nan, dtype=decoded.dtype, device=decoded.device)
+        zero = torch.zeros((n_ch,), dtype=torch.int64, device=decoded.device)
+        return Excess(nan, zero, nan.clone())
     mean = decoded.mean(0)
     var = (decoded - mean).square().sum(0) / (decoded.shape[0] - 1)
-    zero = torch.zeros_like(mean)
-    resid2 = torch.where(observed, (window.values - mean).square(), zero)
-    sigma2 = torch.where(observed, 1 / window.weight, zero)
-    excess = (resid2 + torch.where(observed, var, zero) - sigma2).sum((0, 1))
+    terms = (window.values - mean).square() + var - 1 / window.weight.clamp_min(1e-300)
+    terms = torch.where(observed, terms, 0.0)
     n = observed.sum((0, 1))
-    return torch.where(n > 0, excess / n.clamp_min(1), torch.nan), n
+    avg = terms.sum((0, 1)) / n.clamp_min(1)
+    sq = torch.where(observed, (terms - avg).square(), 0.0).sum((0, 1))
+    std_error = (sq / (n - 1).clamp_min(1) / n.clamp_min(1)).sqrt()
+    return Excess(torch.where(n > 0, avg, torch.nan), n, torch.where(n > 1, std_error, torch.nan))
 
 
 def unexplained_variance(decoded: Tensor, window: ObsWindow) -> Tensor:
@@ -896,7 +915,7 @@ def unexplained_variance(decoded: Tensor, window: ObsWindow) -> Tensor:
     >>> unexplained_variance(members, w).tolist()  # mean of (4^2, 0^2) + spread^2 2 - 0.25
     [9.75]
     """
-    return observed_excess(decoded, window)[0].clamp_min(0)
+    return observed_excess(decoded, window).mean.clamp_min(0)
 
 
 @dataclass(frozen=True)
@@ -919,11 +938,9 @@ class WindowResult:
         The same for the background members.
     n_obs : int
         Observed values in the window.
-    excess : Tensor, shape (C,)
-        :func:`observed_excess` of the analysis members per channel (its mean);
-        ``unexplained_var`` is its positive part (:func:`unexplained_variance`).
-    excess_count : Tensor, shape (C,), int64
-        The observed values behind ``excess``.
+    excess : Excess
+        :func:`observed_excess` of the analysis members; ``unexplained_var`` is the
+        positive part of its mean (:func:`unexplained_variance`).
     n_iter : Tensor, shape (K,), int64
     converged : Tensor, shape (K,), bool
     failed : Tensor, shape (K,), bool
@@ -938,8 +955,7 @@ class WindowResult:
     misfit: Tensor
     misfit_background: Tensor
     n_obs: int
-    excess: Tensor
-    excess_count: Tensor
+    excess: Excess
     n_iter: Tensor
     converged: Tensor
     failed: Tensor
@@ -948,7 +964,7 @@ class WindowResult:
     @property
     def unexplained_var(self) -> Tensor:
         """:func:`unexplained_variance` of the analysis members per channel, (C,)."""
-        return self.excess.clamp_min(0)
+        return self.excess.mean.clamp_min(0)
 
 
 def solve_window(
@@ -1056,7 +1072,7 @@ def solve_window(
     with torch.no_grad():
         misfit = objective.misfit(z_a)
         misfit_b = objective.misfit(z_b)
-        excess, excess_count = observed_excess(objective.observe(z_a), objective.window)
+        excess = observed_excess(objective.observe(z_a), objective.window)
     start = math.sqrt(sub.size - 1) * torch.eye(sub.size, dtype=z_a.dtype, device=z_a.device)
     return WindowResult(
         z_analysis=z_a,
@@ -1066,7 +1082,6 @@ def solve_window(
         misfit_background=misfit_b,
         n_obs=objective.window.n_obs,
         excess=excess,
-        excess_count=excess_count,
         n_iter=result.n_iter,
         converged=result.converged,
         failed=result.failed,
