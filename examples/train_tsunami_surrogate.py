@@ -183,6 +183,11 @@ def main() -> None:
     parser.add_argument(
         "--cosine-terms", type=int, default=28, help="cosine terms per axis (--linear)"
     )
+    parser.add_argument(
+        "--no-refit",
+        action="store_true",
+        help="--linear: fit on the training runs only (default: refit with the validation runs)",
+    )
     args = parser.parse_args()
     if args.pod and (args.decoder != "separable" or args.resume):
         parser.error("--pod needs --decoder separable and no --resume")
@@ -232,7 +237,7 @@ def main() -> None:
         dynamics_width=64,
         dynamics_depth=4,
         dynamics_linear=args.dynamics_linear,
-        dynamics=xlevda.LinearDynamicsConfig() if args.linear else None,
+        dynamics=xlevda.LinearDynamicsConfig(refit=not args.no_refit) if args.linear else None,
         decoder=decoder,
         activation=args.activation,
         dt0=None if args.linear else args.dt0,

@@ -192,13 +192,19 @@ def _plot(path: Path, truth, analysis, sa: xr.Dataset, sf: xr.Dataset, main: str
     mean = analysis[main].mean("member")
     spread = analysis[main].std("member")
     lim = float(np.abs(truth[main]).max())
+    # error and spread share one scale, from the frames shown, so that they compare
+    shown = {"time": frames}
+    err_lim = (
+        float(max(np.abs(mean - truth[main]).isel(shown).max(), spread.isel(shown).max()))
+        or lim / 5
+    )
     units = truth[main].attrs.get("units", "")
     for row, k in enumerate(frames):
         panels = [
             ("truth", truth[main].isel(time=k), "RdBu_r", (-lim, lim)),
             ("analysis mean", mean.isel(time=k), "RdBu_r", (-lim, lim)),
-            ("error", (mean - truth[main]).isel(time=k), "RdBu_r", (-lim / 5, lim / 5)),
-            ("spread", spread.isel(time=k), "viridis", (0, lim / 5)),
+            ("error", (mean - truth[main]).isel(time=k), "RdBu_r", (-err_lim, err_lim)),
+            ("spread", spread.isel(time=k), "viridis", (0, err_lim)),
         ]
         t = str(truth.time.values[k])[:16].replace("T", " ")
         for col, (title, field, cmap, (lo, hi)) in enumerate(panels):
