@@ -376,17 +376,17 @@ def _decode_block(
         if error_std is not None:  # dask passes block_info to a function that takes it
             (t0, t1), (k0, k1) = block_info[0]["array-location"][:2]
             gen = torch.Generator(device=out.device)
-            noise = torch.zeros_like(out)
+            draw = torch.empty(out.shape[-1], dtype=out.dtype, device=out.device)
             for i, t in enumerate(range(t0, t1)):
                 if error_std[t] > 0:
                     for j, k in enumerate(range(k0, k1)):
                         key = np.random.SeedSequence((seed, channel, t, k)).generate_state(1)
                         gen.manual_seed(int(key[0]))
-                        torch.randn(out.shape[-1], generator=gen, out=noise[i, j])
-                        noise[i, j] *= float(error_std[t])
-            out = out + noise
-    values = out.cpu().double().numpy() * norm.scale[channel] + norm.offset[channel]
-    return values.astype(_numpy_dtype(dtype))
+                        torch.randn(out.shape[-1], generator=gen, out=draw)
+                        out[i, j].add_(draw, alpha=float(error_std[t]))
+        # denormalized in place, in the output's precision
+        out.mul_(norm.scale[channel]).add_(norm.offset[channel])
+    return out.cpu().numpy().astype(_numpy_dtype(dtype), copy=False)
 
 
 _OUTLIER_Z = 3.0

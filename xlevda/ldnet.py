@@ -16,7 +16,6 @@ from xlevda.errors import ConfigError, VariableError
 from xlevda.surrogates.config import LDNetConfig
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.linear import fit_linear
-from xlevda.surrogates.pod import load_frames
 from xlevda.surrogates.training import train
 
 __all__ = ["LDNet"]
@@ -91,8 +90,8 @@ class LDNet(LDNetModel):
             loss curves.  With ``config.dynamics`` a
             :class:`~xlevda.surrogates.config.LinearDynamicsConfig` the model is instead
             fitted in closed form (:func:`xlevda.surrogates.linear.fit_linear`; of
-            ``config.train`` only ``validation_fraction`` and ``seed`` apply), all
-            runs loaded at once; ``history`` is then ``None`` and
+            ``config.train`` only ``validation_fraction`` and ``seed`` apply), reading
+            the runs ``chunk_runs`` at a time; ``history`` is then ``None`` and
             ``metadata["linear_fit"]`` holds the fit's report.
         """
         config = config if config is not None else LDNetConfig()
@@ -126,9 +125,7 @@ class LDNet(LDNetModel):
             if config.dynamics.n_centres is None:
                 config = replace(config, dynamics=replace(config.dynamics, n_centres=n_fit))
             model = cls(config, schema)
-            model.metadata["linear_fit"] = fit_linear(
-                model, load_frames(train_src), load_frames(val_src)
-            )
+            model.metadata["linear_fit"] = fit_linear(model, train_src, val_src)
             return model
         model = cls(config, schema)
         if initial is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -261,8 +262,10 @@ def test_enkf_start_moves_members_of_a_nonlinear_problem():
 @PROPERTY
 @given(seed=st.integers(0, 10_000))
 def test_unexplained_variance_equals_a_loop(seed):
-    """Against a plain per-channel loop over the observed values: a member that is not finite
-    at an observation is left out; a channel without observations gives NaN."""
+    """Against a plain per-channel loop over the observed values and numpy's least squares:
+    the level at the step times of the terms fitted on [theta (1 - theta)]^2 (the plain mean
+    without a positive slope); a member that is not finite at an observation is left out; a
+    channel without observations gives NaN."""
     g = torch.Generator().manual_seed(seed)
     window = random_window(3, missing=0.4, seed=seed)
     weight = window.weight.clone()
@@ -274,22 +277,52 @@ def test_unexplained_variance_equals_a_loop(seed):
     got = unexplained_variance(decoded, window)
     mean, count, std_error = observed_excess(decoded, window)
     for c in range(3):
-        terms = []
+        terms, shape = [], []
         for t, p in zip(*torch.nonzero(weight[..., c] > 0, as_tuple=True), strict=True):
             members = decoded[:5, t, p, c]
             r2 = (window.values[t, p, c] - members.mean()) ** 2
             terms.append(float(r2 + members.var() - 1 / weight[t, p, c]))
+            shape.append(float(window.frac[t] * (1 - window.frac[t])) ** 2)
         assert int(count[c]) == len(terms)
-        raw = sum(terms) / len(terms) if terms else math.nan
-        expected = max(raw, 0.0)
-        if math.isnan(raw):
+        if not terms:
             assert math.isnan(got[c]) and math.isnan(mean[c])
-        else:
-            assert abs(mean[c].item() - raw) <= 1e-12 * max(1.0, abs(raw))
-            if len(terms) > 1:
-                se = float(torch.tensor(terms, dtype=F64).std() / len(terms) ** 0.5)
-                assert abs(std_error[c].item() - se) <= 1e-10 * max(1.0, se)
-            assert abs(got[c].item() - expected) <= 1e-12 * max(1.0, expected)
+            continue
+        e, x = np.array(terms), np.array(shape)
+        design = np.stack([np.ones_like(x), x], 1)
+        (level, slope), *_ = np.linalg.lstsq(design, e, rcond=None)
+        fitted = len(e) > 2 and np.ptp(x) > 0 and slope > 0
+        if not fitted:
+            level, slope, design = e.mean(), 0.0, design[:, :1]
+        resid = e - level - slope * x
+        if len(e) > 1:
+            dof = len(e) - design.shape[1]
+            cov = np.linalg.inv(design.T @ design) * (resid @ resid) / dof
+            assert abs(std_error[c].item() - np.sqrt(cov[0, 0])) <= 1e-8 * np.sqrt(cov[0, 0])
+        assert abs(mean[c].item() - level) <= 1e-9 * max(1.0, abs(level))
+        assert abs(got[c].item() - max(level, 0.0)) <= 1e-9 * max(1.0, abs(level))
+
+
+def test_excess_level_removes_the_time_interpolation_error():
+    """Terms that grow like [theta (1 - theta)]^2 between steps (eq. 17's interpolation
+    error) give back their level at the steps, not their mean."""
+    frac = torch.linspace(0, 0.95, 20, dtype=F64)
+    n_pts = 50
+    window = ObsWindow(
+        torch.zeros(20, dtype=torch.int64),
+        frac,
+        torch.zeros(20, n_pts, 1, dtype=F64),
+        torch.zeros(20, n_pts, 1, dtype=F64),
+        torch.ones(20, n_pts, 1, dtype=F64),  # sigma^2 = 1
+    )
+    # two members at +-d: spread^2 = 2 d^2, ybar = 0, y = 0 -> term = 2 d^2 - 1
+    target = 0.3 + 40.0 * (frac * (1 - frac)) ** 2  # level 0.3 at the steps
+    d = ((target + 1) / 2).sqrt()[:, None, None].expand(20, n_pts, 1)
+    decoded = torch.stack([d, -d])
+    excess = observed_excess(decoded, window)
+    assert abs(excess.mean.item() - 0.3) < 1e-10
+    assert excess.std_error.item() < 1e-10
+    plain = float((target).mean())
+    assert plain > 1.0  # the plain mean would have been more than three times the level
 
 
 def test_unexplained_variance_is_the_error_the_spread_leaves_out():

@@ -812,16 +812,18 @@ class WindowObjective:
 
 
 class Excess(NamedTuple):
-    """Per channel, the terms ``(y - ybar)^2 + spread^2 - sigma^2`` over the observed values.
+    """Per channel, the terms ``(y - ybar)^2 + spread^2 - sigma^2`` at the step times.
 
     Attributes
     ----------
     mean : Tensor, shape (C,)
-        Their mean; NaN for a channel without observed values.
+        Their level at the latent step times (see :func:`observed_excess`); NaN for
+        a channel without observed values.
     count : Tensor, shape (C,), int64
         Observed values.
     std_error : Tensor, shape (C,)
-        Standard error of the mean from the terms' sample variance; NaN below two values.
+        Standard error of ``mean`` from the terms' scatter; NaN below two values
+        (three where a slope is fitted).
     """
 
     mean: Tensor
@@ -834,10 +836,16 @@ def observed_excess(decoded: Tensor, window: ObsWindow) -> Excess:
 
     Over the observed values (``weight > 0``) of each channel, with ``ybar`` and
     ``spread^2`` the mean and variance (``K - 1`` in the denominator) of the analysis
-    members' decoded values and ``sigma^2 = 1 / weight``.  Unclipped, so that the
-    means of several windows pool by their counts; :func:`unexplained_variance` is
-    the positive part of the mean.  Members that are not finite at every
-    observation are left out; with fewer than two left the counts are 0.
+    members' decoded values and ``sigma^2 = 1 / weight``.  Observations between
+    latent steps are compared with states interpolated linearly in time (eq. 17),
+    whose error grows like ``theta (1 - theta)`` with ``theta`` the fraction of the
+    step; so the level returned is the intercept ``a`` of the least-squares fit
+    ``a + b [theta (1 - theta)]^2`` of the terms (``b >= 0``; the plain mean where all
+    observations share one fraction or the fitted ``b`` is negative): the excess at
+    the step times, where the output fields are.  Unclipped, so that several
+    windows pool; :func:`unexplained_variance` is its positive part.  Members that
+    are not finite at every observation are left out; with fewer than two left the
+    counts are 0.
 
     Parameters
     ----------
@@ -873,24 +881,35 @@ def observed_excess(decoded: Tensor, window: ObsWindow) -> Excess:
     mean = decoded.mean(0)
     var = (decoded - mean).square().sum(0) / (decoded.shape[0] - 1)
     terms = (window.values - mean).square() + var - 1 / window.weight.clamp_min(1e-300)
+    on = observed.to(terms.dtype)
     terms = torch.where(observed, terms, 0.0)
+    g = (window.frac * (1 - window.frac)).square()[:, None, None].expand_as(terms)
     n = observed.sum((0, 1))
-    avg = terms.sum((0, 1)) / n.clamp_min(1)
-    sq = torch.where(observed, (terms - avg).square(), 0.0).sum((0, 1))
-    std_error = (sq / (n - 1).clamp_min(1) / n.clamp_min(1)).sqrt()
-    return Excess(torch.where(n > 0, avg, torch.nan), n, torch.where(n > 1, std_error, torch.nan))
+    nf = n.clamp_min(1).to(terms.dtype)
+    e_bar, g_bar = terms.sum((0, 1)) / nf, (on * g).sum((0, 1)) / nf
+    s_gg = (on * (g - g_bar).square()).sum((0, 1))
+    s_ge = (on * (g - g_bar) * (terms - e_bar)).sum((0, 1))
+    sloped = (s_gg > 1e-12 * nf) & (s_ge > 0) & (n > 2)
+    slope = torch.where(sloped, s_ge / torch.where(sloped, s_gg, 1.0), 0.0)
+    level = e_bar - slope * g_bar
+    resid = torch.where(observed, terms - level - slope * g, 0.0)
+    dof = (n - 1 - sloped.to(n.dtype)).clamp_min(1).to(terms.dtype)
+    leverage = 1 / nf + torch.where(sloped, g_bar.square() / torch.where(sloped, s_gg, 1.0), 0.0)
+    std_error = (resid.square().sum((0, 1)) / dof * leverage).sqrt()
+    return Excess(torch.where(n > 0, level, torch.nan), n, torch.where(n > 1, std_error, torch.nan))
 
 
 def unexplained_variance(decoded: Tensor, window: ObsWindow) -> Tensor:
     """Per channel, the analysis error that the ensemble spread leaves out, from the data.
 
     ``max(0, mean (y - ybar)^2 + mean spread^2 - mean sigma^2)`` over the observed
-    values of each channel (:func:`observed_excess`).  An analysis fitted to the
-    observations is closer to them than the truth is: for an ensemble whose spread
-    is its error, and observation errors ``sigma``, ``E (y - ybar)^2 = sigma^2 -
-    spread^2`` (Desroziers et al., 2005); an error ``Q`` that no member can represent
-    adds to it.  So the estimate is ``Q``, the variance to add to the spread for
-    ``spread^2 + Q`` to match the mean square error of the ensemble mean.
+    values of each channel, the mean taken at the step times
+    (:func:`observed_excess`).  An analysis fitted to the observations is closer to
+    them than the truth is: for an ensemble whose spread is its error, and
+    observation errors ``sigma``, ``E (y - ybar)^2 = sigma^2 - spread^2`` (Desroziers
+    et al., 2005); an error ``Q`` that no member can represent adds to it.  So the
+    estimate is ``Q``, the variance to add to the spread for ``spread^2 + Q`` to
+    match the mean square error of the ensemble mean.
 
     Parameters
     ----------

@@ -29,6 +29,7 @@ The fit is exact for data that lie in the span of the modes and evolve linearly
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import torch
@@ -38,6 +39,7 @@ from xlevda.errors import ConfigError, ShapeError
 from xlevda.surrogates.config import CosineDecoderConfig, LinearDynamicsConfig
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.networks import CosineDecoder, ImpulseLinearField
+from xlevda.surrogates.training import FrameBatch, FrameSource, TensorFrameSource
 
 __all__ = ["fit_linear", "point_box"]
 
@@ -86,15 +88,11 @@ def _relative(pred: Tensor, truth: Tensor) -> float:
     return float((pred - truth).norm() / truth.norm().clamp_min(1e-300))
 
 
-class _Reduced(NamedTuple):
-    """Mean, modes and linear step of a set of frames, in orthonormal cosine coordinates."""
+_BATCH_RUNS = 16
+"""Runs projected at a time (the transient arrays are a few times their frames)."""
 
-    mean: Tensor  # (C F,)
-    modes: Tensor  # (C F, r), orthonormal columns
-    step: Tensor  # (r, r): M
-    offset: Tensor  # (r,): m
-    first: Tensor  # (N, r): the runs' first-frame latents
-    report: dict[str, float]
+Frames = FrameSource | tuple[Tensor, Tensor, Tensor]
+"""Runs as a :class:`~xlevda.surrogates.training.FrameSource` or ``(params, points, values)``."""
 
 
 def _orthonormal_features(decoder: CosineDecoder, points: Tensor) -> tuple[Tensor, Tensor]:
@@ -116,35 +114,86 @@ def _orthonormal_features(decoder: CosineDecoder, points: Tensor) -> tuple[Tenso
     return q, r
 
 
-def _reduce(q: Tensor, values: Tensor, rank: int) -> _Reduced:
-    n_ch = values.shape[-1]
-    w = torch.einsum("pf,ntpc->ntcf", q, values.double()).flatten(-2)  # (N, T, C F)
-    back = torch.einsum("ntcf,pf->ntpc", w.unflatten(-1, (n_ch, -1)), q)
-    report = {"cosine_projection_error": _relative(back, values.double())}
-    mean = w.mean(dim=(0, 1))
-    centred = w - mean
-    modes = torch.linalg.svd(centred.flatten(0, 1), full_matrices=False).Vh[:rank].T
-    latent = centred @ modes  # (N, T, r)
-    report["mode_projection_error"] = _relative(latent @ modes.T, centred)
-    before = torch.cat([latent[:, :-1], torch.ones_like(latent[:, :-1, :1])], -1).flatten(0, 1)
-    after = latent[:, 1:].flatten(0, 1)
-    solution = torch.linalg.lstsq(before, after).solution  # (r + 1, r): [M^T; m]
-    report["linear_step_residual"] = _relative(before @ solution, after)
-    step = solution[:-1].T
-    report["spectral_radius"] = float(torch.linalg.eigvals(step).abs().max())
-    return _Reduced(mean, modes, step, solution[-1], latent[:, 0], report)
+class _Moments(NamedTuple):
+    """What one pass over runs gathers, in the orthonormal coordinates ``w``."""
+
+    params: Tensor  # (N, d_u)
+    first: Tensor  # (N, C F): each run's first frame
+    total: Tensor  # (C F,): sum of all frames
+    gram: Tensor  # (C F, C F): sum of w w^T
+    count: int  # frames
+    energy: float  # sum of |y|^2
+    lost: float  # sum of |y - Q w|^2
 
 
-def fit_linear(
-    model: LDNetModel,
-    train: tuple[Tensor, Tensor, Tensor],
-    val: tuple[Tensor, Tensor, Tensor],
-) -> dict[str, Any]:
+def _batches(source: FrameSource, points: Tensor) -> Iterator[FrameBatch]:
+    gen = torch.Generator().manual_seed(0)
+    for batch in source.batches(_BATCH_RUNS, None, gen, False):
+        if not torch.equal(batch.points, points):
+            raise ShapeError(
+                "the validation runs must share the training runs' points and frames (one "
+                f"point set): got points {tuple(batch.points.shape)} that differ from the "
+                f"first training run's {tuple(points.shape)}"
+            )
+        yield batch
+
+
+def _moments(q: Tensor, source: FrameSource, points: Tensor) -> _Moments:
+    params, first, total, gram = [], [], 0.0, 0.0
+    count, energy, lost = 0, 0.0, 0.0
+    for batch in _batches(source, points):
+        w = torch.einsum("pf,ntpc->ntcf", q, batch.values.double()).flatten(-2)
+        flat = w.flatten(0, 1)
+        params.append(batch.params.double())
+        first.append(w[:, 0].clone())  # not a view: it would keep the chunk alive
+        total = total + flat.sum(0)
+        gram = gram + flat.T @ flat
+        count += flat.shape[0]
+        energy += float(batch.values.double().square().sum())
+        back = torch.einsum("pf,ntcf->ntpc", q, w.unflatten(-1, (batch.values.shape[-1], -1)))
+        lost += float((batch.values.double() - back).square().sum())
+    return _Moments(
+        torch.cat(params),
+        torch.cat(first),
+        torch.as_tensor(total),
+        torch.as_tensor(gram),
+        count,
+        energy,
+        lost,
+    )
+
+
+def _combine(a: _Moments, b: _Moments) -> _Moments:
+    return _Moments(
+        torch.cat([a.params, b.params]),
+        torch.cat([a.first, b.first]),
+        a.total + b.total,
+        a.gram + b.gram,
+        a.count + b.count,
+        a.energy + b.energy,
+        a.lost + b.lost,
+    )
+
+
+def _modes(m: _Moments, rank: int) -> tuple[Tensor, Tensor]:
+    """Mean (C F,) and leading POD modes (C F, r) of ``m``'s frames."""
+    mean = m.total / m.count
+    _, vecs = torch.linalg.eigh(m.gram - m.count * torch.outer(mean, mean))
+    return mean, vecs[:, -rank:].flip(-1)
+
+
+def fit_linear(model: LDNetModel, train: Frames, val: Frames) -> dict[str, Any]:
     """Set every weight of a linear LDNet in closed form (see the module docstring).
 
     The kernel width is chosen on the validation runs with everything fitted on
     the training runs.  With ``LinearDynamicsConfig.refit`` every part is then
     fitted again on the training and validation runs together, with that width.
+    The runs are read a few at a time, twice or three times: a first pass
+    gathers each run's first frame and the frames' mean and Gram matrix in the
+    cosine coordinates, from which come the modes; a last pass the latent
+    trajectories, from which the linear step comes by normal equations gathered
+    over chunks.  Memory is that of the latent trajectories (``N T (latent_dim -
+    1)`` numbers, float64) and of a chunk of runs, not of the data.
 
     Parameters
     ----------
@@ -152,10 +201,10 @@ def fit_linear(
         With ``LinearDynamicsConfig`` dynamics (``n_centres`` the number of runs
         fitted: training runs, plus validation runs with ``refit``) and a
         ``CosineDecoderConfig`` decoder; changed in place.
-    train, val : tuple of Tensor
-        ``(params (N, d_u), points (P, n_coords), values (N, T, P, C))`` in normalized
-        units, as :func:`xlevda.surrogates.pod.load_frames` returns them, sharing
-        one point set and frame count.
+    train, val : FrameSource or tuple of Tensor
+        Runs as a :class:`~xlevda.surrogates.training.FrameSource`, or ``(params (N,
+        d_u), points (P, n_coords), values (N, T, P, C))`` in normalized units; all
+        runs share one point set and frame count.
 
     Returns
     -------
@@ -192,25 +241,26 @@ def fit_linear(
         )
     field, decoder = model.dynamics, model.decoder
     assert isinstance(field, ImpulseLinearField) and isinstance(decoder, CosineDecoder)
-    u, points, values = train
-    u_val, points_val, values_val = val
-    if not torch.equal(points_val, points) or values_val.shape[1:] != values.shape[1:]:
+    train_src = train if not isinstance(train, tuple) else TensorFrameSource(*train)
+    val_src = val if not isinstance(val, tuple) else TensorFrameSource(*val)
+    if val_src.n_frames != train_src.n_frames:
         raise ShapeError(
-            "the validation runs must share the training runs' points and frames: got points "
-            f"{tuple(points_val.shape)} and frames {tuple(values_val.shape)} against "
-            f"{tuple(points.shape)} and {tuple(values.shape)}"
+            "the validation runs must share the training runs' points and frames: got "
+            f"{val_src.n_frames} frames per run against {train_src.n_frames}"
         )
-    n_fit = u.shape[0] + (u_val.shape[0] if dyn.refit else 0)
+    n_fit = train_src.n_runs + (val_src.n_runs if dyn.refit else 0)
     if field.centres.shape[0] != n_fit:
         raise ConfigError(
             f"LinearDynamicsConfig.n_centres is {field.centres.shape[0]}, expected one centre "
             f"per fitted run ({n_fit}: training runs"
             + (" plus validation runs, refit=True)" if dyn.refit else ")")
         )
-    n_runs, n_frames, _, n_ch = values.shape
-    rank = model.latent_dim - 1
+    n_runs, n_frames = train_src.n_runs, train_src.n_frames
     if n_frames < 2:
         raise ShapeError(f"the linear fit needs at least 2 frames per run, got {n_frames}")
+    first_batch = next(iter(train_src.batches(1, None, torch.Generator().manual_seed(0), False)))
+    points, n_ch = first_batch.points, first_batch.values.shape[-1]
+    rank = model.latent_dim - 1
     n_feat = decoder.weight.shape[-1]
     limit = min(n_runs * n_frames - 1, n_ch * n_feat)
     if rank > limit:
@@ -219,16 +269,20 @@ def fit_linear(
             f"about their mean: at most min(frames - 1 = {n_runs * n_frames - 1}, channels x "
             f"cosine terms = {n_ch * n_feat}) = {limit}"
         )
+    if points.dim() != 2:
+        raise ShapeError(f"the linear fit needs points (P, n_coords), got {tuple(points.shape)}")
     with torch.no_grad():
         lo, hi = point_box(points)
         decoder.lo.copy_(lo)
         decoder.hi.copy_(hi)
-
     q, r_factor = _orthonormal_features(decoder, points)
-    u, u_val = u.double(), u_val.double()
-    reduced = _reduce(q, values, rank)
-    w_val = torch.einsum("pf,npc->ncf", q, values_val[:, 0].double()).flatten(-2)
-    first_val = (w_val - reduced.mean) @ reduced.modes
+
+    # the kernel width, from the training runs' modes and first frames
+    m_train = _moments(q, train_src, points)
+    m_val = _moments(q, val_src, points)
+    mean, modes = _modes(m_train, rank)
+    first, first_val = (m_train.first - mean) @ modes, (m_val.first - mean) @ modes
+    u, u_val = m_train.params, m_val.params
     gaps = torch.cdist(u, u) + torch.diag(torch.full((n_runs,), math.inf, dtype=u.dtype))
     spacing = float(gaps.min(1).values.quantile(0.5)) if n_runs > 1 else 1.0
     if not spacing > 0:
@@ -240,30 +294,67 @@ def fit_linear(
     for factor in dyn.widths:
         width = factor * spacing
         kernel = _kernel(u, u, width) + dyn.ridge * torch.eye(n_runs, dtype=u.dtype)
-        weights = torch.linalg.solve(kernel, reduced.first)
+        weights = torch.linalg.solve(kernel, first)
         err = _relative(_kernel(u_val, u, width) @ weights, first_val)
         if best is None or err < best[1]:
             best = (width, err)
     assert best is not None
     width, err = best
-    if dyn.refit:
-        u = torch.cat([u, u_val])
-        reduced = _reduce(q, torch.cat([values, values_val]), rank)
+
+    # the final fit: modes, latent trajectories, linear step, first frames
+    fitted = _combine(m_train, m_val) if dyn.refit else m_train
+    mean, modes = _modes(fitted, rank)
+    latent = torch.empty(fitted.params.shape[0], n_frames, rank, dtype=torch.float64)
+    filled, centred_sq, lost_sq = 0, 0.0, 0.0
+    for src in (train_src, val_src) if dyn.refit else (train_src,):
+        for b in _batches(src, points):
+            w = torch.einsum("pf,ntpc->ntcf", q, b.values.double()).flatten(-2) - mean
+            block = latent[filled : filled + w.shape[0]]
+            torch.matmul(w, modes, out=block)
+            filled += w.shape[0]
+            centred_sq += float(w.square().sum())
+            lost_sq += float((w - block @ modes.T).square().sum())
+
+    # c_{k+1} = M c_k + m by least squares, from normal equations gathered over chunks of runs
+    def pairs(chunk: Tensor) -> tuple[Tensor, Tensor]:
+        before = torch.cat([chunk[:, :-1], torch.ones_like(chunk[:, :-1, :1])], -1)
+        return before.flatten(0, 1), chunk[:, 1:].flatten(0, 1)
+
+    normal = torch.zeros(rank + 1, rank + 1, dtype=torch.float64)
+    rhs = torch.zeros(rank + 1, rank, dtype=torch.float64)
+    for chunk in latent.split(_BATCH_RUNS * 16):
+        before, after = pairs(chunk)
+        normal += before.T @ before
+        rhs += before.T @ after
+    solution = torch.linalg.lstsq(normal, rhs).solution  # (r + 1, r): [M^T; m]
+    resid_sq = target_sq = 0.0
+    for chunk in latent.split(_BATCH_RUNS * 16):
+        before, after = pairs(chunk)
+        resid_sq += float((before @ solution - after).square().sum())
+        target_sq += float(after.square().sum())
+    step = solution[:-1].T
+    u = fitted.params
     kernel = _kernel(u, u, width) + dyn.ridge * torch.eye(u.shape[0], dtype=u.dtype)
-    weights = torch.linalg.solve(kernel, reduced.first)
-    report: dict[str, Any] = {"kernel_width": width, "first_frame_validation_error": err}
-    report.update(reduced.report)
+    weights = torch.linalg.solve(kernel, latent[:, 0])
+    report = {
+        "kernel_width": width,
+        "first_frame_validation_error": err,
+        "cosine_projection_error": math.sqrt(fitted.lost / max(fitted.energy, 1e-300)),
+        "mode_projection_error": math.sqrt(lost_sq / max(centred_sq, 1e-300)),
+        "linear_step_residual": math.sqrt(resid_sq / max(target_sq, 1e-300)),
+        "spectral_radius": float(torch.linalg.eigvals(step).abs().max()),
+    }
 
     dt = float(field.step)
     with torch.no_grad():
-        field.A.copy_((reduced.step - torch.eye(rank, dtype=u.dtype)) / dt)
-        field.a.copy_(reduced.offset / dt)
+        field.A.copy_((step - torch.eye(rank, dtype=u.dtype)) / dt)
+        field.a.copy_(solution[-1] / dt)
         field.weights.copy_(weights / dt)
         field.centres.copy_(u)
         field.width.fill_(width)
         to_cosine = torch.linalg.inv(r_factor)  # w -> cosine coefficients R^{-1} w
-        modes = reduced.modes.unflatten(0, (n_ch, n_feat))  # (C, F, r)
+        per_channel = modes.unflatten(0, (n_ch, n_feat))  # (C, F, r)
         decoder.weight.zero_()
-        decoder.weight[:, :rank].copy_((to_cosine @ modes).transpose(1, 2))  # (C, r, F)
-        decoder.weight[:, -1].copy_(reduced.mean.unflatten(-1, (n_ch, n_feat)) @ to_cosine.T)
+        decoder.weight[:, :rank].copy_((to_cosine @ per_channel).transpose(1, 2))  # (C, r, F)
+        decoder.weight[:, -1].copy_(mean.unflatten(-1, (n_ch, n_feat)) @ to_cosine.T)
     return report
