@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import xarray as xr
 
+import xlevda
 from xlevda.cli import build_parser, main
 from xlevda.systems import observe
 
@@ -104,6 +105,21 @@ def test_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for command in ("simulate", "train", "assimilate", "demo"):
         assert command in out
+
+
+def test_train_linear_ldnet(tmp_path, capsys):
+    """'--decoder linear' fits the closed-form linear LDNet and saves it with float16 parts."""
+    runs = tmp_path / "runs.nc"
+    sim = ["simulate", "tsunami", "--runs", "6", "--grid", "10", "--frames", "5", "-q"]
+    assert main([*sim, "-o", str(runs)]) == 0
+    model = tmp_path / "linear.pt"
+    train = ["train", str(runs), "--params", "src_lat", "src_lon", "--decoder", "linear"]
+    args = [*train, "--latent-dim", "9", "--cosine-terms", "6", "-q", "-o", str(model)]
+    assert main(args) == 0
+    assert "first-frame validation relative error" in capsys.readouterr().out
+    fitted = xlevda.load_surrogate(model)
+    assert fitted.latent_dim == 9 and fitted.metadata["half"] == ["decoder.weight", "dynamics.A"]
+    assert fitted.config.dynamics is not None and fitted.config.decoder.n_terms == 6
 
 
 def test_kolmogorov_runs_train_on_periodic_x_y(tmp_path):

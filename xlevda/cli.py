@@ -68,30 +68,46 @@ def _open(path: str):
 def _train(args: argparse.Namespace) -> int:
     from xlevda.ldnet import LDNet
     from xlevda.surrogates.config import (
+        CosineDecoderConfig,
         LDNetConfig,
+        LinearDynamicsConfig,
         MLPDecoderConfig,
         SeparableDecoderConfig,
         TrainConfig,
     )
 
     ds = _open(args.data)
-    decoder = SeparableDecoderConfig() if args.decoder == "separable" else MLPDecoderConfig()
-    cfg = LDNetConfig(
-        latent_dim=args.latent_dim,
-        decoder=decoder,
-        seed=args.seed,
-        train=TrainConfig(
-            epochs=args.epochs, seed=args.seed, validation_fraction=args.val_fraction
-        ),
-    )
+    train = TrainConfig(epochs=args.epochs, seed=args.seed, validation_fraction=args.val_fraction)
+    if args.decoder == "linear":
+        cfg = LDNetConfig(
+            latent_dim=args.latent_dim,
+            learnable_dt=False,
+            dynamics=LinearDynamicsConfig(),
+            decoder=CosineDecoderConfig(n_terms=args.cosine_terms),
+            seed=args.seed,
+            train=train,
+        )
+    else:
+        decoder = SeparableDecoderConfig() if args.decoder == "separable" else MLPDecoderConfig()
+        cfg = LDNetConfig(latent_dim=args.latent_dim, decoder=decoder, seed=args.seed, train=train)
     t0 = time.perf_counter()
     model = LDNet.fit(
         ds, params=args.params, config=cfg, variables=args.variables, progress=not args.quiet
     )
     elapsed = time.perf_counter() - t0
-    model.save(args.output)
-    best = min(model.history.val_rel_rmse)
-    print(f"trained in {elapsed:.1f} s; best validation relative RMSE {best:.4f} -> {args.output}")
+    if args.decoder == "linear":
+        model.save(args.output, half=("decoder.weight", "dynamics.A"))
+        err = model.metadata["linear_fit"]["first_frame_validation_error"]
+        print(
+            f"fitted in {elapsed:.1f} s; first-frame validation relative error {err:.4f} "
+            f"-> {args.output}"
+        )
+    else:
+        model.save(args.output)
+        best = min(model.history.val_rel_rmse)
+        print(
+            f"trained in {elapsed:.1f} s; best validation relative RMSE {best:.4f} -> {args.output}"
+        )
     return 0
 
 
@@ -195,11 +211,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument(
         "--decoder",
-        choices=["separable", "mlp"],
+        choices=["separable", "mlp", "linear"],
         default="separable",
-        help="decoder family (default separable)",
+        help="decoder family (default separable); 'linear' fits the closed-form linear LDNet "
+        "(cosine-series decoder, linear latent dynamics; no epochs), the shipped tsunami model's "
+        "kind, for systems linear in their state",
     )
-    tr.add_argument("--latent-dim", type=int, default=12, help="latent dimension (default 12)")
+    tr.add_argument(
+        "--latent-dim",
+        type=int,
+        default=12,
+        help="latent dimension (default 12; the shipped linear tsunami model has 641)",
+    )
+    tr.add_argument(
+        "--cosine-terms",
+        type=int,
+        default=28,
+        help="cosine terms per coordinate of the linear decoder (default 28)",
+    )
     tr.add_argument("--epochs", type=int, default=300, help="training epochs (default 300)")
     tr.add_argument(
         "--val-fraction",
