@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from xlevda.config import LEVDAConfig
 from xlevda.core.levda import solve_window
 from xlevda.core.optim import GaussNewtonConfig
 from xlevda.errors import ConfigError, CoordinateError, ObservationError, VariableError
+from xlevda.surrogates.schema import Affine
 
 
 @pytest.fixture(scope="module")
@@ -145,13 +147,15 @@ def test_model_error_term(model, truth):
 
 
 def test_model_error_pooled_over_windows(model, truth):
-    """By default one variance per variable from the windows that agree (means weighted by
-    their precisions 1 / se^2; a window more than 3 standard errors above the pool keeps its
-    own, and the pool is recomputed without it), the same at every other output time; with
-    ``ModelError(pooled=False)`` one per window, forward-filled over unobserved windows."""
+    """By default one variance per variable from the windows that agree (levels weighted by
+    their counts; a window more than 3 Gaussian standard errors, sqrt(2 leverage) (sigma^2 +
+    pool), above the pool keeps its own, and the pool is recomputed without it), the same at
+    every other output time; with ``ModelError(pooled=False)`` one per window, forward-filled
+    over unobserved windows."""
     excess = np.array([[0.5, np.nan], [-0.2, np.nan], [np.nan, np.nan], [0.1, 2.0], [9.0, 1.0]])
     count = np.array([[10, 0], [30, 0], [0, 0], [20, 5], [10, 5]])
-    se = np.array([[0.3, np.nan], [0.3, np.nan], [np.nan, np.nan], [0.3, 2.0], [0.5, 2.0]])
+    noise = np.ones((5, 2))
+    leverage = np.where(count > 0, 1 / np.maximum(count, 1), np.nan)
     cycle = Cycle(
         anchors=np.arange(5),
         z_analysis=np.zeros((5, 2, 3)),
@@ -159,25 +163,28 @@ def test_model_error_pooled_over_windows(model, truth):
         n_obs=count.sum(1),
         excess=excess,
         excess_count=count,
-        excess_se=se,
+        excess_noise=noise,
+        excess_leverage=leverage,
     )
     which = np.array([0, 0, 1, 2, 3, 4])
     pooled = api._model_error_std(cycle, which, xlevda.ModelError())
-    # window 4 (9.0) is an outlier for channel 0: the pool is windows 0, 1, 3, equal precisions
-    pool0 = max((0.5 - 0.2 + 0.1) / 3, 0.0)
+    # channel 0: the pool of all, 0.96, is exceeded by window 4 (9.0) by far more than
+    # 3 sqrt(2 / 10) (1 + 0.96); without it the pool is 0.0167 and no other window stands out
+    pool0 = (0.5 * 10 - 0.2 * 30 + 0.1 * 20) / 60
     np.testing.assert_allclose(pooled[:, 0], np.sqrt([pool0] * 5 + [9.0]), rtol=1e-12)
-    np.testing.assert_allclose(pooled[:, 1], np.sqrt(1.5), rtol=1e-12)  # within the errors
-    # precision weights: a window with twice the standard error counts a quarter
-    se2 = se.copy()
-    se2[4, 1] = 4.0
-    cycle2 = dataclasses.replace(cycle, excess_se=se2)
-    got = api._model_error_std(cycle2, which, xlevda.ModelError())[:, 1]
-    np.testing.assert_allclose(got, np.sqrt((2.0 + 1.0 / 4) / (1 + 1 / 4)), rtol=1e-12)
+    # channel 1: 2.0 and 1.0 (5 values each) agree within their errors: the pool is 1.5
+    np.testing.assert_allclose(pooled[:, 1], np.sqrt(1.5), rtol=1e-12)
     per_window = api._model_error_std(cycle, which, xlevda.ModelError(pooled=False))
     np.testing.assert_allclose(
         per_window[:, 0], np.sqrt([0.5, 0.5, 0.0, 0.0, 0.1, 9.0]), rtol=1e-12
     )
     np.testing.assert_allclose(per_window[:, 1], np.sqrt([0, 0, 0, 0, 2.0, 1.0]), rtol=1e-12)
+    # a window barely above the pool stays in it: 0.9 with 10 values and noise 1 is within
+    # 3 sqrt(2 / 10) (1 + pool) of a pool near 0.3
+    close = dataclasses.replace(cycle, excess=np.where(np.arange(5)[:, None] == 4, 0.9, excess))
+    got = api._model_error_std(close, which, xlevda.ModelError())[:, 0]
+    pool_close = (0.5 * 10 - 0.2 * 30 + 0.1 * 20 + 0.9 * 10) / 70
+    np.testing.assert_allclose(got, np.sqrt(pool_close), rtol=1e-12)
     # through the accessor: constant over time when pooled, and not when not
     obs, tgt = point_obs(truth), target(truth)
     a = tgt.levda.assimilate(obs, model, CFG).eta_model_error_std
@@ -185,9 +192,34 @@ def test_model_error_pooled_over_windows(model, truth):
         obs, model, dataclasses.replace(CFG, model_error=xlevda.ModelError(pooled=False))
     ).eta_model_error_std
     assert float(a.std()) == 0 and float(b.std()) > 0
-    assert "all windows" in a.attrs["long_name"] and "the window's" in b.attrs["long_name"]
+    assert (
+        "pooled over the windows" in a.attrs["long_name"] and "the window's" in b.attrs["long_name"]
+    )
     with pytest.raises(ConfigError, match=r"ModelError\.pooled=1: expected a bool"):
         xlevda.ModelError(pooled=1)
+
+
+def test_decode_block_leaves_shared_tensors_alone():
+    """A surrogate whose decoded channel is a view (here: of the prepared points, expanded
+    over the block) is copied before the block is denormalized and dressed in place."""
+
+    class Alias:
+        schema = SimpleNamespace(output_norm=Affine((1.0,), (10.0,)))
+
+        def decode_prepared(self, s, prepared):
+            return prepared.expand(*s.shape[:-1], *prepared.shape)
+
+    prepared = torch.arange(5.0).unsqueeze(-1)  # (P, C = 1)
+    before = prepared.clone()
+    info = {0: {"array-location": [(0, 2), (0, 3), (0, 4)]}}
+    args = (np.zeros((2, 3, 4)), Alias(), prepared, torch.float32, 0, np.full(2, 0.5), 7)
+    first = api._decode_block(*args, block_info=info)
+    second = api._decode_block(*args, block_info=info)
+    assert torch.equal(prepared, before)
+    np.testing.assert_array_equal(first, second)
+    plain = api._decode_block(*args[:5], None, 7)
+    np.testing.assert_allclose(plain, np.broadcast_to(1.0 + 10.0 * np.arange(5.0), (2, 3, 5)))
+    assert 0 < np.std(first - plain) < 10
 
 
 def test_output_dtype_follows_config(model, truth):

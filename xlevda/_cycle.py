@@ -27,7 +27,8 @@ class Cycle:
     names: dict[str, str] = field(default_factory=dict)  # long names of method diagnostics
     excess: np.ndarray | None = None  # (W, C) observed_excess, normalized units; NaN: unobserved
     excess_count: np.ndarray | None = None  # (W, C) observed values behind it
-    excess_se: np.ndarray | None = None  # (W, C) its standard error; NaN below two values
+    excess_noise: np.ndarray | None = None  # (W, C) mean observation error variance behind it
+    excess_leverage: np.ndarray | None = None  # (W, C) its variance per unit term variance
     seed: int = 0  # the case's seed
 
 

@@ -228,7 +228,7 @@ class _WindowOut:
     z: np.ndarray  # (K, d_z) analysis at the anchor, float64
     diagnostics: dict[str, np.ndarray]  # name -> (K,)
     n_obs: int
-    excess: np.ndarray  # (3, C): mean, count, standard error (observed_excess)
+    excess: np.ndarray  # (4, C): mean, count, noise, leverage (observed_excess)
 
 
 def _solve_one(
@@ -288,7 +288,8 @@ def _assemble(outs: list[_WindowOut], case_seed: int) -> Cycle:
         n_obs=np.asarray([o.n_obs for o in outs]),
         excess=np.stack([o.excess[0] for o in outs]),
         excess_count=np.stack([o.excess[1] for o in outs]).astype(np.int64),
-        excess_se=np.stack([o.excess[2] for o in outs]),
+        excess_noise=np.stack([o.excess[2] for o in outs]),
+        excess_leverage=np.stack([o.excess[3] for o in outs]),
         seed=case_seed,
     )
 
@@ -373,6 +374,11 @@ def _decode_block(
             out = model.decode_channel(s, prepared, channel)
         else:
             out = model.decode_prepared(s, prepared)[..., channel]
+        # written in place below: a view (of all channels, of the prepared points, an
+        # expanded state) is copied first, so the block owns exactly its own values
+        shared = out._base is not None or out.data_ptr() in (prepared.data_ptr(), s.data_ptr())
+        if shared or not out.is_contiguous():
+            out = out.clone(memory_format=torch.contiguous_format)
         if error_std is not None:  # dask passes block_info to a function that takes it
             (t0, t1), (k0, k1) = block_info[0]["array-location"][:2]
             gen = torch.Generator(device=out.device)
@@ -390,35 +396,37 @@ def _decode_block(
 
 
 _OUTLIER_Z = 3.0
-"""Standard errors by which a window's estimate must exceed the pooled one to keep its own."""
+"""Standard errors by which a window's estimate must exceed the pool to keep its own."""
 
 
-def _pooled_variance(excess: np.ndarray, count: np.ndarray, se: np.ndarray) -> np.ndarray:
+def _pooled_variance(
+    excess: np.ndarray, count: np.ndarray, noise: np.ndarray, leverage: np.ndarray
+) -> np.ndarray:
     """Model-error variance (W, C) pooled over the windows that agree.
 
-    Per channel: the windows' excesses averaged with weights ``1 / se^2`` (their
-    precisions, so that a window whose terms scatter widely, e.g. one whose members
-    sit in different minima, counts little), over the windows whose own estimate does
-    not exceed the average by more than ``_OUTLIER_Z`` standard errors (found by
-    iterating: leaving such a window out lowers the average).  Those windows keep
-    their own estimate; the others, and windows without a standard error (fewer than
-    two values) or observations, get the pooled one.
+    Per channel: the windows' levels averaged with weights their counts, over the
+    windows whose own level does not exceed that average by more than
+    ``_OUTLIER_Z`` standard errors (found by iterating: leaving such a window out
+    lowers the average).  A window's standard error is the one its level would have
+    if every term were a Gaussian residual of variance ``sigma^2 + Q``:
+    ``sqrt(2 leverage) (sigma^2 + max(Q, 0))``, ``Q`` the pool, so it does not depend on
+    the window's own scatter (which is correlated with its level).  Outlying windows
+    (e.g. one whose members sit in different minima) keep their own level; the
+    others and windows without observations get the pool.
     """
-    usable = (count > 1) & np.isfinite(excess) & np.isfinite(se) & (se > 0)
-    value = np.where(usable, excess, 0.0)
-    weight = np.where(usable, 1.0 / np.where(usable, se, 1.0) ** 2, 0.0)
-    keep = usable.copy()
+    seen = (count > 0) & np.isfinite(excess)
+    value = np.where(seen, excess, 0.0)
+    keep = seen.copy()
     while True:
-        total = (weight * keep).sum(0)
-        pooled = np.where(
-            total > 0, (weight * keep * value).sum(0) / np.maximum(total, 1e-300), np.nan
+        n = (count * keep).sum(0)
+        pool = np.where(n > 0, (value * count * keep).sum(0) / np.maximum(n, 1), np.nan)
+        se = np.sqrt(2 * np.nan_to_num(leverage)) * (
+            np.nan_to_num(noise) + np.maximum(np.nan_to_num(pool), 0.0)
         )
-        outlier = usable & (value - pooled > _OUTLIER_Z * np.where(usable, se, np.inf))
-        if np.array_equal(keep, usable & ~outlier):
-            break
-        keep = usable & ~outlier
-    lone = (count > 0) & np.isfinite(excess) & ~usable  # a single value: its own, if no pool
-    return np.where(outlier, value, np.where(np.isnan(pooled) & lone, excess, pooled))
+        outlier = seen & (value - pool > _OUTLIER_Z * se)
+        if np.array_equal(keep, seen & ~outlier):
+            return np.where(outlier, value, pool)
+        keep = seen & ~outlier
 
 
 def _model_error_std(
@@ -430,12 +438,14 @@ def _model_error_std(
     :func:`_pooled_variance`), or per window, where a window without observations of a
     channel keeps the last estimate; 0 before any and for a channel never observed.
     """
-    if cycle.excess is None or cycle.excess_count is None or cycle.excess_se is None:
+    excess, count = cycle.excess, cycle.excess_count
+    if excess is None or count is None:
         return None
     if model_error is None or model_error.pooled:
-        var = _pooled_variance(cycle.excess, cycle.excess_count, cycle.excess_se)
+        assert cycle.excess_noise is not None and cycle.excess_leverage is not None
+        var = _pooled_variance(excess, count, cycle.excess_noise, cycle.excess_leverage)
     else:
-        var = cycle.excess.copy()
+        var = excess.copy()
         for w in range(1, len(var)):
             var[w] = np.where(np.isnan(var[w]), var[w - 1], var[w])
     return np.sqrt(np.clip(np.nan_to_num(var, nan=0.0), 0.0, None))[which]
@@ -803,7 +813,7 @@ def _to_dataset(
                     + (
                         "estimated from the window's observations"
                         if config.model_error is not None and not config.model_error.pooled
-                        else "estimated from the observations of all windows"
+                        else "estimated from the observations, pooled over the windows that agree"
                     )
                     + (" (added to each member)" if dressed else " (not added)"),
                     **({"units": attrs["units"]} if "units" in attrs else {}),

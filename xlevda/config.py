@@ -44,16 +44,16 @@ class ModelError:
     uncertainty of its latent state and parameters given the observations, not the
     surrogate's own error, which can dominate the error of the fields.  With this
     option, per variable, the error of the analysis that its spread leaves out is
-    estimated from the observations (:func:`xlevda.core.levda.unexplained_variance`:
-    ``v = max(0, mean (y - ybar)^2 + mean spread^2 - mean sigma_obs^2)``) and added to
-    each member's decoded field at every output time as independent ``N(0, v)``
-    draws per point, output time and member (white in space and time: only the
-    variance is estimated).  The draws depend on the case's seed (``seed`` + case
-    index), the variable, the index of the output time and the member, not on the
-    chunking.  Latent states, parameters and the cycling are unchanged;
-    ``<variable>_model_error_std`` in the output holds the standard deviations (also
-    without this option, as a diagnostic, pooled).  A variable never observed gets
-    no term.
+    estimated from the observations (:func:`xlevda.core.levda.observed_excess`: the
+    level at the latent step times of ``(y - ybar)^2 + spread^2 - sigma_obs^2``, then
+    pooled and clipped at 0) and added to each member's decoded field at every output
+    time as independent ``N(0, v)`` draws per point, output time and member (white in
+    space and time: only the variance is estimated).  The draws depend on the case's
+    seed (``seed`` + case index), the variable, the index of the output time and the
+    member, not on the chunking.  Latent states, parameters and the cycling are
+    unchanged; ``<variable>_model_error_std`` in the output holds the standard
+    deviations (also without this option, as a diagnostic, pooled).  A variable never
+    observed gets no term.
 
     Attributes
     ----------
@@ -62,14 +62,12 @@ class ModelError:
         (``False``; a window without observations of a variable keeps the last
         estimate).  Where the model error is small against the observation error,
         one window's estimate is a small difference of large, noisy terms (with
-        ``n`` values of error ``sigma`` its standard error is about ``sigma^2
-        sqrt(2 / n)``); pooling divides that by the square root of the number of
-        windows.  The windows' estimates are averaged with weights ``1 / se^2``, ``se``
-        their standard errors (the terms' sample standard deviation over
-        ``sqrt(n)``), so a window whose terms scatter widely, e.g. one where members
-        sit in different minima, counts little; one whose estimate exceeds the pooled
-        one by more than three of its standard errors keeps its own and is left out
-        of the pool.
+        ``n`` values of error ``sigma`` its standard error is about ``sigma^2 sqrt(2 /
+        n)``); pooling divides that by the square root of the number of windows.
+        The windows' levels are averaged with their counts as weights; a window whose
+        level exceeds the pool by more than three standard errors (those of Gaussian
+        residuals of variance ``sigma^2`` plus the pool), e.g. one where members sit
+        in different minima, keeps its own and is left out of the pool.
 
     Examples
     --------

@@ -264,8 +264,9 @@ def test_enkf_start_moves_members_of_a_nonlinear_problem():
 def test_unexplained_variance_equals_a_loop(seed):
     """Against a plain per-channel loop over the observed values and numpy's least squares:
     the level at the step times of the terms fitted on [theta (1 - theta)]^2 (the plain mean
-    without a positive slope); a member that is not finite at an observation is left out; a
-    channel without observations gives NaN."""
+    where the fractions do not vary or there are fewer than three values), the intercept's
+    variance per unit term variance and the mean sigma^2; a member that is not finite at an
+    observation is left out; a channel without observations gives NaN."""
     g = torch.Generator().manual_seed(seed)
     window = random_window(3, missing=0.4, seed=seed)
     weight = window.weight.clone()
@@ -275,30 +276,29 @@ def test_unexplained_variance_equals_a_loop(seed):
     t, p, c = (int(i[0]) for i in torch.nonzero(weight > 0, as_tuple=True))
     decoded[5, t, p, c] = torch.nan
     got = unexplained_variance(decoded, window)
-    mean, count, std_error = observed_excess(decoded, window)
+    excess = observed_excess(decoded, window)
     for c in range(3):
-        terms, shape = [], []
+        terms, shape, sigma2 = [], [], []
         for t, p in zip(*torch.nonzero(weight[..., c] > 0, as_tuple=True), strict=True):
             members = decoded[:5, t, p, c]
             r2 = (window.values[t, p, c] - members.mean()) ** 2
             terms.append(float(r2 + members.var() - 1 / weight[t, p, c]))
             shape.append(float(window.frac[t] * (1 - window.frac[t])) ** 2)
-        assert int(count[c]) == len(terms)
+            sigma2.append(float(1 / weight[t, p, c]))
+        assert int(excess.count[c]) == len(terms)
         if not terms:
-            assert math.isnan(got[c]) and math.isnan(mean[c])
+            assert math.isnan(got[c]) and math.isnan(excess.mean[c])
             continue
         e, x = np.array(terms), np.array(shape)
         design = np.stack([np.ones_like(x), x], 1)
-        (level, slope), *_ = np.linalg.lstsq(design, e, rcond=None)
-        fitted = len(e) > 2 and np.ptp(x) > 0 and slope > 0
-        if not fitted:
-            level, slope, design = e.mean(), 0.0, design[:, :1]
-        resid = e - level - slope * x
-        if len(e) > 1:
-            dof = len(e) - design.shape[1]
-            cov = np.linalg.inv(design.T @ design) * (resid @ resid) / dof
-            assert abs(std_error[c].item() - np.sqrt(cov[0, 0])) <= 1e-8 * np.sqrt(cov[0, 0])
-        assert abs(mean[c].item() - level) <= 1e-9 * max(1.0, abs(level))
+        if not (len(e) > 2 and np.ptp(x) > 1e-9):
+            design = design[:, :1]
+        coef, *_ = np.linalg.lstsq(design, e, rcond=None)
+        leverage = np.linalg.inv(design.T @ design)[0, 0]
+        level = coef[0]
+        assert abs(excess.mean[c].item() - level) <= 1e-9 * max(1.0, abs(level))
+        assert abs(excess.leverage[c].item() - leverage) <= 1e-9 * leverage
+        assert abs(excess.noise[c].item() - np.mean(sigma2)) <= 1e-12 * np.mean(sigma2)
         assert abs(got[c].item() - max(level, 0.0)) <= 1e-9 * max(1.0, abs(level))
 
 
@@ -320,9 +320,7 @@ def test_excess_level_removes_the_time_interpolation_error():
     decoded = torch.stack([d, -d])
     excess = observed_excess(decoded, window)
     assert abs(excess.mean.item() - 0.3) < 1e-10
-    assert excess.std_error.item() < 1e-10
-    plain = float((target).mean())
-    assert plain > 1.0  # the plain mean would have been more than three times the level
+    assert abs(float(target.mean()) - excess.mean.item()) > 0.7  # not the plain mean
 
 
 def test_unexplained_variance_is_the_error_the_spread_leaves_out():

@@ -763,7 +763,31 @@ def test_save_half_rejects_unknown_and_non_float_names(tmp_path):
     model.register_buffer("counter", torch.zeros(2, dtype=torch.long))
     with pytest.raises(ConfigError, match=r"half names \['counter'\]"):
         model.save(path, half=["counter"])
+    with pytest.raises(ConfigError, match=r"half must be a sequence of state-dict names"):
+        model.save(path, half="decoder.weight")
+    with torch.no_grad():
+        model.decoder.weight[0, 0, 0] = float("nan")
+    with pytest.raises(ConfigError, match=r"'decoder.weight' holds NaN or infinite values"):
+        model.save(path, half=["decoder.weight"])
     assert not path.exists()
+
+
+def test_fit_rejects_more_cosine_terms_than_points_and_wrong_channels(exact):
+    """More cosine products than training points, or frames with another channel count than
+    the schema's, raise before anything is fitted; the box is left as it was."""
+    model = linear_model(N_TRAIN + N_VAL, n_terms=N_TERMS + 3)
+    lo = model.decoder.lo.clone()
+    with pytest.raises(ConfigError, match=r"more than the 20 training points"):
+        fit_linear(model, exact.train(), exact.val())
+    assert torch.equal(model.decoder.lo, lo)
+    u, points, values = exact.train()
+    u_val, _, values_val = exact.val()
+    with pytest.raises(ShapeError, match=r"have 1 channels, the model's schema 2"):
+        fit_linear(
+            linear_model(N_TRAIN + N_VAL),
+            (u, points, values[..., :1]),
+            (u_val, points, values_val[..., :1]),
+        )
 
 
 # ----------------------------------------------------------------------------- LDNet.fit end to end

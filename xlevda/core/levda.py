@@ -821,14 +821,17 @@ class Excess(NamedTuple):
         a channel without observed values.
     count : Tensor, shape (C,), int64
         Observed values.
-    std_error : Tensor, shape (C,)
-        Standard error of ``mean`` from the terms' scatter; NaN below two values
-        (three where a slope is fitted).
+    noise : Tensor, shape (C,)
+        Mean observation error variance ``sigma^2`` over them; NaN without values.
+    leverage : Tensor, shape (C,)
+        The variance of ``mean`` per unit variance of one term: ``1 / n`` for a plain
+        mean, more where a slope is fitted; NaN without values.
     """
 
     mean: Tensor
     count: Tensor
-    std_error: Tensor
+    noise: Tensor
+    leverage: Tensor
 
 
 def observed_excess(decoded: Tensor, window: ObsWindow) -> Excess:
@@ -840,8 +843,8 @@ def observed_excess(decoded: Tensor, window: ObsWindow) -> Excess:
     latent steps are compared with states interpolated linearly in time (eq. 17),
     whose error grows like ``theta (1 - theta)`` with ``theta`` the fraction of the
     step; so the level returned is the intercept ``a`` of the least-squares fit
-    ``a + b [theta (1 - theta)]^2`` of the terms (``b >= 0``; the plain mean where all
-    observations share one fraction or the fitted ``b`` is negative): the excess at
+    ``a + b [theta (1 - theta)]^2`` of the terms (the plain mean where all
+    observations share one fraction, or there are fewer than three): the excess at
     the step times, where the output fields are.  Unclipped, so that several
     windows pool; :func:`unexplained_variance` is its positive part.  Members that
     are not finite at every observation are left out; with fewer than two left the
@@ -867,8 +870,8 @@ def observed_excess(decoded: Tensor, window: ObsWindow) -> Excess:
     ...               torch.full((1, 2, 1), 4.0, dtype=torch.float64))  # sigma^2 = 0.25
     >>> members = torch.tensor([[[[0.0], [0.0]]], [[[2.0], [2.0]]]], dtype=torch.float64)
     >>> ex = observed_excess(members, w)  # terms 4^2 + 2 - 0.25 and 0^2 + 2 - 0.25
-    >>> ex.mean.tolist(), ex.count.tolist(), ex.std_error.tolist()
-    ([9.75], [2], [8.0])
+    >>> ex.mean.tolist(), ex.count.tolist(), ex.noise.tolist(), ex.leverage.tolist()
+    ([9.75], [2], [0.25], [0.5])
     """
     observed = window.weight > 0
     finite = torch.where(observed, decoded, 0.0).isfinite().flatten(1).all(1)
@@ -877,26 +880,30 @@ def observed_excess(decoded: Tensor, window: ObsWindow) -> Excess:
     if decoded.shape[0] < 2:
         nan = torch.full((n_ch,), torch.nan, dtype=decoded.dtype, device=decoded.device)
         zero = torch.zeros((n_ch,), dtype=torch.int64, device=decoded.device)
-        return Excess(nan, zero, nan.clone())
+        return Excess(nan, zero, nan.clone(), nan.clone())
     mean = decoded.mean(0)
     var = (decoded - mean).square().sum(0) / (decoded.shape[0] - 1)
-    terms = (window.values - mean).square() + var - 1 / window.weight.clamp_min(1e-300)
-    on = observed.to(terms.dtype)
-    terms = torch.where(observed, terms, 0.0)
+    sigma2 = 1 / window.weight.clamp_min(1e-300)
+    on = observed.to(decoded.dtype)
+    terms = torch.where(observed, (window.values - mean).square() + var - sigma2, 0.0)
     g = (window.frac * (1 - window.frac)).square()[:, None, None].expand_as(terms)
     n = observed.sum((0, 1))
     nf = n.clamp_min(1).to(terms.dtype)
     e_bar, g_bar = terms.sum((0, 1)) / nf, (on * g).sum((0, 1)) / nf
     s_gg = (on * (g - g_bar).square()).sum((0, 1))
     s_ge = (on * (g - g_bar) * (terms - e_bar)).sum((0, 1))
-    sloped = (s_gg > 1e-12 * nf) & (s_ge > 0) & (n > 2)
-    slope = torch.where(sloped, s_ge / torch.where(sloped, s_gg, 1.0), 0.0)
-    level = e_bar - slope * g_bar
-    resid = torch.where(observed, terms - level - slope * g, 0.0)
-    dof = (n - 1 - sloped.to(n.dtype)).clamp_min(1).to(terms.dtype)
-    leverage = 1 / nf + torch.where(sloped, g_bar.square() / torch.where(sloped, s_gg, 1.0), 0.0)
-    std_error = (resid.square().sum((0, 1)) / dof * leverage).sqrt()
-    return Excess(torch.where(n > 0, level, torch.nan), n, torch.where(n > 1, std_error, torch.nan))
+    sloped = (s_gg > 1e-12 * nf) & (n > 2)
+    s_gg = torch.where(sloped, s_gg, 1.0)
+    slope = torch.where(sloped, s_ge / s_gg, 0.0)
+    leverage = 1 / nf + torch.where(sloped, g_bar.square() / s_gg, 0.0)
+    noise = (on * sigma2).sum((0, 1)) / nf
+    seen = n > 0
+    return Excess(
+        torch.where(seen, e_bar - slope * g_bar, torch.nan),
+        n,
+        torch.where(seen, noise, torch.nan),
+        torch.where(seen, leverage, torch.nan),
+    )
 
 
 def unexplained_variance(decoded: Tensor, window: ObsWindow) -> Tensor:

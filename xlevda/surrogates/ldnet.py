@@ -145,7 +145,8 @@ class LDNetModel(nn.Module):
                 if config.dynamics.n_centres is None:
                     raise ConfigError(
                         "LinearDynamicsConfig.n_centres is None: give the number of centres "
-                        "(LDNet.fit sets it to the number of training runs)"
+                        "(LDNet.fit sets it to the number of fitted runs: training runs, plus "
+                        "validation runs with refit=True)"
                     )
                 self.dynamics: VectorFieldNet | ImpulseLinearField = ImpulseLinearField(
                     config.latent_dim, self.param_dim, config.dynamics.n_centres, dt0
@@ -316,12 +317,18 @@ class LDNetModel(nn.Module):
         3
         """
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        if isinstance(half, str):
+            raise ConfigError(
+                f"half must be a sequence of state-dict names, got the string {half!r}"
+            )
         half = list(half)
         bad = [n for n in half if n not in state or not state[n].is_floating_point()]
         if bad:
             floats = sorted(k for k, v in state.items() if v.is_floating_point())
             raise ConfigError(f"half names {bad}, not floating state-dict entries {floats}")
         for name in half:
+            if not bool(torch.isfinite(state[name]).all()):
+                raise ConfigError(f"half: {name!r} holds NaN or infinite values")
             big = float(state[name].abs().max()) if state[name].numel() else 0.0
             if not big <= torch.finfo(torch.float16).max:
                 raise ConfigError(

@@ -9,9 +9,9 @@ sets every weight from the training frames without gradient descent:
    on the box of the training points (in the coordinates of an orthonormal basis
    of the series at those points, where distances are the fields' over the points);
 2. the mean field is the decoder's bias; the ``latent_dim - 1`` leading proper
-   orthogonal modes of the centred frames (all channels stacked; a thin singular
-   value decomposition) are its modes, so the latent ``c`` of a frame is its POD
-   coefficients;
+   orthogonal modes of the centred frames (all channels stacked; the eigenvectors
+   of their Gram matrix, gathered over chunks of runs) are its modes, so the latent
+   ``c`` of a frame is its POD coefficients;
 3. ``c_{k+1} = M c_k + m`` is fitted by least squares over all consecutive
    training frames (dynamic mode decomposition with an affine term), giving
    ``A = (M - I) / dt`` and ``a = m / dt``;
@@ -103,6 +103,12 @@ def _orthonormal_features(decoder: CosineDecoder, points: Tensor) -> tuple[Tenso
     decoder's cosine coefficients are ``R^{-1} w``.
     """
     feats = decoder.features(points.double())
+    if feats.shape[0] < feats.shape[1]:
+        raise ConfigError(
+            f"CosineDecoderConfig.n_terms={decoder.n_terms} gives {feats.shape[1]} cosine "
+            f"products, more than the {feats.shape[0]} training points; use at most "
+            f"{int(feats.shape[0] ** (1 / points.shape[-1]))} terms per coordinate"
+        )
     q, r = torch.linalg.qr(feats)
     sv = torch.linalg.svdvals(r)
     if not sv[-1] > 1e-10 * sv[0]:
@@ -209,11 +215,18 @@ def fit_linear(model: LDNetModel, train: Frames, val: Frames) -> dict[str, Any]:
     Returns
     -------
     dict
-        What the fit found: the chosen kernel width (normalized parameter units),
-        the first frame's relative error on the validation runs (fitted on the
-        training runs only), and of the final fit the relative projection errors on
-        the cosine series and on the modes, the relative residual of the linear
-        step and the spectral radius of ``M``.
+        What the fit found: the chosen kernel width (normalized parameter units);
+        the first frame's relative error on the validation runs, fitted on the
+        training runs only and measured on the centred first frames projected onto
+        the modes (the part the kernel regression is responsible for); and of the
+        final fit the relative projection errors on the cosine series and on the
+        modes, the relative residual of the linear step and the spectral radius of
+        ``M``.
+
+    Notes
+    -----
+    The fit runs on the CPU in float64 and writes the model's weights in its own
+    dtype; fit a model on the CPU and move it afterwards.
 
     Examples
     --------
@@ -260,6 +273,11 @@ def fit_linear(model: LDNetModel, train: Frames, val: Frames) -> dict[str, Any]:
         raise ShapeError(f"the linear fit needs at least 2 frames per run, got {n_frames}")
     first_batch = next(iter(train_src.batches(1, None, torch.Generator().manual_seed(0), False)))
     points, n_ch = first_batch.points, first_batch.values.shape[-1]
+    if n_ch != decoder.weight.shape[0]:
+        raise ShapeError(
+            f"the training runs have {n_ch} channels, the model's schema "
+            f"{decoder.weight.shape[0]} ({', '.join(model.schema.variables)})"
+        )
     rank = model.latent_dim - 1
     n_feat = decoder.weight.shape[-1]
     limit = min(n_runs * n_frames - 1, n_ch * n_feat)
@@ -271,11 +289,18 @@ def fit_linear(model: LDNetModel, train: Frames, val: Frames) -> dict[str, Any]:
         )
     if points.dim() != 2:
         raise ShapeError(f"the linear fit needs points (P, n_coords), got {tuple(points.shape)}")
+    old_box = decoder.lo.clone(), decoder.hi.clone()
     with torch.no_grad():
         lo, hi = point_box(points)
         decoder.lo.copy_(lo)
         decoder.hi.copy_(hi)
-    q, r_factor = _orthonormal_features(decoder, points)
+    try:
+        q, r_factor = _orthonormal_features(decoder, points)
+    except ConfigError:
+        with torch.no_grad():
+            decoder.lo.copy_(old_box[0])
+            decoder.hi.copy_(old_box[1])
+        raise
 
     # the kernel width, from the training runs' modes and first frames
     m_train = _moments(q, train_src, points)
