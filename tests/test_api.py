@@ -148,7 +148,7 @@ def test_model_error_term(model, truth):
 
 def test_model_error_pooled_over_windows(model, truth):
     """By default one variance per variable from the windows that agree (levels weighted by
-    their counts; a window more than 3 Gaussian standard errors, sqrt(2 leverage) (sigma^2 +
+    their counts; a window more than 5 Gaussian standard errors, sqrt(2 leverage) (sigma^2 +
     pool), above the pool keeps its own, and the pool is recomputed without it), the same at
     every other output time; with ``ModelError(pooled=False)`` one per window, forward-filled
     over unobserved windows."""
@@ -168,8 +168,8 @@ def test_model_error_pooled_over_windows(model, truth):
     )
     which = np.array([0, 0, 1, 2, 3, 4])
     pooled = api._model_error_std(cycle, which, xlevda.ModelError())
-    # channel 0: the pool of all, 0.96, is exceeded by window 4 (9.0) by far more than
-    # 3 sqrt(2 / 10) (1 + 0.96); without it the pool is 0.0167 and no other window stands out
+    # channel 0: the pool of all, 1.3, is exceeded by window 4 (9.0) by more than
+    # 5 sqrt(2 / 10) (1 + 1.3) = 5.1; without it the pool is 0.0167 and no other window stands out
     pool0 = (0.5 * 10 - 0.2 * 30 + 0.1 * 20) / 60
     np.testing.assert_allclose(pooled[:, 0], np.sqrt([pool0] * 5 + [9.0]), rtol=1e-12)
     # channel 1: 2.0 and 1.0 (5 values each) agree within their errors: the pool is 1.5
@@ -180,7 +180,7 @@ def test_model_error_pooled_over_windows(model, truth):
     )
     np.testing.assert_allclose(per_window[:, 1], np.sqrt([0, 0, 0, 0, 2.0, 1.0]), rtol=1e-12)
     # a window barely above the pool stays in it: 0.9 with 10 values and noise 1 is within
-    # 3 sqrt(2 / 10) (1 + pool) of a pool near 0.3
+    # 5 sqrt(2 / 10) (1 + pool) of a pool near 0.14
     close = dataclasses.replace(cycle, excess=np.where(np.arange(5)[:, None] == 4, 0.9, excess))
     got = api._model_error_std(close, which, xlevda.ModelError())[:, 0]
     pool_close = (0.5 * 10 - 0.2 * 30 + 0.1 * 20 + 0.9 * 10) / 70

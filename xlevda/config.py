@@ -65,7 +65,7 @@ class ModelError:
         ``n`` values of error ``sigma`` its standard error is about ``sigma^2 sqrt(2 /
         n)``); pooling divides that by the square root of the number of windows.
         The windows' levels are averaged with their counts as weights; a window whose
-        level exceeds the pool by more than three standard errors (those of Gaussian
+        level exceeds the pool by more than five standard errors (those of Gaussian
         residuals of variance ``sigma^2`` plus the pool), e.g. one where members sit
         in different minima, keeps its own and is left out of the pool.
 
