@@ -252,6 +252,20 @@ def test_training_is_reproducible_and_uses_the_noise():
     assert not torch.equal(a.error_std, clean.error_std)
 
 
+def test_error_std_is_at_least_the_outputs_resolution():
+    """Every component's pseudo-observation error is at least sqrt(eps) times its scale,
+    max(std, |mean|) (a constant component has std 1 by convention), so that a component
+    predicted exactly (a latent clock that is 1 in every run) is not taken as exact."""
+    surrogate = linear_surrogate()
+    y, u = surrogate_histories(surrogate, NETWORK, n_runs=10, n_obs=5, seed=1)
+    u[:, 1] = 0.5
+    enc = fit_encoder(surrogate, NETWORK, y, u, EncoderConfig(hidden=8, epochs=3, batch_size=4))
+    scale = torch.maximum(enc.out_std, enc.out_mean.abs())
+    assert float(enc.out_std[-1]) == 1.0 and float(scale[-1]) == 1.0
+    floor = torch.finfo(torch.float32).eps ** 0.5 * scale
+    assert (enc.error_std >= floor).all()
+
+
 def test_training_accepts_external_validation_runs_and_dtype():
     surrogate = linear_surrogate()
     y, u = surrogate_histories(surrogate, NETWORK, n_runs=6, n_obs=4, seed=1)

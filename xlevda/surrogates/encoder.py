@@ -841,7 +841,9 @@ def fit_encoder(
     squared error in per-component standardized units.  Inputs get fresh noise
     every epoch (:attr:`EncoderConfig.noise_ratio`).  The weights of the epoch
     with the lowest validation loss are kept, and the validation RMSE per
-    observation index and component becomes :attr:`ObservationEncoder.error_std`.
+    observation index and component becomes :attr:`ObservationEncoder.error_std`
+    (at least ``sqrt(eps)`` times the component's scale, ``max(std, |mean|)``, so that a
+    component predicted exactly, e.g. a constant one, is not taken as exact).
 
     Parameters
     ----------
@@ -965,7 +967,12 @@ def fit_encoder(
     bar.close()
     encoder.load_state_dict(best_state)
     with torch.no_grad():
-        encoder.error_std = (encoder(x_val) - z_val).square().mean(0).sqrt()
+        # a component predicted exactly (e.g. a latent clock that is 1 in every run) gets
+        # the outputs' own resolution, not 0, which would make its pseudo-observation exact
+        floor = torch.finfo(encoder.out_std.dtype).eps ** 0.5 * torch.maximum(
+            encoder.out_std, encoder.out_mean.abs()
+        )
+        encoder.error_std = (encoder(x_val) - z_val).square().mean(0).sqrt().clamp_min(floor)
     history.seconds = time.perf_counter() - start
     encoder.history = history
     return encoder
