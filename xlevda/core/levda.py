@@ -933,13 +933,12 @@ def unexplained_variance(decoded: Tensor, window: ObsWindow) -> Tensor:
     Examples
     --------
     >>> import torch
-    >>> w = ObsWindow(torch.tensor([0]), torch.zeros(1, dtype=torch.float64),
-    ...               torch.zeros(1, 2, 1, dtype=torch.float64),
-    ...               torch.tensor([[[5.0], [1.0]]], dtype=torch.float64),
-    ...               torch.full((1, 2, 1), 4.0, dtype=torch.float64))  # sigma^2 = 0.25
-    >>> members = torch.tensor([[[[0.0], [0.0]]], [[[2.0], [2.0]]]], dtype=torch.float64)
-    >>> unexplained_variance(members, w).tolist()  # mean of (4^2, 0^2) + spread^2 2 - 0.25
-    [9.75]
+    >>> f64 = {"dtype": torch.float64}
+    >>> w = ObsWindow(torch.tensor([0]), torch.zeros(1, **f64), torch.zeros(1, 1, 1, **f64),
+    ...               torch.full((1, 1, 1), 3.0, **f64), torch.ones(1, 1, 1, **f64))
+    >>> members = torch.tensor([[[[0.0]]], [[[2.0]]]], **f64)  # ybar 1, spread^2 2, sigma^2 1
+    >>> unexplained_variance(members, w).tolist()  # (3 - 1)^2 + 2 - 1
+    [5.0]
     """
     return observed_excess(decoded, window).mean.clamp_min(0)
 
