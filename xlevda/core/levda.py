@@ -62,6 +62,7 @@ from xlevda.core.optim import (
     linearization,
 )
 from xlevda.errors import ConfigError, ObservationError, ShapeError, VariableError
+from xlevda.surrogates.fused import weighted_misfit
 from xlevda.surrogates.protocol import Surrogate
 
 __all__ = [
@@ -734,17 +735,32 @@ class WindowObjective:
         return observe(self.surrogate, z, self.window, self.prepared, self.param_tendency)
 
     def _obs_residual(self, z: Tensor, members: Tensor) -> Tensor:
-        data = self.data if self.data.shape[0] == 1 else self.data[members]
-        return self.sqrt_weight * (self.observe(z) - data)
+        return self.sqrt_weight * (self.observe(z) - self._member_data(members))
+
+    def _obs_cost(self, z: Tensor, data: Tensor) -> Tensor:
+        """``|sqrt_weight (observe(z) - data)|^2`` per member: (M, d_z) -> (M,).
+
+        Through the surrogate's ``misfit_prepared`` where it has one (the MLP
+        decoder's fused pass), else from :meth:`observe`.
+        """
+        if self.window.step.numel() == 0:
+            return z.new_zeros(z.shape[0])
+        fused = getattr(self.surrogate, "misfit_prepared", None)
+        if fused is None:
+            return weighted_misfit(self.observe(z), data, self.sqrt_weight).sum(-1)
+        s = _latent_at(self.surrogate, z, self.window, self.param_tendency)
+        return fused(s, self.prepared, data, self.sqrt_weight).sum(-1)
+
+    def _member_data(self, members: Tensor) -> Tensor:
+        return self.data if self.data.shape[0] == 1 else self.data[members]
 
     def _prior_residual(self, beta: Tensor, members: Tensor) -> Tensor:
         return beta - self.centre_scale * self.subspace.coords[members]
 
     def cost(self, beta: Tensor, members: Tensor) -> Tensor:
         """Eq. 19 in reduced coordinates: ``beta`` (M, r), ``members`` (M,) -> (M,)."""
-        r_obs = self._obs_residual(self.subspace.state_reduced(beta), members)
-        r_prior = self._prior_residual(beta, members)
-        return 0.5 * (r_prior.square().sum(-1) + r_obs.square().flatten(1).sum(-1))
+        obs = self._obs_cost(self.subspace.state_reduced(beta), self._member_data(members))
+        return 0.5 * (self._prior_residual(beta, members).square().sum(-1) + obs)
 
     def residual(self, beta: Tensor, members: Tensor) -> Tensor:
         """Stacked prior and weighted data residuals: (M, r) -> (M, r + T_o P C)."""
@@ -791,7 +807,7 @@ class WindowObjective:
             ]
         d_dec = torch.stack(grads, -2).flatten(2, 3)  # (M, T_o, P C, d_s)
         jac_obs = (d_dec @ ds).unflatten(2, (n_pts, n_ch)) * self.sqrt_weight.unsqueeze(-1)
-        data = self.data if self.data.shape[0] == 1 else self.data[members]
+        data = self._member_data(members)
         r_obs = self.sqrt_weight * (out.detach() - data)
         return (
             torch.cat([r_prior, r_obs.flatten(1)], -1),
@@ -800,15 +816,14 @@ class WindowObjective:
 
     def cost_full(self, alpha: Tensor, members: Tensor) -> Tensor:
         """Eq. 19 as the paper writes it: ``alpha`` (M, K), ``members`` (M,) -> (M,)."""
-        r_obs = self._obs_residual(self.subspace.state(alpha), members)
+        obs = self._obs_cost(self.subspace.state(alpha), self._member_data(members))
         centre = torch.nn.functional.one_hot(members, self.subspace.size).to(alpha.dtype)
         r_prior = alpha - self.centre_scale * centre
-        return 0.5 * (r_prior.square().sum(-1) + r_obs.square().flatten(1).sum(-1))
+        return 0.5 * (r_prior.square().sum(-1) + obs)
 
     def misfit(self, z: Tensor) -> Tensor:
         """``1/2 sum w (y - H(z))^2`` against the unperturbed data: (M, d_z) -> (M,)."""
-        r = self.sqrt_weight * (self.observe(z) - self.observed)
-        return 0.5 * r.square().flatten(1).sum(-1)
+        return 0.5 * self._obs_cost(z, self.observed)
 
 
 class Excess(NamedTuple):

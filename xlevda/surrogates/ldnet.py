@@ -26,6 +26,7 @@ from xlevda.surrogates.config import (
     config_from_dict,
     config_to_dict,
 )
+from xlevda.surrogates.fused import weighted_misfit
 from xlevda.surrogates.networks import (
     CosineDecoder,
     ImpulseLinearField,
@@ -247,6 +248,17 @@ class LDNetModel(nn.Module):
     def decode_prepared(self, s: Tensor, prepared: Tensor) -> Tensor:
         """``s`` (..., d_s), ``prepared`` (..., P, F), leading dims broadcast -> (..., P, C)."""
         return self.decoder.decode_prepared(s, prepared)
+
+    def misfit_prepared(
+        self, s: Tensor, prepared: Tensor, data: Tensor, sqrt_weight: Tensor
+    ) -> Tensor:
+        """``sum((sqrt_weight * (decode_prepared(s, prepared) - data))**2)`` over points
+        and channels: (...,).  The MLP decoder computes it in one fused pass in
+        assimilation (see :mod:`xlevda.surrogates.fused`)."""
+        misfit = getattr(self.decoder, "misfit_prepared", None)
+        if misfit is not None:
+            return misfit(s, prepared, data, sqrt_weight)
+        return weighted_misfit(self.decoder.decode_prepared(s, prepared), data, sqrt_weight)
 
     def decode_channel(self, s: Tensor, prepared: Tensor, channel: int) -> Tensor:
         """One channel of :meth:`decode_prepared`, (..., P), at the decoder's cost for it

@@ -22,7 +22,11 @@ class Surrogate(Protocol):
     All tensors are in normalized units (see :class:`SurrogateSchema`).  A model may
     also provide ``decode_channel(s, prepared, c) -> (..., P)``, channel ``c`` of
     :meth:`decode_prepared`, where one channel costs less than all (the output
-    fields are decoded one variable at a time).
+    fields are decoded one variable at a time), and ``misfit_prepared(s, prepared,
+    data, sqrt_weight) -> (...,)``, the sum over points and channels of
+    ``(sqrt_weight * (decode_prepared(s, prepared) - data))**2`` with data and
+    weights (..., P, C), where a fused pass costs less (the assimilation cost then
+    calls it instead of :meth:`decode_prepared`).
 
     Attributes
     ----------
