@@ -1,4 +1,4 @@
-"""The fused tanh residual MLP (decoded values and misfit) against autograd through
+"""The fused residual MLP (decoded values and misfit) against autograd through
 the layers, and the MLP decoder's choice between the two."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import xlevda.surrogates.fused as fused
 from tests.surrogates.test_ldnet_model import make_model
 from xlevda import MLPDecoderConfig
 from xlevda.core.levda import ObsWindow, Randomized, WindowObjective
-from xlevda.surrogates.fused import tanh_residual_head, tanh_residual_misfit, weighted_misfit
-from xlevda.surrogates.networks import MLPDecoder
+from xlevda.surrogates.fused import residual_head, residual_misfit, weighted_misfit
+from xlevda.surrogates.networks import MLPDecoder, activation_fn
 
 F64 = torch.float64
 
@@ -33,10 +33,11 @@ def _layers(width: int, depth: int, n_out: int, seed: int = 0, dtype=F64):
     return hidden, out_w, torch.randn(n_out, generator=g, dtype=dtype)
 
 
-def _reference(hidden, out_w, out_b, state, prepared):
-    h = torch.tanh(prepared + state.unsqueeze(-2))
+def _reference(hidden, out_w, out_b, state, prepared, activation="tanh"):
+    act = activation_fn(activation)
+    h = act(prepared + state.unsqueeze(-2))
     for w, b in hidden:
-        h = h + torch.tanh(h @ w.T + b)
+        h = h + act(h @ w.T + b)
     return h @ out_w.T + out_b
 
 
@@ -46,18 +47,22 @@ def small_tiles(monkeypatch):
     monkeypatch.setattr(fused, "_TILE_VALUES", 24)
 
 
+ACTS = ["tanh", "silu", "gelu"]
+
+
+@pytest.mark.parametrize("activation", ACTS)
 @pytest.mark.parametrize("depth", [0, 1, 3])
 @pytest.mark.parametrize(
     ("state_shape", "prep_shape"),
     [((4, 8), (5, 8)), ((2, 3, 8), (3, 5, 8)), ((3, 1, 8), (2, 4, 8)), ((8,), (2, 7, 8))],
 )
-def test_head_equals_autograd_in_float64(state_shape, prep_shape, depth, small_tiles):
+def test_head_equals_autograd_in_float64(state_shape, prep_shape, depth, activation, small_tiles):
     hidden, out_w, out_b = _layers(8, depth, 3)
     g = torch.Generator().manual_seed(1)
     state = torch.randn(state_shape, generator=g, dtype=F64, requires_grad=True)
     prepared = torch.randn(prep_shape, generator=g, dtype=F64)
-    ref = _reference(hidden, out_w, out_b, state, prepared)
-    out = tanh_residual_head(hidden, out_w, out_b, state, prepared)
+    ref = _reference(hidden, out_w, out_b, state, prepared, activation)
+    out = residual_head(hidden, out_w, out_b, state, prepared, activation)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     probe = torch.randn(ref.shape, generator=g, dtype=F64)
@@ -66,9 +71,10 @@ def test_head_equals_autograd_in_float64(state_shape, prep_shape, depth, small_t
     torch.testing.assert_close(g_out, g_ref, rtol=1e-11, atol=1e-12)
 
 
+@pytest.mark.parametrize("activation", ACTS)
 @pytest.mark.parametrize("n_data", [1, 4])
 @pytest.mark.parametrize("n_points", [2, 7])
-def test_misfit_equals_autograd_in_float64(n_data, n_points, small_tiles):
+def test_misfit_equals_autograd_in_float64(n_data, n_points, activation, small_tiles):
     hidden, out_w, out_b = _layers(8, 2, 3)
     g = torch.Generator().manual_seed(2)
     state = torch.randn(4, 3, 8, generator=g, dtype=F64, requires_grad=True)
@@ -76,8 +82,9 @@ def test_misfit_equals_autograd_in_float64(n_data, n_points, small_tiles):
     data = torch.randn(n_data, 3, n_points, 3, generator=g, dtype=F64)
     sqrt_w = torch.rand(3, n_points, 3, generator=g, dtype=F64)
     sqrt_w[0, 0] = 0.0  # a missing value
-    ref = weighted_misfit(_reference(hidden, out_w, out_b, state, prepared), data, sqrt_w)
-    out = tanh_residual_misfit(hidden, out_w, out_b, state, prepared, data, sqrt_w)
+    decoded = _reference(hidden, out_w, out_b, state, prepared, activation)
+    ref = weighted_misfit(decoded, data, sqrt_w)
+    out = residual_misfit(hidden, out_w, out_b, state, prepared, data, sqrt_w, activation)
     assert out.shape == ref.shape == (4, 3)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     probe = torch.rand(4, 3, generator=g, dtype=F64)
@@ -93,9 +100,12 @@ def test_misfit_equals_autograd_in_float64(n_data, n_points, small_tiles):
     width=st.integers(1, 9),
     depth=st.integers(0, 3),
     tile=st.integers(1, 40),
+    activation=st.sampled_from(ACTS),
     seed=st.integers(0, 2**16),
 )
-def test_head_and_misfit_match_autograd_for_any_shape(n_lead, n_points, width, depth, tile, seed):
+def test_head_and_misfit_match_autograd_for_any_shape(
+    n_lead, n_points, width, depth, tile, activation, seed
+):
     old = fused._TILE_VALUES
     fused._TILE_VALUES = tile
     try:
@@ -105,10 +115,11 @@ def test_head_and_misfit_match_autograd_for_any_shape(n_lead, n_points, width, d
         prepared = torch.randn(n_points, width, generator=g, dtype=F64)
         data = torch.randn(n_points, 2, generator=g, dtype=F64)
         sqrt_w = torch.rand(n_points, 2, generator=g, dtype=F64)
-        ref = _reference(hidden, out_w, out_b, state, prepared)
-        out = tanh_residual_head(hidden, out_w, out_b, state, prepared)
+        ref = _reference(hidden, out_w, out_b, state, prepared, activation)
+        out = residual_head(hidden, out_w, out_b, state, prepared, activation)
         torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
-        misfit = tanh_residual_misfit(hidden, out_w, out_b, state, prepared, data, sqrt_w)
+        args = (hidden, out_w, out_b, state, prepared, data, sqrt_w, activation)
+        misfit = residual_misfit(*args)
         ref_misfit = weighted_misfit(ref, data, sqrt_w)
         torch.testing.assert_close(misfit, ref_misfit, rtol=1e-12, atol=1e-12)
         (g_ref,) = torch.autograd.grad(ref_misfit.sum() + ref.sum(), state, allow_unused=True)
@@ -118,13 +129,14 @@ def test_head_and_misfit_match_autograd_for_any_shape(n_lead, n_points, width, d
         fused._TILE_VALUES = old
 
 
-def test_float32_is_within_round_off_of_autograd():
+@pytest.mark.parametrize("activation", ACTS)
+def test_float32_is_within_round_off_of_autograd(activation):
     hidden, out_w, out_b = _layers(64, 2, 3, dtype=torch.float32)
     g = torch.Generator().manual_seed(3)
     state = torch.randn(50, 64, generator=g, requires_grad=True)
     prepared = torch.randn(300, 64, generator=g)
-    ref = _reference(hidden, out_w, out_b, state, prepared)
-    out = tanh_residual_head(hidden, out_w, out_b, state, prepared)
+    ref = _reference(hidden, out_w, out_b, state, prepared, activation)
+    out = residual_head(hidden, out_w, out_b, state, prepared, activation)
     assert (out - ref).abs().max() < 2e-5 * ref.abs().max()
     (g_ref,) = torch.autograd.grad(ref.square().sum(), state)
     (g_out,) = torch.autograd.grad(out.square().sum(), state)
@@ -135,7 +147,7 @@ def test_backward_twice_with_retained_graph():
     hidden, out_w, out_b = _layers(8, 2, 3)
     state = torch.randn(6, 8, dtype=F64, requires_grad=True)
     prepared = torch.randn(4, 8, dtype=F64)
-    out = tanh_residual_head(hidden, out_w, out_b, state, prepared)
+    out = residual_head(hidden, out_w, out_b, state, prepared)
     ref = _reference(hidden, out_w, out_b, state, prepared)
     for c in range(3):
         (got,) = torch.autograd.grad(out[..., c].sum(), state, retain_graph=True)
@@ -148,14 +160,16 @@ def test_refuses_weights_that_require_grad_and_mixed_dtypes():
     state, prepared = torch.randn(2, 8, dtype=F64), torch.randn(3, 8, dtype=F64)
     trainable = out_w.clone().requires_grad_(True)
     with pytest.raises(ValueError, match="state only; a weight"):
-        tanh_residual_head(hidden, trainable, out_b, state, prepared)
+        residual_head(hidden, trainable, out_b, state, prepared)
     with torch.no_grad():  # nothing to differentiate: allowed
-        tanh_residual_head(hidden, trainable, out_b, state, prepared)
+        residual_head(hidden, trainable, out_b, state, prepared)
     with pytest.raises(ValueError, match=r"one dtype and device: state is torch\.float32"):
-        tanh_residual_head(hidden, out_w, out_b, state.float(), prepared)
+        residual_head(hidden, out_w, out_b, state.float(), prepared)
     data = torch.zeros(3, 3, dtype=F64, requires_grad=True)
     with pytest.raises(ValueError, match="data require grad"):
-        tanh_residual_misfit(hidden, out_w, out_b, state, prepared, data, torch.ones(3, 3))
+        residual_misfit(hidden, out_w, out_b, state, prepared, data, torch.ones(3, 3))
+    with pytest.raises(ValueError, match=r"activation must be one of .* got 'relu'"):
+        residual_head(hidden, out_w, out_b, state, prepared, "relu")
 
 
 def _decoder(dtype=F64) -> MLPDecoder:
@@ -186,11 +200,8 @@ def test_decoder_uses_the_fused_path_only_where_it_is_exact():
     (g_ref,) = torch.autograd.grad(ref.square().sum(), s)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(g_fused, g_ref, rtol=1e-11, atol=1e-12)
-    # other activations are never fused
-    silu = MLPDecoder(
-        4, 2, 3, width=8, depth=2, n_fourier=3, fourier_scale=1.0, activation="silu", seed=0
-    ).requires_grad_(False)
-    assert not silu._fusable(torch.zeros(8), torch.zeros(5, 8))
+    # another dtype: the autograd path
+    assert not dec._fusable(dec.net.project(1, s), prepared.float())
 
 
 def test_decoder_under_torch_func_transforms_falls_back():
@@ -207,17 +218,26 @@ def test_decoder_under_torch_func_transforms_falls_back():
     assert jac.shape == (3, 5, 3, 4)
 
 
-def test_decoder_misfit_matches_decode_then_misfit():
-    dec = _decoder().requires_grad_(False)
+@pytest.mark.parametrize("activation", ACTS)
+def test_decoder_misfit_and_decode_match_the_autograd_path(activation):
+    dec = MLPDecoder(
+        4, 2, 3, width=8, depth=3, n_fourier=3, fourier_scale=1.0, activation=activation, seed=0
+    ).to(F64)
+    dec.requires_grad_(False)
     prepared = dec.prepare_points(torch.rand(2, 6, 2, dtype=F64))
     s = torch.randn(5, 2, 4, dtype=F64, requires_grad=True)
     data, sqrt_w = torch.randn(2, 6, 3, dtype=F64), torch.rand(2, 6, 3, dtype=F64)
-    fast = dec.misfit_prepared(s, prepared, data, sqrt_w)
-    ref = weighted_misfit(dec.decode_prepared(s, prepared), data, sqrt_w)
-    torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-12)
-    (g_fast,) = torch.autograd.grad(fast.sum(), s)
-    (g_ref,) = torch.autograd.grad(ref.sum(), s)
-    torch.testing.assert_close(g_fast, g_ref, rtol=1e-11, atol=1e-12)
+
+    def both():
+        misfit = dec.misfit_prepared(s, prepared, data, sqrt_w)
+        decoded = dec.decode_prepared(s, prepared)
+        return misfit, decoded, torch.autograd.grad(misfit.sum() + decoded.sum(), s)[0]
+
+    fast = both()
+    dec.fused = False
+    ref = both()
+    for got, want in zip(fast, ref, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-12)
 
 
 def test_window_cost_is_the_same_through_the_fused_misfit():

@@ -1,4 +1,4 @@
-"""A frozen tanh residual MLP evaluated in cache-sized tiles: decoded values, and the
+"""A frozen residual MLP evaluated in cache-sized tiles: decoded values, and the
 observation misfit with its gradient in the same pass.
 
 This is what :class:`~xlevda.surrogates.networks.MLPDecoder` runs during assimilation
@@ -7,22 +7,23 @@ latent state is wanted.  It computes the same function as autograd through the
 layers, with the same matrix products, in less than half the time
 (``benchmarks/mlp_flops.py``):
 
+- **Tiles.** The rows (states times points) go through all layers in tiles of
+  ``2**18`` values per layer, in buffers reused from tile to tile, so that the
+  elementwise passes run in cache and nothing is allocated per layer.
+- **A written-out backward.** Per layer, one activation-backward kernel and one
+  in-place ``addmm_`` that also adds the residual path's gradient.
+- **The misfit in one pass** (:func:`residual_misfit`).  The weighted squared misfit
+  to data is summed per state, and its gradient is computed tile by tile while the
+  tile's layers are still in cache.  No hidden layer is ever stored whole, which
+  also spares the page faults of allocating them (about 5 ms per 12.8 MB on the
+  2-core machine, as much as that layer's matrix product).
 - **tanh through sigmoid.** ``tanh(x) = 2 sigmoid(2 x) - 1``, and ATen's float tanh
-  on CPU costs about three times its sigmoid (3.2 against 0.9 ns per value on the
+  on CPU costs almost four times its sigmoid (3.1 against 0.8 ns per value on the
   2-core machine).  The factors 2 and the offsets -1 are folded into the weights
   and biases, so that a layer is one matrix product, one sigmoid and one addition:
   with ``g_l`` the running sum of the sigmoids, ``h_l = 2 g_l - (l + 1)``, and layer
-  ``l``'s sigmoid argument is ``4 W_l g_l + 2 b_l - 2 (l + 1) W_l 1``.
-- **Tiles.** The rows (states times points) go through all layers in tiles of
-  ``2**18`` values per layer, in buffers reused from tile to tile, so that the
-  elementwise passes run in cache.
-- **A written-out backward.** Per layer, one ``sigmoid_backward`` and one in-place
-  ``addmm_`` that also adds the residual path's gradient.
-- **The misfit in one pass** (:func:`tanh_residual_misfit`).  The weighted squared
-  misfit to data is summed per state, and its gradient is computed tile by tile
-  while the tile's sigmoids are still in cache.  No hidden layer is ever stored
-  whole, which also spares the page faults of allocating them (about 5 ms per
-  12.8 MB on the 2-core machine, as much as the layer's matrix product).
+  ``l``'s sigmoid argument is ``4 W_l g_l + 2 b_l - 2 (l + 1) W_l 1``.  SiLU and GELU
+  run as they are, keeping their pre-activations for ATen's backward kernels.
 
 The gradient flows to ``state`` only: the weights, the prepared point part, the data
 and the weights of the misfit are constants here, and the functions refuse them if
@@ -32,24 +33,58 @@ they require grad.  Training differentiates the weights and uses the autograd pa
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["tanh_residual_head", "tanh_residual_misfit", "weighted_misfit"]
+__all__ = ["ACTIVATIONS", "residual_head", "residual_misfit", "weighted_misfit"]
 
 _TILE_VALUES = 2**18
 """Values (rows x width) per tile and layer: 1 MiB in float32."""
 
-_sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input
+_aten = torch.ops.aten
+
+
+class _Activation(NamedTuple):
+    """How a layer runs: ``forward(x, out)``, ``backward(grad, kept, out)``; ``kept`` is
+    the layer's output when ``keeps_output`` (tanh through sigmoid), else its input."""
+
+    forward: Callable[[Tensor, Tensor], object]
+    backward: Callable[[Tensor, Tensor, Tensor], object]
+    keeps_output: bool
+
+
+_KINDS = {
+    "tanh": _Activation(
+        lambda x, out: torch.sigmoid(x, out=out),
+        lambda g, kept, out: _aten.sigmoid_backward.grad_input(g, kept, grad_input=out),
+        True,
+    ),
+    "silu": _Activation(
+        lambda x, out: _aten.silu.out(x, out=out),
+        lambda g, kept, out: _aten.silu_backward.grad_input(g, kept, grad_input=out),
+        False,
+    ),
+    "gelu": _Activation(
+        lambda x, out: _aten.gelu.out(x, approximate="none", out=out),
+        lambda g, kept, out: _aten.gelu_backward.grad_input(
+            g, kept, approximate="none", grad_input=out
+        ),
+        False,
+    ),
+}
+
+ACTIVATIONS = tuple(_KINDS)
+"""Activations the fused path computes: all of
+:func:`~xlevda.surrogates.networks.activation_fn`'s."""
 
 
 def weighted_misfit(decoded: Tensor, data: Tensor, sqrt_weight: Tensor) -> Tensor:
     """``sum((sqrt_weight * (decoded - data))**2)`` over points and channels.
 
-    The definition that :func:`tanh_residual_misfit` and a surrogate's
+    The definition that :func:`residual_misfit` and a surrogate's
     ``misfit_prepared`` compute faster.  ``decoded``, ``data``, ``sqrt_weight``
     (..., P, C), leading dims broadcast -> (...,).
 
@@ -62,24 +97,34 @@ def weighted_misfit(decoded: Tensor, data: Tensor, sqrt_weight: Tensor) -> Tenso
     return (sqrt_weight * (decoded - data)).square().sum((-2, -1))
 
 
-class _Weights(NamedTuple):
-    """Folded weights: hidden ``(4 W_l, 2 b_l - 2 (l + 1) W_l 1)``, output ``2 W_o``,
-    ``b_o - (H + 1) W_o 1``."""
+class _Net(NamedTuple):
+    """The layers as the tiles run them, and the factor on the first pre-activation."""
 
     hidden: tuple[tuple[Tensor, Tensor], ...]
     out_w: Tensor
     out_b: Tensor
+    act: _Activation
+    input_scale: float
 
     @classmethod
-    def fold(
-        cls, hidden: Sequence[tuple[Tensor, Tensor]], out_weight: Tensor, out_bias: Tensor
-    ) -> _Weights:
+    def build(
+        cls,
+        hidden: Sequence[tuple[Tensor, Tensor]],
+        out_weight: Tensor,
+        out_bias: Tensor,
+        activation: str,
+    ) -> _Net:
+        """tanh: hidden ``(4 W_l, 2 b_l - 2 (l + 1) W_l 1)``, output ``2 W_o``,
+        ``b_o - (H + 1) W_o 1``, input doubled; otherwise the weights as they are."""
+        act = _KINDS[activation]
+        if not act.keeps_output:
+            return cls(tuple((w, b) for w, b in hidden), out_weight, out_bias, act, 1.0)
         with torch.no_grad():
             layers = tuple(
                 (4 * w, 2 * b - (2 * (i + 1)) * w.sum(1)) for i, (w, b) in enumerate(hidden)
             )
             out_b = out_bias - (len(hidden) + 1) * out_weight.sum(1)
-            return cls(layers, 2 * out_weight, out_b)
+            return cls(layers, 2 * out_weight, out_b, act, 2.0)
 
 
 def _tiles(n_lead: int, n_points: int, rows: int) -> Iterator[tuple[int, int, int, int]]:
@@ -114,46 +159,70 @@ class _Buffers:
         return self.bufs[name][: n * self.cols[name]].view(n, self.cols[name])
 
 
-def _gather(src: Tensor, index: Tensor, tile: tuple[int, int, int, int], out: Tensor) -> Tensor:
-    """Rows ``index[b0:b1]`` of ``src`` (B', P, F), points ``p0:p1``, into ``out`` (n, F)."""
+def _first(
+    src: Tensor, index: Tensor, x: Tensor, tile: tuple[int, int, int, int], out: Tensor
+) -> Tensor:
+    """First pre-activation of a tile into ``out`` (n, W): rows ``index[b0:b1]`` of
+    ``src`` (B', P, W) at points ``p0:p1``, plus ``x[b0:b1]``."""
     b0, b1, p0, p1 = tile
     view = out.view(b1 - b0, p1 - p0, src.shape[-1])
     torch.index_select(src[:, p0:p1], 0, index[b0:b1], out=view)
+    view.add_(x[b0:b1].unsqueeze(1))
+    return out
+
+
+def _gather(src: Tensor, index: Tensor, tile: tuple[int, int, int, int], out: Tensor) -> Tensor:
+    """Rows ``index[b0:b1]`` of ``src`` (B', P, C) at points ``p0:p1`` into ``out`` (n, C)."""
+    b0, b1, p0, p1 = tile
+    torch.index_select(src[:, p0:p1], 0, index[b0:b1], out=out.view(b1 - b0, p1 - p0, -1))
     return out
 
 
 def _forward_tile(
-    w: _Weights, pre: Tensor, keep: list[Tensor] | None, bufs: _Buffers, out: Tensor
+    net: _Net, pre: Tensor, keep: list[Tensor] | None, bufs: _Buffers, out: Tensor
 ) -> None:
-    """Sigmoid layers from ``pre`` (n, W), twice the first pre-activation, to ``out``
-    (n, C).  ``keep`` receives the H + 1 sigmoids; without it they overwrite
-    ``pre`` and a buffer."""
+    """Layers from the first pre-activation ``pre`` (n, W) to ``out`` (n, C).
+
+    ``keep`` (H + 1 views (n, W)) receives what the backward pass needs: the
+    sigmoids (tanh), or the pre-activations, of which ``keep[0]`` must be ``pre``
+    itself.  Without it, ``pre`` and a buffer are overwritten.
+    """
     n = pre.shape[0]
-    g = keep[0] if keep else pre
-    torch.sigmoid(pre, out=g)
     q, total = bufs.get("q", n), bufs.get("total", n)
-    for i, (a, c) in enumerate(w.hidden):
-        torch.addmm(c, g, a.T, out=q)
-        sig = keep[i + 1] if keep else q
-        torch.sigmoid(q, out=sig)
-        if i == 0:
-            torch.add(g, sig, out=total)
-        else:
-            total.add_(sig)
+    act = net.act
+    if act.keeps_output:  # the running sum of sigmoids, see the module docstring
+        g = keep[0] if keep else pre
+        act.forward(pre, g)
+        for i, (w, b) in enumerate(net.hidden):
+            torch.addmm(b, g, w.T, out=q)
+            sig = keep[i + 1] if keep else q
+            act.forward(q, sig)
+            if i == 0:
+                torch.add(g, sig, out=total)
+            else:
+                total.add_(sig)
+            g = total
+    else:
+        act.forward(pre, total)
         g = total
-    torch.addmm(w.out_b, g, w.out_w.T, out=out)
+        for i, (w, b) in enumerate(net.hidden):
+            p = keep[i + 1] if keep else q
+            torch.addmm(b, total, w.T, out=p)
+            act.forward(p, q)
+            total.add_(q)
+    torch.addmm(net.out_b, g, net.out_w.T, out=out)
 
 
-def _backward_tile(w: _Weights, grad_y: Tensor, sigmoids: list[Tensor], bufs: _Buffers) -> Tensor:
-    """Gradient (n, W) with respect to twice the first pre-activation, from that of
-    the output ``grad_y`` (n, C) and the tile's sigmoids."""
+def _backward_tile(net: _Net, grad_y: Tensor, kept: list[Tensor], bufs: _Buffers) -> Tensor:
+    """Gradient (n, W) with respect to the first pre-activation, from that of the
+    output ``grad_y`` (n, C) and what :func:`_forward_tile` kept."""
     n = grad_y.shape[0]
     grad, step = bufs.get("grad", n), bufs.get("step", n)
-    torch.mm(grad_y, w.out_w, out=grad)
-    for i in range(len(w.hidden) - 1, -1, -1):
-        _sigmoid_backward(grad, sigmoids[i + 1], grad_input=step)
-        grad.addmm_(step, w.hidden[i][0])
-    _sigmoid_backward(grad, sigmoids[0], grad_input=step)
+    torch.mm(grad_y, net.out_w, out=grad)
+    for i in range(len(net.hidden) - 1, -1, -1):
+        net.act.backward(grad, kept[i + 1], step)
+        grad.addmm_(step, net.hidden[i][0])
+    net.act.backward(grad, kept[0], step)
     return step
 
 
@@ -167,26 +236,27 @@ class _Head(torch.autograd.Function):
     """``x`` (B, W), ``prep`` (B', P, W) with ``index`` (B,) -> outputs (B, P, C)."""
 
     @staticmethod
-    def forward(ctx, x, prep, index, w, save):  # type: ignore[override]
+    def forward(ctx, x, prep, index, net, save):  # type: ignore[override]
         n_lead, (_, n_pts, width) = x.shape[0], prep.shape
         rows = max(1, _TILE_VALUES // width)
-        n_buf = _tile_rows(n_lead, n_pts, rows)
-        bufs = _Buffers(x, n_buf, {"pre": width, "q": width, "total": width})
-        out = x.new_empty(n_lead, n_pts, w.out_w.shape[0])
-        saved = [x.new_empty(n_lead, n_pts, width) for _ in range(len(w.hidden) + 1)]
+        bufs = _Buffers(
+            x, _tile_rows(n_lead, n_pts, rows), dict.fromkeys(("pre", "q", "total"), width)
+        )
+        out = x.new_empty(n_lead, n_pts, net.out_w.shape[0])
+        saved = [x.new_empty(n_lead, n_pts, width) for _ in range(len(net.hidden) + 1)]
         for tile in _tiles(n_lead, n_pts, rows):
             b0, b1, p0, p1 = tile
             n = (b1 - b0) * (p1 - p0)
-            pre = _gather(prep, index, tile, bufs.get("pre", n))
-            pre.view(b1 - b0, p1 - p0, width).add_(x[b0:b1].unsqueeze(1))
             keep = [s[b0:b1, p0:p1].view(n, width) for s in saved] if save else None
-            _forward_tile(w, pre, keep, bufs, out[b0:b1, p0:p1].view(n, -1))
-        ctx.sigmoids, ctx.weights, ctx.rows = saved if save else None, w, rows
+            slot = keep[0] if keep and not net.act.keeps_output else bufs.get("pre", n)
+            pre = _first(prep, index, x, tile, slot)
+            _forward_tile(net, pre, keep, bufs, out[b0:b1, p0:p1].view(n, -1))
+        ctx.kept, ctx.net, ctx.rows = saved if save else None, net, rows
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        saved, w = ctx.sigmoids, ctx.weights
+        saved, net = ctx.kept, ctx.net
         n_lead, n_pts, width = saved[0].shape
         grad_out = grad_out.contiguous()
         grad_x = grad_out.new_zeros(n_lead, width)
@@ -195,8 +265,8 @@ class _Head(torch.autograd.Function):
         for tile in _tiles(n_lead, n_pts, ctx.rows):
             b0, b1, p0, p1 = tile
             n = (b1 - b0) * (p1 - p0)
-            sig = [s[b0:b1, p0:p1].view(n, width) for s in saved]
-            step = _backward_tile(w, grad_out[b0:b1, p0:p1].view(n, -1), sig, bufs)
+            kept = [s[b0:b1, p0:p1].view(n, width) for s in saved]
+            step = _backward_tile(net, grad_out[b0:b1, p0:p1].view(n, -1), kept, bufs)
             _sum_points(step, tile, grad_x)
         return grad_x, None, None, None, None
 
@@ -206,30 +276,29 @@ class _Misfit(torch.autograd.Function):
     with its row index (B,) -> weighted squared misfit per row of ``x`` (B,)."""
 
     @staticmethod
-    def forward(ctx, x, prep, index, data, data_index, sqrt_w, w_index, w, grad):  # type: ignore[override]
+    def forward(ctx, x, prep, index, data, data_index, sqrt_w, w_index, net, grad):  # type: ignore[override]
         n_lead, (_, n_pts, width), n_ch = x.shape[0], prep.shape, data.shape[-1]
         rows = max(1, _TILE_VALUES // width)
-        n_buf = _tile_rows(n_lead, n_pts, rows)
-        n_keep = len(w.hidden) + 1 if grad else 0
-        cols = {"pre": width, "q": width, "total": width, "grad": width, "step": width}
-        cols.update({f"sig{i}": width for i in range(n_keep)})
-        cols.update({"y": n_ch, "data": n_ch, "sqrt_w": n_ch})
-        bufs = _Buffers(x, n_buf, cols)
+        n_keep = len(net.hidden) + 1 if grad else 0
+        cols = dict.fromkeys(("pre", "q", "total", "grad", "step"), width)
+        cols.update({f"keep{i}": width for i in range(n_keep)})
+        cols.update(dict.fromkeys(("y", "data", "sqrt_w"), n_ch))
+        bufs = _Buffers(x, _tile_rows(n_lead, n_pts, rows), cols)
         cost = x.new_zeros(n_lead)
         grad_x = x.new_zeros(n_lead, width) if grad else None
         for tile in _tiles(n_lead, n_pts, rows):
             b0, b1, p0, p1 = tile
             n = (b1 - b0) * (p1 - p0)
-            pre = _gather(prep, index, tile, bufs.get("pre", n))
-            pre.view(b1 - b0, p1 - p0, width).add_(x[b0:b1].unsqueeze(1))
-            keep = [bufs.get(f"sig{i}", n) for i in range(n_keep)] if grad else None
+            keep = [bufs.get(f"keep{i}", n) for i in range(n_keep)] if grad else None
+            slot = keep[0] if keep and not net.act.keeps_output else bufs.get("pre", n)
+            pre = _first(prep, index, x, tile, slot)
             y = bufs.get("y", n)
-            _forward_tile(w, pre, keep, bufs, y)
+            _forward_tile(net, pre, keep, bufs, y)
             weight = _gather(sqrt_w, w_index, tile, bufs.get("sqrt_w", n))
             resid = y.sub_(_gather(data, data_index, tile, bufs.get("data", n))).mul_(weight)
             cost[b0:b1] += resid.square().view(b1 - b0, -1).sum(1)
             if grad_x is not None and keep is not None:  # both set when grad
-                step = _backward_tile(w, resid.mul_(weight).mul_(2), keep, bufs)
+                step = _backward_tile(net, resid.mul_(weight).mul_(2), keep, bufs)
                 _sum_points(step, tile, grad_x)
         ctx.grad_x = grad_x
         return cost
@@ -239,16 +308,18 @@ class _Misfit(torch.autograd.Function):
         return (ctx.grad_x * grad_cost.unsqueeze(-1),) + (None,) * 8
 
 
-def _check(state: Tensor, constants: list[Tensor]) -> None:
+def _check(state: Tensor, constants: list[Tensor], activation: str) -> None:
+    if activation not in _KINDS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     if torch.is_grad_enabled() and any(t.requires_grad for t in constants):
         raise ValueError(
-            "the fused tanh MLP differentiates with respect to state only; a weight, the prepared "
+            "the fused MLP differentiates with respect to state only; a weight, the prepared "
             "points or the data require grad (use the autograd path to train)"
         )
     for t in constants:
         if t.dtype != state.dtype or t.device != state.device:
             raise ValueError(
-                f"the fused tanh MLP needs one dtype and device: state is {state.dtype} on "
+                f"the fused MLP needs one dtype and device: state is {state.dtype} on "
                 f"{state.device}, another input {t.dtype} on {t.device}"
             )
 
@@ -260,17 +331,19 @@ def _inputs(
     state: Tensor,
     prepared: Tensor,
     per_point: list[Tensor],
-) -> tuple[_Weights, Tensor, torch.Size, bool]:
-    """Checked and folded weights, ``2 state`` over the broadcast leading dims (B, W),
-    those dims, and whether the gradient is wanted."""
+    activation: str,
+) -> tuple[_Net, Tensor, torch.Size, bool]:
+    """Checked network, the scaled state over the broadcast leading dims (B, W), those
+    dims, and whether the gradient is wanted."""
     weights = [t for layer in hidden for t in layer] + [out_weight, out_bias]
-    _check(state, [*weights, prepared, *per_point])
+    _check(state, [*weights, prepared, *per_point], activation)
     lead = torch.broadcast_shapes(
         state.shape[:-1], prepared.shape[:-2], *(t.shape[:-2] for t in per_point)
     )
-    x = (2 * state).expand(*lead, state.shape[-1]).reshape(-1, state.shape[-1])
+    net = _Net.build(hidden, out_weight, out_bias, activation)
+    x = (net.input_scale * state).expand(*lead, state.shape[-1]).reshape(-1, state.shape[-1])
     grad = torch.is_grad_enabled() and state.requires_grad
-    return _Weights.fold(hidden, out_weight, out_bias), x, lead, grad
+    return net, x, lead, grad
 
 
 def _rows(t: Tensor, n_tail: int, lead: torch.Size) -> tuple[Tensor, Tensor]:
@@ -280,21 +353,22 @@ def _rows(t: Tensor, n_tail: int, lead: torch.Size) -> tuple[Tensor, Tensor]:
     return t.reshape(math.prod(t_lead), *tail), index.reshape(-1)
 
 
-def tanh_residual_head(
+def residual_head(
     hidden: Sequence[tuple[Tensor, Tensor]],
     out_weight: Tensor,
     out_bias: Tensor,
     state: Tensor,
     prepared: Tensor,
+    activation: str = "tanh",
 ) -> Tensor:
-    """Output of a tanh residual MLP whose first pre-activation is
-    ``prepared + state.unsqueeze(-2)``.
+    """Output of a residual MLP whose first pre-activation is ``prepared + state``.
 
-    ``h_0 = tanh(prepared + state)``, ``h_{l+1} = h_l + tanh(W_l h_l + b_l)``, output
-    ``W_o h_H + b_o``: the :class:`~xlevda.surrogates.networks.ResidualMLP` head with
-    tanh, evaluated as the module docstring explains.  With grad enabled and
-    ``state`` requiring it, the sigmoids of every layer are kept for the backward
-    pass (as autograd would keep them); the gradient flows to ``state`` alone.
+    ``h_0 = act(prepared + state.unsqueeze(-2))``, ``h_{l+1} = h_l + act(W_l h_l +
+    b_l)``, output ``W_o h_H + b_o``: the
+    :class:`~xlevda.surrogates.networks.ResidualMLP` head, evaluated as the module
+    docstring explains.  With grad enabled and ``state`` requiring it, what the
+    backward pass needs of every layer is kept (as autograd would keep it); the
+    gradient flows to ``state`` alone.
 
     Parameters
     ----------
@@ -306,6 +380,7 @@ def tanh_residual_head(
         State-dependent part of the first pre-activation.
     prepared : Tensor, shape (..., P, W)
         Point part of the first pre-activation; leading dims broadcast with ``state``'s.
+    activation : {"tanh", "silu", "gelu"}
 
     Returns
     -------
@@ -315,7 +390,7 @@ def tanh_residual_head(
     ------
     ValueError
         If grad is enabled and a weight or ``prepared`` requires grad (that gradient
-        would be missing), or if dtypes or devices differ.
+        would be missing), if dtypes or devices differ, or for another activation.
 
     Examples
     --------
@@ -326,17 +401,17 @@ def tanh_residual_head(
     >>> s, pts = torch.randn(4, 8, generator=g), torch.randn(5, 8, generator=g)
     >>> h = torch.tanh(pts + s.unsqueeze(-2))
     >>> ref = (h + torch.tanh(h @ w.T + b)) @ wo.T + bo
-    >>> torch.allclose(tanh_residual_head([(w, b)], wo, bo, s, pts), ref, atol=1e-5)
+    >>> torch.allclose(residual_head([(w, b)], wo, bo, s, pts), ref, atol=1e-5)
     True
     """
-    w, x, lead, grad = _inputs(hidden, out_weight, out_bias, state, prepared, [])
+    net, x, lead, grad = _inputs(hidden, out_weight, out_bias, state, prepared, [], activation)
     with torch.no_grad():
-        prep, index = _rows(2 * prepared, 2, lead)
-    out = _Head.apply(x, prep, index, w, grad)
+        prep, index = _rows(net.input_scale * prepared, 2, lead)
+    out = _Head.apply(x, prep, index, net, grad)
     return out.view(*lead, prepared.shape[-2], out_weight.shape[0])
 
 
-def tanh_residual_misfit(
+def residual_misfit(
     hidden: Sequence[tuple[Tensor, Tensor]],
     out_weight: Tensor,
     out_bias: Tensor,
@@ -344,16 +419,17 @@ def tanh_residual_misfit(
     prepared: Tensor,
     data: Tensor,
     sqrt_weight: Tensor,
+    activation: str = "tanh",
 ) -> Tensor:
-    """:func:`weighted_misfit` of :func:`tanh_residual_head` to ``data``, in one pass.
+    """:func:`weighted_misfit` of :func:`residual_head` to ``data``, in one pass.
 
     With grad enabled and ``state`` requiring it, the gradient is computed in the
     same pass, tile by tile, and no layer is stored whole.
 
     Parameters
     ----------
-    hidden, out_weight, out_bias, state, prepared
-        As for :func:`tanh_residual_head`.
+    hidden, out_weight, out_bias, state, prepared, activation
+        As for :func:`residual_head`.
     data, sqrt_weight : Tensor, shape (..., P, C)
         Data and square-root weights; leading dims broadcast with the others.
 
@@ -364,7 +440,7 @@ def tanh_residual_misfit(
     Raises
     ------
     ValueError
-        As :func:`tanh_residual_head`, also for data or weights requiring grad.
+        As :func:`residual_head`, also for data or weights requiring grad.
 
     Examples
     --------
@@ -372,14 +448,18 @@ def tanh_residual_misfit(
     >>> out_w, out_b = torch.ones(1, 2), torch.zeros(1)  # no hidden layer: sum of tanh
     >>> state, points = torch.zeros(1, 2), torch.zeros(3, 2)
     >>> data, sqrt_weight = torch.ones(3, 1), torch.full((3, 1), 2.0)
-    >>> tanh_residual_misfit([], out_w, out_b, state, points, data, sqrt_weight)
+    >>> residual_misfit([], out_w, out_b, state, points, data, sqrt_weight)
     tensor([12.])
     """
-    w, x, lead, grad = _inputs(hidden, out_weight, out_bias, state, prepared, [data, sqrt_weight])
+    per_point = [data, sqrt_weight]
+    net, x, lead, grad = _inputs(
+        hidden, out_weight, out_bias, state, prepared, per_point, activation
+    )
     n_pts = torch.broadcast_shapes(prepared.shape[-2:-1], data.shape[-2:-1])[0]
     with torch.no_grad():
-        prep, index = _rows(2 * prepared.expand(*prepared.shape[:-2], n_pts, -1), 2, lead)
+        scaled = net.input_scale * prepared
+        prep, index = _rows(scaled.expand(*prepared.shape[:-2], n_pts, -1), 2, lead)
         dat, data_index = _rows(data.expand(*data.shape[:-2], n_pts, -1), 2, lead)
         sw, w_index = _rows(sqrt_weight.expand(*sqrt_weight.shape[:-2], n_pts, -1), 2, lead)
-    cost = _Misfit.apply(x, prep, index, dat, data_index, sw, w_index, w, grad)
+    cost = _Misfit.apply(x, prep, index, dat, data_index, sw, w_index, net, grad)
     return cost.view(lead)

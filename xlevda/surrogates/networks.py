@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from xlevda.errors import ConfigError, ShapeError
-from xlevda.surrogates.fused import tanh_residual_head, tanh_residual_misfit, weighted_misfit
+from xlevda.surrogates.fused import ACTIVATIONS, residual_head, residual_misfit, weighted_misfit
 
 __all__ = [
     "CosineDecoder",
@@ -262,9 +262,9 @@ class MLPDecoder(nn.Module):
     the concatenated network exactly, without materializing the concatenation,
     and the point part is computed once per point set instead of once per state.
 
-    With tanh, frozen weights and a CPU (assimilation), :meth:`decode_prepared`
-    runs :func:`~xlevda.surrogates.fused.tanh_residual_head`: the same function and
-    matrix products in about half the time.  Setting the attribute ``fused = False``
+    With frozen weights on a CPU (assimilation), :meth:`decode_prepared` and
+    :meth:`misfit_prepared` run :mod:`~xlevda.surrogates.fused`: the same function
+    and matrix products in less than half the time.  Setting the attribute ``fused = False``
     keeps autograd through the layers (a reference for tests and benchmarks).
 
     Parameters
@@ -330,7 +330,7 @@ class MLPDecoder(nn.Module):
         _check_last_dim("prepared points", prepared, self.width)
         state = self.net.project(1, s)
         if self._fusable(state, prepared):
-            return tanh_residual_head(*self._layers(), state, prepared)
+            return residual_head(*self._layers(), state, prepared, self.net.activation)
         return self.net.head(prepared + state.unsqueeze(-2))
 
     def misfit_prepared(
@@ -342,7 +342,9 @@ class MLPDecoder(nn.Module):
         _check_last_dim("prepared points", prepared, self.width)
         state = self.net.project(1, s)
         if self._fusable(state, prepared, data, sqrt_weight):
-            return tanh_residual_misfit(*self._layers(), state, prepared, data, sqrt_weight)
+            return residual_misfit(
+                *self._layers(), state, prepared, data, sqrt_weight, self.net.activation
+            )
         return weighted_misfit(self.net.head(prepared + state.unsqueeze(-2)), data, sqrt_weight)
 
     def _layers(self) -> tuple[list[tuple[Tensor, Tensor]], Tensor, Tensor]:
@@ -350,11 +352,11 @@ class MLPDecoder(nn.Module):
         return hidden, self.net.output.weight, self.net.output.bias
 
     def _fusable(self, state: Tensor, *inputs: Tensor) -> bool:
-        """Whether :mod:`~xlevda.surrogates.fused` computes this: ``fused`` set, tanh,
-        on a CPU, with the weights and the other ``inputs`` constant and of ``state``'s
+        """Whether :mod:`~xlevda.surrogates.fused` computes this: ``fused`` set, on a
+        CPU, with the weights and the other ``inputs`` constant and of ``state``'s
         dtype, and not under a ``torch.func`` transform (which the written-out
         backward does not support)."""
-        if not (self.fused and self.net.activation == "tanh" and state.device.type == "cpu"):
+        if not (self.fused and self.net.activation in ACTIVATIONS and state.device.type == "cpu"):
             return False
         if any(t.dtype != state.dtype or t.device != state.device for t in inputs):
             return False
