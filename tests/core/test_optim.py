@@ -193,3 +193,37 @@ def test_bad_start_shape():
         lbfgs(rosenbrock, torch.zeros(3, dtype=F64))
     with pytest.raises(ShapeError, match=r"torch.int64"):
         gauss_newton(linearization(rosenbrock_residual), torch.zeros(3, 2, dtype=torch.int64))
+
+
+def _two_loop_all_slots(g, s, y, rho):
+    """The two-loop recursion over every slot (empty ones have rho = 0)."""
+    q, alphas = g.clone(), []
+    for i in reversed(range(s.shape[1])):
+        a = rho[:, i] * (s[:, i] * q).sum(-1)
+        q = q - a.unsqueeze(-1) * y[:, i]
+        alphas.append(a)
+    gamma = torch.where(
+        rho[:, -1] > 0, (s[:, -1] * y[:, -1]).sum(-1) / (y[:, -1] * y[:, -1]).sum(-1), 1.0
+    )
+    r = gamma.unsqueeze(-1) * q
+    for i in range(s.shape[1]):
+        b = rho[:, i] * (y[:, i] * r).sum(-1)
+        r = r + (alphas[-1 - i] - b).unsqueeze(-1) * s[:, i]
+    return -r
+
+
+@pytest.mark.parametrize(
+    "filled",
+    [[0, 0, 0, 0], [0, 0, 1, 1], [1, 1, 1, 1], [0, 1, 0, 1]],
+    ids=["empty", "last-two", "full", "interior-gap"],
+)
+def test_two_loop_skips_empty_slots_exactly(filled):
+    from xlevda.core.optim import _two_loop
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(3, 4, 5, generator=g, dtype=torch.float64)
+    y = s + 0.1 * torch.randn(3, 4, 5, generator=g, dtype=torch.float64)
+    rho = 1.0 / (s * y).sum(-1) * torch.tensor(filled, dtype=torch.float64)
+    rho[1] = 0.0  # a member without history: steepest descent
+    grad = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(_two_loop(grad, s, y, rho), _two_loop_all_slots(grad, s, y, rho))

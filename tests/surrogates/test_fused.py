@@ -41,6 +41,21 @@ def _reference(hidden, out_w, out_b, state, prepared, activation="tanh"):
     return h @ out_w.T + out_b
 
 
+def _decoder(activation="tanh", width=8, depth=3, dtype=F64) -> MLPDecoder:
+    dec = MLPDecoder(
+        4,
+        2,
+        3,
+        width=width,
+        depth=depth,
+        n_fourier=3,
+        fourier_scale=1.0,
+        activation=activation,
+        seed=0,
+    ).to(dtype)
+    return dec.requires_grad_(False)
+
+
 @pytest.fixture
 def small_tiles(monkeypatch):
     """Tiles of 3 rows at width 8: every path through the tiling runs."""
@@ -168,19 +183,15 @@ def test_refuses_weights_that_require_grad_and_mixed_dtypes():
     data = torch.zeros(3, 3, dtype=F64, requires_grad=True)
     with pytest.raises(ValueError, match="data require grad"):
         residual_misfit(hidden, out_w, out_b, state, prepared, data, torch.ones(3, 3))
+    with pytest.raises(ValueError, match=r"must have 1 or 3 channels"):
+        wide = torch.zeros(3, 4, dtype=F64)
+        residual_misfit(hidden, out_w, out_b, state, prepared, wide, torch.ones_like(wide))
     with pytest.raises(ValueError, match=r"activation must be one of .* got 'relu'"):
         residual_head(hidden, out_w, out_b, state, prepared, "relu")
 
 
-def _decoder(dtype=F64) -> MLPDecoder:
-    dec = MLPDecoder(
-        4, 2, 3, width=8, depth=3, n_fourier=3, fourier_scale=1.0, activation="tanh", seed=0
-    ).to(dtype)
-    return dec
-
-
 def test_decoder_uses_the_fused_path_only_where_it_is_exact():
-    dec = _decoder()
+    dec = _decoder().requires_grad_(True)
     points = torch.rand(5, 2, dtype=F64)
     s = torch.randn(3, 4, dtype=F64, requires_grad=True)
     # trainable weights: autograd path, and the weights get gradients
@@ -205,7 +216,7 @@ def test_decoder_uses_the_fused_path_only_where_it_is_exact():
 
 
 def test_decoder_under_torch_func_transforms_falls_back():
-    dec = _decoder().requires_grad_(False)
+    dec = _decoder()
     prepared = dec.prepare_points(torch.rand(5, 2, dtype=F64))
     s = torch.randn(3, 4, dtype=F64)
     tangent = torch.randn(3, 4, dtype=F64)
@@ -240,7 +251,7 @@ def test_decoder_misfit_and_decode_match_the_autograd_path(activation):
         torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-12)
 
 
-def test_window_cost_is_the_same_through_the_fused_misfit():
+def _window_objective():
     model = make_model(MLPDecoderConfig(width=8, depth=2, n_fourier=4)).eval()
     model.requires_grad_(False)
     g = torch.Generator().manual_seed(4)
@@ -250,7 +261,11 @@ def test_window_cost_is_the_same_through_the_fused_misfit():
     window = ObsWindow(step, frac, points, values, torch.ones_like(values))
     z_b = 0.3 * torch.randn(6, 5, generator=g, dtype=F64)
     objective = WindowObjective.build(model, z_b, window, mode=Randomized(seed=1))
-    members = torch.arange(6)
+    return model, objective, torch.arange(6)
+
+
+def test_window_cost_is_the_same_through_the_fused_misfit():
+    model, objective, members = _window_objective()
 
     def cost_and_grad():
         beta = objective.start.clone().requires_grad_(True)
@@ -262,3 +277,152 @@ def test_window_cost_is_the_same_through_the_fused_misfit():
     cost_ref, grad_ref = cost_and_grad()
     torch.testing.assert_close(cost, cost_ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(grad, grad_ref, rtol=1e-10, atol=1e-12)
+
+
+# --- broadcasting over channels and points -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data_shape", "weight_shape"),
+    [((5, 1), (5, 3)), ((5, 3), (5, 1))],
+    ids=["data_C1", "sqrt_weight_C1"],
+)
+def test_misfit_broadcasts_channels_like_weighted_misfit(data_shape, weight_shape):
+    """data or sqrt_weight with one channel broadcast over the outputs' channels."""
+    hidden, out_w, out_b = _layers(8, 2, 3)
+    g = torch.Generator().manual_seed(1)
+    state = torch.randn(4, 8, generator=g, dtype=F64, requires_grad=True)
+    prepared = torch.randn(5, 8, generator=g, dtype=F64)
+    data = torch.randn(data_shape, generator=g, dtype=F64)
+    sqrt_w = torch.rand(weight_shape, generator=g, dtype=F64)
+    ref = weighted_misfit(_reference(hidden, out_w, out_b, state, prepared), data, sqrt_w)
+    out = residual_misfit(hidden, out_w, out_b, state, prepared, data, sqrt_w)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    (g_ref,) = torch.autograd.grad(ref.sum(), state)
+    (g_out,) = torch.autograd.grad(out.sum(), state)
+    torch.testing.assert_close(g_out, g_ref, rtol=1e-11, atol=1e-12)
+
+
+def test_decoder_misfit_broadcasts_a_per_point_weight():
+    """Same through ``MLPDecoder.misfit_prepared`` (fused by default when frozen)."""
+    dec = _decoder()
+    prepared = dec.prepare_points(torch.rand(6, 2, dtype=F64))
+    s = torch.randn(5, 4, dtype=F64)
+    data = torch.randn(6, 3, dtype=F64)
+    sqrt_w = torch.rand(6, 1, dtype=F64)  # one weight per point, all channels
+    got = dec.misfit_prepared(s, prepared, data, sqrt_w)
+    dec.fused = False
+    want = dec.misfit_prepared(s, prepared, data, sqrt_w)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_misfit_broadcasts_points_of_sqrt_weight():
+    """The number of points broadcasts from the weights too (prepared and data at P=1)."""
+    hidden, out_w, out_b = _layers(8, 1, 3)
+    g = torch.Generator().manual_seed(2)
+    state = torch.randn(4, 8, generator=g, dtype=F64)
+    prepared = torch.randn(1, 8, generator=g, dtype=F64)
+    data = torch.randn(1, 3, generator=g, dtype=F64)
+    sqrt_w = torch.rand(5, 3, generator=g, dtype=F64)
+    ref = weighted_misfit(_reference(hidden, out_w, out_b, state, prepared), data, sqrt_w)
+    out = residual_misfit(hidden, out_w, out_b, state, prepared, data, sqrt_w)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+
+
+# --- higher derivatives -----------------------------------------------------------------
+
+SECOND_ORDER = "first derivatives only"
+
+
+def test_misfit_and_head_refuse_second_derivatives():
+    """Their backward passes run on constants: a Hessian would come out as zero, so a
+    graph of the gradient (``create_graph``) raises instead."""
+    hidden, out_w, out_b = _layers(8, 2, 3)
+    g = torch.Generator().manual_seed(3)
+    s0 = torch.randn(3, 8, generator=g, dtype=F64)
+    prepared = torch.randn(5, 8, generator=g, dtype=F64)
+    data, sqrt_w = torch.randn(5, 3, generator=g, dtype=F64), torch.rand(5, 3, dtype=F64)
+    probe = torch.randn(3, 5, 3, generator=g, dtype=F64)
+
+    def misfit(s):
+        return residual_misfit(hidden, out_w, out_b, s, prepared, data, sqrt_w).sum()
+
+    def readout(s):  # linear in the decoded values: the cotangent is a constant
+        return (residual_head(hidden, out_w, out_b, s, prepared) * probe).sum()
+
+    for fn in (misfit, readout):
+        with pytest.raises(RuntimeError, match=SECOND_ORDER):
+            torch.autograd.functional.hessian(fn, s0)
+
+
+def test_window_cost_hessian_vector_product_needs_the_autograd_path():
+    model, objective, members = _window_objective()
+    v = torch.randn(objective.start.shape, generator=torch.Generator().manual_seed(5), dtype=F64)
+
+    def hvp():
+        beta = objective.start.clone().requires_grad_(True)
+        cost = objective.cost(beta, members).sum()
+        (grad,) = torch.autograd.grad(cost, beta, create_graph=True)
+        return torch.autograd.grad((grad * v).sum(), beta)[0]
+
+    with pytest.raises(RuntimeError, match=SECOND_ORDER):
+        hvp()
+    model.decoder.fused = False
+    curvature = hvp() - v  # the prior term's share is v itself
+    assert curvature.abs().max() > 1e-3  # the observations' curvature is there
+
+
+# --- forward-mode AD and torch.func over the weights -----------------------------------
+
+
+def test_decoder_works_under_forward_ad():
+    """Dual tensors are not functorch-wrapped: forward-mode AD takes the autograd path."""
+    import torch.autograd.forward_ad as fwAD
+
+    dec = _decoder()
+    prepared = dec.prepare_points(torch.rand(5, 2, dtype=F64))
+    s = torch.randn(3, 4, dtype=F64)
+    t = torch.randn(3, 4, dtype=F64)
+
+    def tangent():
+        with fwAD.dual_level():
+            return fwAD.unpack_dual(dec.decode_prepared(fwAD.make_dual(s, t), prepared)).tangent
+
+    got = tangent()
+    dec.fused = False
+    want = tangent()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["net.output.weight", "net.hidden.0.weight"])
+def test_decoder_under_vmap_over_its_head_weights(name):
+    """vmap over stacked head weights (a model ensemble via functional_call), with plain
+    state and points: the weights are checked for transforms too."""
+    dec = _decoder()
+    points = torch.rand(5, 2, dtype=F64)
+    s = torch.randn(3, 4, dtype=F64)
+    weight = dict(dec.named_parameters())[name].detach()
+    stacked = torch.stack([weight, 1.1 * weight])
+
+    def decode(w):
+        return torch.func.functional_call(dec, {name: w}, args=(s, points), strict=False)
+
+    got = torch.func.vmap(decode)(stacked)
+    dec.fused = False
+    want = torch.func.vmap(decode)(stacked)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+# --- reduced precision ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_takes_the_autograd_path(dtype):
+    """The folded tanh (``h_l = 2 g_l - (l + 1)``, g a running sum of sigmoids) loses
+    leading bits: about 3.5 times autograd's gradient error in half precision at depth
+    10, so only float32 and float64 are fused."""
+    dec = _decoder(width=16, depth=4).to(dtype)
+    prepared = dec.prepare_points(torch.rand(7, 2, dtype=dtype))
+    s = torch.randn(3, 4, dtype=dtype)
+    assert not dec._fusable(dec.net.project(1, s), prepared)
+    assert dec.to(torch.float32)._fusable(dec.net.project(1, s.float()), prepared.float())

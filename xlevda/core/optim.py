@@ -329,10 +329,11 @@ def _two_loop(g: Tensor, s: Tensor, y: Tensor, rho: Tensor) -> Tensor:
     ``rho`` (M, m) is ``1 / (s . y)`` for stored pairs and 0 for empty slots, which
     then contribute nothing; the newest pair sits in the last slot.
     """
-    # empty slots contribute nothing: loop over the filled ones (always the last)
-    m = int((rho > 0).sum(-1).max()) if rho.numel() else 0
-    if m == 0:
+    # empty slots (rho = 0) contribute nothing: loop from the oldest filled one on
+    filled = rho > 0
+    if not bool(filled.any()):
         return -g
+    m = rho.shape[1] - int(filled.int().argmax(-1)[filled.any(-1)].min())
     s, y, rho = s[:, -m:], y[:, -m:], rho[:, -m:]
     q = g.clone()
     alphas = []

@@ -28,6 +28,10 @@ layers, with the same matrix products, in less than half the time
 The gradient flows to ``state`` only: the weights, the prepared point part, the data
 and the weights of the misfit are constants here, and the functions refuse them if
 they require grad.  Training differentiates the weights and uses the autograd path.
+The backward passes refuse to be differentiated again (``create_graph``).  The folded
+tanh agrees with autograd to round-off that grows with depth, as the running sum
+``g_l`` carries the offset ``(l + 1) / 2``: relative gradient differences of 2e-6 at
+depth 10 in float32, against 2.5e-7 between autograd and float64.
 """
 
 from __future__ import annotations
@@ -251,12 +255,15 @@ class _Head(torch.autograd.Function):
             slot = keep[0] if keep and not net.act.keeps_output else bufs.get("pre", n)
             pre = _first(prep, index, x, tile, slot)
             _forward_tile(net, pre, keep, bufs, out[b0:b1, p0:p1].view(n, -1))
-        ctx.kept, ctx.net, ctx.rows = saved if save else None, net, rows
+        if save:
+            ctx.save_for_backward(*saved)
+        ctx.net, ctx.rows = net, rows
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        saved, net = ctx.kept, ctx.net
+        _first_order_only()
+        saved, net = ctx.saved_tensors, ctx.net
         n_lead, n_pts, width = saved[0].shape
         grad_out = grad_out.contiguous()
         grad_x = grad_out.new_zeros(n_lead, width)
@@ -305,7 +312,17 @@ class _Misfit(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_cost):  # type: ignore[override]
+        _first_order_only()
         return (ctx.grad_x * grad_cost.unsqueeze(-1),) + (None,) * 8
+
+
+def _first_order_only() -> None:
+    """The backward passes run on constants: refuse to be differentiated again."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "the fused MLP path has first derivatives only (it was asked for a graph of its "
+            "gradient, create_graph=True); set MLPDecoder.fused = False for higher derivatives"
+        )
 
 
 def _check(state: Tensor, constants: list[Tensor], activation: str) -> None:
@@ -391,6 +408,8 @@ def residual_head(
     ValueError
         If grad is enabled and a weight or ``prepared`` requires grad (that gradient
         would be missing), if dtypes or devices differ, or for another activation.
+    RuntimeError
+        From the backward pass, if asked for second derivatives (``create_graph``).
 
     Examples
     --------
@@ -431,7 +450,8 @@ def residual_misfit(
     hidden, out_weight, out_bias, state, prepared, activation
         As for :func:`residual_head`.
     data, sqrt_weight : Tensor, shape (..., P, C)
-        Data and square-root weights; leading dims broadcast with the others.
+        Data and square-root weights; their dims broadcast with the others' (P and
+        C too).
 
     Returns
     -------
@@ -440,7 +460,8 @@ def residual_misfit(
     Raises
     ------
     ValueError
-        As :func:`residual_head`, also for data or weights requiring grad.
+        As :func:`residual_head`, also for data or weights requiring grad, or more
+        channels than the network's.
 
     Examples
     --------
@@ -455,11 +476,19 @@ def residual_misfit(
     net, x, lead, grad = _inputs(
         hidden, out_weight, out_bias, state, prepared, per_point, activation
     )
-    n_pts = torch.broadcast_shapes(prepared.shape[-2:-1], data.shape[-2:-1])[0]
+    n_ch = out_weight.shape[0]
+    n_pts, n_ch_data = torch.broadcast_shapes(
+        (prepared.shape[-2], n_ch), data.shape[-2:], sqrt_weight.shape[-2:]
+    )
+    if n_ch_data != n_ch:
+        raise ValueError(
+            f"data {tuple(data.shape)} and sqrt_weight {tuple(sqrt_weight.shape)} must have "
+            f"1 or {n_ch} channels (the network's outputs)"
+        )
     with torch.no_grad():
         scaled = net.input_scale * prepared
         prep, index = _rows(scaled.expand(*prepared.shape[:-2], n_pts, -1), 2, lead)
-        dat, data_index = _rows(data.expand(*data.shape[:-2], n_pts, -1), 2, lead)
-        sw, w_index = _rows(sqrt_weight.expand(*sqrt_weight.shape[:-2], n_pts, -1), 2, lead)
+        dat, data_index = _rows(data.expand(*data.shape[:-2], n_pts, n_ch), 2, lead)
+        sw, w_index = _rows(sqrt_weight.expand(*sqrt_weight.shape[:-2], n_pts, n_ch), 2, lead)
     cost = _Misfit.apply(x, prep, index, dat, data_index, sw, w_index, net, grad)
     return cost.view(lead)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.autograd import forward_ad
 
 from xlevda.errors import ConfigError, ShapeError
 from xlevda.surrogates.fused import ACTIVATIONS, residual_head, residual_misfit, weighted_misfit
@@ -341,7 +342,10 @@ class MLPDecoder(nn.Module):
         is fused and ``data`` and ``sqrt_weight`` are constants."""
         _check_last_dim("prepared points", prepared, self.width)
         state = self.net.project(1, s)
-        if self._fusable(state, prepared, data, sqrt_weight):
+        channels = torch.broadcast_shapes(data.shape[-1:], sqrt_weight.shape[-1:])
+        if channels[0] in (1, self.net.output.out_features) and self._fusable(
+            state, prepared, data, sqrt_weight
+        ):
             return residual_misfit(
                 *self._layers(), state, prepared, data, sqrt_weight, self.net.activation
             )
@@ -353,17 +357,23 @@ class MLPDecoder(nn.Module):
 
     def _fusable(self, state: Tensor, *inputs: Tensor) -> bool:
         """Whether :mod:`~xlevda.surrogates.fused` computes this: ``fused`` set, on a
-        CPU, with the weights and the other ``inputs`` constant and of ``state``'s
-        dtype, and not under a ``torch.func`` transform (which the written-out
-        backward does not support)."""
+        CPU, in float32 or float64 (the folded tanh loses more bits in half precision),
+        with the weights and the other ``inputs`` constant and of ``state``'s dtype, and
+        outside ``torch.func`` transforms and forward-mode AD, which the written-out
+        backward does not support."""
         if not (self.fused and self.net.activation in ACTIVATIONS and state.device.type == "cpu"):
+            return False
+        if state.dtype not in (torch.float32, torch.float64):
             return False
         if any(t.dtype != state.dtype or t.device != state.device for t in inputs):
             return False
-        wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-        if any(wrapped(t) for t in (state, *inputs)):
+        weights = [*self.net.hidden.parameters(), *self.net.output.parameters()]
+        wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+        if wrapped is None or any(wrapped(t) for t in (state, *inputs, *weights)):
             return False
-        constant = [*inputs, *self.net.hidden.parameters(), *self.net.output.parameters()]
+        if any(forward_ad.unpack_dual(t).tangent is not None for t in (state, *inputs, *weights)):
+            return False
+        constant = [*inputs, *weights]
         return not (torch.is_grad_enabled() and any(t.requires_grad for t in constant))
 
     def decode_channel(self, s: Tensor, prepared: Tensor, channel: int) -> Tensor:
