@@ -477,14 +477,14 @@ def residual_misfit(
         hidden, out_weight, out_bias, state, prepared, per_point, activation
     )
     n_ch = out_weight.shape[0]
-    n_pts, n_ch_data = torch.broadcast_shapes(
-        (prepared.shape[-2], n_ch), data.shape[-2:], sqrt_weight.shape[-2:]
-    )
-    if n_ch_data != n_ch:
+    if data.shape[-1] not in (1, n_ch) or sqrt_weight.shape[-1] not in (1, n_ch):
         raise ValueError(
             f"data {tuple(data.shape)} and sqrt_weight {tuple(sqrt_weight.shape)} must have "
             f"1 or {n_ch} channels (the network's outputs)"
         )
+    n_pts = torch.broadcast_shapes(
+        prepared.shape[-2:-1], data.shape[-2:-1], sqrt_weight.shape[-2:-1]
+    )[0]
     with torch.no_grad():
         scaled = net.input_scale * prepared
         prep, index = _rows(scaled.expand(*prepared.shape[:-2], n_pts, -1), 2, lead)
