@@ -247,7 +247,8 @@ class _Head(torch.autograd.Function):
             x, _tile_rows(n_lead, n_pts, rows), dict.fromkeys(("pre", "q", "total"), width)
         )
         out = x.new_empty(n_lead, n_pts, net.out_w.shape[0])
-        saved = [x.new_empty(n_lead, n_pts, width) for _ in range(len(net.hidden) + 1)]
+        n_saved = len(net.hidden) + 1 if save else 0
+        saved = [x.new_empty(n_lead, n_pts, width) for _ in range(n_saved)]
         for tile in _tiles(n_lead, n_pts, rows):
             b0, b1, p0, p1 = tile
             n = (b1 - b0) * (p1 - p0)
@@ -287,7 +288,8 @@ class _Misfit(torch.autograd.Function):
         n_lead, (_, n_pts, width), n_ch = x.shape[0], prep.shape, data.shape[-1]
         rows = max(1, _TILE_VALUES // width)
         n_keep = len(net.hidden) + 1 if grad else 0
-        cols = dict.fromkeys(("pre", "q", "total", "grad", "step"), width)
+        names = ("pre", "q", "total", "grad", "step") if grad else ("pre", "q", "total")
+        cols = dict.fromkeys(names, width)
         cols.update({f"keep{i}": width for i in range(n_keep)})
         cols.update(dict.fromkeys(("y", "data", "sqrt_w"), n_ch))
         bufs = _Buffers(x, _tile_rows(n_lead, n_pts, rows), cols)
