@@ -14,6 +14,7 @@ import xlevda.surrogates.fused as fused
 from tests.surrogates.test_ldnet_model import make_model
 from xlevda import MLPDecoderConfig
 from xlevda.core.levda import ObsWindow, Randomized, WindowObjective
+from xlevda.errors import ConfigError, ShapeError
 from xlevda.surrogates.fused import residual_head, residual_misfit, weighted_misfit
 from xlevda.surrogates.networks import MLPDecoder, activation_fn
 
@@ -174,19 +175,19 @@ def test_refuses_weights_that_require_grad_and_mixed_dtypes():
     hidden, out_w, out_b = _layers(8, 1, 3)
     state, prepared = torch.randn(2, 8, dtype=F64), torch.randn(3, 8, dtype=F64)
     trainable = out_w.clone().requires_grad_(True)
-    with pytest.raises(ValueError, match="state only; a weight"):
+    with pytest.raises(ConfigError, match="state only; a weight"):
         residual_head(hidden, trainable, out_b, state, prepared)
     with torch.no_grad():  # nothing to differentiate: allowed
         residual_head(hidden, trainable, out_b, state, prepared)
-    with pytest.raises(ValueError, match=r"one dtype and device: state is torch\.float32"):
+    with pytest.raises(ShapeError, match=r"one dtype and device: state is torch\.float32"):
         residual_head(hidden, out_w, out_b, state.float(), prepared)
     data = torch.zeros(3, 3, dtype=F64, requires_grad=True)
-    with pytest.raises(ValueError, match="data require grad"):
+    with pytest.raises(ConfigError, match="data require grad"):
         residual_misfit(hidden, out_w, out_b, state, prepared, data, torch.ones(3, 3))
-    with pytest.raises(ValueError, match=r"must have 1 or 3 channels"):
+    with pytest.raises(ShapeError, match=r"must have 1 or 3 channels"):
         wide = torch.zeros(3, 4, dtype=F64)
         residual_misfit(hidden, out_w, out_b, state, prepared, wide, torch.ones_like(wide))
-    with pytest.raises(ValueError, match=r"activation must be one of .* got 'relu'"):
+    with pytest.raises(ConfigError, match=r"activation must be one of .* got 'relu'"):
         residual_head(hidden, out_w, out_b, state, prepared, "relu")
 
 

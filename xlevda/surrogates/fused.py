@@ -43,6 +43,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from xlevda.errors import ConfigError, ShapeError
+
 __all__ = ["ACTIVATIONS", "residual_head", "residual_misfit", "weighted_misfit"]
 
 _TILE_VALUES = 2**18
@@ -329,15 +331,15 @@ def _first_order_only() -> None:
 
 def _check(state: Tensor, constants: list[Tensor], activation: str) -> None:
     if activation not in _KINDS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     if torch.is_grad_enabled() and any(t.requires_grad for t in constants):
-        raise ValueError(
+        raise ConfigError(
             "the fused MLP differentiates with respect to state only; a weight, the prepared "
             "points or the data require grad (use the autograd path to train)"
         )
     for t in constants:
         if t.dtype != state.dtype or t.device != state.device:
-            raise ValueError(
+            raise ShapeError(
                 f"the fused MLP needs one dtype and device: state is {state.dtype} on "
                 f"{state.device}, another input {t.dtype} on {t.device}"
             )
@@ -407,9 +409,11 @@ def residual_head(
 
     Raises
     ------
-    ValueError
+    ConfigError
         If grad is enabled and a weight or ``prepared`` requires grad (that gradient
-        would be missing), if dtypes or devices differ, or for another activation.
+        would be missing), or for another activation.
+    ShapeError
+        If dtypes or devices differ.
     RuntimeError
         From the backward pass, if asked for second derivatives (``create_graph``).
 
@@ -461,9 +465,9 @@ def residual_misfit(
 
     Raises
     ------
-    ValueError
-        As :func:`residual_head`, also for data or weights requiring grad, or more
-        channels than the network's.
+    ConfigError, ShapeError
+        As :func:`residual_head`, also for data or weights requiring grad
+        (ConfigError), or a channel count other than 1 or the network's (ShapeError).
 
     Examples
     --------
@@ -480,7 +484,7 @@ def residual_misfit(
     )
     n_ch = out_weight.shape[0]
     if data.shape[-1] not in (1, n_ch) or sqrt_weight.shape[-1] not in (1, n_ch):
-        raise ValueError(
+        raise ShapeError(
             f"data {tuple(data.shape)} and sqrt_weight {tuple(sqrt_weight.shape)} must have "
             f"1 or {n_ch} channels (the network's outputs)"
         )
