@@ -191,7 +191,10 @@ def test_model_error_pooled_over_windows(model, truth):
     b = tgt.levda.assimilate(
         obs, model, dataclasses.replace(CFG, model_error=xlevda.ModelError(pooled=False))
     ).eta_model_error_std
-    assert float(a.std()) == 0 and float(b.std()) > 0
+    # pooled: one value broadcast to every time (bit-identical); per window: values differ
+    # by far more than round-off
+    assert (a.values == a.values[0]).all()
+    assert float(b.std()) > 1e-6 * float(b.mean())
     assert (
         "pooled over the windows" in a.attrs["long_name"] and "the window's" in b.attrs["long_name"]
     )

@@ -179,8 +179,9 @@ def test_initial_condition_is_seeded_shared_and_scaled():
     np.testing.assert_allclose(w[1:], w[[0, 0]], rtol=0, atol=1e-13 * scale)
     speed = np.sqrt(ds.u.values**2 + ds.v.values**2)
     assert speed.max() == pytest.approx(cfg.initial_max_velocity, rel=1e-12)
+    # the same seed alone as in a batch of three: equal up to the batched FFTs' round-off
     again = simulate(700.0, cfg).vorticity.values[0, 0]
-    np.testing.assert_array_equal(again, w[0])
+    np.testing.assert_allclose(again, w[0], rtol=0, atol=1e-13 * scale)
     other = simulate(700.0, replace(cfg, seed=1))
     assert np.abs(other.vorticity.values[0, 0] - w[0]).max() > 0.1 * np.abs(w[0]).max()
 
