@@ -54,7 +54,9 @@ from xlevda.core.ldensf import LDEnSFConfig, ldensf_filter
 from xlevda.core.letkf import LETKFConfig
 from xlevda.core.levda import Inflation, trajectory
 from xlevda.errors import ConfigError, XlevdaError
-from xlevda.surrogates.encoder import EncoderConfig, ObservationNetwork, fit_encoder
+from xlevda.surrogates.encoder import EncoderConfig
+from xlevda.surrogates.encoder_training import fit_encoder
+from xlevda.surrogates.observation_network import ObservationNetwork
 from xlevda.systems import observe, tsunami
 from xlevda.systems.tsunami_model import TsunamiModel
 

@@ -50,7 +50,7 @@ import xarray as xr
 import xlevda
 from xlevda._convert import DatasetFrameSource, build_schema
 from xlevda.surrogates import pod
-from xlevda.surrogates.config import DecoderConfig
+from xlevda.surrogates.decoder_configs import DecoderConfig
 from xlevda.surrogates.training import evaluate
 from xlevda.systems import tsunami
 

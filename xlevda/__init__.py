@@ -26,13 +26,11 @@ from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.errors import XlevdaError
 from xlevda.ldnet import LDNet
 from xlevda.pretrained import load_pretrained
-from xlevda.surrogates.config import (
+from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig, TrainConfig
+from xlevda.surrogates.decoder_configs import (
     CosineDecoderConfig,
-    LDNetConfig,
-    LinearDynamicsConfig,
     MLPDecoderConfig,
     SeparableDecoderConfig,
-    TrainConfig,
 )
 from xlevda.surrogates.encoder import EncoderConfig, ObservationEncoder
 

@@ -67,13 +67,11 @@ def _open(path: str):
 
 def _train(args: argparse.Namespace) -> int:
     from xlevda.ldnet import LDNet
-    from xlevda.surrogates.config import (
+    from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig, TrainConfig
+    from xlevda.surrogates.decoder_configs import (
         CosineDecoderConfig,
-        LDNetConfig,
-        LinearDynamicsConfig,
         MLPDecoderConfig,
         SeparableDecoderConfig,
-        TrainConfig,
     )
 
     ds = _open(args.data)

@@ -20,13 +20,9 @@ import xarray as xr
 from xlevda._convert import find_time, spatial_layout, times_to_steps, to_points
 from xlevda._obs import ObsTable, obs_table
 from xlevda.errors import CoordinateError, ObservationError, VariableError
-from xlevda.surrogates.encoder import (
-    EncoderConfig,
-    ObservationEncoder,
-    ObservationNetwork,
-    fit_encoder,
-    surrogate_histories,
-)
+from xlevda.surrogates.encoder import EncoderConfig, ObservationEncoder
+from xlevda.surrogates.encoder_training import fit_encoder, surrogate_histories
+from xlevda.surrogates.observation_network import ObservationNetwork
 from xlevda.surrogates.protocol import Surrogate
 
 __all__ = ["observation_matrix", "observation_network", "train_encoder"]

@@ -12,8 +12,8 @@ from tests.surrogates.test_encoder import NETWORK, SMALL, linear_surrogate
 from xlevda.core.ensf import EnSFConfig, TweedieLikelihood
 from xlevda.core.ldensf import LDEnSFConfig, ldensf_filter
 from xlevda.errors import ConfigError, ObservationError, ShapeError, SurrogateFileError
-from xlevda.surrogates.encoder import (
-    EncoderConfig,
+from xlevda.surrogates.encoder import EncoderConfig
+from xlevda.surrogates.encoder_training import (
     fit_encoder,
     latent_targets,
     prior_params,

@@ -15,16 +15,15 @@ from xlevda.errors import (
     ShapeError,
     SurrogateFileError,
 )
-from xlevda.surrogates.encoder import (
-    EncoderConfig,
-    ObservationEncoder,
-    ObservationNetwork,
-    SurrogateFingerprint,
+from xlevda.surrogates.encoder import EncoderConfig, ObservationEncoder
+from xlevda.surrogates.encoder_training import (
     fit_encoder,
     latent_targets,
     prior_params,
     surrogate_histories,
 )
+from xlevda.surrogates.fingerprint import SurrogateFingerprint
+from xlevda.surrogates.observation_network import ObservationNetwork
 from xlevda.surrogates.schema import Affine, SurrogateSchema
 
 F64 = torch.float64
@@ -357,7 +356,9 @@ def test_load_rejects_files_that_are_not_encoders(tmp_path):
         ObservationEncoder.load(other)
     newer = tmp_path / "newer.pt"
     torch.save({"format": "xlevda-encoder", "format_version": 99}, newer)
-    with pytest.raises(SurrogateFileError, match=r"encoder format version 99"):
+    with pytest.raises(
+        SurrogateFileError, match=r"has format version 99, .*reads versions <= 1; upgrade"
+    ):
         ObservationEncoder.load(newer)
     broken = tmp_path / "broken.pt"
     torch.save({"format": "xlevda-encoder", "format_version": 1, "config": {}}, broken)

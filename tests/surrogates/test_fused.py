@@ -15,8 +15,9 @@ from tests.surrogates.test_ldnet_model import make_model
 from xlevda import MLPDecoderConfig
 from xlevda.core.levda import ObsWindow, Randomized, WindowObjective
 from xlevda.errors import ConfigError, ShapeError
+from xlevda.surrogates.decoders import MLPDecoder
 from xlevda.surrogates.fused import residual_head, residual_misfit, weighted_misfit
-from xlevda.surrogates.networks import MLPDecoder, activation_fn
+from xlevda.surrogates.layers import activation_fn
 
 F64 = torch.float64
 

@@ -13,18 +13,13 @@ from hypothesis import strategies as st
 
 from xlevda.core.dynamics import interpolate_latent
 from xlevda.errors import ConfigError, ShapeError, SurrogateFileError
-from xlevda.surrogates.config import (
-    LDNetConfig,
-    MLPDecoderConfig,
-    SeparableDecoderConfig,
-    TrainConfig,
-    config_from_dict,
-    config_to_dict,
-)
-from xlevda.surrogates.ldnet import FILE_FORMAT_VERSION, LDNetModel
+from xlevda.surrogates.config import LDNetConfig, TrainConfig, config_from_dict, config_to_dict
+from xlevda.surrogates.decoder_configs import MLPDecoderConfig, SeparableDecoderConfig
+from xlevda.surrogates.fileformat import SURROGATE_FORMAT
+from xlevda.surrogates.history import TrainingHistory
+from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.protocol import Surrogate
 from xlevda.surrogates.schema import Affine, SurrogateSchema
-from xlevda.surrogates.training import TrainingHistory
 
 F64 = torch.float64
 
@@ -306,7 +301,7 @@ def _payload(tmp_path) -> dict:
     ("edit", "match"),
     [
         (
-            lambda p: p | {"format_version": FILE_FORMAT_VERSION + 1},
+            lambda p: p | {"format_version": SURROGATE_FORMAT.version + 1},
             r"has format version 2, .*reads versions <= 1; upgrade xlevda",
         ),
         (lambda p: p | {"kind": "fno"}, r"holds a surrogate of kind 'fno', expected 'ldnet'"),
@@ -345,7 +340,7 @@ def test_load_rejects_unreadable_files(tmp_path):
 def test_file_holds_documented_keys(tmp_path):
     payload = _payload(tmp_path)
     assert payload["format"] == "xlevda-surrogate" and payload["kind"] == "ldnet"
-    assert payload["format_version"] == FILE_FORMAT_VERSION
+    assert payload["format_version"] == SURROGATE_FORMAT.version
     assert isinstance(payload["xlevda_version"], str) and payload["dtype"] == "float64"
     assert SurrogateSchema.from_dict(payload["schema"]) == make_schema()
     assert config_from_dict(payload["config"]) == small_config()

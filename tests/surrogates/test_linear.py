@@ -19,17 +19,17 @@ from tests.surrogates.test_ldnet_model import make_schema
 from xlevda.core.dynamics import euler_rollout
 from xlevda.errors import ConfigError, ShapeError
 from xlevda.surrogates.config import (
-    CosineDecoderConfig,
     LDNetConfig,
     LinearDynamicsConfig,
-    MLPDecoderConfig,
     config_from_dict,
     config_to_dict,
 )
+from xlevda.surrogates.decoder_configs import CosineDecoderConfig, MLPDecoderConfig
+from xlevda.surrogates.decoders import CosineDecoder
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.linear import fit_linear, point_box
-from xlevda.surrogates.networks import CosineDecoder, ImpulseLinearField
 from xlevda.surrogates.schema import SurrogateSchema
+from xlevda.surrogates.vector_fields import ImpulseLinearField
 from xlevda.systems import tsunami
 
 F64 = torch.float64

@@ -11,14 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xlevda.errors import ConfigError, ShapeError
-from xlevda.surrogates.networks import (
-    FourierFeatures,
-    MLPDecoder,
-    ResidualMLP,
-    SeparableDecoder,
-    VectorFieldNet,
-    activation_fn,
-)
+from xlevda.surrogates.decoders import MLPDecoder, SeparableDecoder
+from xlevda.surrogates.layers import FourierFeatures, ResidualMLP, activation_fn
+from xlevda.surrogates.vector_fields import VectorFieldNet
 
 D_S, N_C, C = 3, 2, 2
 

@@ -9,12 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xlevda.errors import ConfigError, ShapeError
-from xlevda.surrogates.config import (
-    LDNetConfig,
-    MLPDecoderConfig,
-    SeparableDecoderConfig,
-    TrainConfig,
-)
+from xlevda.surrogates.config import LDNetConfig, TrainConfig
+from xlevda.surrogates.decoder_configs import MLPDecoderConfig, SeparableDecoderConfig
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.pod import (
     BasisFitConfig,

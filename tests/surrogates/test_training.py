@@ -8,19 +8,15 @@ import pytest
 import torch
 
 from xlevda.errors import ShapeError, VariableError
-from xlevda.surrogates.config import (
-    LDNetConfig,
-    MLPDecoderConfig,
-    SeparableDecoderConfig,
-    TrainConfig,
-)
+from xlevda.surrogates.config import LDNetConfig, TrainConfig
+from xlevda.surrogates.decoder_configs import MLPDecoderConfig, SeparableDecoderConfig
+from xlevda.surrogates.history import TrainingHistory
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.schema import Affine, SurrogateSchema
 from xlevda.surrogates.training import (
     FrameBatch,
     FrameSource,
     TensorFrameSource,
-    TrainingHistory,
     evaluate,
     scheduled_lr,
     train,

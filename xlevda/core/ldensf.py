@@ -59,7 +59,9 @@ from torch import Tensor
 from xlevda._validate import is_int, is_positive
 from xlevda.core.ensf import EnSFConfig, ensf_analysis, gaussian_likelihood_score
 from xlevda.errors import ConfigError, ShapeError
-from xlevda.surrogates.encoder import ObservationEncoder, ObservationNetwork, prior_params
+from xlevda.surrogates.encoder import ObservationEncoder
+from xlevda.surrogates.encoder_training import prior_params
+from xlevda.surrogates.observation_network import ObservationNetwork
 from xlevda.surrogates.protocol import Surrogate
 
 __all__ = ["LDEnSFConfig", "LDEnSFResult", "ldensf_filter"]
@@ -238,8 +240,9 @@ def ldensf_filter(
     Examples
     --------
     >>> import torch
-    >>> from xlevda.surrogates.encoder import (EncoderConfig, ObservationNetwork,
-    ...     fit_encoder, surrogate_histories)
+    >>> from xlevda.surrogates.encoder import EncoderConfig
+    >>> from xlevda.surrogates.encoder_training import fit_encoder, surrogate_histories
+    >>> from xlevda.surrogates.observation_network import ObservationNetwork
     >>> from xlevda.surrogates.ldnet import LDNetModel
     >>> from xlevda.surrogates.config import LDNetConfig
     >>> from xlevda.surrogates.schema import SurrogateSchema

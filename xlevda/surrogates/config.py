@@ -9,21 +9,24 @@ inside a saved surrogate).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from xlevda.errors import ConfigError
+from xlevda.surrogates.decoder_configs import (
+    DECODER_CONFIGS,
+    DecoderConfig,
+    MLPDecoderConfig,
+)
+from xlevda.surrogates.decoders import CosineDecoder, MLPDecoder, SeparableDecoder
+from xlevda.surrogates.validators import check_choice, check_float, check_int
+from xlevda.surrogates.vector_fields import ImpulseLinearField, VectorFieldNet
 
 __all__ = [
     "ACTIVATIONS",
     "LR_SCHEDULES",
-    "CosineDecoderConfig",
-    "DecoderConfig",
     "LDNetConfig",
     "LinearDynamicsConfig",
-    "MLPDecoderConfig",
-    "SeparableDecoderConfig",
     "TrainConfig",
     "config_from_dict",
     "config_to_dict",
@@ -37,162 +40,6 @@ LR_SCHEDULES = ("constant", "step", "cosine")
 
 Activation = Literal["tanh", "silu", "gelu"]
 LRSchedule = Literal["constant", "step", "cosine"]
-
-
-def _check_int(name: str, value: object, lo: int, hi: int | None = None) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if ok and value >= lo and (hi is None or value <= hi):
-        return
-    valid = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-    raise ConfigError(f"{name} must be an integer {valid}, got {value!r}")
-
-
-def _check_float(
-    name: str,
-    value: object,
-    lo: float,
-    hi: float = math.inf,
-    *,
-    lo_open: bool = False,
-    hi_open: bool = False,
-) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        above = value > lo if lo_open else value >= lo
-        below = value < hi if hi_open else value <= hi
-        if above and below:
-            return
-    valid = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open or hi == math.inf else ']'}"
-    raise ConfigError(f"{name} must be a finite number in {valid}, got {value!r}")
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class MLPDecoderConfig:
-    """The seeds' neural-field decoder: a residual MLP on ``[Fourier(xi), s]``.
-
-    Attributes
-    ----------
-    width : int
-        Hidden width (>= 1).
-    depth : int
-        Number of hidden layers (>= 1); all but the first are residual.
-    n_fourier : int
-        Number of random frequencies; the features are ``2 * n_fourier`` sin/cos
-        values plus the raw coordinates (>= 1).
-    fourier_scale : float
-        Standard deviation of the random frequencies, in cycles per unit of the
-        normalized coordinates (which span ``[-1, 1]``) (> 0).
-
-    Examples
-    --------
-    >>> MLPDecoderConfig(width=32, depth=2).kind
-    'mlp'
-    """
-
-    width: int = 64
-    depth: int = 3
-    n_fourier: int = 32
-    fourier_scale: float = 1.0
-    kind: Literal["mlp"] = "mlp"
-
-    def __post_init__(self) -> None:
-        _check_int("MLPDecoderConfig.width", self.width, 1)
-        _check_int("MLPDecoderConfig.depth", self.depth, 1)
-        _check_int("MLPDecoderConfig.n_fourier", self.n_fourier, 1)
-        _check_float("MLPDecoderConfig.fourier_scale", self.fourier_scale, 0.0, lo_open=True)
-        _check_choice("MLPDecoderConfig.kind", self.kind, ("mlp",))
-
-
-@dataclass(frozen=True)
-class SeparableDecoderConfig:
-    """Separable neural field ``D(s, xi) = sum_i c_i(s) psi_i(xi) + b(xi)``.
-
-    The spatial basis ``psi`` (shared by all channels) is a residual MLP on
-    Fourier features, evaluated once per point set; the coefficients ``c(s)``
-    come from a small residual MLP on the latent state.  ``b(xi)`` is carried by
-    the coefficient network's output bias (see
-    :class:`~xlevda.surrogates.networks.SeparableDecoder`).
-
-    Attributes
-    ----------
-    n_basis : int
-        Number of spatial basis functions (>= 1).
-    basis_width, basis_depth : int
-        Hidden width and number of hidden layers of ``psi`` (>= 1).
-    coef_width, coef_depth : int
-        Hidden width and number of hidden layers of ``c`` (>= 1).
-    n_fourier : int
-        Number of random frequencies of ``psi``'s input features (>= 1).
-    fourier_scale : float
-        Standard deviation of the random frequencies (> 0).
-
-    Examples
-    --------
-    >>> SeparableDecoderConfig(n_basis=16).kind
-    'separable'
-    """
-
-    n_basis: int = 32
-    basis_width: int = 64
-    basis_depth: int = 3
-    coef_width: int = 64
-    coef_depth: int = 2
-    n_fourier: int = 32
-    fourier_scale: float = 1.0
-    kind: Literal["separable"] = "separable"
-
-    def __post_init__(self) -> None:
-        for name in ("n_basis", "basis_width", "basis_depth", "coef_width", "coef_depth"):
-            _check_int(f"SeparableDecoderConfig.{name}", getattr(self, name), 1)
-        _check_int("SeparableDecoderConfig.n_fourier", self.n_fourier, 1)
-        _check_float("SeparableDecoderConfig.fourier_scale", self.fourier_scale, 0.0, lo_open=True)
-        _check_choice("SeparableDecoderConfig.kind", self.kind, ("separable",))
-
-
-@dataclass(frozen=True)
-class CosineDecoderConfig:
-    """Linear decoder ``D(s, xi) = b(xi) + sum_k s_k psi_k(xi)`` on a cosine series.
-
-    Each channel's mean field ``b`` and modes ``psi_k`` are sums of the products
-    of ``cos(m pi (xi_j - lo_j) / (hi_j - lo_j))``, ``m < n_terms``, over the
-    coordinates ``j``, on the box ``[lo, hi]`` of the training points (a regular
-    axis is widened by half a spacing, so that on a cell-centred grid the series
-    is the discrete cosine transform).  The decoder is linear in ``s``, smooth and
-    defined everywhere, and its size does not grow with the training grid.  It is
-    the decoder of the closed-form linear LDNet (:class:`LinearDynamicsConfig`).
-
-    Attributes
-    ----------
-    n_terms : int
-        Cosine terms per coordinate (>= 1); ``n_terms ** n_coords`` per mode.
-
-    Examples
-    --------
-    >>> CosineDecoderConfig(n_terms=8).kind
-    'cosine'
-    """
-
-    n_terms: int = 32
-    kind: Literal["cosine"] = "cosine"
-
-    def __post_init__(self) -> None:
-        _check_int("CosineDecoderConfig.n_terms", self.n_terms, 1)
-        _check_choice("CosineDecoderConfig.kind", self.kind, ("cosine",))
-
-
-DecoderConfig = MLPDecoderConfig | SeparableDecoderConfig | CosineDecoderConfig
-"""Any decoder family."""
-
-_DECODERS: dict[str, type[DecoderConfig]] = {
-    "mlp": MLPDecoderConfig,
-    "separable": SeparableDecoderConfig,
-    "cosine": CosineDecoderConfig,
-}
 
 
 @dataclass(frozen=True)
@@ -211,9 +58,9 @@ class LinearDynamicsConfig:
     initial state depends nonlinearly on the parameters.  This suits systems that are linear in
     their state for given parameters (the tsunami's shallow water), and is fitted in
     closed form (:func:`xlevda.surrogates.linear.fit_linear`) with the
-    :class:`CosineDecoderConfig` decoder: proper orthogonal decomposition for the
-    decoder, least squares for ``A`` (dynamic mode decomposition), kernel ridge
-    regression for ``g``.  ``dt`` is fixed (``learnable_dt=False``).
+    :class:`~xlevda.surrogates.decoder_configs.CosineDecoderConfig` decoder: proper
+    orthogonal decomposition for the decoder, least squares for ``A`` (dynamic mode
+    decomposition), kernel ridge regression for ``g``.  ``dt`` is fixed (``learnable_dt=False``).
 
     Attributes
     ----------
@@ -243,18 +90,29 @@ class LinearDynamicsConfig:
 
     def __post_init__(self) -> None:
         if self.n_centres is not None:
-            _check_int("LinearDynamicsConfig.n_centres", self.n_centres, 1)
-        _check_float("LinearDynamicsConfig.ridge", self.ridge, 0.0)
+            check_int("LinearDynamicsConfig.n_centres", self.n_centres, 1)
+        check_float("LinearDynamicsConfig.ridge", self.ridge, 0.0)
         widths = tuple(self.widths) if isinstance(self.widths, list | tuple) else None
         if not widths:
             raise ConfigError(
                 f"LinearDynamicsConfig.widths must be a non-empty tuple, got {self.widths!r}"
             )
         for w in widths:
-            _check_float("LinearDynamicsConfig.widths[...]", w, 0.0, lo_open=True)
+            check_float("LinearDynamicsConfig.widths[...]", w, 0.0, lo_open=True)
         object.__setattr__(self, "widths", widths)
         if not isinstance(self.refit, bool):
             raise ConfigError(f"LinearDynamicsConfig.refit must be a bool, got {self.refit!r}")
+
+    def build(self, latent_dim: int, param_dim: int, dt: float) -> ImpulseLinearField:
+        """The vector field (zero weights) of a model with latent size ``latent_dim``,
+        ``param_dim`` parameters and Euler step ``dt``; ``n_centres`` must be set."""
+        if self.n_centres is None:
+            raise ConfigError(
+                "LinearDynamicsConfig.n_centres is None: give the number of centres "
+                "(LDNet.fit sets it to the number of fitted runs: training runs, plus "
+                "validation runs with refit=True)"
+            )
+        return ImpulseLinearField(latent_dim, param_dim, self.n_centres, dt)
 
 
 @dataclass(frozen=True)
@@ -320,26 +178,26 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_int("TrainConfig.epochs", self.epochs, 1)
-        _check_int("TrainConfig.batch_size", self.batch_size, 1)
+        check_int("TrainConfig.epochs", self.epochs, 1)
+        check_int("TrainConfig.batch_size", self.batch_size, 1)
         if self.points_per_frame is not None:
-            _check_int("TrainConfig.points_per_frame", self.points_per_frame, 1)
+            check_int("TrainConfig.points_per_frame", self.points_per_frame, 1)
         if self.val_points_per_frame is not None:
-            _check_int("TrainConfig.val_points_per_frame", self.val_points_per_frame, 1)
-        _check_float("TrainConfig.lr", self.lr, 0.0, lo_open=True)
-        _check_choice("TrainConfig.lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _check_int("TrainConfig.lr_decay_every", self.lr_decay_every, 1)
-        _check_float("TrainConfig.lr_decay_factor", self.lr_decay_factor, 0.0, 1.0, lo_open=True)
-        _check_float("TrainConfig.lr_min_factor", self.lr_min_factor, 0.0, 1.0)
-        _check_float("TrainConfig.weight_decay", self.weight_decay, 0.0)
+            check_int("TrainConfig.val_points_per_frame", self.val_points_per_frame, 1)
+        check_float("TrainConfig.lr", self.lr, 0.0, lo_open=True)
+        check_choice("TrainConfig.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_int("TrainConfig.lr_decay_every", self.lr_decay_every, 1)
+        check_float("TrainConfig.lr_decay_factor", self.lr_decay_factor, 0.0, 1.0, lo_open=True)
+        check_float("TrainConfig.lr_min_factor", self.lr_min_factor, 0.0, 1.0)
+        check_float("TrainConfig.weight_decay", self.weight_decay, 0.0)
         if self.grad_clip is not None:
-            _check_float("TrainConfig.grad_clip", self.grad_clip, 0.0, lo_open=True)
+            check_float("TrainConfig.grad_clip", self.grad_clip, 0.0, lo_open=True)
         if self.patience is not None:
-            _check_int("TrainConfig.patience", self.patience, 1)
-        _check_float(
+            check_int("TrainConfig.patience", self.patience, 1)
+        check_float(
             "TrainConfig.validation_fraction", self.validation_fraction, 0.0, 1.0, hi_open=True
         )
-        _check_int("TrainConfig.seed", self.seed, 0)
+        check_int("TrainConfig.seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
@@ -359,7 +217,8 @@ class LDNetConfig:
         Add a linear term ``A s + B u`` (zero at initialization) to ``F``.
     dynamics : LinearDynamicsConfig or None
         Replace the MLP vector field (and the three fields above) by impulse-driven
-        linear dynamics, fitted in closed form with a :class:`CosineDecoderConfig`.
+        linear dynamics, fitted in closed form with a
+        :class:`~xlevda.surrogates.decoder_configs.CosineDecoderConfig`.
     decoder : MLPDecoderConfig, SeparableDecoderConfig or CosineDecoderConfig
         Decoder family and sizes.
     activation : {"tanh", "silu", "gelu"}
@@ -376,6 +235,7 @@ class LDNetConfig:
 
     Examples
     --------
+    >>> from xlevda.surrogates.decoder_configs import SeparableDecoderConfig
     >>> cfg = LDNetConfig(latent_dim=4, decoder=SeparableDecoderConfig(n_basis=8))
     >>> config_from_dict(config_to_dict(cfg)) == cfg
     True
@@ -394,10 +254,10 @@ class LDNetConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        _check_int("LDNetConfig.latent_dim", self.latent_dim, 1)
-        _check_int("LDNetConfig.dynamics_width", self.dynamics_width, 1)
-        _check_int("LDNetConfig.dynamics_depth", self.dynamics_depth, 1)
-        if not isinstance(self.decoder, tuple(_DECODERS.values())):
+        check_int("LDNetConfig.latent_dim", self.latent_dim, 1)
+        check_int("LDNetConfig.dynamics_width", self.dynamics_width, 1)
+        check_int("LDNetConfig.dynamics_depth", self.dynamics_depth, 1)
+        if not isinstance(self.decoder, tuple(DECODER_CONFIGS.values())):
             raise ConfigError(
                 "LDNetConfig.decoder must be an MLPDecoderConfig, a SeparableDecoderConfig or a "
                 f"CosineDecoderConfig, got {self.decoder!r}"
@@ -418,18 +278,43 @@ class LDNetConfig:
                     "LDNetConfig.latent_dim must be >= 2 with LinearDynamicsConfig (the state "
                     f"and its clock), got {self.latent_dim}"
                 )
-        _check_choice("LDNetConfig.activation", self.activation, ACTIVATIONS)
+        check_choice("LDNetConfig.activation", self.activation, ACTIVATIONS)
         if not isinstance(self.dynamics_linear, bool):
             raise ConfigError(
                 f"LDNetConfig.dynamics_linear must be a bool, got {self.dynamics_linear!r}"
             )
         if self.dt0 is not None:
-            _check_float("LDNetConfig.dt0", self.dt0, 0.0, lo_open=True)
+            check_float("LDNetConfig.dt0", self.dt0, 0.0, lo_open=True)
         if not isinstance(self.learnable_dt, bool):
             raise ConfigError(f"LDNetConfig.learnable_dt must be a bool, got {self.learnable_dt!r}")
-        _check_int("LDNetConfig.seed", self.seed, 0)
+        check_int("LDNetConfig.seed", self.seed, 0)
         if not isinstance(self.train, TrainConfig):
             raise ConfigError(f"LDNetConfig.train must be a TrainConfig, got {self.train!r}")
+
+    def build_dynamics(self, param_dim: int, dt: float) -> VectorFieldNet | ImpulseLinearField:
+        """The latent vector field for ``param_dim`` parameters and the Euler step ``dt``:
+        ``dynamics.build(...)``, or the residual-MLP field of ``dynamics_width``,
+        ``dynamics_depth`` and ``dynamics_linear`` when ``dynamics`` is ``None`` (its
+        weights from torch's global generator)."""
+        if self.dynamics is not None:
+            return self.dynamics.build(self.latent_dim, param_dim, dt)
+        return VectorFieldNet(
+            self.latent_dim,
+            param_dim,
+            self.dynamics_width,
+            self.dynamics_depth,
+            self.activation,
+            self.dynamics_linear,
+        )
+
+    def build_decoder(
+        self, n_coords: int, n_channels: int
+    ) -> MLPDecoder | SeparableDecoder | CosineDecoder:
+        """The decoder for ``n_coords`` coordinates per point and ``n_channels`` outputs:
+        ``decoder.build(...)`` with this config's latent size, activation and seed."""
+        return self.decoder.build(
+            self.latent_dim, n_coords, n_channels, activation=self.activation, seed=self.seed
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON containers; see :func:`config_to_dict`."""
@@ -473,11 +358,11 @@ def config_from_dict(data: dict[str, Any]) -> LDNetConfig:
     if "decoder" in d:
         dec = d["decoder"]
         kind = dec.get("kind", "mlp") if isinstance(dec, dict) else None
-        if kind not in _DECODERS:
+        if kind not in DECODER_CONFIGS:
             raise ConfigError(
-                f"LDNetConfig.decoder.kind must be one of {tuple(_DECODERS)}, got {kind!r}"
+                f"LDNetConfig.decoder.kind must be one of {tuple(DECODER_CONFIGS)}, got {kind!r}"
             )
-        d["decoder"] = _build(_DECODERS[kind], dec, "LDNetConfig.decoder")
+        d["decoder"] = _build(DECODER_CONFIGS[kind], dec, "LDNetConfig.decoder")
     if "train" in d:
         d["train"] = _build(TrainConfig, d["train"], "LDNetConfig.train")
     if d.get("dynamics") is not None:

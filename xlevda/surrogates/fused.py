@@ -1,7 +1,7 @@
 """A frozen residual MLP evaluated in cache-sized tiles: decoded values, and the
 observation misfit with its gradient in the same pass.
 
-This is what :class:`~xlevda.surrogates.networks.MLPDecoder` runs during assimilation
+This is what :class:`~xlevda.surrogates.decoders.MLPDecoder` runs during assimilation
 on a CPU, where the weights are fixed and only the gradient with respect to the
 latent state is wanted.  It computes the same function as autograd through the
 layers, with the same matrix products, in less than half the time
@@ -84,7 +84,7 @@ _KINDS = {
 
 ACTIVATIONS = tuple(_KINDS)
 """Activations the fused path computes: all of
-:func:`~xlevda.surrogates.networks.activation_fn`'s."""
+:func:`~xlevda.surrogates.layers.activation_fn`'s."""
 
 
 def weighted_misfit(decoded: Tensor, data: Tensor, sqrt_weight: Tensor) -> Tensor:
@@ -386,7 +386,7 @@ def residual_head(
 
     ``h_0 = act(prepared + state.unsqueeze(-2))``, ``h_{l+1} = h_l + act(W_l h_l +
     b_l)``, output ``W_o h_H + b_o``: the
-    :class:`~xlevda.surrogates.networks.ResidualMLP` head, evaluated as the module
+    :class:`~xlevda.surrogates.layers.ResidualMLP` head, evaluated as the module
     docstring explains.  With grad enabled and ``state`` requiring it, what the
     backward pass needs of every layer is kept (as autograd would keep it); the
     gradient flows to ``state`` alone.

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Sequence
-from importlib import metadata
 from typing import Any, Self
 
 import torch
@@ -19,31 +17,15 @@ from torch import Tensor, nn
 
 from xlevda.core.dynamics import euler_rollout
 from xlevda.errors import ConfigError, ShapeError, SurrogateFileError, XlevdaError
-from xlevda.surrogates.config import (
-    CosineDecoderConfig,
-    LDNetConfig,
-    MLPDecoderConfig,
-    config_from_dict,
-    config_to_dict,
-)
+from xlevda.surrogates.config import LDNetConfig, config_from_dict, config_to_dict
+from xlevda.surrogates.decoders import CosineDecoder, MLPDecoder, SeparableDecoder
+from xlevda.surrogates.fileformat import SURROGATE_FORMAT, half_state, read_file, write_file
 from xlevda.surrogates.fused import weighted_misfit
-from xlevda.surrogates.networks import (
-    CosineDecoder,
-    ImpulseLinearField,
-    MLPDecoder,
-    SeparableDecoder,
-    VectorFieldNet,
-)
+from xlevda.surrogates.history import TrainingHistory
 from xlevda.surrogates.schema import SurrogateSchema
-from xlevda.surrogates.training import TrainingHistory
+from xlevda.surrogates.vector_fields import ImpulseLinearField, VectorFieldNet
 
-__all__ = ["FILE_FORMAT", "FILE_FORMAT_VERSION", "MODEL_KIND", "LDNetModel"]
-
-FILE_FORMAT = "xlevda-surrogate"
-"""Format identifier stored in every saved surrogate."""
-
-FILE_FORMAT_VERSION = 1
-"""Newest file format version this xlevda writes and reads."""
+__all__ = ["MODEL_KIND", "LDNetModel"]
 
 MODEL_KIND = "ldnet"
 """Model kind stored by :meth:`LDNetModel.save`."""
@@ -60,16 +42,6 @@ _REQUIRED_KEYS = (
     "history",
     "metadata",
 )
-
-
-def _xlevda_version() -> str:
-    version = getattr(sys.modules.get("xlevda"), "__version__", None)
-    if version is not None:
-        return str(version)
-    try:
-        return metadata.version("xlevda")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class LDNetModel(nn.Module):
@@ -138,61 +110,15 @@ class LDNetModel(nn.Module):
         self.history: TrainingHistory | None = None
         self.metadata: dict[str, Any] = {}
 
-        dec = config.decoder
         dt0 = config.dt0 if config.dt0 is not None else 1.0 / schema.n_frames
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            if config.dynamics is not None:
-                if config.dynamics.n_centres is None:
-                    raise ConfigError(
-                        "LinearDynamicsConfig.n_centres is None: give the number of centres "
-                        "(LDNet.fit sets it to the number of fitted runs: training runs, plus "
-                        "validation runs with refit=True)"
-                    )
-                self.dynamics: VectorFieldNet | ImpulseLinearField = ImpulseLinearField(
-                    config.latent_dim, self.param_dim, config.dynamics.n_centres, dt0
-                )
-            else:
-                self.dynamics = VectorFieldNet(
-                    config.latent_dim,
-                    self.param_dim,
-                    config.dynamics_width,
-                    config.dynamics_depth,
-                    config.activation,
-                    config.dynamics_linear,
-                )
-            self.decoder: MLPDecoder | SeparableDecoder | CosineDecoder
-            if isinstance(dec, CosineDecoderConfig):
-                self.decoder = CosineDecoder(
-                    config.latent_dim, schema.n_coords, schema.n_channels, dec.n_terms
-                )
-            elif isinstance(dec, MLPDecoderConfig):
-                self.decoder = MLPDecoder(
-                    config.latent_dim,
-                    schema.n_coords,
-                    schema.n_channels,
-                    width=dec.width,
-                    depth=dec.depth,
-                    n_fourier=dec.n_fourier,
-                    fourier_scale=dec.fourier_scale,
-                    activation=config.activation,
-                    seed=config.seed,
-                )
-            else:
-                self.decoder = SeparableDecoder(
-                    config.latent_dim,
-                    schema.n_coords,
-                    schema.n_channels,
-                    n_basis=dec.n_basis,
-                    basis_width=dec.basis_width,
-                    basis_depth=dec.basis_depth,
-                    coef_width=dec.coef_width,
-                    coef_depth=dec.coef_depth,
-                    n_fourier=dec.n_fourier,
-                    fourier_scale=dec.fourier_scale,
-                    activation=config.activation,
-                    seed=config.seed,
-                )
+            self.dynamics: VectorFieldNet | ImpulseLinearField = config.build_dynamics(
+                self.param_dim, dt0
+            )
+            self.decoder: MLPDecoder | SeparableDecoder | CosineDecoder = config.build_decoder(
+                schema.n_coords, schema.n_channels
+            )
         self.register_buffer("dt0", torch.tensor(float(dt0)))
         if config.learnable_dt:
             self.log_dt_scale = nn.Parameter(torch.tensor(0.0))
@@ -329,34 +255,13 @@ class LDNetModel(nn.Module):
         3
         """
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        if isinstance(half, str):
-            raise ConfigError(
-                f"half must be a sequence of state-dict names, got the string {half!r}"
-            )
-        half = list(half)
-        bad = [n for n in half if n not in state or not state[n].is_floating_point()]
-        if bad:
-            floats = sorted(k for k, v in state.items() if v.is_floating_point())
-            raise ConfigError(f"half names {bad}, not floating state-dict entries {floats}")
-        for name in half:
-            if not bool(torch.isfinite(state[name]).all()):
-                raise ConfigError(f"half: {name!r} holds NaN or infinite values")
-            big = float(state[name].abs().max()) if state[name].numel() else 0.0
-            if not big <= torch.finfo(torch.float16).max:
-                raise ConfigError(
-                    f"half: {name!r} holds values up to {big:.6g}, beyond float16's "
-                    f"{torch.finfo(torch.float16).max:.6g}; store it in full precision"
-                )
-            state[name] = state[name].half()
+        half = half_state(state, half)
         meta = {k: v for k, v in self.metadata.items() if k != "half"}
         try:
             meta = json.loads(json.dumps({**meta, **({"half": half} if half else {})}))
         except (TypeError, ValueError) as err:
             raise ConfigError(f"model.metadata must be JSON-serializable: {err}") from None
-        payload = {
-            "format": FILE_FORMAT,
-            "format_version": FILE_FORMAT_VERSION,
-            "xlevda_version": _xlevda_version(),
+        entries = {
             "kind": MODEL_KIND,
             "config": config_to_dict(self.config),
             "schema": self.schema.to_dict(),
@@ -365,7 +270,7 @@ class LDNetModel(nn.Module):
             "history": None if self.history is None else self.history.to_dict(),
             "metadata": meta,
         }
-        torch.save(payload, path)
+        write_file(path, SURROGATE_FORMAT, entries)
 
     @classmethod
     def load(
@@ -392,43 +297,7 @@ class LDNetModel(nn.Module):
             ``path`` does not exist.
         """
         device = torch.device("cpu" if map_location is None else map_location)
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as err:
-            raise SurrogateFileError(
-                f"{os.fspath(path)!r} is not a readable xlevda surrogate file (not a torch "
-                f"file, truncated or corrupt): {type(err).__name__}: {err}"
-            ) from None
-        if not isinstance(payload, dict):
-            raise SurrogateFileError(
-                f"{os.fspath(path)!r} holds a {type(payload).__name__}, not an xlevda surrogate"
-            )
-        if payload.get("format") != FILE_FORMAT:
-            raise SurrogateFileError(
-                f"{os.fspath(path)!r} has format {payload.get('format')!r}, "
-                f"expected {FILE_FORMAT!r}"
-            )
-        version = payload.get("format_version")
-        if not isinstance(version, int) or version < 1:
-            raise SurrogateFileError(
-                f"{os.fspath(path)!r} has an invalid format version {version!r}"
-            )
-        if version > FILE_FORMAT_VERSION:
-            raise SurrogateFileError(
-                f"{os.fspath(path)!r} has format version {version}, this xlevda "
-                f"({_xlevda_version()}) reads versions <= {FILE_FORMAT_VERSION}; "
-                f"upgrade xlevda (file written by xlevda {payload.get('xlevda_version')})"
-            )
-        missing = [k for k in _REQUIRED_KEYS if k not in payload]
-        if missing:
-            raise SurrogateFileError(f"{os.fspath(path)!r} lacks the keys {missing}")
-        if payload["kind"] != MODEL_KIND:
-            raise SurrogateFileError(
-                f"{os.fspath(path)!r} holds a surrogate of kind {payload['kind']!r}, "
-                f"expected {MODEL_KIND!r}"
-            )
+        payload = read_file(path, SURROGATE_FORMAT, required=_REQUIRED_KEYS, kind=MODEL_KIND)
         dtype = getattr(torch, str(payload["dtype"]), None)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise SurrogateFileError(

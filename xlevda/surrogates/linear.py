@@ -2,7 +2,7 @@
 
 Torch only.  For an :class:`~xlevda.surrogates.ldnet.LDNetModel` with
 :class:`~xlevda.surrogates.config.LinearDynamicsConfig` dynamics and a
-:class:`~xlevda.surrogates.config.CosineDecoderConfig` decoder, :func:`fit_linear`
+:class:`~xlevda.surrogates.decoder_configs.CosineDecoderConfig` decoder, :func:`fit_linear`
 sets every weight from the training frames without gradient descent:
 
 1. each frame is projected by least squares onto the cosine series of the decoder
@@ -36,10 +36,12 @@ import torch
 from torch import Tensor
 
 from xlevda.errors import ConfigError, ShapeError
-from xlevda.surrogates.config import CosineDecoderConfig, LinearDynamicsConfig
+from xlevda.surrogates.config import LinearDynamicsConfig
+from xlevda.surrogates.decoder_configs import CosineDecoderConfig
+from xlevda.surrogates.decoders import CosineDecoder
 from xlevda.surrogates.ldnet import LDNetModel
-from xlevda.surrogates.networks import CosineDecoder, ImpulseLinearField
 from xlevda.surrogates.training import FrameBatch, FrameSource, TensorFrameSource
+from xlevda.surrogates.vector_fields import ImpulseLinearField
 
 __all__ = ["fit_linear", "point_box"]
 
@@ -231,8 +233,8 @@ def fit_linear(model: LDNetModel, train: Frames, val: Frames) -> dict[str, Any]:
     Examples
     --------
     >>> import torch
-    >>> from xlevda.surrogates.config import (
-    ...     CosineDecoderConfig, LDNetConfig, LinearDynamicsConfig)
+    >>> from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig
+    >>> from xlevda.surrogates.decoder_configs import CosineDecoderConfig
     >>> from xlevda.surrogates.schema import SurrogateSchema
     >>> x = torch.linspace(-1, 1, 16)[:, None]
     >>> u = torch.linspace(-1, 1, 9)[:, None]
@@ -256,6 +258,56 @@ def fit_linear(model: LDNetModel, train: Frames, val: Frames) -> dict[str, Any]:
     assert isinstance(field, ImpulseLinearField) and isinstance(decoder, CosineDecoder)
     train_src = train if not isinstance(train, tuple) else TensorFrameSource(*train)
     val_src = val if not isinstance(val, tuple) else TensorFrameSource(*val)
+    points, rank = _check_runs(model, dyn, train_src, val_src)
+    n_ch, n_feat = decoder.weight.shape[0], decoder.weight.shape[-1]
+    q, r_factor = _fit_box(decoder, points)
+
+    # the kernel width, from the training runs' modes and first frames
+    m_train = _moments(q, train_src, points)
+    m_val = _moments(q, val_src, points)
+    width, err = _choose_width(m_train, m_val, rank, dyn)
+
+    # the final fit: modes, latent trajectories, linear step, first frames
+    fitted = _combine(m_train, m_val) if dyn.refit else m_train
+    mean, modes = _modes(fitted, rank)
+    sources = (train_src, val_src) if dyn.refit else (train_src,)
+    latent, mode_error = _latent(q, sources, points, mean, modes, fitted.params.shape[0])
+    solution, step_residual = _linear_step(latent)
+    step = solution[:-1].T
+    u = fitted.params
+    kernel = _kernel(u, u, width) + dyn.ridge * torch.eye(u.shape[0], dtype=u.dtype)
+    weights = torch.linalg.solve(kernel, latent[:, 0])
+    report = {
+        "kernel_width": width,
+        "first_frame_validation_error": err,
+        "cosine_projection_error": math.sqrt(fitted.lost / max(fitted.energy, 1e-300)),
+        "mode_projection_error": mode_error,
+        "linear_step_residual": step_residual,
+        "spectral_radius": float(torch.linalg.eigvals(step).abs().max()),
+    }
+
+    dt = float(field.step)
+    with torch.no_grad():
+        field.A.copy_((step - torch.eye(rank, dtype=u.dtype)) / dt)
+        field.a.copy_(solution[-1] / dt)
+        field.weights.copy_(weights / dt)
+        field.centres.copy_(u)
+        field.width.fill_(width)
+        to_cosine = torch.linalg.inv(r_factor)  # w -> cosine coefficients R^{-1} w
+        per_channel = modes.unflatten(0, (n_ch, n_feat))  # (C, F, r)
+        decoder.weight.zero_()
+        decoder.weight[:, :rank].copy_((to_cosine @ per_channel).transpose(1, 2))  # (C, r, F)
+        decoder.weight[:, -1].copy_(mean.unflatten(-1, (n_ch, n_feat)) @ to_cosine.T)
+    return report
+
+
+def _check_runs(
+    model: LDNetModel, dyn: LinearDynamicsConfig, train_src: FrameSource, val_src: FrameSource
+) -> tuple[Tensor, int]:
+    """The runs' shared points (P, n_coords) and the number of modes, ``latent_dim - 1``,
+    after checking the runs against the model."""
+    field, decoder = model.dynamics, model.decoder
+    assert isinstance(field, ImpulseLinearField) and isinstance(decoder, CosineDecoder)
     if val_src.n_frames != train_src.n_frames:
         raise ShapeError(
             "the validation runs must share the training runs' points and frames: got "
@@ -289,25 +341,36 @@ def fit_linear(model: LDNetModel, train: Frames, val: Frames) -> dict[str, Any]:
         )
     if points.dim() != 2:
         raise ShapeError(f"the linear fit needs points (P, n_coords), got {tuple(points.shape)}")
+    return points, rank
+
+
+def _fit_box(decoder: CosineDecoder, points: Tensor) -> tuple[Tensor, Tensor]:
+    """Set the decoder's box to :func:`point_box` of ``points`` and return
+    :func:`_orthonormal_features` there; on an error the box is left as it was."""
     old_box = decoder.lo.clone(), decoder.hi.clone()
     with torch.no_grad():
         lo, hi = point_box(points)
         decoder.lo.copy_(lo)
         decoder.hi.copy_(hi)
     try:
-        q, r_factor = _orthonormal_features(decoder, points)
+        return _orthonormal_features(decoder, points)
     except ConfigError:
         with torch.no_grad():
             decoder.lo.copy_(old_box[0])
             decoder.hi.copy_(old_box[1])
         raise
 
-    # the kernel width, from the training runs' modes and first frames
-    m_train = _moments(q, train_src, points)
-    m_val = _moments(q, val_src, points)
+
+def _choose_width(
+    m_train: _Moments, m_val: _Moments, rank: int, dyn: LinearDynamicsConfig
+) -> tuple[float, float]:
+    """The kernel width (of ``dyn.widths`` times the training parameters' median
+    nearest-neighbour distance) whose regression of the first frames' mode coefficients,
+    fitted on the training runs, has the lowest validation error; that error."""
     mean, modes = _modes(m_train, rank)
     first, first_val = (m_train.first - mean) @ modes, (m_val.first - mean) @ modes
     u, u_val = m_train.params, m_val.params
+    n_runs = u.shape[0]
     gaps = torch.cdist(u, u) + torch.diag(torch.full((n_runs,), math.inf, dtype=u.dtype))
     spacing = float(gaps.min(1).values.quantile(0.5)) if n_runs > 1 else 1.0
     if not spacing > 0:
@@ -324,14 +387,23 @@ def fit_linear(model: LDNetModel, train: Frames, val: Frames) -> dict[str, Any]:
         if best is None or err < best[1]:
             best = (width, err)
     assert best is not None
-    width, err = best
+    return best
 
-    # the final fit: modes, latent trajectories, linear step, first frames
-    fitted = _combine(m_train, m_val) if dyn.refit else m_train
-    mean, modes = _modes(fitted, rank)
-    latent = torch.empty(fitted.params.shape[0], n_frames, rank, dtype=torch.float64)
+
+def _latent(
+    q: Tensor,
+    sources: tuple[FrameSource, ...],
+    points: Tensor,
+    mean: Tensor,
+    modes: Tensor,
+    n_runs: int,
+) -> tuple[Tensor, float]:
+    """Mode coefficients of every frame of the ``n_runs`` runs of ``sources`` (N, T, r),
+    float64, and the relative error of the centred frames' projection onto the modes."""
+    n_frames = sources[0].n_frames
+    latent = torch.empty(n_runs, n_frames, modes.shape[1], dtype=torch.float64)
     filled, centred_sq, lost_sq = 0, 0.0, 0.0
-    for src in (train_src, val_src) if dyn.refit else (train_src,):
+    for src in sources:
         for b in _batches(src, points):
             w = torch.einsum("pf,ntpc->ntcf", q, b.values.double()).flatten(-2) - mean
             block = latent[filled : filled + w.shape[0]]
@@ -339,8 +411,15 @@ def fit_linear(model: LDNetModel, train: Frames, val: Frames) -> dict[str, Any]:
             filled += w.shape[0]
             centred_sq += float(w.square().sum())
             lost_sq += float((w - block @ modes.T).square().sum())
+    return latent, math.sqrt(lost_sq / max(centred_sq, 1e-300))
 
-    # c_{k+1} = M c_k + m by least squares, from normal equations gathered over chunks of runs
+
+def _linear_step(latent: Tensor) -> tuple[Tensor, float]:
+    """``[M^T; m]`` (r + 1, r) of ``c_{k+1} = M c_k + m`` by least squares over the
+    trajectories ``latent`` (N, T, r), from normal equations gathered over chunks of
+    runs, and the step's relative residual."""
+    rank = latent.shape[-1]
+
     def pairs(chunk: Tensor) -> tuple[Tensor, Tensor]:
         before = torch.cat([chunk[:, :-1], torch.ones_like(chunk[:, :-1, :1])], -1)
         return before.flatten(0, 1), chunk[:, 1:].flatten(0, 1)
@@ -357,29 +436,4 @@ def fit_linear(model: LDNetModel, train: Frames, val: Frames) -> dict[str, Any]:
         before, after = pairs(chunk)
         resid_sq += float((before @ solution - after).square().sum())
         target_sq += float(after.square().sum())
-    step = solution[:-1].T
-    u = fitted.params
-    kernel = _kernel(u, u, width) + dyn.ridge * torch.eye(u.shape[0], dtype=u.dtype)
-    weights = torch.linalg.solve(kernel, latent[:, 0])
-    report = {
-        "kernel_width": width,
-        "first_frame_validation_error": err,
-        "cosine_projection_error": math.sqrt(fitted.lost / max(fitted.energy, 1e-300)),
-        "mode_projection_error": math.sqrt(lost_sq / max(centred_sq, 1e-300)),
-        "linear_step_residual": math.sqrt(resid_sq / max(target_sq, 1e-300)),
-        "spectral_radius": float(torch.linalg.eigvals(step).abs().max()),
-    }
-
-    dt = float(field.step)
-    with torch.no_grad():
-        field.A.copy_((step - torch.eye(rank, dtype=u.dtype)) / dt)
-        field.a.copy_(solution[-1] / dt)
-        field.weights.copy_(weights / dt)
-        field.centres.copy_(u)
-        field.width.fill_(width)
-        to_cosine = torch.linalg.inv(r_factor)  # w -> cosine coefficients R^{-1} w
-        per_channel = modes.unflatten(0, (n_ch, n_feat))  # (C, F, r)
-        decoder.weight.zero_()
-        decoder.weight[:, :rank].copy_((to_cosine @ per_channel).transpose(1, 2))  # (C, r, F)
-        decoder.weight[:, -1].copy_(mean.unflatten(-1, (n_ch, n_feat)) @ to_cosine.T)
-    return report
+    return solution, math.sqrt(resid_sq / max(target_sq, 1e-300))

@@ -34,10 +34,11 @@ import torch
 from torch import Tensor
 
 from xlevda.errors import ConfigError, ShapeError
-from xlevda.surrogates.config import TrainConfig, _check_float, _check_int
+from xlevda.surrogates.config import TrainConfig
+from xlevda.surrogates.decoders import SeparableDecoder
 from xlevda.surrogates.ldnet import LDNetModel
-from xlevda.surrogates.networks import SeparableDecoder
 from xlevda.surrogates.training import FrameSource, scheduled_lr
+from xlevda.surrogates.validators import check_float, check_int
 
 __all__ = [
     "BasisFitConfig",
@@ -181,9 +182,9 @@ class BasisFitConfig:
     lr_min_factor: float = 0.01
 
     def __post_init__(self) -> None:
-        _check_int("BasisFitConfig.steps", self.steps, 1)
-        _check_float("BasisFitConfig.lr", self.lr, 0.0, lo_open=True)
-        _check_float("BasisFitConfig.lr_min_factor", self.lr_min_factor, 0.0, 1.0)
+        check_int("BasisFitConfig.steps", self.steps, 1)
+        check_float("BasisFitConfig.lr", self.lr, 0.0, lo_open=True)
+        check_float("BasisFitConfig.lr_min_factor", self.lr_min_factor, 0.0, 1.0)
 
 
 def _separable(model: LDNetModel) -> SeparableDecoder:
@@ -226,7 +227,8 @@ def fit_basis(
     Examples
     --------
     >>> import torch
-    >>> from xlevda.surrogates.config import LDNetConfig, SeparableDecoderConfig
+    >>> from xlevda.surrogates.config import LDNetConfig
+    >>> from xlevda.surrogates.decoder_configs import SeparableDecoderConfig
     >>> from xlevda.surrogates.schema import Affine, SurrogateSchema
     >>> one = Affine((0.0,), (1.0,))
     >>> schema = SurrogateSchema(("h",), ({},), one, ("x",), ({},), one, ("a",), ({},), one,

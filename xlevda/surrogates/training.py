@@ -13,8 +13,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -22,16 +21,14 @@ from tqdm.auto import tqdm
 
 from xlevda.errors import ShapeError, VariableError
 from xlevda.surrogates.config import TrainConfig
-
-if TYPE_CHECKING:
-    from xlevda.surrogates.ldnet import LDNetModel
+from xlevda.surrogates.history import TrainingHistory
+from xlevda.surrogates.ldnet import LDNetModel
 
 __all__ = [
     "Evaluation",
     "FrameBatch",
     "FrameSource",
     "TensorFrameSource",
-    "TrainingHistory",
     "evaluate",
     "scheduled_lr",
     "train",
@@ -176,60 +173,6 @@ class TensorFrameSource:
             frames = torch.arange(self.n_frames, device=device)
             values = self.values[runs[:, None, None], frames[None, :, None], sel[None]]
             yield FrameBatch(self.params[runs], self.points[sel], values)
-
-
-@dataclass
-class TrainingHistory:
-    """Per-epoch record of a training run.
-
-    Attributes
-    ----------
-    epoch : list of int
-        Epoch indices (from 0).
-    train_loss : list of float
-        Mean training MSE over the epoch's batches (normalized units).
-    val_loss : list of float
-        Validation MSE after the epoch (empty without a validation source).
-    val_rel_rmse : list of float
-        Validation ``||pred - true|| / ||true||`` over all frames, points and
-        channels (empty without a validation source).
-    lr : list of float
-        Learning rate of the epoch.
-    wall_time : list of float
-        Seconds since the start of training at the end of the epoch.
-    best_epoch : int or None
-        Epoch of the restored weights (lowest validation loss, or training loss
-        without validation); ``None`` if no epoch finished with a finite loss.
-    best_loss : float or None
-        Loss of the restored weights.
-    stop_reason : str
-        ``"completed"``, ``"early stopping ..."``, ``"callback"`` or ``"diverged ..."``.
-    """
-
-    epoch: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_rel_rmse: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    wall_time: list[float] = field(default_factory=list)
-    best_epoch: int | None = None
-    best_loss: float | None = None
-    stop_reason: str = "completed"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain containers (round-trips through :meth:`from_dict`).
-
-        Examples
-        --------
-        >>> TrainingHistory(epoch=[0], train_loss=[1.0]).to_dict()["train_loss"]
-        [1.0]
-        """
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainingHistory:
-        """Rebuild from :meth:`to_dict` output."""
-        return cls(**data)
 
 
 class Evaluation(NamedTuple):
@@ -414,7 +357,6 @@ def train(
     _check_source(train_source, "training")
     if val_source is not None:
         _check_source(val_source, "validation")
-    like = model.dt0
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -436,29 +378,8 @@ def train(
             lr = scheduled_lr(config, epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            model.train()
-            total = 0.0
-            n_runs = 0
-            diverged = False
-            for batch in train_source.batches(
-                config.batch_size, config.points_per_frame, gen, True
-            ):
-                _check_batch(batch, model, "training")
-                params, points, values = _to_model(batch, like)
-                pred = model(params, points, values.shape[1])
-                loss = (pred - values).square().mean()
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    diverged = True
-                    break
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                total += loss_value * values.shape[0]
-                n_runs += values.shape[0]
-            if diverged:
+            train_loss = _train_epoch(model, train_source, optimizer, config, gen)
+            if train_loss is None:
                 history.stop_reason = f"diverged: non-finite training loss in epoch {epoch}"
                 warnings.warn(
                     f"LDNet training {history.stop_reason}; restoring the best weights "
@@ -467,26 +388,7 @@ def train(
                     stacklevel=2,
                 )
                 break
-            if n_runs == 0:
-                raise ShapeError("the training source yielded no batches")
-            train_loss = total / n_runs
-            history.epoch.append(epoch)
-            history.train_loss.append(train_loss)
-            history.lr.append(lr)
-            monitor = train_loss
-            postfix = {"train": f"{train_loss:.3e}"}
-            if val_source is not None:
-                val = evaluate(
-                    model,
-                    val_source,
-                    batch_size=config.batch_size,
-                    points_per_frame=config.val_points_per_frame,
-                    seed=config.seed + 1,
-                )
-                history.val_loss.append(val.mse)
-                history.val_rel_rmse.append(val.rel_rmse)
-                monitor = val.mse
-                postfix["val_rel"] = f"{val.rel_rmse:.3f}"
+            monitor = _record_epoch(model, val_source, config, history, epoch, train_loss, lr)
             history.wall_time.append(time.perf_counter() - start)
             if monitor < best_loss:
                 best_loss = monitor
@@ -496,8 +398,7 @@ def train(
                 stale = 0
             else:
                 stale += 1
-            postfix["lr"] = f"{lr:.1e}"
-            bar.set_postfix(postfix, refresh=False)
+            bar.set_postfix(_postfix(history, val_source is not None, lr), refresh=False)
             bar.update(1)
             if callback is not None and callback(epoch, history):
                 history.stop_reason = "callback"
@@ -510,3 +411,73 @@ def train(
     model.load_state_dict(best_state)
     model.history = history
     return history
+
+
+def _train_epoch(
+    model: LDNetModel,
+    source: FrameSource,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    generator: torch.Generator,
+) -> float | None:
+    """One pass of optimizer steps over ``source``: the mean loss per run, or ``None``
+    at the first non-finite loss (the step is then not taken)."""
+    like = model.dt0
+    model.train()
+    total = 0.0
+    n_runs = 0
+    for batch in source.batches(config.batch_size, config.points_per_frame, generator, True):
+        _check_batch(batch, model, "training")
+        params, points, values = _to_model(batch, like)
+        pred = model(params, points, values.shape[1])
+        loss = (pred - values).square().mean()
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            return None
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        total += loss_value * values.shape[0]
+        n_runs += values.shape[0]
+    if n_runs == 0:
+        raise ShapeError("the training source yielded no batches")
+    return total / n_runs
+
+
+def _record_epoch(
+    model: LDNetModel,
+    val_source: FrameSource | None,
+    config: TrainConfig,
+    history: TrainingHistory,
+    epoch: int,
+    train_loss: float,
+    lr: float,
+) -> float:
+    """Append the epoch's losses (validating on ``val_source``) to ``history``; the loss
+    that selects the weights (validation, else training)."""
+    history.epoch.append(epoch)
+    history.train_loss.append(train_loss)
+    history.lr.append(lr)
+    if val_source is None:
+        return train_loss
+    val = evaluate(
+        model,
+        val_source,
+        batch_size=config.batch_size,
+        points_per_frame=config.val_points_per_frame,
+        seed=config.seed + 1,
+    )
+    history.val_loss.append(val.mse)
+    history.val_rel_rmse.append(val.rel_rmse)
+    return val.mse
+
+
+def _postfix(history: TrainingHistory, validated: bool, lr: float) -> dict[str, str]:
+    """Progress-bar fields of the last epoch."""
+    postfix = {"train": f"{history.train_loss[-1]:.3e}"}
+    if validated:
+        postfix["val_rel"] = f"{history.val_rel_rmse[-1]:.3f}"
+    postfix["lr"] = f"{lr:.1e}"
+    return postfix

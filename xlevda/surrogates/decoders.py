@@ -1,257 +1,25 @@
-"""Building blocks of LDNet: Fourier features, residual MLPs, vector field, decoders.
+"""Coordinate-based decoders ``D(s, xi)`` of LDNet: neural field, separable field, cosine series.
 
-Torch only.  Every block is smooth (tanh, SiLU or GELU activations) because the
-assimilation runs L-BFGS through it, and every block broadcasts leading
-dimensions so that members, frames and runs are batch dimensions, never loops.
-
-Both decoders split decoding into a state-independent part computed once per
-point set (:meth:`prepare_points`) and a cheap state-dependent part
+Torch only.  Every decoder splits decoding into a state-independent part computed
+once per point set (:meth:`prepare_points`) and a cheap state-dependent part
 (:meth:`decode_prepared`), the split the
-:class:`~xlevda.surrogates.protocol.Surrogate` protocol asks for.
+:class:`~xlevda.surrogates.protocol.Surrogate` protocol asks for; leading
+dimensions broadcast.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.autograd import forward_ad
 
-from xlevda.errors import ConfigError, ShapeError
+from xlevda.errors import ShapeError
 from xlevda.surrogates.fused import ACTIVATIONS, residual_head, residual_misfit, weighted_misfit
+from xlevda.surrogates.layers import FourierFeatures, ResidualMLP, check_last_dim
 
-__all__ = [
-    "CosineDecoder",
-    "FourierFeatures",
-    "ImpulseLinearField",
-    "MLPDecoder",
-    "ResidualMLP",
-    "SeparableDecoder",
-    "VectorFieldNet",
-    "activation_fn",
-]
-
-_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "tanh": torch.tanh,
-    "silu": nn.functional.silu,
-    "gelu": nn.functional.gelu,
-}
-
-
-def activation_fn(name: str) -> Callable[[Tensor], Tensor]:
-    """The smooth activation called ``name`` (``"tanh"``, ``"silu"`` or ``"gelu"``).
-
-    Examples
-    --------
-    >>> import torch
-    >>> activation_fn("tanh")(torch.zeros(1)).item()
-    0.0
-    """
-    try:
-        return _ACTIVATIONS[name]
-    except KeyError:
-        raise ConfigError(
-            f"activation must be one of {tuple(_ACTIVATIONS)}, got {name!r}"
-        ) from None
-
-
-def _check_last_dim(name: str, x: Tensor, expected: int) -> None:
-    if x.dim() == 0 or x.shape[-1] != expected:
-        raise ShapeError(f"{name} must have last dimension {expected}, got shape {tuple(x.shape)}")
-
-
-class FourierFeatures(nn.Module):
-    """Random Fourier features ``[sin(2 pi xi B), cos(2 pi xi B)(, xi)]`` of coordinates.
-
-    ``B`` of shape ``(n_in, n_features)`` is drawn once from ``N(0, scale^2)`` with
-    its own seeded generator and kept as a (saved, untrained) buffer.
-
-    Parameters
-    ----------
-    n_in : int
-        Number of coordinates (normalized to ``[-1, 1]``).
-    n_features : int
-        Number of random frequencies.
-    scale : float
-        Standard deviation of the frequencies (cycles per unit coordinate).
-    seed : int
-        Seed of ``B``.
-    include_input : bool
-        Append the raw coordinates to the features.
-
-    Examples
-    --------
-    >>> import torch
-    >>> ff = FourierFeatures(2, 8, scale=1.0, seed=0)
-    >>> ff(torch.zeros(5, 2)).shape
-    torch.Size([5, 18])
-    """
-
-    B: Tensor
-
-    def __init__(
-        self, n_in: int, n_features: int, scale: float, seed: int, include_input: bool = True
-    ) -> None:
-        super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        self.register_buffer("B", scale * torch.randn(n_in, n_features, generator=gen))
-        self.n_in = n_in
-        self.include_input = include_input
-        self.n_out = 2 * n_features + (n_in if include_input else 0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``x`` (..., n_in) -> features (..., n_out)."""
-        _check_last_dim("points", x, self.n_in)
-        proj = (2 * math.pi) * (x @ self.B)
-        parts = [torch.sin(proj), torch.cos(proj)]
-        if self.include_input:
-            parts.append(x)
-        return torch.cat(parts, dim=-1)
-
-
-class ResidualMLP(nn.Module):
-    """MLP with residual hidden layers, taking one or several broadcast inputs.
-
-    ``h_1 = act(sum_j W_j x_j + b)``, ``h_{l+1} = h_l + act(W_l h_l + b_l)``,
-    output ``W_out h_depth + b_out``.  Several inputs are equivalent to one
-    concatenated input, but their leading dimensions broadcast and each input's
-    projection can be computed separately (:meth:`project`), e.g. once per point
-    set.  Weights are Glorot-normal, biases zero.
-
-    Parameters
-    ----------
-    n_in : int or sequence of int
-        Size of the (each) input.
-    n_out : int
-        Output size.
-    width : int
-        Hidden width.
-    depth : int
-        Number of hidden layers (>= 1).
-    activation : str
-        ``"tanh"``, ``"silu"`` or ``"gelu"``.
-    input_names : sequence of str, optional
-        Names of the inputs in shape errors (default ``"input 0"``, ...).
-
-    Examples
-    --------
-    >>> import torch
-    >>> net = ResidualMLP((3, 2), 4, width=8, depth=2, activation="tanh")
-    >>> net(torch.zeros(5, 3), torch.zeros(2)).shape
-    torch.Size([5, 4])
-    """
-
-    def __init__(
-        self,
-        n_in: int | Sequence[int],
-        n_out: int,
-        width: int,
-        depth: int,
-        activation: str,
-        input_names: Sequence[str] | None = None,
-    ) -> None:
-        super().__init__()
-        sizes = (n_in,) if isinstance(n_in, int) else tuple(n_in)
-        names = tuple(input_names) if input_names is not None else None
-        if names is None or len(names) != len(sizes):
-            names = tuple(f"input {j}" for j in range(len(sizes)))
-        if depth < 1:
-            raise ConfigError(f"ResidualMLP depth must be >= 1, got {depth}")
-        self.act = activation_fn(activation)
-        self.activation = activation
-        self.n_in = sizes
-        self.input_names = names
-        self.inputs = nn.ModuleList(nn.Linear(n, width, bias=(j == 0)) for j, n in enumerate(sizes))
-        self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
-        self.output = nn.Linear(width, n_out)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_normal_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-
-    def project(self, index: int, x: Tensor) -> Tensor:
-        """First-layer contribution of input ``index``: (..., n_in[index]) -> (..., width).
-
-        Input 0 carries the first layer's bias.
-        """
-        _check_last_dim(self.input_names[index], x, self.n_in[index])
-        return self.inputs[index](x)
-
-    def features(self, pre: Tensor) -> Tensor:
-        """Last hidden layer (..., width) from the summed first-layer pre-activation."""
-        h = self.act(pre)
-        for layer in self.hidden:
-            h = h + self.act(layer(h))
-        return h
-
-    def head(self, pre: Tensor) -> Tensor:
-        """Rest of the network from the summed first-layer pre-activation (..., width)."""
-        return self.output(self.features(pre))
-
-    def forward(self, *xs: Tensor) -> Tensor:
-        """Inputs ``x_j`` (..., n_in[j]) with broadcastable leading dims -> (..., n_out)."""
-        if len(xs) != len(self.n_in):
-            raise ShapeError(f"ResidualMLP takes {len(self.n_in)} inputs, got {len(xs)}")
-        pre = self.project(0, xs[0])
-        for j in range(1, len(xs)):
-            pre = pre + self.project(j, xs[j])
-        return self.head(pre)
-
-
-class VectorFieldNet(nn.Module):
-    """Latent vector field ``F(s, u) -> ds/dt``: a residual MLP on ``(s, u)``.
-
-    With ``linear=True`` a linear map ``A s + B u`` is added (the MLP's output bias
-    is the constant), initialized to zero without drawing random numbers, so the
-    initial model is the same as without it: it lets the latent state carry the
-    parameters and a clock exactly (e.g. ``B = 1 / dt``, ``A = -1 / dt`` on a
-    block: ``s_0 = u``, constant afterwards).
-
-    Parameters
-    ----------
-    latent_dim, param_dim : int
-        ``d_s`` and ``d_u``.
-    width, depth : int
-        Hidden width and number of hidden layers.
-    activation : str
-        Activation name.
-    linear : bool
-        Add the linear term.
-
-    Examples
-    --------
-    >>> import torch
-    >>> F = VectorFieldNet(4, 2, width=8, depth=2, activation="tanh")
-    >>> F(torch.zeros(3, 4), torch.zeros(2)).shape
-    torch.Size([3, 4])
-    """
-
-    def __init__(
-        self,
-        latent_dim: int,
-        param_dim: int,
-        width: int,
-        depth: int,
-        activation: str,
-        linear: bool = False,
-    ) -> None:
-        super().__init__()
-        self.net = ResidualMLP(
-            (latent_dim, param_dim), latent_dim, width, depth, activation, input_names=("s", "u")
-        )
-        # zeros, drawn from no generator, so the option leaves every other weight as it was
-        self.linear_s = nn.Parameter(torch.zeros(latent_dim, latent_dim)) if linear else None
-        self.linear_u = nn.Parameter(torch.zeros(latent_dim, param_dim)) if linear else None
-
-    def forward(self, s: Tensor, u: Tensor) -> Tensor:
-        """``s`` (..., d_s), ``u`` (..., d_u), leading dims broadcast -> (..., d_s)."""
-        out = self.net(s, u)
-        if self.linear_s is not None and self.linear_u is not None:
-            out = out + s @ self.linear_s.T + u @ self.linear_u.T
-        return out
+__all__ = ["CosineDecoder", "MLPDecoder", "SeparableDecoder"]
 
 
 class MLPDecoder(nn.Module):
@@ -328,7 +96,7 @@ class MLPDecoder(nn.Module):
 
     def decode_prepared(self, s: Tensor, prepared: Tensor) -> Tensor:
         """``s`` (..., d_s), ``prepared`` (..., P, width), leading dims broadcast -> (..., P, C)."""
-        _check_last_dim("prepared points", prepared, self.width)
+        check_last_dim("prepared points", prepared, self.width)
         state = self.net.project(1, s)
         if self._fusable(state, prepared):
             return residual_head(*self._layers(), state, prepared, self.net.activation)
@@ -340,7 +108,7 @@ class MLPDecoder(nn.Module):
         """:func:`~xlevda.surrogates.fused.weighted_misfit` of :meth:`decode_prepared`
         to ``data`` (..., P, C) -> (...,), in one fused pass where :meth:`decode_prepared`
         is fused and ``data`` and ``sqrt_weight`` are constants."""
-        _check_last_dim("prepared points", prepared, self.width)
+        check_last_dim("prepared points", prepared, self.width)
         state = self.net.project(1, s)
         channels = torch.broadcast_shapes(data.shape[-1:], sqrt_weight.shape[-1:])
         if channels[0] in (1, self.net.output.out_features) and self._fusable(
@@ -490,7 +258,7 @@ class SeparableDecoder(nn.Module):
 
     def decode_basis(self, s: Tensor, basis: Tensor) -> Tensor:
         """``s`` (..., d_s), ``basis`` (..., P, n_basis + 1), dims broadcast -> (..., P, C)."""
-        _check_last_dim("basis", basis, self.n_basis + 1)
+        check_last_dim("basis", basis, self.n_basis + 1)
         coef = self.coef(s).unflatten(-1, (self.n_basis + 1, self.n_channels))
         # einsum folds the dimensions along which the basis is shared (size 1 or
         # absent) into the matmul's columns instead of copying the basis per state.
@@ -557,66 +325,6 @@ class SeparableDecoder(nn.Module):
         return self.decode_basis(s, self.basis_points(points))
 
 
-class ImpulseLinearField(nn.Module):
-    """Linear latent dynamics driven by a parameter-dependent impulse.
-
-    ``s = (c, kappa)``; ``F(s, u) = (A c + kappa a + (1 - kappa) g(u), (1 - kappa) / dt)`` with
-    ``g(u) = sum_i w_i exp(-|u - u_i|^2 / (2 l^2))`` (see
-    :class:`~xlevda.surrogates.config.LinearDynamicsConfig`).  From ``s_-1 = 0`` one
-    Euler step of ``dt`` sets ``kappa = 1`` and ``c_0 = dt g(u)``; afterwards the
-    forcing is off and ``c_{k+1} = (I + dt A) c_k + dt a``.  ``A``, ``a`` and the
-    weights ``w`` start at zero; :func:`xlevda.surrogates.linear.fit_linear` sets
-    them, the centres ``u_i`` and the width ``l``.
-
-    Parameters
-    ----------
-    latent_dim, param_dim : int
-        ``d_s`` (``c`` and the clock) and ``d_u``.
-    n_centres : int
-        Radial-basis centres.
-    dt : float
-        The fixed Euler step.
-
-    Examples
-    --------
-    >>> import torch
-    >>> F = ImpulseLinearField(4, 2, n_centres=5, dt=0.5)
-    >>> F(torch.zeros(3, 4), torch.zeros(2))[:, -1].tolist()   # the clock starts moving
-    [2.0, 2.0, 2.0]
-    """
-
-    centres: Tensor
-    width: Tensor
-    step: Tensor
-
-    def __init__(self, latent_dim: int, param_dim: int, n_centres: int, dt: float) -> None:
-        super().__init__()
-        if latent_dim < 2:
-            raise ConfigError(f"ImpulseLinearField needs latent_dim >= 2, got {latent_dim}")
-        n = latent_dim - 1
-        self.A = nn.Parameter(torch.zeros(n, n))
-        self.a = nn.Parameter(torch.zeros(n))
-        self.weights = nn.Parameter(torch.zeros(n_centres, n))
-        self.register_buffer("centres", torch.zeros(n_centres, param_dim))
-        self.register_buffer("width", torch.tensor(1.0))
-        self.register_buffer("step", torch.tensor(float(dt)))
-        self.latent_dim, self.param_dim = latent_dim, param_dim
-
-    def impulse(self, u: Tensor) -> Tensor:
-        """``g(u)``: (..., d_u) -> (..., d_s - 1)."""
-        _check_last_dim("u", u, self.param_dim)
-        d2 = (u.unsqueeze(-2) - self.centres).square().sum(-1)
-        return torch.exp(-d2 / (2 * self.width.square())) @ self.weights
-
-    def forward(self, s: Tensor, u: Tensor) -> Tensor:
-        """``s`` (..., d_s), ``u`` (..., d_u), leading dims broadcast -> (..., d_s)."""
-        _check_last_dim("s", s, self.latent_dim)
-        c, clock = s[..., :-1], s[..., -1:]
-        gate = 1 - clock
-        drift = c @ self.A.T + clock * self.a + gate * self.impulse(u)
-        return torch.cat([drift, gate / self.step], -1)
-
-
 class CosineDecoder(nn.Module):
     """Linear decoder ``D(s, xi) = b(xi) + sum_k s_k psi_k(xi)`` on a cosine series.
 
@@ -662,7 +370,7 @@ class CosineDecoder(nn.Module):
 
     def features(self, points: Tensor) -> Tensor:
         """``points`` (..., P, n_coords) -> cosine products (..., P, n_terms ** n_coords)."""
-        _check_last_dim("points", points, self.n_coords)
+        check_last_dim("points", points, self.n_coords)
         phase = (points - self.lo) / (self.hi - self.lo)
         m = torch.arange(self.n_terms, dtype=points.dtype, device=points.device)
         cos = torch.cos(math.pi * phase.unsqueeze(-1) * m)  # (..., P, n_coords, T1)
@@ -687,13 +395,13 @@ class CosineDecoder(nn.Module):
 
     def decode_prepared(self, s: Tensor, prepared: Tensor) -> Tensor:
         """``s`` (..., d_s), ``prepared`` (..., P, C (d_s + 1)), dims broadcast -> (..., P, C)."""
-        _check_last_dim("s", s, self.latent_dim)
+        check_last_dim("s", s, self.latent_dim)
         per = self._unflatten(prepared)
         return torch.einsum("...pck,...k->...pc", per[..., :-1], s) + per[..., -1]
 
     def decode_channel(self, s: Tensor, prepared: Tensor, channel: int) -> Tensor:
         """Channel ``channel`` of :meth:`decode_prepared`: (..., P)."""
-        _check_last_dim("s", s, self.latent_dim)
+        check_last_dim("s", s, self.latent_dim)
         per = self._unflatten(prepared)[..., channel, :]
         return torch.einsum("...pk,...k->...p", per[..., :-1], s) + per[..., -1]
 
