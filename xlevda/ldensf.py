@@ -3,7 +3,7 @@
 The torch numerics live in :mod:`xlevda.surrogates.encoder` (the LSTM encoder)
 and :mod:`xlevda.core.ldensf` (the latent ensemble score filter).  This module
 turns labelled observations into what they need: the fixed
-:class:`~xlevda.surrogates.encoder.ObservationNetwork` of a sensor array, the
+:class:`~xlevda.surrogates.observation_network.ObservationNetwork` of a sensor array, the
 normalized observation histories of training runs, and the ``(T, P * C)``
 observation matrix of one case.  ``ds.levda.assimilate(obs, surrogate,
 config=LDEnSFConfig(...), encoder=encoder)`` calls :func:`observation_matrix`.

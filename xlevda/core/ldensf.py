@@ -4,7 +4,7 @@ The filtered state is the augmented latent state ``z = (s, u)`` of a surrogate
 (``d_z = d_s + d_u``).  The ensemble starts at the shifted start ``s_{-1} = 0``
 with parameters drawn uniformly from the prior range.  Every latent step
 forecasts all members one forward Euler step with the surrogate (``u`` static);
-at each observation frame of the :class:`~xlevda.surrogates.encoder.ObservationNetwork`
+at each observation frame of the :class:`~xlevda.surrogates.observation_network.ObservationNetwork`
 the LSTM encoder turns the observation history up to that frame into a
 pseudo-observation ``z_obs`` of ``(s, u)``, and one EnSF analysis
 (:func:`xlevda.core.ensf.ensf_analysis`) conditions the forecast ensemble on
@@ -210,7 +210,7 @@ def ldensf_filter(
     surrogate : Surrogate
         The surrogate the encoder was trained for.
     encoder : ObservationEncoder
-        Trained encoder (:func:`~xlevda.surrogates.encoder.fit_encoder`).
+        Trained encoder (:func:`~xlevda.surrogates.encoder_training.fit_encoder`).
     network : ObservationNetwork
         Where and at which frames ``observations`` were taken; must be the
         encoder's network.
