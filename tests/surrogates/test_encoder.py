@@ -364,3 +364,14 @@ def test_load_rejects_files_that_are_not_encoders(tmp_path):
     torch.save({"format": "xlevda-encoder", "format_version": 1, "config": {}}, broken)
     with pytest.raises(SurrogateFileError, match=r"holds an invalid encoder: KeyError"):
         ObservationEncoder.load(broken)
+
+
+def test_files_written_before_the_xlevda_version_entry_still_load(trained, tmp_path):
+    surrogate, y, _, encoder = trained
+    encoder.save(tmp_path / "encoder.pt")
+    payload = torch.load(tmp_path / "encoder.pt", weights_only=True)
+    assert isinstance(payload.pop("xlevda_version"), str)
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = ObservationEncoder.load(tmp_path / "old.pt", surrogate, NETWORK)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(y), encoder(y), rtol=0, atol=0)
