@@ -29,7 +29,13 @@ _PROBE_FRAMES = 4
 
 
 def latent_rollout(surrogate: Surrogate, u: Tensor, n_frames: int) -> Tensor:
-    """Frames ``0..n_frames-1`` from ``s_{-1} = 0``: ``u`` (..., d_u) -> (..., n_frames, d_s)."""
+    """Frames ``0..n_frames-1`` of any surrogate's latent trajectory from ``s_{-1} = 0``.
+
+    Frame ``k`` is the state after ``k + 1`` forward Euler steps of
+    ``surrogate.vector_field`` with ``surrogate.dt``: ``u`` (..., d_u) ->
+    (..., n_frames, d_s), as :meth:`~xlevda.surrogates.ldnet.LDNetModel.rollout`
+    for any :class:`~xlevda.surrogates.protocol.Surrogate`.
+    """
     s_start = u.new_zeros((*u.shape[:-1], surrogate.latent_dim))
     s, _ = euler_rollout(surrogate.vector_field, s_start, u, surrogate.dt, n_frames)
     return s[..., 1:, :]
