@@ -26,14 +26,13 @@ The public names:
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from xlevda import (
     accessor,  # noqa: F401  (registers the .levda accessor)
     ldensf,
     metrics,
     systems,
 )
+from xlevda._version import VERSION as __version__
 from xlevda.api import assimilate
 from xlevda.errors import XlevdaError
 from xlevda.ldnet import LDNet
@@ -48,11 +47,6 @@ from xlevda.surrogates.config import (
     SeparableDecoderConfig,
     TrainConfig,
 )
-
-try:
-    __version__ = version("xlevda")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
 
 __all__ = [
     "LETKF",

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from xlevda._version import VERSION
 from xlevda.cycle import Cycle
 from xlevda.decode import decode_block, numpy_dtype, prepare_output_points
 from xlevda.methods.base import Method
@@ -207,15 +208,13 @@ def _coords(grid: OutputGrid, run: RunOptions, cycle: Cycle) -> dict[str, Any]:
 
 
 def _attrs(model, run: RunOptions, method: Method, n_used: int, n_dropped: int) -> dict[str, Any]:
-    from xlevda import __version__
-
     return {
         "Conventions": "CF-1.11",
         "title": f"{method.name} analysis ensemble",
         "institution": "xlevda",
-        "source": f"xlevda {__version__} {method.title}",
+        "source": f"xlevda {VERSION} {method.title}",
         "history": f"{datetime.now(UTC).isoformat(timespec='seconds')} xlevda.assimilate",
-        "xlevda_version": __version__,
+        "xlevda_version": VERSION,
         "method": method.name,
         "method_config": json.dumps(config_json(method), sort_keys=True, default=str),
         "run_options": json.dumps(config_json(run), sort_keys=True, default=str),
