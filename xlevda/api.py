@@ -51,7 +51,9 @@ def _check(method: Any, run: Any, surrogate: Any) -> None:
         )
 
 
-def _output_grid(target: xr.Dataset | xr.DataArray, schema) -> tuple[OutputGrid, np.ndarray, ...]:
+def _output_grid(
+    target: xr.Dataset | xr.DataArray, schema
+) -> tuple[OutputGrid, np.ndarray, np.ndarray]:
     """The output times and places, and the times' latent steps and fractions."""
     time = find_time(target)
     times = np.atleast_1d(np.asarray(target[time].values))

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from xlevda._convert import SpatialLayout
 from xlevda._version import VERSION
 from xlevda.cycle import Cycle
 from xlevda.decode import decode_block, numpy_dtype, prepare_output_points
@@ -50,7 +51,7 @@ class OutputGrid:
     target: xr.Dataset | xr.DataArray
     time: str
     times: np.ndarray
-    layout: Any
+    layout: SpatialLayout
     points: np.ndarray
 
 
