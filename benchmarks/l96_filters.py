@@ -17,7 +17,7 @@ on the long run, saves the truth and observations to ``--data`` as ``.npy`` and 
 ``docs/results/l96_filters.json``.  ``dapper`` runs DAPPER's ``EnKF('Sqrt')`` and ``LETKF`` with
 their published tuning on those very arrays (same initial ensemble distribution, same averaging
 window) and adds its figures to the same JSON.  ``accessor`` runs the full-state methods through
-``target.levda.assimilate(obs, Lorenz96Surrogate, FullStateConfig(...), background=...)`` on
+``target.levda.assimilate(obs, Lorenz96Surrogate, method, run=..., background=...)`` on
 those arrays, from the same initial ensemble draws (forcing F = 8 in every member, so not
 estimated) and over the same averaging window: the ETKF and LETKF with the ``run`` step's tuning
 (and the core functions again, to compare), the scaled EnSF (N = 24) and 4DEnVar (N = 24, and
@@ -284,12 +284,14 @@ class AccessorTwin:
         )
 
     def assimilate(self, config, seed: int):
-        """``(output Dataset, wall seconds)``: ``target.levda.assimilate`` from ``background``."""
+        """``(output Dataset, wall seconds)``: ``target.levda.assimilate`` from ``background``;
+        ``config`` is ``(method, run)``."""
         import xlevda  # noqa: F401  (registers the accessor)
 
         start = time.perf_counter()
+        method, run = config
         out = self.target.levda.assimilate(
-            self.obs, self.model, config, background=self.background(config.members, seed)
+            self.obs, self.model, method, run=run, background=self.background(run.members, seed)
         )
         return out, time.perf_counter() - start
 
@@ -345,15 +347,17 @@ def _fullstate(name: str, members: int, inflation: float, radius=None, steps=100
     from xlevda.core.levda import Inflation
 
     if name == "EnSF":
-        method = xlevda.ScaledEnSFConfig(
-            ensf=xlevda.EnSFConfig(steps=steps), obs_scale=0.3, inflation=inflation
+        method = xlevda.EnSF(
+            ensf=xlevda.methods.EnSFConfig(steps=steps), obs_scale=0.3, inflation=inflation
         )
     elif name == "4DEnVar":
-        loc = None if radius is None else xlevda.Localization(radius)
-        method = xlevda.FourDEnVarConfig(inflation=Inflation(inflation), localization=loc)
+        loc = None if radius is None else xlevda.methods.Localization(radius)
+        method = xlevda.FourDEnVar(
+            inflation=Inflation(inflation), localization=loc, window=window or 5
+        )
     else:
-        method = xlevda.LETKFConfig(inflation, radius)
-    return xlevda.FullStateConfig(method, members=members, window=window)
+        method = xlevda.LETKF(inflation, radius)
+    return method, xlevda.RunOptions(members=members)
 
 
 def _accessor_run(twin_, config, burn_in: int, seed: int) -> dict:
@@ -364,7 +368,7 @@ def _accessor_run(twin_, config, burn_in: int, seed: int) -> dict:
     except VariableError as err:
         return {"rmse_a": float("inf"), "diverged": True, "error": str(err)[:200]}
     cycles = len(twin_.truth) - 1
-    score = accessor_scores(out, twin_.truth, burn_in, config.name == "4DEnVar")
+    score = accessor_scores(out, twin_.truth, burn_in, config[0].name == "4DEnVar")
     return {
         **score,
         "wall_s": round(wall, 2),
@@ -532,7 +536,7 @@ def run_accessor(args: argparse.Namespace) -> None:
             log(f"4DEnVar {label}: {results[f'4DEnVar_{label}']}")
 
     report["accessor"] = {
-        "note": "target.levda.assimilate(obs, Lorenz96Surrogate, FullStateConfig(method), "
+        "note": "target.levda.assimilate(obs, Lorenz96Surrogate, method, run=RunOptions(...), "
         "background=fields at time 0) on the run step's truth and observations, with its "
         "initial ensemble (the same draws) and averaging window; forcing F = 8 in every member "
         "(no spread, so not estimated); float64",

@@ -34,15 +34,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from xlevda import (
-    FourDEnVarConfig,
-    FullStateConfig,
-    LEVDAConfig,
-    Localization,
-    load_pretrained,
-    metrics,
-)
-from xlevda.core.levda import Inflation
+from xlevda import LEVDA, FourDEnVar, RunOptions, load_pretrained, metrics
+from xlevda.methods import Inflation, Localization
 from xlevda.systems import observe, tsunami
 from xlevda.systems.tsunami_model import TsunamiModel
 
@@ -88,27 +81,24 @@ def main() -> None:
         "members": args.members,
         "grids": {},
     }
+    run = RunOptions(members=args.members, seed=args.seed, outside="drop")
+    run32 = RunOptions(members=args.members, seed=args.seed, dtype="float32", outside="drop")
     for n in args.grids:
         cfg, truth, obs = case(n, surrogate, args.seed)
         target = truth.drop_vars(list(VARIABLES))
         model = TsunamiModel(cfg, dtype=torch.float32)
         radius_km = 2.0 * cfg.dx / 1e3
-        envar = FullStateConfig(
-            FourDEnVarConfig(
-                inflation=Inflation(rho=1.1, seed=args.seed), localization=Localization(radius_km)
-            ),
-            members=args.members,
+        envar = FourDEnVar(
+            inflation=Inflation(rho=1.1, seed=args.seed),
+            localization=Localization(radius_km),
             window=5,
-            seed=args.seed,
-            dtype="float32",
-            outside="drop",
         )
-        levda = LEVDAConfig(members=args.members, window=5, seed=args.seed, outside="drop")
+        levda = LEVDA(window=5)
         initial = tsunami.sample_sources(args.members, seed=args.seed + 5_000, config=cfg)
         runs = {
-            "LEVDA": lambda t=target, o=obs, c=levda: t.levda.assimilate(o, surrogate, c),
+            "LEVDA": lambda t=target, o=obs, c=levda: t.levda.assimilate(o, surrogate, c, run=run),
             "4DEnVar": lambda t=target, o=obs, m=model, c=envar, b=initial: t.levda.assimilate(
-                o, m, c, background=b
+                o, m, c, run=run32, background=b
             ),
         }
         walls: dict[str, list[float]] = {k: [] for k in runs}

@@ -14,13 +14,15 @@ import xarray as xr
 
 import xlevda
 from tests.conftest import make_runs
-from xlevda import api
 from xlevda._convert import to_points
-from xlevda._cycle import Cycle
-from xlevda.config import LEVDAConfig
 from xlevda.core.levda import solve_window
 from xlevda.core.optim import GaussNewtonConfig
+from xlevda.cycle import Cycle
+from xlevda.decode import decode_block
 from xlevda.errors import ConfigError, CoordinateError, ObservationError, VariableError
+from xlevda.methods import LEVDA, ModelError
+from xlevda.model_error import model_error_std
+from xlevda.run import OutputChunks, RunOptions
 from xlevda.surrogates.schema import Affine
 
 
@@ -54,11 +56,12 @@ def target(truth):
     return truth.drop_vars(["eta", "u"])
 
 
-CFG = LEVDAConfig(members=6, window=2, dtype="float64")
+LEV = LEVDA(window=2)
+RUN = RunOptions(members=6, dtype="float64")
 
 
 def test_output_layout(model, truth):
-    an = target(truth).levda.assimilate(point_obs(truth), model, CFG)
+    an = target(truth).levda.assimilate(point_obs(truth), model, LEV, run=RUN)
     assert an.eta.dims == ("time", "member", "lat", "lon")
     assert an.eta.chunks is not None  # decoded lazily
     assert an.member.attrs["standard_name"] == "realization"
@@ -67,7 +70,7 @@ def test_output_layout(model, truth):
     assert an.window_index.values.tolist() == [0, 0, 1, 1, 2, 2]
     assert an.window_anchor_step.values.tolist() == [-1, 2, 4]
     assert an.attrs["Conventions"] == "CF-1.11"
-    assert json.loads(an.attrs["levda_config"])["members"] == 6
+    assert json.loads(an.attrs["run_options"])["members"] == 6
     assert len(an.attrs["surrogate_sha256"]) == 64
     assert an.attrs["n_observations_used"] == an.window_n_obs.sum()
     assert not an.window_failed.any()
@@ -76,30 +79,30 @@ def test_output_layout(model, truth):
 
 def test_gauss_newton_jacobians_agree(model, truth, monkeypatch):
     """Pointwise and forward-mode Jacobians are the same derivative: the same analysis."""
-    gn = dataclasses.replace(CFG, optimizer=GaussNewtonConfig(tol_cost=0.0, tol_grad=1e-10))
-    fwd = target(truth).levda.assimilate(point_obs(truth), model, gn)
+    gn = dataclasses.replace(LEV, optimizer=GaussNewtonConfig(tol_cost=0.0, tol_grad=1e-10))
+    fwd = target(truth).levda.assimilate(point_obs(truth), model, gn, run=RUN)
     used = []
 
     def recording(*args, jacobian, **kwargs):
         used.append(jacobian)
         return solve_window(*args, jacobian=jacobian, **kwargs)
 
-    monkeypatch.setattr(xlevda.api, "solve_window", recording)
+    monkeypatch.setattr("xlevda.methods.levda.solve_window", recording)
     pw = target(truth).levda.assimilate(
-        point_obs(truth), model, dataclasses.replace(gn, jacobian="pointwise")
+        point_obs(truth), model, dataclasses.replace(gn, jacobian="pointwise"), run=RUN
     )
     assert used and set(used) == {"pointwise"}
     np.testing.assert_allclose(pw.latent_state.values, fwd.latent_state.values, atol=1e-6)
     np.testing.assert_allclose(pw.a.values, fwd.a.values, atol=1e-6)
-    assert json.loads(pw.attrs["levda_config"])["jacobian"] == "pointwise"
+    assert json.loads(pw.attrs["method_config"])["jacobian"] == "pointwise"
 
 
 def test_output_points_prepared_once(model, truth, monkeypatch):
     """Every (time, member) block and variable decodes with one shared preparation of the
     output points, and the blocks equal the surrogate decoded directly."""
-    chunks = xlevda.OutputChunks(time=2, member=4)
-    cfg = dataclasses.replace(CFG, chunks=chunks, model_error=None)
-    an = target(truth).levda.assimilate(point_obs(truth), model, cfg)
+    run = dataclasses.replace(RUN, chunks=OutputChunks(time=2, member=4))
+    method = dataclasses.replace(LEV, model_error=None)
+    an = target(truth).levda.assimilate(point_obs(truth), model, method, run=run)
     calls = []
     prepare = type(model).prepare_points
     monkeypatch.setattr(
@@ -120,10 +123,10 @@ def test_model_error_term(model, truth):
     """Members' fields are the decoded states plus independent N(0, v) draws per point, v the
     window's unexplained variance, the same for any chunking; u, never observed, gets none."""
     obs, tgt = point_obs(truth), target(truth)
-    plain = tgt.levda.assimilate(obs, model, dataclasses.replace(CFG, model_error=None))
-    dressed = tgt.levda.assimilate(obs, model, CFG)
-    chunks = xlevda.OutputChunks(time=4, member=1)
-    rechunked = tgt.levda.assimilate(obs, model, dataclasses.replace(CFG, chunks=chunks))
+    plain = tgt.levda.assimilate(obs, model, dataclasses.replace(LEV, model_error=None), run=RUN)
+    dressed = tgt.levda.assimilate(obs, model, LEV, run=RUN)
+    chunks = OutputChunks(time=4, member=1)
+    rechunked = tgt.levda.assimilate(obs, model, LEV, run=dataclasses.replace(RUN, chunks=chunks))
     # equal up to round-off: two runs of one analysis may differ in the last bits
     xr.testing.assert_allclose(dressed.eta.compute(), rechunked.eta.compute(), rtol=0, atol=1e-9)
     xr.testing.assert_allclose(plain.latent_state, dressed.latent_state, rtol=0, atol=1e-9)
@@ -139,11 +142,11 @@ def test_model_error_term(model, truth):
     xr.testing.assert_allclose(plain.u.compute(), dressed.u.compute(), rtol=0, atol=1e-9)
     assert (dressed.u_model_error_std == 0).all()
     assert dressed.eta.attrs["ancillary_variables"] == "eta_model_error_std"
-    assert json.loads(dressed.attrs["levda_config"])["model_error"] == {
+    assert json.loads(dressed.attrs["method_config"])["model_error"] == {
         "type": "ModelError",
         "pooled": True,
     }
-    assert json.loads(plain.attrs["levda_config"])["model_error"] is None
+    assert json.loads(plain.attrs["method_config"])["model_error"] is None
 
 
 def test_model_error_pooled_over_windows(model, truth):
@@ -167,14 +170,14 @@ def test_model_error_pooled_over_windows(model, truth):
         excess_leverage=leverage,
     )
     which = np.array([0, 0, 1, 2, 3, 4])
-    pooled = api._model_error_std(cycle, which, xlevda.ModelError())
+    pooled = model_error_std(cycle, which, ModelError())
     # channel 0: the pool of all, 1.3, is exceeded by window 4 (9.0) by more than
     # 5 sqrt(2 / 10) (1 + 1.3) = 5.1; without it the pool is 0.0167 and no other window stands out
     pool0 = (0.5 * 10 - 0.2 * 30 + 0.1 * 20) / 60
     np.testing.assert_allclose(pooled[:, 0], np.sqrt([pool0] * 5 + [9.0]), rtol=1e-12)
     # channel 1: 2.0 and 1.0 (5 values each) agree within their errors: the pool is 1.5
     np.testing.assert_allclose(pooled[:, 1], np.sqrt(1.5), rtol=1e-12)
-    per_window = api._model_error_std(cycle, which, xlevda.ModelError(pooled=False))
+    per_window = model_error_std(cycle, which, ModelError(pooled=False))
     np.testing.assert_allclose(
         per_window[:, 0], np.sqrt([0.5, 0.5, 0.0, 0.0, 0.1, 9.0]), rtol=1e-12
     )
@@ -182,14 +185,14 @@ def test_model_error_pooled_over_windows(model, truth):
     # a window barely above the pool stays in it: 0.9 with 10 values and noise 1 is within
     # 5 sqrt(2 / 10) (1 + pool) of a pool near 0.14
     close = dataclasses.replace(cycle, excess=np.where(np.arange(5)[:, None] == 4, 0.9, excess))
-    got = api._model_error_std(close, which, xlevda.ModelError())[:, 0]
+    got = model_error_std(close, which, ModelError())[:, 0]
     pool_close = (0.5 * 10 - 0.2 * 30 + 0.1 * 20 + 0.9 * 10) / 70
     np.testing.assert_allclose(got, np.sqrt(pool_close), rtol=1e-12)
     # through the accessor: constant over time when pooled, and not when not
     obs, tgt = point_obs(truth), target(truth)
-    a = tgt.levda.assimilate(obs, model, CFG).eta_model_error_std
+    a = tgt.levda.assimilate(obs, model, LEV, run=RUN).eta_model_error_std
     b = tgt.levda.assimilate(
-        obs, model, dataclasses.replace(CFG, model_error=xlevda.ModelError(pooled=False))
+        obs, model, dataclasses.replace(LEV, model_error=ModelError(pooled=False)), run=RUN
     ).eta_model_error_std
     # pooled: one value broadcast to every time (bit-identical); per window: values differ
     # by far more than round-off
@@ -199,7 +202,7 @@ def test_model_error_pooled_over_windows(model, truth):
         "pooled over the windows" in a.attrs["long_name"] and "the window's" in b.attrs["long_name"]
     )
     with pytest.raises(ConfigError, match=r"ModelError\.pooled=1: expected a bool"):
-        xlevda.ModelError(pooled=1)
+        ModelError(pooled=1)
 
 
 def test_decode_block_leaves_shared_tensors_alone():
@@ -216,48 +219,49 @@ def test_decode_block_leaves_shared_tensors_alone():
     before = prepared.clone()
     info = {0: {"array-location": [(0, 2), (0, 3), (0, 4)]}}
     args = (np.zeros((2, 3, 4)), Alias(), prepared, torch.float32, 0, np.full(2, 0.5), 7)
-    first = api._decode_block(*args, block_info=info)
-    second = api._decode_block(*args, block_info=info)
+    first = decode_block(*args, block_info=info)
+    second = decode_block(*args, block_info=info)
     assert torch.equal(prepared, before)
     np.testing.assert_array_equal(first, second)
-    plain = api._decode_block(*args[:5], None, 7)
+    plain = decode_block(*args[:5], None, 7)
     np.testing.assert_allclose(plain, np.broadcast_to(1.0 + 10.0 * np.arange(5.0), (2, 3, 5)))
     assert 0 < np.std(first - plain) < 10
 
 
 def test_output_dtype_follows_config(model, truth):
-    config = dataclasses.replace(CFG, dtype="float32")
-    an = target(truth).levda.assimilate(point_obs(truth), model, config)
+    run = dataclasses.replace(RUN, dtype="float32")
+    an = target(truth).levda.assimilate(point_obs(truth), model, LEV, run=run)
     assert an.eta.dtype == an.eta.compute().dtype == an.latent_state.dtype == np.float32
 
 
 def test_netcdf_round_trip(model, truth, tmp_path):
-    an = target(truth).levda.assimilate(point_obs(truth), model, CFG)
+    an = target(truth).levda.assimilate(point_obs(truth), model, LEV, run=RUN)
     an.to_netcdf(tmp_path / "a.nc")
     back = xr.open_dataset(tmp_path / "a.nc")
     xr.testing.assert_allclose(back.eta.load(), an.eta.compute(), rtol=1e-6)
     np.testing.assert_array_equal(back.a.values, an.a.values)
-    assert back.attrs["levda_config"] == an.attrs["levda_config"]
+    assert back.attrs["method_config"] == an.attrs["method_config"]
+    assert back.attrs["run_options"] == an.attrs["run_options"]
 
 
 def test_zarr_streams(model, truth, tmp_path):
-    an = target(truth).levda.assimilate(point_obs(truth), model, CFG)
+    an = target(truth).levda.assimilate(point_obs(truth), model, LEV, run=RUN)
     an.to_zarr(tmp_path / "a.zarr")
     back = xr.open_zarr(tmp_path / "a.zarr")
     xr.testing.assert_allclose(back.u.load(), an.u.compute(), rtol=1e-6)
 
 
 def test_gridded_obs_equal_point_obs(model, truth):
-    a = target(truth).levda.assimilate(grid_obs(truth), model, CFG)
-    b = target(truth).levda.assimilate(point_obs(truth), model, CFG)
+    a = target(truth).levda.assimilate(grid_obs(truth), model, LEV, run=RUN)
+    b = target(truth).levda.assimilate(point_obs(truth), model, LEV, run=RUN)
     np.testing.assert_allclose(a.latent_state, b.latent_state, rtol=1e-10, atol=1e-12)
 
 
 def test_duplicate_observation_equals_half_variance(model, truth):
     obs = point_obs(truth)
     doubled = xr.concat([obs, obs], "obs")
-    a = target(truth).levda.assimilate(doubled, model, CFG)
-    b = target(truth).levda.assimilate(point_obs(truth, std=0.05 / np.sqrt(2)), model, CFG)
+    a = target(truth).levda.assimilate(doubled, model, LEV, run=RUN)
+    b = target(truth).levda.assimilate(point_obs(truth, std=0.05 / np.sqrt(2)), model, LEV, run=RUN)
     np.testing.assert_allclose(a.latent_state, b.latent_state, rtol=1e-8, atol=1e-10)
 
 
@@ -269,9 +273,9 @@ def test_analysis_on_scattered_points(model, truth):
             "lon": ("site", [-158.0, -156.0]),
         }
     )
-    an = pts.levda.assimilate(point_obs(truth), model, CFG)
+    an = pts.levda.assimilate(point_obs(truth), model, LEV, run=RUN)
     assert an.eta.dims == ("time", "member", "site")
-    grid = target(truth).levda.assimilate(point_obs(truth), model, CFG)
+    grid = target(truth).levda.assimilate(point_obs(truth), model, LEV, run=RUN)
     np.testing.assert_allclose(an.latent_state, grid.latent_state)
 
 
@@ -281,67 +285,85 @@ def test_outside_drop_reports_count(model, truth):
     lat[:3] = 60.0
     far = obs.assign_coords(lat=("obs", lat))
     with pytest.raises(ObservationError, match="outside the surrogate's domain"):
-        target(truth).levda.assimilate(far, model, CFG)
-    cfg = LEVDAConfig(members=6, window=2, outside="drop")
-    an = target(truth).levda.assimilate(far, model, cfg)
+        target(truth).levda.assimilate(far, model, LEV, run=RUN)
+    run = RunOptions(members=6, outside="drop")
+    an = target(truth).levda.assimilate(far, model, LEVDA(window=2), run=run)
     assert an.attrs["n_observations_dropped"] == 3
 
 
 def test_background_parameters(model, truth):
     bg = {"a": np.linspace(-0.4, 0.4, 6), "b": np.full(6, 1.0)}
-    an = target(truth).levda.assimilate(point_obs(truth), model, CFG, background=bg)
+    an = target(truth).levda.assimilate(point_obs(truth), model, LEV, run=RUN, background=bg)
     assert an.a.shape == (6, 6)
     with pytest.raises(ValueError, match=r"background parameter 'a' has shape \(3,\)"):
         target(truth).levda.assimilate(
-            point_obs(truth), model, CFG, background={**bg, "a": [1, 2, 3]}
+            point_obs(truth), model, LEV, run=RUN, background={**bg, "a": [1, 2, 3]}
         )
     with pytest.raises(VariableError, match=r"'b' = 9 .and 0 more. lies outside the surrogate's"):
         target(truth).levda.assimilate(
-            point_obs(truth), model, CFG, background={**bg, "b": [1.0] * 5 + [9.0]}
+            point_obs(truth), model, LEV, run=RUN, background={**bg, "b": [1.0] * 5 + [9.0]}
         )
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
+    ("cls", "kwargs", "match"),
     [
-        ({"members": 1}, ConfigError, "K=1: LEVDA needs at least 2"),
-        ({"window": 0}, ConfigError, "window tau=0"),
-        ({"inflation_rho": 0.5}, ConfigError, "rho=0.5"),
-        ({"dtype": "float16"}, ConfigError, "dtype='float16'"),
-        ({"outside": "ignore"}, ConfigError, "outside='ignore'"),
-        ({"jacobian": "reverse"}, ConfigError, "jacobian='reverse': expected 'forward' or"),
-        ({"model_error": True}, ConfigError, r"model_error=True: expected ModelError\(\) or None"),
+        (RunOptions, {"members": 1}, r"members=1: expected an integer >= 2"),
+        (RunOptions, {"seed": -1}, r"seed=-1: expected an integer >= 0"),
+        (RunOptions, {"dtype": "float16"}, "dtype='float16'"),
+        (RunOptions, {"outside": "ignore"}, "outside='ignore'"),
+        (RunOptions, {"chunks": (8, 25)}, r"chunks=\(8, 25\): expected OutputChunks"),
+        (OutputChunks, {"time": 0}, r"OutputChunks.time=0: expected an integer >= 1"),
+        (LEVDA, {"window": 0}, "window tau=0"),
+        (LEVDA, {"inflation_rho": 0.5}, "rho=0.5"),
+        (LEVDA, {"jacobian": "reverse"}, "jacobian='reverse': expected 'forward' or"),
+        (LEVDA, {"model_error": True}, r"model_error=True: expected ModelError\(\) or None"),
     ],
 )
-def test_bad_config(kwargs, error, match):
-    with pytest.raises(error, match=match):
-        LEVDAConfig(**kwargs)
+def test_bad_config(cls, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        cls(**kwargs)
+
+
+def test_bad_method_or_run(model, truth):
+    where, obs = target(truth), point_obs(truth)
+    with pytest.raises(ConfigError, match=r"method must be an xlevda method .* got dict"):
+        where.levda.assimilate(obs, model, {"members": 4})
+    with pytest.raises(ConfigError, match=r"run must be an xlevda.RunOptions, got dict"):
+        where.levda.assimilate(obs, model, LEV, run={"members": 4})
+
+
+def test_run_options_take_the_method_defaults(model, truth):
+    """Members and dtype left at None: LEVDA's 100 members in float32."""
+    an = target(truth).levda.assimilate(point_obs(truth), model, LEVDA(window=3))
+    assert an.sizes["member"] == 100 and an.latent_state.dtype == np.float32
+    assert json.loads(an.attrs["run_options"])["members"] == 100
 
 
 def test_unsorted_target_times(model, truth):
     bad = target(truth).isel(time=[1, 0, 2])
     with pytest.raises(CoordinateError, match="strictly increasing"):
-        bad.levda.assimilate(point_obs(truth), model, CFG)
+        bad.levda.assimilate(point_obs(truth), model, LEV, run=RUN)
 
 
 def test_obs_outside_target_time_range(model, truth):
     short = target(truth).isel(time=slice(0, 3))
     with pytest.raises(ObservationError, match="outside the analysis time range"):
-        short.levda.assimilate(point_obs(truth), model, CFG)
+        short.levda.assimilate(point_obs(truth), model, LEV, run=RUN)
 
 
 def test_not_a_surrogate(truth):
     with pytest.raises(ConfigError, match="lacks"):
-        target(truth).levda.assimilate(point_obs(truth), object(), CFG)
+        target(truth).levda.assimilate(point_obs(truth), object(), LEV, run=RUN)
 
 
 def test_cases_run_as_independent_chains(model, truth):
     one = point_obs(truth)
     two = point_obs(truth, std=0.1)
     both = xr.concat([one, two], dim="case").assign_coords(case=["a", "b"])
-    an = target(truth).levda.assimilate(both, model, CFG)
+    an = target(truth).levda.assimilate(both, model, LEV, run=RUN)
     assert an.eta.dims[0] == "case" and an.case.values.tolist() == ["a", "b"]
-    first = target(truth).levda.assimilate(one, model, CFG)
+    first = target(truth).levda.assimilate(one, model, LEV, run=RUN)
     np.testing.assert_allclose(an.latent_state.sel(case="a"), first.latent_state)
     assert not np.allclose(an.latent_state.sel(case="b"), first.latent_state)
 
@@ -351,12 +373,12 @@ def test_distributed_cluster_equals_synchronous(model, truth):
     distributed = pytest.importorskip("distributed")
     obs = xr.concat([point_obs(truth), point_obs(truth, std=0.1)], dim="case")
     with dask.config.set(scheduler="synchronous"):
-        sync = target(truth).levda.assimilate(obs, model, CFG).compute()
+        sync = target(truth).levda.assimilate(obs, model, LEV, run=RUN).compute()
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
         ) as cluster,
         distributed.Client(cluster),
     ):
-        dist = target(truth).levda.assimilate(obs, model, CFG).compute()
+        dist = target(truth).levda.assimilate(obs, model, LEV, run=RUN).compute()
     xr.testing.assert_allclose(sync, dist, rtol=1e-6, atol=1e-8)

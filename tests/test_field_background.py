@@ -11,10 +11,10 @@ import xarray as xr
 
 import xlevda
 from tests.test_api import model, point_obs, target, truth  # noqa: F401  (fixtures)
-from xlevda.config import LEVDAConfig
 from xlevda.core.inversion import fit_latent, rollout_state
-from xlevda.core.levda import Randomized
 from xlevda.errors import CoordinateError, ObservationError, ShapeError, VariableError
+from xlevda.methods import LEVDA, Randomized
+from xlevda.run import RunOptions
 
 K = 6
 
@@ -53,9 +53,10 @@ def test_analysis_starts_from_the_fields(model, truth):  # noqa: F811
     bg, _ = fields_of(model, 2)
     obs = point_obs(truth.isel(time=slice(2, None)), std=1e6)  # no information
     # randomized members with uninformative data minimize |alpha - a_j|^2: member j itself
-    cfg = LEVDAConfig(members=K, window=2, mode=Randomized(seed=1), dtype="float64")
+    cfg = LEVDA(window=2, mode=Randomized(seed=1))
+    run = RunOptions(members=K, dtype="float64")
     where = target(truth).isel(time=slice(2, None))
-    an = where.levda.assimilate(obs, model, cfg, background=bg[["eta", "u"]])
+    an = where.levda.assimilate(obs, model, cfg, run=run, background=bg[["eta", "u"]])
     assert an.window_anchor_step.values[0] == 2
     assert an.attrs["background_members_not_fitted"] == 0
     first = an.isel(time=0)
@@ -63,7 +64,7 @@ def test_analysis_starts_from_the_fields(model, truth):  # noqa: F811
     np.testing.assert_allclose(first.eta.values, bg.eta.values, atol=1e-3 * scale)
     # only eta given, with holes: the known values are still reproduced
     partial = bg[["eta"]].where(bg.lon > bg.lon[2])
-    an2 = where.levda.assimilate(obs, model, cfg, background=partial)
+    an2 = where.levda.assimilate(obs, model, cfg, run=run, background=partial)
     known = np.isfinite(partial.eta.values)
     got = an2.isel(time=0).eta.values
     np.testing.assert_allclose(got[known], partial.eta.values[known], atol=1e-3 * scale)
@@ -71,36 +72,38 @@ def test_analysis_starts_from_the_fields(model, truth):  # noqa: F811
 
 def test_field_background_errors(model, truth):  # noqa: F811
     bg, params = fields_of(model, 2)
-    cfg = LEVDAConfig(members=K, window=2)
+    cfg, run = LEVDA(window=2), RunOptions(members=K)
     obs, where = point_obs(truth), target(truth)
     with pytest.raises(ObservationError, match="outside the analysis time range"):
-        where.isel(time=slice(2, None)).levda.assimilate(obs, model, cfg, background=bg)
+        where.isel(time=slice(2, None)).levda.assimilate(obs, model, cfg, run=run, background=bg)
     later = point_obs(truth.isel(time=slice(2, None)))
     with pytest.raises(CoordinateError, match="precedes the initial ensemble's time"):
-        where.levda.assimilate(later, model, cfg, background=bg)
+        where.levda.assimilate(later, model, cfg, run=run, background=bg)
     half = bg.assign_coords(time=bg.time + np.timedelta64(30, "m"))
     with pytest.raises(CoordinateError, match="falls between the surrogate's frames"):
-        where.levda.assimilate(later, model, cfg, background=half)
+        where.levda.assimilate(later, model, cfg, run=run, background=half)
     with pytest.raises(VariableError, match=r"background field 'eta' has dims .* member=6"):
-        where.levda.assimilate(later, model, cfg, background=bg.isel(member=slice(3)))
+        where.levda.assimilate(later, model, cfg, run=run, background=bg.isel(member=slice(3)))
     two = xr.concat([bg, bg], "time")
     with pytest.raises(CoordinateError, match="a field background holds one time, got 2"):
-        where.levda.assimilate(later, model, cfg, background=two)
-    assert isinstance(xlevda.LEVDAConfig(), LEVDAConfig)  # the public name is the same class
+        where.levda.assimilate(later, model, cfg, run=run, background=two)
+    assert isinstance(xlevda.LEVDA(), LEVDA)  # the public name is the same class
     del params
 
 
 def test_field_background_forms(model, truth):  # noqa: F811
     bg, params = fields_of(model, 2)
-    cfg = LEVDAConfig(members=K, window=2)
+    cfg, run = LEVDA(window=2), RunOptions(members=K)
     obs = point_obs(truth.isel(time=slice(2, None)))
     where = target(truth).isel(time=slice(2, None))
     one_time = bg[["eta"]].expand_dims("time")  # as from ds.sel(time=[t])
-    an = where.levda.assimilate(obs, model, cfg, background=one_time)
+    an = where.levda.assimilate(obs, model, cfg, run=run, background=one_time)
     assert an.window_anchor_step.values[0] == 2
     with pytest.raises(VariableError, match="background lacks parameter 'b'"):
-        where.levda.assimilate(obs, model, cfg, background=bg.drop_vars("b").assign(a=params["a"]))
+        where.levda.assimilate(
+            obs, model, cfg, run=run, background=bg.drop_vars("b").assign(a=params["a"])
+        )
     holes = bg[["eta"]].copy(deep=True)
     holes["eta"][0] = np.nan  # member 0 has no value at all: it keeps its rollout
-    an = where.levda.assimilate(obs, model, cfg, background=holes)
+    an = where.levda.assimilate(obs, model, cfg, run=run, background=holes)
     assert an.attrs["background_members_not_fitted"] == 1

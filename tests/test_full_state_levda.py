@@ -23,8 +23,9 @@ def test_levda_on_lorenz96_from_a_field_background():
     members = xr.DataArray(rng.normal(size=(k, truth.sizes["site"])), dims=("member", "site"))
     background = (truth.x.isel(time=0) + members).to_dataset(name="x")  # error std 1
     # the members' own states: the model-error term (tested in test_api) would add its noise
-    config = xlevda.LEVDAConfig(members=k, window=4, dtype="float64", model_error=None)
-    an = truth.drop_vars("x").levda.assimilate(obs, model, config, background=background)
+    method = xlevda.LEVDA(window=4, model_error=None)
+    run = xlevda.RunOptions(members=k, dtype="float64")
+    an = truth.drop_vars("x").levda.assimilate(obs, model, method, run=run, background=background)
     assert an.attrs["background_members_not_fitted"] == 0
     assert an.x.dims == ("time", "member", "site")
     rmse = np.sqrt(((an.x.mean("member") - truth.x) ** 2).mean("site")).values

@@ -16,13 +16,13 @@ import torch
 import xarray as xr
 
 import xlevda
-from xlevda import FullStateConfig
-from xlevda.api import _prior
-from xlevda.core.ensf import EnSFConfig, ScaledEnSFConfig
-from xlevda.core.envar import FourDEnVarConfig, Localization
+from xlevda import LETKF, LEVDA, EnSF, FourDEnVar, RunOptions
+from xlevda.core.ensf import ScaledEnSFConfig
 from xlevda.core.letkf import LETKFConfig, letkf_analysis
-from xlevda.core.levda import Inflation, trajectory
+from xlevda.core.levda import trajectory
 from xlevda.errors import ConfigError, ObservationError, VariableError
+from xlevda.initial import prior as prior_params
+from xlevda.methods import EnSFConfig, Inflation, Localization
 from xlevda.systems import lorenz96, observe, tsunami
 from xlevda.systems.tsunami_model import TsunamiModel
 
@@ -103,7 +103,7 @@ def test_etkf_equals_the_kalman_analysis_of_its_forecast():
     bg = background(truth, k=12, seed=3)
     obs = observations(truth, frames=[2], std=0.5)
     an = target(truth).levda.assimilate(
-        obs, model, FullStateConfig(LETKFConfig(), members=12), background=bg
+        obs, model, LETKF(), run=RunOptions(members=12), background=bg
     )
     assert an.attrs["method"] == "ETKF"
     zf = trajectory(model, z_background(bg, model), 2)[:, -1].numpy()
@@ -126,8 +126,8 @@ def test_fourdenvar_on_a_linear_model_equals_the_kalman_smoother():
     k = 14
     bg = background(truth, k=k, seed=4)
     obs = observations(truth, frames=[1, 2, 3], sites=range(0, N_SITES, 2), std=0.5)
-    config = FullStateConfig(FourDEnVarConfig(), members=k, window=3)
-    an = target(truth).levda.assimilate(obs, model, config, background=bg)
+    run = RunOptions(members=k)
+    an = target(truth).levda.assimilate(obs, model, FourDEnVar(window=3), run=run, background=bg)
     zb = z_background(bg, model).numpy()
     a = np.eye(N_SITES)
     step = 0.8 * a + 0.15 * np.roll(a, 1, 0) + 0.1 * np.roll(a, -1, 0)  # rows: s_next = step @ s
@@ -152,8 +152,9 @@ def test_chunked_letkf_of_the_augmented_state_equals_a_plain_loop():
     bg = background(truth, k=k, seed=5)
     obs = observations(truth, frames=frames, sites=sites, std=0.5)
     cfg = LETKFConfig(inflation=1.1, localization_radius=2.5)
+    method = LETKF(inflation=1.1, localization_radius=2.5, chunk=3)
     an = target(truth).levda.assimilate(
-        obs, model, FullStateConfig(cfg, members=k, chunk=3), background=bg
+        obs, model, method, run=RunOptions(members=k), background=bg
     )
     z, previous = z_background(bg, model), 0
     points = model.site_points(dtype=F64)[sites]
@@ -182,31 +183,31 @@ def test_lorenz96_filters_track_the_truth_and_estimate_the_forcing():
     free_rmse = float(np.sqrt(((free[20:].numpy() - truth.x.values[20:]) ** 2).mean()))
     assert free_rmse > 2.0  # without observations the ensemble mean loses the truth
     for method, bound in (
-        (LETKFConfig(inflation=1.05, localization_radius=4.0), 0.7),
-        (FourDEnVarConfig(localization=Localization(4.0)), 0.7),
+        (LETKF(inflation=1.05, localization_radius=4.0), 0.7),
+        (FourDEnVar(localization=Localization(4.0)), 0.7),
         # the EnSF is weaker at K=20 and needs inflation not to collapse (measured 0.55)
-        (ScaledEnSFConfig(EnSFConfig(steps=50), inflation=1.1), 1.0),
+        (EnSF(EnSFConfig(steps=50), inflation=1.1), 1.0),
     ):
-        config = FullStateConfig(method, members=k, window=None, seed=1)
-        an = target(truth).levda.assimilate(obs, model, config, background=bg)
+        run = RunOptions(members=k, seed=1)
+        an = target(truth).levda.assimilate(obs, model, method, run=run, background=bg)
         err = (an.x.mean("member") - truth.x).isel(time=slice(20, None))
         rmse = float(np.sqrt((err**2).mean()))
-        assert rmse < bound, (config.name, rmse)  # observation error 1, all sites observed
-        if config.name != "EnSF":
+        assert rmse < bound, (method.name, rmse)  # observation error 1, all sites observed
+        if method.name != "EnSF":
             forcing = float(an.forcing.isel(time=-1).mean())
-            assert abs(forcing - 8.0) < 0.6, (config.name, forcing)
+            assert abs(forcing - 8.0) < 0.6, (method.name, forcing)
 
 
 def test_ensf_is_reproducible_by_seed():
     truth, model = truth_run(), ring()
     bg = background(truth, k=6, seed=8)
     obs = observations(truth, frames=[1, 2])
-    config = FullStateConfig(ScaledEnSFConfig(EnSFConfig(steps=10)), members=6, seed=3)
-    a = target(truth).levda.assimilate(obs, model, config, background=bg)
-    b = target(truth).levda.assimilate(obs, model, config, background=bg)
+    method, run = EnSF(EnSFConfig(steps=10)), RunOptions(members=6, seed=3)
+    a = target(truth).levda.assimilate(obs, model, method, run=run, background=bg)
+    b = target(truth).levda.assimilate(obs, model, method, run=run, background=bg)
     np.testing.assert_array_equal(a.x.values, b.x.values)
     c = target(truth).levda.assimilate(
-        obs, model, FullStateConfig(config.method, members=6, seed=4), background=bg
+        obs, model, method, run=RunOptions(members=6, seed=4), background=bg
     )
     assert not np.array_equal(a.x.values, c.x.values)
 
@@ -223,11 +224,11 @@ def tsunami_case():
 @pytest.mark.parametrize(
     "method",
     [
-        LETKFConfig(inflation=1.1, localization_radius=250.0),
+        LETKF(inflation=1.1, localization_radius=250.0),
         # the paper's damping h = 1 - t (TweedieLikelihood does better, 0.008 at the end,
         # but costs d = 434 backward passes per step: minutes)
-        ScaledEnSFConfig(EnSFConfig(steps=100)),
-        FourDEnVarConfig(localization=Localization(250.0)),
+        EnSF(EnSFConfig(steps=100)),
+        FourDEnVar(localization=Localization(250.0)),
     ],
     ids=["LETKF", "EnSF", "4DEnVar"],
 )
@@ -235,30 +236,30 @@ def test_tsunami_simulator_as_the_model(tsunami_case, method):
     model, truth, obs = tsunami_case
     where = truth.drop_vars(["u", "v", "eta", "run"])
     k = 30  # at K = 10 the sampled covariances of 432 elements mislead the LETKF
-    config = FullStateConfig(method, members=k, window=None)
-    an = where.levda.assimilate(obs, model, config)
+    run = RunOptions(members=k)
+    an = where.levda.assimilate(obs, model, method, run=run)
     assert an.u.dims == ("time", "member", "lat", "lon")
     assert an.src_lat.dims == ("time", "member")
     assert an.member.attrs["standard_name"] == "realization"
-    assert an.attrs["method"] == config.name
+    assert an.attrs["method"] == method.name
     for name in ("window_forecast_misfit", "window_analysis_spread", "window_n_obs"):
         assert name in an
     # the prior ensemble run through the simulator without observations
-    u0 = torch.as_tensor(_prior(model.schema, k, config.seed))
+    u0 = torch.as_tensor(prior_params(model.schema, k, run.seed))
     free = trajectory(model, torch.cat([model.initial_state(u0), u0], -1), 5)
     free_eta = model.state_to_fields(free[..., : model.latent_dim])[..., 2, :, :].mean(0)
     err = np.sqrt(((an.eta.mean("member") - truth.eta) ** 2).mean(["lat", "lon"])).values
     free_err = np.sqrt(((free_eta.numpy() - truth.eta.values) ** 2).mean((1, 2)))
     # measured, mean over time: LETKF 0.36, 4DEnVar 0.19, EnSF 0.70 of the free run's error
-    assert err.mean() < (0.85 if config.name == "EnSF" else 0.5) * free_err.mean()
-    if config.name == "EnSF":
+    assert err.mean() < (0.85 if method.name == "EnSF" else 0.5) * free_err.mean()
+    if method.name == "EnSF":
         return  # its latitude error stays at 1.25 of the prior mean's (measured)
     prior = model.schema.param_norm.denormalize(u0.numpy()).mean(0)
     for j, p in enumerate(("src_lat", "src_lon")):
         prior_error = abs(prior[j] - float(truth[p]))
         error = abs(float(an[p].isel(time=-1).mean()) - float(truth[p]))
         # measured: LETKF 0.36 and 0.55, 4DEnVar 0.08 and 0.04 of the prior mean's error
-        assert error < 0.7 * prior_error, (config.name, p, error, prior_error)
+        assert error < 0.7 * prior_error, (method.name, p, error, prior_error)
 
 
 def test_bad_input():
@@ -266,28 +267,27 @@ def test_bad_input():
     bg, obs = background(truth, k=6, seed=9), observations(truth, frames=[1, 2])
     where = target(truth)
 
-    def run(config, surrogate=model, **kw):
-        return where.levda.assimilate(obs, surrogate, config, **{"background": bg, **kw})
+    def run(method, surrogate=model, **kw):
+        kw = {"background": bg, "run": RunOptions(members=6), **kw}
+        return where.levda.assimilate(obs, surrogate, method, **kw)
 
     surrogate = xlevda.LDNet(
         xlevda.LDNetConfig(latent_dim=2),
         schema=model.schema,
     )
-    with pytest.raises(ConfigError, match=r"ETKF \(FullStateConfig\) needs a full-state model"):
-        run(FullStateConfig(members=6), surrogate=surrogate)
+    with pytest.raises(ConfigError, match=r"ETKF needs a full-state model"):
+        run(LETKF(), surrogate=surrogate)
     with pytest.raises(ConfigError, match="has no initial_state"):
-        run(FullStateConfig(members=6), background=None)
-    with pytest.raises(ConfigError, match="takes no encoder"):
-        run(FullStateConfig(members=6), encoder=object())
+        run(LETKF(), background=None)
     off_frame = obs.assign_coords(time=obs.time + 0.01)
-    with pytest.raises(ObservationError, match=r"fall between frames.*FourDEnVarConfig"):
-        where.levda.assimilate(off_frame, model, FullStateConfig(members=6), background=bg)
-    with pytest.raises(ConfigError, match="members=1: ETKF needs an integer >= 2"):
-        FullStateConfig(members=1)
-    with pytest.raises(ConfigError, match="window=3: LETKF analyses one observation time"):
-        FullStateConfig(LETKFConfig(localization_radius=2.0), window=3)
-    with pytest.raises(ConfigError, match="method='letkf'"):
-        FullStateConfig("letkf")
+    with pytest.raises(ObservationError, match=r"fall between frames.*FourDEnVar"):
+        where.levda.assimilate(off_frame, model, LETKF(), run=RunOptions(members=6), background=bg)
+    with pytest.raises(ConfigError, match=r"method must be an xlevda method .* got str"):
+        run("letkf")
+    with pytest.raises(ConfigError, match=r"LETKF.chunk=0: expected an integer >= 1"):
+        LETKF(chunk=0)
+    with pytest.raises(ConfigError, match=r"FourDEnVar.window=0: expected an integer >= 1"):
+        FourDEnVar(window=0)
     with pytest.raises(ConfigError, match=r"inflation must be >= 1, got 0\.9"):
         LETKFConfig(inflation=0.9)
     with pytest.raises(ConfigError, match="localization_radius must be None or finite and > 0"):
@@ -301,8 +301,10 @@ def test_bad_input():
 def test_levda_on_a_simulator_starts_from_its_initial_state(tsunami_case):
     """A model with initial_state starts LEVDA at frame 0 from the fields its parameters set."""
     model, truth, obs = tsunami_case
-    config = xlevda.LEVDAConfig(members=4, window=3, dtype="float64")
-    an = truth.drop_vars(["u", "v", "eta", "run"]).levda.assimilate(obs, model, config)
+    run = RunOptions(members=4, dtype="float64")
+    an = truth.drop_vars(["u", "v", "eta", "run"]).levda.assimilate(
+        obs, model, LEVDA(window=3), run=run
+    )
     assert int(an.window_anchor_step[0]) == 0
     assert float(abs(an.eta.isel(time=0)).max()) > 0.1  # the bumps, not a flat sea
 
@@ -311,10 +313,10 @@ def test_fourdenvar_additive_inflation_follows_the_seed():
     truth, model = truth_run(), ring(LinearRing)
     bg = background(truth, k=6, seed=4)
     obs = observations(truth, frames=[1, 2, 3, 4], std=0.5)
-    method = FourDEnVarConfig(inflation=Inflation(rho=1.0, sigma=0.1))
+    method = FourDEnVar(inflation=Inflation(rho=1.0, sigma=0.1), window=2)
     a, b = (
         target(truth).levda.assimilate(
-            obs, model, FullStateConfig(method, members=6, window=2, seed=seed), background=bg
+            obs, model, method, run=RunOptions(members=6, seed=seed), background=bg
         )
         for seed in (0, 1)
     )
@@ -335,10 +337,10 @@ class Infinite(lorenz96.Lorenz96Surrogate):
         return torch.full_like(s, math.inf)
 
 
-CONFIGS = [FullStateConfig(members=6), FullStateConfig(FourDEnVarConfig(), members=6, window=1)]
+METHODS = [LETKF(), FourDEnVar(window=1)]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["ETKF", "4DEnVar"])
+@pytest.mark.parametrize("method", METHODS, ids=["ETKF", "4DEnVar"])
 @pytest.mark.parametrize(
     "model_cls, message",
     [
@@ -353,8 +355,8 @@ CONFIGS = [FullStateConfig(members=6), FullStateConfig(FourDEnVarConfig(), membe
     ],
     ids=["infinite", "overflowing"],
 )
-def test_a_diverged_ensemble_stops_the_run_with_its_frame(config, model_cls, message):
+def test_a_diverged_ensemble_stops_the_run_with_its_frame(method, model_cls, message):
     truth, model = truth_run(), ring(model_cls)
     bg, obs = background(truth, k=6, seed=9), observations(truth, frames=[0, 1, 2])
-    with pytest.raises(VariableError, match=rf"{config.name}: {message}.*try more inflation"):
-        target(truth).levda.assimilate(obs, model, config, background=bg)
+    with pytest.raises(VariableError, match=rf"{method.name}: {message}.*try more inflation"):
+        target(truth).levda.assimilate(obs, model, method, run=RunOptions(members=6), background=bg)

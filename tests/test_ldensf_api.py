@@ -12,15 +12,20 @@ import xarray as xr
 import xlevda
 from tests.conftest import make_runs
 from tests.test_api import grid_obs, point_obs, target
+from xlevda import LEVDA, LDEnSF, RunOptions
 from xlevda._obs import obs_table
-from xlevda.config import LEVDAConfig
-from xlevda.core.ensf import EnSFConfig
 from xlevda.core.ldensf import LDEnSFConfig, ldensf_filter
 from xlevda.errors import ConfigError, ObservationError
 from xlevda.ldensf import observation_matrix, observation_network, train_encoder
+from xlevda.methods import EnSFConfig
 from xlevda.surrogates.encoder import EncoderConfig, ObservationEncoder
 
 CFG = LDEnSFConfig(members=8, ensf=EnSFConfig(steps=20), seed=3)
+RUN = RunOptions(members=8, seed=3)
+
+
+def method(encoder):
+    return LDEnSF(encoder, ensf=EnSFConfig(steps=20))
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +64,13 @@ def test_network_of_an_observation_dataset(model, truth):
 
 def test_same_layout_as_levda_and_same_numbers_as_the_core(model, truth, encoder):
     obs = point_obs(truth)
-    an = target(truth).levda.assimilate(obs, model, CFG, encoder=encoder)
-    lev = target(truth).levda.assimilate(obs, model, LEVDAConfig(members=8, window=2))
+    an = target(truth).levda.assimilate(obs, model, method(encoder), run=RUN)
+    lev = target(truth).levda.assimilate(obs, model, LEVDA(window=2), run=RunOptions(members=8))
     for name in ("eta", "u", "a", "b", "latent_state"):
         assert an[name].dims == lev[name].dims
     assert an.attrs["method"] == "LD-EnSF" and an.attrs["title"] == "LD-EnSF analysis ensemble"
-    assert json.loads(an.attrs["levda_config"])["type"] == "LDEnSFConfig"
+    assert json.loads(an.attrs["method_config"])["type"] == "LDEnSF"
+    assert json.loads(an.attrs["method_config"])["encoder"]["type"] == "ObservationEncoder"
     assert an.window_analysed.values.all() and an.window_n_obs.values.tolist() == [9] * 6
     assert np.isfinite(an.eta.values).all()
 
@@ -80,21 +86,21 @@ def test_saved_encoder_gives_the_same_analysis(model, truth, encoder, tmp_path):
     encoder.save(tmp_path / "enc.pt")
     again = ObservationEncoder.load(tmp_path / "enc.pt", model, encoder.network)
     obs = point_obs(truth)
-    a = target(truth).levda.assimilate(obs, model, CFG, encoder=encoder)
-    b = target(truth).levda.assimilate(obs, model, CFG, encoder=again)
+    a = target(truth).levda.assimilate(obs, model, method(encoder), run=RUN)
+    b = target(truth).levda.assimilate(obs, model, method(again), run=RUN)
     np.testing.assert_array_equal(a.latent_state.values, b.latent_state.values)
 
 
 def test_bad_method_inputs(model, truth, encoder):
     obs, where = point_obs(truth), target(truth)
-    with pytest.raises(ConfigError, match="LDEnSFConfig needs encoder="):
-        where.levda.assimilate(obs, model, CFG)
-    with pytest.raises(ConfigError, match=r"LEVDAConfig takes no encoder"):
-        where.levda.assimilate(obs, model, LEVDAConfig(members=4), encoder=encoder)
-    with pytest.raises(ConfigError, match="a LEVDAConfig, an LDEnSFConfig or a FullStateConfig"):
+    with pytest.raises(ConfigError, match="LDEnSF needs encoder="):
+        LDEnSF(None)
+    with pytest.raises(ConfigError, match=r"LDEnSFConfig.obs_scale .* got inf"):
+        LDEnSF(encoder, obs_scale=float("inf"))
+    with pytest.raises(ConfigError, match=r"method must be an xlevda method"):
         where.levda.assimilate(obs, model, {"members": 4})
     with pytest.raises(ConfigError, match="background= is not used by LD-EnSF"):
-        where.levda.assimilate(obs, model, CFG, encoder=encoder, background={"a": [0.0]})
+        where.levda.assimilate(obs, model, method(encoder), run=RUN, background={"a": [0.0]})
 
 
 def test_observations_must_be_the_encoders_network(model, truth, encoder):
@@ -102,14 +108,14 @@ def test_observations_must_be_the_encoders_network(model, truth, encoder):
     other = truth[["eta"]].isel(lat=slice(None, None, 2), lon=slice(None, None, 2))
     with pytest.raises(ObservationError, match="is not a point of the encoder's network"):
         where.levda.assimilate(
-            other.assign(eta_std=other.eta * 0 + 0.05), model, CFG, encoder=encoder
+            other.assign(eta_std=other.eta * 0 + 0.05), model, method(encoder), run=RUN
         )
     sparse = point_obs(truth.isel(time=[0, 2, 4]))
     with pytest.raises(ObservationError, match=r"frames \[0, 2, 4\], but the encoder"):
-        where.levda.assimilate(sparse, model, CFG, encoder=encoder)
+        where.levda.assimilate(sparse, model, method(encoder), run=RUN)
     holes = point_obs(truth).isel(obs=slice(1, None))
     with pytest.raises(ObservationError, match="network point 0 channel 0 is missing"):
-        where.levda.assimilate(holes, model, CFG, encoder=encoder)
+        where.levda.assimilate(holes, model, method(encoder), run=RUN)
     between = point_obs(truth)
     between = between.assign_coords(time=between.time + np.timedelta64(30, "m"))
     with pytest.raises(ObservationError, match="fall between the surrogate's frames"):
@@ -126,6 +132,6 @@ def test_times_within_rounding_of_a_frame_are_on_it(model, truth):
 def test_no_errors_needed_and_cases_get_their_own_seeds(model, truth, encoder):
     obs = point_obs(truth).drop_vars("eta_std")  # LD-EnSF uses the encoder's error
     both = xr.concat([obs, obs], "case")
-    an = target(truth).levda.assimilate(both, model, CFG, encoder=encoder)
+    an = target(truth).levda.assimilate(both, model, method(encoder), run=RUN)
     a, b = an.latent_state.isel(case=0).values, an.latent_state.isel(case=1).values
     assert not np.allclose(a, b)  # independent cases: independent ensembles and noise

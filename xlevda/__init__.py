@@ -3,11 +3,28 @@
 Train a differentiable latent surrogate (LDNet) on simulation archives, then
 assimilate sparse, irregular observations into it to get an ensemble reanalysis
 and parameter estimates as labelled xarray data.
+
+The public names:
+
+- ``assimilate``: analysis ensemble of observations on a target's times and places
+  (also ``ds.levda.assimilate``, registered on import);
+- ``LEVDA``, ``LDEnSF``, ``LETKF``, ``EnSF``, ``FourDEnVar``: the methods, each a
+  frozen config passed as ``method`` (their options are in :mod:`xlevda.methods`);
+- ``RunOptions``: what every method shares (members, seed, dtype, device, member
+  dimension, output chunks, observations outside the domain), passed as ``run=``;
+- ``LDNet``: the latent dynamics network surrogate (``LDNet.fit``, ``predict``,
+  ``save``); ``LDNetConfig`` and its parts (``MLPDecoderConfig``,
+  ``SeparableDecoderConfig``, ``CosineDecoderConfig``, ``LinearDynamicsConfig``,
+  ``TrainConfig``): the options of ``LDNet.fit``;
+- ``load_surrogate``, ``load_pretrained``: a saved surrogate, a shipped one;
+- ``XlevdaError``: the base class of every input error (a ``ValueError``);
+- ``metrics``: scores of an analysis against a truth; ``systems``: simulators and
+  observation samplers for twin experiments; ``ldensf``: LD-EnSF's sensor networks
+  and encoder training;
+- ``__version__``.
 """
 
 from __future__ import annotations
-
-from importlib.metadata import PackageNotFoundError, version
 
 from xlevda import (
     accessor,  # noqa: F401  (registers the .levda accessor)
@@ -15,54 +32,34 @@ from xlevda import (
     metrics,
     systems,
 )
+from xlevda._version import VERSION as __version__
 from xlevda.api import assimilate
-from xlevda.config import FullStateConfig, LEVDAConfig, ModelError, OutputChunks
-from xlevda.core.ensf import EnSFConfig, ScaledEnSFConfig
-from xlevda.core.envar import FourDEnVarConfig, Localization
-from xlevda.core.ldensf import LDEnSFConfig
-from xlevda.core.letkf import LETKFConfig
-from xlevda.core.levda import Randomized, WarmStart
-from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.errors import XlevdaError
 from xlevda.ldnet import LDNet
+from xlevda.methods import LETKF, LEVDA, EnSF, FourDEnVar, LDEnSF
 from xlevda.pretrained import load_pretrained
+from xlevda.run import RunOptions
 from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig, TrainConfig
 from xlevda.surrogates.decoder_configs import (
     CosineDecoderConfig,
     MLPDecoderConfig,
     SeparableDecoderConfig,
 )
-from xlevda.surrogates.encoder import EncoderConfig, ObservationEncoder
-
-try:
-    __version__ = version("xlevda")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
 
 __all__ = [
+    "LETKF",
+    "LEVDA",
     "CosineDecoderConfig",
-    "EnSFConfig",
-    "EncoderConfig",
-    "FourDEnVarConfig",
-    "FullStateConfig",
-    "GaussNewtonConfig",
-    "LBFGSConfig",
-    "LDEnSFConfig",
+    "EnSF",
+    "FourDEnVar",
+    "LDEnSF",
     "LDNet",
     "LDNetConfig",
-    "LETKFConfig",
-    "LEVDAConfig",
     "LinearDynamicsConfig",
-    "Localization",
     "MLPDecoderConfig",
-    "ModelError",
-    "ObservationEncoder",
-    "OutputChunks",
-    "Randomized",
-    "ScaledEnSFConfig",
+    "RunOptions",
     "SeparableDecoderConfig",
     "TrainConfig",
-    "WarmStart",
     "XlevdaError",
     "__version__",
     "assimilate",

@@ -24,12 +24,12 @@ class LevdaAccessor:
     def __init__(self, obj: xr.Dataset | xr.DataArray) -> None:
         self._obj = obj
 
-    def assimilate(self, obs: xr.Dataset, surrogate: Any, config: Any = None, **kwargs: Any):
+    def assimilate(self, obs: xr.Dataset, surrogate: Any, method: Any = None, **kwargs: Any):
         """Analysis ensemble on this object's times and places.
 
         See :func:`xlevda.api.assimilate` for the parameters.
         """
-        return api.assimilate(self._obj, obs, surrogate, config, **kwargs)
+        return api.assimilate(self._obj, obs, surrogate, method, **kwargs)
 
 
 xr.register_dataset_accessor("levda")(LevdaAccessor)

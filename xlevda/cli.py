@@ -115,7 +115,8 @@ def _assimilate(args: argparse.Namespace) -> int:
 
     from xlevda import load_pretrained, load_surrogate
     from xlevda._convert import find_time
-    from xlevda.config import LEVDAConfig
+    from xlevda.methods import LEVDA
+    from xlevda.run import RunOptions
 
     model = load_pretrained(args.pretrained) if args.pretrained else load_surrogate(args.surrogate)
     obs = _open(args.obs)
@@ -128,9 +129,9 @@ def _assimilate(args: argparse.Namespace) -> int:
         slack = np.timedelta64(1, "ms") if s.time_is_datetime else 1e-6 * s.time_step
         times = times[(times >= t_obs.min() - slack) & (times <= t_obs.max() + slack)]
         target = xr.Dataset(coords={"time": times, **{c: np.asarray(s.grid[c]) for c in s.coords}})
-    config = LEVDAConfig(members=args.members, window=args.window, seed=args.seed)
+    run = RunOptions(members=args.members, seed=args.seed)
     t0 = time.perf_counter()
-    analysis = target.levda.assimilate(obs, model, config)
+    analysis = target.levda.assimilate(obs, model, LEVDA(window=args.window), run=run)
     analysis.to_netcdf(args.output)
     print(
         f"assimilated {analysis.attrs['n_observations_used']} observations in "

@@ -25,12 +25,13 @@ import numpy as np
 import xarray as xr
 
 from xlevda import metrics
-from xlevda.config import LEVDAConfig
 from xlevda.core.levda import MemberMode
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.errors import ConfigError
 from xlevda.ldnet import LDNet
+from xlevda.methods import LEVDA
 from xlevda.pretrained import load_pretrained
+from xlevda.run import RunOptions
 from xlevda.systems import kolmogorov, observe, sphere, tsunami
 
 __all__ = ["SYSTEMS", "Twin", "run_demo", "twin_experiment"]
@@ -255,7 +256,7 @@ def twin_experiment(
 ) -> Twin:
     """Simulate a hidden truth, observe it and assimilate it with the shipped surrogate.
 
-    ``optimizer``, ``jacobian`` and ``mode`` replace :class:`~xlevda.config.LEVDAConfig`'s
+    ``optimizer``, ``jacobian`` and ``mode`` replace :class:`~xlevda.methods.LEVDA`'s
     defaults and
     ``surrogate`` the shipped surrogate of ``system``: an :class:`~xlevda.LDNet`
     trained on that system's simulations, whose recorded training configuration
@@ -285,13 +286,14 @@ def twin_experiment(
         truth[list(sys_.observed)], observe.GridStride(stride), noise_ratio=0.1, seed=seed + 1
     )
     target = truth.drop_vars(list(truth.data_vars))
-    config = LEVDAConfig(members=members, window=5, seed=seed, jacobian=jacobian)
+    method = LEVDA(window=5, jacobian=jacobian)
     if optimizer is not None:
-        config = replace(config, optimizer=optimizer)
+        method = replace(method, optimizer=optimizer)
     if mode is not None:
-        config = replace(config, mode=mode)
+        method = replace(method, mode=mode)
+    run = RunOptions(members=members, seed=seed)
     t0 = time.perf_counter()
-    analysis = target.levda.assimilate(obs, model, config)
+    analysis = target.levda.assimilate(obs, model, method, run=run)
     seconds = time.perf_counter() - t0
     forecast = _forecast(model, truth, seed, members)
     prior = dict(zip(model.schema.params, model.schema.param_range, strict=True))

@@ -6,7 +6,8 @@ turns labelled observations into what they need: the fixed
 :class:`~xlevda.surrogates.observation_network.ObservationNetwork` of a sensor array, the
 normalized observation histories of training runs, and the ``(T, P * C)``
 observation matrix of one case.  ``ds.levda.assimilate(obs, surrogate,
-config=LDEnSFConfig(...), encoder=encoder)`` calls :func:`observation_matrix`.
+xlevda.LDEnSF(encoder))`` (:class:`xlevda.methods.LDEnSF`) calls
+:func:`observation_matrix`.
 """
 
 from __future__ import annotations

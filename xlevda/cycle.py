@@ -1,6 +1,12 @@
-"""What every method's cycle hands to the xarray layer, and dense observation windows.
+"""The values a method's windows pass along the chain, and the cycle they add up to.
 
-Torch and numpy only (no xarray).
+A method (:class:`xlevda.methods.base.Method`) starts from an :class:`Ensemble`,
+analyses one :class:`Window` at a time into an :class:`Analysis` (whose last ensemble
+is the next window's background), and the driver (:mod:`xlevda.driver`) concatenates
+the analyses of a case into a :class:`Cycle`, which the output builder
+(:mod:`xlevda.io`) decodes.  Also the dense observation window of the variational
+methods (:func:`obs_window`).  Torch and numpy only (no xarray); every type here is
+torch-free, so it travels between dask workers.
 """
 
 from __future__ import annotations
@@ -13,7 +19,82 @@ import torch
 from xlevda._obs import ObsTable
 from xlevda.core.levda import ObsWindow
 
-__all__ = ["Cycle", "group_rows", "obs_window"]
+__all__ = ["Analysis", "Cycle", "Ensemble", "Window", "group_rows", "obs_window"]
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """An ensemble at one latent index.
+
+    Attributes
+    ----------
+    anchor : int
+        Latent index (frame) of ``z``; ``-1`` is the shifted start ``s_{-1} = 0``.
+    z : ndarray, shape (K, d_z), optional
+        Augmented states ``(s, u)``, parameters normalized, float64; ``None`` where the
+        method draws its members in its first window (LD-EnSF).
+    not_fitted : int, optional
+        For an ensemble fitted to field backgrounds: the members whose fit failed or
+        who had no finite value (they keep the surrogate's rollout).
+    """
+
+    anchor: int
+    z: np.ndarray | None
+    not_fitted: int | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    """What a method analyses in one window of one case.
+
+    Attributes
+    ----------
+    index : int
+        Position of the window in the case's chain (0 first).
+    anchor : int
+        Latent index of the window-initial state.
+    obs : ObsTable
+        The window's observations.
+    last_step : int
+        The last latent step the output needs (a method that forecasts inside its
+        analysis, as LD-EnSF does, runs up to it).
+    """
+
+    index: int
+    anchor: int
+    obs: ObsTable
+    last_step: int
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A window's analyses: one for most methods, one per frame for LD-EnSF.
+
+    Attributes
+    ----------
+    anchors : ndarray, shape (A,)
+        Latent index of each analysis.
+    z : ndarray, shape (A, K, d_z)
+        Analysis ensembles, float64; the last one is the next window's background.
+    diagnostics : dict of str to ndarray
+        Per analysis, ``(A, K)`` or ``(A,)``; long names in the method's ``diagnostics``.
+    n_obs : ndarray, shape (A,)
+        Observed values behind each analysis.
+    excess : ndarray, shape (A, 4, C), optional
+        LEVDA's :func:`~xlevda.core.levda.observed_excess` (mean, count, noise, leverage)
+        per channel, for the model-error term.
+    """
+
+    anchors: np.ndarray
+    z: np.ndarray
+    diagnostics: dict[str, np.ndarray]
+    n_obs: np.ndarray
+    excess: np.ndarray | None = None
+
+    @property
+    def ensemble(self) -> Ensemble:
+        """The last analysis: the background of the next window."""
+        return Ensemble(int(self.anchors[-1]), self.z[-1])
 
 
 @dataclass(frozen=True)

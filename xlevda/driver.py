@@ -1,0 +1,125 @@
+"""One driver for every method: windows as a chain of dask tasks, cases as independent chains.
+
+Each window's task takes the previous window's :class:`~xlevda.cycle.Analysis`
+(the first takes the initial :class:`~xlevda.cycle.Ensemble`) and calls the
+method's ``analyse``; the case's analyses are then concatenated into a
+:class:`~xlevda.cycle.Cycle`.  The tasks run on whatever dask scheduler is active,
+e.g. a ``dask.distributed`` cluster for independent cases.  Torch and numpy only.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import dask
+import numpy as np
+import torch
+from dask.delayed import Delayed
+
+from xlevda._obs import ObsTable
+from xlevda.cycle import Analysis, Cycle, Ensemble, Window
+from xlevda.methods.base import Method
+from xlevda.run import RunOptions
+from xlevda.surrogates.protocol import Surrogate
+
+__all__ = ["assemble", "prepare_model", "run_cases"]
+
+
+def prepare_model(surrogate: Surrogate, run: RunOptions) -> Surrogate:
+    """The model in the run's dtype and on its device, in eval mode without gradients.
+
+    A torch model of another dtype or device is copied, never changed in place.
+    """
+    if not isinstance(surrogate, torch.nn.Module):
+        return surrogate
+    first = next(surrogate.parameters(), None)
+    if first is not None and (first.dtype != run.torch_dtype or str(first.device) != run.device):
+        surrogate = copy.deepcopy(surrogate).to(device=run.device, dtype=run.torch_dtype)
+    surrogate.eval()
+    for p in surrogate.parameters():
+        p.requires_grad_(False)
+    return surrogate
+
+
+def _analyse(
+    method: Method,
+    model: Surrogate,
+    window: Window,
+    previous: Analysis | Ensemble,
+    run: RunOptions,
+) -> Analysis:
+    background = previous.ensemble if isinstance(previous, Analysis) else previous
+    return method.analyse(model, window, background, run)
+
+
+def assemble(analyses: list[Analysis], names: dict[str, str], seed: int) -> Cycle:
+    """A case's window analyses, concatenated in order, as one :class:`~xlevda.cycle.Cycle`."""
+    excess = None
+    if analyses[0].excess is not None:
+        excess = np.concatenate([a.excess for a in analyses])  # (W, 4, C)
+    return Cycle(
+        anchors=np.concatenate([a.anchors for a in analyses]),
+        z_analysis=np.concatenate([a.z for a in analyses]),
+        diagnostics={
+            k: np.concatenate([a.diagnostics[k] for a in analyses]) for k in analyses[0].diagnostics
+        },
+        n_obs=np.concatenate([a.n_obs for a in analyses]),
+        names=dict(names),
+        excess=None if excess is None else excess[:, 0],
+        excess_count=None if excess is None else excess[:, 1].astype(np.int64),
+        excess_noise=None if excess is None else excess[:, 2],
+        excess_leverage=None if excess is None else excess[:, 3],
+        seed=seed,
+    )
+
+
+def _chain(
+    method: Method,
+    model: Delayed,
+    initial: Ensemble,
+    table: ObsTable,
+    last_step: int,
+    run: RunOptions,
+) -> Delayed:
+    """The windows of one case as a chain of dask tasks, each taking the previous analysis."""
+    previous: Delayed | Ensemble = initial
+    analyses = []
+    for w, planned in enumerate(method.plan(table, initial.anchor)):
+        window = Window(w, planned.anchor, table.select(planned.rows), last_step)
+        previous = dask.delayed(_analyse, pure=False)(method, model, window, previous, run)
+        analyses.append(previous)
+    return dask.delayed(assemble, pure=False)(analyses, method.diagnostics, run.seed)
+
+
+def run_cases(
+    method: Method,
+    model: Surrogate,
+    initial: Ensemble,
+    tables: list[ObsTable],
+    last_step: int,
+    run: RunOptions,
+) -> tuple[Cycle, ...]:
+    """Every case's cycle, computed; case ``c`` with seed ``run.seed + c``.
+
+    Parameters
+    ----------
+    method : Method
+    model : Surrogate
+        Prepared (:func:`prepare_model`).
+    initial : Ensemble
+        Every case's initial ensemble.
+    tables : list of ObsTable
+        Each case's observations.
+    last_step : int
+        The last latent step of the output.
+    run : RunOptions
+        Resolved.
+    """
+    model_task = dask.delayed(model, pure=False)
+    return dask.compute(
+        *[
+            _chain(method, model_task, initial, t, last_step, replace(run, seed=run.seed + c))
+            for c, t in enumerate(tables)
+        ]
+    )

@@ -1,0 +1,257 @@
+"""The analysis as a CF Dataset: lazily decoded fields, diagnostics, attributes, provenance.
+
+:func:`to_dataset` turns one case's :class:`~xlevda.cycle.Cycle` into the output of
+:func:`xlevda.assimilate`: fields over ``(time, member, *space)`` as dask arrays
+decoded chunk by chunk (:func:`xlevda.decode.decode_block`), parameters over
+``(time, member)``, the latent trajectory, per-window diagnostics, CF-1.11
+attributes, and the method, run options and surrogate checksum as provenance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, fields, is_dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import dask
+import dask.array as dsa
+import numpy as np
+import torch
+import xarray as xr
+
+from xlevda._convert import SpatialLayout
+from xlevda._version import VERSION
+from xlevda.cycle import Cycle
+from xlevda.decode import decode_block, numpy_dtype, prepare_output_points
+from xlevda.methods.base import Method
+from xlevda.model_error import model_error_std
+from xlevda.run import RunOptions
+from xlevda.surrogates.protocol import Surrogate
+
+__all__ = ["OutputGrid", "config_json", "module_checksum", "surrogate_checksum", "to_dataset"]
+
+
+@dataclass(frozen=True)
+class OutputGrid:
+    """Where and when the analysis is wanted (from :func:`xlevda.assimilate`'s ``target``).
+
+    Attributes
+    ----------
+    target : Dataset or DataArray
+        The object whose coordinates the output takes.
+    time : str
+        Its time coordinate; ``times`` its values.
+    layout : SpatialLayout
+        Its spatial dimensions; ``points`` (P, n_coords) their normalized positions.
+    """
+
+    target: xr.Dataset | xr.DataArray
+    time: str
+    times: np.ndarray
+    layout: SpatialLayout
+    points: np.ndarray
+
+
+def module_checksum(module: torch.nn.Module, h: Any = None) -> str:
+    """SHA-256 of a torch module's weights (``h``: a hash to continue)."""
+    h = hashlib.sha256() if h is None else h
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        buf = io.BytesIO()
+        np.save(buf, tensor.detach().cpu().numpy(), allow_pickle=False)
+        h.update(buf.getvalue())
+    return h.hexdigest()
+
+
+def surrogate_checksum(surrogate: Surrogate) -> str:
+    """SHA-256 of a surrogate's weights and schema (provenance of an analysis)."""
+    h = hashlib.sha256(repr(surrogate.schema.to_dict()).encode())
+    if isinstance(surrogate, torch.nn.Module):
+        return module_checksum(surrogate, h)
+    return h.hexdigest()
+
+
+def config_json(obj: Any) -> Any:
+    """A frozen config tree as JSON-ready data, each dataclass tagged with its type.
+
+    A torch module inside (LD-EnSF's encoder) is recorded by type and checksum.
+
+    Examples
+    --------
+    >>> from xlevda.run import OutputChunks
+    >>> config_json(OutputChunks())
+    {'type': 'OutputChunks', 'time': 8, 'member': 25}
+    """
+    if isinstance(obj, torch.nn.Module):
+        return {"type": type(obj).__name__, "sha256": module_checksum(obj)}
+    if is_dataclass(obj):
+        return {"type": type(obj).__name__} | {
+            f.name: config_json(getattr(obj, f.name)) for f in fields(obj)
+        }
+    if isinstance(obj, tuple | list):
+        return [config_json(v) for v in obj]
+    return obj
+
+
+def _fields(
+    grid: OutputGrid, model, run: RunOptions, method: Method, cycle: Cycle, z_out, which
+) -> dict[str, xr.DataArray]:
+    """The decoded fields (lazy) and their model-error standard deviations."""
+    schema, dtype, k = model.schema, run.torch_dtype, run.members
+    d_s, space_dims = model.latent_dim, grid.layout.dims
+    space_shape = tuple(grid.target.sizes[d] for d in space_dims)
+    chunks = (min(run.chunks.time, len(grid.times)), min(run.chunks.member, k))
+    s_out = z_out[..., :d_s].astype(numpy_dtype(dtype), copy=False)
+    latent = dsa.from_array(s_out, chunks=(*chunks, d_s))
+    prepared = dask.delayed(prepare_output_points, pure=True)(model, grid.points, dtype)
+    error_std = model_error_std(cycle, which, method.model_error)
+    dressed = method.model_error is not None and error_std is not None
+    pooled = method.model_error is None or method.model_error.pooled
+    out: dict[str, xr.DataArray] = {}
+    for c, (name, attrs) in enumerate(zip(schema.variables, schema.variable_attrs, strict=True)):
+        field = dsa.map_blocks(
+            decode_block,
+            latent,
+            model,
+            prepared,
+            dtype,
+            c,
+            error_std[:, c] if dressed else None,
+            cycle.seed,
+            meta=np.empty((0, 0, 0), dtype=numpy_dtype(dtype)),
+            chunks=(*latent.chunks[:2], (grid.points.shape[0],)),
+            drop_axis=2,
+            new_axis=[2],
+        )
+        arr = field.reshape((len(grid.times), k, *space_shape))
+        out[name] = xr.DataArray(
+            arr, dims=(grid.time, run.member_dim, *space_dims), attrs=dict(attrs)
+        )
+        if error_std is None:
+            continue
+        out[name].attrs["ancillary_variables"] = f"{name}_model_error_std"
+        how = (
+            "estimated from the observations, pooled over the windows that agree"
+            if pooled
+            else "estimated from the window's observations"
+        )
+        added = " (added to each member)" if dressed else " (not added)"
+        out[f"{name}_model_error_std"] = xr.DataArray(
+            error_std[:, c] * schema.output_norm.scale[c],
+            dims=(grid.time,),
+            attrs={
+                "long_name": f"{name}: model error not explained by the ensemble, {how}{added}",
+                **({"units": attrs["units"]} if "units" in attrs else {}),
+            },
+        )
+    return out
+
+
+def _states(
+    grid: OutputGrid, model, run: RunOptions, method: Method, cycle: Cycle, z_out, which
+) -> dict[str, xr.DataArray]:
+    """Parameters and latent states at the output times, and the per-window diagnostics."""
+    schema, mdim, d_s = model.schema, run.member_dim, model.latent_dim
+    out = {}
+    u_out = schema.param_norm.denormalize(z_out[..., d_s:])  # float64: small, full precision
+    for j, (name, attrs) in enumerate(zip(schema.params, schema.param_attrs, strict=True)):
+        out[name] = xr.DataArray(
+            u_out[..., j],
+            dims=(grid.time, mdim),
+            attrs={**attrs, "long_name": attrs.get("long_name", name) + " (analysis estimate)"},
+        )
+    out["latent_state"] = xr.DataArray(
+        z_out[..., :d_s].astype(numpy_dtype(run.torch_dtype), copy=False),
+        dims=(grid.time, mdim, "latent"),
+        attrs={"long_name": "state vector of the full-state model (its own units)"}
+        if method.full_state
+        else {"long_name": "surrogate latent state", "units": "1"},
+    )
+    out["window_index"] = xr.DataArray(
+        which, dims=(grid.time,), attrs={"long_name": "assimilation window supplying this time"}
+    )
+    for name, values in cycle.diagnostics.items():
+        out[f"window_{name}"] = xr.DataArray(
+            values.astype(np.int8) if values.dtype == bool else values,
+            dims=("window", mdim)[: values.ndim],
+            attrs={"long_name": cycle.names[name], "units": "1"},
+        )
+    out["window_n_obs"] = xr.DataArray(
+        cycle.n_obs, dims=("window",), attrs={"long_name": "observed values in the window"}
+    )
+    return out
+
+
+def _coords(grid: OutputGrid, run: RunOptions, cycle: Cycle) -> dict[str, Any]:
+    space_dims = set(grid.layout.dims)
+    return {
+        grid.time: (grid.time, grid.times, dict(grid.target[grid.time].attrs)),
+        run.member_dim: (
+            run.member_dim,
+            np.arange(run.members),
+            {"standard_name": "realization", "long_name": "ensemble member"},
+        ),
+        "window": ("window", np.arange(len(cycle.anchors))),
+        "window_anchor_step": (
+            "window",
+            cycle.anchors,
+            {"long_name": "latent index of window start (-1: shifted start)"},
+        ),
+        **{
+            c: v.variable
+            for c, v in grid.target.coords.items()
+            if v.dims and set(v.dims) <= space_dims
+        },
+    }
+
+
+def _attrs(model, run: RunOptions, method: Method, n_used: int, n_dropped: int) -> dict[str, Any]:
+    return {
+        "Conventions": "CF-1.11",
+        "title": f"{method.name} analysis ensemble",
+        "institution": "xlevda",
+        "source": f"xlevda {VERSION} {method.title}",
+        "history": f"{datetime.now(UTC).isoformat(timespec='seconds')} xlevda.assimilate",
+        "xlevda_version": VERSION,
+        "method": method.name,
+        "method_config": json.dumps(config_json(method), sort_keys=True, default=str),
+        "run_options": json.dumps(config_json(run), sort_keys=True, default=str),
+        "surrogate_sha256": surrogate_checksum(model),
+        "n_observations_used": n_used,
+        "n_observations_dropped": n_dropped,
+    }
+
+
+def to_dataset(
+    grid: OutputGrid,
+    model: Surrogate,
+    run: RunOptions,
+    method: Method,
+    cycle: Cycle,
+    z_out: np.ndarray,
+    which: np.ndarray,
+    n_obs: tuple[int, int],
+) -> xr.Dataset:
+    """One case's analysis as a CF Dataset.
+
+    Parameters
+    ----------
+    grid : OutputGrid
+    model : Surrogate
+        The (prepared) surrogate or full-state model.
+    run : RunOptions
+        Resolved (no field left at ``None``).
+    method : Method
+    cycle : Cycle
+    z_out : ndarray, shape (T, K, d_z)
+        States at the output times; ``which`` (T,) the window supplying each.
+    n_obs : (int, int)
+        Observations used and dropped.
+    """
+    args = (grid, model, run, method, cycle, z_out, which)
+    ds = xr.Dataset({**_fields(*args), **_states(*args)}, coords=_coords(grid, run, cycle))
+    ds.attrs = _attrs(model, run, method, *n_obs)
+    return ds

@@ -1,0 +1,117 @@
+"""The protocol every assimilation method follows, and what the methods share.
+
+A method is a frozen, self-validating config that knows how to start and how to
+analyse one window; :mod:`xlevda.driver` chains its windows into dask tasks and
+:mod:`xlevda.io` turns the result into the output Dataset::
+
+    ensemble = method.initial(model, background, run)          # Ensemble at its anchor
+    for window in windows(method.plan(table, ensemble.anchor)):
+        analysis = method.analyse(model, window, ensemble, run)  # one dask task
+        ensemble = analysis.ensemble                              # the next background
+
+Adding a method: a module in :mod:`xlevda.methods` with a frozen dataclass that
+subclasses :class:`Method` (for its defaults) and defines ``name``, ``title``,
+``diagnostics``, ``initial``, ``plan`` and ``analyse``; then one import line in
+``xlevda/methods/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from xlevda._obs import ObsTable
+from xlevda._obs import Window as PlannedWindow
+from xlevda.core.levda import propagate
+from xlevda.cycle import Analysis, Ensemble, Window
+from xlevda.model_error import ModelError
+from xlevda.run import RunDefaults, RunOptions
+from xlevda.surrogates.protocol import Surrogate
+
+__all__ = ["Method", "background_state", "single"]
+
+
+@runtime_checkable
+class Method(Protocol):
+    """An assimilation method (LEVDA, LD-EnSF, ETKF/LETKF, EnSF, 4DEnVar, ...).
+
+    Attributes
+    ----------
+    name : str
+        Short name (the output's ``method`` attribute), e.g. ``"LEVDA"``.
+    title : str
+        What the name stands for (in the output's ``source``).
+    diagnostics : mapping of str to str
+        Long name of each per-window diagnostic the method's analyses return.
+    run_defaults : RunDefaults
+        Ensemble size and precision where :class:`~xlevda.run.RunOptions` leaves them.
+    full_state : bool
+        Whether the ensemble holds a full-state model's own state (the output then
+        labels ``latent_state`` so), rather than a surrogate's latent state.
+    model_error : ModelError or None
+        The model-error term added to the decoded fields (LEVDA), from the
+        ``excess`` its analyses return.
+    needs_obs_errors : bool
+        Whether the observations need error standard deviations (LD-EnSF uses its
+        encoder's instead).
+    """
+
+    name: str
+    title: str
+    diagnostics: Mapping[str, str]
+    run_defaults: ClassVar[RunDefaults] = RunDefaults()
+    full_state: ClassVar[bool] = False
+    model_error: ModelError | None = None
+    needs_obs_errors: ClassVar[bool] = True
+
+    def initial(self, model: Surrogate, background: Any, run: RunOptions) -> Ensemble:
+        """The initial ensemble, from ``background=`` of :func:`xlevda.assimilate` or a prior.
+
+        Also where a method checks that ``model`` and ``background`` suit it.
+        """
+        ...
+
+    def plan(self, table: ObsTable, anchor: int) -> list[PlannedWindow]:
+        """One case's observations in windows; the first anchored at ``anchor``."""
+        ...
+
+    def analyse(
+        self, model: Surrogate, window: Window, background: Ensemble, run: RunOptions
+    ) -> Analysis:
+        """The analysis of one window given the previous window's (or the initial) ensemble.
+
+        ``run.seed`` is the case's seed.
+        """
+        ...
+
+
+def background_state(
+    model: Surrogate, background: Ensemble, anchor: int, run: RunOptions
+) -> Tensor:
+    """``background`` as a tensor, run forward to ``anchor`` (K, d_z)."""
+    z = torch.as_tensor(background.z, dtype=run.torch_dtype, device=run.device)
+    if anchor == background.anchor:
+        return z
+    with torch.no_grad():
+        return propagate(model, z, anchor - background.anchor)
+
+
+def single(
+    anchor: int,
+    z: Tensor,
+    diagnostics: Mapping[str, Any],
+    n_obs: int,
+    excess: np.ndarray | None = None,
+) -> Analysis:
+    """A window's one analysis ``z`` (K, d_z) as an :class:`~xlevda.cycle.Analysis`."""
+    return Analysis(
+        anchors=np.asarray([anchor]),
+        z=z.detach().cpu().double().numpy()[None],
+        diagnostics={k: np.asarray(v)[None] for k, v in diagnostics.items()},
+        n_obs=np.asarray([n_obs]),
+        excess=None if excess is None else excess[None],
+    )

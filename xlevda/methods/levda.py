@@ -1,0 +1,170 @@
+"""LEVDA: latent ensemble variational data assimilation (paper section 3.2), as a method.
+
+Each window's background is the previous analysis propagated through the
+surrogate; :func:`xlevda.core.levda.solve_window` finds each member's analysis in
+the ensemble subspace (eq. 19).  One dask task per window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from xlevda._obs import ObsTable, plan_windows
+from xlevda._obs import Window as PlannedWindow
+from xlevda._validate import is_int
+from xlevda.core.levda import Inflation, MemberMode, Randomized, WarmStart, solve_window
+from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
+from xlevda.cycle import Analysis, Ensemble, Window, obs_window
+from xlevda.errors import ConfigError
+from xlevda.initial import latent_ensemble
+from xlevda.methods.base import Method, background_state, single
+from xlevda.model_error import ModelError
+from xlevda.run import RunOptions
+from xlevda.surrogates.protocol import Surrogate
+
+__all__ = ["LEVDA"]
+
+DIAGNOSTICS = {
+    "cost": "final cost of the member's objective (eq. 19)",
+    "misfit": "observation misfit 1/2 sum w (y - H x)^2 of the analysis",
+    "misfit_background": "observation misfit of the background member",
+    "n_iter": "optimizer iterations",
+    "converged": "optimizer converged",
+    "failed": "optimization failed; member kept its background",
+}
+
+
+@dataclass(frozen=True)
+class LEVDA(Method):
+    """LEVDA (paper section 3.2): windows of variational analyses in the latent space.
+
+    Attributes
+    ----------
+    window : int
+        ``tau``: distinct observation times per window (>= 1).
+    window_stride : int, optional
+        Observation times between window starts; ``None`` (= ``window``) gives
+        non-overlapping windows, a smaller value overlapping ones.
+    inflation_rho, inflation_sigma : float
+        Multiplicative (``>= 1``) and additive (``>= 0``, normalized latent units)
+        inflation of the background perturbations.
+    mode : WarmStart or Randomized
+        How members differ: randomized-maximum-likelihood members with perturbed
+        prior centres and data (the default; each starts at its ensemble Kalman
+        analysis, ``Randomized(start="background")`` at its background member as
+        in the paper), or the paper's warm starts of one shared cost.  Warm-start
+        members converge to one minimum wherever the cost is convex, so their
+        spread collapses and cycling then stops with an error
+        asking for inflation; randomized members sample the posterior in the
+        linear-Gaussian case (see ``tests/core``).
+    optimizer : LBFGSConfig or GaussNewtonConfig
+        The batched solver of the K member problems.  The default L-BFGS stops a
+        member when a step lowers its cost by less than ``1e-4`` of it: on the demo
+        twin this halves the time of a tighter tolerance at equal accuracy
+        (``benchmarks/levda_tolerance.py``, docs/results.md).  ``LBFGSConfig()``
+        (the default of :func:`xlevda.core.levda.solve_window`) iterates until the
+        cost stalls at round-off, the gradient reaches ``tol_grad`` or ``max_iter``.
+    jacobian : {"forward", "pointwise"}
+        How a ``GaussNewtonConfig`` optimizer gets its Jacobian: forward mode
+        through the whole chain (best for separable decoders), or ``"pointwise"``
+        (one decoder pass per channel; best for MLP neural-field decoders: on the
+        tsunami twin with the MLP-decoder surrogate 52.9 s against 79.8 s for
+        L-BFGS, docs/results.md).  Ignored by L-BFGS.
+    model_error : ModelError or None
+        Add the estimated model-error term to the members' fields (default), or
+        ``None`` for the decoded surrogate states alone.
+
+    Ensemble size, seed (of the prior draws, the inflation noise and RML
+    perturbations), precision and device are :class:`~xlevda.run.RunOptions`
+    (default 100 members, float32).
+
+    Examples
+    --------
+    >>> LEVDA(window=5).window_stride is None
+    True
+    """
+
+    window: int = 5
+    window_stride: int | None = None
+    inflation_rho: float = 1.0
+    inflation_sigma: float = 0.0
+    mode: MemberMode = field(default_factory=Randomized)
+    optimizer: LBFGSConfig | GaussNewtonConfig = field(
+        default_factory=lambda: LBFGSConfig(tol_cost=1e-4)
+    )
+    jacobian: Literal["forward", "pointwise"] = "forward"
+    model_error: ModelError | None = field(default_factory=ModelError)
+
+    name: ClassVar[str] = "LEVDA"
+    title: ClassVar[str] = "LEVDA (latent ensemble variational data assimilation)"
+    diagnostics: ClassVar[dict[str, str]] = DIAGNOSTICS
+
+    def __post_init__(self) -> None:
+        if self.jacobian not in ("forward", "pointwise"):
+            raise ConfigError(f"jacobian={self.jacobian!r}: expected 'forward' or 'pointwise'")
+        if not is_int(self.window, 1):
+            raise ConfigError(f"window tau={self.window!r}: expected an integer >= 1")
+        if self.window_stride is not None and not 1 <= self.window_stride <= self.window:
+            raise ConfigError(
+                f"window_stride={self.window_stride!r}: expected 1 <= stride <= "
+                f"window={self.window}"
+            )
+        Inflation(self.inflation_rho, self.inflation_sigma)
+        if not isinstance(self.mode, WarmStart | Randomized):
+            raise ConfigError(f"mode={self.mode!r}: expected WarmStart() or Randomized(seed)")
+        if not isinstance(self.optimizer, LBFGSConfig | GaussNewtonConfig):
+            raise ConfigError(
+                f"optimizer={self.optimizer!r}: expected LBFGSConfig or GaussNewtonConfig"
+            )
+        if self.model_error is not None and not isinstance(self.model_error, ModelError):
+            raise ConfigError(f"model_error={self.model_error!r}: expected ModelError() or None")
+
+    def initial(self, model: Surrogate, background: Any, run: RunOptions) -> Ensemble:
+        """From fields, given parameters or prior draws (:func:`xlevda.initial.latent_ensemble`)."""
+        return latent_ensemble(model, background, run)
+
+    def plan(self, table: ObsTable, anchor: int) -> list[PlannedWindow]:
+        """Windows of ``window`` distinct observation times every ``window_stride``."""
+        return plan_windows(table, self.window, self.window_stride, anchor)
+
+    def analyse(
+        self, model: Surrogate, window: Window, background: Ensemble, run: RunOptions
+    ) -> Analysis:
+        """One window: the background is the previous analysis propagated to the anchor."""
+        zb = background_state(model, background, window.anchor, run)
+        obs_w = obs_window(
+            window.obs, window.anchor, model.schema.n_channels, run.torch_dtype, run.device
+        )
+        seed = run.seed * 1_000_003 + window.index
+        mode = self.mode
+        if isinstance(mode, Randomized) and isinstance(mode.seed, int):
+            mode = replace(mode, seed=hash((mode.seed, seed)) % 2**62)
+        try:
+            res = solve_window(
+                model,
+                zb,
+                obs_w,
+                inflation=Inflation(self.inflation_rho, self.inflation_sigma, seed=seed),
+                mode=mode,
+                optimizer=self.optimizer,
+                jacobian=self.jacobian,
+            )
+        except ConfigError as err:
+            w = window.index
+            if w == 0 or "no spread" not in str(err):
+                raise
+            raise ConfigError(
+                f"window {w}: the background (window {w - 1}'s analysis propagated) has "
+                "collapsed: every member converged to the same minimum, as warm-start members "
+                "do on a convex cost. Use mode=Randomized() or inflation_sigma > 0"
+            ) from err
+        return single(
+            window.anchor,
+            res.z_analysis,
+            {k: getattr(res, k).detach().cpu().numpy() for k in DIAGNOSTICS},
+            res.n_obs,
+            np.stack([t.detach().cpu().double().numpy() for t in res.excess]),
+        )

@@ -1,0 +1,123 @@
+"""Options every assimilation method shares: :class:`RunOptions` and :class:`OutputChunks`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import torch
+
+from xlevda._validate import is_int
+from xlevda.errors import ConfigError
+
+__all__ = ["OutputChunks", "RunDefaults", "RunOptions"]
+
+
+@dataclass(frozen=True)
+class OutputChunks:
+    """Dask chunk sizes of the decoded analysis fields.
+
+    Attributes
+    ----------
+    time, member : int
+        Output times and members decoded per task.
+    """
+
+    time: int = 8
+    member: int = 25
+
+    def __post_init__(self) -> None:
+        for name in ("time", "member"):
+            value = getattr(self, name)
+            if not is_int(value, 1):
+                raise ConfigError(f"OutputChunks.{name}={value!r}: expected an integer >= 1")
+
+
+@dataclass(frozen=True)
+class RunDefaults:
+    """A method's defaults for the :class:`RunOptions` left at ``None``.
+
+    Attributes
+    ----------
+    members : int
+        Ensemble size.
+    dtype : {"float32", "float64"}
+        Precision of the ensemble, the decoding and the output fields.
+    """
+
+    members: int = 100
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run any method: ensemble size, randomness, precision, device and output layout.
+
+    Passed as ``run=`` to :func:`xlevda.assimilate`, separately from the method.  A field
+    left at ``None`` takes the method's default (its ``run_defaults``): 100 members in
+    float32 for LEVDA and LD-EnSF, 40 members in float64 (as simulators run) for the
+    full-state methods (ETKF/LETKF, EnSF, 4DEnVar).
+
+    Attributes
+    ----------
+    members : int, optional
+        Ensemble size ``K`` (>= 2).
+    seed : int
+        Seed of every random draw (>= 0): prior parameters, inflation noise, perturbed
+        members, EnSF noise, model-error draws.  Case ``c`` of a multi-case run uses
+        ``seed + c``.
+    dtype : {"float32", "float64"}, optional
+        Precision of the ensemble, the decoding and the output fields (parameter
+        estimates are always float64).
+    device : str
+        Torch device of the computation, e.g. ``"cpu"`` or ``"cuda"``.
+    member_dim : str
+        Name of the ensemble dimension of the output.
+    chunks : OutputChunks
+        Chunking of the lazily decoded fields.
+    outside : {"error", "drop"}
+        Observations outside the model's domain: an error, or dropped with the count
+        reported in the output attributes.
+
+    Examples
+    --------
+    >>> RunOptions(members=50).resolve(RunDefaults(members=100, dtype="float64")).dtype
+    'float64'
+    """
+
+    members: int | None = None
+    seed: int = 0
+    dtype: Literal["float32", "float64"] | None = None
+    device: str = "cpu"
+    member_dim: str = "member"
+    chunks: OutputChunks = field(default_factory=OutputChunks)
+    outside: Literal["error", "drop"] = "error"
+
+    def __post_init__(self) -> None:
+        if self.members is not None and not is_int(self.members, 2):
+            raise ConfigError(f"RunOptions.members={self.members!r}: expected an integer >= 2")
+        if not is_int(self.seed, 0):
+            raise ConfigError(f"RunOptions.seed={self.seed!r}: expected an integer >= 0")
+        if self.dtype not in (None, "float32", "float64"):
+            raise ConfigError(f"RunOptions.dtype={self.dtype!r}: expected 'float32' or 'float64'")
+        if not isinstance(self.device, str):
+            raise ConfigError(f"RunOptions.device={self.device!r}: expected a string")
+        if not isinstance(self.member_dim, str) or not self.member_dim:
+            raise ConfigError(f"RunOptions.member_dim={self.member_dim!r}: expected a name")
+        if not isinstance(self.chunks, OutputChunks):
+            raise ConfigError(f"RunOptions.chunks={self.chunks!r}: expected OutputChunks")
+        if self.outside not in ("error", "drop"):
+            raise ConfigError(f"RunOptions.outside={self.outside!r}: expected 'error' or 'drop'")
+
+    def resolve(self, defaults: RunDefaults) -> RunOptions:
+        """These options with the fields left at ``None`` set from a method's ``defaults``."""
+        return replace(
+            self,
+            members=defaults.members if self.members is None else self.members,
+            dtype=defaults.dtype if self.dtype is None else self.dtype,
+        )
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """``dtype`` as a torch dtype (float32 while unresolved)."""
+        return torch.float64 if self.dtype == "float64" else torch.float32
