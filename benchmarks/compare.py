@@ -48,11 +48,12 @@ from torch import Tensor
 
 from xlevda import FullStateConfig, LEVDAConfig, load_pretrained, metrics
 from xlevda.api import surrogate_checksum
+from xlevda.core.dynamics import trajectory
 from xlevda.core.ensf import EnSFConfig, ScaledEnSFConfig
 from xlevda.core.envar import FourDEnVarConfig, Localization
 from xlevda.core.ldensf import LDEnSFConfig, ldensf_filter
 from xlevda.core.letkf import LETKFConfig
-from xlevda.core.levda import Inflation, trajectory
+from xlevda.core.members import Inflation
 from xlevda.errors import ConfigError, XlevdaError
 from xlevda.surrogates.encoder import EncoderConfig, ObservationNetwork, fit_encoder
 from xlevda.systems import observe, tsunami

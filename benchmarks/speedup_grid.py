@@ -42,7 +42,7 @@ from xlevda import (
     load_pretrained,
     metrics,
 )
-from xlevda.core.levda import Inflation
+from xlevda.core.members import Inflation
 from xlevda.systems import observe, tsunami
 from xlevda.systems.tsunami_model import TsunamiModel
 

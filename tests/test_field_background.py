@@ -13,7 +13,7 @@ import xlevda
 from tests.test_api import model, point_obs, target, truth  # noqa: F401  (fixtures)
 from xlevda.config import LEVDAConfig
 from xlevda.core.inversion import fit_latent, rollout_state
-from xlevda.core.levda import Randomized
+from xlevda.core.members import Randomized
 from xlevda.errors import CoordinateError, ObservationError, ShapeError, VariableError
 
 K = 6

@@ -18,10 +18,11 @@ import xarray as xr
 import xlevda
 from xlevda import FullStateConfig
 from xlevda.api import _prior
+from xlevda.core.dynamics import trajectory
 from xlevda.core.ensf import EnSFConfig, ScaledEnSFConfig
 from xlevda.core.envar import FourDEnVarConfig, Localization
 from xlevda.core.letkf import LETKFConfig, letkf_analysis
-from xlevda.core.levda import Inflation, trajectory
+from xlevda.core.members import Inflation
 from xlevda.errors import ConfigError, ObservationError, VariableError
 from xlevda.systems import lorenz96, observe, tsunami
 from xlevda.systems.tsunami_model import TsunamiModel

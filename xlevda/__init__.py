@@ -21,7 +21,7 @@ from xlevda.core.ensf import EnSFConfig, ScaledEnSFConfig
 from xlevda.core.envar import FourDEnVarConfig, Localization
 from xlevda.core.ldensf import LDEnSFConfig
 from xlevda.core.letkf import LETKFConfig
-from xlevda.core.levda import Randomized, WarmStart
+from xlevda.core.members import Randomized, WarmStart
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.errors import XlevdaError
 from xlevda.ldnet import LDNet

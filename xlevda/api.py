@@ -32,17 +32,11 @@ from xlevda._convert import find_time, times_to_steps, to_points
 from xlevda._cycle import Cycle, obs_window
 from xlevda._obs import ObsTable, Window, obs_table, plan_windows
 from xlevda.config import FullStateConfig, LEVDAConfig, ModelError, OutputChunks
-from xlevda.core.dynamics import interpolate_trajectory
+from xlevda.core.dynamics import interpolate_trajectory, propagate, trajectory
 from xlevda.core.inversion import fit_latent, rollout_state
 from xlevda.core.ldensf import LDEnSFConfig, ldensf_filter
-from xlevda.core.levda import (
-    Inflation,
-    Randomized,
-    WindowResult,
-    propagate,
-    solve_window,
-    trajectory,
-)
+from xlevda.core.levda import WindowResult, solve_window
+from xlevda.core.members import Inflation, Randomized
 from xlevda.errors import ConfigError, CoordinateError, VariableError
 from xlevda.fullstate import check_model, fullstate_cycle, initial_ensemble
 from xlevda.ldensf import observation_matrix

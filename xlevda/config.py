@@ -9,7 +9,7 @@ from typing import Any, Literal
 from xlevda.core.ensf import ScaledEnSFConfig
 from xlevda.core.envar import FourDEnVarConfig
 from xlevda.core.letkf import LETKFConfig
-from xlevda.core.levda import Inflation, MemberMode, Randomized, WarmStart
+from xlevda.core.members import Inflation, MemberMode, Randomized, WarmStart
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.errors import ConfigError
 

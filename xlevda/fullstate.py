@@ -34,11 +34,10 @@ from torch import Tensor
 from xlevda._cycle import Cycle, group_rows, obs_window
 from xlevda._obs import ObsTable, plan_windows
 from xlevda.config import FullStateConfig
-from xlevda.core.dynamics import interpolate_trajectory
+from xlevda.core.dynamics import interpolate_trajectory, trajectory
 from xlevda.core.ensf import ScaledEnSFConfig, scaled_ensf_analysis
 from xlevda.core.envar import FourDEnVarConfig, fourdenvar
 from xlevda.core.letkf import LETKFConfig, letkf_analysis
-from xlevda.core.levda import trajectory
 from xlevda.errors import ConfigError, ObservationError, VariableError
 from xlevda.surrogates.protocol import FullStateModel
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.core._models import LinearSurrogate
+from xlevda.core.prior import prior_params
 from xlevda.errors import (
     ConfigError,
     ObservationError,
@@ -22,7 +23,6 @@ from xlevda.surrogates.encoder import (
     SurrogateFingerprint,
     fit_encoder,
     latent_targets,
-    prior_params,
     surrogate_histories,
 )
 from xlevda.surrogates.schema import Affine, SurrogateSchema

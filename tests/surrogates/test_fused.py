@@ -13,9 +13,12 @@ from hypothesis import strategies as st
 import xlevda.surrogates.fused as fused
 from tests.surrogates.test_ldnet_model import make_model
 from xlevda import MLPDecoderConfig
-from xlevda.core.levda import ObsWindow, Randomized, WindowObjective
+from xlevda.core.members import Randomized
+from xlevda.core.misfit import weighted_misfit
+from xlevda.core.objective import WindowObjective
+from xlevda.core.window import ObsWindow
 from xlevda.errors import ConfigError, ShapeError
-from xlevda.surrogates.fused import residual_head, residual_misfit, weighted_misfit
+from xlevda.surrogates.fused import residual_head, residual_misfit
 from xlevda.surrogates.networks import MLPDecoder, activation_fn
 
 F64 = torch.float64

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from xlevda.core.dynamics import euler_rollout
+from xlevda.core.misfit import weighted_misfit
 from xlevda.errors import ConfigError, ShapeError, SurrogateFileError, XlevdaError
 from xlevda.surrogates.config import (
     CosineDecoderConfig,
@@ -26,7 +27,6 @@ from xlevda.surrogates.config import (
     config_from_dict,
     config_to_dict,
 )
-from xlevda.surrogates.fused import weighted_misfit
 from xlevda.surrogates.networks import (
     CosineDecoder,
     ImpulseLinearField,

@@ -19,8 +19,9 @@ import torch
 from torch import Tensor, nn
 from torch.autograd import forward_ad
 
+from xlevda.core.misfit import weighted_misfit
 from xlevda.errors import ConfigError, ShapeError
-from xlevda.surrogates.fused import ACTIVATIONS, residual_head, residual_misfit, weighted_misfit
+from xlevda.surrogates.fused import ACTIVATIONS, residual_head, residual_misfit
 
 __all__ = [
     "CosineDecoder",
@@ -337,7 +338,7 @@ class MLPDecoder(nn.Module):
     def misfit_prepared(
         self, s: Tensor, prepared: Tensor, data: Tensor, sqrt_weight: Tensor
     ) -> Tensor:
-        """:func:`~xlevda.surrogates.fused.weighted_misfit` of :meth:`decode_prepared`
+        """:func:`~xlevda.core.misfit.weighted_misfit` of :meth:`decode_prepared`
         to ``data`` (..., P, C) -> (...,), in one fused pass where :meth:`decode_prepared`
         is fused and ``data`` and ``sqrt_weight`` are constants."""
         _check_last_dim("prepared points", prepared, self.width)
