@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.core._models import (
+from tests.core.models import (
     F64,
     Bump,
     LinearSurrogate,

@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from tests.core._models import LinearSurrogate
+from tests.core.models import LinearSurrogate
 from xlevda.core.prior import prior_params
 from xlevda.errors import (
     ConfigError,

@@ -56,8 +56,9 @@ class WindowResult:
     n_obs : int
         Observed values in the window.
     excess : Excess
-        :func:`observed_excess` of the analysis members; ``unexplained_var`` is the
-        positive part of its mean (:func:`unexplained_variance`).
+        :func:`~xlevda.core.excess.observed_excess` of the analysis members;
+        ``unexplained_var`` is the positive part of its mean
+        (:func:`~xlevda.core.excess.unexplained_variance`).
     n_iter : Tensor, shape (K,), int64
     converged : Tensor, shape (K,), bool
     failed : Tensor, shape (K,), bool
@@ -80,7 +81,7 @@ class WindowResult:
 
     @property
     def unexplained_var(self) -> Tensor:
-        """:func:`unexplained_variance` of the analysis members per channel, (C,)."""
+        """:func:`~xlevda.core.excess.unexplained_variance` of the analysis members, (C,)."""
         return self.excess.mean.clamp_min(0)
 
 
@@ -108,7 +109,7 @@ def solve_window(
     inflation : Inflation, optional
         Default: none (``rho = 1``, ``sigma = 0``).
     mode : WarmStart or Randomized, optional
-        Default :class:`WarmStart` (the paper).
+        Default :class:`~xlevda.core.members.WarmStart` (the paper).
     optimizer : LBFGSConfig or GaussNewtonConfig, optional
         Default ``LBFGSConfig()`` (the paper's method, to round-off; the accessor's
         :class:`~xlevda.config.LEVDAConfig` stops earlier, at ``tol_cost=1e-4``).
@@ -118,8 +119,9 @@ def solve_window(
     jacobian : {"forward", "pointwise"}
         How Gauss-Newton gets its Jacobian: forward mode through the whole chain
         (``r`` tangent passes; best for separable decoders, whose per-point work
-        is linear in the state), or :meth:`WindowObjective.linearize_pointwise`
-        (about ``1 + C`` decoder passes; best for MLP neural-field decoders).
+        is linear in the state), or
+        :meth:`~xlevda.core.objective.WindowObjective.linearize_pointwise` (about
+        ``1 + C`` decoder passes; best for MLP neural-field decoders).
     param_tendency : callable, optional
         ``G(u)`` (eq. 16); ``None`` keeps parameters static over the window.
 

@@ -91,7 +91,7 @@ class WindowObjective:
         window : ObsWindow
         inflation : Inflation, optional
         mode : WarmStart or Randomized, optional
-            Default :class:`WarmStart`.
+            Default :class:`~xlevda.core.members.WarmStart`.
         param_tendency : callable, optional
 
         Raises
@@ -170,7 +170,8 @@ class WindowObjective:
         these K + 1 points; member ``j`` starts at
         the minimizer of ``1/2 |beta - c_j|^2 + 1/2 |d_j - hbar - Y (beta - bbar)|^2``
         (``c_j`` its prior centre, ``d_j`` its weighted data), or at ``b_j`` where
-        that point's cost is not lower.  See :class:`Randomized` (``start="enkf"``).
+        that point's cost is not lower.  See :class:`~xlevda.core.members.Randomized`
+        (``start="enkf"``).
         """
         start = self.start
         members = torch.arange(start.shape[0], device=start.device)
