@@ -39,8 +39,11 @@ import torch
 from torch import Tensor
 
 from benchmarks._mlp_ldnet import mlp_ldnet
-from xlevda.core.levda import ObsWindow, WindowObjective, observe, solve_window
+from xlevda.core.dynamics import observe
+from xlevda.core.levda import solve_window
+from xlevda.core.objective import WindowObjective
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
+from xlevda.core.window import ObsWindow
 from xlevda.surrogates.ldnet import LDNetModel
 
 

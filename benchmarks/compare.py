@@ -47,10 +47,11 @@ import xarray as xr
 from torch import Tensor
 
 from xlevda import LETKF, LEVDA, EnSF, FourDEnVar, RunOptions, load_pretrained, metrics
+from xlevda.core.dynamics import trajectory
 from xlevda.core.ensf import EnSFConfig
 from xlevda.core.envar import Localization
 from xlevda.core.ldensf import LDEnSFConfig, ldensf_filter
-from xlevda.core.levda import Inflation, trajectory
+from xlevda.core.members import Inflation
 from xlevda.errors import ConfigError, XlevdaError
 from xlevda.io import surrogate_checksum
 from xlevda.surrogates.encoder import EncoderConfig

@@ -344,7 +344,7 @@ def accessor_scores(out, truth: np.ndarray, burn_in: int, fourdenvar: bool) -> d
 
 def _fullstate(name: str, members: int, inflation: float, radius=None, steps=100, window=None):
     import xlevda
-    from xlevda.core.levda import Inflation
+    from xlevda.core.members import Inflation
 
     if name == "EnSF":
         method = xlevda.EnSF(

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 import xlevda
-from xlevda.core.levda import Randomized
+from xlevda.core.members import Randomized
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.demo import twin_experiment
 

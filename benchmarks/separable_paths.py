@@ -26,7 +26,8 @@ import time
 import torch
 
 import xlevda
-from xlevda.core.levda import ObsWindow, WindowObjective
+from xlevda.core.objective import WindowObjective
+from xlevda.core.window import ObsWindow
 
 
 class CoefficientsFirst:

@@ -17,9 +17,9 @@ import xarray as xr
 
 import xlevda
 from xlevda import LETKF, LEVDA, EnSF, FourDEnVar, RunOptions
+from xlevda.core.dynamics import trajectory
 from xlevda.core.ensf import ScaledEnSFConfig
 from xlevda.core.letkf import LETKFConfig, letkf_analysis
-from xlevda.core.levda import trajectory
 from xlevda.errors import ConfigError, ObservationError, VariableError
 from xlevda.initial import prior as prior_params
 from xlevda.methods import EnSFConfig, Inflation, Localization

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from xlevda._convert import build_schema, to_points
-from xlevda.core.levda import trajectory
+from xlevda.core.dynamics import trajectory
 from xlevda.errors import ConfigError, ShapeError
 from xlevda.surrogates.protocol import FullStateModel, Surrogate
 from xlevda.surrogates.schema import SurrogateSchema

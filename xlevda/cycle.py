@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from xlevda._obs import ObsTable
-from xlevda.core.levda import ObsWindow
+from xlevda.core.window import ObsWindow
 
 __all__ = ["Analysis", "Cycle", "Ensemble", "Window", "group_rows", "obs_window"]
 

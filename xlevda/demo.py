@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from xlevda import metrics
-from xlevda.core.levda import MemberMode
+from xlevda.core.members import MemberMode
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.errors import ConfigError
 from xlevda.ldnet import LDNet

@@ -22,10 +22,9 @@ from xlevda.core.ensf import (
     ScaledEnSFConfig,
     TweedieLikelihood,
     ensf_analysis,
-    gaussian_likelihood_score,
-    mixture_posterior_mean,
     scaled_ensf_analysis,
 )
+from xlevda.core.scores import gaussian_likelihood_score, mixture_posterior_mean
 from xlevda.errors import ConfigError, ObservationError, ShapeError, VariableError
 
 F64 = torch.float64

@@ -12,8 +12,9 @@ from xlevda.core.envar import (
     Localization,
     fourdenvar,
 )
-from xlevda.core.levda import Inflation, ObsWindow
+from xlevda.core.members import Inflation
 from xlevda.core.taper import gaspari_cohn
+from xlevda.core.window import ObsWindow
 from xlevda.errors import ConfigError, ShapeError, VariableError
 
 F64 = torch.float64

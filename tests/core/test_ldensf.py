@@ -11,12 +11,12 @@ import xlevda.core.ldensf as ldensf_module
 from tests.surrogates.test_encoder import NETWORK, SMALL, linear_surrogate
 from xlevda.core.ensf import EnSFConfig, TweedieLikelihood
 from xlevda.core.ldensf import LDEnSFConfig, ldensf_filter
+from xlevda.core.prior import prior_params
 from xlevda.errors import ConfigError, ObservationError, ShapeError, SurrogateFileError
 from xlevda.surrogates.encoder import EncoderConfig
 from xlevda.surrogates.encoder_training import (
     fit_encoder,
     latent_targets,
-    prior_params,
     surrogate_histories,
 )
 

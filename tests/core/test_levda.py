@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.core._models import (
+from tests.core.models import (
     F64,
     Bump,
     LinearSurrogate,
@@ -20,21 +20,15 @@ from tests.core._models import (
     random_ensemble,
     random_window,
 )
-from xlevda.core.levda import (
-    EnsembleSubspace,
-    Inflation,
-    ObsWindow,
-    Randomized,
-    WarmStart,
-    WindowObjective,
-    observe,
-    observed_excess,
-    propagate,
-    solve_window,
-    trajectory,
-    unexplained_variance,
-)
-from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig, linearization
+from xlevda.core.dynamics import observe, propagate, trajectory
+from xlevda.core.excess import observed_excess, unexplained_variance
+from xlevda.core.gauss_newton import linearization
+from xlevda.core.levda import solve_window
+from xlevda.core.members import Inflation, Randomized, WarmStart
+from xlevda.core.objective import WindowObjective
+from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
+from xlevda.core.subspace import EnsembleSubspace
+from xlevda.core.window import ObsWindow
 from xlevda.errors import ConfigError, ObservationError, ShapeError, VariableError
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")

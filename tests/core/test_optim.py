@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig, gauss_newton, lbfgs, linearization
+from xlevda.core.gauss_newton import gauss_newton, linearization
+from xlevda.core.lbfgs import lbfgs, two_loop
+from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.errors import ConfigError, ShapeError
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
@@ -218,12 +220,10 @@ def _two_loop_all_slots(g, s, y, rho):
     ids=["empty", "last-two", "full", "interior-gap"],
 )
 def test_two_loop_skips_empty_slots_exactly(filled):
-    from xlevda.core.optim import _two_loop
-
     g = torch.Generator().manual_seed(0)
     s = torch.randn(3, 4, 5, generator=g, dtype=torch.float64)
     y = s + 0.1 * torch.randn(3, 4, 5, generator=g, dtype=torch.float64)
     rho = 1.0 / (s * y).sum(-1) * torch.tensor(filled, dtype=torch.float64)
     rho[1] = 0.0  # a member without history: steepest descent
     grad = torch.randn(3, 5, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(_two_loop(grad, s, y, rho), _two_loop_all_slots(grad, s, y, rho))
+    torch.testing.assert_close(two_loop(grad, s, y, rho), _two_loop_all_slots(grad, s, y, rho))

@@ -8,7 +8,8 @@ import re
 import pytest
 import torch
 
-from tests.core._models import LinearSurrogate
+from tests.core.models import LinearSurrogate
+from xlevda.core.prior import prior_params
 from xlevda.errors import (
     ConfigError,
     ObservationError,
@@ -19,7 +20,6 @@ from xlevda.surrogates.encoder import EncoderConfig, ObservationEncoder
 from xlevda.surrogates.encoder_training import (
     fit_encoder,
     latent_targets,
-    prior_params,
     surrogate_histories,
 )
 from xlevda.surrogates.fingerprint import SurrogateFingerprint

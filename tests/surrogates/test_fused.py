@@ -13,10 +13,13 @@ from hypothesis import strategies as st
 import xlevda.surrogates.fused as fused
 from tests.surrogates.test_ldnet_model import make_model
 from xlevda import MLPDecoderConfig
-from xlevda.core.levda import ObsWindow, Randomized, WindowObjective
+from xlevda.core.members import Randomized
+from xlevda.core.misfit import weighted_misfit
+from xlevda.core.objective import WindowObjective
+from xlevda.core.window import ObsWindow
 from xlevda.errors import ConfigError, ShapeError
 from xlevda.surrogates.decoders import MLPDecoder
-from xlevda.surrogates.fused import residual_head, residual_misfit, weighted_misfit
+from xlevda.surrogates.fused import residual_head, residual_misfit
 from xlevda.surrogates.layers import activation_fn
 
 F64 = torch.float64

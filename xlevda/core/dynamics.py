@@ -1,8 +1,10 @@
 """Latent time stepping shared by surrogate training and assimilation.
 
 Forward Euler on latent steps (paper eq. 13) with the shifted start
-``s_{-1} = 0`` (the first decoded frame is ``s_0 = dt F(0, u)``), and the
-off-step interpolation of eq. 17.
+``s_{-1} = 0`` (the first decoded frame is ``s_0 = dt F(0, u)``), the off-step
+interpolation of eq. 17, and on top of them a surrogate's trajectories of
+augmented states ``z = (s, u)``, their propagation from window to window and
+their decoded values at a window's observations.
 """
 
 from __future__ import annotations
@@ -12,9 +14,20 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from xlevda.core.window import ObsWindow
 from xlevda.errors import ShapeError
+from xlevda.surrogates.protocol import Surrogate
 
-__all__ = ["VectorField", "euler_rollout", "interpolate_latent", "interpolate_trajectory"]
+__all__ = [
+    "VectorField",
+    "euler_rollout",
+    "interpolate_latent",
+    "interpolate_trajectory",
+    "latent_at_observations",
+    "observe",
+    "propagate",
+    "trajectory",
+]
 
 VectorField = Callable[[Tensor, Tensor], Tensor]
 """``F(s, u) -> ds/dt`` with ``s`` of shape ``(..., d_s)`` and ``u`` of shape ``(..., d_u)``."""
@@ -156,3 +169,131 @@ def interpolate_trajectory(traj: Tensor, step: Tensor, frac: Tensor) -> Tensor:
         )
     after = traj.index_select(-2, torch.clamp(step + 1, max=n))
     return here + a * (after - here)
+
+
+def trajectory(
+    surrogate: Surrogate, z: Tensor, n_steps: int, param_tendency: VectorField | None = None
+) -> Tensor:
+    """Latent trajectories from initial augmented states (eq. 13 and 16).
+
+    Parameters
+    ----------
+    surrogate : Surrogate
+    z : Tensor, shape (..., d_z)
+        Initial states ``(s, u)``, ``d_z = latent_dim + param_dim``.
+    n_steps : int
+        Euler steps.
+    param_tendency : callable, optional
+        ``G(u)``; ``None`` keeps parameters static.
+
+    Returns
+    -------
+    Tensor, shape (..., n_steps + 1, d_z)
+
+    Examples
+    --------
+    >>> import torch
+    >>> class Decay:
+    ...     latent_dim, param_dim, dt = 1, 1, torch.tensor(0.5)
+    ...     def vector_field(self, s, u):
+    ...         return -u * s
+    >>> trajectory(Decay(), torch.tensor([1.0, 1.0]), 2)[..., 0].tolist()
+    [1.0, 0.5, 0.25]
+    """
+    d_s = surrogate.latent_dim
+    s, u = euler_rollout(
+        surrogate.vector_field, z[..., :d_s], z[..., d_s:], surrogate.dt, n_steps, param_tendency
+    )
+    return torch.cat([s, u], -1)
+
+
+def propagate(
+    surrogate: Surrogate, z: Tensor, n_steps: int, param_tendency: VectorField | None = None
+) -> Tensor:
+    """States ``n_steps`` Euler steps later: ``z`` (..., d_z) -> (..., d_z).
+
+    The next window's background is ``propagate(surrogate, z_analysis, window.length)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> class Grow:
+    ...     latent_dim, param_dim, dt = 1, 0, torch.tensor(1.0)
+    ...     def vector_field(self, s, u):
+    ...         return s
+    >>> propagate(Grow(), torch.tensor([[1.0]]), 3).tolist()
+    [[8.0]]
+    """
+    return trajectory(surrogate, z, n_steps, param_tendency)[..., -1, :]
+
+
+def observe(
+    surrogate: Surrogate,
+    z: Tensor,
+    window: ObsWindow,
+    prepared: Tensor,
+    param_tendency: VectorField | None = None,
+) -> Tensor:
+    """Decoded values at a window's observations from initial states.
+
+    Parameters
+    ----------
+    surrogate : Surrogate
+    z : Tensor, shape (M, d_z)
+        Window-initial augmented states.
+    window : ObsWindow
+        In the dtype and on the device of ``z``.
+    prepared : Tensor, shape (T_o, P, F)
+        ``surrogate.prepare_points(window.points)``.
+    param_tendency : callable, optional
+        ``G(u)``; ``None`` keeps parameters static.
+
+    Returns
+    -------
+    Tensor, shape (M, T_o, P, C)
+
+    Examples
+    --------
+    >>> import torch
+    >>> class Drift:  # s' = 1, decodes s at every point
+    ...     latent_dim, param_dim, dt = 1, 0, torch.tensor(1.0)
+    ...     def vector_field(self, s, u): return torch.ones_like(s)
+    ...     def decode_prepared(self, s, prepared):
+    ...         return s[..., None, :].expand(*s.shape[:-1], prepared.shape[-2], 1)
+    >>> w = ObsWindow(torch.tensor([0, 2]), torch.tensor([0.5, 0.0]), torch.zeros(2, 1, 1),
+    ...               torch.zeros(2, 1, 1), torch.ones(2, 1, 1))
+    >>> observe(Drift(), torch.zeros(1, 1), w, w.points).flatten().tolist()
+    [0.5, 2.0]
+    """
+    return surrogate.decode_prepared(
+        latent_at_observations(surrogate, z, window, param_tendency), prepared
+    )
+
+
+def latent_at_observations(
+    surrogate: Surrogate, z: Tensor, window: ObsWindow, param_tendency: VectorField | None
+) -> Tensor:
+    """Latent states at a window's observation times from initial states.
+
+    The Euler rollout to the last observed step, then eq. 17 between steps.
+
+    Parameters
+    ----------
+    surrogate : Surrogate
+    z : Tensor, shape (M, d_z)
+        Window-initial augmented states.
+    window : ObsWindow
+        In the dtype and on the device of ``z``.
+    param_tendency : callable or None
+        ``G(u)``; ``None`` keeps parameters static.
+
+    Returns
+    -------
+    Tensor, shape (M, T_o, d_s)
+    """
+    d_s = surrogate.latent_dim
+    last = int(window.step.max().item()) if window.step.numel() else 0
+    s, u = euler_rollout(
+        surrogate.vector_field, z[..., :d_s], z[..., d_s:], surrogate.dt, last, param_tendency
+    )
+    return interpolate_latent(surrogate.vector_field, s, u, surrogate.dt, window.step, window.frac)

@@ -59,24 +59,27 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from xlevda.errors import ConfigError, ObservationError, ShapeError, VariableError
+from xlevda.core.rng import normal
+from xlevda.core.scores import (
+    LikelihoodScore,
+    clipped_score,
+    gaussian_likelihood_score,
+    mixture_posterior_mean,
+    tweedie_score,
+)
+from xlevda.core.validate import check_int, check_real
+from xlevda.errors import ConfigError, ShapeError, VariableError
 
 __all__ = [
     "Damping",
     "EnSFConfig",
-    "LikelihoodScore",
     "LinearDamping",
     "NoDamping",
     "ScaledEnSFConfig",
     "TweedieLikelihood",
     "ensf_analysis",
-    "gaussian_likelihood_score",
-    "mixture_posterior_mean",
     "scaled_ensf_analysis",
 ]
-
-LikelihoodScore = Callable[[Tensor], Tensor]
-"""``x (K, d) -> grad_x log p(y | x) (K, d)``."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ class TweedieLikelihood:
 
     Exact for a Gaussian prior with linear Gaussian observations; needs a
     likelihood score that autograd can differentiate (as
-    :func:`gaussian_likelihood_score` builds).
+    :func:`~xlevda.core.scores.gaussian_likelihood_score` builds).
 
     Examples
     --------
@@ -118,22 +121,6 @@ class TweedieLikelihood:
 
 Damping = LinearDamping | NoDamping | TweedieLikelihood
 """How the likelihood enters the reverse SDE at pseudo-time ``t``."""
-
-
-def _check_real(name: str, value: object, low: float, high: float, *, open_low: bool) -> None:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, int | float)
-        and math.isfinite(value)
-        and (value > low if open_low else value >= low)
-        and value <= high
-    )
-    if not ok:
-        bracket = "(" if open_low else "["
-        raise ConfigError(
-            f"EnSFConfig.{name}={value!r} is out of range: must be a number in "
-            f"{bracket}{low}, {high}]"
-        )
 
 
 @dataclass(frozen=True)
@@ -167,12 +154,9 @@ class EnSFConfig:
     score_clip: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ConfigError(
-                f"EnSFConfig.steps={self.steps!r} is out of range: must be an integer >= 1"
-            )
-        _check_real("eps_alpha", self.eps_alpha, 0.0, 1.0, open_low=True)
-        _check_real("eps_beta", self.eps_beta, 0.0, 1.0, open_low=False)
+        check_int("EnSFConfig.steps", self.steps, 1)
+        check_real("EnSFConfig.eps_alpha", self.eps_alpha, 0.0, 1.0, open_low=True, finite=True)
+        check_real("EnSFConfig.eps_beta", self.eps_beta, 0.0, 1.0, finite=True)
         if self.eps_beta == 1.0:
             raise ConfigError("EnSFConfig.eps_beta=1.0 is out of range: must be < 1")
         if not isinstance(self.damping, LinearDamping | NoDamping | TweedieLikelihood):
@@ -181,85 +165,7 @@ class EnSFConfig:
                 "NoDamping() or TweedieLikelihood()"
             )
         if self.score_clip is not None:
-            _check_real("score_clip", self.score_clip, 0.0, math.inf, open_low=True)
-
-
-def mixture_posterior_mean(
-    x: Tensor, centres: Tensor, alpha: float, beta2: float
-) -> tuple[Tensor, Tensor]:
-    """Tweedie mean ``E[x0 | x_t = x]`` under the diffused ensemble mixture.
-
-    Parameters
-    ----------
-    x : Tensor, shape (M, d)
-        Points at pseudo-time ``t``.
-    centres : Tensor, shape (K, d)
-        Forecast members ``x0_k``.
-    alpha, beta2 : float
-        ``alpha_t`` and ``beta_t^2`` (> 0).
-
-    Returns
-    -------
-    xhat : Tensor, shape (M, d)
-        ``sum_k w_k x0_k``.
-    weights : Tensor, shape (M, K)
-        ``w_k(x)``, rows summing to 1.
-
-    Examples
-    --------
-    >>> import torch
-    >>> xh, w = mixture_posterior_mean(torch.zeros(1, 1), torch.tensor([[-1.0], [1.0]]), 1.0, 1.0)
-    >>> xh.item(), w.tolist()
-    (0.0, [[0.5, 0.5]])
-    """
-    shift = centres.mean(0)
-    xc, cc = x - alpha * shift, alpha * (centres - shift)
-    d2 = (xc.square().sum(-1, keepdim=True) + cc.square().sum(-1) - 2 * xc @ cc.T).clamp_min(0)
-    weights = torch.softmax(-d2 / (2 * beta2), -1)
-    return weights @ centres, weights
-
-
-def _tweedie_score(
-    likelihood_score: LikelihoodScore,
-    xhat: Tensor,
-    weights: Tensor,
-    centres: Tensor,
-    alpha: float,
-    beta2: float,
-    clip: float | None,
-) -> Tensor:
-    """``alpha / beta2 (I + C G)^-1 C S_lik(xhat)`` per particle: (M, d)."""
-    dev = centres.unsqueeze(0) - xhat.unsqueeze(1)  # (M, K, d)
-    cov = torch.einsum("mk,mka,mkb->mab", weights, dev, dev)
-    with torch.enable_grad():
-        xg = xhat.detach().requires_grad_(True)
-        score = _clipped(likelihood_score(xg), xg, clip)
-        if not score.requires_grad:
-            raise ConfigError(
-                "damping=TweedieLikelihood() needs a likelihood score that autograd can "
-                "differentiate (e.g. from gaussian_likelihood_score); the given one returns "
-                "a tensor without a graph"
-            )
-        d = xhat.shape[1]
-        rows = [
-            torch.autograd.grad(score[:, j].sum(), xg, retain_graph=j < d - 1)[0] for j in range(d)
-        ]
-    neg_jac = -torch.stack(rows, 1)  # (M, d, d): G = -d S / dx
-    eye = torch.eye(d, dtype=xhat.dtype, device=xhat.device)
-    rhs = (cov @ score.detach().unsqueeze(-1)).squeeze(-1)
-    return alpha / beta2 * torch.linalg.solve(eye + cov @ neg_jac, rhs)
-
-
-def _clipped(score: Tensor, x: Tensor, clip: float | None) -> Tensor:
-    if not isinstance(score, Tensor) or score.shape != x.shape:
-        got = tuple(score.shape) if isinstance(score, Tensor) else type(score)
-        raise ShapeError(
-            f"likelihood_score returned {got} for points of shape {tuple(x.shape)}; "
-            "expected the same shape (K, d)"
-        )
-    if not torch.isfinite(score).all():
-        raise VariableError("likelihood_score returned non-finite values")
-    return score if clip is None else score.clamp(-clip, clip)
+            check_real("EnSFConfig.score_clip", self.score_clip, 0.0, open_low=True, finite=True)
 
 
 def ensf_analysis(
@@ -276,9 +182,9 @@ def ensf_analysis(
         Forecast ensemble, ``K >= 2``, finite; sets dtype and device.
     likelihood_score : callable
         ``x (K, d) -> grad_x log p(y | x) (K, d)``, e.g. from
-        :func:`gaussian_likelihood_score`.  Called under ``torch.no_grad()``
+        :func:`~xlevda.core.scores.gaussian_likelihood_score`.  Called under ``torch.no_grad()``
         (except with :class:`TweedieLikelihood`); a score that uses autograd
-        enables it itself, as :func:`gaussian_likelihood_score` does.
+        enables it itself, as :func:`~xlevda.core.scores.gaussian_likelihood_score` does.
     config : EnSFConfig
     generator : torch.Generator
         Source of the initial draw and of the SDE noise (on any device; draws
@@ -321,13 +227,9 @@ def ensf_analysis(
         raise ConfigError(f"generator={generator!r} is invalid: use a torch.Generator")
     x0 = prior.detach()
 
-    def normal() -> Tensor:
-        draw = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=generator.device)
-        return draw.to(x0.device)
-
     ea, eb, n = config.eps_alpha, config.eps_beta, config.steps
     dt = 1.0 / n
-    x = normal()
+    x = normal(x0.shape, generator, x0)
     for i in range(n):
         t = 1.0 - i * dt
         alpha, beta2 = 1.0 - (1.0 - ea) * t, eb + (1.0 - eb) * t
@@ -336,83 +238,19 @@ def ensf_analysis(
         xhat, weights = mixture_posterior_mean(x, x0, alpha, beta2)
         s_prior = (alpha * xhat - x) / beta2
         if isinstance(config.damping, TweedieLikelihood):
-            s_obs = _tweedie_score(
+            s_obs = tweedie_score(
                 likelihood_score, xhat, weights, x0, alpha, beta2, config.score_clip
             )
         else:
             h = 1.0 - t if isinstance(config.damping, LinearDamping) else 1.0
             with torch.no_grad():
-                s_obs = h * _clipped(likelihood_score(x), x, config.score_clip)
-        x = x - dt * (f * x - g2 * (s_prior + s_obs)) + math.sqrt(dt * g2) * normal()
-    return x
-
-
-def gaussian_likelihood_score(
-    h: Callable[[Tensor], Tensor], y: Tensor, obs_std: Tensor | float
-) -> LikelihoodScore:
-    """Score of ``y ~ N(h(x), diag(obs_std^2))`` by automatic differentiation.
-
-    Parameters
-    ----------
-    h : callable
-        Batched differentiable observation operator ``x (K, d) -> (K, m)``.
-    y : Tensor, shape (m,)
-        Observations (finite).
-    obs_std : Tensor of shape (m,) or float
-        Observation error standard deviations (> 0, finite).
-
-    Returns
-    -------
-    callable
-        ``x (K, d) -> grad_x log p(y | x) = J_h(x)^T (y - h(x)) / obs_std^2`` (K, d).
-        Where ``x`` requires grad, the result keeps its graph (so that
-        :class:`TweedieLikelihood` can differentiate it).
-
-    Raises
-    ------
-    ShapeError
-        ``y`` not a floating 1-D tensor, ``obs_std`` of another shape, or ``h``
-        returning other than (K, m).
-    ObservationError
-        Non-finite ``y`` or non-positive ``obs_std``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> score = gaussian_likelihood_score(lambda x: 2 * x[:, :1], torch.tensor([2.0]), 0.5)
-    >>> score(torch.tensor([[0.0, 5.0]])).tolist()   # 2 (2 - 0) / 0.25
-    [[16.0, 0.0]]
-    """
-    if not isinstance(y, Tensor) or not y.is_floating_point() or y.ndim != 1:
-        got = f"{tuple(y.shape)} {y.dtype}" if isinstance(y, Tensor) else type(y)
-        raise ShapeError(f"y must be a floating tensor of shape (m,), got {got}")
-    if not torch.isfinite(y).all():
-        raise ObservationError("y must be finite everywhere")
-    std = torch.as_tensor(obs_std, dtype=y.dtype, device=y.device)
-    if std.ndim not in (0, 1) or (std.ndim == 1 and std.shape != y.shape):
-        raise ShapeError(
-            f"obs_std has shape {tuple(std.shape)}; expected a scalar or (m,) = {tuple(y.shape)}"
+                s_obs = h * clipped_score(likelihood_score(x), x, config.score_clip)
+        x = (
+            x
+            - dt * (f * x - g2 * (s_prior + s_obs))
+            + math.sqrt(dt * g2) * normal(x0.shape, generator, x0)
         )
-    if not (torch.isfinite(std) & (std > 0)).all():
-        raise ObservationError(f"obs_std must be finite and > 0, got min {std.min().item()}")
-    inv_var = std.square().reciprocal()
-
-    def score(x: Tensor) -> Tensor:
-        keep_graph = x.requires_grad
-        with torch.enable_grad():
-            xg = x if keep_graph else x.detach().requires_grad_(True)
-            hx = h(xg)
-            if not isinstance(hx, Tensor) or hx.shape != (x.shape[0], y.shape[0]):
-                got = tuple(hx.shape) if isinstance(hx, Tensor) else type(hx)
-                raise ShapeError(
-                    f"h returned {got} for x of shape {tuple(x.shape)}; expected "
-                    f"(K, m) = ({x.shape[0]}, {y.shape[0]})"
-                )
-            log_lik = -0.5 * ((y - hx).square() * inv_var).sum()
-            (grad,) = torch.autograd.grad(log_lik, xg, create_graph=keep_graph)
-        return grad
-
-    return score
+    return x
 
 
 @dataclass(frozen=True)
@@ -444,7 +282,7 @@ class ScaledEnSFConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.ensf, EnSFConfig):
             raise ConfigError(f"ScaledEnSFConfig.ensf={self.ensf!r} is invalid: use EnSFConfig")
-        _check_real("obs_scale", self.obs_scale, 0.0, math.inf, open_low=True)
+        check_real("ScaledEnSFConfig.obs_scale", self.obs_scale, 0.0, open_low=True, finite=True)
         rho = self.inflation
         if isinstance(rho, bool) or not isinstance(rho, int | float) or not 1 <= rho < math.inf:
             raise ConfigError(

@@ -52,7 +52,7 @@ loop (measured: 5.2, 8.5, 10.0, ... 38.9 after 11 loops).  A consistent
 localized iteration needs a modulated ensemble (a localized control variable
 run through the model), which this module does not provide.
 
-Inflation (:class:`xlevda.core.levda.Inflation`) acts on the perturbations
+Inflation (:class:`xlevda.core.members.Inflation`) acts on the perturbations
 before ``P`` is formed (``rho dx_k + eps_k``); the additive draws are re-centred
 so that the perturbations keep a zero mean.
 """
@@ -66,8 +66,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from xlevda.core.levda import EnsembleSubspace, Inflation, ObsWindow
+from xlevda.core.members import Inflation
+from xlevda.core.subspace import EnsembleSubspace
 from xlevda.core.taper import gaspari_cohn
+from xlevda.core.window import ObsWindow
 from xlevda.errors import ConfigError, ShapeError, VariableError
 
 __all__ = [
@@ -261,6 +263,65 @@ def _check_output(name: str, value: object, shape: tuple[int, ...], layout: str)
     return value
 
 
+def _local_blocks(
+    loc: Localization,
+    win: ObsWindow,
+    observed: Tensor,
+    xb: Tensor,
+    state_coords: Tensor | None,
+    distances: Tensor | None,
+) -> list[tuple[slice, Tensor, Tensor]]:
+    """Check the localization inputs of :func:`fourdenvar`, then :func:`_neighbours`.
+
+    ``observed`` (T_o P C,) marks the observed values of ``win``; ``xb`` (K, N) is
+    the background, whose dtype and device the distances take.
+    """
+    N = xb.shape[1]
+    T_o, P, C = win.values.shape
+    if (state_coords is None) == (distances is None):
+        given = [
+            n
+            for n, v in (("state_coords", state_coords), ("distances", distances))
+            if v is not None
+        ]
+        raise ConfigError(
+            f"localization needs exactly one of state_coords (N, n_dim) = ({N}, "
+            f"{win.points.shape[-1]}) and distances (N, T_o * P) = ({N}, {T_o * P}); got "
+            f"{given or 'neither'}"
+        )
+    if state_coords is not None:
+        n_dim = win.points.shape[-1]
+        if (
+            not isinstance(state_coords, Tensor)
+            or not state_coords.is_floating_point()
+            or tuple(state_coords.shape) != (N, n_dim)
+        ):
+            got = tuple(state_coords.shape) if isinstance(state_coords, Tensor) else state_coords
+            raise ConfigError(
+                f"state_coords={got} is invalid with localization: expected a floating tensor "
+                f"(N, n_dim) = ({N}, {n_dim}) in the units of window.points"
+            )
+    if distances is not None:
+        if (
+            not isinstance(distances, Tensor)
+            or tuple(distances.shape) != (N, T_o * P)
+            or not torch.isfinite(distances).all()
+            or (distances < 0).any()
+        ):
+            got = tuple(distances.shape) if isinstance(distances, Tensor) else distances
+            raise ConfigError(
+                f"distances={got} is invalid with localization: expected finite values >= 0 "
+                f"of shape (N, T_o * P) = ({N}, {T_o * P})"
+            )
+    if state_coords is not None:
+        obs_coords = win.points.unsqueeze(2).expand(T_o, P, C, -1).flatten(0, 2)[observed]
+        coords = state_coords.detach().to(xb.device, xb.dtype)
+        return _neighbours(N, _euclidean(coords, obs_coords, loc.radius), loc)
+    per_obs = distances.detach().to(xb.device, xb.dtype).repeat_interleave(C, 1)[:, observed]
+    every = torch.arange(per_obs.shape[1], device=xb.device)
+    return _neighbours(N, lambda sl: (every, per_obs[sl]), loc)
+
+
 def fourdenvar(
     background: Tensor,
     model: Model,
@@ -350,57 +411,15 @@ def fourdenvar(
     win = window.to(xb.dtype, xb.device)
     T_o, P, C = win.values.shape
     loc = config.localization
-    if loc is not None and (state_coords is None) == (distances is None):
-        given = [
-            n
-            for n, v in (("state_coords", state_coords), ("distances", distances))
-            if v is not None
-        ]
-        raise ConfigError(
-            f"localization needs exactly one of state_coords (N, n_dim) = ({N}, "
-            f"{win.points.shape[-1]}) and distances (N, T_o * P) = ({N}, {T_o * P}); got "
-            f"{given or 'neither'}"
-        )
-    if loc is not None and state_coords is not None:
-        n_dim = win.points.shape[-1]
-        if (
-            not isinstance(state_coords, Tensor)
-            or not state_coords.is_floating_point()
-            or tuple(state_coords.shape) != (N, n_dim)
-        ):
-            got = tuple(state_coords.shape) if isinstance(state_coords, Tensor) else state_coords
-            raise ConfigError(
-                f"state_coords={got} is invalid with localization: expected a floating tensor "
-                f"(N, n_dim) = ({N}, {n_dim}) in the units of window.points"
-            )
-    if loc is not None and distances is not None:
-        if (
-            not isinstance(distances, Tensor)
-            or tuple(distances.shape) != (N, T_o * P)
-            or not torch.isfinite(distances).all()
-            or (distances < 0).any()
-        ):
-            got = tuple(distances.shape) if isinstance(distances, Tensor) else distances
-            raise ConfigError(
-                f"distances={got} is invalid with localization: expected finite values >= 0 "
-                f"of shape (N, T_o * P) = ({N}, {T_o * P})"
-            )
-
+    observed = (win.weight > 0).flatten()
+    blocks = None
+    if loc is not None:
+        blocks = _local_blocks(loc, win, observed, xb, state_coords, distances)
     sub = EnsembleSubspace.from_ensemble(xb, config.inflation)
     pert = sub.perturbations - sub.perturbations.mean(0)  # (K, N), re-centred
     spread = math.sqrt(K - 1) * pert
-    observed = (win.weight > 0).flatten()
     y = win.values.flatten()[observed]
     w = win.weight.flatten()[observed]
-    blocks = None
-    if loc is not None and state_coords is not None:
-        obs_coords = win.points.unsqueeze(2).expand(T_o, P, C, -1).flatten(0, 2)[observed]
-        coords = state_coords.detach().to(xb.device, xb.dtype)
-        blocks = _neighbours(N, _euclidean(coords, obs_coords, loc.radius), loc)
-    elif loc is not None:
-        per_obs = distances.detach().to(xb.device, xb.dtype).repeat_interleave(C, 1)[:, observed]
-        every = torch.arange(per_obs.shape[1], device=xb.device)
-        blocks = _neighbours(N, lambda sl: (every, per_obs[sl]), loc)
 
     def obs_space(x: Tensor) -> Tensor:
         """``H(M(x))`` at the observed values: (M, N) -> (M, n)."""

@@ -4,7 +4,7 @@ A surrogate has no encoder: to start an assimilation from full fields (a
 background ensemble of states rather than of parameters), each member's latent
 state is the least-squares fit ``s* = argmin_s 1/2 sum w (D(s, xi) - x)^2`` over
 the points where the field is given, solved for all members at once by the
-batched Gauss-Newton / Levenberg-Marquardt solver of :mod:`xlevda.core.optim`.
+batched Gauss-Newton / Levenberg-Marquardt solver of :mod:`xlevda.core.gauss_newton`.
 The fit is non-convex; a good start is the surrogate's own rollout for the
 member's parameters at the field's time (what :func:`rollout_state` gives).
 """
@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from xlevda.core.levda import trajectory
-from xlevda.core.optim import GaussNewtonConfig, OptimResult, gauss_newton, linearization
+from xlevda.core.dynamics import trajectory
+from xlevda.core.gauss_newton import gauss_newton, linearization
+from xlevda.core.optim import GaussNewtonConfig, OptimResult
 from xlevda.errors import ShapeError
 from xlevda.surrogates.protocol import Surrogate
 

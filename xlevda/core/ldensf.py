@@ -57,12 +57,12 @@ import torch
 from torch import Tensor
 
 from xlevda._validate import is_int, is_positive
-from xlevda.core.ensf import EnSFConfig, ensf_analysis, gaussian_likelihood_score
+from xlevda.core.ensf import EnSFConfig, ensf_analysis
+from xlevda.core.prior import prior_params
+from xlevda.core.rng import generator
+from xlevda.core.scores import gaussian_likelihood_score
 from xlevda.errors import ConfigError, ShapeError
-from xlevda.surrogates.encoder import ObservationEncoder
-from xlevda.surrogates.encoder_training import prior_params
-from xlevda.surrogates.observation_network import ObservationNetwork
-from xlevda.surrogates.protocol import Surrogate
+from xlevda.surrogates.protocol import LatentEncoder, SensorNetwork, Surrogate
 
 __all__ = ["LDEnSFConfig", "LDEnSFResult", "ldensf_filter"]
 
@@ -192,10 +192,98 @@ def _misfit(z: Tensor, z_obs: Tensor, std: Tensor) -> Tensor:
     return ((z.mean(0) - z_obs) / std).square().mean().sqrt()
 
 
+def _check_inputs(
+    surrogate: Surrogate,
+    encoder: LatentEncoder,
+    network: SensorNetwork,
+    observations: Tensor,
+    config: LDEnSFConfig | None,
+    n_frames: int | None,
+) -> tuple[LDEnSFConfig, Tensor, int]:
+    """Check the inputs of :func:`ldensf_filter`.
+
+    Returns the config (the default for ``None``), the frame of each observation
+    (T,) int64 and the number of frames to return.
+    """
+    config = LDEnSFConfig() if config is None else config
+    if not isinstance(config, LDEnSFConfig):
+        raise ConfigError(f"config must be an LDEnSFConfig, got {type(config).__name__}")
+    if not isinstance(encoder, LatentEncoder):
+        raise ConfigError(f"encoder must be an ObservationEncoder, got {type(encoder).__name__}")
+    if not isinstance(network, SensorNetwork):
+        raise ConfigError(f"network must be an ObservationNetwork, got {type(network).__name__}")
+    encoder.check(surrogate, network)
+    if (
+        not isinstance(observations, Tensor)
+        or observations.dim() != 2
+        or observations.shape[0] < 1
+        or observations.shape[1] != network.n_features
+    ):
+        shape = tuple(observations.shape) if isinstance(observations, Tensor) else observations
+        raise ShapeError(
+            f"observations must have shape (T >= 1, P * C = {network.n_features}), got {shape}"
+        )
+    obs_frames = network.frames(observations.shape[0])
+    last = int(obs_frames[-1])
+    n_frames = last + 1 if n_frames is None else n_frames
+    if not is_int(n_frames, last + 1):
+        raise ShapeError(
+            f"n_frames must be an integer >= {last + 1} (the last observation's frame + 1), "
+            f"got {n_frames!r}"
+        )
+    if not bool((encoder.error_std > 0).all()):
+        raise ConfigError(
+            "encoder.error_std must be positive (the pseudo-observation error); train the "
+            "encoder with fit_encoder, which sets it from the validation runs"
+        )
+    return config, obs_frames, n_frames
+
+
+def _analysis(
+    s: Tensor,
+    u: Tensor,
+    z_obs: Tensor,
+    obs_std: Tensor,
+    centre: Tensor,
+    unit: Tensor,
+    scale: Tensor,
+    config: LDEnSFConfig,
+    gen: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """One EnSF analysis of the forecast ``(s, u)`` (K, d_s), (K, d_u) in scaled coordinates.
+
+    ``z_obs``, ``obs_std`` (d_z,): the pseudo-observation and its error;
+    ``x = (z - centre) / scale`` are the analysis coordinates and ``unit`` the
+    training spread.  Returns the analysis (K, d_z), a non-finite member replaced
+    by its forecast, and the diagnostics (6,) float64: forecast and analysis
+    spread, forecast and analysis misfit, members replaced, seconds.
+    """
+    start = time.perf_counter()
+    z_f = torch.cat([s, u], -1)
+    x_obs = (z_obs - centre) / scale
+    score = gaussian_likelihood_score(_identity, x_obs, obs_std / scale)
+    x_a = ensf_analysis((z_f - centre) / scale, score, config.ensf, gen)
+    z_a = x_a * scale + centre
+    bad = ~torch.isfinite(z_a).all(-1)
+    z_a = torch.where(bad[:, None], z_f, z_a)
+    diag = torch.tensor(
+        [
+            float(_spread(z_f, unit)),
+            float(_spread(z_a, unit)),
+            float(_misfit(z_f, z_obs, obs_std)),
+            float(_misfit(z_a, z_obs, obs_std)),
+            float(bad.sum()),
+            time.perf_counter() - start,
+        ],
+        dtype=torch.float64,
+    )
+    return z_a, diag
+
+
 def ldensf_filter(
     surrogate: Surrogate,
-    encoder: ObservationEncoder,
-    network: ObservationNetwork,
+    encoder: LatentEncoder,
+    network: SensorNetwork,
     observations: Tensor,
     config: LDEnSFConfig | None = None,
     *,
@@ -209,9 +297,10 @@ def ldensf_filter(
     ----------
     surrogate : Surrogate
         The surrogate the encoder was trained for.
-    encoder : ObservationEncoder
-        Trained encoder (:func:`~xlevda.surrogates.encoder_training.fit_encoder`).
-    network : ObservationNetwork
+    encoder : LatentEncoder
+        Trained encoder, e.g. an :class:`~xlevda.surrogates.encoder.ObservationEncoder`
+        (:func:`~xlevda.surrogates.encoder.fit_encoder`).
+    network : SensorNetwork
         Where and at which frames ``observations`` were taken; must be the
         encoder's network.
     observations : Tensor, shape (T, P * C)
@@ -256,38 +345,10 @@ def ldensf_filter(
     >>> out.s.shape, out.u.shape, out.analysed.tolist()
     (torch.Size([7, 4, 2]), torch.Size([7, 4, 1]), [True, True, True, True, True, False, False])
     """
-    config = LDEnSFConfig() if config is None else config
-    if not isinstance(config, LDEnSFConfig):
-        raise ConfigError(f"config must be an LDEnSFConfig, got {type(config).__name__}")
-    if not isinstance(encoder, ObservationEncoder):
-        raise ConfigError(f"encoder must be an ObservationEncoder, got {type(encoder).__name__}")
-    if not isinstance(network, ObservationNetwork):
-        raise ConfigError(f"network must be an ObservationNetwork, got {type(network).__name__}")
-    encoder.check(surrogate, network)
-    if (
-        not isinstance(observations, Tensor)
-        or observations.dim() != 2
-        or observations.shape[0] < 1
-        or observations.shape[1] != network.n_features
-    ):
-        shape = tuple(observations.shape) if isinstance(observations, Tensor) else observations
-        raise ShapeError(
-            f"observations must have shape (T >= 1, P * C = {network.n_features}), got {shape}"
-        )
+    config, obs_frames, n_frames = _check_inputs(
+        surrogate, encoder, network, observations, config, n_frames
+    )
     n_obs = observations.shape[0]
-    obs_frames = network.frames(n_obs)
-    last = int(obs_frames[-1])
-    n_frames = last + 1 if n_frames is None else n_frames
-    if not is_int(n_frames, last + 1):
-        raise ShapeError(
-            f"n_frames must be an integer >= {last + 1} (the last observation's frame + 1), "
-            f"got {n_frames!r}"
-        )
-    if not bool((encoder.error_std > 0).all()):
-        raise ConfigError(
-            "encoder.error_std must be positive (the pseudo-observation error); train the "
-            "encoder with fit_encoder, which sets it from the validation runs"
-        )
     like = torch.as_tensor(surrogate.dt)
     dtype = like.dtype if dtype is None else dtype
     device = like.device if device is None else torch.device(device)
@@ -301,7 +362,7 @@ def ldensf_filter(
     scales = torch.minimum(obs_std, unit) / config.obs_scale  # z - centre = scales[j] * x
 
     d_s, K = surrogate.latent_dim, config.members
-    gen = torch.Generator(device=device).manual_seed(config.seed)
+    gen = generator(config.seed, device=device)
     u = prior_params(surrogate.schema, K, gen, config.prior_range, **to)
     s = torch.zeros(K, d_s, **to)
     dt = like.to(**to)
@@ -313,26 +374,10 @@ def ldensf_filter(
             s = s + dt * surrogate.vector_field(s, u)
             j = analysis_of.get(k)
             if j is not None:
-                start = time.perf_counter()
-                z_f = torch.cat([s, u], -1)
-                x_obs = (pseudo_obs[j] - centre) / scales[j]
-                score = gaussian_likelihood_score(_identity, x_obs, obs_std[j] / scales[j])
-                x_a = ensf_analysis((z_f - centre) / scales[j], score, config.ensf, gen)
-                z_a = x_a * scales[j] + centre
-                bad = ~torch.isfinite(z_a).all(-1)
-                z_a = torch.where(bad[:, None], z_f, z_a)
-                s, u = z_a[:, :d_s], z_a[:, d_s:]
-                diag[:, j] = torch.tensor(
-                    [
-                        float(_spread(z_f, unit)),
-                        float(_spread(z_a, unit)),
-                        float(_misfit(z_f, pseudo_obs[j], obs_std[j])),
-                        float(_misfit(z_a, pseudo_obs[j], obs_std[j])),
-                        float(bad.sum()),
-                        time.perf_counter() - start,
-                    ],
-                    dtype=torch.float64,
+                z_a, diag[:, j] = _analysis(
+                    s, u, pseudo_obs[j], obs_std[j], centre, unit, scales[j], config, gen
                 )
+                s, u = z_a[:, :d_s], z_a[:, d_s:]
             states.append(s)
             params.append(u)
     analysed = torch.zeros(n_frames, dtype=torch.bool)

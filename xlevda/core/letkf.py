@@ -1,4 +1,4 @@
-"""Ensemble transform Kalman filters (ETKF, LETKF) and a cycling driver for full-state filters.
+"""Ensemble transform Kalman filters (ETKF, LETKF): one analysis of a full-state ensemble.
 
 The analysis is the symmetric square-root transform in ensemble space of Hunt, Kostelich and
 Szunyogh (2007).  With forecast perturbations ``X`` (K, N) and observed perturbations ``Y``
@@ -29,23 +29,16 @@ Torch only.  Every function accepts leading batch dimensions for independent cas
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from xlevda.core.taper import gaspari_cohn
-from xlevda.errors import ConfigError, ObservationError, ShapeError, VariableError
+from xlevda.errors import ConfigError, ObservationError, ShapeError
 
-__all__ = [
-    "CycleResult",
-    "LETKFConfig",
-    "cycle",
-    "letkf_analysis",
-]
+__all__ = ["LETKFConfig", "letkf_analysis"]
 
 
 @dataclass(frozen=True)
@@ -227,101 +220,3 @@ def _transform(gram: Tensor, rhs: Tensor, k: int) -> Tensor:
     mean_w = vec @ ((vec.mT @ rhs.unsqueeze(-1)) / lam.unsqueeze(-1))  # (..., K, 1)
     sqrt_w = (vec * torch.sqrt((k - 1) / lam).unsqueeze(-2)) @ vec.mT
     return mean_w + sqrt_w
-
-
-@dataclass(frozen=True)
-class CycleResult:
-    """Ensemble statistics of a filter run, one entry per cycle.
-
-    Attributes
-    ----------
-    forecast_mean, analysis_mean : Tensor, shape (T, ..., N)
-        Ensemble means before and after each analysis.
-    forecast_std, analysis_std : Tensor, shape (T, ..., N)
-        Ensemble standard deviations (``K - 1`` normalization) per variable.
-    ensemble : Tensor, shape (..., K, N)
-        The last analysis ensemble (the initial ensemble when ``T = 0``).
-    """
-
-    forecast_mean: Tensor
-    forecast_std: Tensor
-    analysis_mean: Tensor
-    analysis_std: Tensor
-    ensemble: Tensor
-
-
-def cycle(
-    ensemble: Tensor,
-    model: Callable[[Tensor], Tensor],
-    analyse: Callable[[Tensor, int], Tensor],
-    n_cycles: int,
-    *,
-    progress: bool = False,
-) -> CycleResult:
-    """Run a full-state ensemble filter: forecast with ``model``, then ``analyse``, per cycle.
-
-    Cycle ``k`` (from 0) advances the ensemble by one observation interval, ``forecast =
-    model(ensemble)``, then assimilates the observations valid then, ``ensemble =
-    analyse(forecast, k)``.  Any filter fits: e.g. ``analyse = lambda f, k:
-    letkf_analysis(f, y[k], f @ H.T, std, config)``.
-
-    Parameters
-    ----------
-    ensemble : Tensor, shape (..., K, N)
-        Initial (analysis) ensemble.
-    model : callable
-        ``(..., K, N) -> (..., K, N)``: the batched model over one observation interval.
-    analyse : callable
-        ``(forecast (..., K, N), k) -> analysis (..., K, N)``.
-    n_cycles : int
-        Number of cycles, >= 0.
-    progress : bool
-        Show a progress bar over cycles.
-
-    Returns
-    -------
-    CycleResult
-
-    Raises
-    ------
-    ShapeError
-        If ``model`` or ``analyse`` returns a tensor of another shape than it was given.
-    VariableError
-        If an ensemble becomes non-finite (a diverged filter or model): the run stops there.
-
-    Examples
-    --------
-    >>> import torch
-    >>> out = cycle(torch.zeros(3, 2), lambda e: e + 1, lambda f, k: 0.5 * f, n_cycles=2)
-    >>> out.forecast_mean[:, 0].tolist(), out.analysis_mean[:, 0].tolist()
-    ([1.0, 1.5], [0.5, 0.75])
-    """
-    if not isinstance(n_cycles, Integral) or isinstance(n_cycles, bool) or n_cycles < 0:
-        raise ConfigError(f"n_cycles must be an integer >= 0, got {n_cycles!r}")
-    if not isinstance(ensemble, Tensor) or ensemble.dim() < 2:
-        raise ShapeError(f"ensemble must be a torch.Tensor (..., K, N), got {ensemble!r}")
-    shape = ensemble.shape
-    stats: dict[str, list[Tensor]] = {"fm": [], "fs": [], "am": [], "as": []}
-    for k in tqdm(range(n_cycles), disable=not progress, unit="cycle"):
-        forecast = _checked(model(ensemble), shape, "model", k)
-        ensemble = _checked(analyse(forecast, k), shape, "analyse", k)
-        for key, ens in (("f", forecast), ("a", ensemble)):
-            std, mean = torch.std_mean(ens, dim=-2)
-            stats[key + "m"].append(mean)
-            stats[key + "s"].append(std)
-
-    def stacked(key: str) -> Tensor:
-        if stats[key]:
-            return torch.stack(stats[key])
-        return ensemble.new_empty((0, *shape[:-2], shape[-1]))
-
-    return CycleResult(stacked("fm"), stacked("fs"), stacked("am"), stacked("as"), ensemble)
-
-
-def _checked(out: Tensor, shape: torch.Size, name: str, k: int) -> Tensor:
-    if not isinstance(out, Tensor) or out.shape != shape:
-        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ShapeError(f"{name} returned {got} at cycle {k}, expected shape {tuple(shape)}")
-    if not torch.isfinite(out).all():
-        raise VariableError(f"{name} returned NaN or infinite values at cycle {k}: diverged")
-    return out

@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, nn
 from torch.autograd import forward_ad
 
+from xlevda.core.misfit import weighted_misfit
 from xlevda.errors import ShapeError
-from xlevda.surrogates.fused import ACTIVATIONS, residual_head, residual_misfit, weighted_misfit
+from xlevda.surrogates.fused import ACTIVATIONS, residual_head, residual_misfit
 from xlevda.surrogates.layers import FourierFeatures, ResidualMLP, check_last_dim
 
 __all__ = ["CosineDecoder", "MLPDecoder", "SeparableDecoder"]
@@ -105,7 +106,7 @@ class MLPDecoder(nn.Module):
     def misfit_prepared(
         self, s: Tensor, prepared: Tensor, data: Tensor, sqrt_weight: Tensor
     ) -> Tensor:
-        """:func:`~xlevda.surrogates.fused.weighted_misfit` of :meth:`decode_prepared`
+        """:func:`~xlevda.core.misfit.weighted_misfit` of :meth:`decode_prepared`
         to ``data`` (..., P, C) -> (...,), in one fused pass where :meth:`decode_prepared`
         is fused and ``data`` and ``sqrt_weight`` are constants."""
         check_last_dim("prepared points", prepared, self.width)

@@ -4,7 +4,7 @@ Torch only.  :func:`fit_encoder` trains an
 :class:`~xlevda.surrogates.encoder.ObservationEncoder` on observation histories
 of runs against the surrogate's own latent states (:func:`latent_targets`);
 :func:`surrogate_histories` simulates such histories with the surrogate alone,
-from parameters drawn by :func:`prior_params`.
+from parameters drawn by :func:`~xlevda.core.prior.prior_params`.
 """
 
 from __future__ import annotations
@@ -12,21 +12,20 @@ from __future__ import annotations
 import math
 import time
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from xlevda.core.prior import prior_params
 from xlevda.errors import ConfigError, ObservationError, ShapeError, VariableError
 from xlevda.surrogates.encoder import EncoderConfig, ObservationEncoder
 from xlevda.surrogates.fingerprint import SurrogateFingerprint, latent_rollout
 from xlevda.surrogates.history import EncoderHistory
 from xlevda.surrogates.observation_network import ObservationNetwork
 from xlevda.surrogates.protocol import Surrogate
-from xlevda.surrogates.schema import SurrogateSchema
 from xlevda.surrogates.validators import check_int
 
-__all__ = ["fit_encoder", "latent_targets", "prior_params", "surrogate_histories"]
+__all__ = ["fit_encoder", "latent_targets", "surrogate_histories"]
 
 
 def _check_params(params: Tensor, d_u: int, name: str) -> None:
@@ -118,69 +117,6 @@ def latent_targets(
     return torch.cat([s, params[:, None, :].expand(-1, n_obs, -1)], -1)
 
 
-def prior_params(
-    schema: SurrogateSchema,
-    n: int,
-    generator: torch.Generator,
-    prior_range: tuple[tuple[float, float], ...] | None = None,
-    *,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """Normalized parameters drawn uniformly from a range in physical units.
-
-    Parameters
-    ----------
-    schema : SurrogateSchema
-        Gives the parameter normalization and the default range.
-    n : int
-        Number of draws (>= 1).
-    generator : torch.Generator
-        Source of the draws (its device is used to draw).
-    prior_range : tuple of (lo, hi), optional
-        One ``(lo, hi)`` per parameter, ``lo <= hi``; ``None`` is ``schema.param_range``.
-    dtype, device : optional
-        Of the result (default: torch's default dtype, CPU).
-
-    Returns
-    -------
-    Tensor, shape (n, d_u)
-
-    Examples
-    --------
-    >>> import torch
-    >>> from xlevda.surrogates.schema import Affine
-    >>> from types import SimpleNamespace
-    >>> schema = SimpleNamespace(param_norm=Affine((1.0,), (2.0,)), param_range=((-1.0, 3.0),))
-    >>> u = prior_params(schema, 1000, torch.Generator().manual_seed(0))
-    >>> bool(u.min() >= -1) and bool(u.max() <= 1)
-    True
-    """
-    check_int("n", n, 1)
-    ranges = schema.param_range if prior_range is None else prior_range
-    d_u = len(schema.param_range)
-    try:
-        bounds = np.asarray(ranges, dtype=float)
-    except (TypeError, ValueError):
-        bounds = np.empty(0)
-    if (
-        bounds.shape != (d_u, 2)
-        or not np.isfinite(bounds).all()
-        or (bounds[:, 0] > bounds[:, 1]).any()
-    ):
-        raise ConfigError(
-            f"prior_range must hold one finite (lo, hi) with lo <= hi per parameter "
-            f"({d_u}), got {ranges!r}"
-        )
-    lo = schema.param_norm.normalize(bounds[:, 0])
-    hi = schema.param_norm.normalize(bounds[:, 1])
-    dtype = dtype or torch.get_default_dtype()
-    draw = torch.rand(n, d_u, generator=generator, dtype=torch.float64, device=generator.device)
-    lo_t = torch.as_tensor(lo, dtype=torch.float64, device=generator.device)
-    hi_t = torch.as_tensor(hi, dtype=torch.float64, device=generator.device)
-    return (lo_t + (hi_t - lo_t) * draw).to(dtype=dtype, device=device)
-
-
 def surrogate_histories(
     surrogate: Surrogate,
     network: ObservationNetwork,
@@ -208,7 +144,7 @@ def surrogate_histories(
     seed : int
         Seed of the parameter draws.
     prior_range : tuple of (lo, hi), optional
-        See :func:`prior_params`.
+        See :func:`~xlevda.core.prior.prior_params`.
 
     Returns
     -------

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from xlevda.errors import ConfigError, ShapeError
 
-__all__ = ["ACTIVATIONS", "residual_head", "residual_misfit", "weighted_misfit"]
+__all__ = ["ACTIVATIONS", "residual_head", "residual_misfit"]
 
 _TILE_VALUES = 2**18
 """Values (rows x width) per tile and layer: 1 MiB in float32."""
@@ -85,22 +85,6 @@ _KINDS = {
 ACTIVATIONS = tuple(_KINDS)
 """Activations the fused path computes: all of
 :func:`~xlevda.surrogates.layers.activation_fn`'s."""
-
-
-def weighted_misfit(decoded: Tensor, data: Tensor, sqrt_weight: Tensor) -> Tensor:
-    """``sum((sqrt_weight * (decoded - data))**2)`` over points and channels.
-
-    The definition that :func:`residual_misfit` and a surrogate's
-    ``misfit_prepared`` compute faster.  ``decoded``, ``data``, ``sqrt_weight``
-    (..., P, C), leading dims broadcast -> (...,).
-
-    Examples
-    --------
-    >>> import torch
-    >>> weighted_misfit(torch.ones(2, 3, 1), torch.zeros(3, 1), torch.full((3, 1), 2.0))
-    tensor([12., 12.])
-    """
-    return (sqrt_weight * (decoded - data)).square().sum((-2, -1))
 
 
 class _Net(NamedTuple):
@@ -446,7 +430,7 @@ def residual_misfit(
     sqrt_weight: Tensor,
     activation: str = "tanh",
 ) -> Tensor:
-    """:func:`weighted_misfit` of :func:`residual_head` to ``data``, in one pass.
+    """:func:`~xlevda.core.misfit.weighted_misfit` of :func:`residual_head` to ``data``, fused.
 
     With grad enabled and ``state`` requiring it, the gradient is computed in the
     same pass, tile by tile, and no layer is stored whole.

@@ -16,11 +16,11 @@ import torch
 from torch import Tensor, nn
 
 from xlevda.core.dynamics import euler_rollout
+from xlevda.core.misfit import weighted_misfit
 from xlevda.errors import ConfigError, ShapeError, SurrogateFileError, XlevdaError
 from xlevda.surrogates.config import LDNetConfig, config_from_dict, config_to_dict
 from xlevda.surrogates.decoders import CosineDecoder, MLPDecoder, SeparableDecoder
 from xlevda.surrogates.fileformat import SURROGATE_FORMAT, half_state, read_file, write_file
-from xlevda.surrogates.fused import weighted_misfit
 from xlevda.surrogates.history import TrainingHistory
 from xlevda.surrogates.schema import SurrogateSchema
 from xlevda.surrogates.vector_fields import ImpulseLinearField, VectorFieldNet

@@ -1,7 +1,9 @@
-"""The surrogate protocol: what assimilation needs from a differentiable model.
+"""The surrogate protocols: what assimilation needs from a differentiable model.
 
 Torch only.  Anything satisfying :class:`Surrogate` can be assimilated into,
-including a full-state model with an identity decoder.
+including a full-state model with an identity decoder.  The numerics in
+:mod:`xlevda.core` see surrogates, observation encoders and their networks
+through these protocols alone.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor
 
-from xlevda.surrogates.schema import SurrogateSchema
+from xlevda.surrogates.schema import Affine, SurrogateSchema
 
-__all__ = ["FullStateModel", "Surrogate"]
+__all__ = ["FullStateModel", "LatentEncoder", "ParameterSpace", "SensorNetwork", "Surrogate"]
 
 
 @runtime_checkable
@@ -99,4 +101,72 @@ class FullStateModel(Surrogate, Protocol):
         ``points`` (P, n_coords) normalized decoder inputs -> (N, P), in the model's
         documented units (those of a localization radius).
         """
+        ...
+
+
+class ParameterSpace(Protocol):
+    """What drawing parameters from a prior needs of a schema.
+
+    :class:`SurrogateSchema` provides it.
+
+    Attributes
+    ----------
+    param_norm : Affine
+        Maps physical parameter values to normalized ones (``normalize``).
+    param_range : tuple of (float, float)
+        The default range of each parameter, in physical units.
+    """
+
+    param_norm: Affine
+    param_range: tuple[tuple[float, float], ...]
+
+
+@runtime_checkable
+class SensorNetwork(Protocol):
+    """Fixed observation points observed at regular frames: what LD-EnSF needs of a network.
+
+    :class:`~xlevda.surrogates.encoder.ObservationNetwork` provides it.
+    """
+
+    @property
+    def n_features(self) -> int:
+        """``P * C``: the length of one flattened observation vector."""
+        ...
+
+    def frames(self, n_obs: int) -> Tensor:
+        """Surrogate frames of the first ``n_obs`` observations, int64 (n_obs,)."""
+        ...
+
+
+@runtime_checkable
+class LatentEncoder(Protocol):
+    """Observation histories to latent states: what LD-EnSF needs of an encoder.
+
+    :class:`~xlevda.surrogates.encoder.ObservationEncoder` provides it.
+
+    Attributes
+    ----------
+    in_mean : Tensor, shape (P * C,)
+        Training mean of the inputs; sets the dtype and device the encoder reads.
+    out_mean, out_std : Tensor, shape (d_s + d_u,)
+        Training mean and standard deviation of the latent targets.
+    error_std : Tensor, shape (T_val, d_s + d_u)
+        Validation error per observation index and component.
+    """
+
+    in_mean: Tensor
+    out_mean: Tensor
+    out_std: Tensor
+    error_std: Tensor
+
+    def __call__(self, histories: Tensor) -> Tensor:
+        """Histories (..., T, P * C) -> latent states ``(s_t, u_t)`` (..., T, d_s + d_u)."""
+        ...
+
+    def observation_std(self, n_obs: int) -> Tensor:
+        """Pseudo-observation error per observation and component, (n_obs, d_s + d_u)."""
+        ...
+
+    def check(self, surrogate: Surrogate, network: SensorNetwork | None = None) -> None:
+        """Raise if ``surrogate`` or ``network`` is not the one the encoder was trained for."""
         ...

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor
 
-from xlevda.core.levda import ObsWindow
+from xlevda.core.window import ObsWindow
 
 F64 = torch.float64
 

@@ -1,0 +1,165 @@
+"""How LEVDA's members differ, and how the background is inflated (paper section 3.2).
+
+Member ``j`` of the analysis minimizes
+
+    J_j(alpha) = 1/2 |alpha - a_j|^2 + 1/2 sum_i |y_i + eta_ij - H_i(D(s(t_i; alpha)))|^2_{R_i^-1}
+
+(:class:`~xlevda.core.objective.WindowObjective`).  Two member modes:
+
+- :class:`WarmStart` (the paper): ``a_j = 0``, ``eta_ij = 0``; member ``j`` starts
+  at ``alpha = sqrt(K-1) e_j`` (background member ``j``).  Every member minimizes
+  the *same* cost, so where that cost is convex (linear-Gaussian problems) all
+  members converge to the one MAP estimate and the analysis ensemble has no
+  spread.  With no observations (or weights -> 0) every member goes to the
+  ensemble mean, not to its background member.
+- :class:`Randomized` (randomized maximum likelihood): ``a_j = sqrt(K-1) e_j``
+  (the coefficients of background member ``j``) and ``eta_ij ~ N(0, R_i)``
+  drawn per member.  On a linear-Gaussian problem the members are samples of
+  the ensemble-space posterior: their mean is the MAP estimate plus the average
+  of the ``eta`` mapped through the gain, and their sample covariance has
+  expectation ``P_z (I + G^T R^-1 G)^-1 P_z^T``, the Kalman smoother covariance
+  for ``B = P_z P_z^T``.  With no observations (or weights -> 0) member ``j``
+  stays at ``zbar + P_z a_j``: its background member, inflated.
+
+Inflation (:class:`Inflation`) acts on the perturbations before ``P_z`` is
+formed, so it widens the prior ``B = P_z P_z^T``; the posterior follows from the
+observations as usual and is never scaled directly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from xlevda.core.validate import check_seed
+from xlevda.errors import ConfigError
+
+__all__ = [
+    "INFLATION_STREAM",
+    "NOISE_STREAM",
+    "Inflation",
+    "MemberMode",
+    "Randomized",
+    "WarmStart",
+]
+
+INFLATION_STREAM = 0
+"""Stream of an integer seed (:func:`xlevda.core.rng.generator`) for additive inflation."""
+
+NOISE_STREAM = 1
+"""Stream of an integer seed for the observation perturbations of :class:`Randomized`."""
+
+
+@dataclass(frozen=True)
+class Inflation:
+    """Multiplicative and additive inflation of the background perturbations.
+
+    ``dz_k <- rho dz_k + eps_k`` with ``eps_k ~ N(0, sigma^2 I)``, applied before
+    ``P_z`` is formed: it widens the prior ``B = P_z P_z^T``, never the posterior
+    directly.
+
+    Attributes
+    ----------
+    rho : float
+        Multiplicative factor, ``>= 1``.
+    sigma : float
+        Standard deviation of the additive noise, ``>= 0`` (normalized latent units).
+    seed : int or torch.Generator
+        Source of ``eps``.  An int gives the same draws on every call; cycling code
+        that wants new draws per window passes a generator (it advances) or
+        per-window seeds.
+
+    Examples
+    --------
+    >>> Inflation(rho=1.1, sigma=0.01).rho
+    1.1
+    """
+
+    rho: float = 1.0
+    sigma: float = 0.0
+    seed: int | torch.Generator = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rho, bool) or not isinstance(self.rho, int | float):
+            raise ConfigError(f"Inflation rho={self.rho!r} is invalid: must be a number >= 1")
+        if not (math.isfinite(self.rho) and self.rho >= 1):
+            raise ConfigError(f"Inflation rho={self.rho!r} is out of range: must be finite, >= 1")
+        if isinstance(self.sigma, bool) or not isinstance(self.sigma, int | float):
+            raise ConfigError(f"Inflation sigma={self.sigma!r} is invalid: must be a number >= 0")
+        if not (math.isfinite(self.sigma) and self.sigma >= 0):
+            raise ConfigError(
+                f"Inflation sigma={self.sigma!r} is out of range: must be finite, >= 0"
+            )
+        check_seed("Inflation seed", self.seed)
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """The paper's member mode: one shared cost, members differ only in their start.
+
+    Member ``j`` minimizes ``1/2 |alpha|^2 + 1/2 |y - H(alpha)|^2_{R^-1}`` from
+    ``alpha = sqrt(K-1) e_j``.  Spread survives only where the cost has several
+    minima; on a convex cost every member reaches the same MAP estimate, and with
+    no observations every member becomes the ensemble mean.
+
+    Examples
+    --------
+    >>> WarmStart()
+    WarmStart()
+    """
+
+
+@dataclass(frozen=True)
+class Randomized:
+    """Randomized-maximum-likelihood members: perturbed prior centre and data.
+
+    Member ``j`` minimizes ``1/2 |alpha - a_j|^2 + 1/2 |y + eta_j - H(alpha)|^2_{R^-1}``
+    with ``a_j = sqrt(K-1) e_j`` (background member ``j``) and ``eta_j ~ N(0, R)``
+    (``R`` diagonal, ``1 / weight`` where ``weight > 0``; no noise where
+    ``weight == 0``).  Linear-Gaussian members are samples of the ensemble-space
+    posterior; with no observations member ``j`` keeps its (inflated) background.
+
+    Attributes
+    ----------
+    seed : int or torch.Generator
+        Source of ``eta``; an int gives the same draws on every call.
+    start : {"enkf", "background"}
+        Where member ``j``'s optimization starts.  ``"enkf"`` (default): at its
+        perturbed-observation ensemble Kalman analysis in the subspace, the
+        minimizer of its cost with the decoded observations replaced by their
+        least-squares linear fit over the K background members and the subspace
+        mean (the secant linearization of 4DEnVar and the EnKF, not a tangent at
+        one point), kept only where its cost is lower than at ``a_j``.  It moves
+        members across a non-convex cost (a wave front far from where a member
+        puts it) where a local optimizer from ``a_j`` stalls, and costs two
+        evaluations of the ensemble (the fit and the check) and an ``r x r``
+        solve.  ``"background"``: at ``a_j``, its background member, as the
+        paper's warm start; members far from the data then stay in other local
+        minima, which spreads the ensemble without representing the posterior.
+        The cost, and its minimizers in the linear-Gaussian case, are the same
+        either way.
+
+    Examples
+    --------
+    >>> Randomized(seed=3).seed
+    3
+    >>> Randomized(start="background").start
+    'background'
+    """
+
+    seed: int | torch.Generator = 0
+    start: Literal["enkf", "background"] = "enkf"
+
+    def __post_init__(self) -> None:
+        check_seed("Randomized seed", self.seed)
+        if self.start not in ("background", "enkf"):
+            raise ConfigError(
+                f"Randomized start={self.start!r} is invalid: use 'enkf' or 'background'"
+            )
+
+
+MemberMode = WarmStart | Randomized
+"""How members differ: :class:`WarmStart` (the paper) or :class:`Randomized` (RML)."""
