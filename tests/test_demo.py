@@ -11,7 +11,7 @@ import pytest
 from xlevda import load_pretrained
 from xlevda.demo import SYSTEMS, _training_config, run_demo, twin_experiment
 from xlevda.errors import ConfigError
-from xlevda.systems import kolmogorov, sphere
+from xlevda.systems import kolmogorov, sphere_config
 
 
 def test_truth_uses_the_recorded_training_config():
@@ -22,7 +22,7 @@ def test_truth_uses_the_recorded_training_config():
 
 
 def test_nested_settings_must_be_the_defaults():
-    cfg = sphere.SphereConfig(nlat=32, n_frames=3)
+    cfg = sphere_config.SphereConfig(nlat=32, n_frames=3)
     initial = json.loads(json.dumps(dataclasses.asdict(cfg.initial)))
     text = json.dumps({"nlat": 32, "n_frames": 3, "initial": initial, "h_f0_range": [1, 2]})
     model = SimpleNamespace(schema=SimpleNamespace(attrs={"config": text}))

@@ -31,7 +31,7 @@ from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.errors import ConfigError
 from xlevda.ldnet import LDNet
 from xlevda.pretrained import load_pretrained
-from xlevda.systems import kolmogorov, observe, sphere, tsunami
+from xlevda.systems import kolmogorov, observe, sphere, sphere_config, tsunami
 
 __all__ = ["SYSTEMS", "Twin", "run_demo", "twin_experiment"]
 
@@ -67,7 +67,7 @@ SYSTEMS = {
     ),
     "sphere": _System(
         sphere,
-        sphere.SphereConfig,
+        sphere_config.SphereConfig,
         lambda seed, cfg: sphere.sample_forcing(1, seed=seed, config=cfg),
         "height",
         ("u", "v", "height"),
