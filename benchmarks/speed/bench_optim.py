@@ -25,7 +25,7 @@ faster one.  All optimizers run with their default tolerances and ``--max-iter``
 iterations at most.
 
 Run from the repository root:
-``PYTHONPATH=. python benchmarks/bench_optim.py [--repeats 5] [--members 100]``.
+``PYTHONPATH=. python benchmarks/speed/bench_optim.py [--repeats 5] [--members 100]``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import time
 import torch
 from torch import Tensor
 
-from benchmarks._mlp_ldnet import mlp_ldnet
+from benchmarks.common import mlp_ldnet
 from xlevda.core.levda import ObsWindow, WindowObjective, observe, solve_window
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.surrogates.ldnet import LDNetModel

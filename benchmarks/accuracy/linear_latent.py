@@ -23,7 +23,8 @@ Errors are ``||pred - truth|| / ||truth||`` per variable and all stacked.  Run f
 the repository root (the data file is written by
 ``examples/train_tsunami_surrogate.py --data scratch/tsunami48.nc``)::
 
-    OMP_NUM_THREADS=2 python benchmarks/linear_latent.py scratch/tsunami48.nc --ranks 256 512 768
+    OMP_NUM_THREADS=2 python benchmarks/accuracy/linear_latent.py scratch/tsunami48.nc \
+        --ranks 256 512 768
 """
 
 from __future__ import annotations

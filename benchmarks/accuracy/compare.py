@@ -22,8 +22,8 @@ Then LEVDA and 4DEnVar are compared over observation strides (Figure 4c of the
 paper).  Everything (NetCDF of all scores, PNG figures, a markdown table, and
 ``docs/compare.md``) is rewritten by one command::
 
-    OMP_NUM_THREADS=1 python benchmarks/compare.py           # about 25 minutes, 2-core CPU
-    OMP_NUM_THREADS=1 python benchmarks/compare.py --quick   # a few minutes
+    OMP_NUM_THREADS=1 python benchmarks/accuracy/compare.py           # about 25 minutes, 2-core CPU
+    OMP_NUM_THREADS=1 python benchmarks/accuracy/compare.py --quick   # a few minutes
 
 Runtimes are wall-clock seconds on one torch thread, medians over repeats, all
 methods measured in the same process one after another.
@@ -58,7 +58,7 @@ from xlevda.surrogates.encoder import EncoderConfig, ObservationNetwork, fit_enc
 from xlevda.systems import observe, tsunami
 from xlevda.systems.tsunami_model import TsunamiModel
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VARIABLES = ("u", "v", "eta")
 PRIOR = "prior (no DA)"
 LEVDA_EQUAL_K = "LEVDA K=40"
@@ -732,8 +732,8 @@ thread; surrogate `load_pretrained("tsunami")` sha256 `{sha}`.
 `docs/results/compare/scores.nc` holds every score per method, case and frame, the runtimes and
 the stride sweep; the table above is `docs/results/compare/table.md`.
 
-    OMP_NUM_THREADS=1 python benchmarks/compare.py            # everything
-    OMP_NUM_THREADS=1 python benchmarks/compare.py --quick    # small version, a few minutes
+    OMP_NUM_THREADS=1 python benchmarks/accuracy/compare.py          # everything
+    OMP_NUM_THREADS=1 python benchmarks/accuracy/compare.py --quick  # small version, a few minutes
 """
     )
     path.write_text(text)
@@ -765,7 +765,9 @@ def main() -> None:
     ds.to_netcdf(args.out / "scores.nc")
     figures = plot(ds, args.out)
     (args.out / "table.md").write_text(table(ds) + "\n\n" + sweep_table(ds) + "\n")
-    command = "OMP_NUM_THREADS=1 python benchmarks/compare.py" + (" --quick" if args.quick else "")
+    command = "OMP_NUM_THREADS=1 python benchmarks/accuracy/compare.py" + (
+        " --quick" if args.quick else ""
+    )
     write_markdown(ds, figures, args.doc, command, sha)
     print(table(ds))
     print(sweep_table(ds))

@@ -12,7 +12,7 @@ Torch runs on ``--threads`` threads (default 1).  Prints one JSON line with the 
 and the figures.
 
 Run from the repository root (needs torch-harmonics, the extra ``sphere``):
-``OMP_NUM_THREADS=1 python benchmarks/simulate_sphere.py [--repeats 3] [--runs 8]``.
+``OMP_NUM_THREADS=1 python benchmarks/speed/simulate_sphere.py [--repeats 3] [--runs 8]``.
 """
 
 from __future__ import annotations

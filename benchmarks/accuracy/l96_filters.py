@@ -7,9 +7,9 @@ the LETKF with 7 members.
 
 Three steps, the second in a separate environment holding DAPPER (never a project dependency)::
 
-    OMP_NUM_THREADS=1 python benchmarks/l96_filters.py run
-    OMP_NUM_THREADS=1 /tmp/dapper-venv/bin/python benchmarks/l96_filters.py dapper
-    OMP_NUM_THREADS=1 python benchmarks/l96_filters.py accessor
+    OMP_NUM_THREADS=1 python benchmarks/accuracy/l96_filters.py run
+    OMP_NUM_THREADS=1 /tmp/dapper-venv/bin/python benchmarks/accuracy/l96_filters.py dapper
+    OMP_NUM_THREADS=1 python benchmarks/accuracy/l96_filters.py accessor
 
 ``run`` draws the truth and observations from ``--seed``, tunes the inflation (ETKF) and the
 inflation and localization radius (LETKF) on a short run of a separate truth, runs both filters
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 N_VARS, FORCING, DT = 40, 8.0, 0.05
-RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "l96_filters.json"
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results" / "l96_filters.json"
 DAPPER_PUBLISHED = {"ETKF": 0.18, "LETKF": 0.22}
 MEMBERS = {"ETKF": 24, "LETKF": 7}
 GC_SCALE = 2 * 1.82  # DAPPER's Gaspari-Cohn half-width is 1.82 loc_rad; support twice that
@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> None:
         "xlevda": results,
         "tuning": tuning,
         "command": " ".join(
-            ["OMP_NUM_THREADS=1 python benchmarks/l96_filters.py run", *sys.argv[2:]]
+            ["OMP_NUM_THREADS=1 python benchmarks/accuracy/l96_filters.py run", *sys.argv[2:]]
         ),
         "machine": _machine(),
     }
@@ -552,7 +552,7 @@ def run_accessor(args: argparse.Namespace) -> None:
         "tuning_runs": tuning,
         "total_wall_s": round(time.perf_counter() - step_start, 1),
         "command": " ".join(
-            ["OMP_NUM_THREADS=1 python benchmarks/l96_filters.py accessor", *sys.argv[2:]]
+            ["OMP_NUM_THREADS=1 python benchmarks/accuracy/l96_filters.py accessor", *sys.argv[2:]]
         ),
         "machine": _machine(),
     }
@@ -611,7 +611,8 @@ def run_dapper(args: argparse.Namespace) -> None:
         "window; its own random initial ensemble and rotations",
         "command": " ".join(
             [
-                "OMP_NUM_THREADS=1 /tmp/dapper-venv/bin/python benchmarks/l96_filters.py dapper",
+                "OMP_NUM_THREADS=1 /tmp/dapper-venv/bin/python "
+                "benchmarks/accuracy/l96_filters.py dapper",
                 *sys.argv[2:],
             ]
         ),
