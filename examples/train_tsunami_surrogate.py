@@ -48,7 +48,8 @@ import torch
 import xarray as xr
 
 import xlevda
-from xlevda._convert import DatasetFrameSource, build_schema
+from xlevda._convert import build_schema
+from xlevda._frames import DatasetFrameSource
 from xlevda.surrogates import pod
 from xlevda.surrogates.config import DecoderConfig
 from xlevda.surrogates.training import evaluate
