@@ -163,6 +163,27 @@ def _machine() -> dict:
     }
 
 
+def _tune_core(name: str, grid, tune_twins, burn_in: int) -> tuple[dict, list[dict]]:
+    """Grid search of the core filter ``name``: the smallest worst-case RMSE wins."""
+    rows = []
+    for inflation, radius in grid:
+        scores = [
+            run_filter(t, o, MEMBERS[name], inflation, radius, burn_in, i)
+            for i, (t, o) in enumerate(tune_twins)
+        ]
+        worst = max(s["rmse_a"] for s in scores)
+        rows.append(
+            {
+                "inflation": inflation,
+                "localization_radius": radius,
+                "worst_rmse_a": worst,
+                "rmse_a": [s["rmse_a"] for s in scores],
+            }
+        )
+        print(f"tune {name} infl={inflation} radius={radius}: worst {worst}", flush=True)
+    return min(rows, key=lambda r: r["worst_rmse_a"]), rows
+
+
 def run(args: argparse.Namespace) -> None:
     import torch
 
@@ -174,24 +195,7 @@ def run(args: argparse.Namespace) -> None:
     np.save(args.data / "obs.npy", obs)
     tuning, results = {}, {}
     for name, grid in TUNING.items():
-        rows = []
-        for inflation, radius in grid:
-            scores = [
-                run_filter(t, o, MEMBERS[name], inflation, radius, args.tune_burn_in, i)
-                for i, (t, o) in enumerate(tune_twins)
-            ]
-            worst = max(s["rmse_a"] for s in scores)
-            rows.append(
-                {
-                    "inflation": inflation,
-                    "localization_radius": radius,
-                    "worst_rmse_a": worst,
-                    "rmse_a": [s["rmse_a"] for s in scores],
-                }
-            )
-            print(f"tune {name} infl={inflation} radius={radius}: worst {worst}", flush=True)
-        best = min(rows, key=lambda r: r["worst_rmse_a"])
-        tuning[name] = rows
+        best, tuning[name] = _tune_core(name, grid, tune_twins, args.tune_burn_in)
         score = run_filter(
             truth,
             obs,
@@ -393,31 +397,9 @@ def _tune(label, make, grid, twins, burn_in, log) -> tuple[dict, list[dict]]:
     return min(rows, key=lambda r: r["worst_rmse_a"]), rows
 
 
-def run_accessor(args: argparse.Namespace) -> None:
-    """The full-state methods through ``ds.levda.assimilate`` on the ``run`` step's data."""
-    import torch
-
-    torch.set_num_threads(1)
-    step_start = time.perf_counter()
-
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - step_start:6.0f} s] {msg}", flush=True)
-
-    report = json.loads(RESULTS.read_text())
-    truth, obs = np.load(args.data / "truth.npy"), np.load(args.data / "obs.npy")
-    if _checksum(truth, obs) != report["setting"]["data_checksum"]:
-        raise SystemExit(f"{args.data} does not hold the data of {RESULTS}: rerun 'run' first")
-    burn_in, seed = report["setting"]["burn_in_cycles"], report["setting"]["seed"]
-    init_seed = seed + 2  # the run step's initial ensemble of the long runs
-    long_twin = AccessorTwin(truth, obs)
-    tune_twins = [
-        AccessorTwin(*twin(args.accessor_tune_cycles, seed + 100 + i))
-        for i in range(args.accessor_tune_seeds)
-    ]
+def _accessor_filters(long_twin, report, truth, obs, burn_in, init_seed, log) -> dict:
+    """ETKF and LETKF with the run step's tuning; the core functions again, same draws."""
     results: dict = {}
-    tuning: dict = {}
-
-    # 1. ETKF and LETKF with the run step's tuning; the core functions again, same draws
     for name in ("ETKF", "LETKF"):
         core = report["xlevda"][name]
         k, infl, radius = core["members"], core["inflation"], core["localization_radius"]
@@ -448,8 +430,11 @@ def run_accessor(args: argparse.Namespace) -> None:
             "within_20_percent": abs(score["rmse_a"] / DAPPER_PUBLISHED[name] - 1) <= 0.2,
         }
         log(f"{name}: {results[name]}")
+    return results
 
-    # 2. The scaled EnSF, N = 24
+
+def _accessor_ensf(args, long_twin, tune_twins, truth, obs, burn_in, init_seed, log):
+    """The scaled EnSF, N = 24: ``(result, tuning, cycles of its long run)``."""
     ensf_twin = long_twin
     if args.ensf_cycles and args.ensf_cycles < len(obs):
         ensf_twin = AccessorTwin(truth[: args.ensf_cycles + 1], obs[: args.ensf_cycles])
@@ -481,14 +466,14 @@ def run_accessor(args: argparse.Namespace) -> None:
     ]
     for row in sensitivity:
         log(f"EnSF sensitivity (short run only): {row}")
-    tuning["EnSF"] = {"grid": rows, "fewer_steps_short_run_only": sensitivity}
+    tuning = {"grid": rows, "fewer_steps_short_run_only": sensitivity}
     score = _accessor_run(
         ensf_twin,
         _fullstate("EnSF", 24, best["inflation"], steps=best["steps"]),
         burn_in,
         init_seed,
     )
-    results["EnSF"] = _with_target(
+    result = _with_target(
         {
             "members": 24,
             "steps": best["steps"],
@@ -498,9 +483,14 @@ def run_accessor(args: argparse.Namespace) -> None:
         },
         DAPPER_PUBLISHED["ETKF"],
     )
-    log(f"EnSF: {results['EnSF']}")
+    log(f"EnSF: {result}")
+    return result, tuning, len(ensf_twin.obs.time)
 
-    # 3. 4DEnVar, N = 24 without and N = 7 with localization, windows of 1 and 5 times
+
+def _accessor_fourdenvar(args, report, long_twin, tune_twins, burn_in, init_seed, log):
+    """4DEnVar, N = 24 without and N = 7 with localization, windows of 1 and 5 times."""
+    results: dict = {}
+    tuning: dict = {}
     radius = report["xlevda"]["LETKF"]["localization_radius"]
     for k, loc in ((24, None), (7, radius)):
         for window in FOURDENVAR_WINDOWS:
@@ -530,6 +520,40 @@ def run_accessor(args: argparse.Namespace) -> None:
                 DAPPER_PUBLISHED["ETKF" if k == 24 else "LETKF"],
             )
             log(f"4DEnVar {label}: {results[f'4DEnVar_{label}']}")
+    return results, tuning
+
+
+def run_accessor(args: argparse.Namespace) -> None:
+    """The full-state methods through ``ds.levda.assimilate`` on the ``run`` step's data."""
+    import torch
+
+    torch.set_num_threads(1)
+    step_start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - step_start:6.0f} s] {msg}", flush=True)
+
+    report = json.loads(RESULTS.read_text())
+    truth, obs = np.load(args.data / "truth.npy"), np.load(args.data / "obs.npy")
+    if _checksum(truth, obs) != report["setting"]["data_checksum"]:
+        raise SystemExit(f"{args.data} does not hold the data of {RESULTS}: rerun 'run' first")
+    burn_in, seed = report["setting"]["burn_in_cycles"], report["setting"]["seed"]
+    init_seed = seed + 2  # the run step's initial ensemble of the long runs
+    long_twin = AccessorTwin(truth, obs)
+    tune_twins = [
+        AccessorTwin(*twin(args.accessor_tune_cycles, seed + 100 + i))
+        for i in range(args.accessor_tune_seeds)
+    ]
+    results = _accessor_filters(long_twin, report, truth, obs, burn_in, init_seed, log)
+    tuning: dict = {}
+    results["EnSF"], tuning["EnSF"], ensf_cycles = _accessor_ensf(
+        args, long_twin, tune_twins, truth, obs, burn_in, init_seed, log
+    )
+    fourdenvar_results, fourdenvar_tuning = _accessor_fourdenvar(
+        args, report, long_twin, tune_twins, burn_in, init_seed, log
+    )
+    results |= fourdenvar_results
+    tuning |= fourdenvar_tuning
 
     report["accessor"] = {
         "note": "target.levda.assimilate(obs, Lorenz96Surrogate, FullStateConfig(method), "
@@ -547,7 +571,7 @@ def run_accessor(args: argparse.Namespace) -> None:
         f"{args.accessor_tune_burn_in} (EnSF: the first {args.ensf_tune_seeds}, "
         f"{args.ensf_tune_cycles} cycles); smallest "
         "worst-case rmse_a wins; 4DEnVar N = 7 uses the LETKF's localization radius",
-        "ensf_long_run_cycles": len(ensf_twin.obs.time),
+        "ensf_long_run_cycles": ensf_cycles,
         **results,
         "tuning_runs": tuning,
         "total_wall_s": round(time.perf_counter() - step_start, 1),
