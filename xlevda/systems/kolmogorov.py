@@ -384,7 +384,9 @@ def _total_output_steps(config: KolmogorovConfig) -> int:
     return config.burn_in + config.frame_stride * (config.n_frames - 1)
 
 
-def _operators(config: KolmogorovConfig, dtype: torch.dtype, device: torch.device):
+def _operators(
+    config: KolmogorovConfig, dtype: torch.dtype, device: torch.device
+) -> SpectralOperators:
     kw = {"dtype": dtype, "device": device}
     kx = torch.fft.rfftfreq(config.nx, 1.0 / config.nx, **kw)[None, :]
     ky = torch.fft.fftfreq(config.ny, 1.0 / config.ny, **kw)[:, None]
