@@ -42,7 +42,7 @@ import xarray as xr
 from train_tsunami_surrogate import normalized_rmse, relative_rmse
 
 import xlevda
-from xlevda.systems import kolmogorov, sphere
+from xlevda.systems import kolmogorov, sphere, sphere_config
 
 ROOT = Path(__file__).resolve().parents[1]
 N_RUNS, N_TEST = 200, 40
@@ -70,7 +70,7 @@ def simulate(system: str, grid: int, frames: int | None, seed: int) -> xr.Datase
     if system == "kolmogorov":
         cfg = kolmogorov.KolmogorovConfig(nx=grid, ny=grid, n_frames=frames or 40)
         return kolmogorov.simulate(**kolmogorov.sample_reynolds(N_RUNS, seed=seed), config=cfg)
-    cfg = sphere.SphereConfig(nlat=grid, n_frames=frames or 32)
+    cfg = sphere_config.SphereConfig(nlat=grid, n_frames=frames or 32)
     return sphere.simulate(**sphere.sample_forcing(N_RUNS, seed=seed, config=cfg), config=cfg)
 
 

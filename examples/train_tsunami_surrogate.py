@@ -48,7 +48,8 @@ import torch
 import xarray as xr
 
 import xlevda
-from xlevda._convert import DatasetFrameSource, build_schema
+from xlevda._convert import build_schema
+from xlevda._frames import DatasetFrameSource
 from xlevda.surrogates import pod
 from xlevda.surrogates.decoder_configs import DecoderConfig
 from xlevda.surrogates.training import evaluate
@@ -129,7 +130,8 @@ def truncation(values: torch.Tensor, prepared: torch.Tensor) -> float:
     return float(residual.clamp(min=0).sqrt() / values.double().square().sum().sqrt())
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
+    """The command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--decoder", choices=["separable", "mlp"], default="separable")
     parser.add_argument("--epochs", type=int, default=400)
@@ -188,13 +190,11 @@ def main() -> None:
         action="store_true",
         help="--linear: fit on the training runs only (default: refit with the validation runs)",
     )
-    args = parser.parse_args()
-    if args.pod and (args.decoder != "separable" or args.resume):
-        parser.error("--pod needs --decoder separable and no --resume")
-    if args.linear and (args.pod or args.resume):
-        parser.error("--linear takes neither --pod nor --resume")
-    torch.set_num_threads(args.threads)
+    return parser
 
+
+def _load_runs(args: argparse.Namespace) -> tuple[xr.Dataset, float]:
+    """The 200 simulated runs (from the ``--data`` cache when it exists) and seconds spent."""
     cfg = tsunami.TsunamiConfig(nx=args.grid, ny=args.grid)
     cache = Path(args.data) if args.data else None
     t0 = time.perf_counter()
@@ -207,9 +207,11 @@ def main() -> None:
         if cache is not None:
             runs.to_netcdf(cache)
     t_sim = time.perf_counter() - t0
-    runs = runs.astype("float32")
-    fit_runs, test_runs = runs.isel(run=slice(0, 160)), runs.isel(run=slice(160, 200))
+    return runs, t_sim
 
+
+def _ldnet_config(args: argparse.Namespace) -> xlevda.LDNetConfig:
+    """The surrogate and training configuration of the options."""
     if args.linear:
         decoder: DecoderConfig = xlevda.CosineDecoderConfig(n_terms=args.cosine_terms)
         points = None
@@ -254,22 +256,11 @@ def main() -> None:
             seed=args.seed,
         ),
     )
-    t0 = time.perf_counter()
-    initial = xlevda.load_surrogate(args.resume) if args.resume else None
-    pod_info = None
-    if args.pod:
-        initial, pod_info = pod_initialize(fit_runs, ["src_lat", "src_lon"], config, args)
-    model = xlevda.LDNet.fit(
-        fit_runs, params=["src_lat", "src_lon"], config=config, initial=initial
-    )
-    t_train = time.perf_counter() - t0
+    return config
 
-    saved = None
-    if not args.no_save:  # score the saved file (float16 parts included)
-        saved = Path(args.out)
-        model.save(saved, half=("decoder.weight", "dynamics.A") if args.linear else ())
-        history, model = model.history, xlevda.load_surrogate(saved)
-        model.history = history
+
+def _report(args, model, test_runs, t_sim: float, t_train: float, pod_info, saved) -> None:
+    """Score ``model`` on the test runs; print and append the record to the JSON lines file."""
     pred = model.predict(
         {p: test_runs[p] for p in model.schema.params}, times=test_runs.time.values
     )
@@ -306,6 +297,39 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:
         f.write(json.dumps(result) + "\n")
+
+
+def main() -> None:
+    parser = _parser()
+    args = parser.parse_args()
+    if args.pod and (args.decoder != "separable" or args.resume):
+        parser.error("--pod needs --decoder separable and no --resume")
+    if args.linear and (args.pod or args.resume):
+        parser.error("--linear takes neither --pod nor --resume")
+    torch.set_num_threads(args.threads)
+
+    runs, t_sim = _load_runs(args)
+    runs = runs.astype("float32")
+    fit_runs, test_runs = runs.isel(run=slice(0, 160)), runs.isel(run=slice(160, 200))
+
+    config = _ldnet_config(args)
+    t0 = time.perf_counter()
+    initial = xlevda.load_surrogate(args.resume) if args.resume else None
+    pod_info = None
+    if args.pod:
+        initial, pod_info = pod_initialize(fit_runs, ["src_lat", "src_lon"], config, args)
+    model = xlevda.LDNet.fit(
+        fit_runs, params=["src_lat", "src_lon"], config=config, initial=initial
+    )
+    t_train = time.perf_counter() - t0
+
+    saved = None
+    if not args.no_save:  # score the saved file (float16 parts included)
+        saved = Path(args.out)
+        model.save(saved, half=("decoder.weight", "dynamics.A") if args.linear else ())
+        history, model = model.history, xlevda.load_surrogate(saved)
+        model.history = history
+    _report(args, model, test_runs, t_sim, t_train, pod_info, saved)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from tests.conftest import make_runs
 from xlevda._convert import (
-    DatasetFrameSource,
     build_schema,
     find_time,
     spatial_layout,
     times_to_steps,
     to_points,
 )
+from xlevda._frames import DatasetFrameSource
 from xlevda.errors import CoordinateError, ShapeError, VariableError
 from xlevda.surrogates.schema import Affine, SurrogateSchema
 

@@ -9,29 +9,29 @@ from types import SimpleNamespace
 import pytest
 
 from xlevda import load_pretrained
-from xlevda.demo import SYSTEMS, _training_config, run_demo, twin_experiment
+from xlevda.demo import SYSTEMS, run_demo, training_config, twin_experiment
 from xlevda.errors import ConfigError
-from xlevda.systems import kolmogorov, sphere
+from xlevda.systems import kolmogorov, sphere_config
 
 
-def test_truth_uses_the_recorded_training_config():
+def test_truth_uses_the_recordedtraining_config():
     cfg = kolmogorov.KolmogorovConfig(nx=20, ny=20, n_frames=7, burn_in=3)
     ds = kolmogorov.simulate([800.0], config=cfg, progress=False)
     model = SimpleNamespace(schema=SimpleNamespace(attrs={"config": ds.attrs["config"]}))
-    assert _training_config(SYSTEMS["kolmogorov"], model) == cfg
+    assert training_config(SYSTEMS["kolmogorov"], model) == cfg
 
 
 def test_nested_settings_must_be_the_defaults():
-    cfg = sphere.SphereConfig(nlat=32, n_frames=3)
+    cfg = sphere_config.SphereConfig(nlat=32, n_frames=3)
     initial = json.loads(json.dumps(dataclasses.asdict(cfg.initial)))
     text = json.dumps({"nlat": 32, "n_frames": 3, "initial": initial, "h_f0_range": [1, 2]})
     model = SimpleNamespace(schema=SimpleNamespace(attrs={"config": text}))
-    got = _training_config(SYSTEMS["sphere"], model)
+    got = training_config(SYSTEMS["sphere"], model)
     assert (got.nlat, got.n_frames, got.initial, got.h_f0_range) == (32, 3, cfg.initial, (1, 2))
     other = json.dumps({"nlat": 32, "initial": {**initial, "max_wind": 1.0}})
     model = SimpleNamespace(schema=SimpleNamespace(attrs={"config": other}))
     with pytest.raises(ConfigError, match=r"trained with initial=.* differs from the default"):
-        _training_config(SYSTEMS["sphere"], model)
+        training_config(SYSTEMS["sphere"], model)
 
 
 def test_unknown_system():

@@ -2,29 +2,26 @@
 
 Finds time and spatial coordinates (CF metadata through cf-xarray first, common
 names second), builds a :class:`~xlevda.surrogates.schema.SurrogateSchema` from a
-training Dataset, maps coordinates to normalized query points and times to
-``(step, fraction)`` pairs, and streams training frames chunk by chunk from a
-possibly dask-backed Dataset.
+training Dataset and maps coordinates to normalized query points and times to
+``(step, fraction)`` pairs.  :mod:`xlevda._frames` streams training frames from a Dataset.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import cf_xarray  # noqa: F401  (registers the .cf accessor)
 import numpy as np
-import torch
 import xarray as xr
 
 from xlevda.errors import CoordinateError, ShapeError, VariableError
 from xlevda.surrogates.schema import Affine, SurrogateSchema
-from xlevda.surrogates.training import FrameBatch, TensorFrameSource
 
 __all__ = [
-    "DatasetFrameSource",
     "SpatialLayout",
     "build_schema",
+    "coord_points",
     "find_time",
     "spatial_layout",
     "times_to_steps",
@@ -144,8 +141,11 @@ def spatial_layout(
     )
 
 
-def _coord_points(obj: xr.Dataset | xr.DataArray, layout: SpatialLayout) -> np.ndarray:
-    """Physical coordinates of every spatial location, ``(N_pts, n_coords)``, C order."""
+def coord_points(obj: xr.Dataset | xr.DataArray, layout: SpatialLayout) -> np.ndarray:
+    """Physical coordinates of every spatial location, ``(N_pts, n_coords)``, C order.
+
+    Grid coordinates are expanded to their mesh (the first coordinate varying slowest).
+    """
     if layout.gridded:
         mesh = np.meshgrid(
             *(np.asarray(obj[c].values, float) for c in layout.coords), indexing="ij"
@@ -172,7 +172,7 @@ def to_points(
         decoding there would be extrapolation.
     """
     layout = spatial_layout(obj, schema.coords)
-    xyz = _coord_points(obj, layout)
+    xyz = coord_points(obj, layout)
     pts, inside = schema.embed(xyz, tolerance)
     if not inside.all():
         i = int(np.argmin(inside))
@@ -362,7 +362,7 @@ def build_schema(
         means.append(float(m))
         stds.append(float(s))
 
-    xyz = _coord_points(ds, layout)
+    xyz = coord_points(ds, layout)
     origin, step, units, is_dt = _time_axis(ds, time)
     return SurrogateSchema(
         variables=tuple(variables),
@@ -412,102 +412,3 @@ def _check_variables(
         if set(ds[v].dims) != set(dims):
             raise ShapeError(f"variable {v!r} has dimensions {ds[v].dims}, expected {dims}")
     return list(variables)
-
-
-class DatasetFrameSource:
-    """Training frames from an xarray Dataset, loaded chunk of runs by chunk of runs.
-
-    Implements the :class:`~xlevda.surrogates.training.FrameSource` protocol.  A
-    dask-backed Dataset larger than memory is read ``chunk_runs`` runs at a time;
-    when the selected runs fit in ``memory_budget`` bytes they are loaded once.
-
-    Parameters
-    ----------
-    ds : Dataset
-        Training data with dims ``(run_dim, time, *spatial)``.
-    schema : SurrogateSchema
-        From :func:`build_schema`.
-    runs : array of int
-        Indices along ``run_dim`` this source serves (e.g. the training split).
-    run_dim : str
-    chunk_runs : int
-        Runs read per chunk when streaming.
-    memory_budget : int
-        Bytes (float32) below which all selected runs are held in memory.
-    dtype : torch.dtype
-    """
-
-    def __init__(
-        self,
-        ds: xr.Dataset,
-        schema: SurrogateSchema,
-        runs: np.ndarray,
-        *,
-        run_dim: str = "run",
-        chunk_runs: int = 16,
-        memory_budget: int = 2 * 1024**3,
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        self._ds = ds
-        self._schema = schema
-        self._runs = np.asarray(runs, dtype=np.int64)
-        self._run_dim = run_dim
-        self._time = find_time(ds)
-        self._layout = spatial_layout(ds, schema.coords)
-        self._dtype = dtype
-        self._points = torch.as_tensor(
-            schema.embed(_coord_points(ds, self._layout))[0], dtype=dtype
-        )
-        n_pts = self._points.shape[0]
-        nbytes = len(self._runs) * schema.n_frames * n_pts * schema.n_channels * 4
-        self._chunk_runs = len(self._runs) if nbytes <= memory_budget else max(1, chunk_runs)
-        self._cache: TensorFrameSource | None = None
-        self.n_runs = len(self._runs)
-        self.n_frames = schema.n_frames
-
-    def _load(self, runs: np.ndarray) -> TensorFrameSource:
-        s = self._schema
-        sub = self._ds.isel({self._run_dim: np.sort(runs)})
-        arr = (
-            sub[list(s.variables)]
-            .to_array("channel")
-            .transpose(self._run_dim, self._time, *self._layout.dims, "channel")
-            .values
-        )
-        values = s.output_norm.normalize(arr.reshape(arr.shape[0], arr.shape[1], -1, arr.shape[-1]))
-        if not np.isfinite(values).all():
-            raise VariableError("training data hold NaN or infinite values")
-        params = s.param_norm.normalize(
-            np.stack([np.asarray(sub[p].values, float) for p in s.params], -1)
-        )
-        return TensorFrameSource(
-            torch.as_tensor(params, dtype=self._dtype),
-            self._points,
-            torch.as_tensor(values, dtype=self._dtype),
-        )
-
-    def batches(
-        self,
-        batch_size: int,
-        points_per_frame: int | None,
-        generator: torch.Generator,
-        shuffle: bool,
-    ) -> Iterator[FrameBatch]:
-        """Yield batches of ``batch_size`` runs; see :class:`TensorFrameSource`."""
-        if self._chunk_runs >= self.n_runs:
-            if self._cache is None:
-                self._cache = self._load(self._runs)
-            yield from self._cache.batches(batch_size, points_per_frame, generator, shuffle)
-            return
-        # Contiguous groups of runs (in storage order) are read whole, in random order:
-        # reading is then sequential per group, and batches are shuffled within a group.
-        runs = np.sort(self._runs)
-        groups = [runs[i : i + self._chunk_runs] for i in range(0, len(runs), self._chunk_runs)]
-        order = (
-            torch.randperm(len(groups), generator=generator).tolist()
-            if shuffle
-            else range(len(groups))
-        )
-        for g in order:
-            chunk = self._load(groups[g])
-            yield from chunk.batches(batch_size, points_per_frame, generator, shuffle)

@@ -156,6 +156,46 @@ def obs_table(
     errors = dict(errors or {})
     obs, obs_dim = _as_points(obs, schema.coords)
     time = find_time(obs)
+    variables = _observed_variables(obs, obs_dim, variables, schema)
+    t = np.asarray(obs[time].values)
+    pos = np.stack([np.asarray(obs[c].values, float) for c in schema.coords], -1)
+    if pd_isnull(t).any() or not np.isfinite(pos).all():
+        raise ObservationError("observation times or positions hold NaN values")
+    _wrap_longitudes(pos, schema)
+    step, frac = times_to_steps(t, schema, name=f"observation {time}", extrapolate=True)
+    if time_range is not None:
+        _check_time_range(t, step + frac, time_range, schema)
+    points, inside = schema.embed(pos)
+    n_dropped = 0
+    if not inside.all():
+        if outside == "error":
+            j = int(np.argmin(inside))
+            raise ObservationError(
+                f"{int((~inside).sum())} observation(s) lie outside the surrogate's domain, e.g. "
+                + ", ".join(f"{c}={pos[j, i]:.6g}" for i, c in enumerate(schema.coords))
+                + "; pass outside='drop' to drop them (their count is reported)"
+            )
+        n_dropped = int((~inside).sum())
+    rows = [_variable_rows(obs, v, schema, errors, inside) for v in variables]
+    idx = np.concatenate([r[0] for r in rows])
+    order = np.argsort(t[idx], kind="stable")
+    idx = idx[order]
+    return ObsTable(
+        time=t[idx],
+        step=step[idx],
+        frac=frac[idx],
+        points=points[idx],
+        channel=np.concatenate([r[1] for r in rows])[order],
+        value=np.concatenate([r[2] for r in rows])[order],
+        std=np.concatenate([r[3] for r in rows])[order],
+        n_dropped=n_dropped,
+    )
+
+
+def _observed_variables(
+    obs: xr.Dataset, obs_dim: str, variables: Sequence[str] | None, schema: SurrogateSchema
+) -> Sequence[str]:
+    """The variables to use: checked against the schema and the observations."""
     if variables is None:
         variables = [
             str(v)
@@ -175,75 +215,49 @@ def obs_table(
                 f"variable {v!r} not in the observations; they hold "
                 f"{sorted(map(str, obs.data_vars))}"
             )
+    return variables
 
-    t = np.asarray(obs[time].values)
-    pos = np.stack([np.asarray(obs[c].values, float) for c in schema.coords], -1)
-    if pd_isnull(t).any() or not np.isfinite(pos).all():
-        raise ObservationError("observation times or positions hold NaN values")
+
+def _wrap_longitudes(pos: np.ndarray, schema: SurrogateSchema) -> None:
+    """Wrap the longitudes of positions ``(n, n_coords)`` onto a plane schema's range, in place."""
     for j, c in enumerate(schema.coords):
         if schema.geometry == "plane" and _is_longitude(schema, j):
             lo = schema.coord_norm.offset[j] - schema.coord_norm.scale[j]
             hi = schema.coord_norm.offset[j] + schema.coord_norm.scale[j]
             pos[:, j] = _longitudes(pos[:, j], c, lo, hi)
-    step, frac = times_to_steps(t, schema, name=f"observation {time}", extrapolate=True)
-    if time_range is not None:
-        start, end = time_range
-        range_step, range_frac = times_to_steps([start, end], schema, extrapolate=True)
-        lo, hi = range_step + range_frac
-        x = step + frac
-        bad = (x < lo - 1e-6) | (x > hi + 1e-6)  # a millionth of a step absorbs rounding
-        if bad.any():
-            raise ObservationError(
-                f"{int(bad.sum())} observation time(s) outside the analysis time range "
-                f"[{start}, {end}], e.g. {t[bad][0]}"
-            )
-    points, inside = schema.embed(pos)
-    n_dropped = 0
-    if not inside.all():
-        if outside == "error":
-            j = int(np.argmin(inside))
-            raise ObservationError(
-                f"{int((~inside).sum())} observation(s) lie outside the surrogate's domain, e.g. "
-                + ", ".join(f"{c}={pos[j, i]:.6g}" for i, c in enumerate(schema.coords))
-                + "; pass outside='drop' to drop them (their count is reported)"
-            )
-        n_dropped = int((~inside).sum())
 
-    rows = []
-    for v in variables:
-        c = schema.variables.index(v)
-        value = np.asarray(obs[v].values, float)
-        std = _std_of(obs, v, errors, value.shape)
-        ok = np.isfinite(value) & inside
-        if not np.isfinite(value).any():
-            raise ObservationError(f"observed variable {v!r} holds only NaN values")
-        if (~np.isfinite(std[ok])).any() or (std[ok] <= 0).any():
-            bad = std[ok][(~np.isfinite(std[ok])) | (std[ok] <= 0)][0]
-            raise ObservationError(
-                f"observation error std of {v!r} must be finite and > 0, got {bad}"
-            )
-        idx = np.nonzero(ok)[0]
-        scale = schema.output_norm.scale[c]
-        rows.append(
-            (
-                idx,
-                np.full(len(idx), c),
-                (value[idx] - schema.output_norm.offset[c]) / scale,
-                std[idx] / scale,
-            )
+
+def _check_time_range(t: np.ndarray, x: np.ndarray, time_range: tuple, schema) -> None:
+    """Raise unless every observation time (fractional step ``x``) lies in ``time_range``."""
+    start, end = time_range
+    range_step, range_frac = times_to_steps([start, end], schema, extrapolate=True)
+    lo, hi = range_step + range_frac
+    bad = (x < lo - 1e-6) | (x > hi + 1e-6)  # a millionth of a step absorbs rounding
+    if bad.any():
+        raise ObservationError(
+            f"{int(bad.sum())} observation time(s) outside the analysis time range "
+            f"[{start}, {end}], e.g. {t[bad][0]}"
         )
-    idx = np.concatenate([r[0] for r in rows])
-    order = np.argsort(t[idx], kind="stable")
-    idx = idx[order]
-    return ObsTable(
-        time=t[idx],
-        step=step[idx],
-        frac=frac[idx],
-        points=points[idx],
-        channel=np.concatenate([r[1] for r in rows])[order],
-        value=np.concatenate([r[2] for r in rows])[order],
-        std=np.concatenate([r[3] for r in rows])[order],
-        n_dropped=n_dropped,
+
+
+def _variable_rows(obs: xr.Dataset, v: str, schema: SurrogateSchema, errors, inside):
+    """Indices, channel, normalized values and stds of the usable observations of ``v``."""
+    c = schema.variables.index(v)
+    value = np.asarray(obs[v].values, float)
+    std = _std_of(obs, v, errors, value.shape)
+    ok = np.isfinite(value) & inside
+    if not np.isfinite(value).any():
+        raise ObservationError(f"observed variable {v!r} holds only NaN values")
+    if (~np.isfinite(std[ok])).any() or (std[ok] <= 0).any():
+        bad = std[ok][(~np.isfinite(std[ok])) | (std[ok] <= 0)][0]
+        raise ObservationError(f"observation error std of {v!r} must be finite and > 0, got {bad}")
+    idx = np.nonzero(ok)[0]
+    scale = schema.output_norm.scale[c]
+    return (
+        idx,
+        np.full(len(idx), c),
+        (value[idx] - schema.output_norm.offset[c]) / scale,
+        std[idx] / scale,
     )
 
 

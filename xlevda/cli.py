@@ -166,7 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
         "fastest on small shared CPUs; raise it on a large idle machine)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_simulate(sub)
+    _add_train(sub)
+    _add_assimilate(sub)
+    _add_demo(sub)
+    return parser
 
+
+def _add_simulate(sub) -> None:
+    """Add the ``simulate`` command to ``sub``, the action ``add_subparsers`` returns."""
     sim = sub.add_parser(
         "simulate",
         help="simulate a benchmark system and write its runs to zarr or NetCDF",
@@ -189,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=_simulate)
 
+
+def _add_train(sub) -> None:
+    """Add the ``train`` command to ``sub``, the action ``add_subparsers`` returns."""
     tr = sub.add_parser(
         "train",
         help="train an LDNet surrogate on simulated runs",
@@ -240,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=_train)
 
+
+def _add_assimilate(sub) -> None:
+    """Add the ``assimilate`` command to ``sub``, the action ``add_subparsers`` returns."""
     asm = sub.add_parser(
         "assimilate",
         help="assimilate observations into a surrogate and write the analysis ensemble",
@@ -265,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     asm.add_argument("-o", "--output", required=True, help="output NetCDF path")
     asm.set_defaults(func=_assimilate)
 
+
+def _add_demo(sub) -> None:
+    """Add the ``demo`` command to ``sub``, the action ``add_subparsers`` returns."""
     demo = sub.add_parser(
         "demo",
         help="the main job: a twin experiment with a shipped surrogate (tsunami by default)",
@@ -288,7 +305,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--no-plot", action="store_true", help="skip the PNG")
     demo.set_defaults(func=_demo)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

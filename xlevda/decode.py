@@ -11,8 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from xlevda.core.dynamics import interpolate_trajectory
-from xlevda.core.levda import trajectory
+from xlevda.core.dynamics import interpolate_trajectory, trajectory
 from xlevda.cycle import Cycle
 from xlevda.surrogates.protocol import Surrogate
 

@@ -32,25 +32,52 @@ from xlevda.ldnet import LDNet
 from xlevda.methods import LEVDA
 from xlevda.pretrained import load_pretrained
 from xlevda.run import RunOptions
-from xlevda.systems import kolmogorov, observe, sphere, tsunami
+from xlevda.systems import kolmogorov, observe, sphere, sphere_config, tsunami
 
-__all__ = ["SYSTEMS", "Twin", "run_demo", "twin_experiment"]
+__all__ = [
+    "SYSTEMS",
+    "DemoSystem",
+    "Twin",
+    "plot_twin",
+    "prior_forecast",
+    "run_demo",
+    "simulate_truth",
+    "training_config",
+    "twin_experiment",
+    "twin_scores",
+]
 
 
 @dataclass(frozen=True)
-class _System:
-    """What a twin experiment needs of a benchmark system."""
+class DemoSystem:
+    """What a twin experiment needs of a benchmark system.
+
+    Attributes
+    ----------
+    module : module
+        The system's module, with a ``simulate(**params, config=..., progress=...)``.
+    config : type
+        Its configuration dataclass.
+    draw : callable
+        ``(seed, config) -> params`` of one run, each an array of length 1.
+    main : str
+        The variable shown and scored by CRPS.
+    observed : tuple of str
+        The observed variables.
+    sensors : int
+        Sensors along the longer grid axis (a ``GridStride`` network).
+    """
 
     module: ModuleType
     config: type
-    draw: Callable[[int, object], dict[str, np.ndarray]]  # (seed, config) -> one run's params
-    main: str  # the variable shown and scored by CRPS
+    draw: Callable[[int, object], dict[str, np.ndarray]]
+    main: str
     observed: tuple[str, ...]
-    sensors: int  # sensors along the longer grid axis (a GridStride network)
+    sensors: int
 
 
 SYSTEMS = {
-    "tsunami": _System(
+    "tsunami": DemoSystem(
         tsunami,
         tsunami.TsunamiConfig,
         lambda seed, cfg: tsunami.sample_sources(1, seed=seed, config=cfg),
@@ -58,7 +85,7 @@ SYSTEMS = {
         ("u", "v", "eta"),
         10,
     ),
-    "kolmogorov": _System(
+    "kolmogorov": DemoSystem(
         kolmogorov,
         kolmogorov.KolmogorovConfig,
         lambda seed, cfg: kolmogorov.sample_reynolds(1, seed=seed),
@@ -66,9 +93,9 @@ SYSTEMS = {
         ("u", "v"),
         10,
     ),
-    "sphere": _System(
+    "sphere": DemoSystem(
         sphere,
-        sphere.SphereConfig,
+        sphere_config.SphereConfig,
         lambda seed, cfg: sphere.sample_forcing(1, seed=seed, config=cfg),
         "height",
         ("u", "v", "height"),
@@ -78,7 +105,7 @@ SYSTEMS = {
 """The systems of ``xlevda demo``: each needs a shipped surrogate of that name."""
 
 
-def _training_config(system: _System, model):
+def training_config(system: DemoSystem, model):
     """The simulator configuration the surrogate was trained on (its schema's ``config``).
 
     Nested settings (e.g. the sphere's initial state) are not rebuilt from JSON: they must
@@ -103,16 +130,28 @@ def _training_config(system: _System, model):
     return system.config(**simple)
 
 
-def _truth(model, seed: int, system: str = "tsunami") -> tuple[xr.Dataset, dict[str, float]]:
+def simulate_truth(
+    model, seed: int, system: str = "tsunami"
+) -> tuple[xr.Dataset, dict[str, float]]:
+    """The hidden truth of a twin experiment: one run of ``system`` with drawn parameters.
+
+    Simulated with the configuration ``model`` was trained on (:func:`training_config`) and
+    parameters drawn from ``seed``; returns the run and its parameters.
+    """
     sys_ = SYSTEMS[system]
-    cfg = _training_config(sys_, model)
+    cfg = training_config(sys_, model)
     params = sys_.draw(seed, cfg)
     truth = sys_.module.simulate(**params, config=cfg, progress=False).isel(run=0)
     return truth, {k: float(v[0]) for k, v in params.items()}
 
 
-def _forecast(model, truth: xr.Dataset, seed: int, members: int):
-    """The no-assimilation forecast: prior parameter draws rolled out by the surrogate."""
+def prior_forecast(model, truth: xr.Dataset, seed: int, members: int) -> xr.Dataset:
+    """The no-assimilation forecast: prior parameter draws rolled out by the surrogate.
+
+    ``members`` parameter sets drawn uniformly from the schema's ranges with ``seed``, rolled
+    out at the times and points of ``truth``; dims ``(time, member, ...)``, the parameters as
+    variables.
+    """
     rng = np.random.default_rng(seed)
     params = {
         p: xr.DataArray(rng.uniform(lo, hi, members), dims="member")
@@ -130,9 +169,15 @@ def _stacked(ds: xr.Dataset, scale: dict[str, float]) -> xr.DataArray:
     return xr.concat([ds[v] / s for v, s in scale.items()], dim="variable")
 
 
-def _scores(
+def twin_scores(
     ens: xr.Dataset, truth: xr.Dataset, true_params, prior_range, main: str = "eta"
 ) -> xr.Dataset:
+    """Scores of an ensemble against the truth, per time, computed.
+
+    ``rrmse``, ``ser`` (spread/error) and ``member_err`` of all fields stacked, each divided by
+    its truth standard deviation; ``crps`` of ``main``; ``param_err``, the parameter error
+    relative to ``prior_range`` (``{name: (low, high)}``) averaged over the parameters.
+    """
     scale = {str(v): float(truth[v].std()) for v in truth.data_vars}
     state, true_state = _stacked(ens, scale), _stacked(truth, scale)
     dims = ["variable", *(d for d in truth[main].dims if d != "time")]
@@ -181,7 +226,12 @@ def _elapsed(time_coord: xr.DataArray) -> tuple[np.ndarray, str]:
     ), f"time since the first frame ({time_coord.attrs.get('units', '1')})"
 
 
-def _plot(path: Path, truth, analysis, sa: xr.Dataset, sf: xr.Dataset, main: str) -> None:
+def plot_twin(path: Path, truth, analysis, sa: xr.Dataset, sf: xr.Dataset, main: str) -> None:
+    """Figure of a twin experiment written to ``path`` (needs matplotlib).
+
+    Truth, analysis mean, error and spread of ``main`` at three frames, and the relative RMSE
+    over time of the analysis (scores ``sa``) and of the forecast (scores ``sf``).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -278,7 +328,7 @@ def twin_experiment(
             f"the surrogate predicts {list(model.schema.variables)}, but the {system} twin "
             f"observes {list(sys_.observed)}: {missing} missing; use a {system} surrogate"
         )
-    truth, true_params = _truth(model, seed, system)
+    truth, true_params = simulate_truth(model, seed, system)
     truth = truth[list(model.schema.variables)]
     space = [d for d in truth[sys_.main].dims if d != "time"]
     stride = -(-max(truth.sizes[d] for d in space) // sys_.sensors)
@@ -295,7 +345,7 @@ def twin_experiment(
     t0 = time.perf_counter()
     analysis = target.levda.assimilate(obs, model, method, run=run)
     seconds = time.perf_counter() - t0
-    forecast = _forecast(model, truth, seed, members)
+    forecast = prior_forecast(model, truth, seed, members)
     prior = dict(zip(model.schema.params, model.schema.param_range, strict=True))
     return Twin(
         system,
@@ -304,8 +354,8 @@ def twin_experiment(
         obs,
         analysis,
         seconds,
-        _scores(analysis, truth, true_params, prior, sys_.main),
-        _scores(forecast, truth, true_params, prior, sys_.main),
+        twin_scores(analysis, truth, true_params, prior, sys_.main),
+        twin_scores(forecast, truth, true_params, prior, sys_.main),
     )
 
 
@@ -343,7 +393,7 @@ def run_demo(
     if plot:
         try:
             png = Path(output).with_suffix(".png")
-            _plot(png, truth, analysis, twin.scores, twin.forecast_scores, main)
+            plot_twin(png, truth, analysis, twin.scores, twin.forecast_scores, main)
             print(f"figure written to {png}")
         except ImportError:
             print("matplotlib is not installed (pip install 'xlevda[plot]'): no figure")

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from xlevda._convert import DatasetFrameSource, build_schema, times_to_steps, to_points
+from xlevda._convert import build_schema, times_to_steps, to_points
+from xlevda._frames import DatasetFrameSource
 from xlevda.core.dynamics import interpolate_latent
 from xlevda.errors import ConfigError, VariableError
 from xlevda.surrogates.config import LDNetConfig

@@ -19,16 +19,27 @@ Every function is xarray-native and lazy:
 
 from __future__ import annotations
 
-import math
-import numbers
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Mapping
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 
-from xlevda.errors import ConfigError, CoordinateError, ShapeError, VariableError
+from xlevda._verify import (
+    Data,
+    Dims,
+    crps_kernel,
+    evaluate,
+    float_dtype,
+    member_count,
+    norm,
+    range_widths,
+    rank_counts,
+    ratio,
+    select_parameters,
+    uniform_like,
+    width_of,
+)
+from xlevda.errors import ConfigError
 
 __all__ = [
     "crps",
@@ -38,10 +49,6 @@ __all__ = [
     "relative_rmse",
     "spread_error_ratio",
 ]
-
-Data = TypeVar("Data", xr.Dataset, xr.DataArray)
-Dims = str | Sequence[str] | None
-_Metric = Callable[[xr.DataArray, xr.DataArray, tuple[Hashable, ...]], xr.DataArray]
 
 
 def relative_rmse(
@@ -80,9 +87,9 @@ def relative_rmse(
 
     def metric(x, y, dims):
         xbar = x.mean(member_dim, skipna=False) if member_dim in x.dims else x
-        return _ratio(_norm(xbar - y, dims), _norm(y, dims))
+        return ratio(norm(xbar - y, dims), norm(y, dims))
 
-    return _evaluate(
+    return evaluate(
         metric,
         ens_or_mean,
         truth,
@@ -124,9 +131,9 @@ def member_relative_error(
     """
 
     def metric(x, y, dims):
-        return _ratio(_norm(x - y, dims), _norm(y, dims))
+        return ratio(norm(x - y, dims), norm(y, dims))
 
-    return _evaluate(
+    return evaluate(
         metric,
         ens,
         truth,
@@ -189,12 +196,12 @@ def spread_error_ratio(
         raise ConfigError(f"ddof must be 0 (1/K, the paper) or 1 (1/(K-1)), got {ddof!r}")
 
     def metric(x, y, dims):
-        k = _member_count(x, member_dim, 2, "the spread-error ratio")
+        k = member_count(x, member_dim, 2, "the spread-error ratio")
         xbar = x.mean(member_dim, skipna=False)
         spread2 = ((x - xbar) ** 2).sum([member_dim, *dims], skipna=False) / (k - ddof)
-        return _ratio(np.sqrt(spread2), _norm(xbar - y, dims))
+        return ratio(np.sqrt(spread2), norm(xbar - y, dims))
 
-    return _evaluate(
+    return evaluate(
         metric,
         ens,
         truth,
@@ -253,20 +260,20 @@ def crps(
     """
 
     def metric(x, y, dims):
-        _member_count(x, member_dim, 2 if fair else 1, "the fair CRPS" if fair else "the CRPS")
+        member_count(x, member_dim, 2 if fair else 1, "the fair CRPS" if fair else "the CRPS")
         pointwise = xr.apply_ufunc(
-            _crps_kernel,
+            crps_kernel,
             x,
             y,
             input_core_dims=[[member_dim], []],
             kwargs={"fair": fair},
             dask="parallelized",
-            output_dtypes=[_float_dtype(x, y)],
+            output_dtypes=[float_dtype(x, y)],
             dask_gufunc_kwargs={"allow_rechunk": True},
         )
         return pointwise.mean(dims, skipna=False)
 
-    return _evaluate(
+    return evaluate(
         metric,
         ens,
         truth,
@@ -317,12 +324,12 @@ def rank_histogram(
     rng = np.random.default_rng(seed)
 
     def metric(x, y, dims):
-        n_ranks = _member_count(x, member_dim, 1, "the rank histogram") + 1
+        n_ranks = member_count(x, member_dim, 1, "the rank histogram") + 1
         counts = xr.apply_ufunc(
-            _rank_counts,
+            rank_counts,
             x,
             y,
-            _uniform_like(y, rng.spawn(1)[0]),
+            uniform_like(y, rng.spawn(1)[0]),
             input_core_dims=[[*dims, member_dim], list(dims), list(dims)],
             output_core_dims=[["rank"]],
             kwargs={"n_ranks": n_ranks, "n_core": len(dims)},
@@ -332,7 +339,7 @@ def rank_histogram(
         )
         return counts.assign_coords(rank=np.arange(n_ranks))
 
-    return _evaluate(
+    return evaluate(
         metric,
         ens,
         truth,
@@ -392,15 +399,15 @@ def parameter_rmse(
     >>> parameter_rmse(est, {"a": 3.0}, prior_range={"a": (0.0, 4.0)})["a"].values.tolist()
     [0.25, 0.0]
     """
-    widths = _range_widths(prior_range)
-    estimates, truth = _select_parameters(estimates, truth_params)
+    widths = range_widths(prior_range)
+    estimates, truth = select_parameters(estimates, truth_params)
 
     def metric(x, y, dims):
         xbar = x.mean(member_dim, skipna=False) if member_dim in x.dims else x
         error = np.sqrt(((xbar - y) ** 2).mean(dims, skipna=False))
-        return error if widths is None else error / _width_of(widths, x.name)
+        return error if widths is None else error / width_of(widths, x.name)
 
-    return _evaluate(
+    return evaluate(
         metric,
         estimates,
         truth,
@@ -414,215 +421,3 @@ def parameter_rmse(
             "units": None if widths is None else "1",
         },
     )
-
-
-# -- evaluation scaffolding ----------------------------------------------------------------------
-
-
-def _evaluate(
-    metric: _Metric,
-    ens: Data,
-    truth: Data,
-    *,
-    member_dim: str,
-    dim: Dims,
-    attrs: dict[str, str | None],
-    needs_members: bool = True,
-    truth_may_broadcast: bool = False,
-) -> Data:
-    """Check, align and apply ``metric`` to each variable; ``units: None`` keeps the input's."""
-    dims = _parse_dim(dim)
-
-    def one(x: xr.DataArray, y: xr.DataArray, label: str) -> xr.DataArray:
-        if needs_members and member_dim not in x.dims:
-            raise CoordinateError(
-                f"{label} has no member dimension {member_dim!r} (dimensions: {x.dims}); "
-                "pass member_dim= to name it"
-            )
-        x, y = _align(x, y, member_dim, label, truth_may_broadcast)
-        result = metric(x, y, _resolve_dims(x, dims, member_dim, label)).copy(deep=False)
-        described = attrs | {"units": attrs["units"] or x.attrs.get("units")}
-        result.attrs = {key: value for key, value in described.items() if value is not None}
-        return result
-
-    if isinstance(ens, xr.Dataset):
-        if not isinstance(truth, xr.Dataset):
-            raise VariableError(
-                f"ens is a Dataset but truth is a {type(truth).__name__}; pass truth as a "
-                f"Dataset with the variables {sorted(map(str, ens.data_vars))}"
-            )
-        _require_variables(ens, truth.data_vars, "ens", "; truth's variables are the ones verified")
-        return xr.Dataset(
-            {name: one(ens[name], truth[name], f"variable {name!r}") for name in truth.data_vars}
-        )
-    if not isinstance(ens, xr.DataArray) or not isinstance(truth, xr.DataArray):
-        raise VariableError(
-            "ens and truth must both be xarray Datasets or both DataArrays, got "
-            f"{type(ens).__name__} and {type(truth).__name__}"
-        )
-    return one(ens, truth, "the DataArray" if ens.name is None else f"DataArray {ens.name!r}")
-
-
-def _require_variables(data: xr.Dataset, names, role: str, hint: str = "") -> None:
-    missing = [str(n) for n in names if n not in data.data_vars]
-    if missing:
-        have = sorted(map(str, data.data_vars))
-        raise VariableError(f"variables {missing} are missing from {role} (it has {have}){hint}")
-
-
-def _parse_dim(dim: Dims) -> tuple[str, ...] | None:
-    if dim is None:
-        return None
-    dims = (dim,) if isinstance(dim, str) else dim
-    if not isinstance(dims, Sequence) or not all(isinstance(d, str) for d in dims):
-        raise ConfigError(f"dim must be None, a str or a sequence of str, got {dim!r}")
-    if len(set(dims)) != len(dims):
-        raise ConfigError(f"dim names a dimension more than once: {dim!r}")
-    return tuple(dims)
-
-
-def _resolve_dims(
-    x: xr.DataArray, dims: tuple[str, ...] | None, member_dim: str, label: str
-) -> tuple[Hashable, ...]:
-    if dims is None:
-        return tuple(d for d in x.dims if d not in (member_dim, "time"))
-    if member_dim in dims:
-        raise ConfigError(f"dim must not include the member dimension {member_dim!r}")
-    unknown = [d for d in dims if d not in x.dims]
-    if unknown:
-        raise ConfigError(f"dim {unknown} not among the dimensions {x.dims} of {label}")
-    return dims
-
-
-def _align(
-    x: xr.DataArray, y: xr.DataArray, member_dim: str, label: str, truth_may_broadcast: bool
-) -> tuple[xr.DataArray, xr.DataArray]:
-    expected, got = set(x.dims) - {member_dim}, set(y.dims)
-    if not (got <= expected if truth_may_broadcast else got == expected):
-        raise ShapeError(
-            f"truth of {label} has dimensions {y.dims} but the ensemble has {x.dims}: truth needs "
-            f"the ensemble's dimensions without the member dimension {member_dim!r}"
-        )
-    try:
-        return xr.align(x, y, join="exact")
-    except ValueError as err:
-        raise CoordinateError(
-            f"ensemble and truth of {label} do not align (nothing is reindexed): {err}. "
-            "Select matching labels first, e.g. truth.sel(time=ens.time)"
-        ) from err
-
-
-def _member_count(x: xr.DataArray, member_dim: str, minimum: int, what: str) -> int:
-    k = x.sizes[member_dim]
-    if k < minimum:
-        raise ConfigError(
-            f"{what} needs K >= {minimum} members along {member_dim!r}, got K={k}"
-            + ("; use fair=False for K=1" if what == "the fair CRPS" else "")
-        )
-    return k
-
-
-# -- numerics ------------------------------------------------------------------------------------
-
-
-def _float_dtype(*arrays: xr.DataArray) -> np.dtype:
-    return np.result_type(*(a.dtype for a in arrays), np.float32)
-
-
-def _norm(x: xr.DataArray, dims: tuple[Hashable, ...]) -> xr.DataArray:
-    return np.sqrt((x * x).sum(list(dims), skipna=False))
-
-
-def _ratio(num: xr.DataArray, den: xr.DataArray) -> xr.DataArray:
-    """``num / den`` giving inf/nan at ``den == 0`` without a warning, lazily for dask."""
-    return xr.apply_ufunc(
-        _divide_quietly, num, den, dask="parallelized", output_dtypes=[_float_dtype(num, den)]
-    )
-
-
-def _divide_quietly(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.divide(num, den)
-
-
-def _crps_kernel(x: np.ndarray, y: np.ndarray, fair: bool) -> np.ndarray:
-    """CRPS per point of members ``x (..., K)`` against ``y (...)``, via sorted members."""
-    dtype = np.result_type(x, y, np.float32)
-    x, y = x.astype(dtype, copy=False), y.astype(dtype, copy=False)
-    k = x.shape[-1]
-    skill = np.abs(x - y[..., None]).mean(axis=-1)
-    weights = np.arange(1 - k, k, 2, dtype=dtype)  # 2i - K - 1 for i = 1..K
-    half_pair_sum = np.sort(x, axis=-1) @ weights  # (1/2) sum_ij |x_i - x_j|
-    return skill - half_pair_sum / (k * (k - 1) if fair else k * k)
-
-
-def _uniform_like(y: xr.DataArray, rng: np.random.Generator) -> xr.DataArray:
-    """Uniform ``[0, 1)`` draws with the shape, coordinates and chunks of ``y``."""
-    if y.chunks is None:
-        return y.copy(data=rng.random(y.shape))
-    return y.copy(data=da.random.default_rng(rng).random(y.shape, chunks=y.data.chunks))
-
-
-def _rank_counts(
-    x: np.ndarray, y: np.ndarray, u: np.ndarray, n_ranks: int, n_core: int
-) -> np.ndarray:
-    """Histogram of ranks of ``y (..., *core)`` among ``x (..., *core, K)``; ``u`` breaks ties."""
-    below = (x < y[..., None]).sum(axis=-1)
-    ties = (x == y[..., None]).sum(axis=-1)
-    rank = below + np.floor(u * (ties + 1)).astype(below.dtype)
-    valid = np.isfinite(y) & np.isfinite(x).all(axis=-1)
-    loop_shape = y.shape[: y.ndim - n_core]
-    rows, points = math.prod(loop_shape), math.prod(y.shape[y.ndim - n_core :])
-    offset = n_ranks * np.arange(rows).reshape(rows, 1)
-    flat = (rank.reshape(rows, points) + offset)[valid.reshape(rows, points)]
-    return np.bincount(flat, minlength=rows * n_ranks).reshape(*loop_shape, n_ranks)
-
-
-# -- parameters ----------------------------------------------------------------------------------
-
-
-def _select_parameters(estimates, truth_params) -> tuple[xr.Dataset, xr.Dataset]:
-    """The estimates of the parameters ``truth_params`` names, and the truth as xarray."""
-    if isinstance(estimates, xr.Dataset):
-        if not isinstance(truth_params, xr.Dataset | Mapping):
-            raise VariableError(
-                "estimates is a Dataset, so truth_params must be a Dataset or a mapping of "
-                f"parameter name to value, got {type(truth_params).__name__}"
-            )
-        truth = xr.Dataset(dict(truth_params.items()))
-        _require_variables(estimates, truth.data_vars, "estimates")
-        return estimates[list(truth.data_vars)], truth
-    if not isinstance(truth_params, xr.DataArray | numbers.Real):
-        raise VariableError(
-            "estimates is a DataArray, so truth_params must be a DataArray or a number, "
-            f"got {type(truth_params).__name__}"
-        )
-    return estimates, xr.DataArray(truth_params)
-
-
-def _range_widths(
-    prior_range: Mapping[str, tuple[float, float]] | None,
-) -> dict[str, float] | None:
-    if prior_range is None:
-        return None
-    widths = {}
-    for name, bounds in prior_range.items():
-        try:
-            low, high = (float(b) for b in bounds)
-        except (TypeError, ValueError):
-            low = high = math.nan
-        if not (math.isfinite(low) and math.isfinite(high) and high > low):
-            raise ConfigError(
-                f"prior_range of {name!r} must be (low, high), finite with high > low, "
-                f"got {bounds!r}"
-            )
-        widths[name] = high - low
-    return widths
-
-
-def _width_of(widths: dict[str, float], name: Hashable) -> float:
-    if name not in widths:
-        raise VariableError(
-            f"prior_range has no entry for parameter {name!r} (it has {sorted(widths)})"
-        )
-    return widths[name]

@@ -16,18 +16,17 @@ th = pytest.importorskip(
 )
 
 from xlevda.errors import ConfigError, VariableError  # noqa: E402
-from xlevda.systems.sphere import (  # noqa: E402
+from xlevda.systems.sphere import sample_forcing, simulate  # noqa: E402
+from xlevda.systems.sphere_config import (  # noqa: E402
     HOUR,
     PAPER_HYPERVISCOSITY,
     GalewskyJet,
     SolidBodyFlow,
     SphereConfig,
-    _Operators,
-    _Transforms,
     paper_config,
-    sample_forcing,
-    simulate,
 )
+from xlevda.systems.sphere_dynamics import SphereOperators  # noqa: E402
+from xlevda.systems.sphere_transforms import SphericalTransforms  # noqa: E402
 
 DAY = 86400.0
 
@@ -41,7 +40,7 @@ def area_integral(field: np.ndarray, config: SphereConfig) -> np.ndarray:
 
 def test_transforms_match_torch_harmonics_and_invert_exactly():
     nlat, size = 16, 11
-    tf = _Transforms(nlat, size, torch.float64, torch.device("cpu"))
+    tf = SphericalTransforms(nlat, size, torch.float64, torch.device("cpu"))
     kw = {"lmax": size, "mmax": size, "grid": "legendre-gauss", "csphase": False}
     sht, isht, vsht, ivsht = (
         cls(nlat, 2 * nlat, **kw).double()
@@ -140,7 +139,7 @@ def test_mass_is_conserved_and_the_forcing_acts():
 
 def test_forcing_follows_the_sun():
     cfg = SphereConfig(nlat=16)
-    op = _Operators(cfg, torch.float64, torch.device("cpu"))
+    op = SphereOperators(cfg, torch.float64, torch.device("cpu"))
     amp = torch.tensor([[[2.0]]], dtype=torch.float64)
     width = torch.tensor([[[1.5]]], dtype=torch.float64)
     cases = ((6 * HOUR, 90.0, 0.4 * math.sin(math.pi / 84)), (252 * HOUR, 180.0, 0.4))
@@ -161,7 +160,7 @@ def test_forcing_follows_the_sun():
 )
 def test_forcing_adds_no_mass(t, declination, width):
     cfg = SphereConfig(nlat=16, max_declination=declination)
-    op = _Operators(cfg, torch.float64, torch.device("cpu"))
+    op = SphereOperators(cfg, torch.float64, torch.device("cpu"))
     kw = {"dtype": torch.float64}
     force = op.forcing(t, torch.ones(1, 1, 1, **kw), torch.full((1, 1, 1), width, **kw))
     coeffs = op.sht(force)[0]

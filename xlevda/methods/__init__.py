@@ -17,7 +17,7 @@ method is a module here plus its import line below.
 
 from xlevda.core.ensf import EnSFConfig
 from xlevda.core.envar import Localization
-from xlevda.core.levda import Inflation, Randomized, WarmStart
+from xlevda.core.members import Inflation, Randomized, WarmStart
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.methods.base import Method
 from xlevda.methods.ensf import EnSF

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from xlevda._obs import ObsTable
 from xlevda._obs import Window as PlannedWindow
-from xlevda.core.levda import propagate
+from xlevda.core.dynamics import propagate
 from xlevda.cycle import Analysis, Ensemble, Window
 from xlevda.model_error import ModelError
 from xlevda.run import RunDefaults, RunOptions

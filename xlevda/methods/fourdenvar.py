@@ -17,9 +17,8 @@ from torch import Tensor
 from xlevda._obs import ObsTable, plan_windows
 from xlevda._obs import Window as PlannedWindow
 from xlevda._validate import is_int
-from xlevda.core.dynamics import interpolate_trajectory
+from xlevda.core.dynamics import interpolate_trajectory, trajectory
 from xlevda.core.envar import FourDEnVarConfig, fourdenvar
-from xlevda.core.levda import trajectory
 from xlevda.cycle import Analysis, Ensemble, Window, obs_window
 from xlevda.errors import ConfigError, ObservationError
 from xlevda.methods.base import background_state, single

@@ -15,7 +15,8 @@ import numpy as np
 from xlevda._obs import ObsTable, plan_windows
 from xlevda._obs import Window as PlannedWindow
 from xlevda._validate import is_int
-from xlevda.core.levda import Inflation, MemberMode, Randomized, WarmStart, solve_window
+from xlevda.core.levda import solve_window
+from xlevda.core.members import Inflation, MemberMode, Randomized, WarmStart
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.cycle import Analysis, Ensemble, Window, obs_window
 from xlevda.errors import ConfigError

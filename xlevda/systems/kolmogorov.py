@@ -31,11 +31,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
 
 from xlevda._validate import is_int, is_real
 from xlevda.errors import ConfigError, ShapeError, VariableError
-from xlevda.systems._cf import RUN_ATTRS, global_attrs
+from xlevda.systems._cf import global_attrs
+from xlevda.systems.kolmogorov_spectral import SpectralOperators, step, to_grid, velocity
+from xlevda.systems.simulator import (
+    BatchIntegrator,
+    check_dtype,
+    integrate_runs,
+    resolve_batch_size,
+    to_dataset,
+)
 
 __all__ = [
     "PERIOD",
@@ -51,8 +58,6 @@ PERIOD = 2 * math.pi
 
 RK4_STABILITY = 2 * math.sqrt(2)
 """Largest ``|lambda h|`` on the imaginary axis for which classical RK4 is stable."""
-
-_CPU_BATCH_BYTES = 2**20  # default CPU batch: runs whose vorticity fits in about one L2 cache
 
 _VAR_ATTRS = {
     "u": {"long_name": "x component of velocity", "units": "1"},
@@ -322,20 +327,24 @@ def simulate(
     """
     config = KolmogorovConfig() if config is None else config
     reynolds = _check_reynolds(Re)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ConfigError(
-            f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}"
-        )
+    check_dtype(dtype)
     device = torch.device(device)
     omega0 = _check_initial(initial_vorticity, len(reynolds), config)
-    batch = _batch_size(batch_size, len(reynolds), config, dtype, device)
+    field_bytes = config.nx * config.ny * dtype.itemsize
+    batch = resolve_batch_size(batch_size, len(reynolds), device, field_bytes)
     op = _operators(config, dtype, device)
-    fields = _integrate(reynolds, omega0, config, op, batch, progress)
-    ds = _to_dataset(fields, config)
-    params = {"Re": reynolds, "nu": 1.0 / reynolds}
-    ds = ds.assign_coords(
-        {name: ("run", value, _PARAM_ATTRS[name]) for name, value in params.items()}
+    fields = integrate_runs(
+        _batch_integrator(reynolds, omega0, config, op),
+        n_runs=len(reynolds),
+        batch=batch,
+        shape=(config.n_frames, config.ny, config.nx),
+        variables=tuple(_VAR_ATTRS),
+        dtype=dtype,
+        steps_per_batch=_total_output_steps(config),
+        unit="step",
+        progress=progress,
     )
+    ds = _to_dataset(fields, config, {"Re": reynolds, "nu": 1.0 / reynolds})
     ds.attrs["integration_steps"] = config.substeps * _total_output_steps(config)
     ds.attrs["time_step"] = config.output_step / config.substeps
     return ds
@@ -375,28 +384,9 @@ def _total_output_steps(config: KolmogorovConfig) -> int:
     return config.burn_in + config.frame_stride * (config.n_frames - 1)
 
 
-@dataclass(frozen=True)
-class _Operators:
-    """Spectral constants of one integration, as tensors on the target device.
-
-    Spectral arrays have the real-FFT layout ``(ny, nx // 2 + 1)``; the derivative operators
-    are zero outside the modes kept by the 2/3 rule and at ``k = 0``.
-    """
-
-    config: KolmogorovConfig
-    dtype: torch.dtype
-    device: torch.device
-    mask: torch.Tensor  # 1 on the kept modes except k = 0, else 0; real
-    k2: torch.Tensor  # |k|^2; real
-    to_u: torch.Tensor  # omega_hat -> u_hat: i k_y / |k|^2
-    to_v: torch.Tensor  # omega_hat -> v_hat: -i k_x / |k|^2
-    ddx: torch.Tensor  # i k_x, masked
-    ddy: torch.Tensor  # i k_y, masked
-    forcing: torch.Tensor  # FFT of the forcing's curl, masked
-    k_max: float  # largest resolved |k|
-
-
-def _operators(config: KolmogorovConfig, dtype: torch.dtype, device: torch.device) -> _Operators:
+def _operators(
+    config: KolmogorovConfig, dtype: torch.dtype, device: torch.device
+) -> SpectralOperators:
     kw = {"dtype": dtype, "device": device}
     kx = torch.fft.rfftfreq(config.nx, 1.0 / config.nx, **kw)[None, :]
     ky = torch.fft.fftfreq(config.ny, 1.0 / config.ny, **kw)[:, None]
@@ -407,8 +397,8 @@ def _operators(config: KolmogorovConfig, dtype: torch.dtype, device: torch.devic
     y = torch.as_tensor(config.y, **kw)[:, None]
     kf = config.forcing_wavenumber
     curl = (-config.forcing_amplitude * kf * torch.cos(kf * y)).expand(config.ny, config.nx)
-    return _Operators(
-        config=config,
+    return SpectralOperators(
+        shape=(config.ny, config.nx),
         dtype=dtype,
         device=device,
         mask=mask,
@@ -420,38 +410,6 @@ def _operators(config: KolmogorovConfig, dtype: torch.dtype, device: torch.devic
         forcing=torch.fft.rfft2(curl) * mask,
         k_max=math.hypot(keep_x, keep_y),
     )
-
-
-def _to_grid(spectral: torch.Tensor, op: _Operators) -> torch.Tensor:
-    return torch.fft.irfft2(spectral, s=(op.config.ny, op.config.nx))
-
-
-def _velocity(omega_hat: torch.Tensor, op: _Operators) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grid velocity ``(u, v)``, each ``(R, ny, nx)``, of a spectral vorticity ``(R, ny, nxh)``."""
-    return _to_grid(omega_hat * op.to_u, op), _to_grid(omega_hat * op.to_v, op)
-
-
-def _tendency(omega_hat: torch.Tensor, op: _Operators) -> torch.Tensor:
-    """Dealiased ``-(u . grad) omega`` plus forcing, spectral ``(R, ny, nxh)``."""
-    u, v = _velocity(omega_hat, op)
-    omega = _to_grid(omega_hat, op)
-    # -(u . grad) omega = -div(u omega) for divergence-free u: two transforms instead of three
-    advection = torch.fft.rfft2(u.mul_(omega)).mul_(op.ddx)
-    advection.addcmul_(torch.fft.rfft2(v.mul_(omega)), op.ddy)
-    return op.forcing - advection
-
-
-def _step(omega_hat: torch.Tensor, h: float, half: torch.Tensor, full: torch.Tensor, op):
-    """One Lawson IF-RK4 step; ``half``, ``full`` are ``exp(L h / 2)``, ``exp(L h)``, (R, ., .)."""
-    a = _tendency(omega_hat, op)
-    b = _tendency(half * (omega_hat + 0.5 * h * a), op)
-    half_omega = half * omega_hat
-    c = _tendency(half_omega + 0.5 * h * b, op)
-    full_omega = full * omega_hat
-    d = _tendency(full_omega + h * half * c, op)
-    d += full * a
-    d += 2 * half * (b + c)
-    return full_omega.add_(d, alpha=h / 6)
 
 
 def _initial_spectrum(config: KolmogorovConfig, dtype, device) -> torch.Tensor:
@@ -474,66 +432,45 @@ def _initial_spectrum(config: KolmogorovConfig, dtype, device) -> torch.Tensor:
     omega = torch.fft.irfft2(omega_hat, s=(config.ny, config.nx))
     op = _operators(config, torch.float64, torch.device("cpu"))
     omega_hat = torch.fft.rfft2(omega) * op.mask
-    u, v = _velocity(omega_hat[None], op)
+    u, v = velocity(omega_hat[None], op)
     omega_hat *= config.initial_max_velocity / torch.sqrt(u**2 + v**2).max()
     return omega_hat.to(device=device, dtype=torch.promote_types(dtype, torch.complex64))
 
 
-def _batch_size(batch_size, n_runs: int, config: KolmogorovConfig, dtype, device) -> int:
-    if batch_size is None:
-        if device.type != "cpu":
-            return n_runs
-        field_bytes = config.nx * config.ny * dtype.itemsize
-        return max(1, min(n_runs, _CPU_BATCH_BYTES // field_bytes))
-    if not is_int(batch_size) or batch_size < 1:
-        raise ConfigError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
-    return min(batch_size, n_runs)
-
-
-def _integrate(reynolds, omega0, config, op: _Operators, batch, progress):
-    """Run all batches: ``u``, ``v``, ``vorticity`` at the frames, each (R, T, ny, nx)."""
-    np_dtype = torch.empty(0, dtype=op.dtype).numpy().dtype
-    shape = (len(reynolds), config.n_frames, config.ny, config.nx)
-    out = {name: np.empty(shape, dtype=np_dtype) for name in ("u", "v", "vorticity")}
+def _batch_integrator(reynolds, omega0, config, op: SpectralOperators) -> BatchIntegrator:
+    """The stepper of one batch of runs: ``u``, ``v``, ``vorticity`` at the frames."""
     shared = _initial_spectrum(config, op.dtype, op.device) if omega0 is None else None
-    total = _total_output_steps(config) * -(-len(reynolds) // batch)
-    with tqdm(total=total, disable=not progress, unit="step") as bar:
-        for lo in range(0, len(reynolds), batch):
-            part = slice(lo, lo + batch)
-            n = len(reynolds[part])
-            if shared is not None:
-                omega_hat = shared.expand(n, *shared.shape).clone()
-            else:
-                start = np.broadcast_to(omega0, (len(reynolds), config.ny, config.nx))[part]
-                grid = torch.tensor(start, dtype=op.dtype)
-                omega_hat = torch.fft.rfft2(grid.to(op.device)) * op.mask
-            fields = {name: array[part] for name, array in out.items()}
-            _integrate_batch(omega_hat, reynolds[part], config, op, fields, bar, lo)
-    return out
-
-
-def _integrate_batch(omega_hat, reynolds, config, op: _Operators, out, bar, first_run) -> None:
-    """Integrate one batch of runs, writing each frame into the ``out`` arrays (views)."""
     h = config.output_step / config.substeps
-    nu = torch.as_tensor(1.0 / reynolds, dtype=op.dtype, device=op.device)[:, None, None]
-    rate = -(nu * op.k2 + config.drag)  # linear operator L, (R, ny, nxh)
-    half, full = torch.exp(0.5 * h * rate), torch.exp(h * rate)
     speed_limit = RK4_STABILITY / (h * op.k_max)
     frames = {config.burn_in + config.frame_stride * i: i for i in range(config.n_frames)}
-    for step in range(_total_output_steps(config) + 1):
-        if step > 0:
-            for _ in range(config.substeps):
-                omega_hat = _step(omega_hat, h, half, full, op)
-            bar.update(1)
-        u, v = _velocity(omega_hat, op)
-        _check_speed(u, v, speed_limit, step, reynolds, config, first_run)
-        if step in frames:
-            out["u"][:, frames[step]] = u.cpu().numpy()
-            out["v"][:, frames[step]] = v.cpu().numpy()
-            out["vorticity"][:, frames[step]] = _to_grid(omega_hat, op).cpu().numpy()
+
+    def integrate_batch(runs: slice, out: dict[str, np.ndarray], bar) -> None:
+        n = len(reynolds[runs])
+        if shared is not None:
+            omega_hat = shared.expand(n, *shared.shape).clone()
+        else:
+            start = np.broadcast_to(omega0, (len(reynolds), config.ny, config.nx))[runs]
+            grid = torch.tensor(start, dtype=op.dtype)
+            omega_hat = torch.fft.rfft2(grid.to(op.device)) * op.mask
+        nu = torch.as_tensor(1.0 / reynolds[runs], dtype=op.dtype, device=op.device)
+        rate = -(nu[:, None, None] * op.k2 + config.drag)  # linear operator L, (R, ny, nxh)
+        half, full = torch.exp(0.5 * h * rate), torch.exp(h * rate)
+        for n_step in range(_total_output_steps(config) + 1):
+            if n_step > 0:
+                for _ in range(config.substeps):
+                    omega_hat = step(omega_hat, h, half, full, op)
+                bar.update(1)
+            u, v = velocity(omega_hat, op)
+            _check_speed(u, v, speed_limit, n_step, reynolds[runs], config, runs.start)
+            if n_step in frames:
+                out["u"][:, frames[n_step]] = u.cpu().numpy()
+                out["v"][:, frames[n_step]] = v.cpu().numpy()
+                out["vorticity"][:, frames[n_step]] = to_grid(omega_hat, op).cpu().numpy()
+
+    return integrate_batch
 
 
-def _check_speed(u, v, limit: float, step: int, reynolds, config, first_run: int) -> None:
+def _check_speed(u, v, limit: float, n_step: int, reynolds, config, first_run: int) -> None:
     """Abort when the flow is too fast for the internal step (or has blown up)."""
     speed = torch.sqrt(u**2 + v**2).amax(dim=(-2, -1)).cpu().numpy()
     bad = np.flatnonzero(~(speed <= limit))
@@ -541,24 +478,22 @@ def _check_speed(u, v, limit: float, step: int, reynolds, config, first_run: int
         i = bad[0]
         raise ConfigError(
             f"run {first_run + i} (Re = {float(reynolds[i])!r}) reached speed "
-            f"{float(speed[i])!r} at t = {step * config.output_step:.6g}, beyond the RK4 "
+            f"{float(speed[i])!r} at t = {n_step * config.output_step:.6g}, beyond the RK4 "
             f"stability limit {limit:.6g} of the internal step: raise "
             f"KolmogorovConfig.max_velocity (now {config.max_velocity!r}) or lower time_step"
         )
 
 
-def _to_dataset(fields: dict[str, np.ndarray], config: KolmogorovConfig) -> xr.Dataset:
+def _to_dataset(fields: dict[str, np.ndarray], config: KolmogorovConfig, params) -> xr.Dataset:
     coords = {
-        "run": ("run", np.arange(fields["u"].shape[0]), RUN_ATTRS),
         "time": ("time", config.frame_times, _TIME_ATTRS),
         "y": ("y", config.y, _coord_attrs("Y")),
         "x": ("x", config.x, _coord_attrs("X")),
     }
-    dims = ("run", "time", "y", "x")
-    data = {name: (dims, fields[name], _VAR_ATTRS[name]) for name in _VAR_ATTRS}
     attrs = global_attrs(
         "Kolmogorov flow benchmark: forced 2-D Navier-Stokes on a periodic box",
         "xlevda.systems.kolmogorov.simulate",
         config,
     )
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    params = {name: (value, _PARAM_ATTRS[name]) for name, value in params.items()}
+    return to_dataset(fields, ("run", "time", "y", "x"), coords, _VAR_ATTRS, params, attrs)

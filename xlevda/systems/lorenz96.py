@@ -31,7 +31,8 @@ from torch import Tensor
 from xlevda._validate import is_int, is_positive
 from xlevda.errors import ConfigError, ShapeError, VariableError
 from xlevda.surrogates.schema import Affine, SurrogateSchema
-from xlevda.systems._cf import RUN_ATTRS, TIME_ATTRS, global_attrs
+from xlevda.systems._cf import TIME_ATTRS, global_attrs
+from xlevda.systems.simulator import check_dtype, to_dataset
 
 __all__ = [
     "Lorenz96Config",
@@ -54,13 +55,6 @@ _TIME_ATTRS = {
     "comment": "nondimensional Lorenz-96 time; 0.05 corresponds to about 6 hours (Lorenz 1996)",
 }
 _FORCING_ATTRS = {"long_name": "Lorenz-96 forcing F", "units": "1"}
-
-
-def _check_dtype(dtype: object) -> None:
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ConfigError(
-            f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}"
-        )
 
 
 @dataclass(frozen=True)
@@ -205,7 +199,7 @@ def simulate(
     for name, value in (("n_steps", n_steps), ("spinup", spinup)):
         if not is_int(value) or value < 0:
             raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
-    _check_dtype(dtype)
+    check_dtype(dtype)
     device = torch.device(device)
     f = np.atleast_1d(np.asarray(forcing, dtype=float))
     if f.ndim != 1 or f.size == 0 or not np.isfinite(f).all():
@@ -223,15 +217,14 @@ def simulate(
         x = rk4_step(x, f_t, config.dt)
         out[:, k] = x.cpu().numpy()
     coords = {
-        "run": ("run", np.arange(f.size), RUN_ATTRS),
         "time": ("time", config.dt * np.arange(n_steps + 1), _TIME_ATTRS),
         "site": ("site", np.arange(config.n, dtype=float), _SITE_ATTRS),
-        "forcing": ("run", f, _FORCING_ATTRS),
     }
     attrs = global_attrs("Lorenz-96 model", "xlevda.systems.lorenz96.simulate", config) | {
         "spinup_steps": spinup
     }
-    return xr.Dataset({"x": (("run", "time", "site"), out, _X_ATTRS)}, coords=coords, attrs=attrs)
+    params = {"forcing": (f, _FORCING_ATTRS)}
+    return to_dataset({"x": out}, ("run", "time", "site"), coords, {"x": _X_ATTRS}, params, attrs)
 
 
 def _initial_state(x0, forcing: Tensor, n: int, seed: int | torch.Generator) -> Tensor:
@@ -319,7 +312,7 @@ class Lorenz96Surrogate:
             )
         if not is_int(n_frames) or n_frames < 2:
             raise ConfigError(f"n_frames must be an integer >= 2, got {n_frames!r}")
-        _check_dtype(dtype)
+        check_dtype(dtype)
         n, dt = self.config.n, self.config.dt
         self.latent_dim = n
         self.param_dim = 1

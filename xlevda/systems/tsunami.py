@@ -28,24 +28,35 @@ from numbers import Real
 import numpy as np
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
 
 from xlevda._validate import is_int, is_positive
 from xlevda.errors import ConfigError, VariableError
 from xlevda.systems._cf import (
     LAT_ATTRS,
     LON_ATTRS,
-    RUN_ATTRS,
     TIME_ATTRS,
     X_ATTRS,
     Y_ATTRS,
     global_attrs,
 )
+from xlevda.systems.simulator import (
+    BatchIntegrator,
+    check_dtype,
+    datetime_axis,
+    integrate_runs,
+    resolve_batch_size,
+    to_dataset,
+)
+from xlevda.systems.tsunami_stepper import Operators, schedule, step
 
 __all__ = [
     "EARTH_RADIUS",
     "PAPER_FRAME_INTERVAL",
+    "PARAM_ATTRS",
+    "VAR_ATTRS",
     "TsunamiConfig",
+    "initial_state",
+    "operators",
     "paper_config",
     "sample_sources",
     "simulate",
@@ -54,12 +65,10 @@ __all__ = [
 EARTH_RADIUS = 6.371e6
 """Radius (m) of the local spherical approximation mapping metres to degrees."""
 
-_CPU_BATCH_BYTES = 2**20  # default CPU batch: runs whose eta fields fit in about one L2 cache
-
 PAPER_FRAME_INTERVAL = 40 * 0.1 * (1.0e6 / 150) / math.sqrt(9.81 * 100.0)
 """Seconds between output frames in the benchmark: 40 CFL steps at 150x150 (about 851.4 s)."""
 
-_VAR_ATTRS = {
+VAR_ATTRS = {
     "u": {
         "standard_name": "eastward_sea_water_velocity",
         "long_name": "eastward sea water velocity",
@@ -76,13 +85,15 @@ _VAR_ATTRS = {
         "units": "m",
     },
 }
+"""CF attributes of the output variables, in output order."""
 
-_PARAM_ATTRS = {
+PARAM_ATTRS = {
     "src_lat": {"units": "degrees_north", "long_name": "latitude of the tsunami source"},
     "src_lon": {"units": "degrees_east", "long_name": "longitude of the tsunami source"},
     "src_x": {"units": "m", "long_name": "eastward source position from the domain centre"},
     "src_y": {"units": "m", "long_name": "northward source position from the domain centre"},
 }
+"""CF attributes of the per-run source parameters (``run`` coordinates of the output)."""
 
 
 def _check(ok: bool, name: str, value: object, expected: str) -> None:
@@ -349,22 +360,27 @@ def simulate(
     config = TsunamiConfig() if config is None else config
     src_lat, src_lon, src_x, src_y = _check_sources(src_lat, src_lon, config)
     times = _output_times(output_times, config)
-    schedule = _schedule(times, config.max_time_step)
+    steps = schedule(times, config.max_time_step)
     device = torch.device(device)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ConfigError(
-            f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}"
-        )
-    batch = _batch_size(batch_size, len(src_x), config, dtype, device)
-    op = _operators(config, dtype, device)
-    fields = _integrate(src_x, src_y, config, schedule, op, batch, progress)
-    ds = _to_dataset(fields, times, config)
-    params = {"src_lat": src_lat, "src_lon": src_lon, "src_x": src_x, "src_y": src_y}
-    ds = ds.assign_coords(
-        {name: ("run", value, _PARAM_ATTRS[name]) for name, value in params.items()}
+    check_dtype(dtype)
+    field_bytes = config.nx * config.ny * dtype.itemsize
+    batch = resolve_batch_size(batch_size, len(src_x), device, field_bytes)
+    op = operators(config, dtype, device)
+    fields = integrate_runs(
+        _batch_integrator(src_x, src_y, config, steps, op),
+        n_runs=len(src_x),
+        batch=batch,
+        shape=(len(steps), config.ny, config.nx),
+        variables=tuple(VAR_ATTRS),
+        dtype=dtype,
+        steps_per_batch=sum(n for n, _ in steps),
+        unit="step",
+        progress=progress,
     )
-    ds.attrs["integration_steps"] = sum(n for n, _ in schedule)
-    ds.attrs["max_time_step_seconds"] = max((dt for _, dt in schedule), default=0.0)
+    params = {"src_lat": src_lat, "src_lon": src_lon, "src_x": src_x, "src_y": src_y}
+    ds = _to_dataset(fields, times, config, params)
+    ds.attrs["integration_steps"] = sum(n for n, _ in steps)
+    ds.attrs["max_time_step_seconds"] = max((dt for _, dt in steps), default=0.0)
     return ds
 
 
@@ -409,38 +425,33 @@ def _output_times(output_times, config: TsunamiConfig) -> np.ndarray:
     return times
 
 
-def _schedule(times: np.ndarray, max_dt: float) -> list[tuple[int, float]]:
-    """``(n_steps, dt)`` reaching each output time from the previous one (the first from 0)."""
-    gaps = np.diff(times, prepend=0.0)
-    steps = np.maximum(np.ceil(gaps / max_dt - 1e-9), gaps > 0).astype(int)
-    return [(int(n), float(gap / n) if n else 0.0) for n, gap in zip(steps, gaps, strict=True)]
-
-
-@dataclass(frozen=True)
-class _Operators:
-    """Grid constants of one integration, as tensors on the target device."""
-
-    dtype: torch.dtype
-    device: torch.device
-    dx: float
-    dy: float
-    gravity: float
-    depth: float
-    f_u: torch.Tensor | None  # f / 4 at u faces, (ny, 1); None without Coriolis
-    f_v: torch.Tensor | None  # f / 4 at interior v faces, (ny - 1, 1)
-
-
-def _operators(config: TsunamiConfig, dtype: torch.dtype, device: torch.device) -> _Operators:
+def operators(config: TsunamiConfig, dtype: torch.dtype, device: torch.device) -> Operators:
+    """The :class:`~xlevda.systems.tsunami_stepper.Operators` of ``config`` on ``device``."""
     f_u = f_v = None
     if config.coriolis:
         y = torch.as_tensor(config.y, dtype=dtype, device=device)
         f_u = 0.25 * (config.f0 + config.beta * y)[:, None]
         f_v = 0.25 * (config.f0 + config.beta * (y[:-1] + config.dy / 2))[:, None]
-    return _Operators(dtype, device, config.dx, config.dy, config.gravity, config.depth, f_u, f_v)
+    return Operators(dtype, device, config.dx, config.dy, config.gravity, config.depth, f_u, f_v)
 
 
-def _initial_state(src_x, src_y, config: TsunamiConfig, dtype, device):
-    """``eta`` (R, ny, nx) with the Gaussian bumps; ``u`` (R, ny, nx+1), ``v`` (R, ny+1, nx)."""
+def initial_state(src_x, src_y, config: TsunamiConfig, dtype: torch.dtype, device):
+    """Fields at rest with one Gaussian bump of ``eta`` per source position.
+
+    Parameters
+    ----------
+    src_x, src_y : array-like or Tensor of shape (R,)
+        Source positions (m) from the box centre; differentiable when tensors.
+    config : TsunamiConfig
+        Grid and bump (``amplitude``, ``sigma``).
+    dtype, device
+        Of the fields.
+
+    Returns
+    -------
+    tuple of Tensor
+        ``eta`` (R, ny, nx), ``u`` (R, ny, nx + 1) and ``v`` (R, ny + 1, nx), velocities zero.
+    """
     kw = {"dtype": dtype, "device": device}
     x = torch.as_tensor(config.x, **kw)
     y = torch.as_tensor(config.y, **kw)
@@ -454,88 +465,34 @@ def _initial_state(src_x, src_y, config: TsunamiConfig, dtype, device):
     return eta, u, v
 
 
-def _face_sum(w: torch.Tensor) -> torch.Tensor:
-    """Sum of the four ``u`` (``v``) faces around each interior ``v`` (``u``) face."""
-    total = w[..., :-1, :-1] + w[..., :-1, 1:]
-    total += w[..., 1:, :-1]
-    total += w[..., 1:, 1:]
-    return total
+def _batch_integrator(src_x, src_y, config, steps, op: Operators) -> BatchIntegrator:
+    """The stepper of one batch of runs: each frame's ``u``, ``v`` at cell centres and ``eta``."""
+
+    def integrate_batch(runs: slice, out: dict[str, np.ndarray], bar) -> None:
+        eta, u, v = initial_state(src_x[runs], src_y[runs], config, op.dtype, op.device)
+        for frame, (n_steps, dt) in enumerate(steps):
+            for _ in range(n_steps):
+                step(eta, u, v, dt, op)
+            bar.update(n_steps)
+            out["u"][:, frame] = (0.5 * (u[..., :-1] + u[..., 1:])).cpu().numpy()
+            out["v"][:, frame] = (0.5 * (v[..., :-1, :] + v[..., 1:, :])).cpu().numpy()
+            out["eta"][:, frame] = eta.cpu().numpy()
+
+    return integrate_batch
 
 
-def _step(eta, u, v, dt: float, op: _Operators) -> None:
-    """Advance ``(eta, u, v)`` in place by one forward-backward step; wall faces stay zero."""
-    h = eta + op.depth
-    ui, vi = u[..., 1:-1], v[..., 1:-1, :]
-    flux = ui * torch.where(ui > 0, h[..., :-1], h[..., 1:])
-    flux *= dt / op.dx
-    eta[..., :-1] -= flux
-    eta[..., 1:] += flux
-    flux = vi * torch.where(vi > 0, h[..., :-1, :], h[..., 1:, :])
-    flux *= dt / op.dy
-    eta[..., :-1, :] -= flux
-    eta[..., 1:, :] += flux
-    ui.add_(eta.diff(dim=-1), alpha=-op.gravity * dt / op.dx)
-    if op.f_u is not None:
-        ui.addcmul_(op.f_u, _face_sum(v), value=dt)
-    vi.add_(eta.diff(dim=-2), alpha=-op.gravity * dt / op.dy)
-    if op.f_v is not None:
-        vi.addcmul_(op.f_v, _face_sum(u), value=-dt)
-
-
-def _batch_size(batch_size, n_runs: int, config: TsunamiConfig, dtype, device) -> int:
-    if batch_size is None:
-        if device.type != "cpu":
-            return n_runs
-        field_bytes = config.nx * config.ny * dtype.itemsize
-        return max(1, min(n_runs, _CPU_BATCH_BYTES // field_bytes))
-    if not is_int(batch_size) or batch_size < 1:
-        raise ConfigError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
-    return min(batch_size, n_runs)
-
-
-def _integrate(src_x, src_y, config, schedule, op, batch, progress) -> dict[str, np.ndarray]:
-    """Run the schedule batch by batch: ``u``, ``v``, ``eta`` at cell centres, (R, T, ny, nx)."""
-    np_dtype = torch.empty(0, dtype=op.dtype).numpy().dtype
-    shape = (len(src_x), len(schedule), config.ny, config.nx)
-    out = {name: np.empty(shape, dtype=np_dtype) for name in ("u", "v", "eta")}
-    total = sum(n for n, _ in schedule) * -(-len(src_x) // batch)
-    with tqdm(total=total, disable=not progress, unit="step") as bar:
-        for lo in range(0, len(src_x), batch):
-            part = slice(lo, lo + batch)
-            fields = {name: array[part] for name, array in out.items()}
-            _integrate_batch(src_x[part], src_y[part], config, schedule, op, fields, bar)
-    return out
-
-
-def _integrate_batch(src_x, src_y, config, schedule, op: _Operators, out, bar) -> None:
-    """Integrate one batch of runs, writing each frame into the ``out`` arrays (views)."""
-    eta, u, v = _initial_state(src_x, src_y, config, op.dtype, op.device)
-    for frame, (n_steps, dt) in enumerate(schedule):
-        for _ in range(n_steps):
-            _step(eta, u, v, dt, op)
-        bar.update(n_steps)
-        out["u"][:, frame] = (0.5 * (u[..., :-1] + u[..., 1:])).cpu().numpy()
-        out["v"][:, frame] = (0.5 * (v[..., :-1, :] + v[..., 1:, :])).cpu().numpy()
-        out["eta"][:, frame] = eta.cpu().numpy()
-
-
-def _to_dataset(fields: dict[str, np.ndarray], times: np.ndarray, config: TsunamiConfig):
-    lat = config.to_latlon(0.0, config.y)[0]
-    lon = config.to_latlon(config.x, 0.0)[1]
-    offsets = np.round(times * 1e9).astype("timedelta64[ns]")
+def _to_dataset(fields: dict[str, np.ndarray], times: np.ndarray, config: TsunamiConfig, params):
     coords = {
-        "run": ("run", np.arange(fields["eta"].shape[0]), RUN_ATTRS),
-        "time": ("time", np.datetime64(config.start, "ns") + offsets, TIME_ATTRS),
-        "lat": ("lat", lat, LAT_ATTRS),
-        "lon": ("lon", lon, LON_ATTRS),
+        "time": ("time", datetime_axis(config.start, times), TIME_ATTRS),
+        "lat": ("lat", config.to_latlon(0.0, config.y)[0], LAT_ATTRS),
+        "lon": ("lon", config.to_latlon(config.x, 0.0)[1], LON_ATTRS),
         "y": ("lat", config.y, Y_ATTRS),
         "x": ("lon", config.x, X_ATTRS),
     }
-    dims = ("run", "time", "lat", "lon")
-    data = {name: (dims, fields[name], _VAR_ATTRS[name]) for name in ("u", "v", "eta")}
     attrs = global_attrs(
         "Tsunami benchmark: shallow water on a closed beta-plane box",
         "xlevda.systems.tsunami.simulate",
         config,
     )
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    params = {name: (value, PARAM_ATTRS[name]) for name, value in params.items()}
+    return to_dataset(fields, ("run", "time", "lat", "lon"), coords, VAR_ATTRS, params, attrs)

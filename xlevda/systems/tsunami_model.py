@@ -21,17 +21,16 @@ from xlevda._validate import is_int
 from xlevda.errors import ConfigError, ShapeError
 from xlevda.surrogates.schema import Affine, SurrogateSchema
 from xlevda.systems._cf import LAT_ATTRS, LON_ATTRS, global_attrs
+from xlevda.systems.simulator import check_dtype, datetime_axis
 from xlevda.systems.tsunami import (
-    _PARAM_ATTRS,
-    _VAR_ATTRS,
     EARTH_RADIUS,
+    PARAM_ATTRS,
+    VAR_ATTRS,
     TsunamiConfig,
-    _initial_state,
-    _Operators,
-    _operators,
-    _schedule,
-    _step,
+    initial_state,
+    operators,
 )
+from xlevda.systems.tsunami_stepper import Operators, schedule, step
 
 __all__ = ["TsunamiModel"]
 
@@ -44,10 +43,6 @@ _PREPARED = 2 * len(_VARIABLES) * _CORNERS  # 12 indices (as floats), then 12 we
 
 def _cf(attrs: dict) -> dict:
     return {k: v for k, v in attrs.items() if k in _ATTR_KEYS and isinstance(v, str)}
-
-
-def _clone_saved(t: Tensor) -> Tensor:
-    return t.clone()
 
 
 def _unpack_saved(t: Tensor) -> Tensor:
@@ -134,20 +129,17 @@ class TsunamiModel:
             raise ConfigError(
                 f"n_frames must be an integer >= 2 (the time axis needs a step), got {n_frames!r}"
             )
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise ConfigError(
-                f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}"
-            )
+        check_dtype(dtype)
         self.config = config
         ny, nx = config.ny, config.nx
         self._sizes = (ny * nx, ny * (nx - 1), (ny - 1) * nx)  # eta, u, v blocks
         self.latent_dim = sum(self._sizes)
         self.param_dim = len(_PARAMS)
-        ((self._n_steps, self._sub_dt),) = _schedule(
+        ((self._n_steps, self._sub_dt),) = schedule(
             np.array([config.frame_interval]), config.max_time_step
         )
         self._dt = torch.tensor(config.frame_interval, dtype=dtype, device=device)
-        self._ops: dict[tuple[torch.dtype, torch.device], _Operators] = {}
+        self._ops: dict[tuple[torch.dtype, torch.device], Operators] = {}
         self.schema = self._build_schema(int(n_frames))
 
     # ------------------------------------------------------------------------------- schema
@@ -159,8 +151,7 @@ class TsunamiModel:
         lat = cfg.to_latlon(0.0, cfg.y)[0]  # exactly the coordinates simulate writes
         lon = cfg.to_latlon(cfg.x, 0.0)[1]
         # time axis: the simulate coordinate, read as build_schema reads it
-        offsets = np.round(cfg.frame_interval * np.arange(n_frames, dtype=float) * 1e9)
-        times = np.datetime64(cfg.start, "ns") + offsets.astype("timedelta64[ns]")
+        times = datetime_axis(cfg.start, cfg.frame_interval * np.arange(n_frames, dtype=float))
         seconds = times.astype(np.int64) / 1e9
         # sources: (-L/2 + a L, -L/2 + b L), a, b ~ U(0, 0.5) -> box positions in [-L/2, 0]
         edge = np.array([-cfg.length / 2, 0.0])
@@ -179,13 +170,13 @@ class TsunamiModel:
         }
         return SurrogateSchema(
             variables=_VARIABLES,
-            variable_attrs=tuple(_cf(_VAR_ATTRS[v]) for v in _VARIABLES),
+            variable_attrs=tuple(_cf(VAR_ATTRS[v]) for v in _VARIABLES),
             output_norm=Affine((0.0,) * len(_VARIABLES), (1.0,) * len(_VARIABLES)),
             coords=("lat", "lon"),
             coord_attrs=(_cf(LAT_ATTRS), _cf(LON_ATTRS)),
             coord_norm=Affine.from_range([lat.min(), lon.min()], [lat.max(), lon.max()]),
             params=_PARAMS,
-            param_attrs=tuple(_cf(_PARAM_ATTRS[p]) for p in _PARAMS),
+            param_attrs=tuple(_cf(PARAM_ATTRS[p]) for p in _PARAMS),
             param_norm=Affine.from_range(lo, hi),
             param_range=tuple((float(a), float(b)) for a, b in zip(lo, hi, strict=True)),
             time_origin=str(times[0]),
@@ -329,13 +320,13 @@ class TsunamiModel:
         east_radius = EARTH_RADIUS * math.cos(math.radians(cfg.center_lat))
         x = torch.deg2rad(lon - cfg.center_lon) * east_radius
         y = torch.deg2rad(lat - cfg.center_lat) * EARTH_RADIUS
-        eta, uf, vf = _initial_state(x, y, cfg, u.dtype, u.device)
+        eta, uf, vf = initial_state(x, y, cfg, u.dtype, u.device)
         return self._pack(eta, uf, vf).reshape(*lead, self.latent_dim)
 
-    def _operators(self, dtype: torch.dtype, device: torch.device) -> _Operators:
+    def _operators(self, dtype: torch.dtype, device: torch.device) -> Operators:
         key = (dtype, device)
         if key not in self._ops:
-            self._ops[key] = _operators(self.config, dtype, device)
+            self._ops[key] = operators(self.config, dtype, device)
         return self._ops[key]
 
     def advance(self, s: Tensor) -> Tensor:
@@ -348,9 +339,9 @@ class TsunamiModel:
         lead = s.shape[:-1]
         eta, u, v = self._unpack(s.reshape(-1, self.latent_dim))
         op = self._operators(s.dtype, s.device)
-        with torch.autograd.graph.saved_tensors_hooks(_clone_saved, _unpack_saved):
+        with torch.autograd.graph.saved_tensors_hooks(Tensor.clone, _unpack_saved):
             for _ in range(self._n_steps):
-                _step(eta, u, v, self._sub_dt, op)
+                step(eta, u, v, self._sub_dt, op)
         return self._pack(eta, u, v).reshape(*lead, self.latent_dim)
 
     def vector_field(self, s: Tensor, u: Tensor) -> Tensor:
@@ -461,7 +452,7 @@ class TsunamiModel:
         if (
             not isinstance(prepared, Tensor)
             or prepared.dim() < 2
-            or (prepared.shape[-1] != _PREPARED)
+            or prepared.shape[-1] != _PREPARED
         ):
             shape = tuple(prepared.shape) if isinstance(prepared, Tensor) else type(prepared)
             raise ShapeError(

@@ -18,7 +18,7 @@ speed-up is their ratio.  Each time is also split into the ``assimilate`` call (
 analysis: window solves and parameters; fields stay lazy) and loading the fields.
 Relative RMSE (u, v, eta each over its truth standard deviation) is reported beside it::
 
-    OMP_NUM_THREADS=1 python benchmarks/speedup_grid.py   # docs/results/speedup_grid.json
+    OMP_NUM_THREADS=1 python benchmarks/speed/speedup_grid.py   # docs/results/speedup_grid.json
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from xlevda.systems import observe, tsunami
 from xlevda.systems.tsunami_model import TsunamiModel
 
 VARIABLES = ("u", "v", "eta")
-RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "speedup_grid.json"
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results" / "speedup_grid.json"
 
 
 def case(n: int, surrogate, seed: int):
@@ -75,7 +75,7 @@ def main() -> None:
     torch.set_num_threads(1)
     surrogate = load_pretrained("tsunami")
     report = {
-        "command": "OMP_NUM_THREADS=1 python benchmarks/speedup_grid.py",
+        "command": "OMP_NUM_THREADS=1 python benchmarks/speed/speedup_grid.py",
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores, "
         f"load average {os.getloadavg()[0]:.1f} at the start, 1 torch thread",
         "members": args.members,

@@ -14,7 +14,7 @@ Torch runs on ``--threads`` threads (default 1).  Prints one JSON line with the 
 the figures.
 
 Run from the repository root:
-``OMP_NUM_THREADS=1 python benchmarks/simulate_kolmogorov.py [--repeats 3] [--runs 8 2]``.
+``OMP_NUM_THREADS=1 python benchmarks/speed/simulate_kolmogorov.py [--repeats 3] [--runs 8 2]``.
 """
 
 from __future__ import annotations

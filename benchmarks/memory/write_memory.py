@@ -8,7 +8,7 @@ to NetCDF chunk by chunk.  The script prints the process's peak RSS before and a
 the write (the simulation of the truth and the assimilation come first); run it under
 ``/usr/bin/time -v`` for the whole process's peak::
 
-    /usr/bin/time -v python benchmarks/write_memory.py scratch/analysis150.nc
+    /usr/bin/time -v python benchmarks/memory/write_memory.py scratch/analysis150.nc
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from xlevda import LEVDA, RunOptions, load_pretrained
-from xlevda.demo import _truth
+from xlevda import LEVDAConfig, load_pretrained
+from xlevda.demo import simulate_truth
 from xlevda.systems import observe
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = load_pretrained("tsunami")
-    truth, _ = _truth(model, seed=0)
+    truth, _ = simulate_truth(model, seed=0)
     obs = observe.observe(truth, observe.GridStride(-(-len(truth.lat) // 10)), seed=1)
     lat, lon = (np.asarray(model.schema.grid[c]) for c in ("lat", "lon"))
     target = xr.Dataset(
@@ -45,7 +45,7 @@ def main() -> None:
         }
     )
     t0 = time.perf_counter()
-    an = target.levda.assimilate(obs, model, LEVDA(window=5), run=RunOptions(members=args.members))
+    an = target.levda.assimilate(obs, model, LEVDAConfig(members=args.members, window=5))
     t1 = time.perf_counter()
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     an.to_netcdf(args.output)

@@ -11,7 +11,7 @@ analysed eta against the truth at the observed points (windows 1 onwards, the
 K + 1 ranks pooled into 10 bins; a calibrated ensemble is flat, an
 over-confident one U-shaped)::
 
-    python benchmarks/member_modes.py --seeds 0 1 2
+    python benchmarks/accuracy/member_modes.py --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ import numpy as np
 import torch
 import xarray as xr
 
-from xlevda import LEVDA, RunOptions, load_pretrained
-from xlevda.demo import _forecast, _scores, _truth
+from xlevda import LEVDAConfig, Randomized, WarmStart, load_pretrained
+from xlevda.demo import prior_forecast, simulate_truth, twin_scores
 from xlevda.errors import XlevdaError
-from xlevda.methods import Randomized, WarmStart
 from xlevda.metrics import rank_histogram
 from xlevda.systems import observe
 
@@ -51,23 +50,23 @@ def main() -> None:
     hists: dict[str, np.ndarray] = {}
     print(f"{'case':>4} {'mode':<24} {'rRMSE':>7} {'SER':>6} {'CRPS eta':>9} {'param':>7} {'s':>6}")
     for seed in args.seeds:
-        truth, src = _truth(model, seed)
+        truth, src = simulate_truth(model, seed)
         truth = truth[list(model.schema.variables)]
         obs = observe.observe(truth, observe.GridStride(-(-len(truth.lat) // 10)), seed=seed + 1)
         target = truth.drop_vars(list(truth.data_vars))
-        fc_ens = _forecast(model, truth, seed, args.members)
-        fc = _scores(fc_ens, truth, src, prior)
+        fc_ens = prior_forecast(model, truth, seed, args.members)
+        fc = twin_scores(fc_ens, truth, src, prior)
         at = {c: xr.DataArray(np.unique(obs[c].values), dims=f"obs_{c}") for c in ("lat", "lon")}
         results = {"forecast": (fc, 0.0, fc_ens)}
         for name, options in MODES.items():
-            method, run = LEVDA(window=5, **options), RunOptions(members=args.members, seed=seed)
+            cfg = LEVDAConfig(members=args.members, window=5, seed=seed, **options)
             t0 = time.perf_counter()
             try:
-                an = target.levda.assimilate(obs, model, method, run=run)
+                an = target.levda.assimilate(obs, model, cfg)
             except XlevdaError as err:
                 print(f"{seed:>4} {name:<24} failed: {str(err)[:70]}")
                 continue
-            results[name] = (_scores(an, truth, src, prior), time.perf_counter() - t0, an)
+            results[name] = (twin_scores(an, truth, src, prior), time.perf_counter() - t0, an)
             window = an.window_index.values
         later_t = np.nonzero(window >= 1)[0]
         for name, (s, elapsed, ens) in results.items():

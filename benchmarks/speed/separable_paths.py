@@ -14,7 +14,7 @@ largest difference of the costs.
 
 Run from the repository root::
 
-    OMP_NUM_THREADS=1 python benchmarks/separable_paths.py --repeats 200
+    OMP_NUM_THREADS=1 python benchmarks/speed/separable_paths.py --repeats 200
 """
 
 from __future__ import annotations

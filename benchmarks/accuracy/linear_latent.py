@@ -23,7 +23,8 @@ Errors are ``||pred - truth|| / ||truth||`` per variable and all stacked.  Run f
 the repository root (the data file is written by
 ``examples/train_tsunami_surrogate.py --data scratch/tsunami48.nc``)::
 
-    OMP_NUM_THREADS=2 python benchmarks/linear_latent.py scratch/tsunami48.nc --ranks 256 512 768
+    OMP_NUM_THREADS=2 python benchmarks/accuracy/linear_latent.py scratch/tsunami48.nc \
+        --ranks 256 512 768
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def _gauss_kernel(a: np.ndarray, b: np.ndarray, width: float) -> np.ndarray:
     return np.exp(-d2 / (2 * width**2))
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
+    """The command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", help="the cached 200-run tsunami data set (.nc)")
     parser.add_argument("--ranks", type=int, nargs="+", default=[256, 512, 768])
@@ -76,7 +78,11 @@ def main() -> None:
         help="kernel widths tried, in units of the box side",
     )
     parser.add_argument("--ridge", type=float, default=1e-8)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
 
     ds = xr.open_dataset(args.data).load()
     fields = np.stack([ds[v].values for v in VARIABLES], 2)  # (run, time, C, y, x)

@@ -18,7 +18,7 @@ after per-variable standardization.
 Run from the repository root (the data file is written by
 ``examples/train_tsunami_surrogate.py --data scratch/tsunami48.nc``)::
 
-    OMP_NUM_THREADS=1 python benchmarks/coordinate_mlp.py scratch/tsunami48.nc --inputs raw
+    OMP_NUM_THREADS=1 python benchmarks/accuracy/coordinate_mlp.py scratch/tsunami48.nc --inputs raw
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""The LDNet with the MLP decoder that the optimizer and FLOP-rate benchmarks assimilate into.
+"""Helpers shared by the benchmark scripts (import with ``PYTHONPATH=.`` from the repository root).
 
-Untrained (seeded Glorot weights), frozen, on the unit square with three channels and
-two parameters: the tsunami CPU setting's sizes without the cost of training it.
+- :func:`mlp_ldnet`: the LDNet with the MLP decoder that the optimizer and FLOP-rate
+  benchmarks assimilate into.  Untrained (seeded Glorot weights), frozen, on the unit square
+  with three channels and two parameters: the tsunami CPU setting's sizes without the cost
+  of training it.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import xlevda
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.schema import Affine, SurrogateSchema
+
+__all__ = ["mlp_ldnet"]
 
 
 def mlp_ldnet(

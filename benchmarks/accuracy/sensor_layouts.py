@@ -3,7 +3,7 @@
 The truth is simulated at every half frame, so that observations can fall between the
 surrogate's latent steps (eq. 17); the analysis is scored on the 51 frames::
 
-    python benchmarks/sensor_layouts.py --seeds 0 1
+    python benchmarks/accuracy/sensor_layouts.py --seeds 0 1
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import time
 import numpy as np
 import torch
 
-from xlevda import LEVDA, RunOptions, load_pretrained
-from xlevda.demo import _forecast, _scores
+from xlevda import LEVDAConfig, load_pretrained
+from xlevda.demo import prior_forecast, twin_scores
 from xlevda.systems import observe, tsunami
 
 
@@ -43,7 +43,7 @@ def main() -> None:
         fine = fine[list(model.schema.variables)]
         truth = fine.isel(time=slice(0, None, 2))
         true = {k: float(v[0]) for k, v in src.items()}
-        fc = _scores(_forecast(model, truth, seed, args.members), truth, true, prior)
+        fc = twin_scores(prior_forecast(model, truth, seed, args.members), truth, true, prior)
         later = fc.isel(time=slice(5, None)).mean("time")
         print(
             f"{seed:>4} {'no assimilation':<32} {float(later.rrmse):7.3f} "
@@ -53,10 +53,10 @@ def main() -> None:
             obs = observe.observe(fine, where, when, noise_ratio=0.1, seed=seed + 1)
             t0 = time.perf_counter()
             an = truth.drop_vars(list(truth.data_vars)).levda.assimilate(
-                obs, model, LEVDA(window=5), run=RunOptions(members=args.members, seed=seed)
+                obs, model, LEVDAConfig(members=args.members, window=5, seed=seed)
             )
             elapsed = time.perf_counter() - t0
-            s = _scores(an, truth, true, prior).isel(time=slice(5, None)).mean("time")
+            s = twin_scores(an, truth, true, prior).isel(time=slice(5, None)).mean("time")
             print(
                 f"{seed:>4} {name:<32} {float(s.rrmse):7.3f} {float(s.ser):6.2f} "
                 f"{100 * float(s.param_err):6.2f}% {elapsed:6.1f}"

@@ -7,7 +7,7 @@ field and an MLP neural-field decoder of width 64), K = 100 members, one window 
 Timed side by side in one run (median of ``--repeats``):
 
 - ``batched L-BFGS``: :func:`xlevda.core.levda.solve_window` with ``LBFGSConfig``;
-- ``batched L-BFGS, 1e-4``: the same with ``tol_cost=1e-4``, LEVDA's default
+- ``batched L-BFGS, 1e-4``: the same with ``tol_cost=1e-4``, LEVDAConfig's default
   (the issue's criterion is a final cost within 1 % of the loop's);
 - ``batched GN, pointwise`` / ``forward``: the same with ``GaussNewtonConfig`` and the
   pointwise-reverse Jacobian (suited to this MLP decoder) or forward mode;
@@ -25,7 +25,7 @@ faster one.  All optimizers run with their default tolerances and ``--max-iter``
 iterations at most.
 
 Run from the repository root:
-``PYTHONPATH=. python benchmarks/bench_optim.py [--repeats 5] [--members 100]``.
+``PYTHONPATH=. python benchmarks/speed/bench_optim.py [--repeats 5] [--members 100]``.
 """
 
 from __future__ import annotations
@@ -38,12 +38,9 @@ import time
 import torch
 from torch import Tensor
 
-from benchmarks._mlp_ldnet import mlp_ldnet
-from xlevda.core.dynamics import observe
-from xlevda.core.levda import solve_window
-from xlevda.core.objective import WindowObjective
+from benchmarks.common import mlp_ldnet
+from xlevda.core.levda import ObsWindow, WindowObjective, observe, solve_window
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
-from xlevda.core.window import ObsWindow
 from xlevda.surrogates.ldnet import LDNetModel
 
 

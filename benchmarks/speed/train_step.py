@@ -2,8 +2,8 @@
 
 Usage (the runs file comes from ``examples/train_tsunami_surrogate.py --data``)::
 
-    python benchmarks/train_step.py scratch/tsunami48.nc 1   # torch threads
-    python benchmarks/train_step.py scratch/tsunami48.nc 2
+    python benchmarks/speed/train_step.py scratch/tsunami48.nc 1   # torch threads
+    python benchmarks/speed/train_step.py scratch/tsunami48.nc 2
 
 Prints the median over 5 steps of the rollout, basis, decode and backward times.
 """
@@ -19,7 +19,8 @@ import torch
 import xarray as xr
 
 import xlevda
-from xlevda._convert import DatasetFrameSource, build_schema
+from xlevda._convert import build_schema
+from xlevda._frames import DatasetFrameSource
 from xlevda.surrogates.ldnet import LDNetModel
 
 

@@ -14,7 +14,7 @@ on the autograd path; each path's rate is that count over its time.  A float32
 repeat; medians over ``--repeats``; one torch thread by default.  Run from the
 repository root::
 
-    PYTHONPATH=. python benchmarks/mlp_flops.py --repeats 20
+    PYTHONPATH=. python benchmarks/speed/mlp_flops.py --repeats 20
 """
 
 from __future__ import annotations
@@ -28,9 +28,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks._mlp_ldnet import mlp_ldnet
-from xlevda.core.objective import WindowObjective
-from xlevda.core.window import ObsWindow
+from benchmarks.common import mlp_ldnet
+from xlevda.core.levda import ObsWindow, WindowObjective
 
 
 def main() -> None:
@@ -78,7 +77,7 @@ def main() -> None:
     sec = {name: statistics.median(ts) for name, ts in times.items()}
     rate_mm = 2 * 2048**3 / sec["matmul_2048"]
     report = {
-        "command": "PYTHONPATH=. python benchmarks/mlp_flops.py "
+        "command": "PYTHONPATH=. python benchmarks/speed/mlp_flops.py "
         + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
         "machine": f"{platform.machine()}, {args.threads} thread(s), shared 2-core CPU",
         "decoded_points_per_eval": k * t_o * args.points,

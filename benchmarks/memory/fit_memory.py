@@ -6,8 +6,8 @@ epoch while streaming the store chunk by chunk; with ``--linear`` it fits the
 shipped surrogate's closed-form linear LDNet instead (641 latent dimensions, 28 x 28
 cosine terms), which reads the store chunk by chunk too.  Measure with::
 
-    /usr/bin/time -v python benchmarks/fit_memory.py --runs 800
-    /usr/bin/time -v python benchmarks/fit_memory.py --runs 800 --linear
+    /usr/bin/time -v python benchmarks/memory/fit_memory.py --runs 800
+    /usr/bin/time -v python benchmarks/memory/fit_memory.py --runs 800 --linear
 
 and read "Maximum resident set size".
 """

@@ -7,7 +7,7 @@ the assimilation time and its ratio to the tsunami case measured in the same run
 system (fields, analysis mean, error, spread; relative RMSE over time with the member band).
 Writes ``docs/results/systems.json`` and ``docs/results/levda_<system>.png``::
 
-    OMP_NUM_THREADS=1 python benchmarks/systems.py --seed 0
+    OMP_NUM_THREADS=1 python benchmarks/accuracy/systems.py --seed 0
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xlevda.demo import SYSTEMS, _plot, twin_experiment
+from xlevda.demo import SYSTEMS, plot_twin, twin_experiment
 from xlevda.pretrained import available
 
-OUT = Path(__file__).resolve().parents[1] / "docs" / "results"
+OUT = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     record = {
-        "command": f"OMP_NUM_THREADS=1 python benchmarks/systems.py --seed {args.seed} "
+        "command": f"OMP_NUM_THREADS=1 python benchmarks/accuracy/systems.py --seed {args.seed} "
         f"--members {args.members}",
         "machine": f"{platform.machine()}, 1 torch thread, shared 2-core CPU",
         "systems": {},
@@ -57,7 +57,7 @@ def main() -> None:
             },
             "param_err_last_frame": round(float(end.param_err), 5),
         }
-        _plot(
+        plot_twin(
             OUT / f"levda_{name}.png",
             twin.truth,
             twin.analysis,

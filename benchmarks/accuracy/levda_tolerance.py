@@ -15,7 +15,7 @@ member's).  The settings run side by side, one case at a time.
 
 Run from the repository root::
 
-    OMP_NUM_THREADS=1 python benchmarks/levda_tolerance.py --seeds 0 1 2 --repeats 3
+    OMP_NUM_THREADS=1 python benchmarks/accuracy/levda_tolerance.py --seeds 0 1 2 --repeats 3
 """
 
 from __future__ import annotations

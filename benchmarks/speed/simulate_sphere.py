@@ -12,7 +12,7 @@ Torch runs on ``--threads`` threads (default 1).  Prints one JSON line with the 
 and the figures.
 
 Run from the repository root (needs torch-harmonics, the extra ``sphere``):
-``OMP_NUM_THREADS=1 python benchmarks/simulate_sphere.py [--repeats 3] [--runs 8]``.
+``OMP_NUM_THREADS=1 python benchmarks/speed/simulate_sphere.py [--repeats 3] [--runs 8]``.
 """
 
 from __future__ import annotations
@@ -26,14 +26,9 @@ import time
 
 import torch
 
-from xlevda.systems.sphere import (
-    SphereConfig,
-    _Operators,
-    _step,
-    paper_config,
-    sample_forcing,
-    simulate,
-)
+from xlevda.systems.sphere import sample_forcing, simulate
+from xlevda.systems.sphere_config import SphereConfig, paper_config
+from xlevda.systems.sphere_dynamics import SphereOperators, step
 
 
 def _cpu_model() -> str:
@@ -78,7 +73,7 @@ def cpu_grid(runs: int, repeats: int, dtype: torch.dtype, device: str) -> dict[s
 def paper_grid(runs: int, steps: int, repeats: int, dtype, device: str) -> dict[str, float]:
     """Seconds per IF-RK4 step at 256x512 (setup excluded), and scaled to 30,240 steps."""
     cfg = paper_config()
-    op = _Operators(cfg, dtype, torch.device(device))
+    op = SphereOperators(cfg, dtype, torch.device(device))
     state = op.initial_state().expand(runs, -1, -1, -1).clone()
     params = sample_forcing(runs, seed=0, config=cfg)
     kw = {"dtype": dtype, "device": device}
@@ -90,7 +85,7 @@ def paper_grid(runs: int, steps: int, repeats: int, dtype, device: str) -> dict[
     def run() -> None:
         s = state
         for i in range(steps):
-            s = _step(s, i * dt, dt, half, full, op, amplitude, width)
+            s = step(s, i * dt, dt, half, full, op, amplitude, width)
         if device != "cpu":
             torch.cuda.synchronize()
 

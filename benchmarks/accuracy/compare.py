@@ -7,7 +7,7 @@ regular buoy network at every frame) run, on the same truths and observations:
 - LD-EnSF (latent ensemble score filter with an LSTM observation encoder trained
   here on simulated runs observed at the network; its training is timed apart),
 - LETKF, EnSF and 4DEnVar on the full simulator state (K = 40), through the same
-  accessor (``xlevda.LETKF``, ``EnSF``, ``FourDEnVar``) with the simulator as the model
+  accessor (``FullStateConfig``) with the simulator as the model
   (:class:`xlevda.systems.tsunami_model.TsunamiModel`: its C-grid prognostic
   variables are the state, u, v at the cell centres and eta are observed).
   4DEnVar uses r = 2 grid cells of localization and multiplicative inflation;
@@ -22,8 +22,8 @@ Then LEVDA and 4DEnVar are compared over observation strides (Figure 4c of the
 paper).  Everything (NetCDF of all scores, PNG figures, a markdown table, and
 ``docs/compare.md``) is rewritten by one command::
 
-    OMP_NUM_THREADS=1 python benchmarks/compare.py           # about 25 minutes, 2-core CPU
-    OMP_NUM_THREADS=1 python benchmarks/compare.py --quick   # a few minutes
+    OMP_NUM_THREADS=1 python benchmarks/accuracy/compare.py           # about 25 minutes, 2-core CPU
+    OMP_NUM_THREADS=1 python benchmarks/accuracy/compare.py --quick   # a few minutes
 
 Runtimes are wall-clock seconds on one torch thread, medians over repeats, all
 methods measured in the same process one after another.
@@ -44,92 +44,24 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
+from compare_report import plot, sweep_table, table, targets, write_markdown
+from compare_settings import FLOOR, LEVDA_EQUAL_K, METHODS, PRIOR, Settings
 from torch import Tensor
 
-from xlevda import LETKF, LEVDA, EnSF, FourDEnVar, RunOptions, load_pretrained, metrics
-from xlevda.core.dynamics import trajectory
-from xlevda.core.ensf import EnSFConfig
-from xlevda.core.envar import Localization
+from xlevda import FullStateConfig, LEVDAConfig, load_pretrained, metrics
+from xlevda.api import surrogate_checksum
+from xlevda.core.ensf import EnSFConfig, ScaledEnSFConfig
+from xlevda.core.envar import FourDEnVarConfig, Localization
 from xlevda.core.ldensf import LDEnSFConfig, ldensf_filter
-from xlevda.core.members import Inflation
+from xlevda.core.letkf import LETKFConfig
+from xlevda.core.levda import Inflation, trajectory
 from xlevda.errors import ConfigError, XlevdaError
-from xlevda.io import surrogate_checksum
-from xlevda.surrogates.encoder import EncoderConfig
-from xlevda.surrogates.encoder_training import fit_encoder
-from xlevda.surrogates.observation_network import ObservationNetwork
+from xlevda.surrogates.encoder import EncoderConfig, ObservationNetwork, fit_encoder
 from xlevda.systems import observe, tsunami
 from xlevda.systems.tsunami_model import TsunamiModel
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VARIABLES = ("u", "v", "eta")
-PRIOR = "prior (no DA)"
-LEVDA_EQUAL_K = "LEVDA K=40"
-FLOOR = "surrogate, true source"
-METHODS = ("LEVDA", "LD-EnSF", "LETKF", "EnSF", "4DEnVar", PRIOR, FLOOR, LEVDA_EQUAL_K)
-COLORS = dict(zip(METHODS, ("C0", "C1", "C2", "C4", "C3", "0.5", "k", "C9"), strict=True))
-
-
-@dataclass(frozen=True)
-class Settings:
-    """One benchmark configuration; :meth:`quick` is the small version.
-
-    Attributes
-    ----------
-    seeds : tuple of int
-        One truth case per seed (source, observation noise and ensembles).
-    latent_members, full_members : int
-        ``K`` of the latent methods and of the full-state methods.
-    window : int
-        Observation times per window (LEVDA and 4DEnVar).
-    stride : int
-        Grid stride of the main buoy network (5: 10x10 buoys, 100 km apart as in the paper).
-    strides : tuple of int
-        Strides of the LEVDA / 4DEnVar sweep.
-    noise : float
-        Observation noise-to-signal ratio.
-    inflation : float
-        Multiplicative inflation of LETKF and 4DEnVar (fixed a priori, not tuned).
-    radius : float
-        Localization radius of LETKF and 4DEnVar in grid cells (Gaspari-Cohn support).
-    train_runs, encoder_epochs : int
-        Simulated runs and epochs of the LD-EnSF encoder.
-    ensf_steps : int
-        Reverse-SDE steps of every EnSF / LD-EnSF analysis.
-    repeats : int
-        Timed runs of every method on the first case (the runtime is their median).
-    """
-
-    seeds: tuple[int, ...] = (0, 1, 2)
-    latent_members: int = 100
-    full_members: int = 40
-    window: int = 5
-    stride: int = 5
-    strides: tuple[int, ...] = (2, 5, 16, 24, 48)
-    noise: float = 0.1
-    inflation: float = 1.1
-    radius: float = 2.0
-    train_runs: int = 300
-    encoder_epochs: int = 150
-    ensf_steps: int = 100
-    repeats: int = 2
-
-    def __post_init__(self) -> None:
-        ints = ("latent_members", "full_members", "window", "stride", "train_runs")
-        for name in (*ints, "encoder_epochs", "ensf_steps", "repeats"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"Settings.{name} must be an integer >= 1, got {value!r}")
-        if not self.seeds or not all(isinstance(s, int) and s >= 0 for s in self.seeds):
-            raise ConfigError(f"Settings.seeds must be integers >= 0, got {self.seeds!r}")
-        if not self.strides or self.stride not in self.strides:
-            raise ConfigError(
-                f"Settings.strides must include the main stride {self.stride}, got {self.strides}"
-            )
-
-    @classmethod
-    def quick(cls) -> Settings:
-        """One case, fewer encoder runs and epochs, two sweep strides, one repeat."""
-        return cls(seeds=(0,), strides=(5, 16), train_runs=100, encoder_epochs=30, repeats=1)
 
 
 @dataclass(frozen=True)
@@ -173,14 +105,15 @@ def run_full_state(
     target: xr.Dataset,
     obs: xr.Dataset,
     model: TsunamiModel,
-    method: LETKF | EnSF | FourDEnVar,
+    method: LETKFConfig | ScaledEnSFConfig | FourDEnVarConfig,
     initial: dict[str, np.ndarray],
     s: Settings,
     seed: int,
 ) -> xr.Dataset:
     """A full-state method through the accessor, fields computed: (time, member, lat, lon)."""
-    run = RunOptions(members=s.full_members, seed=seed, dtype="float32")
-    an = target.levda.assimilate(obs, model, method, run=run, background=initial)
+    window = s.window if isinstance(method, FourDEnVarConfig) else None
+    cfg = FullStateConfig(method, members=s.full_members, window=window, seed=seed, dtype="float32")
+    an = target.levda.assimilate(obs, model, cfg, background=initial)
     return an[[*VARIABLES, *model.schema.params]].transpose("time", "member", ...).load()
 
 
@@ -188,12 +121,10 @@ def full_state_methods(model: TsunamiModel, s: Settings, seed: int) -> dict[str,
     """LETKF, EnSF and 4DEnVar as configured for this benchmark (radius in km)."""
     radius_km = s.radius * model.config.dx / 1e3
     return {
-        "LETKF": LETKF(inflation=s.inflation, localization_radius=radius_km),
-        "EnSF": EnSF(EnSFConfig(steps=s.ensf_steps)),
-        "4DEnVar": FourDEnVar(
-            inflation=Inflation(rho=s.inflation, seed=seed),
-            localization=Localization(radius_km),
-            window=s.window,
+        "LETKF": LETKFConfig(inflation=s.inflation, localization_radius=radius_km),
+        "EnSF": ScaledEnSFConfig(EnSFConfig(steps=s.ensf_steps)),
+        "4DEnVar": FourDEnVarConfig(
+            inflation=Inflation(rho=s.inflation, seed=seed), localization=Localization(radius_km)
         ),
     }
 
@@ -215,8 +146,8 @@ def run_levda(
     target: xr.Dataset, obs: xr.Dataset, surrogate, members: int, s: Settings, seed: int
 ) -> xr.Dataset:
     """LEVDA through the accessor, fields computed: (time, member, lat, lon) + parameters."""
-    run = RunOptions(members=members, seed=seed)
-    an = target.levda.assimilate(obs, surrogate, LEVDA(window=s.window), run=run)
+    cfg = LEVDAConfig(members=members, window=s.window, seed=seed)
+    an = target.levda.assimilate(obs, surrogate, cfg)
     return an[[*VARIABLES, *surrogate.schema.params]].transpose("time", "member", ...).load()
 
 
@@ -485,263 +416,6 @@ def collect(
 # ----------------------------------------------------------------------------- outputs
 
 
-def _at(obj, **labels):
-    """``obj.sel(**labels)`` by position: with this xarray, ``sel`` of one string label kept the
-    dimension (size 1), so labels are looked up and selected with ``isel``."""
-    return obj.isel({dim: list(obj[dim].values).index(value) for dim, value in labels.items()})
-
-
-def _hours(ds: xr.Dataset) -> np.ndarray:
-    return ((ds.time - ds.time[0]) / np.timedelta64(1, "h")).values
-
-
-def plot(ds: xr.Dataset, out: Path) -> list[str]:
-    """The figures (PNG); returns their file names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    hours, names = _hours(ds), []
-    shown = [m for m in ds.method.values if m != LEVDA_EQUAL_K]
-    scored = [m for m in shown if m != FLOOR]
-
-    def save(fig, name: str) -> None:
-        fig.savefig(out / name, dpi=90)
-        plt.close(fig)
-        names.append(name)
-
-    fig, ax = plt.subplots(figsize=(9, 5), constrained_layout=True)
-    for m in shown:
-        d = _at(ds, method=m).mean("case")
-        lo, hi = d.member_err_mean - d.member_err_std, d.member_err_mean + d.member_err_std
-        ax.fill_between(hours, lo, hi, color=COLORS[m], alpha=0.12)
-        ax.plot(hours, d.rrmse, color=COLORS[m], label=m, ls="--" if m == FLOOR else "-")
-    ax.set(yscale="log", xlabel="hours since the source", ylabel="relative RMSE (u, v, eta)")
-    ax.set_title("Ensemble-mean relative RMSE (mean over cases); band: member-wise error +- std")
-    ax.legend()
-    save(fig, "rrmse.png")
-
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), constrained_layout=True)
-    for m in scored:
-        d = _at(ds, method=m).mean("case")
-        axes[0].plot(hours, d.ser, color=COLORS[m], label=m)
-        axes[1].plot(hours, d.crps_eta, color=COLORS[m], label=m)
-    axes[0].axhline(1.0, color="k", lw=0.8, ls="--")
-    axes[0].set(
-        xlabel="hours since the source", ylabel="spread / error", title="Spread-error ratio"
-    )
-    axes[1].set(
-        xlabel="hours since the source", ylabel="CRPS of eta (m)", title="CRPS of eta", yscale="log"
-    )
-    axes[0].legend()
-    save(fig, "ser_crps.png")
-
-    fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
-    for m in ds.method.values:
-        d = _at(ds.param_err, method=m)
-        if bool(np.isfinite(d).any()):
-            ax.plot(hours, 100 * d.mean("case"), color=COLORS[m], label=m)
-    ax.set(xlabel="hours since the source", ylabel="% of the prior range", yscale="log")
-    ax.set_title("Source-position RMSE of the ensemble mean (mean of src_lat, src_lon)")
-    ax.legend()
-    save(fig, "parameters.png")
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
-    for j, m in enumerate(ds.sweep_method.values):
-        err = ds.sweep_rrmse.isel(sweep_method=j).mean("time")
-        ax.errorbar(
-            ds.coverage,
-            err.mean("case"),
-            yerr=err.std("case"),
-            marker="o",
-            capsize=3,
-            color=COLORS[str(m)],
-            label=str(m),
-        )
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="observed grid cells (%)",
-        ylabel="time-mean relative RMSE",
-    )
-    ax.set_xticks(
-        ds.coverage.values,
-        [f"{c:.2g}\ns={st}" for c, st in zip(ds.coverage.values, ds.stride.values, strict=True)],
-    )
-    ax.minorticks_off()
-    ax.set_title("LEVDA vs 4DEnVar over observation strides (mean +- std over cases)")
-    ax.legend()
-    save(fig, "strides.png")
-    return names
-
-
-def _fmt(values: xr.DataArray, pattern: str, scale: float = 1.0) -> str:
-    per_case = values.mean("time") * scale
-    if not bool(np.isfinite(per_case).any()):
-        return "--"
-    text = pattern.format(float(per_case.mean()))
-    if per_case.sizes["case"] > 1:
-        text += f" +- {pattern.format(float(per_case.std()))}"
-    return text
-
-
-def table(ds: xr.Dataset) -> str:
-    """Markdown table of the time-mean scores (mean +- std over cases) and runtimes."""
-    lines = [
-        "| method | K | rel. RMSE | spread/error | CRPS eta (m) | param. error (%) | runtime (s) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    settings = json.loads(ds.attrs["settings"])
-    for m in ds.method.values:
-        d = _at(ds, method=m)
-        latent = m in ("LEVDA", "LD-EnSF")
-        k = settings["latent_members"] if latent else settings["full_members"]
-        k = "--" if m == FLOOR else k
-        runtime = f"{float(d.runtime):.2f} (n={int(d.runtime_count)})" if d.runtime_count else "--"
-        lines.append(
-            f"| {m} | {k} | {_fmt(d.rrmse, '{:.3f}')} | {_fmt(d.ser, '{:.2f}')} | "
-            f"{_fmt(d.crps_eta, '{:.4f}')} | {_fmt(d.param_err, '{:.2f}', 100)} | "
-            f"{runtime} |"
-        )
-    lines.append(
-        f"| LD-EnSF encoder training | -- | | | | | {float(ds.encoder_training_seconds):.1f} |"
-    )
-    return "\n".join(lines)
-
-
-def sweep_table(ds: xr.Dataset) -> str:
-    """Markdown table of the stride sweep (time-mean relative RMSE, mean +- std over cases)."""
-    head = "| stride | observed cells (%) | " + " | ".join(ds.sweep_method.values) + " |"
-    lines = [head, "|---|---|" + "---|" * ds.sizes["sweep_method"]]
-    for i, st in enumerate(ds.stride.values):
-        cells = [
-            _fmt(ds.sweep_rrmse.isel(stride=i, sweep_method=j), "{:.3f}")
-            for j in range(ds.sizes["sweep_method"])
-        ]
-        lines.append(f"| {st} | {float(ds.coverage[i]):.2f} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def targets(ds: xr.Dataset) -> list[str]:
-    """The issue's targets, each checked on the measured numbers (no tuning)."""
-    mean = ds.mean(["time", "case"])
-    out = []
-
-    def has(m):
-        return m in ds.method.values and bool(np.isfinite(_at(mean.rrmse, method=m)))
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "NOT met"
-
-    if has("LEVDA") and has("LD-EnSF"):
-        a, b = (float(_at(mean.rrmse, method=m)) for m in ("LEVDA", "LD-EnSF"))
-        out.append(f"LEVDA relative RMSE <= LD-EnSF's: {a:.3f} vs {b:.3f}: {verdict(a <= b)}")
-        a, b = (abs(float(_at(mean.ser, method=m)) - 1) for m in ("LEVDA", "LD-EnSF"))
-        out.append(
-            "LEVDA spread-error ratio closer to 1 than LD-EnSF's: "
-            f"|SER - 1| = {a:.2f} vs {b:.2f}: {verdict(a < b)}"
-        )
-    if "4DEnVar" in ds.method.values and LEVDA_EQUAL_K in ds.method.values:
-        a, b = (
-            float(_at(ds.runtime, method=LEVDA_EQUAL_K)),
-            float(_at(ds.runtime, method="4DEnVar")),
-        )
-        out.append(
-            f"LEVDA >= 100x faster than full-state 4DEnVar at equal K = 40: {a:.2f} s vs "
-            f"{b:.2f} s, speed-up {b / a:.2f}x: {verdict(b / a >= 100)}"
-        )
-    sweep = ds.sweep_rrmse.mean(["time", "case"])
-    for st, text in (
-        (2, "4DEnVar competitive with LEVDA at stride 2"),
-        (16, "4DEnVar worse than LEVDA at stride 16 (0.39 %)"),
-    ):
-        if st in ds.stride.values:
-            lev, env = (float(_at(sweep, stride=st, sweep_method=m)) for m in ("LEVDA", "4DEnVar"))
-            ok = env <= 1.5 * lev if st == 2 else env > lev
-            crit = " (criterion: 4DEnVar error at most 1.5x LEVDA's)" if st == 2 else ""
-            out.append(f"{text}: LEVDA {lev:.3f}, 4DEnVar {env:.3f}{crit}: {verdict(ok)}")
-    return out
-
-
-def write_markdown(ds: xr.Dataset, figures: list[str], path: Path, command: str, sha: str) -> None:
-    """``docs/compare.md``: settings, tables, target checks, figures, how to regenerate."""
-    s = json.loads(ds.attrs["settings"])
-    rel = Path("results/compare")
-    coverage = float(_at(ds.coverage, stride=s["stride"]))
-    failed = "\n".join(f"- {f}" for f in json.loads(ds.attrs["failures"])) or "none"
-    text = (
-        f"""# Methods side by side on the tsunami twin
-
-Generated by `{command}` (do not edit by hand). Machine: {ds.attrs["machine"]}, one torch
-thread; surrogate `load_pretrained("tsunami")` sha256 `{sha}`.
-
-## Set-up
-
-- Truth: `xlevda.systems.tsunami.simulate` on the 48x48 grid (51 frames over about 11.8 h),
-  sources from `sample_sources` with seeds {s["seeds"]} (one case each).
-- Observations: u, v and eta at every frame at `GridStride({s["stride"]})` (10x10 buoys,
-  100 km apart as in the paper's 10x10 network on 150x150; {coverage:.2f} % of the 48x48
-  cells, {ds.attrs["n_observations_main"]} values per case), noise {100 * s["noise"]:.0f} % of
-  each variable's truth standard deviation.
-- LEVDA: accessor, `LEVDA(window={s["window"]})`, `RunOptions(members={s["latent_members"]})`
-  (defaults otherwise). `{LEVDA_EQUAL_K}` is the same with K = {s["full_members"]} (runtime at
-  equal K).
-- LD-EnSF: `ldensf_filter` with `LDEnSFConfig(members={s["latent_members"]})`, EnSF
-  {s["ensf_steps"]} steps; LSTM encoder (`EncoderConfig(epochs={s["encoder_epochs"]})`) trained
-  on {s["train_runs"]} simulator runs observed at the network; training time reported apart.
-- Full-state methods, K = {s["full_members"]}, through the accessor (`LETKF`, `EnSF`,
-  `FourDEnVar`, float32 as LEVDA) with the simulator as the model (`TsunamiModel`: its C-grid
-  prognostic u, v, eta, N = 6816); members start at rest with bumps at sources drawn from the
-  prior, and estimate the source by state augmentation (not localized).
-  LETKF: R-localization with Gaspari-Cohn support {s["radius"]} grid cells, inflation
-  {s["inflation"]} (also where no observation reaches), analysis every frame. EnSF:
-  `EnSF` (default `EnSFConfig`, {s["ensf_steps"]} steps, no inflation),
-  coordinates scaled per variable as LD-EnSF scales its latent state (obs_scale 0.3; plain
-  standardized coordinates diverged), analysis every frame, no localization. 4DEnVar:
-  strong-constraint, windows of {s["window"]} frames, `Localization` with support
-  {s["radius"]} grid cells, multiplicative inflation {s["inflation"]}, one outer loop.
-  `{PRIOR}` is the full-state prior ensemble run without assimilation; `{FLOOR}` is the
-  surrogate run at the true source (no assimilation): the error floor of the latent methods.
-- Scores per frame: relative RMSE of the ensemble mean of (u, v, eta), each variable divided by
-  its truth standard deviation; spread-error ratio; CRPS of eta; RMSE of the ensemble-mean source
-  position as a fraction of the prior range. Tables: mean over frames, then mean +- std over cases.
-- Runtimes: wall-clock seconds of the whole assimilation of one case (LEVDA and LD-EnSF include
-  decoding every frame onto the grid), median of the runs on the main network
-  (n = runs counted), all measured in the same process.
-
-## Results
-
-{table(ds)}
-
-### LEVDA vs 4DEnVar over observation strides (time-mean relative RMSE)
-
-{sweep_table(ds)}
-
-### Failures
-
-{failed}
-
-### Targets of the issue
-
-"""
-        + "\n".join(f"- {t}" for t in targets(ds))
-        + "\n\n## Figures\n\n"
-        + "\n".join(f"![{f}]({rel / f})" for f in figures)
-        + """
-
-## Files
-
-`docs/results/compare/scores.nc` holds every score per method, case and frame, the runtimes and
-the stride sweep; the table above is `docs/results/compare/table.md`.
-
-    OMP_NUM_THREADS=1 python benchmarks/compare.py            # everything
-    OMP_NUM_THREADS=1 python benchmarks/compare.py --quick    # small version, a few minutes
-"""
-    )
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one case, small encoder, 2 strides")
@@ -768,7 +442,9 @@ def main() -> None:
     ds.to_netcdf(args.out / "scores.nc")
     figures = plot(ds, args.out)
     (args.out / "table.md").write_text(table(ds) + "\n\n" + sweep_table(ds) + "\n")
-    command = "OMP_NUM_THREADS=1 python benchmarks/compare.py" + (" --quick" if args.quick else "")
+    command = "OMP_NUM_THREADS=1 python benchmarks/accuracy/compare.py" + (
+        " --quick" if args.quick else ""
+    )
     write_markdown(ds, figures, args.doc, command, sha)
     print(table(ds))
     print(sweep_table(ds))
