@@ -23,9 +23,11 @@ class Localization:
     ----------
     radius : float
         Distance beyond which an observation has no influence on a state element,
-        finite and > 0, in the units of the model's distances (e.g. km for
-        :class:`xlevda.systems.tsunami_model.TsunamiModel`, sites for Lorenz-96,
-        grid cells for the paper's ``r = 2``).  The taper falls from 1 at distance 0
+        finite and > 0, in the units of the distances the analysis is given: the
+        model's ``distances`` for the methods (e.g. km for
+        :class:`xlevda.systems.tsunami_model.TsunamiModel`, sites for Lorenz-96), or
+        ``state_coords`` of :func:`xlevda.core.envar.fourdenvar` (grid cells for the
+        paper's ``r = 2``).  The taper falls from 1 at distance 0
         to 0 at this radius (its half-width is ``radius / 2``); DAPPER's ``loc_rad``
         (taper ``exp(-1/2)`` at ``loc_rad``) corresponds to ``radius = 2 * 1.82 * loc_rad``.
     chunk : int
