@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,7 +21,7 @@ from xlevda.core.optim import GaussNewtonConfig
 from xlevda.cycle import Cycle
 from xlevda.decode import decode_block
 from xlevda.errors import ConfigError, CoordinateError, ObservationError, VariableError
-from xlevda.methods import LEVDA, ModelError
+from xlevda.methods import LEVDA, Inflation, ModelErrorTerm
 from xlevda.model_error import model_error_std
 from xlevda.run import OutputChunks, RunOptions
 from xlevda.surrogates.schema import Affine
@@ -83,18 +84,19 @@ def test_gauss_newton_jacobians_agree(model, truth, monkeypatch):
     fwd = target(truth).levda.assimilate(point_obs(truth), model, gn, run=RUN)
     used = []
 
-    def recording(*args, jacobian, **kwargs):
-        used.append(jacobian)
-        return solve_window(*args, jacobian=jacobian, **kwargs)
+    def recording(*args, optimizer, **kwargs):
+        used.append(optimizer.jacobian)
+        return solve_window(*args, optimizer=optimizer, **kwargs)
 
     monkeypatch.setattr("xlevda.methods.levda.solve_window", recording)
+    pointwise = dataclasses.replace(gn.optimizer, jacobian="pointwise")
     pw = target(truth).levda.assimilate(
-        point_obs(truth), model, dataclasses.replace(gn, jacobian="pointwise"), run=RUN
+        point_obs(truth), model, dataclasses.replace(gn, optimizer=pointwise), run=RUN
     )
     assert used and set(used) == {"pointwise"}
     np.testing.assert_allclose(pw.latent_state.values, fwd.latent_state.values, atol=1e-6)
     np.testing.assert_allclose(pw.a.values, fwd.a.values, atol=1e-6)
-    assert json.loads(pw.attrs["method_config"])["jacobian"] == "pointwise"
+    assert json.loads(pw.attrs["method_config"])["optimizer"]["jacobian"] == "pointwise"
 
 
 def test_output_points_prepared_once(model, truth, monkeypatch):
@@ -143,7 +145,7 @@ def test_model_error_term(model, truth):
     assert (dressed.u_model_error_std == 0).all()
     assert dressed.eta.attrs["ancillary_variables"] == "eta_model_error_std"
     assert json.loads(dressed.attrs["method_config"])["model_error"] == {
-        "type": "ModelError",
+        "type": "ModelErrorTerm",
         "pooled": True,
     }
     assert json.loads(plain.attrs["method_config"])["model_error"] is None
@@ -153,7 +155,7 @@ def test_model_error_pooled_over_windows(model, truth):
     """By default one variance per variable from the windows that agree (levels weighted by
     their counts; a window more than 5 Gaussian standard errors, sqrt(2 leverage) (sigma^2 +
     pool), above the pool keeps its own, and the pool is recomputed without it), the same at
-    every other output time; with ``ModelError(pooled=False)`` one per window, forward-filled
+    every other output time; with ``ModelErrorTerm(pooled=False)`` one per window, forward-filled
     over unobserved windows."""
     excess = np.array([[0.5, np.nan], [-0.2, np.nan], [np.nan, np.nan], [0.1, 2.0], [9.0, 1.0]])
     count = np.array([[10, 0], [30, 0], [0, 0], [20, 5], [10, 5]])
@@ -170,14 +172,14 @@ def test_model_error_pooled_over_windows(model, truth):
         excess_leverage=leverage,
     )
     which = np.array([0, 0, 1, 2, 3, 4])
-    pooled = model_error_std(cycle, which, ModelError())
+    pooled = model_error_std(cycle, which, ModelErrorTerm())
     # channel 0: the pool of all, 1.3, is exceeded by window 4 (9.0) by more than
     # 5 sqrt(2 / 10) (1 + 1.3) = 5.1; without it the pool is 0.0167 and no other window stands out
     pool0 = (0.5 * 10 - 0.2 * 30 + 0.1 * 20) / 60
     np.testing.assert_allclose(pooled[:, 0], np.sqrt([pool0] * 5 + [9.0]), rtol=1e-12)
     # channel 1: 2.0 and 1.0 (5 values each) agree within their errors: the pool is 1.5
     np.testing.assert_allclose(pooled[:, 1], np.sqrt(1.5), rtol=1e-12)
-    per_window = model_error_std(cycle, which, ModelError(pooled=False))
+    per_window = model_error_std(cycle, which, ModelErrorTerm(pooled=False))
     np.testing.assert_allclose(
         per_window[:, 0], np.sqrt([0.5, 0.5, 0.0, 0.0, 0.1, 9.0]), rtol=1e-12
     )
@@ -185,14 +187,14 @@ def test_model_error_pooled_over_windows(model, truth):
     # a window barely above the pool stays in it: 0.9 with 10 values and noise 1 is within
     # 5 sqrt(2 / 10) (1 + pool) of a pool near 0.14
     close = dataclasses.replace(cycle, excess=np.where(np.arange(5)[:, None] == 4, 0.9, excess))
-    got = model_error_std(close, which, ModelError())[:, 0]
+    got = model_error_std(close, which, ModelErrorTerm())[:, 0]
     pool_close = (0.5 * 10 - 0.2 * 30 + 0.1 * 20 + 0.9 * 10) / 70
     np.testing.assert_allclose(got, np.sqrt(pool_close), rtol=1e-12)
     # through the accessor: constant over time when pooled, and not when not
     obs, tgt = point_obs(truth), target(truth)
     a = tgt.levda.assimilate(obs, model, LEV, run=RUN).eta_model_error_std
     b = tgt.levda.assimilate(
-        obs, model, dataclasses.replace(LEV, model_error=ModelError(pooled=False)), run=RUN
+        obs, model, dataclasses.replace(LEV, model_error=ModelErrorTerm(pooled=False)), run=RUN
     ).eta_model_error_std
     # pooled: one value broadcast to every time (bit-identical); per window: values differ
     # by far more than round-off
@@ -201,8 +203,8 @@ def test_model_error_pooled_over_windows(model, truth):
     assert (
         "pooled over the windows" in a.attrs["long_name"] and "the window's" in b.attrs["long_name"]
     )
-    with pytest.raises(ConfigError, match=r"ModelError\.pooled=1: expected a bool"):
-        ModelError(pooled=1)
+    with pytest.raises(ConfigError, match=r"ModelErrorTerm\.pooled=1: expected a bool"):
+        ModelErrorTerm(pooled=1)
 
 
 def test_decode_block_leaves_shared_tensors_alone():
@@ -315,9 +317,17 @@ def test_background_parameters(model, truth):
         (RunOptions, {"chunks": (8, 25)}, r"chunks=\(8, 25\): expected OutputChunks"),
         (OutputChunks, {"time": 0}, r"OutputChunks.time=0: expected an integer >= 1"),
         (LEVDA, {"window": 0}, "window tau=0"),
-        (LEVDA, {"inflation_rho": 0.5}, "rho=0.5"),
-        (LEVDA, {"jacobian": "reverse"}, "jacobian='reverse': expected 'forward' or"),
-        (LEVDA, {"model_error": True}, r"model_error=True: expected ModelError\(\) or None"),
+        (LEVDA, {"inflation": 1.5}, r"LEVDA.inflation=1\.5: expected Inflation\(\.\.\.\)"),
+        (LEVDA, {"member_mode": "rml"}, r"LEVDA.member_mode='rml': expected SharedCost\(\) or"),
+        (LEVDA, {"optimizer": "gn"}, r"LEVDA.optimizer='gn': expected LBFGSConfig or"),
+        (
+            LEVDA,
+            {"model_error": True},
+            r"LEVDA.model_error=True: expected ModelErrorTerm\(\) or None",
+        ),
+        (Inflation, {"multiplicative": 0.5}, r"Inflation.multiplicative=0\.5 is out of range"),
+        (Inflation, {"additive": math.nan}, r"Inflation.additive=nan is out of range"),
+        (GaussNewtonConfig, {"jacobian": "reverse"}, "jacobian='reverse' is invalid: use 'forw"),
     ],
 )
 def test_bad_config(cls, kwargs, match):

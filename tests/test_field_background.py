@@ -13,7 +13,7 @@ import xlevda
 from tests.test_api import model, point_obs, target, truth  # noqa: F401  (fixtures)
 from xlevda.core.inversion import fit_latent, rollout_state
 from xlevda.errors import CoordinateError, ObservationError, ShapeError, VariableError
-from xlevda.methods import LEVDA, Randomized
+from xlevda.methods import LEVDA, RandomizedMaximumLikelihood
 from xlevda.run import RunOptions
 
 K = 6
@@ -53,7 +53,7 @@ def test_analysis_starts_from_the_fields(model, truth):  # noqa: F811
     bg, _ = fields_of(model, 2)
     obs = point_obs(truth.isel(time=slice(2, None)), std=1e6)  # no information
     # randomized members with uninformative data minimize |alpha - a_j|^2: member j itself
-    cfg = LEVDA(window=2, mode=Randomized(seed=1))
+    cfg = LEVDA(window=2, member_mode=RandomizedMaximumLikelihood())
     run = RunOptions(members=K, dtype="float64")
     where = target(truth).isel(time=slice(2, None))
     an = where.levda.assimilate(obs, model, cfg, run=run, background=bg[["eta", "u"]])

@@ -18,8 +18,7 @@ import xarray as xr
 import xlevda
 from xlevda import LETKF, LEVDA, EnSF, FourDEnVar, RunOptions
 from xlevda.core.dynamics import trajectory
-from xlevda.core.ensf import ScaledEnSFConfig
-from xlevda.core.letkf import LETKFConfig, letkf_analysis
+from xlevda.core.letkf import letkf_analysis
 from xlevda.errors import ConfigError, ObservationError, VariableError
 from xlevda.initial import prior as prior_params
 from xlevda.methods import EnSFConfig, Inflation, Localization
@@ -151,8 +150,7 @@ def test_chunked_letkf_of_the_augmented_state_equals_a_plain_loop():
     k, frames, sites = 8, [1, 2, 4], [0, 1, 2, 3]  # sites 6..8 lie beyond the radius
     bg = background(truth, k=k, seed=5)
     obs = observations(truth, frames=frames, sites=sites, std=0.5)
-    cfg = LETKFConfig(inflation=1.1, localization_radius=2.5)
-    method = LETKF(inflation=1.1, localization_radius=2.5, chunk=3)
+    method = LETKF(Inflation(1.1), Localization(2.5, chunk=3))
     an = target(truth).levda.assimilate(
         obs, model, method, run=RunOptions(members=k), background=bg
     )
@@ -163,7 +161,8 @@ def test_chunked_letkf_of_the_augmented_state_equals_a_plain_loop():
         z = trajectory(model, z, frame - previous)[:, -1]
         previous = frame
         y = torch.as_tensor(obs.x.values[i])
-        z = letkf_analysis(z, y, z[:, sites], torch.full((4,), 0.5, dtype=F64), cfg, dist)
+        std = torch.full((4,), 0.5, dtype=F64)
+        z = letkf_analysis(z, y, z[:, sites], std, inflation=1.1, radius=2.5, distances=dist)
         np.testing.assert_allclose(augmented(an, model, frame), z.numpy(), atol=1e-10)
     far = augmented(an, model, 1)[:, 7]
     fc = trajectory(model, z_background(bg, model), 1)[:, -1, 7].numpy()
@@ -183,10 +182,10 @@ def test_lorenz96_filters_track_the_truth_and_estimate_the_forcing():
     free_rmse = float(np.sqrt(((free[20:].numpy() - truth.x.values[20:]) ** 2).mean()))
     assert free_rmse > 2.0  # without observations the ensemble mean loses the truth
     for method, bound in (
-        (LETKF(inflation=1.05, localization_radius=4.0), 0.7),
+        (LETKF(Inflation(1.05), Localization(4.0)), 0.7),
         (FourDEnVar(localization=Localization(4.0)), 0.7),
         # the EnSF is weaker at K=20 and needs inflation not to collapse (measured 0.55)
-        (EnSF(EnSFConfig(steps=50), inflation=1.1), 1.0),
+        (EnSF(EnSFConfig(steps=50), inflation=Inflation(1.1)), 1.0),
     ):
         run = RunOptions(members=k, seed=1)
         an = target(truth).levda.assimilate(obs, model, method, run=run, background=bg)
@@ -224,7 +223,7 @@ def tsunami_case():
 @pytest.mark.parametrize(
     "method",
     [
-        LETKF(inflation=1.1, localization_radius=250.0),
+        LETKF(Inflation(1.1), Localization(250.0)),
         # the paper's damping h = 1 - t (TweedieLikelihood does better, 0.008 at the end,
         # but costs d = 434 backward passes per step: minutes)
         EnSF(EnSFConfig(steps=100)),
@@ -284,18 +283,40 @@ def test_bad_input():
         where.levda.assimilate(off_frame, model, LETKF(), run=RunOptions(members=6), background=bg)
     with pytest.raises(ConfigError, match=r"method must be an xlevda method .* got str"):
         run("letkf")
-    with pytest.raises(ConfigError, match=r"LETKF.chunk=0: expected an integer >= 1"):
-        LETKF(chunk=0)
+    with pytest.raises(ConfigError, match=r"Localization.chunk=0 is out of range: must be an int"):
+        LETKF(localization=Localization(2.0, chunk=0))
     with pytest.raises(ConfigError, match=r"FourDEnVar.window=0: expected an integer >= 1"):
         FourDEnVar(window=0)
-    with pytest.raises(ConfigError, match=r"inflation must be >= 1, got 0\.9"):
-        LETKFConfig(inflation=0.9)
-    with pytest.raises(ConfigError, match="localization_radius must be None or finite and > 0"):
-        LETKFConfig(localization_radius=0.0)
-    with pytest.raises(ConfigError, match=r"radius=-1\.0 is out of range"):
+    with pytest.raises(ConfigError, match=r"Inflation.multiplicative=0\.9 is out of range"):
+        LETKF(Inflation(0.9))
+    with pytest.raises(ConfigError, match=r"LETKF.inflation=1\.1: expected Inflation"):
+        LETKF(inflation=1.1)
+    with pytest.raises(ConfigError, match=r"additive inflation is not supported by the LETKF"):
+        LETKF(Inflation(additive=0.1))
+    with pytest.raises(ConfigError, match=r"LETKF.localization=2\.5: expected Localization"):
+        LETKF(localization=2.5)
+    with pytest.raises(ConfigError, match=r"Localization.radius=0\.0 is out of range"):
+        LETKF(localization=Localization(0.0))
+    with pytest.raises(ConfigError, match=r"Localization.radius=-1\.0 is out of range"):
         Localization(-1.0)
-    with pytest.raises(ConfigError, match=r"inflation=0\.5 is out of range"):
-        ScaledEnSFConfig(inflation=0.5)
+    with pytest.raises(ConfigError, match=r"Inflation.multiplicative=0\.5 is out of range"):
+        EnSF(inflation=Inflation(0.5))
+    with pytest.raises(ConfigError, match=r"EnSF.inflation=1\.1: expected Inflation"):
+        EnSF(inflation=1.1)
+    with pytest.raises(ConfigError, match=r"additive inflation is not supported by the EnSF"):
+        EnSF(inflation=Inflation(additive=0.1))
+    with pytest.raises(ConfigError, match=r"EnSF.obs_scale=0 is out of range"):
+        EnSF(obs_scale=0)
+    with pytest.raises(ConfigError, match=r"EnSF.ensf=3 is invalid: use EnSFConfig"):
+        EnSF(ensf=3)
+    with pytest.raises(ConfigError, match=r"FourDEnVar.inflation=1\.1: expected Inflation"):
+        FourDEnVar(inflation=1.1)
+    with pytest.raises(ConfigError, match=r"FourDEnVar.localization=2\.0: expected Localization"):
+        FourDEnVar(localization=2.0)
+    with pytest.raises(ConfigError, match=r"FourDEnVar.outer_loops=0 is out of range"):
+        FourDEnVar(outer_loops=0)
+    with pytest.raises(ConfigError, match=r"FourDEnVar.outer_loops=2 with localization is not"):
+        FourDEnVar(localization=Localization(2.0), outer_loops=2)
 
 
 def test_levda_on_a_simulator_starts_from_its_initial_state(tsunami_case):
@@ -313,7 +334,7 @@ def test_fourdenvar_additive_inflation_follows_the_seed():
     truth, model = truth_run(), ring(LinearRing)
     bg = background(truth, k=6, seed=4)
     obs = observations(truth, frames=[1, 2, 3, 4], std=0.5)
-    method = FourDEnVar(inflation=Inflation(rho=1.0, sigma=0.1), window=2)
+    method = FourDEnVar(inflation=Inflation(multiplicative=1.0, additive=0.1), window=2)
     a, b = (
         target(truth).levda.assimilate(
             obs, model, method, run=RunOptions(members=6, seed=seed), background=bg

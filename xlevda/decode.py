@@ -100,7 +100,7 @@ def decode_block(
     One task per variable and block: a block decoded once for all variables would stay in
     memory until the last variable's chunk is written, which made NetCDF writes hold most
     of the analysis at once.  ``error_std`` (all output times, normalized units) adds the
-    model-error term (:class:`~xlevda.model_error.ModelError`), drawn per (output time,
+    model-error term (:class:`~xlevda.model_error.ModelErrorTerm`), drawn per (output time,
     member) from ``(seed, channel, time, member)`` so that no chunking changes it.
     """
     norm = model.schema.output_norm

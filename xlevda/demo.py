@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from types import ModuleType
-from typing import Literal
 
 import numpy as np
 import xarray as xr
@@ -301,13 +300,12 @@ def twin_experiment(
     members: int = 100,
     optimizer: LBFGSConfig | GaussNewtonConfig | None = None,
     surrogate: LDNet | None = None,
-    jacobian: Literal["forward", "pointwise"] = "forward",
-    mode: MemberMode | None = None,
+    member_mode: MemberMode | None = None,
 ) -> Twin:
     """Simulate a hidden truth, observe it and assimilate it with the shipped surrogate.
 
-    ``optimizer``, ``jacobian`` and ``mode`` replace :class:`~xlevda.methods.LEVDA`'s
-    defaults and
+    ``optimizer`` (with its ``jacobian`` for Gauss-Newton) and ``member_mode`` replace
+    :class:`~xlevda.methods.LEVDA`'s defaults and
     ``surrogate`` the shipped surrogate of ``system``: an :class:`~xlevda.LDNet`
     trained on that system's simulations, whose recorded training configuration
     sets the simulated truth.  The analysis stays lazy (decoded when written or
@@ -336,11 +334,11 @@ def twin_experiment(
         truth[list(sys_.observed)], observe.GridStride(stride), noise_ratio=0.1, seed=seed + 1
     )
     target = truth.drop_vars(list(truth.data_vars))
-    method = LEVDA(window=5, jacobian=jacobian)
+    method = LEVDA(window=5)
     if optimizer is not None:
         method = replace(method, optimizer=optimizer)
-    if mode is not None:
-        method = replace(method, mode=mode)
+    if member_mode is not None:
+        method = replace(method, member_mode=member_mode)
     run = RunOptions(members=members, seed=seed)
     t0 = time.perf_counter()
     analysis = target.levda.assimilate(obs, model, method, run=run)

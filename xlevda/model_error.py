@@ -16,7 +16,7 @@ import numpy as np
 from xlevda.cycle import Cycle
 from xlevda.errors import ConfigError
 
-__all__ = ["OUTLIER_Z", "ModelError", "model_error_std", "pooled_variance"]
+__all__ = ["OUTLIER_Z", "ModelErrorTerm", "model_error_std", "pooled_variance"]
 
 OUTLIER_Z = 5.0
 """Standard errors by which a window's level must exceed the pool to keep its own.
@@ -27,7 +27,7 @@ them from the pool, a window whose members sat in different minima 118-131."""
 
 
 @dataclass(frozen=True)
-class ModelError:
+class ModelErrorTerm:
     """An additive model-error term in LEVDA's output fields, estimated from the data.
 
     The analysis members are states of the surrogate, so their spread represents the
@@ -63,14 +63,14 @@ class ModelError:
     --------
     >>> from xlevda.methods import LEVDA
     >>> LEVDA().model_error
-    ModelError(pooled=True)
+    ModelErrorTerm(pooled=True)
     """
 
     pooled: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.pooled, bool):
-            raise ConfigError(f"ModelError.pooled={self.pooled!r}: expected a bool")
+            raise ConfigError(f"ModelErrorTerm.pooled={self.pooled!r}: expected a bool")
 
 
 def pooled_variance(
@@ -104,11 +104,11 @@ def pooled_variance(
 
 
 def model_error_std(
-    cycle: Cycle, which: np.ndarray, model_error: ModelError | None
+    cycle: Cycle, which: np.ndarray, model_error: ModelErrorTerm | None
 ) -> np.ndarray | None:
     """Standard deviation (T, C) of the model-error term at each output time, normalized.
 
-    Pooled (``ModelError(pooled=True)``, and without the option, for the diagnostic;
+    Pooled (``ModelErrorTerm(pooled=True)``, and without the option, for the diagnostic;
     :func:`pooled_variance`), or per window, where a window without observations of a
     channel keeps the last estimate; 0 before any and for a channel never observed.
     ``None`` for a cycle without the estimates (methods other than LEVDA).

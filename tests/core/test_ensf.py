@@ -19,7 +19,6 @@ from xlevda.core.ensf import (
     EnSFConfig,
     LinearDamping,
     NoDamping,
-    ScaledEnSFConfig,
     TweedieLikelihood,
     ensf_analysis,
     scaled_ensf_analysis,
@@ -228,8 +227,9 @@ def test_scaled_ensf_keeps_a_group_without_spread():
         lambda z: z[:, :3],
         y,
         torch.ones(3, dtype=F64),
-        ScaledEnSFConfig(EnSFConfig(steps=100), inflation=1.2),
         gen,
+        ensf=EnSFConfig(steps=100),
+        inflation=1.2,
     )
     assert torch.equal(analysis[:, 3], forecast[:, 3])
     assert (analysis[:, :3].mean(0) - state.mean(0)).abs().min() > 0.3  # pulled towards 12

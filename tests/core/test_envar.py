@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from xlevda.core.envar import (
-    FourDEnVarConfig,
-    Localization,
+    check_outer_loops,
     fourdenvar,
 )
-from xlevda.core.members import Inflation
+from xlevda.core.inflation import Inflation
+from xlevda.core.localization import Localization
 from xlevda.core.taper import gaspari_cohn
 from xlevda.core.window import ObsWindow
 from xlevda.errors import ConfigError, ShapeError, VariableError
@@ -96,7 +96,7 @@ def test_linear_equals_kalman_smoother_and_4dvar():
     B, xb, y, sigma = _problem()
     R = torch.diag(sigma**2)
     ens = _exact_ensemble(xb, B, K=N + 3, seed=1)
-    res = fourdenvar(ens, model, observe, _window(y, sigma), FourDEnVarConfig())
+    res = fourdenvar(ens, model, observe, _window(y, sigma))
     gain = B @ G.T @ torch.linalg.inv(G @ B @ G.T + R)
     smoother_mean, smoother_cov = xb + gain @ (y - G @ xb), B - gain @ G @ B
     hess = torch.linalg.inv(B) + G.T @ torch.linalg.inv(R) @ G
@@ -112,7 +112,7 @@ def test_multiplicative_inflation_scales_b():
     model, G = _linear_model()
     B, xb, y, sigma = _problem(1)
     ens = _exact_ensemble(xb, B, K=N + 1, seed=2)
-    res = fourdenvar(ens, model, observe, _window(y, sigma), FourDEnVarConfig(Inflation(1.5)))
+    res = fourdenvar(ens, model, observe, _window(y, sigma), inflation=Inflation(1.5))
     Bi = 2.25 * B
     expected = xb + Bi @ G.T @ torch.linalg.solve(G @ Bi @ G.T + torch.diag(sigma**2), y - G @ xb)
     torch.testing.assert_close(res.mean, expected, rtol=0, atol=1e-8)
@@ -122,8 +122,8 @@ def test_linear_one_outer_loop_equals_several():
     model, _ = _linear_model(3)
     B, xb, y, sigma = _problem(2)
     ens = _ensemble(xb, B, K=5, seed=3)  # rank-deficient: K - 1 < N
-    one = fourdenvar(ens, model, observe, _window(y, sigma), FourDEnVarConfig())
-    four = fourdenvar(ens, model, observe, _window(y, sigma), FourDEnVarConfig(outer_loops=4))
+    one = fourdenvar(ens, model, observe, _window(y, sigma))
+    four = fourdenvar(ens, model, observe, _window(y, sigma), outer_loops=4)
     torch.testing.assert_close(four.mean, one.mean, rtol=0, atol=1e-10)
     torch.testing.assert_close(four.members, one.members, rtol=0, atol=1e-10)
     torch.testing.assert_close(four.misfit[1:], one.misfit[1].expand(4), rtol=1e-10, atol=0)
@@ -133,9 +133,9 @@ def test_huge_radius_equals_no_localization():
     B, xb, y, sigma = _problem(3)
     ens = _exact_ensemble(xb, B, K=8, seed=4)
     win = _window(y, sigma)
-    glob = fourdenvar(ens, _nonlinear_model, observe, win, FourDEnVarConfig())
-    cfg = FourDEnVarConfig(localization=Localization(1e6, chunk=4))
-    loc = fourdenvar(ens, _nonlinear_model, observe, win, cfg, state_coords=COORDS)
+    glob = fourdenvar(ens, _nonlinear_model, observe, win)
+    local = Localization(1e6, chunk=4)
+    loc = fourdenvar(ens, _nonlinear_model, observe, win, localization=local, state_coords=COORDS)
     torch.testing.assert_close(loc.mean, glob.mean, rtol=0, atol=1e-8)
     torch.testing.assert_close(loc.members, glob.members, rtol=0, atol=1e-8)
     torch.testing.assert_close(loc.misfit, glob.misfit, rtol=1e-8, atol=0)
@@ -146,8 +146,10 @@ def test_far_element_keeps_its_background():
     ens = _exact_ensemble(xb, B, K=7, seed=5)
     coords = COORDS.clone()
     coords[2] = 50.0  # element 2 is far from every observation point
-    cfg = FourDEnVarConfig(localization=Localization(3.0))
-    res = fourdenvar(ens, _nonlinear_model, observe, _window(y, sigma), cfg, state_coords=coords)
+    local = Localization(3.0)
+    res = fourdenvar(
+        ens, _nonlinear_model, observe, _window(y, sigma), localization=local, state_coords=coords
+    )
     torch.testing.assert_close(res.members[:, 2], ens[:, 2], rtol=0, atol=1e-12)
     torch.testing.assert_close(res.mean[2], ens[:, 2].mean(), rtol=0, atol=1e-12)
     assert (res.mean - ens.mean(0)).abs()[[0, 1, 3, 4, 5]].min() > 1e-6
@@ -164,7 +166,7 @@ def test_no_observations_keep_the_background(loc):
         _nonlinear_model,
         observe,
         win,
-        FourDEnVarConfig(localization=loc),
+        localization=loc,
         state_coords=COORDS,
     )
     torch.testing.assert_close(res.members, ens, rtol=0, atol=1e-12)
@@ -176,16 +178,20 @@ def test_given_distances_equal_state_coords():
     B, xb, y, sigma = _problem(5)
     ens = _ensemble(xb, B, K=6, seed=6)
     win = _window(y, sigma)
-    cfg = FourDEnVarConfig(localization=Localization(2.5, chunk=4))
-    by_coords = fourdenvar(ens, _nonlinear_model, observe, win, cfg, state_coords=COORDS)
+    local = Localization(2.5, chunk=4)
+    by_coords = fourdenvar(
+        ens, _nonlinear_model, observe, win, localization=local, state_coords=COORDS
+    )
     dist = torch.cdist(COORDS, win.points.flatten(0, 1))
-    by_dist = fourdenvar(ens, _nonlinear_model, observe, win, cfg, distances=dist)
+    by_dist = fourdenvar(ens, _nonlinear_model, observe, win, localization=local, distances=dist)
     torch.testing.assert_close(by_dist.members, by_coords.members, rtol=0, atol=1e-12)
-    glob = fourdenvar(ens, _nonlinear_model, observe, win, FourDEnVarConfig())
-    everywhere = fourdenvar(ens, _nonlinear_model, observe, win, cfg, distances=dist * 0)
+    glob = fourdenvar(ens, _nonlinear_model, observe, win)
+    everywhere = fourdenvar(
+        ens, _nonlinear_model, observe, win, localization=local, distances=dist * 0
+    )
     torch.testing.assert_close(everywhere.members, glob.members, rtol=0, atol=1e-10)
     with pytest.raises(ConfigError, match=r"distances=\(6, 5\) is invalid"):
-        fourdenvar(ens, _nonlinear_model, observe, win, cfg, distances=dist[:, :5])
+        fourdenvar(ens, _nonlinear_model, observe, win, localization=local, distances=dist[:, :5])
 
 
 def test_local_analyses_equal_per_element_loop():
@@ -193,8 +199,10 @@ def test_local_analyses_equal_per_element_loop():
     B, xb, y, sigma = _problem(5)
     ens = _ensemble(xb, B, K=6, seed=6)
     radius, K = 2.5, ens.shape[0]
-    cfg = FourDEnVarConfig(localization=Localization(radius, chunk=4))
-    res = fourdenvar(ens, _nonlinear_model, observe, _window(y, sigma), cfg, state_coords=COORDS)
+    local = Localization(radius, chunk=4)
+    res = fourdenvar(
+        ens, _nonlinear_model, observe, _window(y, sigma), localization=local, state_coords=COORDS
+    )
     pert = (ens - ens.mean(0)) / math.sqrt(K - 1)
     hx = observe(_nonlinear_model(ens)).flatten(1)
     Y = (hx - hx.mean(0)) / math.sqrt(K - 1)
@@ -217,9 +225,7 @@ def test_outer_loops_reduce_misfit_of_nonlinear_model():
     y = observe(_nonlinear_model(truth[None])).flatten() + 0.05 * y
     sigma = torch.full((6,), 0.05, dtype=F64)
     ens = _exact_ensemble(xb, B, K=N + 1, seed=7)
-    res = fourdenvar(
-        ens, _nonlinear_model, observe, _window(y, sigma), FourDEnVarConfig(outer_loops=6)
-    )
+    res = fourdenvar(ens, _nonlinear_model, observe, _window(y, sigma), outer_loops=6)
     assert res.misfit[-1] < 0.5 * res.misfit[1] < 0.5 * res.misfit[0]
 
 
@@ -234,42 +240,50 @@ def test_gaspari_cohn_shape():
 
 def test_config_errors():
     with pytest.raises(ConfigError, match="outer_loops=0"):
-        FourDEnVarConfig(outer_loops=0)
+        check_outer_loops(0, None)
     with pytest.raises(ConfigError, match="outer_loops=2 with localization is not supported"):
-        FourDEnVarConfig(localization=Localization(2.0), outer_loops=2)
-    with pytest.raises(ConfigError, match=r"localization=2\.0"):
-        FourDEnVarConfig(localization=2.0)
-    with pytest.raises(ConfigError, match=r"inflation=1\.1"):
-        FourDEnVarConfig(inflation=1.1)
-    with pytest.raises(ConfigError, match="radius=0"):
+        check_outer_loops(2, Localization(2.0))
+    with pytest.raises(ConfigError, match=r"Localization.radius=0 is out of range: must be a fin"):
         Localization(radius=0)
-    with pytest.raises(ConfigError, match="chunk=0"):
+    with pytest.raises(ConfigError, match=r"Localization.radius=inf is out of range"):
+        Localization(radius=math.inf)
+    with pytest.raises(ConfigError, match=r"Localization.radius='2' is invalid"):
+        Localization(radius="2")
+    with pytest.raises(ConfigError, match=r"Localization.chunk=0 is out of range: must be an int"):
         Localization(radius=1.0, chunk=0)
 
 
 def test_input_errors():
     model, _ = _linear_model()
     B, xb, y, sigma = _problem()
-    ens, win, cfg = _exact_ensemble(xb, B, K=7, seed=1), _window(y, sigma), FourDEnVarConfig()
+    ens, win = _exact_ensemble(xb, B, K=7, seed=1), _window(y, sigma)
     with pytest.raises(ShapeError, match=r"background must be .* \(K, N\), got \(6,\)"):
-        fourdenvar(ens[0], model, observe, win, cfg)
+        fourdenvar(ens[0], model, observe, win)
     with pytest.raises(ConfigError, match="K=1"):
-        fourdenvar(ens[:1], model, observe, win, cfg)
+        fourdenvar(ens[:1], model, observe, win)
     bad = ens.clone()
     bad[4, 0] = math.inf
     with pytest.raises(VariableError, match="member 4"):
-        fourdenvar(bad, model, observe, win, cfg)
+        fourdenvar(bad, model, observe, win)
     with pytest.raises(ShapeError, match=r"model returned \(8, 6\)"):
-        fourdenvar(ens, lambda x: x, observe, win, cfg)
+        fourdenvar(ens, lambda x: x, observe, win)
     with pytest.raises(ShapeError, match=r"observe returned \(8, 3, 2\)"):
-        fourdenvar(ens, model, lambda tr: observe(tr)[..., 0], win, cfg)
+        fourdenvar(ens, model, lambda tr: observe(tr)[..., 0], win)
     with pytest.raises(VariableError, match="model returned non-finite"):
-        fourdenvar(ens, lambda x: model(x) / 0, observe, win, cfg)
+        fourdenvar(ens, lambda x: model(x) / 0, observe, win)
     with pytest.raises(
         ConfigError, match=r"exactly one of state_coords \(N, n_dim\) = \(6, 1\).* neither"
     ):
-        fourdenvar(ens, model, observe, win, FourDEnVarConfig(localization=Localization(2.0)))
+        fourdenvar(ens, model, observe, win, localization=Localization(2.0))
     with pytest.raises(ConfigError, match="window=3"):
-        fourdenvar(ens, model, observe, 3, cfg)
-    with pytest.raises(ConfigError, match="config=None"):
-        fourdenvar(ens, model, observe, win, None)
+        fourdenvar(ens, model, observe, 3)
+    with pytest.raises(ConfigError, match=r"localization=2\.0 is invalid"):
+        fourdenvar(ens, model, observe, win, localization=2.0)
+    with pytest.raises(ConfigError, match=r"inflation=1\.1 is invalid"):
+        fourdenvar(ens, model, observe, win, inflation=1.1)
+    with pytest.raises(ConfigError, match="outer_loops=0"):
+        fourdenvar(ens, model, observe, win, outer_loops=0)
+    with pytest.raises(ConfigError, match="outer_loops=2 with localization is not supported"):
+        fourdenvar(ens, model, observe, win, localization=Localization(2.0), outer_loops=2)
+    with pytest.raises(ConfigError, match="seed=-1 is invalid"):
+        fourdenvar(ens, model, observe, win, seed=-1)

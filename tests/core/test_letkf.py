@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xlevda.core.letkf import LETKFConfig, letkf_analysis
+from xlevda.core.letkf import letkf_analysis
 from xlevda.core.taper import gaspari_cohn
 from xlevda.errors import ConfigError, ObservationError, ShapeError
 from xlevda.systems.lorenz96 import rk4_step, simulate
@@ -74,10 +74,11 @@ def test_batch_of_cases_equals_one_case_at_a_time():
     problems = [random_problem(s) for s in range(3)]
     stacked = [torch.stack(p) for p in zip(*problems, strict=True)]
     dist = torch.rand(3, 5, 4, generator=torch.Generator().manual_seed(9), dtype=F64) * 4
-    for cfg, distances in ((LETKFConfig(1.1), None), (LETKFConfig(1.1, 3.0), dist)):
-        batched = letkf_analysis(*stacked, cfg, distances)
+    for radius, distances in ((None, None), (3.0, dist)):
+        cfg = {"inflation": 1.1, "radius": radius}
+        batched = letkf_analysis(*stacked, **cfg, distances=distances)
         for c, p in enumerate(problems):
-            one = letkf_analysis(*p, cfg, None if distances is None else distances[c])
+            one = letkf_analysis(*p, **cfg, distances=None if distances is None else distances[c])
             torch.testing.assert_close(batched[c], one, rtol=0, atol=1e-12)
 
 
@@ -91,10 +92,10 @@ def test_batch_of_cases_equals_one_case_at_a_time():
 def test_analysis_is_member_permutation_equivariant(seed, k, radius, data):
     forecast, obs, obs_forecast, std = random_problem(seed, k=k)
     perm = torch.tensor(data.draw(st.permutations(range(k))))
-    cfg = LETKFConfig(1.05, radius)
+    cfg = {"inflation": 1.05, "radius": radius}
     dist = None if radius is None else ring_distances(5, torch.tensor([0.0, 1.5, 2.0, 4.0]))
-    analysis = letkf_analysis(forecast, obs, obs_forecast, std, cfg, dist)
-    permuted = letkf_analysis(forecast[perm], obs, obs_forecast[perm], std, cfg, dist)
+    analysis = letkf_analysis(forecast, obs, obs_forecast, std, **cfg, distances=dist)
+    permuted = letkf_analysis(forecast[perm], obs, obs_forecast[perm], std, **cfg, distances=dist)
     torch.testing.assert_close(permuted, analysis[perm], rtol=0, atol=1e-12)
 
 
@@ -103,13 +104,15 @@ def test_inflation_scales_the_forecast_perturbations(radius):
     forecast, obs, obs_forecast, std = random_problem(3)
     dist = None if radius is None else ring_distances(5, torch.tensor([0.0, 1.0, 2.5, 3.0]))
     rho = 1.3
-    inflated = letkf_analysis(forecast, obs, obs_forecast, std, LETKFConfig(rho, radius), dist)
+    inflated = letkf_analysis(
+        forecast, obs, obs_forecast, std, inflation=rho, radius=radius, distances=dist
+    )
 
     def widen(e: torch.Tensor) -> torch.Tensor:
         return e.mean(0) + rho * (e - e.mean(0))
 
     by_hand = letkf_analysis(
-        widen(forecast), obs, widen(obs_forecast), std, LETKFConfig(1.0, radius), dist
+        widen(forecast), obs, widen(obs_forecast), std, radius=radius, distances=dist
     )
     torch.testing.assert_close(inflated, by_hand, rtol=0, atol=1e-12)
     assert not torch.allclose(inflated, letkf_analysis(forecast, obs, obs_forecast, std))
@@ -117,7 +120,7 @@ def test_inflation_scales_the_forecast_perturbations(radius):
 
 def test_uninformative_observations_leave_the_inflated_forecast():
     forecast, obs, obs_forecast, std = random_problem(4)
-    out = letkf_analysis(forecast, obs, obs_forecast, std * 1e9, LETKFConfig(1.2))
+    out = letkf_analysis(forecast, obs, obs_forecast, std * 1e9, inflation=1.2)
     torch.testing.assert_close(
         out, forecast.mean(0) + 1.2 * (forecast - forecast.mean(0)), rtol=0, atol=1e-9
     )
@@ -126,10 +129,12 @@ def test_uninformative_observations_leave_the_inflated_forecast():
 def test_huge_radius_equals_global_etkf():
     forecast, obs, obs_forecast, std = random_problem(5)
     dist = ring_distances(5, torch.tensor([0.0, 1.0, 2.5, 3.0]))
-    local = letkf_analysis(forecast, obs, obs_forecast, std, LETKFConfig(1.1, 1e9), dist)
+    local = letkf_analysis(
+        forecast, obs, obs_forecast, std, inflation=1.1, radius=1e9, distances=dist
+    )
     torch.testing.assert_close(
         local,
-        letkf_analysis(forecast, obs, obs_forecast, std, LETKFConfig(1.1)),
+        letkf_analysis(forecast, obs, obs_forecast, std, inflation=1.1),
         atol=1e-10,
         rtol=0,
     )
@@ -141,8 +146,9 @@ def test_each_local_analysis_is_an_etkf_with_tapered_errors():
     forecast, obs, obs_forecast, std = random_problem(6, k=7, n=8, m=4)
     positions = torch.tensor([0.5, 1.0, 4.2, 6.0], dtype=F64)
     dist = ring_distances(8, positions)
-    cfg = LETKFConfig(1.05, 2.6)
-    local = letkf_analysis(forecast, obs, obs_forecast, std, cfg, dist)
+    local = letkf_analysis(
+        forecast, obs, obs_forecast, std, inflation=1.05, radius=2.6, distances=dist
+    )
     taper = gaspari_cohn(dist, 2.6)
     for n in range(8):
         near = taper[n] > 0
@@ -152,7 +158,7 @@ def test_each_local_analysis_is_an_etkf_with_tapered_errors():
             obs[near],
             obs_forecast[:, near],
             std[near] / taper[n, near].sqrt(),
-            LETKFConfig(1.05),
+            inflation=1.05,
         )
         torch.testing.assert_close(local[:, n], reference[:, n], rtol=0, atol=1e-12)
 
@@ -160,7 +166,7 @@ def test_each_local_analysis_is_an_etkf_with_tapered_errors():
 def test_grid_points_beyond_the_radius_are_unchanged():
     forecast, obs, obs_forecast, std = random_problem(7, k=5, n=10, m=1)
     dist = ring_distances(10, torch.tensor([2.0], dtype=F64))  # one observation at site 2
-    out = letkf_analysis(forecast, obs, obs_forecast, std, LETKFConfig(1.0, 3.0), dist)
+    out = letkf_analysis(forecast, obs, obs_forecast, std, radius=3.0, distances=dist)
     far = dist[:, 0] >= 3.0
     torch.testing.assert_close(out[:, far], forecast[:, far], rtol=0, atol=1e-12)
     assert (out[:, ~far] - forecast[:, ~far]).abs().min() > 1e-6
@@ -186,13 +192,13 @@ def test_lorenz96_filter_tracks_the_truth(k, inflation, radius):
     g = torch.Generator().manual_seed(1)
     obs = truth[1:] + torch.randn(n_cycles, n, generator=g, dtype=F64)
     initial = truth[0] + torch.randn(k, n, generator=g, dtype=F64)
-    cfg = LETKFConfig(inflation, radius)
+    cfg = {"inflation": inflation, "radius": radius}
     dist = None if radius is None else ring_distances(n, torch.arange(n, dtype=F64))
     std = torch.ones(n, dtype=F64)
     ensemble, means, stds = initial, [], []
     for c in range(n_cycles):
         forecast = rk4_step(ensemble, 8.0, 0.05)
-        ensemble = letkf_analysis(forecast, obs[c], forecast, std, cfg, dist)
+        ensemble = letkf_analysis(forecast, obs[c], forecast, std, **cfg, distances=dist)
         analysis_std, analysis_mean = torch.std_mean(ensemble, dim=-2)
         means.append(analysis_mean)
         stds.append(analysis_std)
@@ -204,20 +210,20 @@ def test_lorenz96_filter_tracks_the_truth(k, inflation, radius):
 
 def test_bad_input_raises():
     f, y, hf, std = random_problem(8)
-    with pytest.raises(ConfigError, match=r"inflation must be >= 1, got 0.9"):
-        LETKFConfig(inflation=0.9)
-    with pytest.raises(ConfigError, match=r"inflation must be a finite number >= 1, got nan"):
-        LETKFConfig(inflation=float("nan"))
-    with pytest.raises(ConfigError, match=r"localization_radius must be None or finite .* got 0"):
-        LETKFConfig(localization_radius=0)
-    with pytest.raises(ConfigError, match=r"localization_radius = 2.0 needs distances"):
-        letkf_analysis(f, y, hf, std, LETKFConfig(localization_radius=2.0))
-    with pytest.raises(ConfigError, match=r"distances were given but .* is None"):
-        letkf_analysis(f, y, hf, std, LETKFConfig(), torch.zeros(5, 4))
+    with pytest.raises(ConfigError, match=r"inflation=0.9 is out of range: must be a number in"):
+        letkf_analysis(f, y, hf, std, inflation=0.9)
+    with pytest.raises(ConfigError, match=r"inflation=nan is out of range"):
+        letkf_analysis(f, y, hf, std, inflation=float("nan"))
+    with pytest.raises(ConfigError, match=r"radius=0 is out of range: must be a number in \(0"):
+        letkf_analysis(f, y, hf, std, radius=0, distances=torch.zeros(5, 4))
+    with pytest.raises(ConfigError, match=r"radius = 2.0 needs distances"):
+        letkf_analysis(f, y, hf, std, radius=2.0)
+    with pytest.raises(ConfigError, match=r"distances were given but radius is None"):
+        letkf_analysis(f, y, hf, std, distances=torch.zeros(5, 4))
     with pytest.raises(ShapeError, match=r"distances must have shape .* \(\.\.\., 5, 4\), got"):
-        letkf_analysis(f, y, hf, std, LETKFConfig(localization_radius=2.0), torch.zeros(4, 5))
+        letkf_analysis(f, y, hf, std, radius=2.0, distances=torch.zeros(4, 5))
     with pytest.raises(ObservationError, match=r"distances must be finite and >= 0"):
-        letkf_analysis(f, y, hf, std, LETKFConfig(localization_radius=2.0), -torch.ones(5, 4))
+        letkf_analysis(f, y, hf, std, radius=2.0, distances=-torch.ones(5, 4))
     with pytest.raises(ShapeError, match=r"K >= 2 members, got \(1, 5\)"):
         letkf_analysis(f[:1], y, hf[:1], std)
     with pytest.raises(ShapeError, match=r"obs_forecast must have shape .* K = 6 .* got \(5, 4\)"):

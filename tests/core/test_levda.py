@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -23,8 +24,10 @@ from tests.core.models import (
 from xlevda.core.dynamics import observe, propagate, trajectory
 from xlevda.core.excess import observed_excess, unexplained_variance
 from xlevda.core.gauss_newton import linearization
+from xlevda.core.inflation import Inflation
 from xlevda.core.levda import solve_window
-from xlevda.core.members import Inflation, Randomized, WarmStart
+from xlevda.core.members import RandomizedMaximumLikelihood as RML
+from xlevda.core.members import SharedCost
 from xlevda.core.objective import WindowObjective
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.core.subspace import EnsembleSubspace
@@ -38,7 +41,7 @@ TIGHT_GN = GaussNewtonConfig(max_iter=100, tol_grad=1e-8, tol_cost=0.0)
 TIGHT = {
     "lbfgs": {"optimizer": TIGHT_LBFGS},
     "gn": {"optimizer": TIGHT_GN},
-    "gn-pointwise": {"optimizer": TIGHT_GN, "jacobian": "pointwise"},
+    "gn-pointwise": {"optimizer": dataclasses.replace(TIGHT_GN, jacobian="pointwise")},
 }
 PROPERTY = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -137,8 +140,9 @@ def test_randomized_members_sample_the_kalman_posterior(rho):
         sur,
         z_b,
         window,
-        inflation=Inflation(rho=rho),
-        mode=Randomized(seed=11),
+        inflation=Inflation(multiplicative=rho),
+        member_mode=RML(),
+        noise_seed=11,
         optimizer=GaussNewtonConfig(tol_grad=1e-8, tol_cost=0.0),
     )
     assert res.converged.all()
@@ -170,7 +174,7 @@ def test_randomized_is_reproducible_and_seeded():
     sur, window, z_b = _rml_problem(8)
 
     def run(seed):
-        return solve_window(sur, z_b, window, mode=Randomized(seed), **TIGHT["gn"])
+        return solve_window(sur, z_b, window, member_mode=RML(), noise_seed=seed, **TIGHT["gn"])
 
     torch.testing.assert_close(run(3).z_analysis, run(3).z_analysis, atol=0, rtol=0)
     assert (run(3).z_analysis - run(4).z_analysis).abs().max() > 1e-3
@@ -189,17 +193,22 @@ def test_enkf_start_is_each_members_minimizer_on_a_linear_model(K, sigma):
     whose perturbations are not centred (with K = 4 <= d_z = 5 the rank is then K)."""
     sur = LinearSurrogate(d_s=3, d_u=2, n_ch=2)
     window, z_b = random_window(2), random_ensemble(K, 5)
-    kw = {"inflation": Inflation(rho=1.2, sigma=sigma, seed=5), "param_tendency": sur.tendency}
+    kw = {
+        "inflation": Inflation(multiplicative=1.2, additive=sigma),
+        "inflation_seed": 5,
+        "noise_seed": 2,
+        "param_tendency": sur.tendency,
+    }
     rank = WindowObjective.build(sur, z_b, window, **kw).subspace.rank
     assert rank == (K if sigma > 0 and K <= 5 else min(K - 1, 5))
     ref = solve_window(
-        sur, z_b, window, mode=Randomized(seed=2, start="background"), **kw, **TIGHT["lbfgs"]
+        sur, z_b, window, member_mode=RML(start="background"), **kw, **TIGHT["lbfgs"]
     )
-    objective = WindowObjective.build(sur, z_b, window, mode=Randomized(seed=2), **kw)
+    objective = WindowObjective.build(sur, z_b, window, member_mode=RML(), **kw)
     start = objective.subspace.state_reduced(objective.enkf_start())
     torch.testing.assert_close(start, ref.z_analysis, atol=1e-7, rtol=0)
-    enkf = Randomized(seed=2, start="enkf")
-    res = solve_window(sur, z_b, window, mode=enkf, **kw, **TIGHT["lbfgs"])
+    enkf = RML(start="enkf")
+    res = solve_window(sur, z_b, window, member_mode=enkf, **kw, **TIGHT["lbfgs"])
     torch.testing.assert_close(res.z_analysis, ref.z_analysis, atol=1e-7, rtol=0)
     assert res.n_iter.max() <= 1 < ref.n_iter.max()
 
@@ -224,7 +233,7 @@ def test_enkf_start_crosses_a_non_convex_cost(K):
     sur, window, z_b = _bump_problem(K)
     found = {}
     for start in ("background", "enkf"):
-        res = solve_window(sur, z_b, window, mode=Randomized(seed=1, start=start))
+        res = solve_window(sur, z_b, window, member_mode=RML(start=start), noise_seed=1)
         found[start] = int(((res.z_analysis - 0.5).abs() < 0.1).sum())
     assert found["background"] <= 0.8 * K
     assert found["enkf"] == K
@@ -235,7 +244,7 @@ def test_enkf_start_crosses_a_non_convex_cost(K):
 def test_enkf_start_never_raises_a_members_starting_cost(seed):
     """Each member starts where its own cost is lower: the linear analysis, or its background."""
     sur, window, z_b = _nonlinear(K=6, seed=seed)
-    objective = WindowObjective.build(sur, z_b, window, mode=Randomized(seed=seed))
+    objective = WindowObjective.build(sur, z_b, window, member_mode=RML(), noise_seed=seed)
     members = torch.arange(6)
     background, enkf = objective.start, objective.enkf_start()
     cost_b, cost_e = objective.cost(background, members), objective.cost(enkf, members)
@@ -246,7 +255,7 @@ def test_enkf_start_never_raises_a_members_starting_cost(seed):
 
 def test_enkf_start_moves_members_of_a_nonlinear_problem():
     sur, window, z_b = _nonlinear(K=6)
-    objective = WindowObjective.build(sur, z_b, window, mode=Randomized(seed=2))
+    objective = WindowObjective.build(sur, z_b, window, member_mode=RML(), noise_seed=2)
     assert (objective.enkf_start() != objective.start).any(-1).sum() >= 3
 
 
@@ -405,11 +414,12 @@ def test_batched_lbfgs_equals_torch_lbfgs_loop():
 
 
 @pytest.mark.parametrize("method", ["gn", "gn-pointwise"])
-@pytest.mark.parametrize("mode", [WarmStart(), Randomized(seed=1)])
+@pytest.mark.parametrize("mode", [SharedCost(), RML()])
 def test_gauss_newton_equals_lbfgs_on_nonlinear_problem(mode, method):
     sur, window, z_b = _nonlinear()
-    lb = solve_window(sur, z_b, window, mode=mode, **TIGHT["lbfgs"])
-    gn = solve_window(sur, z_b, window, mode=mode, **TIGHT[method])
+    kw = {"member_mode": mode, "noise_seed": 1}
+    lb = solve_window(sur, z_b, window, **kw, **TIGHT["lbfgs"])
+    gn = solve_window(sur, z_b, window, **kw, **TIGHT[method])
     assert lb.converged.all() and gn.converged.all()
     torch.testing.assert_close(gn.cost, lb.cost, atol=0, rtol=1e-8)
     torch.testing.assert_close(gn.z_analysis, lb.z_analysis, atol=1e-6, rtol=0)
@@ -417,8 +427,8 @@ def test_gauss_newton_equals_lbfgs_on_nonlinear_problem(mode, method):
 
 def test_structured_jacobian_equals_autodiff():
     sur, window, z_b = _nonlinear()
-    for mode in (WarmStart(), Randomized(seed=2)):
-        objective = WindowObjective.build(sur, z_b, window, mode=mode)
+    for mode in (SharedCost(), RML()):
+        objective = WindowObjective.build(sur, z_b, window, member_mode=mode, noise_seed=2)
         members = torch.tensor([0, 3, 7])
         beta = objective.start[members] + 0.1
         r, jac = objective.linearize_pointwise(beta, members)
@@ -429,8 +439,10 @@ def test_structured_jacobian_equals_autodiff():
 
 def test_objective_gradcheck_and_exact_reduction():
     sur, window, z_b = _nonlinear()
-    for mode in (WarmStart(), Randomized(seed=2)):
-        objective = WindowObjective.build(sur, z_b, window, inflation=Inflation(1.2), mode=mode)
+    for mode in (SharedCost(), RML()):
+        objective = WindowObjective.build(
+            sur, z_b, window, inflation=Inflation(1.2), member_mode=mode, noise_seed=2
+        )
         members = torch.tensor([1, 4])
         beta = (objective.start[members] + 0.05).requires_grad_(True)
         assert torch.autograd.gradcheck(objective.cost, (beta, members))
@@ -467,7 +479,7 @@ def test_infinite_observation_error(seed, scale):
     (exactly at weight 0); warm-start members all go to the ensemble mean (the prior's MAP)."""
     sur, window, z_b = _nonlinear(seed=seed % 50)
     weak = ObsWindow(window.step, window.frac, window.points, window.values, scale * window.weight)
-    rml = solve_window(sur, z_b, weak, mode=Randomized(seed), **TIGHT["gn"])
+    rml = solve_window(sur, z_b, weak, member_mode=RML(), noise_seed=seed, **TIGHT["gn"])
     warm = solve_window(sur, z_b, weak, **TIGHT["gn"])
     torch.testing.assert_close(rml.z_analysis, z_b, atol=1e-6, rtol=0)
     torch.testing.assert_close(warm.z_analysis, z_b.mean(0).expand_as(z_b), atol=1e-6, rtol=0)
@@ -549,12 +561,12 @@ def test_start_recovers_background_members_and_rank():
 def test_inflation():
     z_b = random_ensemble(6, 5)
     plain = EnsembleSubspace.from_ensemble(z_b)
-    wide = EnsembleSubspace.from_ensemble(z_b, Inflation(rho=2.0))
+    wide = EnsembleSubspace.from_ensemble(z_b, Inflation(multiplicative=2.0))
     torch.testing.assert_close(wide.perturbations, 2 * plain.perturbations)
     torch.testing.assert_close(wide.mean, plain.mean)
-    a = EnsembleSubspace.from_ensemble(z_b, Inflation(sigma=0.1, seed=5))
-    b = EnsembleSubspace.from_ensemble(z_b, Inflation(sigma=0.1, seed=5))
-    c = EnsembleSubspace.from_ensemble(z_b, Inflation(sigma=0.1, seed=6))
+    a = EnsembleSubspace.from_ensemble(z_b, Inflation(additive=0.1), seed=5)
+    b = EnsembleSubspace.from_ensemble(z_b, Inflation(additive=0.1), seed=5)
+    c = EnsembleSubspace.from_ensemble(z_b, Inflation(additive=0.1), seed=6)
     torch.testing.assert_close(a.perturbations, b.perturbations, atol=0, rtol=0)
     assert (a.perturbations - c.perturbations).abs().max() > 1e-3
     eps = (a.perturbations - plain.perturbations) * math.sqrt(5)
@@ -579,8 +591,8 @@ def test_inflation_widens_the_prior_not_the_posterior():
             sur,
             z_b,
             empty,
-            inflation=Inflation(rho=2.0),
-            mode=Randomized(),
+            inflation=Inflation(multiplicative=2.0),
+            member_mode=RML(),
             **TIGHT[method],
         )
         torch.testing.assert_close(rml.z_analysis, mean + 2 * (z_b - mean))
@@ -730,14 +742,29 @@ def _broken_decoder(sur):
             r"optimizer='lbfgs' is invalid",
         ),
         (
-            lambda s, w, z: solve_window(s, z, w, mode="rml"),
+            lambda s, w, z: solve_window(s, z, w, member_mode="rml"),
             ConfigError,
-            r"mode='rml' is invalid: use WarmStart\(\) or Randomized\(seed\)",
+            r"member_mode='rml' is invalid: use SharedCost\(\) or RandomizedMaximumLikelihood\(\)",
         ),
         (
-            lambda s, w, z: solve_window(s, z, w, jacobian="reverse"),
+            lambda s, w, z: solve_window(s, z, w, noise_seed="abc"),
             ConfigError,
-            r"jacobian='reverse' is invalid: use 'forward' or 'pointwise'",
+            r"noise_seed='abc' is invalid",
+        ),
+        (
+            lambda s, w, z: solve_window(s, z, w, noise_seed=True),
+            ConfigError,
+            r"noise_seed=True is invalid",
+        ),
+        (
+            lambda s, w, z: solve_window(s, z, w, noise_seed=-3),
+            ConfigError,
+            r"noise_seed=-3 is invalid",
+        ),
+        (
+            lambda s, w, z: solve_window(s, z, w, inflation_seed=1.5),
+            ConfigError,
+            r"seed=1.5 is invalid: use an int >= 0",
         ),
         (
             lambda s, w, z: solve_window(_broken_decoder(s), z, w),
@@ -755,15 +782,29 @@ def test_bad_solve_input(call, error, match):
 @pytest.mark.parametrize(
     ("factory", "match"),
     [
-        (lambda: Inflation(rho=0.9), r"Inflation rho=0.9 is out of range: must be finite, >= 1"),
-        (lambda: Inflation(rho=math.nan), r"Inflation rho=nan is out of range"),
-        (lambda: Inflation(rho="2"), r"Inflation rho='2' is invalid"),
-        (lambda: Inflation(sigma=-0.1), r"Inflation sigma=-0.1 is out of range"),
-        (lambda: Inflation(seed=1.5), r"Inflation seed=1.5 is invalid: use an int >= 0"),
-        (lambda: Randomized(seed="abc"), r"Randomized seed='abc' is invalid"),
-        (lambda: Randomized(seed=True), r"Randomized seed=True is invalid"),
-        (lambda: Randomized(seed=-3), r"Randomized seed=-3 is invalid"),
-        (lambda: Randomized(start="kalman"), r"Randomized start='kalman' is invalid"),
+        (
+            lambda: Inflation(multiplicative=0.9),
+            r"Inflation.multiplicative=0.9 is out of range: must be a finite number >= 1",
+        ),
+        (lambda: Inflation(multiplicative=math.nan), r"Inflation.multiplicative=nan is out of"),
+        (lambda: Inflation(multiplicative=math.inf), r"Inflation.multiplicative=inf is out of"),
+        (lambda: Inflation(multiplicative="2"), r"Inflation.multiplicative='2' is invalid"),
+        (lambda: Inflation(multiplicative=True), r"Inflation.multiplicative=True is invalid"),
+        (
+            lambda: Inflation(additive=-0.1),
+            r"Inflation.additive=-0.1 is out of range: must be a finite number >= 0",
+        ),
+        (lambda: Inflation(additive=math.inf), r"Inflation.additive=inf is out of range"),
+        (lambda: Inflation(additive=None), r"Inflation.additive=None is invalid"),
+        (
+            lambda: EnsembleSubspace.from_ensemble(random_ensemble(3, 2), seed=1.5),
+            r"seed=1.5 is invalid: use an int >= 0",
+        ),
+        (lambda: RML(start="kalman"), r"RandomizedMaximumLikelihood.start='kalman' is invalid"),
+        (
+            lambda: GaussNewtonConfig(jacobian="reverse"),
+            r"GaussNewtonConfig.jacobian='reverse' is invalid: use 'forward' or 'pointwise'",
+        ),
     ],
 )
 def test_bad_options(factory, match):
@@ -774,4 +815,4 @@ def test_bad_options(factory, match):
 def test_randomized_needs_two_members():
     sur, window, z_b = _nonlinear()
     with pytest.raises(ConfigError, match=r"members K=1: LEVDA needs at least 2"):
-        solve_window(sur, z_b[:1], window, mode=Randomized(seed=0))
+        solve_window(sur, z_b[:1], window, member_mode=RML(), noise_seed=0)

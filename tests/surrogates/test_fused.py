@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import xlevda.surrogates.fused as fused
 from tests.surrogates.test_ldnet_model import make_model
 from xlevda import MLPDecoderConfig
-from xlevda.core.members import Randomized
+from xlevda.core.members import RandomizedMaximumLikelihood
 from xlevda.core.misfit import weighted_misfit
 from xlevda.core.objective import WindowObjective
 from xlevda.core.window import ObsWindow
@@ -265,7 +265,9 @@ def _window_objective():
     step, frac = torch.tensor([0, 1, 3]), torch.tensor([0.0, 0.4, 0.0])
     window = ObsWindow(step, frac, points, values, torch.ones_like(values))
     z_b = 0.3 * torch.randn(6, 5, generator=g, dtype=F64)
-    objective = WindowObjective.build(model, z_b, window, mode=Randomized(seed=1))
+    objective = WindowObjective.build(
+        model, z_b, window, member_mode=RandomizedMaximumLikelihood(), noise_seed=1
+    )
     return model, objective, torch.arange(6)
 
 

@@ -3,7 +3,7 @@
 From the surrogates it sees the protocols of :mod:`xlevda.surrogates.protocol` alone.
 
 - LEVDA, one window: :mod:`~xlevda.core.window` (the observations),
-  :mod:`~xlevda.core.members` (member modes, inflation), :mod:`~xlevda.core.subspace`
+  :mod:`~xlevda.core.members` (member modes), :mod:`~xlevda.core.subspace`
   (the ensemble subspace), :mod:`~xlevda.core.objective` (eq. 19),
   :mod:`~xlevda.core.levda` (the solve), :mod:`~xlevda.core.excess` (what the
   analysis leaves unexplained).
@@ -16,6 +16,8 @@ From the surrogates it sees the protocols of :mod:`xlevda.surrogates.protocol` a
 - Baselines: :mod:`~xlevda.core.ensf` with :mod:`~xlevda.core.scores` (EnSF),
   :mod:`~xlevda.core.ldensf` (LD-EnSF), :mod:`~xlevda.core.letkf` (ETKF/LETKF),
   :mod:`~xlevda.core.envar` (4DEnVar), :mod:`~xlevda.core.taper` (Gaspari-Cohn).
+- Options every method shares: :mod:`~xlevda.core.inflation`,
+  :mod:`~xlevda.core.localization`.
 - Shared: :mod:`~xlevda.core.rng` (random streams from a seed),
   :mod:`~xlevda.core.validate` (config checks), :mod:`~xlevda.core.misfit`,
   :mod:`~xlevda.core.prior` (parameters drawn over a range).

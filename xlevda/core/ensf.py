@@ -75,7 +75,6 @@ __all__ = [
     "EnSFConfig",
     "LinearDamping",
     "NoDamping",
-    "ScaledEnSFConfig",
     "TweedieLikelihood",
     "ensf_analysis",
     "scaled_ensf_analysis",
@@ -253,43 +252,6 @@ def ensf_analysis(
     return x
 
 
-@dataclass(frozen=True)
-class ScaledEnSFConfig:
-    """EnSF on a physical state, in per-group scaled coordinates (:func:`scaled_ensf_analysis`).
-
-    Attributes
-    ----------
-    ensf : EnSFConfig
-        The reverse-SDE settings.
-    obs_scale : float
-        Ensemble spread (or observation error, where smaller) in the scaled
-        coordinates, > 0; the default 0.3 is LD-EnSF's (:class:`xlevda.core.ldensf.LDEnSFConfig`).
-    inflation : float
-        Multiplicative factor on the forecast perturbations before the analysis, ``>= 1``.
-        The Monte-Carlo prior score of a small ensemble pulls particles onto the
-        members, so cycled EnSF ensembles collapse without it.
-
-    Examples
-    --------
-    >>> ScaledEnSFConfig().obs_scale
-    0.3
-    """
-
-    ensf: EnSFConfig = EnSFConfig()
-    obs_scale: float = 0.3
-    inflation: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.ensf, EnSFConfig):
-            raise ConfigError(f"ScaledEnSFConfig.ensf={self.ensf!r} is invalid: use EnSFConfig")
-        check_real("ScaledEnSFConfig.obs_scale", self.obs_scale, 0.0, open_low=True, finite=True)
-        rho = self.inflation
-        if isinstance(rho, bool) or not isinstance(rho, int | float) or not 1 <= rho < math.inf:
-            raise ConfigError(
-                f"ScaledEnSFConfig.inflation={rho!r} is out of range: must be a number >= 1"
-            )
-
-
 def scaled_ensf_analysis(
     forecast: Tensor,
     groups: Tensor,
@@ -297,12 +259,16 @@ def scaled_ensf_analysis(
     h: Callable[[Tensor], Tensor],
     y: Tensor,
     obs_std: Tensor,
-    config: ScaledEnSFConfig,
     generator: torch.Generator,
+    *,
+    ensf: EnSFConfig | None = None,
+    obs_scale: float = 0.3,
+    inflation: float = 1.0,
 ) -> Tensor:
     """EnSF analysis of a state whose components come in groups of one unit (variables).
 
-    The forecast perturbations are first multiplied by ``config.inflation``.  The
+    The forecast perturbations are first multiplied by ``inflation``.  The user-facing
+    options are :class:`xlevda.methods.EnSF`'s; this function takes their values.  The
     analysis runs in ``x = obs_scale (z - m) / c_g``, ``m`` the forecast mean and,
     for component ``i`` of group ``g``, ``c_g = min(sigma_g, spread_g)``: ``sigma_g`` the
     group's observation error (``inf`` for a group observed only indirectly, e.g. a
@@ -325,8 +291,17 @@ def scaled_ensf_analysis(
         Observation operator on the state ``z`` (K, d) -> (K, m), differentiable.
     y, obs_std : Tensor, shape (m,)
         Observations and their error standard deviations.
-    config : ScaledEnSFConfig
     generator : torch.Generator
+    ensf : EnSFConfig, optional
+        The reverse-SDE settings (default ``EnSFConfig()``).
+    obs_scale : float
+        Ensemble spread (or observation error, where smaller) in the scaled
+        coordinates, > 0; the default 0.3 is LD-EnSF's
+        (:class:`xlevda.core.ldensf.LDEnSFConfig`).
+    inflation : float
+        Multiplicative factor on the forecast perturbations before the analysis,
+        finite and ``>= 1``.  The Monte-Carlo prior score of a small ensemble pulls
+        particles onto the members, so cycled EnSF ensembles collapse without it.
 
     Returns
     -------
@@ -340,12 +315,15 @@ def scaled_ensf_analysis(
     >>> za = scaled_ensf_analysis(zf, torch.zeros(1, dtype=torch.long),
     ...     torch.tensor([1.0], dtype=torch.float64), lambda z: z,
     ...     torch.tensor([12.0], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64),
-    ...     ScaledEnSFConfig(), gen)
+    ...     gen)
     >>> 10.5 < za.mean().item() < 11.5     # the Kalman mean is 11
     True
     """
-    if not isinstance(config, ScaledEnSFConfig):
-        raise ConfigError(f"config={config!r} is invalid: use ScaledEnSFConfig(...)")
+    ensf = EnSFConfig() if ensf is None else ensf
+    if not isinstance(ensf, EnSFConfig):
+        raise ConfigError(f"ensf={ensf!r} is invalid: use EnSFConfig(...)")
+    check_real("obs_scale", obs_scale, 0.0, open_low=True, finite=True)
+    check_real("inflation", inflation, 1.0, finite=True)
     if not isinstance(forecast, Tensor) or forecast.ndim != 2 or not forecast.is_floating_point():
         raise ShapeError(f"forecast must be a floating tensor (K, d), got {forecast!r}")
     d = forecast.shape[1]
@@ -355,19 +333,17 @@ def scaled_ensf_analysis(
     if d and (groups.min() < 0 or groups.max() >= n_groups):
         raise ShapeError(f"groups must lie in 0..{n_groups - 1} (one per entry of group_error)")
     mean = forecast.mean(0)
-    forecast = mean + config.inflation * (forecast - mean)
+    forecast = mean + inflation * (forecast - mean)
     sizes = torch.bincount(groups, minlength=n_groups).to(forecast.dtype)
     pooled = forecast.new_zeros(n_groups).index_add_(0, groups, forecast.var(0))
     spread = (pooled / sizes.clamp_min(1)).sqrt()
     error = group_error.to(forecast)
-    scale = (torch.minimum(error, spread).clamp_min(1e-12) / config.obs_scale)[groups]
+    scale = (torch.minimum(error, spread).clamp_min(1e-12) / obs_scale)[groups]
 
     def h_scaled(x: Tensor) -> Tensor:
         return h(mean + x * scale)
 
     score = gaussian_likelihood_score(h_scaled, y, obs_std)
-    analysis = (
-        mean + ensf_analysis((forecast - mean) / scale, score, config.ensf, generator) * scale
-    )
+    analysis = mean + ensf_analysis((forecast - mean) / scale, score, ensf, generator) * scale
     # A group without spread (e.g. a known parameter) has nothing to update: keep it.
     return torch.where((spread > 0)[groups], analysis, forecast)

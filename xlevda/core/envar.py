@@ -26,7 +26,7 @@ symmetric square root of the last loop's ``A``: the members have mean ``x_a``
 and covariance ``P^T A^-1 P``, the Kalman smoother covariance of the window
 start for ``B = P^T P`` (exact for a linear model).
 
-Localization (:class:`Localization`): local analyses.  The system above is
+Localization (:class:`~xlevda.core.localization.Localization`): local analyses.  The system above is
 solved once per state element ``g``, with each observation's weight multiplied
 by the Gaspari-Cohn taper of its distance to ``g`` (R-localization; the taper is
 zero beyond ``radius``).  Element ``g`` of the analysis uses only its own
@@ -52,32 +52,32 @@ loop (measured: 5.2, 8.5, 10.0, ... 38.9 after 11 loops).  A consistent
 localized iteration needs a modulated ensemble (a localized control variable
 run through the model), which this module does not provide.
 
-Inflation (:class:`xlevda.core.members.Inflation`) acts on the perturbations
-before ``P`` is formed (``rho dx_k + eps_k``); the additive draws are re-centred
-so that the perturbations keep a zero mean.
+Inflation (:class:`~xlevda.core.inflation.Inflation`) acts on the perturbations
+before ``P`` is formed (``multiplicative dx_k + eps_k``); the additive draws are
+re-centred so that the perturbations keep a zero mean.
+
+The user-facing options are :class:`xlevda.methods.FourDEnVar`'s; :func:`fourdenvar`
+takes them as arguments.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from xlevda.core.members import Inflation
+from xlevda.core.inflation import Inflation
+from xlevda.core.localization import Localization
 from xlevda.core.subspace import EnsembleSubspace
 from xlevda.core.taper import gaspari_cohn
+from xlevda.core.validate import check_int, check_seed
 from xlevda.core.window import ObsWindow
 from xlevda.errors import ConfigError, ShapeError, VariableError
 
-__all__ = [
-    "FourDEnVarConfig",
-    "FourDEnVarResult",
-    "Localization",
-    "fourdenvar",
-]
+__all__ = ["FourDEnVarResult", "check_outer_loops", "fourdenvar"]
 
 Model = Callable[[Tensor], Tensor]
 """``x (M, N) -> states at the window's observation times (M, T_o, N)``."""
@@ -86,78 +86,26 @@ ObservationOperator = Callable[[Tensor], Tensor]
 """``trajectory (M, T_o, N) -> values at the observations (M, T_o, P, C)``."""
 
 
-@dataclass(frozen=True)
-class Localization:
-    """Local analyses with a Gaspari-Cohn taper of the observation weights.
-
-    Attributes
-    ----------
-    radius : float
-        Distance (units of ``state_coords`` and ``window.points``) beyond which an
-        observation has no influence, > 0.  The paper uses ``r = 2`` grid cells.
-    chunk : int
-        State elements analysed per batch (>= 1); bounds memory at about
-        ``chunk * (n_obs + L K)`` values (distances to every observation, then
-        the local perturbations).
+def check_outer_loops(
+    outer_loops: object, localization: Localization | None, name: str = "outer_loops"
+) -> None:
+    """Raise ``ConfigError`` unless ``outer_loops`` is an integer >= 1, and 1 with localization.
 
     Examples
     --------
-    >>> Localization(radius=2.0).chunk
-    1024
+    >>> check_outer_loops(2, None)
+    >>> check_outer_loops(0, None)
+    Traceback (most recent call last):
+    ...
+    xlevda.errors.ConfigError: outer_loops=0 is out of range: must be an integer >= 1
     """
-
-    radius: float
-    chunk: int = 1024
-
-    def __post_init__(self) -> None:
-        r = self.radius
-        if isinstance(r, bool) or not isinstance(r, int | float) or not (r > 0) or math.isnan(r):
-            raise ConfigError(f"Localization radius={r!r} is out of range: must be a number > 0")
-        if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1:
-            raise ConfigError(
-                f"Localization chunk={self.chunk!r} is out of range: must be an integer >= 1"
-            )
-
-
-@dataclass(frozen=True)
-class FourDEnVarConfig:
-    """Options of :func:`fourdenvar`.
-
-    Attributes
-    ----------
-    inflation : Inflation
-        Of the background perturbations; default none.
-    localization : Localization or None
-        ``None`` (default): one global ensemble-space analysis.
-    outer_loops : int
-        Re-linearizations with the nonlinear model (>= 1); only 1 with localization.
-
-    Examples
-    --------
-    >>> FourDEnVarConfig(localization=Localization(2.0)).outer_loops
-    1
-    """
-
-    inflation: Inflation = field(default_factory=Inflation)
-    localization: Localization | None = None
-    outer_loops: int = 1
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.inflation, Inflation):
-            raise ConfigError(f"inflation={self.inflation!r} is invalid: use Inflation(...)")
-        if self.localization is not None and not isinstance(self.localization, Localization):
-            raise ConfigError(
-                f"localization={self.localization!r} is invalid: use Localization(radius) or None"
-            )
-        n = self.outer_loops
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"outer_loops={n!r} is out of range: must be an integer >= 1")
-        if self.localization is not None and n > 1:
-            raise ConfigError(
-                f"outer_loops={n} with localization is not supported: local analyses have no "
-                "common ensemble-space iterate to re-linearize about (see the module notes); "
-                "use outer_loops=1 with localization"
-            )
+    check_int(name, outer_loops, 1)
+    if localization is not None and outer_loops > 1:
+        raise ConfigError(
+            f"{name}={outer_loops} with localization is not supported: local analyses have no "
+            "common ensemble-space iterate to re-linearize about (see xlevda.core.envar); "
+            f"use {name}=1 with localization"
+        )
 
 
 @dataclass(frozen=True)
@@ -327,8 +275,11 @@ def fourdenvar(
     model: Model,
     observe: ObservationOperator,
     window: ObsWindow,
-    config: FourDEnVarConfig,
     *,
+    inflation: Inflation | None = None,
+    localization: Localization | None = None,
+    outer_loops: int = 1,
+    seed: int | torch.Generator = 0,
     state_coords: Tensor | None = None,
     distances: Tensor | None = None,
 ) -> FourDEnVarResult:
@@ -349,7 +300,15 @@ def fourdenvar(
         Values and weights ``1 / sigma^2`` (0 = missing) in the layout
         (T_o, P, C); ``window.points`` (T_o, P, n_dim) locates the observations
         for localization (ignored without it).
-    config : FourDEnVarConfig
+    inflation : Inflation, optional
+        Of the background perturbations; default none.
+    localization : Localization, optional
+        ``None`` (default): one global ensemble-space analysis.
+    outer_loops : int
+        Re-linearizations with the nonlinear model (>= 1); only 1 with localization.
+    seed : int or torch.Generator
+        Source of the additive inflation's noise
+        (:meth:`~xlevda.core.subspace.EnsembleSubspace.from_ensemble`).
     state_coords : Tensor, shape (N, n_dim), optional
         Location of every state element (repeated per variable); localization
         then uses Euclidean distances to ``window.points``.
@@ -381,13 +340,19 @@ def fourdenvar(
     ...               torch.zeros(1, 1, 1, dtype=torch.float64),
     ...               torch.full((1, 1, 1), 3.0, dtype=torch.float64),
     ...               torch.ones(1, 1, 1, dtype=torch.float64))       # y = 3, R = 1
-    >>> res = fourdenvar(xb, lambda x: x[:, None], lambda tr: tr[..., None, :], w,
-    ...                  FourDEnVarConfig())
+    >>> res = fourdenvar(xb, lambda x: x[:, None], lambda tr: tr[..., None, :], w)
     >>> round(res.mean.item(), 6), round(res.members.var(0).item(), 6)   # B y/(B+R), BR/(B+R)
     (2.0, 0.666667)
     """
-    if not isinstance(config, FourDEnVarConfig):
-        raise ConfigError(f"config={config!r} is invalid: use FourDEnVarConfig(...)")
+    inflation = Inflation() if inflation is None else inflation
+    if not isinstance(inflation, Inflation):
+        raise ConfigError(f"inflation={inflation!r} is invalid: use Inflation(...)")
+    if localization is not None and not isinstance(localization, Localization):
+        raise ConfigError(
+            f"localization={localization!r} is invalid: use Localization(radius) or None"
+        )
+    check_outer_loops(outer_loops, localization)
+    check_seed("seed", seed)
     if not isinstance(window, ObsWindow):
         raise ConfigError(f"window={window!r} is invalid: use an ObsWindow")
     if (
@@ -410,12 +375,12 @@ def fourdenvar(
     xb = background.detach()
     win = window.to(xb.dtype, xb.device)
     T_o, P, C = win.values.shape
-    loc = config.localization
+    loc = localization
     observed = (win.weight > 0).flatten()
     blocks = None
     if loc is not None:
         blocks = _local_blocks(loc, win, observed, xb, state_coords, distances)
-    sub = EnsembleSubspace.from_ensemble(xb, config.inflation)
+    sub = EnsembleSubspace.from_ensemble(xb, inflation, seed)
     pert = sub.perturbations - sub.perturbations.mean(0)  # (K, N), re-centred
     spread = math.sqrt(K - 1) * pert
     y = win.values.flatten()[observed]
@@ -432,7 +397,7 @@ def fourdenvar(
     with torch.no_grad():
         if blocks is None:
             alpha = xb.new_zeros(K)
-            for loop in range(config.outer_loops):
+            for loop in range(outer_loops):
                 hx = obs_space(torch.cat([estimate.unsqueeze(0), estimate + spread]))
                 innov, Y = y - hx[0], (hx[1:] - hx[1:].mean(0)) / math.sqrt(K - 1)
                 if loop == 0:

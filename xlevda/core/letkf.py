@@ -10,7 +10,7 @@ Szunyogh (2007).  With forecast perturbations ``X`` (K, N) and observed perturba
 
 and member ``j`` of the analysis is ``xa_j[n] = xbar[n] + sum_k X[k, n] (wbar_n[k] + W_n[k, j])``.
 
-- Without localization (``localization_radius=None``) every grid point shares one ``K x K``
+- Without localization (``radius=None``) every grid point shares one ``K x K``
   problem: the global ETKF, i.e. the square-root EnKF.  For a linear observation operator its
   analysis mean and sample covariance are exactly those of the Kalman filter whose prior is the
   forecast's sample mean and covariance.
@@ -22,63 +22,21 @@ and member ``j`` of the analysis is ``xa_j[n] = xbar[n] + sum_k X[k, n] (wbar_n[
 
 Multiplicative inflation multiplies the forecast perturbations (``X`` and ``Y``) by
 ``inflation`` before the analysis, i.e. the prior covariance by ``inflation^2``.
+The user-facing options are :class:`xlevda.methods.LETKF`'s; this module takes their numbers.
 
 Torch only.  Every function accepts leading batch dimensions for independent cases.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from numbers import Real
-
 import torch
 from torch import Tensor
 
 from xlevda.core.taper import gaspari_cohn
+from xlevda.core.validate import check_real
 from xlevda.errors import ConfigError, ObservationError, ShapeError
 
-__all__ = ["LETKFConfig", "letkf_analysis"]
-
-
-@dataclass(frozen=True)
-class LETKFConfig:
-    """Settings of the (local) ensemble transform Kalman filter.
-
-    Attributes
-    ----------
-    inflation : float
-        Multiplicative factor on the forecast perturbations, ``>= 1`` (the prior covariance is
-        multiplied by its square).
-    localization_radius : float or None
-        Distance beyond which an observation has no influence on a grid point, in the units of
-        the ``distances`` given to :func:`letkf_analysis`; the Gaspari-Cohn taper falls from 1 at
-        distance 0 to 0 at this radius (its half-width is ``radius / 2``).  ``None``: no
-        localization (the global ETKF).  DAPPER's ``loc_rad`` (taper ``exp(-1/2)`` at
-        ``loc_rad``) corresponds to ``localization_radius = 2 * 1.82 * loc_rad``.
-
-    Examples
-    --------
-    >>> LETKFConfig(inflation=1.02, localization_radius=14.56)
-    LETKFConfig(inflation=1.02, localization_radius=14.56)
-    """
-
-    inflation: float = 1.0
-    localization_radius: float | None = None
-
-    def __post_init__(self) -> None:
-        rho = self.inflation
-        if not (isinstance(rho, Real) and not isinstance(rho, bool) and math.isfinite(rho)):
-            raise ConfigError(f"LETKFConfig.inflation must be a finite number >= 1, got {rho!r}")
-        if rho < 1:
-            raise ConfigError(f"LETKFConfig.inflation must be >= 1, got {rho!r}")
-        r = self.localization_radius
-        if r is not None and not (
-            isinstance(r, Real) and not isinstance(r, bool) and math.isfinite(r) and r > 0
-        ):
-            raise ConfigError(
-                f"LETKFConfig.localization_radius must be None or finite and > 0, got {r!r}"
-            )
+__all__ = ["letkf_analysis"]
 
 
 def _as(x, like: Tensor, name: str) -> Tensor:
@@ -88,7 +46,7 @@ def _as(x, like: Tensor, name: str) -> Tensor:
         raise ShapeError(f"{name} must be a tensor or array of numbers, got {x!r}") from err
 
 
-def _check_inputs(forecast, obs, obs_forecast, obs_std, config, distances):
+def _check_inputs(forecast, obs, obs_forecast, obs_std, inflation, radius, distances):
     if not isinstance(forecast, Tensor) or not forecast.is_floating_point():
         raise ShapeError(f"forecast must be a floating torch.Tensor (..., K, N), got {forecast!r}")
     if forecast.dim() < 2 or forecast.shape[-2] < 2:
@@ -115,16 +73,18 @@ def _check_inputs(forecast, obs, obs_forecast, obs_std, config, distances):
         raise ShapeError(f"obs_std must have shape (M,) = ({m},) or (..., M), got {obs_std.shape}")
     if not (torch.isfinite(obs_std).all() and (obs_std > 0).all()):
         raise ObservationError(f"obs_std must be finite and > 0, got {obs_std}")
-    if config.localization_radius is None:
+    check_real("inflation", inflation, 1.0, finite=True)
+    if radius is None:
         if distances is not None:
             raise ConfigError(
-                "distances were given but config.localization_radius is None (global ETKF): "
+                "distances were given but radius is None (global ETKF): "
                 "set a radius to localize, or pass distances=None"
             )
         return obs, obs_forecast, obs_std, None
+    check_real("radius", radius, 0.0, open_low=True, finite=True)
     if distances is None:
         raise ConfigError(
-            f"config.localization_radius = {config.localization_radius} needs distances (N, M) "
+            f"radius = {radius} needs distances (N, M) "
             "between grid points and observations, got None"
         )
     distances = _as(distances, forecast, "distances")
@@ -143,7 +103,9 @@ def letkf_analysis(
     obs: Tensor,
     obs_forecast: Tensor,
     obs_std: Tensor,
-    config: LETKFConfig | None = None,
+    *,
+    inflation: float = 1.0,
+    radius: float | None = None,
     distances: Tensor | None = None,
 ) -> Tensor:
     """ETKF / LETKF analysis ensemble (Hunt et al. 2007), all grid points in one batch.
@@ -158,11 +120,16 @@ def letkf_analysis(
         The observation operator applied to each forecast member, ``H(forecast_k)``.
     obs_std : Tensor, shape (M,) or (..., M), or a scalar
         Observation error standard deviations (independent errors), > 0.
-    config : LETKFConfig, optional
-        Inflation and localization (default: no inflation, global ETKF).
+    inflation : float
+        Multiplicative factor on the forecast perturbations, finite and ``>= 1`` (the prior
+        covariance is multiplied by its square); default none.
+    radius : float, optional
+        Localization radius (finite, > 0; :attr:`xlevda.core.localization.Localization.radius`):
+        the Gaspari-Cohn taper of the observation weights falls from 1 at distance 0 to 0 at
+        this radius.  ``None`` (default): no localization, the global ETKF.
     distances : Tensor, shape (N, M) or (..., N, M), optional
-        Distance of every observation from every grid point; required with a localization
-        radius and refused without one.
+        Distance of every observation from every grid point, in the units of ``radius``;
+        required with a radius and refused without one.
 
     Returns
     -------
@@ -176,7 +143,8 @@ def letkf_analysis(
     ObservationError
         For non-finite observations, non-positive errors or negative distances.
     ConfigError
-        For distances without a localization radius, or a radius without distances.
+        For an inflation or radius out of range, distances without a radius, or a radius
+        without distances.
 
     Examples
     --------
@@ -189,15 +157,14 @@ def letkf_analysis(
     >>> round(float(xa.mean()), 12), round(float(xa.var()), 12)
     (0.666666666667, 0.666666666667)
     """
-    config = LETKFConfig() if config is None else config
     obs, obs_forecast, obs_std, distances = _check_inputs(
-        forecast, obs, obs_forecast, obs_std, config, distances
+        forecast, obs, obs_forecast, obs_std, inflation, radius, distances
     )
     k = forecast.shape[-2]
     xbar = forecast.mean(-2, keepdim=True)
-    pert = config.inflation * (forecast - xbar)  # (..., K, N)
+    pert = inflation * (forecast - xbar)  # (..., K, N)
     ybar = obs_forecast.mean(-2, keepdim=True)
-    y_pert = config.inflation * (obs_forecast - ybar) / obs_std.unsqueeze(-2)  # R^-1/2 Y
+    y_pert = inflation * (obs_forecast - ybar) / obs_std.unsqueeze(-2)  # R^-1/2 Y
     innov = (obs - ybar.squeeze(-2)) / obs_std  # (..., M)
     eye = torch.eye(k, dtype=forecast.dtype, device=forecast.device)
     if distances is None:
@@ -205,7 +172,7 @@ def letkf_analysis(
         rhs = (y_pert @ innov.unsqueeze(-1)).squeeze(-1)  # (..., K)
         transform = _transform(gram, rhs, k)  # (..., K, K)
         return xbar + transform.mT @ pert
-    taper = gaspari_cohn(distances, config.localization_radius)  # (..., N, M)
+    taper = gaspari_cohn(distances, radius)  # (..., N, M)
     weighted = y_pert.unsqueeze(-3) * taper.unsqueeze(-2)  # (..., N, K, M)
     gram = (k - 1) * eye + weighted @ y_pert.mT.unsqueeze(-3)  # (..., N, K, K)
     rhs = (weighted @ innov[..., None, :, None]).squeeze(-1)  # (..., N, K)

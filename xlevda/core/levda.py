@@ -4,8 +4,8 @@ Member ``j`` of the analysis minimizes its cost
 (:class:`~xlevda.core.objective.WindowObjective`) over the coefficients ``alpha``
 of the ensemble subspace (:class:`~xlevda.core.subspace.EnsembleSubspace`) by a
 batched optimizer (:func:`~xlevda.core.lbfgs.lbfgs` or
-:func:`~xlevda.core.gauss_newton.gauss_newton`); the member modes and inflation are
-in :mod:`xlevda.core.members`.
+:func:`~xlevda.core.gauss_newton.gauss_newton`); the member modes are in
+:mod:`xlevda.core.members`, the inflation in :mod:`xlevda.core.inflation`.
 
 A member whose cost or gradient is not finite at its start (e.g. the surrogate
 returns NaN there) is flagged ``failed`` and keeps its background member; the
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -24,8 +23,9 @@ from torch import Tensor
 from xlevda.core.dynamics import VectorField
 from xlevda.core.excess import Excess, observed_excess
 from xlevda.core.gauss_newton import gauss_newton, linearization
+from xlevda.core.inflation import Inflation
 from xlevda.core.lbfgs import lbfgs
-from xlevda.core.members import Inflation, MemberMode, Randomized
+from xlevda.core.members import MemberMode, RandomizedMaximumLikelihood
 from xlevda.core.objective import WindowObjective
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig, OptimResult
 from xlevda.core.window import ObsWindow
@@ -91,9 +91,10 @@ def solve_window(
     window: ObsWindow,
     *,
     inflation: Inflation | None = None,
-    mode: MemberMode | None = None,
+    member_mode: MemberMode | None = None,
     optimizer: LBFGSConfig | GaussNewtonConfig | None = None,
-    jacobian: Literal["forward", "pointwise"] = "forward",
+    inflation_seed: int | torch.Generator = 0,
+    noise_seed: int | torch.Generator = 0,
     param_tendency: VectorField | None = None,
 ) -> WindowResult:
     """LEVDA analysis of one window: K member problems in one batched solve.
@@ -107,21 +108,19 @@ def solve_window(
     window : ObsWindow
         Observations, steps counted from the window start.
     inflation : Inflation, optional
-        Default: none (``rho = 1``, ``sigma = 0``).
-    mode : WarmStart or Randomized, optional
-        Default :class:`~xlevda.core.members.WarmStart` (the paper).
+        Default: none (``multiplicative = 1``, ``additive = 0``).
+    member_mode : SharedCost or RandomizedMaximumLikelihood, optional
+        Default :class:`~xlevda.core.members.SharedCost` (the paper).
     optimizer : LBFGSConfig or GaussNewtonConfig, optional
-        Default ``LBFGSConfig()`` (the paper's method, to round-off; the accessor's
-        :class:`~xlevda.config.LEVDAConfig` stops earlier, at ``tol_cost=1e-4``).
-        ``GaussNewtonConfig()``
-        usually needs far fewer iterations, each costing a Jacobian; it needs a
-        surrogate that works under :mod:`torch.func` transforms.
-    jacobian : {"forward", "pointwise"}
-        How Gauss-Newton gets its Jacobian: forward mode through the whole chain
-        (``r`` tangent passes; best for separable decoders, whose per-point work
-        is linear in the state), or
-        :meth:`~xlevda.core.objective.WindowObjective.linearize_pointwise` (about
-        ``1 + C`` decoder passes; best for MLP neural-field decoders).
+        Default ``LBFGSConfig()`` (the paper's method, to round-off;
+        :class:`xlevda.methods.LEVDA` stops earlier, at ``tol_cost=1e-4``).
+        ``GaussNewtonConfig()`` usually needs far fewer iterations, each costing a
+        Jacobian (its ``jacobian`` says how it is computed); it needs a surrogate
+        that works under :mod:`torch.func` transforms.
+    inflation_seed, noise_seed : int or torch.Generator
+        Sources of the additive inflation's noise and of the randomized members'
+        observation perturbations (:meth:`WindowObjective.build
+        <xlevda.core.objective.WindowObjective.build>`).
     param_tendency : callable, optional
         ``G(u)`` (eq. 16); ``None`` keeps parameters static over the window.
 
@@ -158,24 +157,24 @@ def solve_window(
     >>> [round(v, 6) for v in res.z_analysis.squeeze(-1).tolist()]   # B y / (B + R)
     [2.0, 2.0]
     """
-    if jacobian not in ("forward", "pointwise"):
-        raise ConfigError(f"jacobian={jacobian!r} is invalid: use 'forward' or 'pointwise'")
     objective = WindowObjective.build(
         surrogate,
         z_background,
         window,
         inflation=inflation,
-        mode=mode,
+        member_mode=member_mode,
+        inflation_seed=inflation_seed,
+        noise_seed=noise_seed,
         param_tendency=param_tendency,
     )
     config = LBFGSConfig() if optimizer is None else optimizer
     result: OptimResult
-    enkf = isinstance(mode, Randomized) and mode.start == "enkf"
+    enkf = isinstance(member_mode, RandomizedMaximumLikelihood) and member_mode.start == "enkf"
     x0 = objective.enkf_start() if enkf else objective.start
     if isinstance(config, LBFGSConfig):
         result = lbfgs(objective.cost, x0, config)
     elif isinstance(config, GaussNewtonConfig):
-        if jacobian == "forward":
+        if config.jacobian == "forward":
             linearize = linearization(objective.residual, "forward")
         else:
             linearize = objective.linearize_pointwise

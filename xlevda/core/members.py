@@ -1,4 +1,4 @@
-"""How LEVDA's members differ, and how the background is inflated (paper section 3.2).
+"""How LEVDA's members differ (paper section 3.2).
 
 Member ``j`` of the analysis minimizes
 
@@ -6,13 +6,13 @@ Member ``j`` of the analysis minimizes
 
 (:class:`~xlevda.core.objective.WindowObjective`).  Two member modes:
 
-- :class:`WarmStart` (the paper): ``a_j = 0``, ``eta_ij = 0``; member ``j`` starts
+- :class:`SharedCost` (the paper's warm starts): ``a_j = 0``, ``eta_ij = 0``; member ``j`` starts
   at ``alpha = sqrt(K-1) e_j`` (background member ``j``).  Every member minimizes
   the *same* cost, so where that cost is convex (linear-Gaussian problems) all
   members converge to the one MAP estimate and the analysis ensemble has no
   spread.  With no observations (or weights -> 0) every member goes to the
   ensemble mean, not to its background member.
-- :class:`Randomized` (randomized maximum likelihood): ``a_j = sqrt(K-1) e_j``
+- :class:`RandomizedMaximumLikelihood`: ``a_j = sqrt(K-1) e_j``
   (the coefficients of background member ``j``) and ``eta_ij ~ N(0, R_i)``
   drawn per member.  On a linear-Gaussian problem the members are samples of
   the ensemble-space posterior: their mean is the MAP estimate plus the average
@@ -21,83 +21,27 @@ Member ``j`` of the analysis minimizes
   for ``B = P_z P_z^T``.  With no observations (or weights -> 0) member ``j``
   stays at ``zbar + P_z a_j``: its background member, inflated.
 
-Inflation (:class:`Inflation`) acts on the perturbations before ``P_z`` is
-formed, so it widens the prior ``B = P_z P_z^T``; the posterior follows from the
+Inflation (:class:`~xlevda.core.inflation.Inflation`) acts on the perturbations
+before ``P_z`` is formed, so it widens the prior ``B = P_z P_z^T``; the posterior follows from the
 observations as usual and is never scaled directly.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-
-from xlevda.core.validate import check_seed
 from xlevda.errors import ConfigError
 
-__all__ = [
-    "INFLATION_STREAM",
-    "NOISE_STREAM",
-    "Inflation",
-    "MemberMode",
-    "Randomized",
-    "WarmStart",
-]
-
-INFLATION_STREAM = 0
-"""Stream of an integer seed (:func:`xlevda.core.rng.generator`) for additive inflation."""
+__all__ = ["NOISE_STREAM", "MemberMode", "RandomizedMaximumLikelihood", "SharedCost"]
 
 NOISE_STREAM = 1
-"""Stream of an integer seed for the observation perturbations of :class:`Randomized`."""
+"""Stream of an integer seed (:func:`xlevda.core.rng.generator`) for the observation
+perturbations of :class:`RandomizedMaximumLikelihood`."""
 
 
 @dataclass(frozen=True)
-class Inflation:
-    """Multiplicative and additive inflation of the background perturbations.
-
-    ``dz_k <- rho dz_k + eps_k`` with ``eps_k ~ N(0, sigma^2 I)``, applied before
-    ``P_z`` is formed: it widens the prior ``B = P_z P_z^T``, never the posterior
-    directly.
-
-    Attributes
-    ----------
-    rho : float
-        Multiplicative factor, ``>= 1``.
-    sigma : float
-        Standard deviation of the additive noise, ``>= 0`` (normalized latent units).
-    seed : int or torch.Generator
-        Source of ``eps``.  An int gives the same draws on every call; cycling code
-        that wants new draws per window passes a generator (it advances) or
-        per-window seeds.
-
-    Examples
-    --------
-    >>> Inflation(rho=1.1, sigma=0.01).rho
-    1.1
-    """
-
-    rho: float = 1.0
-    sigma: float = 0.0
-    seed: int | torch.Generator = 0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.rho, bool) or not isinstance(self.rho, int | float):
-            raise ConfigError(f"Inflation rho={self.rho!r} is invalid: must be a number >= 1")
-        if not (math.isfinite(self.rho) and self.rho >= 1):
-            raise ConfigError(f"Inflation rho={self.rho!r} is out of range: must be finite, >= 1")
-        if isinstance(self.sigma, bool) or not isinstance(self.sigma, int | float):
-            raise ConfigError(f"Inflation sigma={self.sigma!r} is invalid: must be a number >= 0")
-        if not (math.isfinite(self.sigma) and self.sigma >= 0):
-            raise ConfigError(
-                f"Inflation sigma={self.sigma!r} is out of range: must be finite, >= 0"
-            )
-        check_seed("Inflation seed", self.seed)
-
-
-@dataclass(frozen=True)
-class WarmStart:
+class SharedCost:
     """The paper's member mode: one shared cost, members differ only in their start.
 
     Member ``j`` minimizes ``1/2 |alpha|^2 + 1/2 |y - H(alpha)|^2_{R^-1}`` from
@@ -107,13 +51,13 @@ class WarmStart:
 
     Examples
     --------
-    >>> WarmStart()
-    WarmStart()
+    >>> SharedCost()
+    SharedCost()
     """
 
 
 @dataclass(frozen=True)
-class Randomized:
+class RandomizedMaximumLikelihood:
     """Randomized-maximum-likelihood members: perturbed prior centre and data.
 
     Member ``j`` minimizes ``1/2 |alpha - a_j|^2 + 1/2 |y + eta_j - H(alpha)|^2_{R^-1}``
@@ -122,10 +66,12 @@ class Randomized:
     ``weight == 0``).  Linear-Gaussian members are samples of the ensemble-space
     posterior; with no observations member ``j`` keeps its (inflated) background.
 
+    The draws of ``eta`` come from the seed the caller gives
+    (:func:`xlevda.core.levda.solve_window`'s ``noise_seed``; :class:`xlevda.methods.LEVDA`
+    derives it from the run's seed per window).
+
     Attributes
     ----------
-    seed : int or torch.Generator
-        Source of ``eta``; an int gives the same draws on every call.
     start : {"enkf", "background"}
         Where member ``j``'s optimization starts.  ``"enkf"`` (default): at its
         perturbed-observation ensemble Kalman analysis in the subspace, the
@@ -144,22 +90,19 @@ class Randomized:
 
     Examples
     --------
-    >>> Randomized(seed=3).seed
-    3
-    >>> Randomized(start="background").start
+    >>> RandomizedMaximumLikelihood(start="background").start
     'background'
     """
 
-    seed: int | torch.Generator = 0
     start: Literal["enkf", "background"] = "enkf"
 
     def __post_init__(self) -> None:
-        check_seed("Randomized seed", self.seed)
         if self.start not in ("background", "enkf"):
             raise ConfigError(
-                f"Randomized start={self.start!r} is invalid: use 'enkf' or 'background'"
+                f"RandomizedMaximumLikelihood.start={self.start!r} is invalid: use 'enkf' or "
+                "'background'"
             )
 
 
-MemberMode = WarmStart | Randomized
-"""How members differ: :class:`WarmStart` (the paper) or :class:`Randomized` (RML)."""
+MemberMode = SharedCost | RandomizedMaximumLikelihood
+"""How members differ: :class:`SharedCost` (the paper) or :class:`RandomizedMaximumLikelihood`."""

@@ -20,10 +20,17 @@ import torch
 from torch import Tensor
 
 from xlevda.core.dynamics import VectorField, latent_at_observations, observe
-from xlevda.core.members import NOISE_STREAM, Inflation, MemberMode, Randomized, WarmStart
+from xlevda.core.inflation import Inflation
+from xlevda.core.members import (
+    NOISE_STREAM,
+    MemberMode,
+    RandomizedMaximumLikelihood,
+    SharedCost,
+)
 from xlevda.core.misfit import weighted_misfit
 from xlevda.core.rng import generator, normal
 from xlevda.core.subspace import EnsembleSubspace
+from xlevda.core.validate import check_seed
 from xlevda.core.window import ObsWindow
 from xlevda.errors import ConfigError, ShapeError, VariableError
 from xlevda.surrogates.protocol import Surrogate
@@ -55,7 +62,7 @@ class WindowObjective:
     sqrt_weight : Tensor, shape (T_o, P, C)
         ``1 / sigma`` per value, 0 where missing.
     centre_scale : float
-        0 (warm start) or ``sqrt(K-1)`` (randomized).
+        0 (shared cost) or ``sqrt(K-1)`` (randomized maximum likelihood).
     param_tendency : callable or None
         ``G(u)``.
     """
@@ -78,7 +85,9 @@ class WindowObjective:
         window: ObsWindow,
         *,
         inflation: Inflation | None = None,
-        mode: MemberMode | None = None,
+        member_mode: MemberMode | None = None,
+        inflation_seed: int | torch.Generator = 0,
+        noise_seed: int | torch.Generator = 0,
         param_tendency: VectorField | None = None,
     ) -> WindowObjective:
         """Check inputs against the surrogate and set up member centres and data.
@@ -90,17 +99,25 @@ class WindowObjective:
             Background ensemble; sets dtype and device.
         window : ObsWindow
         inflation : Inflation, optional
-        mode : WarmStart or Randomized, optional
-            Default :class:`~xlevda.core.members.WarmStart`.
+        member_mode : SharedCost or RandomizedMaximumLikelihood, optional
+            Default :class:`~xlevda.core.members.SharedCost`.
+        inflation_seed, noise_seed : int or torch.Generator
+            Sources of the additive inflation's noise and of the randomized members'
+            observation perturbations (streams of an int seed, see
+            :func:`xlevda.core.rng.generator`).
         param_tendency : callable, optional
 
         Raises
         ------
         ConfigError, ShapeError, VariableError
         """
-        mode = WarmStart() if mode is None else mode
-        if not isinstance(mode, WarmStart | Randomized):
-            raise ConfigError(f"mode={mode!r} is invalid: use WarmStart() or Randomized(seed)")
+        mode = SharedCost() if member_mode is None else member_mode
+        if not isinstance(mode, SharedCost | RandomizedMaximumLikelihood):
+            raise ConfigError(
+                f"member_mode={mode!r} is invalid: use SharedCost() or "
+                "RandomizedMaximumLikelihood()"
+            )
+        check_seed("noise_seed", noise_seed)
         d_z = surrogate.latent_dim + surrogate.param_dim
         if not isinstance(z_background, Tensor) or not z_background.is_floating_point():
             raise ShapeError(f"z_background must be a floating tensor, got {type(z_background)}")
@@ -124,14 +141,14 @@ class WindowObjective:
             )
         z_b = z_background.detach()
         win = window.to(z_b.dtype, z_b.device)
-        subspace = EnsembleSubspace.from_ensemble(z_b, inflation)
+        subspace = EnsembleSubspace.from_ensemble(z_b, inflation, inflation_seed)
         observed = torch.where(win.weight > 0, win.values, torch.zeros_like(win.values))
         sqrt_weight = win.weight.sqrt()
         with torch.no_grad():
             prepared = surrogate.prepare_points(win.points)
         K = z_b.shape[0]
-        if isinstance(mode, Randomized):
-            eta = normal((K, *observed.shape), generator(mode.seed, NOISE_STREAM), z_b)
+        if isinstance(mode, RandomizedMaximumLikelihood):
+            eta = normal((K, *observed.shape), generator(noise_seed, NOISE_STREAM), z_b)
             std = torch.where(win.weight > 0, 1 / sqrt_weight, torch.zeros_like(sqrt_weight))
             data, centre_scale = observed + std * eta, math.sqrt(K - 1)
         else:
@@ -170,8 +187,8 @@ class WindowObjective:
         these K + 1 points; member ``j`` starts at
         the minimizer of ``1/2 |beta - c_j|^2 + 1/2 |d_j - hbar - Y (beta - bbar)|^2``
         (``c_j`` its prior centre, ``d_j`` its weighted data), or at ``b_j`` where
-        that point's cost is not lower.  See :class:`~xlevda.core.members.Randomized`
-        (``start="enkf"``).
+        that point's cost is not lower.  See
+        :class:`~xlevda.core.members.RandomizedMaximumLikelihood` (``start="enkf"``).
         """
         start = self.start
         members = torch.arange(start.shape[0], device=start.device)

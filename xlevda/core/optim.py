@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -140,11 +141,22 @@ class GaussNewtonConfig:
         Convergence when the predicted or the achieved decrease of the cost is at
         most ``tol_cost * max(|f|, 1)`` (>= 0; 0 turns the test off).  Default
         ``10 eps`` of the working dtype (about 1e-6 in float32).
+    jacobian : {"forward", "pointwise"}
+        How LEVDA (:func:`~xlevda.core.levda.solve_window`) gets the Jacobian of its
+        residual: forward mode through the whole chain (``r`` tangent passes; best
+        for separable decoders, whose per-point work is linear in the state), or
+        ``"pointwise"``
+        (:meth:`~xlevda.core.objective.WindowObjective.linearize_pointwise`: about
+        ``1 + C`` decoder passes; best for MLP neural-field decoders: on the tsunami
+        twin with the MLP-decoder surrogate 52.9 s against 79.8 s for L-BFGS,
+        docs/results.md).
 
     Examples
     --------
     >>> GaussNewtonConfig(max_iter=20).damping0
     1e-06
+    >>> GaussNewtonConfig(jacobian="pointwise").jacobian
+    'pointwise'
     """
 
     max_iter: int = 50
@@ -152,6 +164,7 @@ class GaussNewtonConfig:
     damping_max: float = 1e12
     tol_grad: float = 1e-6
     tol_cost: float | None = None
+    jacobian: Literal["forward", "pointwise"] = "forward"
 
     def __post_init__(self) -> None:
         check_int("GaussNewtonConfig.max_iter", self.max_iter, 1)
@@ -164,6 +177,11 @@ class GaussNewtonConfig:
         check_real("GaussNewtonConfig.tol_grad", self.tol_grad, 0.0)
         if self.tol_cost is not None:
             check_real("GaussNewtonConfig.tol_cost", self.tol_cost, 0.0)
+        if self.jacobian not in ("forward", "pointwise"):
+            raise ConfigError(
+                f"GaussNewtonConfig.jacobian={self.jacobian!r} is invalid: use 'forward' or "
+                "'pointwise'"
+            )
 
 
 @dataclass(frozen=True)

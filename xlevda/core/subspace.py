@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from xlevda.core.members import INFLATION_STREAM, Inflation
+from xlevda.core.inflation import INFLATION_STREAM, Inflation
 from xlevda.core.rng import generator, normal
+from xlevda.core.validate import check_seed
 from xlevda.errors import ConfigError, ShapeError
 
 __all__ = ["EnsembleSubspace"]
@@ -63,8 +64,14 @@ class EnsembleSubspace:
     basis: Tensor
 
     @classmethod
-    def from_ensemble(cls, z: Tensor, inflation: Inflation | None = None) -> EnsembleSubspace:
+    def from_ensemble(
+        cls, z: Tensor, inflation: Inflation | None = None, seed: int | torch.Generator = 0
+    ) -> EnsembleSubspace:
         """Subspace of a background ensemble ``z`` (K, d_z), after inflation.
+
+        ``seed`` is the source of the additive inflation's noise (its stream
+        :data:`~xlevda.core.inflation.INFLATION_STREAM`); an int gives the same draws on
+        every call, a generator advances.
 
         Raises
         ------
@@ -72,15 +79,17 @@ class EnsembleSubspace:
             Fewer than two members, or an ensemble without spread.
         """
         infl = inflation or Inflation()
+        check_seed("seed", seed)
         if z.ndim != 2:
             raise ShapeError(f"background ensemble must have shape (K, d_z), got {tuple(z.shape)}")
         K = z.shape[0]
         if K < 2:
             raise ConfigError(f"members K={K}: LEVDA needs at least 2")
         mean = z.mean(0)
-        dz = infl.rho * (z - mean)
-        if infl.sigma > 0:
-            dz = dz + infl.sigma * normal(tuple(z.shape), generator(infl.seed, INFLATION_STREAM), z)
+        dz = infl.multiplicative * (z - mean)
+        if infl.additive > 0:
+            noise = normal(tuple(z.shape), generator(seed, INFLATION_STREAM), z)
+            dz = dz + infl.additive * noise
         pert = dz / math.sqrt(K - 1)
         u, sv, vh = torch.linalg.svd(pert, full_matrices=False)
         cut = sv[0] * max(pert.shape) * torch.finfo(z.dtype).eps
@@ -88,7 +97,7 @@ class EnsembleSubspace:
         if rank == 0:
             raise ConfigError(
                 f"background ensemble has no spread: all K={K} members are equal; "
-                "use Inflation(sigma > 0) or a spread-out background"
+                "use Inflation(additive > 0) or a spread-out background"
             )
         return cls(mean, pert, u[:, :rank], sv[:rank, None] * vh[:rank])
 

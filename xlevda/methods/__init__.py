@@ -10,14 +10,15 @@ device, output layout) is :class:`xlevda.RunOptions`:
   full-state methods, with a simulator as the model.
 
 The options they take are here too: :class:`Inflation`, :class:`Localization`,
-:class:`Randomized`, :class:`WarmStart`, :class:`LBFGSConfig`,
-:class:`GaussNewtonConfig`, :class:`EnSFConfig` and :class:`ModelError`.  A new
+:class:`RandomizedMaximumLikelihood`, :class:`SharedCost`, :class:`LBFGSConfig`,
+:class:`GaussNewtonConfig`, :class:`EnSFConfig` and :class:`ModelErrorTerm`.  A new
 method is a module here plus its import line below.
 """
 
 from xlevda.core.ensf import EnSFConfig
-from xlevda.core.envar import Localization
-from xlevda.core.members import Inflation, Randomized, WarmStart
+from xlevda.core.inflation import Inflation
+from xlevda.core.localization import Localization
+from xlevda.core.members import RandomizedMaximumLikelihood, SharedCost
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.methods.base import Method
 from xlevda.methods.ensf import EnSF
@@ -25,7 +26,7 @@ from xlevda.methods.fourdenvar import FourDEnVar
 from xlevda.methods.ldensf import LDEnSF
 from xlevda.methods.letkf import LETKF
 from xlevda.methods.levda import LEVDA
-from xlevda.model_error import ModelError
+from xlevda.model_error import ModelErrorTerm
 
 __all__ = [
     "LETKF",
@@ -39,7 +40,7 @@ __all__ = [
     "LDEnSF",
     "Localization",
     "Method",
-    "ModelError",
-    "Randomized",
-    "WarmStart",
+    "ModelErrorTerm",
+    "RandomizedMaximumLikelihood",
+    "SharedCost",
 ]

@@ -28,7 +28,7 @@ from xlevda._obs import ObsTable
 from xlevda._obs import Window as PlannedWindow
 from xlevda.core.dynamics import propagate
 from xlevda.cycle import Analysis, Ensemble, Window
-from xlevda.model_error import ModelError
+from xlevda.model_error import ModelErrorTerm
 from xlevda.run import RunDefaults, RunOptions
 from xlevda.surrogates.protocol import Surrogate
 
@@ -52,7 +52,7 @@ class Method(Protocol):
     full_state : bool
         Whether the ensemble holds a full-state model's own state (the output then
         labels ``latent_state`` so), rather than a surrogate's latent state.
-    model_error : ModelError or None
+    model_error : ModelErrorTerm or None
         The model-error term added to the decoded fields (LEVDA), from the
         ``excess`` its analyses return.
     needs_obs_errors : bool
@@ -65,7 +65,7 @@ class Method(Protocol):
     diagnostics: Mapping[str, str]
     run_defaults: ClassVar[RunDefaults] = RunDefaults()
     full_state: ClassVar[bool] = False
-    model_error: ModelError | None = None
+    model_error: ModelErrorTerm | None = None
     needs_obs_errors: ClassVar[bool] = True
 
     def initial(self, model: Surrogate, background: Any, run: RunOptions) -> Ensemble:

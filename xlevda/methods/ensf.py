@@ -6,13 +6,16 @@ Numerics: :func:`xlevda.core.ensf.scaled_ensf_analysis`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from xlevda.core.ensf import ScaledEnSFConfig, scaled_ensf_analysis
+from xlevda.core.ensf import EnSFConfig, scaled_ensf_analysis
+from xlevda.core.inflation import Inflation
+from xlevda.core.validate import check_real
+from xlevda.errors import ConfigError
 from xlevda.methods.fullstate import FrameFilter, Observed
 from xlevda.run import RunOptions
 
@@ -20,7 +23,7 @@ __all__ = ["EnSF"]
 
 
 @dataclass(frozen=True)
-class EnSF(ScaledEnSFConfig, FrameFilter):
+class EnSF(FrameFilter):
     """The ensemble score filter of the augmented full state, variables scaled as groups.
 
     Analyses at every observed frame, each parameter a group of its own; the noise
@@ -29,8 +32,16 @@ class EnSF(ScaledEnSFConfig, FrameFilter):
 
     Attributes
     ----------
-    ensf, obs_scale, inflation
-        As :class:`xlevda.core.ensf.ScaledEnSFConfig`.
+    ensf : EnSFConfig
+        The reverse-SDE settings.
+    obs_scale : float
+        Ensemble spread (or observation error, where smaller) in the scaled
+        coordinates, > 0; the default 0.3 is LD-EnSF's.
+    inflation : Inflation
+        Multiplicative inflation of the forecast perturbations before the analysis
+        (additive inflation is not supported: ``Inflation.additive`` must be 0).  The
+        Monte-Carlo prior score of a small ensemble pulls particles onto the members,
+        so cycled EnSF ensembles collapse without it.
 
     Ensemble size, seed, precision and device are :class:`~xlevda.run.RunOptions`
     (default 40 members, float64).
@@ -41,9 +52,25 @@ class EnSF(ScaledEnSFConfig, FrameFilter):
     0.3
     """
 
+    ensf: EnSFConfig = field(default_factory=EnSFConfig)
+    obs_scale: float = 0.3
+    inflation: Inflation = field(default_factory=Inflation)
+
     name: ClassVar[str] = "EnSF"
     title: ClassVar[str] = "EnSF (ensemble score filter) on the full state"
     remedy: ClassVar[str] = "more EnSF steps (EnSFConfig.steps), a smaller obs_scale or inflation"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ensf, EnSFConfig):
+            raise ConfigError(f"EnSF.ensf={self.ensf!r} is invalid: use EnSFConfig(...)")
+        check_real("EnSF.obs_scale", self.obs_scale, 0.0, open_low=True, finite=True)
+        if not isinstance(self.inflation, Inflation):
+            raise ConfigError(f"EnSF.inflation={self.inflation!r}: expected Inflation(...)")
+        if self.inflation.additive != 0:
+            raise ConfigError(
+                f"EnSF.inflation={self.inflation!r}: additive inflation is not supported by "
+                "the EnSF; use Inflation(multiplicative=...) alone"
+            )
 
     def update(self, z: Tensor, obs: Observed, run: RunOptions, frame: int) -> Tensor:
         """The scaled EnSF analysis; each variable's error is its observations' median."""
@@ -55,4 +82,15 @@ class EnSF(ScaledEnSFConfig, FrameFilter):
         error = torch.full((n_c + d_u,), math.inf, dtype=z.dtype, device=z.device)
         for c in obs.channel.unique():
             error[c] = obs.std[obs.channel == c].median()
-        return scaled_ensf_analysis(z, groups, error, obs, obs.y, obs.std, self, gen)
+        return scaled_ensf_analysis(
+            z,
+            groups,
+            error,
+            obs,
+            obs.y,
+            obs.std,
+            gen,
+            ensf=self.ensf,
+            obs_scale=self.obs_scale,
+            inflation=self.inflation.multiplicative,
+        )

@@ -8,7 +8,7 @@ which is eq. 17 for an Euler rollout).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -18,7 +18,9 @@ from xlevda._obs import ObsTable, plan_windows
 from xlevda._obs import Window as PlannedWindow
 from xlevda._validate import is_int
 from xlevda.core.dynamics import interpolate_trajectory, trajectory
-from xlevda.core.envar import FourDEnVarConfig, fourdenvar
+from xlevda.core.envar import check_outer_loops, fourdenvar
+from xlevda.core.inflation import Inflation
+from xlevda.core.localization import Localization
 from xlevda.cycle import Analysis, Ensemble, Window, obs_window
 from xlevda.errors import ConfigError, ObservationError
 from xlevda.methods.base import background_state, single
@@ -30,16 +32,20 @@ __all__ = ["FourDEnVar"]
 
 
 @dataclass(frozen=True)
-class FourDEnVar(FourDEnVarConfig, FullStateMethod):
+class FourDEnVar(FullStateMethod):
     """4DEnVar of the augmented full state: one ensemble-space analysis per window.
 
     Attributes
     ----------
-    inflation, localization, outer_loops
-        As :class:`xlevda.core.envar.FourDEnVarConfig`.  Localization radii are in the
-        units of the model's ``distances``; the additive inflation's ``sigma`` is in the
-        state's own units, the same for every variable, and its noise in window ``w``
-        of a case with seed ``s`` comes from the seed ``s * 1_000_003 + w``.
+    inflation : Inflation
+        Of the background perturbations; ``Inflation.additive`` is in the state's own
+        units, the same for every variable, and its noise in window ``w`` of a case
+        with seed ``s`` comes from the seed ``s * 1_000_003 + w``.
+    localization : Localization or None
+        Local analyses, the radius in the units of the model's ``distances``;
+        ``None`` (default): one global ensemble-space analysis per window.
+    outer_loops : int
+        Re-linearizations with the nonlinear model (>= 1); only 1 with localization.
     window : int
         Observation times per window (>= 1).
 
@@ -48,10 +54,13 @@ class FourDEnVar(FourDEnVarConfig, FullStateMethod):
 
     Examples
     --------
-    >>> FourDEnVar().window
+    >>> FourDEnVar(localization=Localization(radius=2.0)).window
     5
     """
 
+    inflation: Inflation = field(default_factory=Inflation)
+    localization: Localization | None = None
+    outer_loops: int = 1
     window: int = 5
 
     name: ClassVar[str] = "4DEnVar"
@@ -59,7 +68,14 @@ class FourDEnVar(FourDEnVarConfig, FullStateMethod):
     remedy: ClassVar[str] = "more inflation or localization, or shorter windows"
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        if not isinstance(self.inflation, Inflation):
+            raise ConfigError(f"FourDEnVar.inflation={self.inflation!r}: expected Inflation(...)")
+        if self.localization is not None and not isinstance(self.localization, Localization):
+            raise ConfigError(
+                f"FourDEnVar.localization={self.localization!r}: expected Localization(radius) "
+                "or None"
+            )
+        check_outer_loops(self.outer_loops, self.localization, "FourDEnVar.outer_loops")
         if not is_int(self.window, 1):
             raise ConfigError(f"FourDEnVar.window={self.window!r}: expected an integer >= 1")
 
@@ -92,10 +108,18 @@ class FourDEnVar(FourDEnVarConfig, FullStateMethod):
         dist = None
         if self.localization is not None:
             dist = distances(model, win.points.flatten(0, 1), z)
-        seed = run.seed * 1_000_003 + window.index
-        seeded = replace(self, inflation=replace(self.inflation, seed=seed))
         with torch.no_grad(), linalg_failure(self, window.anchor):
-            res = fourdenvar(z, run_model, observe, win, seeded, distances=dist)
+            res = fourdenvar(
+                z,
+                run_model,
+                observe,
+                win,
+                inflation=self.inflation,
+                localization=self.localization,
+                outer_loops=self.outer_loops,
+                seed=run.seed * 1_000_003 + window.index,
+                distances=dist,
+            )
             check_finite(res.members, self, "analysis", window.anchor)
             hx = observe(
                 interpolate_trajectory(trajectory(model, res.members, n), win.step, win.frac)

@@ -7,22 +7,23 @@ the ensemble subspace (eq. 19).  One dask task per window.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
 from xlevda._obs import ObsTable, plan_windows
 from xlevda._obs import Window as PlannedWindow
 from xlevda._validate import is_int
+from xlevda.core.inflation import Inflation
 from xlevda.core.levda import solve_window
-from xlevda.core.members import Inflation, MemberMode, Randomized, WarmStart
+from xlevda.core.members import MemberMode, RandomizedMaximumLikelihood, SharedCost
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.cycle import Analysis, Ensemble, Window, obs_window
 from xlevda.errors import ConfigError
 from xlevda.initial import latent_ensemble
 from xlevda.methods.base import Method, background_state, single
-from xlevda.model_error import ModelError
+from xlevda.model_error import ModelErrorTerm
 from xlevda.run import RunOptions
 from xlevda.surrogates.protocol import Surrogate
 
@@ -49,18 +50,21 @@ class LEVDA(Method):
     window_stride : int, optional
         Observation times between window starts; ``None`` (= ``window``) gives
         non-overlapping windows, a smaller value overlapping ones.
-    inflation_rho, inflation_sigma : float
-        Multiplicative (``>= 1``) and additive (``>= 0``, normalized latent units)
-        inflation of the background perturbations.
-    mode : WarmStart or Randomized
+    inflation : Inflation
+        Of the background perturbations; ``Inflation.additive`` in normalized latent
+        units.  Its noise in window ``w`` of a case with seed ``s`` comes from the
+        seed ``s * 1_000_003 + w``.
+    member_mode : SharedCost or RandomizedMaximumLikelihood
         How members differ: randomized-maximum-likelihood members with perturbed
         prior centres and data (the default; each starts at its ensemble Kalman
-        analysis, ``Randomized(start="background")`` at its background member as
-        in the paper), or the paper's warm starts of one shared cost.  Warm-start
-        members converge to one minimum wherever the cost is convex, so their
-        spread collapses and cycling then stops with an error
-        asking for inflation; randomized members sample the posterior in the
-        linear-Gaussian case (see ``tests/core``).
+        analysis, ``RandomizedMaximumLikelihood(start="background")`` at its
+        background member as in the paper), or the paper's warm starts of one
+        shared cost (:class:`SharedCost`).  Shared-cost members converge to one
+        minimum wherever the cost is convex, so their spread collapses and cycling
+        then stops with an error asking for inflation; randomized members sample
+        the posterior in the linear-Gaussian case (see ``tests/core``).  Their data
+        perturbations in window ``w`` come from the seed ``hash((0, s * 1_000_003 +
+        w)) % 2**62``.
     optimizer : LBFGSConfig or GaussNewtonConfig
         The batched solver of the K member problems.  The default L-BFGS stops a
         member when a step lowers its cost by less than ``1e-4`` of it: on the demo
@@ -68,13 +72,8 @@ class LEVDA(Method):
         (``benchmarks/levda_tolerance.py``, docs/results.md).  ``LBFGSConfig()``
         (the default of :func:`xlevda.core.levda.solve_window`) iterates until the
         cost stalls at round-off, the gradient reaches ``tol_grad`` or ``max_iter``.
-    jacobian : {"forward", "pointwise"}
-        How a ``GaussNewtonConfig`` optimizer gets its Jacobian: forward mode
-        through the whole chain (best for separable decoders), or ``"pointwise"``
-        (one decoder pass per channel; best for MLP neural-field decoders: on the
-        tsunami twin with the MLP-decoder surrogate 52.9 s against 79.8 s for
-        L-BFGS, docs/results.md).  Ignored by L-BFGS.
-    model_error : ModelError or None
+        ``GaussNewtonConfig(jacobian=...)`` chooses how Gauss-Newton gets its Jacobian.
+    model_error : ModelErrorTerm or None
         Add the estimated model-error term to the members' fields (default), or
         ``None`` for the decoded surrogate states alone.
 
@@ -90,22 +89,18 @@ class LEVDA(Method):
 
     window: int = 5
     window_stride: int | None = None
-    inflation_rho: float = 1.0
-    inflation_sigma: float = 0.0
-    mode: MemberMode = field(default_factory=Randomized)
+    inflation: Inflation = field(default_factory=Inflation)
+    member_mode: MemberMode = field(default_factory=RandomizedMaximumLikelihood)
     optimizer: LBFGSConfig | GaussNewtonConfig = field(
         default_factory=lambda: LBFGSConfig(tol_cost=1e-4)
     )
-    jacobian: Literal["forward", "pointwise"] = "forward"
-    model_error: ModelError | None = field(default_factory=ModelError)
+    model_error: ModelErrorTerm | None = field(default_factory=ModelErrorTerm)
 
     name: ClassVar[str] = "LEVDA"
     title: ClassVar[str] = "LEVDA (latent ensemble variational data assimilation)"
     diagnostics: ClassVar[dict[str, str]] = DIAGNOSTICS
 
     def __post_init__(self) -> None:
-        if self.jacobian not in ("forward", "pointwise"):
-            raise ConfigError(f"jacobian={self.jacobian!r}: expected 'forward' or 'pointwise'")
         if not is_int(self.window, 1):
             raise ConfigError(f"window tau={self.window!r}: expected an integer >= 1")
         if self.window_stride is not None and not 1 <= self.window_stride <= self.window:
@@ -113,15 +108,21 @@ class LEVDA(Method):
                 f"window_stride={self.window_stride!r}: expected 1 <= stride <= "
                 f"window={self.window}"
             )
-        Inflation(self.inflation_rho, self.inflation_sigma)
-        if not isinstance(self.mode, WarmStart | Randomized):
-            raise ConfigError(f"mode={self.mode!r}: expected WarmStart() or Randomized(seed)")
+        if not isinstance(self.inflation, Inflation):
+            raise ConfigError(f"LEVDA.inflation={self.inflation!r}: expected Inflation(...)")
+        if not isinstance(self.member_mode, SharedCost | RandomizedMaximumLikelihood):
+            raise ConfigError(
+                f"LEVDA.member_mode={self.member_mode!r}: expected SharedCost() or "
+                "RandomizedMaximumLikelihood()"
+            )
         if not isinstance(self.optimizer, LBFGSConfig | GaussNewtonConfig):
             raise ConfigError(
-                f"optimizer={self.optimizer!r}: expected LBFGSConfig or GaussNewtonConfig"
+                f"LEVDA.optimizer={self.optimizer!r}: expected LBFGSConfig or GaussNewtonConfig"
             )
-        if self.model_error is not None and not isinstance(self.model_error, ModelError):
-            raise ConfigError(f"model_error={self.model_error!r}: expected ModelError() or None")
+        if self.model_error is not None and not isinstance(self.model_error, ModelErrorTerm):
+            raise ConfigError(
+                f"LEVDA.model_error={self.model_error!r}: expected ModelErrorTerm() or None"
+            )
 
     def initial(self, model: Surrogate, background: Any, run: RunOptions) -> Ensemble:
         """From fields, given parameters or prior draws (:func:`xlevda.initial.latent_ensemble`)."""
@@ -140,18 +141,16 @@ class LEVDA(Method):
             window.obs, window.anchor, model.schema.n_channels, run.torch_dtype, run.device
         )
         seed = run.seed * 1_000_003 + window.index
-        mode = self.mode
-        if isinstance(mode, Randomized) and isinstance(mode.seed, int):
-            mode = replace(mode, seed=hash((mode.seed, seed)) % 2**62)
         try:
             res = solve_window(
                 model,
                 zb,
                 obs_w,
-                inflation=Inflation(self.inflation_rho, self.inflation_sigma, seed=seed),
-                mode=mode,
+                inflation=self.inflation,
+                member_mode=self.member_mode,
                 optimizer=self.optimizer,
-                jacobian=self.jacobian,
+                inflation_seed=seed,
+                noise_seed=hash((0, seed)) % 2**62,
             )
         except ConfigError as err:
             w = window.index
@@ -159,8 +158,9 @@ class LEVDA(Method):
                 raise
             raise ConfigError(
                 f"window {w}: the background (window {w - 1}'s analysis propagated) has "
-                "collapsed: every member converged to the same minimum, as warm-start members "
-                "do on a convex cost. Use mode=Randomized() or inflation_sigma > 0"
+                "collapsed: every member converged to the same minimum, as shared-cost members "
+                "do on a convex cost. Use member_mode=RandomizedMaximumLikelihood() or "
+                "Inflation(additive > 0)"
             ) from err
         return single(
             window.anchor,
