@@ -6,41 +6,29 @@ device, output layout) is :class:`xlevda.RunOptions`:
 
 - :class:`LEVDA`: variational analyses in a surrogate's latent space (the default);
 - :class:`LDEnSF`: the latent ensemble score filter with an observation encoder;
+- :class:`LatentETKF`: the ensemble transform Kalman filter of the same latent space;
 - :class:`LETKF` (ETKF without a radius), :class:`EnSF`, :class:`FourDEnVar`: the
   full-state methods, with a simulator as the model.
 
 The options they take are here too: :class:`Inflation`, :class:`Localization`,
 :class:`RandomizedMaximumLikelihood`, :class:`SharedCost`, :class:`LBFGSConfig`,
 :class:`GaussNewtonConfig`, :class:`EnSFConfig` and :class:`ModelErrorTerm`.  A new
-method is a module here plus its import line below.
+method is a module here plus its import line below (``import X as X``: an explicit
+re-export, so that no list of names repeats the imports).
 """
 
-from xlevda.core.ensf import EnSFConfig
-from xlevda.core.inflation import Inflation
-from xlevda.core.localization import Localization
-from xlevda.core.members import RandomizedMaximumLikelihood, SharedCost
-from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
-from xlevda.methods.base import Method
-from xlevda.methods.ensf import EnSF
-from xlevda.methods.fourdenvar import FourDEnVar
-from xlevda.methods.ldensf import LDEnSF
-from xlevda.methods.letkf import LETKF
-from xlevda.methods.levda import LEVDA
-from xlevda.model_error import ModelErrorTerm
-
-__all__ = [
-    "LETKF",
-    "LEVDA",
-    "EnSF",
-    "EnSFConfig",
-    "FourDEnVar",
-    "GaussNewtonConfig",
-    "Inflation",
-    "LBFGSConfig",
-    "LDEnSF",
-    "Localization",
-    "Method",
-    "ModelErrorTerm",
-    "RandomizedMaximumLikelihood",
-    "SharedCost",
-]
+from xlevda.core.ensf import EnSFConfig as EnSFConfig
+from xlevda.core.inflation import Inflation as Inflation
+from xlevda.core.localization import Localization as Localization
+from xlevda.core.members import RandomizedMaximumLikelihood as RandomizedMaximumLikelihood
+from xlevda.core.members import SharedCost as SharedCost
+from xlevda.core.optim import GaussNewtonConfig as GaussNewtonConfig
+from xlevda.core.optim import LBFGSConfig as LBFGSConfig
+from xlevda.methods.base import Method as Method
+from xlevda.methods.ensf import EnSF as EnSF
+from xlevda.methods.fourdenvar import FourDEnVar as FourDEnVar
+from xlevda.methods.latent_etkf import LatentETKF as LatentETKF
+from xlevda.methods.ldensf import LDEnSF as LDEnSF
+from xlevda.methods.letkf import LETKF as LETKF
+from xlevda.methods.levda import LEVDA as LEVDA
+from xlevda.model_error import ModelErrorTerm as ModelErrorTerm
