@@ -114,7 +114,7 @@ class LDEnSF(Method):
         object.__setattr__(self, "prior_range", checked.prior_range)
 
     def filter_config(self, run: RunOptions) -> LDEnSFConfig:
-        """The options of :func:`~xlevda.core.ldensf.ldensf_filter` for one case."""
+        """The options of :func:`~xlevda.core.ldensf.ldensf_step` (and the filter) for one case."""
         return LDEnSFConfig(
             members=self.run_defaults.members if run.members is None else run.members,
             ensf=self.ensf,
