@@ -71,15 +71,36 @@ def test_same_layout_as_levda_and_same_numbers_as_the_core(model, truth, encoder
     assert an.attrs["method"] == "LD-EnSF" and an.attrs["title"] == "LD-EnSF analysis ensemble"
     assert json.loads(an.attrs["method_config"])["type"] == "LDEnSF"
     assert json.loads(an.attrs["method_config"])["encoder"]["type"] == "ObservationEncoder"
-    assert an.window_analysed.values.all() and an.window_n_obs.values.tolist() == [9] * 6
+    # window 0 holds the members at the shifted start, then one window per observed frame
+    assert an.window_anchor_step.values.tolist() == [-1, 0, 1, 2, 3, 4, 5]
+    assert an.window_analysed.values.tolist() == [0] + [1] * 6
+    assert an.window_n_obs.values.tolist() == [0] + [9] * 6
     assert np.isfinite(an.eta.values).all()
 
+    # the windows, one dask task each, reproduce the core filter exactly
     table = obs_table(obs, model.schema)
     y = torch.as_tensor(observation_matrix(table, encoder.network), dtype=torch.float32)
     res = ldensf_filter(model, encoder, encoder.network, y, CFG, n_frames=6)
-    np.testing.assert_allclose(an.latent_state.values, res.s.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(an.latent_state.values, res.s.numpy())
     u = model.schema.param_norm.denormalize(res.u.double().numpy())
-    np.testing.assert_allclose(an.a.values, u[..., 0], rtol=1e-5)
+    np.testing.assert_array_equal(an.a.values, u[..., 0])
+    for name in ("forecast_spread", "analysis_spread", "forecast_misfit", "analysis_misfit"):
+        np.testing.assert_array_equal(an[f"window_{name}"].values[1:], getattr(res, name).numpy())
+        assert np.isnan(an[f"window_{name}"].values[0])
+
+
+def test_frames_between_and_after_observations_are_forecasts(model, runs, truth):
+    """Observed frames 1 and 3 of 6: window 0 supplies frame 0, each analysis the next frames."""
+    obs = point_obs(truth.isel(time=[1, 3]))
+    network = observation_network(obs, model)
+    sparse = train_encoder(model, network, runs, EncoderConfig(hidden=8, epochs=2))
+    an = target(truth).levda.assimilate(obs, model, method(sparse), run=RUN)
+    assert an.window_anchor_step.values.tolist() == [-1, 1, 3]
+    assert an.window_index.values.tolist() == [0, 1, 1, 2, 2, 2]
+    y = torch.as_tensor(observation_matrix(obs_table(obs, model.schema), network))
+    res = ldensf_filter(model, sparse, network, y.float(), CFG, n_frames=6)
+    np.testing.assert_array_equal(an.latent_state.values, res.s.numpy())
+    np.testing.assert_array_equal(an.window_analysis_spread.values[1:], res.analysis_spread)
 
 
 def test_saved_encoder_gives_the_same_analysis(model, truth, encoder, tmp_path):

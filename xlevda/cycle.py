@@ -12,6 +12,7 @@ torch-free, so it travels between dask workers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,11 +37,15 @@ class Ensemble:
     not_fitted : int, optional
         For an ensemble fitted to field backgrounds: the members whose fit failed or
         who had no finite value (they keep the surrogate's rollout).
+    carry : optional
+        What the method hands on to its next window besides ``z``, torch-free (LD-EnSF:
+        its random generator's state and the case's pseudo-observations).
     """
 
     anchor: int
     z: np.ndarray | None
     not_fitted: int | None = None
+    carry: Any = None
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,7 @@ class Window:
     obs : ObsTable
         The window's observations.
     last_step : int
-        The last latent step the output needs (a method that forecasts inside its
-        analysis, as LD-EnSF does, runs up to it).
+        The last latent step the output needs.
     """
 
     index: int
@@ -68,7 +72,7 @@ class Window:
 
 @dataclass(frozen=True)
 class Analysis:
-    """A window's analyses: one for most methods, one per frame for LD-EnSF.
+    """A window's analyses (one for every method so far).
 
     Attributes
     ----------
@@ -83,6 +87,8 @@ class Analysis:
     excess : ndarray, shape (A, 4, C), optional
         LEVDA's :func:`~xlevda.core.levda.observed_excess` (mean, count, noise, leverage)
         per channel, for the model-error term.
+    carry : optional
+        The next window's :attr:`Ensemble.carry`.
     """
 
     anchors: np.ndarray
@@ -90,11 +96,12 @@ class Analysis:
     diagnostics: dict[str, np.ndarray]
     n_obs: np.ndarray
     excess: np.ndarray | None = None
+    carry: Any = None
 
     @property
     def ensemble(self) -> Ensemble:
         """The last analysis: the background of the next window."""
-        return Ensemble(int(self.anchors[-1]), self.z[-1])
+        return Ensemble(int(self.anchors[-1]), self.z[-1], carry=self.carry)
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,19 @@ from xlevda.surrogates.encoder_training import fit_encoder, surrogate_histories
 from xlevda.surrogates.observation_network import ObservationNetwork
 from xlevda.surrogates.protocol import Surrogate
 
-__all__ = ["observation_matrix", "observation_network", "train_encoder"]
+__all__ = ["observation_frames", "observation_matrix", "observation_network", "train_encoder"]
 
 _FRAC_TOL = 1e-6  # observation times within a millionth of a step of a frame are on it
 
 
-def _frames(table: ObsTable) -> np.ndarray:
-    """The surrogate frame of every row; an error for times between frames."""
+def observation_frames(table: ObsTable) -> np.ndarray:
+    """The surrogate frame of every row of an observation table.
+
+    Raises
+    ------
+    ObservationError
+        For a time between frames (more than a millionth of a step off).
+    """
     position = table.step + table.frac
     frames = np.rint(position)
     off = np.abs(position - frames) > _FRAC_TOL
@@ -107,7 +113,7 @@ def observation_network(
         change between times.
     """
     table = obs_table(obs, surrogate.schema, variables=variables, errors=errors)
-    frames = _frames(table)
+    frames = observation_frames(table)
     uniq = np.unique(frames)
     stride = int(uniq[1] - uniq[0]) if len(uniq) > 1 else 1
     if len(uniq) > 1 and not (np.diff(uniq) == stride).all():
@@ -134,7 +140,7 @@ def observation_matrix(table: ObsTable, network: ObservationNetwork) -> np.ndarr
         If the observations are not exactly the network: other frames, a point
         or variable the network lacks, a missing or repeated value.
     """
-    frames = _frames(table)
+    frames = observation_frames(table)
     uniq = np.unique(frames)
     expected = network.first_frame + network.frame_stride * np.arange(len(uniq))
     if not np.array_equal(uniq, expected):

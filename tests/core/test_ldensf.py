@@ -10,7 +10,13 @@ import torch
 import xlevda.core.ldensf as ldensf_module
 from tests.surrogates.test_encoder import NETWORK, SMALL, linear_surrogate
 from xlevda.core.ensf import EnSFConfig, TweedieLikelihood
-from xlevda.core.ldensf import LDEnSFConfig, ldensf_filter
+from xlevda.core.ldensf import (
+    LDEnSFConfig,
+    ldensf_filter,
+    ldensf_start,
+    ldensf_step,
+    pseudo_observations,
+)
 from xlevda.core.prior import prior_params
 from xlevda.errors import ConfigError, ObservationError, ShapeError, SurrogateFileError
 from xlevda.surrogates.encoder import EncoderConfig
@@ -145,6 +151,28 @@ def test_same_seed_same_result_other_seed_other_result(setup):
     c = ldensf_filter(surrogate, encoder, NETWORK, obs[1], dataclasses.replace(FAST, seed=1))
     assert torch.equal(a.s, b.s) and torch.equal(a.u, b.u)
     assert not torch.equal(a.s, c.s)
+
+
+def test_steps_with_the_generator_state_handed_on_reproduce_the_filter():
+    """What the method's windows do: one step each, the generator rebuilt from its state."""
+    surrogate = linear_surrogate()
+    net = dataclasses.replace(NETWORK, first_frame=1, frame_stride=2)
+    encoder, y = _weak_encoder(surrogate, net, 4)
+    out = ldensf_filter(surrogate, encoder, net, y[0], FAST, n_frames=9)
+    to = {"dtype": F64, "device": "cpu"}
+    pseudo = pseudo_observations(encoder, y[0], FAST.obs_error_factor, **to)
+    z, gen = ldensf_start(surrogate, FAST, **to)
+    frame = -1
+    for j, k in enumerate(out.obs_frames.tolist()):
+        state = gen.get_state().numpy()  # what a window hands to the next
+        gen = torch.Generator()
+        gen.set_state(torch.from_numpy(state))
+        forecasts, z, diag = ldensf_step(surrogate, z, k - frame, pseudo, j, FAST, gen)
+        assert forecasts.shape == (k - frame, 16, 5)
+        assert torch.equal(forecasts[:-1], torch.cat([out.s, out.u], -1)[frame + 1 : k])
+        assert torch.equal(z, torch.cat([out.s[k], out.u[k]], -1))
+        assert diag[0] == out.forecast_spread[j] and diag[3] == out.analysis_misfit[j]
+        frame = k
 
 
 def test_non_finite_analysis_members_keep_their_forecast(setup, monkeypatch):

@@ -44,6 +44,13 @@ tsunami LDNet (eta at 16 points, 10 % noise, 6 truth runs, K = 50) ``obs_scale``
 0.2 / 0.3 / 0.5 gave 0.051 / 0.063 / 0.097 against 0.055 for the
 pseudo-observations and 1.14 for the free forecast.
 
+:func:`ldensf_filter` runs a whole observation sequence: the encoder's
+pseudo-observations of the sequence (:func:`pseudo_observations`), the initial
+ensemble and its random generator (:func:`ldensf_start`), then one
+:func:`ldensf_step` per observation (the forecast to its frame, then
+:func:`ldensf_analysis`), every random draw from that one generator.  The method
+(:class:`xlevda.methods.LDEnSF`) runs the same steps one window at a time.
+
 Torch only.  Members are a batch dimension throughout.
 """
 
@@ -57,6 +64,7 @@ import torch
 from torch import Tensor
 
 from xlevda._validate import is_int, is_positive
+from xlevda.core.dynamics import trajectory
 from xlevda.core.ensf import EnSFConfig, ensf_analysis
 from xlevda.core.prior import prior_params
 from xlevda.core.rng import generator
@@ -64,7 +72,16 @@ from xlevda.core.scores import gaussian_likelihood_score
 from xlevda.errors import ConfigError, ShapeError
 from xlevda.surrogates.protocol import LatentEncoder, SensorNetwork, Surrogate
 
-__all__ = ["LDEnSFConfig", "LDEnSFResult", "ldensf_filter"]
+__all__ = [
+    "LDEnSFConfig",
+    "LDEnSFResult",
+    "PseudoObservations",
+    "ldensf_analysis",
+    "ldensf_filter",
+    "ldensf_start",
+    "ldensf_step",
+    "pseudo_observations",
+]
 
 
 @dataclass(frozen=True)
@@ -231,35 +248,104 @@ def _check_inputs(
             f"n_frames must be an integer >= {last + 1} (the last observation's frame + 1), "
             f"got {n_frames!r}"
         )
+    return config, obs_frames, n_frames
+
+
+@dataclass(frozen=True)
+class PseudoObservations:
+    """The encoder's pseudo-observations of ``z = (s, u)`` at each observation.
+
+    Attributes
+    ----------
+    value : Tensor, shape (T, d_z)
+        Encoder output ``z_obs`` (latent units); row ``j`` sees observations ``0..j``.
+    std : Tensor, shape (T, d_z)
+        Its error standard deviation ``sigma`` (the encoder's validation error times
+        ``obs_error_factor``).
+    centre, unit : Tensor, shape (d_z,)
+        The encoder's training mean and standard deviation of ``z``: the origin of
+        the analysis coordinates and the unit of the spreads.
+    """
+
+    value: Tensor
+    std: Tensor
+    centre: Tensor
+    unit: Tensor
+
+
+def pseudo_observations(
+    encoder: LatentEncoder,
+    observations: Tensor,
+    obs_error_factor: float,
+    *,
+    dtype: torch.dtype,
+    device: torch.device | str,
+) -> PseudoObservations:
+    """The encoder's output for an observation sequence (T, P * C), and its error.
+
+    The encoder runs once over the whole sequence, in its own dtype and on its own
+    device; the result is in ``dtype`` on ``device``.
+
+    Raises
+    ------
+    ConfigError
+        An encoder without a positive error estimate.
+    """
     if not bool((encoder.error_std > 0).all()):
         raise ConfigError(
             "encoder.error_std must be positive (the pseudo-observation error); train the "
             "encoder with fit_encoder, which sets it from the validation runs"
         )
-    return config, obs_frames, n_frames
+    to = {"dtype": dtype, "device": device}
+    with torch.no_grad():
+        value = encoder(observations.to(encoder.in_mean)).to(**to)
+    std = (encoder.observation_std(observations.shape[0]) * obs_error_factor).to(**to)
+    return PseudoObservations(value, std, encoder.out_mean.to(**to), encoder.out_std.to(**to))
 
 
-def _analysis(
-    s: Tensor,
-    u: Tensor,
-    z_obs: Tensor,
-    obs_std: Tensor,
-    centre: Tensor,
-    unit: Tensor,
-    scale: Tensor,
+def ldensf_start(
+    surrogate: Surrogate,
+    config: LDEnSFConfig,
+    *,
+    dtype: torch.dtype,
+    device: torch.device | str,
+) -> tuple[Tensor, torch.Generator]:
+    """The initial ensemble ``z = (0, u)`` (K, d_z) at the shifted start, and its generator.
+
+    Parameters ``u`` are drawn from ``config.prior_range`` with a generator seeded with
+    ``config.seed``, which then supplies every analysis's random draws.
+    """
+    gen = generator(config.seed, device=device)
+    to = {"dtype": dtype, "device": device}
+    u = prior_params(surrogate.schema, config.members, gen, config.prior_range, **to)
+    s = torch.zeros(config.members, surrogate.latent_dim, **to)
+    return torch.cat([s, u], -1), gen
+
+
+def ldensf_analysis(
+    z_f: Tensor,
+    pseudo: PseudoObservations,
+    j: int,
     config: LDEnSFConfig,
     gen: torch.Generator,
 ) -> tuple[Tensor, Tensor]:
-    """One EnSF analysis of the forecast ``(s, u)`` (K, d_s), (K, d_u) in scaled coordinates.
+    """One EnSF analysis of the forecast ``z_f`` (K, d_z) given pseudo-observation ``j``.
 
-    ``z_obs``, ``obs_std`` (d_z,): the pseudo-observation and its error;
-    ``x = (z - centre) / scale`` are the analysis coordinates and ``unit`` the
-    training spread.  Returns the analysis (K, d_z), a non-finite member replaced
-    by its forecast, and the diagnostics (6,) float64: forecast and analysis
-    spread, forecast and analysis misfit, members replaced, seconds.
+    The analysis runs in the coordinates ``x = (z - centre) / c``,
+    ``c = min(sigma, unit) / obs_scale`` (see the module notes); its random draws
+    come from ``gen``.
+
+    Returns
+    -------
+    z_a : Tensor, shape (K, d_z)
+        The analysis, a non-finite member replaced by its forecast.
+    diagnostics : Tensor, shape (6,), float64
+        Forecast and analysis spread, forecast and analysis misfit, members
+        replaced, seconds.
     """
     start = time.perf_counter()
-    z_f = torch.cat([s, u], -1)
+    z_obs, obs_std, centre, unit = pseudo.value[j], pseudo.std[j], pseudo.centre, pseudo.unit
+    scale = torch.minimum(obs_std, unit) / config.obs_scale  # z - centre = scale * x
     x_obs = (z_obs - centre) / scale
     score = gaussian_likelihood_score(_identity, x_obs, obs_std / scale)
     x_a = ensf_analysis((z_f - centre) / scale, score, config.ensf, gen)
@@ -278,6 +364,38 @@ def _analysis(
         dtype=torch.float64,
     )
     return z_a, diag
+
+
+def _forecast(surrogate: Surrogate, z: Tensor, n_steps: int) -> Tensor:
+    """The ensemble ``z`` (K, d_z) after each of ``n_steps`` Euler steps: (n_steps, K, d_z)."""
+    return trajectory(surrogate, z, n_steps).transpose(0, 1)[1:].contiguous()
+
+
+def ldensf_step(
+    surrogate: Surrogate,
+    z: Tensor,
+    n_steps: int,
+    pseudo: PseudoObservations,
+    j: int,
+    config: LDEnSFConfig,
+    gen: torch.Generator,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One LD-EnSF cycle: forecast ``z`` (K, d_z) ``n_steps`` Euler steps, then analyse.
+
+    ``z`` is the previous analysis (or the initial ensemble), ``n_steps >= 1`` frames
+    before pseudo-observation ``j`` of ``pseudo``; the analysis advances ``gen``.
+
+    Returns
+    -------
+    forecasts : Tensor, shape (n_steps, K, d_z)
+        The forecast at each frame, the last at the analysis's frame.
+    z_a, diagnostics : Tensor
+        As :func:`ldensf_analysis`.
+    """
+    with torch.no_grad():
+        forecasts = _forecast(surrogate, z, n_steps)
+        z_a, diag = ldensf_analysis(forecasts[-1], pseudo, j, config, gen)
+    return forecasts, z_a, diag
 
 
 def ldensf_filter(
@@ -348,47 +466,31 @@ def ldensf_filter(
     config, obs_frames, n_frames = _check_inputs(
         surrogate, encoder, network, observations, config, n_frames
     )
-    n_obs = observations.shape[0]
     like = torch.as_tensor(surrogate.dt)
-    dtype = like.dtype if dtype is None else dtype
-    device = like.device if device is None else torch.device(device)
-    to = {"dtype": dtype, "device": device}
-
+    to = {
+        "dtype": like.dtype if dtype is None else dtype,
+        "device": like.device if device is None else torch.device(device),
+    }
+    pseudo = pseudo_observations(encoder, observations, config.obs_error_factor, **to)
+    z, gen = ldensf_start(surrogate, config, **to)
+    diag = torch.zeros(6, observations.shape[0], dtype=torch.float64)
+    states, frame = [], -1
+    for j, k in enumerate(obs_frames.tolist()):
+        forecasts, z, diag[:, j] = ldensf_step(surrogate, z, k - frame, pseudo, j, config, gen)
+        states += [forecasts[:-1], z[None]]
+        frame = k
     with torch.no_grad():
-        pseudo_obs = encoder(observations.to(encoder.in_mean)).to(**to)
-    obs_std = (encoder.observation_std(n_obs) * config.obs_error_factor).to(**to)
-    centre = encoder.out_mean.to(**to)
-    unit = encoder.out_std.to(**to)
-    scales = torch.minimum(obs_std, unit) / config.obs_scale  # z - centre = scales[j] * x
-
-    d_s, K = surrogate.latent_dim, config.members
-    gen = generator(config.seed, device=device)
-    u = prior_params(surrogate.schema, K, gen, config.prior_range, **to)
-    s = torch.zeros(K, d_s, **to)
-    dt = like.to(**to)
-    analysis_of = {int(k): j for j, k in enumerate(obs_frames)}
-    diag = torch.zeros(6, n_obs, dtype=torch.float64)
-    states, params = [], []
-    with torch.no_grad():
-        for k in range(n_frames):
-            s = s + dt * surrogate.vector_field(s, u)
-            j = analysis_of.get(k)
-            if j is not None:
-                z_a, diag[:, j] = _analysis(
-                    s, u, pseudo_obs[j], obs_std[j], centre, unit, scales[j], config, gen
-                )
-                s, u = z_a[:, :d_s], z_a[:, d_s:]
-            states.append(s)
-            params.append(u)
+        states.append(_forecast(surrogate, z, n_frames - 1 - frame))
+    z_all, d_s = torch.cat(states), surrogate.latent_dim
     analysed = torch.zeros(n_frames, dtype=torch.bool)
     analysed[obs_frames] = True
     return LDEnSFResult(
-        s=torch.stack(states),
-        u=torch.stack(params),
+        s=z_all[..., :d_s].contiguous(),
+        u=z_all[..., d_s:].contiguous(),
         analysed=analysed,
         obs_frames=obs_frames,
-        pseudo_obs=pseudo_obs,
-        pseudo_obs_std=obs_std,
+        pseudo_obs=pseudo.value,
+        pseudo_obs_std=pseudo.std,
         forecast_spread=diag[0],
         analysis_spread=diag[1],
         forecast_misfit=diag[2],
