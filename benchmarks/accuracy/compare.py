@@ -7,7 +7,7 @@ regular buoy network at every frame) run, on the same truths and observations:
 - LD-EnSF (latent ensemble score filter with an LSTM observation encoder trained
   here on simulated runs observed at the network; its training is timed apart),
 - LETKF, EnSF and 4DEnVar on the full simulator state (K = 40), through the same
-  accessor (``FullStateConfig``) with the simulator as the model
+  accessor (``xlevda.LETKF``, ``EnSF``, ``FourDEnVar``) with the simulator as the model
   (:class:`xlevda.systems.tsunami_model.TsunamiModel`: its C-grid prognostic
   variables are the state, u, v at the cell centres and eta are observed).
   4DEnVar uses r = 2 grid cells of localization and multiplicative inflation;
@@ -48,15 +48,15 @@ from compare_report import plot, sweep_table, table, targets, write_markdown
 from compare_settings import FLOOR, LEVDA_EQUAL_K, METHODS, PRIOR, Settings
 from torch import Tensor
 
-from xlevda import FullStateConfig, LEVDAConfig, load_pretrained, metrics
-from xlevda.api import surrogate_checksum
-from xlevda.core.ensf import EnSFConfig, ScaledEnSFConfig
-from xlevda.core.envar import FourDEnVarConfig, Localization
+from xlevda import LETKF, LEVDA, EnSF, FourDEnVar, RunOptions, load_pretrained, metrics
+from xlevda.core.dynamics import trajectory
 from xlevda.core.ldensf import LDEnSFConfig, ldensf_filter
-from xlevda.core.letkf import LETKFConfig
-from xlevda.core.levda import Inflation, trajectory
 from xlevda.errors import ConfigError, XlevdaError
-from xlevda.surrogates.encoder import EncoderConfig, ObservationNetwork, fit_encoder
+from xlevda.io import surrogate_checksum
+from xlevda.methods import EnSFConfig, Inflation, Localization
+from xlevda.surrogates.encoder import EncoderConfig
+from xlevda.surrogates.encoder_training import fit_encoder
+from xlevda.surrogates.observation_network import ObservationNetwork
 from xlevda.systems import observe, tsunami
 from xlevda.systems.tsunami_model import TsunamiModel
 
@@ -105,15 +105,14 @@ def run_full_state(
     target: xr.Dataset,
     obs: xr.Dataset,
     model: TsunamiModel,
-    method: LETKFConfig | ScaledEnSFConfig | FourDEnVarConfig,
+    method: LETKF | EnSF | FourDEnVar,
     initial: dict[str, np.ndarray],
     s: Settings,
     seed: int,
 ) -> xr.Dataset:
     """A full-state method through the accessor, fields computed: (time, member, lat, lon)."""
-    window = s.window if isinstance(method, FourDEnVarConfig) else None
-    cfg = FullStateConfig(method, members=s.full_members, window=window, seed=seed, dtype="float32")
-    an = target.levda.assimilate(obs, model, cfg, background=initial)
+    run = RunOptions(members=s.full_members, seed=seed, dtype="float32")
+    an = target.levda.assimilate(obs, model, method, run=run, background=initial)
     return an[[*VARIABLES, *model.schema.params]].transpose("time", "member", ...).load()
 
 
@@ -121,10 +120,12 @@ def full_state_methods(model: TsunamiModel, s: Settings, seed: int) -> dict[str,
     """LETKF, EnSF and 4DEnVar as configured for this benchmark (radius in km)."""
     radius_km = s.radius * model.config.dx / 1e3
     return {
-        "LETKF": LETKFConfig(inflation=s.inflation, localization_radius=radius_km),
-        "EnSF": ScaledEnSFConfig(EnSFConfig(steps=s.ensf_steps)),
-        "4DEnVar": FourDEnVarConfig(
-            inflation=Inflation(rho=s.inflation, seed=seed), localization=Localization(radius_km)
+        "LETKF": LETKF(inflation=s.inflation, localization_radius=radius_km),
+        "EnSF": EnSF(EnSFConfig(steps=s.ensf_steps)),
+        "4DEnVar": FourDEnVar(
+            inflation=Inflation(rho=s.inflation, seed=seed),
+            localization=Localization(radius_km),
+            window=s.window,
         ),
     }
 
@@ -146,8 +147,8 @@ def run_levda(
     target: xr.Dataset, obs: xr.Dataset, surrogate, members: int, s: Settings, seed: int
 ) -> xr.Dataset:
     """LEVDA through the accessor, fields computed: (time, member, lat, lon) + parameters."""
-    cfg = LEVDAConfig(members=members, window=s.window, seed=seed)
-    an = target.levda.assimilate(obs, surrogate, cfg)
+    run = RunOptions(members=members, seed=seed)
+    an = target.levda.assimilate(obs, surrogate, LEVDA(window=s.window), run=run)
     return an[[*VARIABLES, *surrogate.schema.params]].transpose("time", "member", ...).load()
 
 

@@ -221,19 +221,19 @@ thread; surrogate `load_pretrained("tsunami")` sha256 `{sha}`.
   100 km apart as in the paper's 10x10 network on 150x150; {coverage:.2f} % of the 48x48
   cells, {ds.attrs["n_observations_main"]} values per case), noise {100 * s["noise"]:.0f} % of
   each variable's truth standard deviation.
-- LEVDA: accessor, `LEVDAConfig(members={s["latent_members"]}, window={s["window"]})`
+- LEVDA: accessor, `LEVDA(window={s["window"]})`, `RunOptions(members={s["latent_members"]})`
   (defaults otherwise). `{LEVDA_EQUAL_K}` is the same with K = {s["full_members"]} (runtime at
   equal K).
 - LD-EnSF: `ldensf_filter` with `LDEnSFConfig(members={s["latent_members"]})`, EnSF
   {s["ensf_steps"]} steps; LSTM encoder (`EncoderConfig(epochs={s["encoder_epochs"]})`) trained
   on {s["train_runs"]} simulator runs observed at the network; training time reported apart.
-- Full-state methods, K = {s["full_members"]}, through the accessor
-  (`FullStateConfig`, float32 as LEVDA) with the simulator as the model (`TsunamiModel`: its C-grid
+- Full-state methods, K = {s["full_members"]}, through the accessor (`LETKF`, `EnSF`,
+  `FourDEnVar`, float32 as LEVDA) with the simulator as the model (`TsunamiModel`: its C-grid
   prognostic u, v, eta, N = 6816); members start at rest with bumps at sources drawn from the
   prior, and estimate the source by state augmentation (not localized).
   LETKF: R-localization with Gaspari-Cohn support {s["radius"]} grid cells, inflation
   {s["inflation"]} (also where no observation reaches), analysis every frame. EnSF:
-  `ScaledEnSFConfig` (default `EnSFConfig`, {s["ensf_steps"]} steps, no inflation),
+  `EnSF` (default `EnSFConfig`, {s["ensf_steps"]} steps, no inflation),
   coordinates scaled per variable as LD-EnSF scales its latent state (obs_scale 0.3; plain
   standardized coordinates diverged), analysis every frame, no localization. 4DEnVar:
   strong-constraint, windows of {s["window"]} frames, `Localization` with support

@@ -1,6 +1,6 @@
 """The ``accessor`` step of ``l96_filters.py``: the full-state methods through the accessor.
 
-``target.levda.assimilate(obs, Lorenz96Surrogate, FullStateConfig(...), background=...)`` on the
+``target.levda.assimilate(obs, Lorenz96Surrogate, method, run=..., background=...)`` on the
 ``run`` step's truth and observations: ETKF and LETKF with its tuning, the scaled EnSF and
 4DEnVar with their inflation tuned on short runs of separate truths.
 """
@@ -75,12 +75,14 @@ class AccessorTwin:
         )
 
     def assimilate(self, config, seed: int):
-        """``(output Dataset, wall seconds)``: ``target.levda.assimilate`` from ``background``."""
+        """``(output Dataset, wall seconds)``: ``target.levda.assimilate`` from ``background``;
+        ``config`` is ``(method, run options)``."""
         import xlevda  # noqa: F401  (registers the accessor)
 
         start = time.perf_counter()
+        method, run = config
         out = self.target.levda.assimilate(
-            self.obs, self.model, config, background=self.background(config.members, seed)
+            self.obs, self.model, method, run=run, background=self.background(run.members, seed)
         )
         return out, time.perf_counter() - start
 
@@ -132,19 +134,20 @@ def accessor_scores(out, truth: np.ndarray, burn_in: int, fourdenvar: bool) -> d
 
 
 def _fullstate(name: str, members: int, inflation: float, radius=None, steps=100, window=None):
+    """``(method, run options)`` of the full-state method ``name``; float64 (the default)."""
     import xlevda
-    from xlevda.core.levda import Inflation
+    from xlevda.methods import EnSFConfig, Inflation, Localization
 
     if name == "EnSF":
-        method = xlevda.ScaledEnSFConfig(
-            ensf=xlevda.EnSFConfig(steps=steps), obs_scale=0.3, inflation=inflation
-        )
+        method = xlevda.EnSF(ensf=EnSFConfig(steps=steps), obs_scale=0.3, inflation=inflation)
     elif name == "4DEnVar":
-        loc = None if radius is None else xlevda.Localization(radius)
-        method = xlevda.FourDEnVarConfig(inflation=Inflation(inflation), localization=loc)
+        loc = None if radius is None else Localization(radius)
+        method = xlevda.FourDEnVar(
+            inflation=Inflation(inflation), localization=loc, window=window or 5
+        )
     else:
-        method = xlevda.LETKFConfig(inflation, radius)
-    return xlevda.FullStateConfig(method, members=members, window=window)
+        method = xlevda.LETKF(inflation, radius)
+    return method, xlevda.RunOptions(members=members)
 
 
 def _accessor_run(twin_, config, burn_in: int, seed: int) -> dict:
@@ -155,7 +158,7 @@ def _accessor_run(twin_, config, burn_in: int, seed: int) -> dict:
     except VariableError as err:
         return {"rmse_a": float("inf"), "diverged": True, "error": str(err)[:200]}
     cycles = len(twin_.truth) - 1
-    score = accessor_scores(out, twin_.truth, burn_in, config.name == "4DEnVar")
+    score = accessor_scores(out, twin_.truth, burn_in, config[0].name == "4DEnVar")
     return {
         **score,
         "wall_s": round(wall, 2),
@@ -343,7 +346,7 @@ def run_accessor(args: argparse.Namespace) -> None:
     tuning |= fourdenvar_tuning
 
     report["accessor"] = {
-        "note": "target.levda.assimilate(obs, Lorenz96Surrogate, FullStateConfig(method), "
+        "note": "target.levda.assimilate(obs, Lorenz96Surrogate, method, run=RunOptions(...), "
         "background=fields at time 0) on the run step's truth and observations, with its "
         "initial ensemble (the same draws) and averaging window; forcing F = 8 in every member "
         "(no spread, so not estimated); float64",

@@ -12,6 +12,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -47,26 +48,45 @@ def initial_ensemble(truth0: np.ndarray, members: int, seed: int) -> np.ndarray:
     return (torch.as_tensor(truth0) + draws).numpy()
 
 
-def core_cycle(truth, obs, members, inflation, radius, seed):
-    """The core functions cycled over all observations: ``(CycleResult, wall seconds)``."""
+class CoreRun(NamedTuple):
+    """Analysis ensemble mean and standard deviation (``K - 1`` normalization), each (T, N)."""
+
+    analysis_mean: Any
+    analysis_std: Any
+
+
+def core_cycle(truth, obs, members, inflation, radius, seed) -> tuple[CoreRun, float]:
+    """The core functions cycled over all observations: ``(CoreRun, wall seconds)``.
+
+    Cycle ``k`` runs the ensemble one RK4 step forward and analyses it with
+    ``letkf_analysis`` against ``obs[k]``; a forecast or analysis with NaN or infinite values
+    raises ``VariableError`` (a diverged filter).
+    """
     import torch
 
-    from xlevda.core.letkf import LETKFConfig, cycle, letkf_analysis
+    from xlevda.core.letkf import LETKFConfig, letkf_analysis
+    from xlevda.errors import VariableError
     from xlevda.systems.lorenz96 import rk4_step
 
     obs_t = torch.as_tensor(obs)
-    initial = torch.as_tensor(initial_ensemble(truth[0], members, seed))
+    ensemble = torch.as_tensor(initial_ensemble(truth[0], members, seed))
     config = LETKFConfig(inflation, radius)
     dist = None if radius is None else torch.as_tensor(ring_distances())
     std = torch.ones(N_VARS, dtype=torch.float64)
+    means, stds = [], []
     start = time.perf_counter()
-    result = cycle(
-        initial,
-        lambda e: rk4_step(e, FORCING, DT),
-        lambda f, k: letkf_analysis(f, obs_t[k], f, std, config, dist),
-        len(obs),
-    )
-    return result, time.perf_counter() - start
+    for k in range(len(obs)):
+        forecast = rk4_step(ensemble, FORCING, DT)
+        if not torch.isfinite(forecast).all():
+            raise VariableError(f"the forecast has NaN or infinite values at cycle {k}: diverged")
+        ensemble = letkf_analysis(forecast, obs_t[k], forecast, std, config, dist)
+        if not torch.isfinite(ensemble).all():
+            raise VariableError(f"the analysis has NaN or infinite values at cycle {k}: diverged")
+        spread, mean = torch.std_mean(ensemble, dim=-2)
+        means.append(mean)
+        stds.append(spread)
+    wall = time.perf_counter() - start
+    return CoreRun(torch.stack(means), torch.stack(stds)), wall
 
 
 def standard_error(series: np.ndarray, block: int = 100) -> float:

@@ -17,7 +17,7 @@ on the long run, saves the truth and observations to ``--data`` as ``.npy`` and 
 ``docs/results/l96_filters.json``.  ``dapper`` runs DAPPER's ``EnKF('Sqrt')`` and ``LETKF`` with
 their published tuning on those very arrays (same initial ensemble distribution, same averaging
 window) and adds its figures to the same JSON.  ``accessor`` runs the full-state methods through
-``target.levda.assimilate(obs, Lorenz96Surrogate, FullStateConfig(...), background=...)`` on
+``target.levda.assimilate(obs, Lorenz96Surrogate, method, run=..., background=...)`` on
 those arrays, from the same initial ensemble draws (forcing F = 8 in every member, so not
 estimated) and over the same averaging window: the ETKF and LETKF with the ``run`` step's tuning
 (and the core functions again, to compare), the scaled EnSF (N = 24) and 4DEnVar (N = 24, and

@@ -27,9 +27,8 @@ import numpy as np
 import torch
 
 import xlevda
-from xlevda.core.members import Randomized
-from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.demo import twin_experiment
+from xlevda.methods import GaussNewtonConfig, LBFGSConfig, Randomized
 
 SCORES = ("rrmse", "ser", "crps", "param_err")
 

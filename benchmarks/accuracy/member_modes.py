@@ -23,9 +23,10 @@ import numpy as np
 import torch
 import xarray as xr
 
-from xlevda import LEVDAConfig, Randomized, WarmStart, load_pretrained
+from xlevda import LEVDA, RunOptions, load_pretrained
 from xlevda.demo import prior_forecast, simulate_truth, twin_scores
 from xlevda.errors import XlevdaError
+from xlevda.methods import Randomized, WarmStart
 from xlevda.metrics import rank_histogram
 from xlevda.systems import observe
 
@@ -59,10 +60,10 @@ def main() -> None:
         at = {c: xr.DataArray(np.unique(obs[c].values), dims=f"obs_{c}") for c in ("lat", "lon")}
         results = {"forecast": (fc, 0.0, fc_ens)}
         for name, options in MODES.items():
-            cfg = LEVDAConfig(members=args.members, window=5, seed=seed, **options)
+            method, run = LEVDA(window=5, **options), RunOptions(members=args.members, seed=seed)
             t0 = time.perf_counter()
             try:
-                an = target.levda.assimilate(obs, model, cfg)
+                an = target.levda.assimilate(obs, model, method, run=run)
             except XlevdaError as err:
                 print(f"{seed:>4} {name:<24} failed: {str(err)[:70]}")
                 continue

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from xlevda import LEVDAConfig, load_pretrained
+from xlevda import LEVDA, RunOptions, load_pretrained
 from xlevda.demo import prior_forecast, twin_scores
 from xlevda.systems import observe, tsunami
 
@@ -53,7 +53,7 @@ def main() -> None:
             obs = observe.observe(fine, where, when, noise_ratio=0.1, seed=seed + 1)
             t0 = time.perf_counter()
             an = truth.drop_vars(list(truth.data_vars)).levda.assimilate(
-                obs, model, LEVDAConfig(members=args.members, window=5, seed=seed)
+                obs, model, LEVDA(window=5), run=RunOptions(members=args.members, seed=seed)
             )
             elapsed = time.perf_counter() - t0
             s = twin_scores(an, truth, true, prior).isel(time=slice(5, None)).mean("time")

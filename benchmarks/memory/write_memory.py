@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from xlevda import LEVDAConfig, load_pretrained
+from xlevda import LEVDA, RunOptions, load_pretrained
 from xlevda.demo import simulate_truth
 from xlevda.systems import observe
 
@@ -45,7 +45,7 @@ def main() -> None:
         }
     )
     t0 = time.perf_counter()
-    an = target.levda.assimilate(obs, model, LEVDAConfig(members=args.members, window=5))
+    an = target.levda.assimilate(obs, model, LEVDA(window=5), run=RunOptions(members=args.members))
     t1 = time.perf_counter()
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     an.to_netcdf(args.output)

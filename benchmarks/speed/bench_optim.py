@@ -7,7 +7,7 @@ field and an MLP neural-field decoder of width 64), K = 100 members, one window 
 Timed side by side in one run (median of ``--repeats``):
 
 - ``batched L-BFGS``: :func:`xlevda.core.levda.solve_window` with ``LBFGSConfig``;
-- ``batched L-BFGS, 1e-4``: the same with ``tol_cost=1e-4``, LEVDAConfig's default
+- ``batched L-BFGS, 1e-4``: the same with ``tol_cost=1e-4``, LEVDA's default
   (the issue's criterion is a final cost within 1 % of the loop's);
 - ``batched GN, pointwise`` / ``forward``: the same with ``GaussNewtonConfig`` and the
   pointwise-reverse Jacobian (suited to this MLP decoder) or forward mode;
@@ -39,8 +39,11 @@ import torch
 from torch import Tensor
 
 from benchmarks.common import mlp_ldnet
-from xlevda.core.levda import ObsWindow, WindowObjective, observe, solve_window
+from xlevda.core.dynamics import observe
+from xlevda.core.levda import solve_window
+from xlevda.core.objective import WindowObjective
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
+from xlevda.core.window import ObsWindow
 from xlevda.surrogates.ldnet import LDNetModel
 
 

@@ -29,7 +29,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import mlp_ldnet
-from xlevda.core.levda import ObsWindow, WindowObjective
+from xlevda.core.objective import WindowObjective
+from xlevda.core.window import ObsWindow
 
 
 def main() -> None:

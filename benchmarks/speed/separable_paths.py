@@ -1,8 +1,8 @@
 """Separable decoder in LEVDA: folded basis against coefficients first, side by side.
 
 One window cost and its gradient (eq. 19, K = 100 members, 5 observation times x
-100 points x 3 channels, the shipped tsunami surrogate, float32, one thread),
-evaluated through the surrogate's two equivalent decoding paths:
+100 points x 3 channels, float32, one thread), evaluated through the surrogate's two
+equivalent decoding paths:
 
 - ``folded``: ``prepare_points`` folds the basis into the coefficient network's
   output layer once per window; each evaluation is ``[h(s), 1] @ [Psi W, Psi beta]``;
@@ -11,6 +11,13 @@ evaluated through the surrogate's two equivalent decoding paths:
 
 Runs alternate; prints the median time per evaluation of each, their ratio and the
 largest difference of the costs.
+
+The surrogate is ``--surrogate`` (a saved LDNet with a separable decoder, e.g. from
+``examples/train_tsunami_surrogate.py --decoder separable``), by default an untrained one of
+the sizes of the tsunami surrogate shipped before the linear LDNet replaced it (its separable
+decoder: 256 basis functions, 128 x 4 basis and 128 x 3 coefficient networks, 64 Fourier
+features; latent dimension 12) on the shipped surrogate's schema: the shipped surrogate now
+has a cosine decoder, which has neither path.
 
 Run from the repository root::
 
@@ -28,12 +35,13 @@ import torch
 import xlevda
 from xlevda.core.objective import WindowObjective
 from xlevda.core.window import ObsWindow
+from xlevda.surrogates.ldnet import LDNetModel
 
 
 class CoefficientsFirst:
     """The same surrogate, decoding through its coefficients (the unfolded path)."""
 
-    def __init__(self, model: xlevda.LDNet) -> None:
+    def __init__(self, model: LDNetModel) -> None:
         self.model = model
         self.latent_dim, self.param_dim = model.latent_dim, model.param_dim
         self.schema, self.dt = model.schema, model.dt
@@ -48,13 +56,27 @@ class CoefficientsFirst:
         return self.model.decoder.decode_basis(s, prepared)
 
 
+def separable_surrogate(path: str | None) -> LDNetModel:
+    """The LDNet saved at ``path``, or the untrained default of the module docstring."""
+    if path is not None:
+        return xlevda.load_surrogate(path)
+    decoder = xlevda.SeparableDecoderConfig(
+        n_basis=256, basis_width=128, basis_depth=4, coef_width=128, coef_depth=3, n_fourier=64
+    )
+    config = xlevda.LDNetConfig(
+        latent_dim=12, dynamics_width=64, dynamics_depth=4, decoder=decoder, dt0=0.1
+    )
+    return LDNetModel(config, xlevda.load_pretrained("tsunami").schema).eval()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--members", type=int, default=100)
+    parser.add_argument("--surrogate", default=None, help="a saved separable-decoder LDNet")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    model = xlevda.load_pretrained("tsunami")
+    model = separable_surrogate(args.surrogate)
     model.requires_grad_(False)
     gen = torch.Generator().manual_seed(0)
     k, n_t, n_p, n_c = args.members, 5, 100, model.schema.n_channels

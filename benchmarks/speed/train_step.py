@@ -10,8 +10,8 @@ Prints the median over 5 steps of the rollout, basis, decode and backward times.
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
 import time
 
 import numpy as np
@@ -25,9 +25,13 @@ from xlevda.surrogates.ldnet import LDNetModel
 
 
 def main() -> None:
-    path, threads = sys.argv[1], int(sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", help="runs file of examples/train_tsunami_surrogate.py --data")
+    parser.add_argument("threads", type=int, help="torch threads")
+    args = parser.parse_args()
+    threads = args.threads
     torch.set_num_threads(threads)
-    ds = xr.open_dataset(path).isel(run=slice(0, 16)).load().astype("float32")
+    ds = xr.open_dataset(args.path).isel(run=slice(0, 16)).load().astype("float32")
     schema = build_schema(ds, ["src_lat", "src_lon"])
     decoder = xlevda.SeparableDecoderConfig(
         n_basis=256, basis_width=128, basis_depth=4, coef_width=128, coef_depth=3, n_fourier=64
