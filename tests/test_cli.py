@@ -52,6 +52,9 @@ def test_simulate_train_assimilate(tmp_path, capsys):
         )
         == 0
     )
+    out = capsys.readouterr().out
+    assert "fit quality on 1 held-out run(s)" in out
+    assert xlevda.load_surrogate(model).quality.summary() in out
     obs = observe.observe(ds.isel(run=0)[["eta"]], observe.GridStride(4), noise_ratio=0.1)
     obs.to_netcdf(tmp_path / "obs.nc")
     out = tmp_path / "an.nc"
@@ -107,6 +110,7 @@ def test_help_lists_commands(capsys):
         assert command in out
 
 
+@pytest.mark.filterwarnings("ignore:the fitted linear latent step:UserWarning")
 def test_train_linear_ldnet(tmp_path, capsys):
     """'--decoder linear' fits the closed-form linear LDNet and saves it with float16 parts."""
     runs = tmp_path / "runs.nc"
@@ -116,8 +120,12 @@ def test_train_linear_ldnet(tmp_path, capsys):
     train = ["train", str(runs), "--params", "src_lat", "src_lon", "--decoder", "linear"]
     args = [*train, "--latent-dim", "9", "--cosine-terms", "6", "-q", "-o", str(model)]
     assert main(args) == 0
-    assert "first-frame validation relative error" in capsys.readouterr().out
+    out = capsys.readouterr().out
     fitted = xlevda.load_surrogate(model)
+    # the quality report's table, as stored in the file
+    assert fitted.quality.summary() in out
+    assert "held-out run(s), whole trajectories of 5 frames" in out
+    assert "spectral radius" in out and "eta" in out.split("all frames")[1]
     assert fitted.latent_dim == 9 and fitted.metadata["half"] == ["decoder.weight", "dynamics.A"]
     assert fitted.config.dynamics is not None and fitted.config.decoder.n_terms == 6
 

@@ -9,8 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from xlevda import load_pretrained
-from xlevda.demo import SYSTEMS, run_demo, training_config, twin_experiment
+from xlevda.demo import SYSTEMS, quality_lines, run_demo, training_config, twin_experiment
 from xlevda.errors import ConfigError
+from xlevda.surrogates.fitreport import FitReport
 from xlevda.systems import kolmogorov, sphere_config
 
 
@@ -48,3 +49,17 @@ def test_twin_experiment_checks_the_surrogate():
         twin_experiment("tsunami", surrogate={})
     with pytest.raises(ConfigError, match=r"observes \['u', 'v', 'eta'\]: \['eta'\] missing"):
         twin_experiment("tsunami", surrogate=load_pretrained("kolmogorov"))
+
+
+def test_quality_lines_one_per_variable_or_one_saying_there_is_none():
+    assert quality_lines(load_pretrained("tsunami").quality) == [
+        "surrogate quality: no quality report stored with this surrogate"
+    ]
+    report = FitReport(("u", "v"), 3, ((0.1, 0.2, 0.3), (0.4, 0.5, 0.9)), (0.2, 0.6), (2,), 1.0)
+    lines = quality_lines(report)
+    assert len(lines) == 2
+    assert lines[1] == (
+        "surrogate v: held-out relative RMSE 0.6000 (per frame: mean 0.6000, worst 0.9000)"
+    )
+    none = FitReport(("u",), 3, None, None, (), 1.0, note="no held-out runs (fraction 0)")
+    assert quality_lines(none) == ["surrogate quality: no held-out runs (fraction 0)"]

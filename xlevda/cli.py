@@ -95,17 +95,11 @@ def _train(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - t0
     if args.decoder == "linear":
         model.save(args.output, half=("decoder.weight", "dynamics.A"))
-        err = model.metadata["linear_fit"]["first_frame_validation_error"]
-        print(
-            f"fitted in {elapsed:.1f} s; first-frame validation relative error {err:.4f} "
-            f"-> {args.output}"
-        )
+        print(f"fitted in {elapsed:.1f} s -> {args.output}")
     else:
         model.save(args.output)
-        best = min(model.history.val_rel_rmse)
-        print(
-            f"trained in {elapsed:.1f} s; best validation relative RMSE {best:.4f} -> {args.output}"
-        )
+        print(f"trained in {elapsed:.1f} s -> {args.output}")
+    print(model.quality.summary())
     return 0
 
 

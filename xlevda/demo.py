@@ -31,6 +31,7 @@ from xlevda.ldnet import LDNet
 from xlevda.methods import LEVDA
 from xlevda.pretrained import load_pretrained
 from xlevda.run import RunOptions
+from xlevda.surrogates.fitreport import FitReport
 from xlevda.systems import kolmogorov, observe, sphere, sphere_config, tsunami
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "Twin",
     "plot_twin",
     "prior_forecast",
+    "quality_lines",
     "run_demo",
     "simulate_truth",
     "training_config",
@@ -357,6 +359,34 @@ def twin_experiment(
     )
 
 
+def quality_lines(quality: FitReport | None) -> list[str]:
+    """What the demo says of the surrogate's quality report: a line per variable, or one
+    line when the surrogate has none (or its fit held no runs out).
+
+    Examples
+    --------
+    >>> quality_lines(None)
+    ['surrogate quality: no quality report stored with this surrogate']
+    >>> quality_lines(FitReport(("eta",), 2, ((0.1, 0.3),), (0.25,), (4,), seconds=2.0))
+    ['surrogate eta: held-out relative RMSE 0.2500 (per frame: mean 0.2000, worst 0.3000)']
+    """
+    if quality is None:
+        return ["surrogate quality: no quality report stored with this surrogate"]
+    if quality.overall_errors is None:
+        return [f"surrogate quality: {quality.note}"]
+    return [
+        f"surrogate {name}: held-out relative RMSE {overall:.4f} (per frame: mean {mean:.4f}, "
+        f"worst {worst:.4f})"
+        for name, overall, mean, worst in zip(
+            quality.variables,
+            quality.overall_errors,
+            quality.mean_errors or (),
+            quality.worst_errors or (),
+            strict=True,
+        )
+    ]
+
+
 def run_demo(
     seed: int = 0,
     output: str = "levda_demo.nc",
@@ -377,6 +407,8 @@ def run_demo(
         + f"; {twin.obs.sizes['obs']} observations of {', '.join(observed)} ({n_sensors} "
         f"sensors x {len(truth.time)} frames, 10 % noise)"
     )
+    for line in quality_lines(load_pretrained(system).quality):
+        print(line)
     print(f"\nLEVDA assimilation of {len(truth.time)} frames, K={members}: {twin.seconds:.1f} s\n")
     units = truth[main].attrs.get("units", "1")
     window = analysis.window_index.values

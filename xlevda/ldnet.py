@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -14,9 +15,11 @@ from xlevda._convert import build_schema, times_to_steps, to_points
 from xlevda._frames import DatasetFrameSource
 from xlevda.core.dynamics import interpolate_latent
 from xlevda.errors import ConfigError, VariableError
-from xlevda.surrogates.config import LDNetConfig
+from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.linear import fit_linear
+from xlevda.surrogates.quality import measure_quality, step_spectral_radius, warn_if_unstable
+from xlevda.surrogates.schema import SurrogateSchema
 from xlevda.surrogates.training import train
 
 __all__ = ["LDNet"]
@@ -87,47 +90,86 @@ class LDNet(LDNetModel):
         Returns
         -------
         LDNet
-            The best model seen on the validation runs; its ``history`` holds the
+            The best model seen on the validation runs (on the training runs with
+            ``validation_fraction=0``, which holds none out); its ``history`` holds the
             loss curves.  With ``config.dynamics`` a
             :class:`~xlevda.surrogates.config.LinearDynamicsConfig` the model is instead
             fitted in closed form (:func:`xlevda.surrogates.linear.fit_linear`; of
-            ``config.train`` only ``validation_fraction`` and ``seed`` apply), reading
-            the runs ``chunk_runs`` at a time; ``history`` is then ``None`` and
-            ``metadata["linear_fit"]`` holds the fit's report.
+            ``config.train`` only ``validation_fraction`` and ``seed`` apply, and one run
+            at least is held out), reading the runs ``chunk_runs`` at a time; ``history``
+            is then ``None`` and ``metadata["linear_fit"]`` holds the fit's report.
+            Either way ``quality`` holds the fit's
+            :class:`~xlevda.surrogates.fitreport.FitReport`: the held-out runs' errors
+            over their whole trajectories, per variable and frame (with ``refit``, of the
+            same fit without them), the fit's wall time and, for linear latent dynamics,
+            the step's spectral radius.
+
+        Warns
+        -----
+        UserWarning
+            The linear latent step has spectral radius above 1 (an unstable forecast).
         """
+        start = time.perf_counter()
         config = config if config is not None else LDNetConfig()
         params = list(params)
         if not params:
             raise ConfigError("params is empty: name at least one parameter coordinate")
         schema = build_schema(dataset, params, variables, run_dim=run_dim)
-        n_runs = dataset.sizes[run_dim]
-        frac = config.train.validation_fraction
-        n_val = max(1, round(frac * n_runs))
-        if n_runs - n_val < 1:
-            raise ConfigError(
-                f"{run_dim!r} has {n_runs} run(s): need at least 2 to split into training and "
-                f"validation (validation_fraction={frac})"
-            )
-        order = np.random.default_rng(config.train.seed).permutation(n_runs)
+        n_val = _n_validation(config, dataset.sizes[run_dim], run_dim)
+        order = np.random.default_rng(config.train.seed).permutation(dataset.sizes[run_dim])
         common: dict[str, Any] = {
             "run_dim": run_dim,
             "chunk_runs": chunk_runs,
             "memory_budget": memory_budget,
         }
         train_src = DatasetFrameSource(dataset, schema, order[n_val:], **common)
-        val_src = DatasetFrameSource(dataset, schema, order[:n_val], **common)
+        val_src = DatasetFrameSource(dataset, schema, order[:n_val], **common) if n_val else None
+        note = (
+            ""
+            if n_val
+            else "no held-out runs (validation_fraction=0): error on unseen runs unknown"
+        )
         if config.dynamics is not None:
             if initial is not None:
                 raise ConfigError(
                     "initial is not used by the closed-form fit of LinearDynamicsConfig: "
                     "leave it None"
                 )
-            n_fit = n_runs if config.dynamics.refit else n_runs - n_val
-            if config.dynamics.n_centres is None:
-                config = replace(config, dynamics=replace(config.dynamics, n_centres=n_fit))
-            model = cls(config, schema)
-            model.metadata["linear_fit"] = fit_linear(model, train_src, val_src)
-            return model
+            assert val_src is not None
+            model, measured = cls._fit_closed_form(config, schema, train_src, val_src)
+            if measured is not model:
+                note = (
+                    "measured on the fit without the held-out runs; the returned model was "
+                    "refitted on all runs"
+                )
+        else:
+            model = measured = cls._fit_gradient(
+                config, schema, train_src, val_src, initial, progress
+            )
+        model.quality = measure_quality(
+            measured,
+            val_src,
+            heldout_runs=np.sort(order[:n_val]).tolist(),
+            seconds=time.perf_counter() - start,
+            spectral_radius=step_spectral_radius(model),
+            refitted=measured is not model,
+            note=note,
+            batch_size=config.train.batch_size,
+        )
+        warn_if_unstable(model.quality, stacklevel=2)
+        return model
+
+    @classmethod
+    def _fit_gradient(
+        cls,
+        config: LDNetConfig,
+        schema: SurrogateSchema,
+        train_src: DatasetFrameSource,
+        val_src: DatasetFrameSource | None,
+        initial: LDNet | None,
+        progress: bool,
+    ) -> LDNet:
+        """A model trained by gradient descent (from ``initial``'s weights when given)."""
         model = cls(config, schema)
         if initial is not None:
             if initial.schema != schema:
@@ -139,6 +181,30 @@ class LDNet(LDNetModel):
             model.load_state_dict(initial.state_dict())
         model.history = train(model, train_src, val_src, config.train, progress=progress)
         return model
+
+    @classmethod
+    def _fit_closed_form(
+        cls,
+        config: LDNetConfig,
+        schema: SurrogateSchema,
+        train_src: DatasetFrameSource,
+        val_src: DatasetFrameSource,
+    ) -> tuple[LDNet, LDNet]:
+        """The closed-form linear model, and the model its quality is measured on: itself,
+        or with ``refit`` the same fit on the training runs alone."""
+        dyn = config.dynamics
+        assert isinstance(dyn, LinearDynamicsConfig)
+        measured = None
+        if dyn.refit:
+            alone = replace(dyn, refit=False, n_centres=train_src.n_runs)
+            measured = cls(replace(config, dynamics=alone), schema)
+            fit_linear(measured, train_src, val_src)
+        n_fit = train_src.n_runs + (val_src.n_runs if dyn.refit else 0)
+        if dyn.n_centres is None:
+            config = replace(config, dynamics=replace(dyn, n_centres=n_fit))
+        model = cls(config, schema)
+        model.metadata["linear_fit"] = fit_linear(model, train_src, val_src)
+        return model, model if measured is None else measured
 
     def predict(
         self,
@@ -277,3 +343,16 @@ class LDNet(LDNetModel):
             if set(v.dims) <= set(space_dims) and k not in ("time",)
         }
         return coords, points, space_dims, space_shape
+
+
+def _n_validation(config: LDNetConfig, n_runs: int, run_dim: str) -> int:
+    """Runs held out: ``validation_fraction`` of them, at least one unless the fraction is 0
+    (the closed-form linear fit always holds one out: it chooses its kernel width on it)."""
+    frac = config.train.validation_fraction
+    n_val = max(1, round(frac * n_runs)) if frac > 0 or config.dynamics is not None else 0
+    if n_runs - n_val < 1:
+        raise ConfigError(
+            f"{run_dim!r} has {n_runs} run(s): need at least 2 to split into training and "
+            f"validation (validation_fraction={frac})"
+        )
+    return n_val

@@ -21,6 +21,7 @@ from xlevda.errors import ConfigError, ShapeError, SurrogateFileError, XlevdaErr
 from xlevda.surrogates.config import LDNetConfig, config_from_dict, config_to_dict
 from xlevda.surrogates.decoders import CosineDecoder, MLPDecoder, SeparableDecoder
 from xlevda.surrogates.fileformat import SURROGATE_FORMAT, half_state, read_file, write_file
+from xlevda.surrogates.fitreport import FitReport
 from xlevda.surrogates.history import TrainingHistory
 from xlevda.surrogates.schema import SurrogateSchema
 from xlevda.surrogates.vector_fields import ImpulseLinearField, VectorFieldNet
@@ -73,6 +74,10 @@ class LDNetModel(nn.Module):
         Set by :func:`~xlevda.surrogates.training.train`; saved with the model.
     metadata : dict
         Free-form JSON-serializable notes saved with the model.
+    quality : FitReport or None
+        The quality report of the fit (set by :meth:`xlevda.LDNet.fit`); saved with
+        the model.  ``None`` for a model not fitted by it, or loaded from a file
+        written before xlevda recorded one.
 
     Examples
     --------
@@ -109,6 +114,7 @@ class LDNetModel(nn.Module):
         self.param_dim = len(schema.params)
         self.history: TrainingHistory | None = None
         self.metadata: dict[str, Any] = {}
+        self.quality: FitReport | None = None
 
         dt0 = config.dt0 if config.dt0 is not None else 1.0 / schema.n_frames
         with torch.random.fork_rng(devices=[]):
@@ -229,8 +235,8 @@ class LDNetModel(nn.Module):
 
         The file holds ``format`` (``"xlevda-surrogate"``), ``format_version``,
         ``xlevda_version``, ``kind`` (``"ldnet"``), ``config`` and ``schema`` (as
-        dicts), ``dtype``, ``state_dict`` (CPU tensors), ``history`` (dict or None)
-        and ``metadata``.
+        dicts), ``dtype``, ``state_dict`` (CPU tensors), ``history`` (dict or None),
+        ``metadata`` and ``quality`` (dict or None; optional: older files lack it).
 
         Parameters
         ----------
@@ -269,6 +275,7 @@ class LDNetModel(nn.Module):
             "state_dict": state,
             "history": None if self.history is None else self.history.to_dict(),
             "metadata": meta,
+            "quality": None if self.quality is None else self.quality.to_dict(),
         }
         write_file(path, SURROGATE_FORMAT, entries)
 
@@ -311,10 +318,12 @@ class LDNetModel(nn.Module):
                 if payload["history"] is None
                 else TrainingHistory.from_dict(payload["history"])
             )
+            quality = payload.get("quality")
+            quality = None if quality is None else FitReport.from_dict(quality)
             model = cls(config, schema).to(dtype=dtype)
         except (XlevdaError, TypeError, KeyError, ValueError) as err:
             raise SurrogateFileError(
-                f"{os.fspath(path)!r} has an invalid config, schema or history: {err}"
+                f"{os.fspath(path)!r} has an invalid config, schema, history or quality: {err}"
             ) from None
         try:
             model.load_state_dict(payload["state_dict"], strict=True)
@@ -324,6 +333,7 @@ class LDNetModel(nn.Module):
             ) from None
         model.history = history
         model.metadata = dict(payload["metadata"])
+        model.quality = quality
         return model.to(device=device)
 
     def extra_repr(self) -> str:

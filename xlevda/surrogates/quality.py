@@ -1,0 +1,164 @@
+"""Measuring a fit's quality on held-out runs (torch only): :func:`measure_quality`.
+
+The held-out runs are rolled out from their parameters over all their frames and
+decoded at every point; the errors are compared in physical units (the schema's
+output normalization undone), per variable and frame, as :data:`DEFINITION
+<xlevda.surrogates.fitreport.DEFINITION>` says.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from xlevda.errors import ShapeError
+from xlevda.surrogates.fitreport import FitReport
+from xlevda.surrogates.ldnet import LDNetModel
+from xlevda.surrogates.training import FrameSource
+from xlevda.surrogates.vector_fields import ImpulseLinearField
+
+__all__ = ["heldout_square_sums", "measure_quality", "step_spectral_radius", "warn_if_unstable"]
+
+
+def step_spectral_radius(model: LDNetModel) -> float | None:
+    """Spectral radius of the latent step ``c_{k+1} = (I + dt A) c_k + dt a`` of linear
+    latent dynamics; ``None`` for other dynamics.
+
+    Examples
+    --------
+    >>> from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig
+    >>> from xlevda.surrogates.decoder_configs import CosineDecoderConfig
+    >>> from xlevda.surrogates.schema import SurrogateSchema
+    >>> config = LDNetConfig(latent_dim=3, learnable_dt=False, decoder=CosineDecoderConfig(),
+    ...                      dynamics=LinearDynamicsConfig(n_centres=2))
+    >>> step_spectral_radius(LDNetModel(config, SurrogateSchema.minimal(4)))  # A = 0: M = I
+    1.0
+    >>> step_spectral_radius(LDNetModel(LDNetConfig(), SurrogateSchema.minimal(4))) is None
+    True
+    """
+    field = model.dynamics
+    if not isinstance(field, ImpulseLinearField):
+        return None
+    with torch.no_grad():
+        a = field.A.detach().double()
+        step = torch.eye(a.shape[0], dtype=a.dtype) + float(model.dt) * a
+        return float(torch.linalg.eigvals(step).abs().max())
+
+
+def heldout_square_sums(
+    model: LDNetModel, source: FrameSource, *, batch_size: int = 8
+) -> tuple[Tensor, Tensor]:
+    """Squared errors and squared truths of ``model`` on every run of ``source``.
+
+    Each run is rolled out from its parameters over all ``source.n_frames`` frames
+    and decoded at every point; both are summed over runs and points in physical
+    units (float64).
+
+    Returns
+    -------
+    sq_error, sq_truth : Tensor, shape (C, T)
+        Per variable (channel) and frame.
+    """
+    if source.n_runs < 1 or source.n_frames < 1:
+        raise ShapeError(f"no held-out runs to measure: n_runs={source.n_runs}")
+    norm = model.schema.output_norm
+    scale = torch.tensor(norm.scale, dtype=torch.float64)
+    offset = torch.tensor(norm.offset, dtype=torch.float64)
+    like = model.dt0
+    sq_error = sq_truth = torch.zeros((), dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for batch in source.batches(batch_size, None, gen, False):
+            params, points = (x.to(device=like.device, dtype=like.dtype) for x in batch[:2])
+            pred = model(params, points, source.n_frames).double().cpu()
+            values = batch.values.double().cpu()
+            sq_error = sq_error + ((pred - values) * scale).square().sum((0, 2))
+            sq_truth = sq_truth + (values * scale + offset).square().sum((0, 2))
+    model.train(was_training)
+    return sq_error.T, sq_truth.T
+
+
+def measure_quality(
+    model: LDNetModel,
+    source: FrameSource | None,
+    *,
+    heldout_runs: Sequence[int],
+    seconds: float,
+    spectral_radius: float | None = None,
+    refitted: bool = False,
+    note: str = "",
+    batch_size: int = 8,
+) -> FitReport:
+    """The :class:`~xlevda.surrogates.fitreport.FitReport` of ``model`` on ``source``.
+
+    Parameters
+    ----------
+    model : LDNetModel
+        The model the errors are measured on (for a refitted linear model, the one
+        fitted without the held-out runs); its spectral radius is not recorded here
+        (see :func:`step_spectral_radius`).
+    source : FrameSource or None
+        The held-out runs; ``None`` when there are none (``note`` then says why).
+    heldout_runs : sequence of int
+        Their indices in the training data (empty with ``source=None``).
+    seconds : float
+        Wall time of the fit.
+    spectral_radius, refitted, note
+        As in :class:`~xlevda.surrogates.fitreport.FitReport` (the spectral radius of
+        the returned model: :func:`step_spectral_radius`).
+    batch_size : int
+        Runs per forward pass.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from xlevda.surrogates.config import LDNetConfig
+    >>> from xlevda.surrogates.schema import SurrogateSchema
+    >>> from xlevda.surrogates.training import TensorFrameSource
+    >>> model = LDNetModel(LDNetConfig(latent_dim=3), SurrogateSchema.minimal(3))
+    >>> src = TensorFrameSource(torch.zeros(2, 1), torch.rand(4, 1), torch.ones(2, 3, 4, 1))
+    >>> report = measure_quality(model, src, heldout_runs=[5, 9], seconds=1.0)
+    >>> len(report.frame_errors[0]), report.n_heldout_runs
+    (3, 2)
+    """
+    variables = tuple(model.schema.variables)
+    if source is None:
+        return FitReport(
+            variables, model.schema.n_frames, None, None, (), seconds, spectral_radius, note=note
+        )
+    if source.n_runs != len(heldout_runs):
+        raise ShapeError(
+            f"heldout_runs names {len(heldout_runs)} runs, the source holds {source.n_runs}"
+        )
+    sq_error, sq_truth = heldout_square_sums(model, source, batch_size=batch_size)
+    frames = (sq_error / sq_truth).sqrt()  # inf (nan for 0/0) where the truth is zero
+    overall = (sq_error.sum(1) / sq_truth.sum(1)).sqrt()
+    return FitReport(
+        variables,
+        source.n_frames,
+        tuple(tuple(float(v) for v in row) for row in frames),
+        tuple(float(v) for v in overall),
+        tuple(int(i) for i in heldout_runs),
+        seconds,
+        spectral_radius,
+        refitted=refitted,
+        note=note,
+    )
+
+
+def warn_if_unstable(report: FitReport, *, stacklevel: int = 2) -> None:
+    """Warn (``UserWarning``) when the report's linear latent step has spectral radius above 1."""
+    if report.unstable:
+        assert report.spectral_radius is not None
+        warnings.warn(
+            f"the fitted linear latent step has spectral radius {report.spectral_radius:.4f} > 1: "
+            "its forecast is unstable (the leading latent mode grows geometrically, without "
+            "bound beyond the training frames); try fewer modes (latent_dim) or more runs",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
