@@ -448,7 +448,7 @@ def test_objective_gradcheck_and_exact_reduction():
         assert torch.autograd.gradcheck(objective.cost, (beta, members))
         # the cost in reduced coordinates is eq. 19 at the lifted alpha
         beta_all = objective.start + 0.3
-        alpha = objective.subspace.lift(beta_all, objective.centre_scale)
+        alpha = objective.subspace.lift(beta_all, objective.centre)
         every = torch.arange(8)
         torch.testing.assert_close(
             objective.cost_full(alpha, every), objective.cost(beta_all, every)
