@@ -15,7 +15,8 @@ and the cost keeps eq. 19's form with the prior term ``1/2 |alpha - a_j|^2 + 1/2
 (:class:`~xlevda.core.objective.WindowObjective`).  The analysis can then move in
 directions no member spans, and the latent state at the window start receives its
 own increment, not only through the parameters.  :func:`static_square_root`
-computes ``L`` from latent samples (e.g. trajectories over runs and frames).
+computes ``L`` from latent samples (e.g. trajectories over runs and frames),
+:func:`rollout_square_root` from the surrogate's own rollouts.
 """
 
 from __future__ import annotations
@@ -26,10 +27,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from xlevda.core.dynamics import trajectory
 from xlevda.core.validate import check_int, check_real
 from xlevda.errors import ConfigError, ShapeError, VariableError
+from xlevda.surrogates.protocol import Surrogate
 
-__all__ = ["STATIC_STREAM", "HybridCovariance", "check_static_sqrt", "static_square_root"]
+__all__ = [
+    "STATIC_STREAM",
+    "HybridCovariance",
+    "check_static_sqrt",
+    "rollout_square_root",
+    "static_square_root",
+]
 
 STATIC_STREAM = 2
 """Stream of an integer seed (:func:`xlevda.core.rng.generator`) for the static prior
@@ -124,6 +133,43 @@ def static_square_root(samples: Tensor, rank: int) -> Tensor:
     _, sv, vh = torch.linalg.svd(dev, full_matrices=False)
     keep = min(rank, sv.shape[0])
     return vh[:keep].T * sv[:keep]
+
+
+def rollout_square_root(surrogate: Surrogate, z0: Tensor, anchor: int, rank: int) -> Tensor:
+    """``L`` (d_z, r) of the surrogate's trajectories over its training frames.
+
+    The states ``z = (s, u)`` of the rollouts from ``z0`` (e.g. parameters drawn from
+    the prior, ``s`` at the surrogate's start) at every frame ``0 .. n_frames - 1``
+    (``surrogate.schema.n_frames``), pooled over runs and frames
+    (:func:`static_square_root`): the climatological covariance of the surrogate's
+    latent states and parameters.
+
+    Parameters
+    ----------
+    surrogate : Surrogate
+    z0 : Tensor, shape (N, d_z)
+        Initial states at frame ``anchor``.
+    anchor : int
+        Frame of ``z0``, ``<= 0`` (``-1``: the shifted start ``s_{-1}``).
+    rank : int
+
+    Examples
+    --------
+    >>> import torch
+    >>> from types import SimpleNamespace
+    >>> class Drift:  # s' = u
+    ...     latent_dim, param_dim, dt = 1, 1, torch.tensor(1.0)
+    ...     schema = SimpleNamespace(n_frames=3)
+    ...     def vector_field(self, s, u): return u
+    >>> z0 = torch.tensor([[0.0, -1.0], [0.0, 1.0]], dtype=torch.float64)
+    >>> rollout_square_root(Drift(), z0, -1, 2).shape
+    torch.Size([2, 2])
+    """
+    if anchor > 0:
+        raise ConfigError(f"anchor={anchor} is out of range: the rollouts start at a frame <= 0")
+    with torch.no_grad():
+        traj = trajectory(surrogate, z0, surrogate.schema.n_frames - 1 - anchor)
+    return static_square_root(traj[:, -anchor:], rank)
 
 
 def check_static_sqrt(static_sqrt: Tensor, d_z: int) -> None:

@@ -11,11 +11,12 @@ device, output layout) is :class:`xlevda.RunOptions`:
 
 The options they take are here too: :class:`Inflation`, :class:`Localization`,
 :class:`RandomizedMaximumLikelihood`, :class:`SharedCost`, :class:`LBFGSConfig`,
-:class:`GaussNewtonConfig`, :class:`EnSFConfig` and :class:`ModelErrorTerm`.  A new
-method is a module here plus its import line below.
+:class:`GaussNewtonConfig`, :class:`EnSFConfig`, :class:`HybridCovariance` and
+:class:`ModelErrorTerm`.  A new method is a module here plus its import line below.
 """
 
 from xlevda.core.ensf import EnSFConfig
+from xlevda.core.hybrid import HybridCovariance
 from xlevda.core.inflation import Inflation
 from xlevda.core.localization import Localization
 from xlevda.core.members import RandomizedMaximumLikelihood, SharedCost
@@ -35,6 +36,7 @@ __all__ = [
     "EnSFConfig",
     "FourDEnVar",
     "GaussNewtonConfig",
+    "HybridCovariance",
     "Inflation",
     "LBFGSConfig",
     "LDEnSF",
