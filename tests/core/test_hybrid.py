@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from tests.core.models import F64, LinearSurrogate, random_ensemble, random_window
-from tests.core.test_levda import TIGHT, TIGHT_GN, TIGHT_LBFGS, _nonlinear
+from tests.core.test_levda import TIGHT, TIGHT_GN, TIGHT_LBFGS, nonlinear_problem
+from xlevda.core.dynamics import trajectory
 from xlevda.core.gauss_newton import linearization
-from xlevda.core.hybrid import HybridCovariance, static_square_root
+from xlevda.core.hybrid import HybridCovariance, rollout_square_root, static_square_root
 from xlevda.core.inflation import Inflation
 from xlevda.core.levda import solve_window
 from xlevda.core.members import RandomizedMaximumLikelihood as RML
@@ -108,7 +109,7 @@ def test_hybrid_equals_closed_form(method, mode):
 @pytest.mark.parametrize("method", ["lbfgs", "gn"])
 def test_static_weight_zero_is_ensemble_only(method, mode):
     """``beta_c = 0`` (``beta_e = 1``) gives the ensemble-only analysis and cost."""
-    sur, window, z_b = _nonlinear()
+    sur, window, z_b = nonlinear_problem()
     kw = {"member_mode": mode, "noise_seed": 3, **TIGHT[method]}
     plain = solve_window(sur, z_b, window, **kw)
     zero = HybridCovariance(static_weight=0.0, rank=2)
@@ -145,7 +146,7 @@ def _torch_lbfgs_member(objective: WindowObjective, j: int) -> tuple[float, torc
 @pytest.mark.parametrize("mode", [SharedCost(), RML(start="background")])
 def test_batched_equals_per_member_loop(mode):
     """The batched reduced solve equals torch.optim.LBFGS per member on eq. 19 in (alpha, v)."""
-    sur, window, z_b = _nonlinear()
+    sur, window, z_b = nonlinear_problem()
     kw = {"member_mode": mode, "noise_seed": 4, "hybrid": HYBRID, "static_sqrt": _static_sqrt(5, 3)}
     objective = WindowObjective.build(sur, z_b, window, **kw)
     res = solve_window(sur, z_b, window, optimizer=TIGHT_LBFGS, **kw)
@@ -160,7 +161,7 @@ def test_batched_equals_per_member_loop(mode):
 
 def test_hybrid_reduction_and_jacobian():
     """Reduced cost == cost of the lifted control; pointwise Jacobian == autodiff."""
-    sur, window, z_b = _nonlinear()
+    sur, window, z_b = nonlinear_problem()
     for mode in (SharedCost(), RML()):
         objective = WindowObjective.build(
             sur, z_b, window, member_mode=mode, noise_seed=2, hybrid=HYBRID,
@@ -184,7 +185,7 @@ def test_hybrid_reduction_and_jacobian():
 def test_without_observations_members_are_prior_samples():
     """No data: randomized member j is its prior centre zbar + beta_e (z_j - zbar) + beta_c L v_j;
     shared-cost members all go to the mean."""
-    sur, _, z_b = _nonlinear()
+    sur, _, z_b = nonlinear_problem()
     empty = ObsWindow(
         torch.zeros(0, dtype=torch.int64),
         torch.zeros(0, dtype=F64),
@@ -218,6 +219,24 @@ def test_static_square_root():
     torch.testing.assert_close(two @ two.T, top @ evecs[:, -2:].T)
 
 
+def test_rollout_square_root_is_the_spread_about_each_frame_mean():
+    """Rollouts from frame -1 over frames 0..n-1, centred per frame; parameters=False spans the
+    latent states alone, with zero rows for the parameters."""
+    sur = LinearSurrogate(d_s=3, d_u=2, n_ch=2)
+    sur.schema.n_frames = 4
+    z0 = torch.cat([torch.zeros(30, 3, dtype=F64), random_ensemble(30, 2)], -1)
+    traj = trajectory(sur, z0, 4)[:, 1:]  # frames 0..3
+    dev = (traj - traj.mean(0)).reshape(-1, 5)
+    cov = dev.T @ dev / (dev.shape[0] - 1)
+    full = rollout_square_root(sur, z0, -1, 5)
+    torch.testing.assert_close(full @ full.T, cov)
+    latent = rollout_square_root(sur, z0, -1, 5, parameters=False)
+    assert latent.shape == (5, 3) and (latent[3:] == 0).all()
+    torch.testing.assert_close(latent[:3] @ latent[:3].T, cov[:3, :3])
+    with pytest.raises(ConfigError, match=r"anchor=1 is out of range"):
+        rollout_square_root(sur, z0, 1, 5)
+
+
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
@@ -231,6 +250,7 @@ def test_static_square_root():
         ),
         (lambda: HybridCovariance(rank=0), ConfigError, r"HybridCovariance.rank=0"),
         (lambda: HybridCovariance(samples=1), ConfigError, r"HybridCovariance.samples=1"),
+        (lambda: HybridCovariance(parameters=1), ConfigError, r"parameters=1 is invalid"),
         (lambda: static_square_root(torch.zeros(1, 3), 2), ShapeError, r"at least 2 samples"),
         (
             lambda: static_square_root(torch.full((3, 2), math.nan), 2),

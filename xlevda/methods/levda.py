@@ -85,10 +85,12 @@ class LEVDA(Method):
         the paper.  ``HybridCovariance(...)``: ``beta_e^2 P_e + beta_c^2 L L^T``
         (:mod:`xlevda.core.hybrid`), so that the analysis moves the latent state at
         every window start and in directions no member spans.  ``L`` is the leading
-        ``rank`` principal directions of the surrogate's latent states and parameters
-        over its training frames, rolled out from ``samples`` parameter draws over
-        ``schema.param_range`` (seed 0, so every case and seed shares it), computed
-        once per model, dtype and device and cached.
+        ``rank`` principal directions of the spread of the surrogate's latent states
+        (and parameters, with ``parameters=True``) over its training frames, rolled
+        out from ``samples`` parameter draws over ``schema.param_range`` (seed 0, so
+        every case and seed shares it,
+        :func:`~xlevda.core.hybrid.rollout_square_root`), computed once per model,
+        dtype and device and cached.  Not stored in the surrogate file (yet).
 
     Ensemble size, seed (of the prior draws, the inflation noise and RML
     perturbations), precision and device are :class:`~xlevda.run.RunOptions`
@@ -208,12 +210,12 @@ def prior_static_sqrt(model: Surrogate, hybrid: HybridCovariance, run: RunOption
     (:func:`~xlevda.core.hybrid.rollout_square_root`).  Computed once per model,
     ``rank``, ``samples``, dtype and device: the windows and cases of an analysis share it.
     """
-    key = (hybrid.rank, hybrid.samples, run.torch_dtype, str(run.device))
+    key = (hybrid.rank, hybrid.samples, hybrid.parameters, run.torch_dtype, str(run.device))
     with _STATIC_LOCK:
         cached = _STATIC_CACHE.setdefault(model, {}).get(key)
         if cached is None:
             draws = latent_ensemble(model, None, replace(run, members=hybrid.samples, seed=0))
             z0 = torch.as_tensor(draws.z, dtype=run.torch_dtype, device=run.device)
-            cached = rollout_square_root(model, z0, draws.anchor, hybrid.rank)
+            cached = rollout_square_root(model, z0, draws.anchor, hybrid.rank, hybrid.parameters)
             _STATIC_CACHE[model][key] = cached
     return cached
