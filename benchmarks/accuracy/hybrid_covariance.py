@@ -5,7 +5,8 @@ surrogate's training configuration except one setting (amplitude 1.5 m instead o
 default), one random source per seed; 10x10 buoys observing u, v, eta with 10 % noise (as
 ``xlevda demo``); ``LEVDA(window=5)`` with ``RunOptions(members=50)``.  Prints the relative
 RMSE (all fields, each divided by its truth's standard deviation, time mean), spread/error and
-wall-clock seconds of the ensemble-only analysis and of hybrid ones::
+wall-clock seconds of the ensemble-only analysis and of hybrid ones (``beta_e / beta_c``,
+rank; ``+u``: ``B_c`` over the parameters too)::
 
     OMP_NUM_THREADS=2 python benchmarks/accuracy/hybrid_covariance.py
     OMP_NUM_THREADS=2 python benchmarks/accuracy/hybrid_covariance.py --change sigma=1.6x --seeds 1
@@ -27,9 +28,10 @@ from xlevda.systems import observe, tsunami
 
 SETTINGS = {
     "ensemble only": None,
-    "hybrid 1.0/0.5, r=8": HybridCovariance(ensemble_weight=1.0, static_weight=0.5, rank=8),
-    "hybrid 1.0/1.0, r=8": HybridCovariance(ensemble_weight=1.0, static_weight=1.0, rank=8),
-    "hybrid 0.8/0.6, r=12": HybridCovariance(ensemble_weight=0.8, static_weight=0.6, rank=12),
+    "hybrid 1/0.05, r=8": HybridCovariance(static_weight=0.05, rank=8),
+    "hybrid 1/0.1, r=8": HybridCovariance(static_weight=0.1, rank=8),
+    "hybrid 1/0.1, r=32": HybridCovariance(static_weight=0.1, rank=32),
+    "hybrid 1/0.1, r=8, +u": HybridCovariance(static_weight=0.1, rank=8, parameters=True),
 }
 
 
