@@ -243,7 +243,7 @@ def test_enkf_start_crosses_a_non_convex_cost(K):
 @given(seed=st.integers(0, 10_000))
 def test_enkf_start_never_raises_a_members_starting_cost(seed):
     """Each member starts where its own cost is lower: the linear analysis, or its background."""
-    sur, window, z_b = _nonlinear(K=6, seed=seed)
+    sur, window, z_b = nonlinear_problem(K=6, seed=seed)
     objective = WindowObjective.build(sur, z_b, window, member_mode=RML(), noise_seed=seed)
     members = torch.arange(6)
     background, enkf = objective.start, objective.enkf_start()
@@ -254,7 +254,7 @@ def test_enkf_start_never_raises_a_members_starting_cost(seed):
 
 
 def test_enkf_start_moves_members_of_a_nonlinear_problem():
-    sur, window, z_b = _nonlinear(K=6)
+    sur, window, z_b = nonlinear_problem(K=6)
     objective = WindowObjective.build(sur, z_b, window, member_mode=RML(), noise_seed=2)
     assert (objective.enkf_start() != objective.start).any(-1).sum() >= 3
 
@@ -360,7 +360,7 @@ def test_unexplained_variance_is_the_error_the_spread_leaves_out():
 # --- 3. batched L-BFGS == per-member torch.optim.LBFGS on a nonlinear surrogate -------------
 
 
-def _nonlinear(K: int = 8, seed: int = 2):
+def nonlinear_problem(K: int = 8, seed: int = 2):
     """Tanh-MLP surrogate; data = decoded truth (the ensemble's centre) + noise at the window's
     per-value errors; a fifth of the values missing."""
     sur = MLPSurrogate(d_s=4, d_u=1, n_ch=2, seed=3)
@@ -400,7 +400,7 @@ def _torch_lbfgs(objective: WindowObjective, j: int) -> tuple[float, torch.Tenso
 
 
 def test_batched_lbfgs_equals_torch_lbfgs_loop():
-    sur, window, z_b = _nonlinear()
+    sur, window, z_b = nonlinear_problem()
     objective = WindowObjective.build(sur, z_b, window)
     res = solve_window(sur, z_b, window, **TIGHT["lbfgs"])
     assert res.converged.all()
@@ -416,7 +416,7 @@ def test_batched_lbfgs_equals_torch_lbfgs_loop():
 @pytest.mark.parametrize("method", ["gn", "gn-pointwise"])
 @pytest.mark.parametrize("mode", [SharedCost(), RML()])
 def test_gauss_newton_equals_lbfgs_on_nonlinear_problem(mode, method):
-    sur, window, z_b = _nonlinear()
+    sur, window, z_b = nonlinear_problem()
     kw = {"member_mode": mode, "noise_seed": 1}
     lb = solve_window(sur, z_b, window, **kw, **TIGHT["lbfgs"])
     gn = solve_window(sur, z_b, window, **kw, **TIGHT[method])
@@ -426,7 +426,7 @@ def test_gauss_newton_equals_lbfgs_on_nonlinear_problem(mode, method):
 
 
 def test_structured_jacobian_equals_autodiff():
-    sur, window, z_b = _nonlinear()
+    sur, window, z_b = nonlinear_problem()
     for mode in (SharedCost(), RML()):
         objective = WindowObjective.build(sur, z_b, window, member_mode=mode, noise_seed=2)
         members = torch.tensor([0, 3, 7])
@@ -438,7 +438,7 @@ def test_structured_jacobian_equals_autodiff():
 
 
 def test_objective_gradcheck_and_exact_reduction():
-    sur, window, z_b = _nonlinear()
+    sur, window, z_b = nonlinear_problem()
     for mode in (SharedCost(), RML()):
         objective = WindowObjective.build(
             sur, z_b, window, inflation=Inflation(1.2), member_mode=mode, noise_seed=2
@@ -448,7 +448,7 @@ def test_objective_gradcheck_and_exact_reduction():
         assert torch.autograd.gradcheck(objective.cost, (beta, members))
         # the cost in reduced coordinates is eq. 19 at the lifted alpha
         beta_all = objective.start + 0.3
-        alpha = objective.subspace.lift(beta_all, objective.centre_scale)
+        alpha = objective.subspace.lift(beta_all, objective.centre)
         every = torch.arange(8)
         torch.testing.assert_close(
             objective.cost_full(alpha, every), objective.cost(beta_all, every)
@@ -464,7 +464,7 @@ def test_objective_gradcheck_and_exact_reduction():
 @PROPERTY
 @given(seed=st.integers(0, 10_000), K=st.integers(3, 7))
 def test_permuting_members_permutes_the_analysis(seed, K):
-    sur, window, z_b = _nonlinear(K=K, seed=seed % 50)
+    sur, window, z_b = nonlinear_problem(K=K, seed=seed % 50)
     perm = torch.randperm(K, generator=torch.Generator().manual_seed(seed))
     a = solve_window(sur, z_b, window, **TIGHT["gn"])
     b = solve_window(sur, z_b[perm], window, **TIGHT["gn"])
@@ -477,7 +477,7 @@ def test_permuting_members_permutes_the_analysis(seed, K):
 def test_infinite_observation_error(seed, scale):
     """Weights -> 0 (errors -> infinity): randomized members stay at their background members
     (exactly at weight 0); warm-start members all go to the ensemble mean (the prior's MAP)."""
-    sur, window, z_b = _nonlinear(seed=seed % 50)
+    sur, window, z_b = nonlinear_problem(seed=seed % 50)
     weak = ObsWindow(window.step, window.frac, window.points, window.values, scale * window.weight)
     rml = solve_window(sur, z_b, weak, member_mode=RML(), noise_seed=seed, **TIGHT["gn"])
     warm = solve_window(sur, z_b, weak, **TIGHT["gn"])
@@ -488,7 +488,7 @@ def test_infinite_observation_error(seed, scale):
 @PROPERTY
 @given(seed=st.integers(0, 10_000))
 def test_duplicated_observation_equals_half_the_variance(seed):
-    sur, window, z_b = _nonlinear(seed=seed % 50)
+    sur, window, z_b = nonlinear_problem(seed=seed % 50)
     twice = ObsWindow(
         window.step,
         window.frac,
@@ -508,7 +508,7 @@ def test_duplicated_observation_equals_half_the_variance(seed):
 def test_on_step_observations_equal_decoded_trajectory(k, seed):
     """frac = 0 at step k decodes state k of the rollout; frac -> 1 from step k - 1 tends to it
     (eq. 17 at a = 1 is exactly one Euler step)."""
-    sur, window, z_b = _nonlinear(seed=seed % 50)
+    sur, window, z_b = nonlinear_problem(seed=seed % 50)
     points = window.points[:1]
     traj = trajectory(sur, z_b, 5)  # (K, 6, d_z)
     zeros, ones = torch.zeros(1, 6, 2, dtype=F64), torch.ones(1, 6, 2, dtype=F64)
@@ -528,7 +528,7 @@ def test_on_step_observations_equal_decoded_trajectory(k, seed):
 
 @pytest.mark.parametrize("method", ["lbfgs", "gn", "gn-pointwise"])
 def test_nan_member_fails_and_keeps_background(method):
-    sur, window, z_b = _nonlinear()
+    sur, window, z_b = nonlinear_problem()
     z_b = z_b.clone()
     z_b[:, 0] = 0.1 * z_b[:, 0]
     z_b[2, 0] = 3.0
@@ -576,7 +576,7 @@ def test_inflation():
 
 def test_inflation_widens_the_prior_not_the_posterior():
     """With no observations randomized members are the inflated background members."""
-    sur, _, z_b = _nonlinear()
+    sur, _, z_b = nonlinear_problem()
     empty = ObsWindow(
         torch.zeros(0, dtype=torch.int64),
         torch.zeros(0, dtype=F64),
@@ -602,7 +602,7 @@ def test_inflation_widens_the_prior_not_the_posterior():
 
 
 def test_trajectory_and_propagate():
-    sur, _, z_b = _nonlinear()
+    sur, _, z_b = nonlinear_problem()
     traj = trajectory(sur, z_b, 5, param_tendency=lambda u: -u)
     assert traj.shape == (8, 6, 5)
     torch.testing.assert_close(traj[:, 0], z_b)
@@ -615,9 +615,9 @@ def test_float32_default_solve():
     sur32 = MLPSurrogate(d_s=4, d_u=1, n_ch=2, seed=3)
     for name in ("f1", "f2", "d1", "d1s", "d2", "_dt"):
         setattr(sur32, name, getattr(sur32, name).float())
-    _, window, z_b = _nonlinear()
+    _, window, z_b = nonlinear_problem()
     res = solve_window(sur32, z_b.float(), window)
-    ref = solve_window(_nonlinear()[0], z_b, window, **TIGHT["gn"])
+    ref = solve_window(nonlinear_problem()[0], z_b, window, **TIGHT["gn"])
     assert res.z_analysis.dtype == torch.float32 and res.converged.all()
     torch.testing.assert_close(res.z_analysis.double(), ref.z_analysis, atol=2e-3, rtol=0)
 
@@ -683,7 +683,7 @@ def test_nan_values_without_weight_are_missing():
     weight[0, 1] = 0.0
     window = _window(values=values, weight=weight)
     assert window.n_obs == 10 and window.length == 3
-    sur, _, z_b = _nonlinear()
+    sur, _, z_b = nonlinear_problem()
     res = solve_window(sur, z_b, window, **TIGHT["gn"])
     assert torch.isfinite(res.z_analysis).all()
 
@@ -774,7 +774,7 @@ def _broken_decoder(sur):
     ],
 )
 def test_bad_solve_input(call, error, match):
-    sur, window, z_b = _nonlinear()
+    sur, window, z_b = nonlinear_problem()
     with pytest.raises(error, match=match):
         call(sur, window, z_b)
 
@@ -813,6 +813,6 @@ def test_bad_options(factory, match):
 
 
 def test_randomized_needs_two_members():
-    sur, window, z_b = _nonlinear()
+    sur, window, z_b = nonlinear_problem()
     with pytest.raises(ConfigError, match=r"members K=1: LEVDA needs at least 2"):
         solve_window(sur, z_b[:1], window, member_mode=RML(), noise_seed=0)

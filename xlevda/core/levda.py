@@ -14,7 +14,6 @@ optimizers reject non-finite trial points, so no member ends at a NaN state.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +22,7 @@ from torch import Tensor
 from xlevda.core.dynamics import VectorField
 from xlevda.core.excess import Excess, observed_excess
 from xlevda.core.gauss_newton import gauss_newton, linearization
+from xlevda.core.hybrid import HybridCovariance
 from xlevda.core.inflation import Inflation
 from xlevda.core.lbfgs import lbfgs
 from xlevda.core.members import MemberMode, RandomizedMaximumLikelihood
@@ -44,8 +44,9 @@ class WindowResult:
     z_analysis : Tensor, shape (K, d_z)
         Analysis members ``zbar + P_z alpha_j``; a failed member keeps its
         background member.
-    alpha : Tensor, shape (K, K)
-        Coefficients ``alpha_j`` (row ``j``); a failed member's row is its start.
+    alpha : Tensor, shape (K, K + r_c)
+        Controls ``alpha_j`` (row ``j``), ``(alpha_j, v_j)`` with a hybrid covariance
+        (``r_c = 0`` without); a failed member's row is its start.
     cost : Tensor, shape (K,)
         Final value of member ``j``'s own cost (its centre and data).
     misfit : Tensor, shape (K,)
@@ -96,6 +97,8 @@ def solve_window(
     inflation_seed: int | torch.Generator = 0,
     noise_seed: int | torch.Generator = 0,
     param_tendency: VectorField | None = None,
+    hybrid: HybridCovariance | None = None,
+    static_sqrt: Tensor | None = None,
 ) -> WindowResult:
     """LEVDA analysis of one window: K member problems in one batched solve.
 
@@ -123,6 +126,12 @@ def solve_window(
         <xlevda.core.objective.WindowObjective.build>`).
     param_tendency : callable, optional
         ``G(u)`` (eq. 16); ``None`` keeps parameters static over the window.
+    hybrid : HybridCovariance, optional
+        With ``static_sqrt``: the prior covariance ``beta_e^2 P_e + beta_c^2 L L^T``
+        (:mod:`xlevda.core.hybrid`); default the ensemble's alone.  Every optimizer and
+        both member modes (the EnKF start included) handle its control ``(alpha, v)``.
+    static_sqrt : Tensor, shape (d_z, r_c), optional
+        ``L`` (:func:`~xlevda.core.hybrid.static_square_root`).
 
     Returns
     -------
@@ -166,6 +175,8 @@ def solve_window(
         inflation_seed=inflation_seed,
         noise_seed=noise_seed,
         param_tendency=param_tendency,
+        hybrid=hybrid,
+        static_sqrt=static_sqrt,
     )
     config = LBFGSConfig() if optimizer is None else optimizer
     result: OptimResult
@@ -191,10 +202,9 @@ def solve_window(
         misfit = objective.misfit(z_a)
         misfit_b = objective.misfit(z_b)
         excess = observed_excess(objective.observe(z_a), objective.window)
-    start = math.sqrt(sub.size - 1) * torch.eye(sub.size, dtype=z_a.dtype, device=z_a.device)
     return WindowResult(
         z_analysis=z_a,
-        alpha=torch.where(fail, start, sub.lift(result.x, objective.centre_scale)),
+        alpha=torch.where(fail, objective.start_control, sub.lift(result.x, objective.centre)),
         cost=result.cost,
         misfit=misfit,
         misfit_background=misfit_b,

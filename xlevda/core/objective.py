@@ -4,10 +4,12 @@ Member ``j`` of the analysis minimizes
 
     J_j(alpha) = 1/2 |alpha - a_j|^2 + 1/2 sum_i |y_i + eta_ij - H_i(D(s(t_i; alpha)))|^2_{R_i^-1}
 
-over ``alpha``, where ``s(t_i; alpha)`` comes from the surrogate's Euler rollout
-(eq. 13) and eq. 17 between steps (:func:`~xlevda.core.dynamics.observe`); the
-member centres ``a_j`` and perturbations ``eta_ij`` depend on the member mode
-(:mod:`xlevda.core.members`).  The optimizers see it in the reduced coordinates of
+over ``alpha`` (with a hybrid covariance, :mod:`xlevda.core.hybrid`, over
+``(alpha, v)`` with the prior term ``1/2 |alpha - a_j|^2 + 1/2 |v - v_j|^2``), where
+``s(t_i; alpha)`` comes from the surrogate's Euler rollout (eq. 13) and eq. 17 between
+steps (:func:`~xlevda.core.dynamics.observe`); the member centres ``a_j`` and
+perturbations ``eta_ij`` depend on the member mode (:mod:`xlevda.core.members`).  The
+optimizers see it in the reduced coordinates of
 :class:`~xlevda.core.subspace.EnsembleSubspace`.
 """
 
@@ -20,6 +22,7 @@ import torch
 from torch import Tensor
 
 from xlevda.core.dynamics import VectorField, latent_at_observations, observe
+from xlevda.core.hybrid import STATIC_STREAM, HybridCovariance
 from xlevda.core.inflation import Inflation
 from xlevda.core.members import (
     NOISE_STREAM,
@@ -42,10 +45,11 @@ __all__ = ["WindowObjective"]
 class WindowObjective:
     """Eq. 19 for every member of one window, as batch inputs of one function.
 
-    Member ``j`` has prior centre ``centre_scale * e_j`` and data ``data[j]`` (or
-    the shared ``data[0]``).  :meth:`cost` and :meth:`residual` take reduced
-    coordinates (what the optimizers see); :meth:`cost_full` is the same cost in
-    the paper's ``alpha`` (K-vector) parametrization.
+    Member ``j`` has prior centre ``centre[j]`` (or the shared ``centre[0]``) and
+    data ``data[j]`` (or the shared ``data[0]``).  :meth:`cost` and :meth:`residual`
+    take reduced coordinates (what the optimizers see); :meth:`cost_full` is the same
+    cost in the paper's ``alpha`` (K-vector; ``(alpha, v)`` with a hybrid covariance)
+    parametrization.
 
     Attributes
     ----------
@@ -61,8 +65,11 @@ class WindowObjective:
         What each member fits: ``observed``, or ``observed + eta_j``.
     sqrt_weight : Tensor, shape (T_o, P, C)
         ``1 / sigma`` per value, 0 where missing.
-    centre_scale : float
-        0 (shared cost) or ``sqrt(K-1)`` (randomized maximum likelihood).
+    centre : Tensor, shape (1 or K, K + r_c)
+        Prior centres of the control ``(alpha, v)``: 0 (shared cost) or
+        ``(sqrt(K-1) e_j, v_j)`` with ``v_j ~ N(0, I)`` (randomized maximum likelihood).
+    start_control : Tensor, shape (K, K + r_c)
+        Where member ``j`` starts: ``(sqrt(K-1) e_j, v_j)`` (``v_j = 0`` for the shared cost).
     param_tendency : callable or None
         ``G(u)``.
     """
@@ -74,7 +81,8 @@ class WindowObjective:
     observed: Tensor
     data: Tensor
     sqrt_weight: Tensor
-    centre_scale: float
+    centre: Tensor
+    start_control: Tensor
     param_tendency: VectorField | None
 
     @classmethod
@@ -89,6 +97,8 @@ class WindowObjective:
         inflation_seed: int | torch.Generator = 0,
         noise_seed: int | torch.Generator = 0,
         param_tendency: VectorField | None = None,
+        hybrid: HybridCovariance | None = None,
+        static_sqrt: Tensor | None = None,
     ) -> WindowObjective:
         """Check inputs against the surrogate and set up member centres and data.
 
@@ -106,6 +116,12 @@ class WindowObjective:
             observation perturbations (streams of an int seed, see
             :func:`xlevda.core.rng.generator`).
         param_tendency : callable, optional
+        hybrid : HybridCovariance, optional
+            With ``static_sqrt`` (``L``, (d_z, r_c)): the hybrid covariance; the
+            randomized members' static centres ``v_j`` come from ``noise_seed``'s stream
+            :data:`~xlevda.core.hybrid.STATIC_STREAM` (drawn after the observation
+            perturbations).
+        static_sqrt : Tensor, optional
 
         Raises
         ------
@@ -141,18 +157,25 @@ class WindowObjective:
             )
         z_b = z_background.detach()
         win = window.to(z_b.dtype, z_b.device)
-        subspace = EnsembleSubspace.from_ensemble(z_b, inflation, inflation_seed)
+        subspace = EnsembleSubspace.from_ensemble(
+            z_b, inflation, inflation_seed, hybrid, static_sqrt
+        )
         observed = torch.where(win.weight > 0, win.values, torch.zeros_like(win.values))
         sqrt_weight = win.weight.sqrt()
         with torch.no_grad():
             prepared = surrogate.prepare_points(win.points)
-        K = z_b.shape[0]
+        K, r_c = z_b.shape[0], subspace.n_control - z_b.shape[0]
+        members = math.sqrt(K - 1) * torch.eye(K, dtype=z_b.dtype, device=z_b.device)
         if isinstance(mode, RandomizedMaximumLikelihood):
             eta = normal((K, *observed.shape), generator(noise_seed, NOISE_STREAM), z_b)
             std = torch.where(win.weight > 0, 1 / sqrt_weight, torch.zeros_like(sqrt_weight))
-            data, centre_scale = observed + std * eta, math.sqrt(K - 1)
+            data = observed + std * eta
+            v = normal((K, r_c), generator(noise_seed, STATIC_STREAM), z_b)
+            centre = start = torch.cat([members, v], -1)
         else:
-            data, centre_scale = observed.unsqueeze(0), 0.0
+            data = observed.unsqueeze(0)
+            start = torch.cat([members, z_b.new_zeros(K, r_c)], -1)
+            centre = torch.zeros_like(start[:1])
         objective = cls(
             surrogate,
             subspace,
@@ -161,7 +184,8 @@ class WindowObjective:
             observed,
             data,
             sqrt_weight,
-            centre_scale,
+            centre,
+            start,
             param_tendency,
         )
         with torch.no_grad():
@@ -175,8 +199,8 @@ class WindowObjective:
 
     @property
     def start(self) -> Tensor:
-        """Reduced starting points (K, r): ``alpha = sqrt(K-1) e_j``, background member j."""
-        return math.sqrt(self.subspace.size - 1) * self.subspace.coords
+        """Reduced starting points (K, r) of :attr:`start_control` (background member j)."""
+        return self.start_control @ self.subspace.coords
 
     def enkf_start(self) -> Tensor:
         """Reduced starting points (K, r) at each member's linear ensemble analysis.
@@ -200,7 +224,7 @@ class WindowObjective:
             data = (self.sqrt_weight * self.data).flatten(1)
             b_mean, h_mean = points.mean(0), h.mean(0)
             y_t = torch.linalg.pinv(points - b_mean) @ (h - h_mean)  # Y^T: (r, m)
-            centre = self.centre_scale * self.subspace.coords
+            centre = self.centre @ self.subspace.coords
             rhs = centre + (data - h_mean + b_mean @ y_t) @ y_t.T
             eye = torch.eye(y_t.shape[0], dtype=y_t.dtype, device=y_t.device)
             linear = torch.linalg.solve(eye + y_t @ y_t.T, rhs.T).T
@@ -236,8 +260,11 @@ class WindowObjective:
     def _member_data(self, members: Tensor) -> Tensor:
         return self.data if self.data.shape[0] == 1 else self.data[members]
 
+    def _member_centre(self, members: Tensor) -> Tensor:
+        return self.centre if self.centre.shape[0] == 1 else self.centre[members]
+
     def _prior_residual(self, beta: Tensor, members: Tensor) -> Tensor:
-        return beta - self.centre_scale * self.subspace.coords[members]
+        return beta - self._member_centre(members) @ self.subspace.coords
 
     def cost(self, beta: Tensor, members: Tensor) -> Tensor:
         """Eq. 19 in reduced coordinates: ``beta`` (M, r), ``members`` (M,) -> (M,)."""
@@ -297,10 +324,9 @@ class WindowObjective:
         )
 
     def cost_full(self, alpha: Tensor, members: Tensor) -> Tensor:
-        """Eq. 19 as the paper writes it: ``alpha`` (M, K), ``members`` (M,) -> (M,)."""
+        """Eq. 19 as the paper writes it: ``alpha`` (M, K + r_c), ``members`` (M,) -> (M,)."""
         obs = self._obs_cost(self.subspace.state(alpha), self._member_data(members))
-        centre = torch.nn.functional.one_hot(members, self.subspace.size).to(alpha.dtype)
-        r_prior = alpha - self.centre_scale * centre
+        r_prior = alpha - self._member_centre(members)
         return 0.5 * (r_prior.square().sum(-1) + obs)
 
     def misfit(self, z: Tensor) -> Tensor:

@@ -12,12 +12,13 @@ device, output layout) is :class:`xlevda.RunOptions`:
 
 The options they take are here too: :class:`Inflation`, :class:`Localization`,
 :class:`RandomizedMaximumLikelihood`, :class:`SharedCost`, :class:`LBFGSConfig`,
-:class:`GaussNewtonConfig`, :class:`EnSFConfig` and :class:`ModelErrorTerm`.  A new
-method is a module here plus its import line below (``import X as X``: an explicit
-re-export, so that no list of names repeats the imports).
+:class:`GaussNewtonConfig`, :class:`EnSFConfig`, :class:`HybridCovariance` and
+:class:`ModelErrorTerm`.  A new method is a module here plus its import line below
+(``import X as X``: an explicit re-export, so that no list of names repeats the imports).
 """
 
 from xlevda.core.ensf import EnSFConfig as EnSFConfig
+from xlevda.core.hybrid import HybridCovariance as HybridCovariance
 from xlevda.core.inflation import Inflation as Inflation
 from xlevda.core.localization import Localization as Localization
 from xlevda.core.members import RandomizedMaximumLikelihood as RandomizedMaximumLikelihood

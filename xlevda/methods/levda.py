@@ -7,14 +7,18 @@ the ensemble subspace (eq. 19).  One dask task per window.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
+import weakref
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from xlevda._obs import ObsTable, plan_windows
 from xlevda._obs import Window as PlannedWindow
 from xlevda._validate import is_int
+from xlevda.core.hybrid import HybridCovariance, rollout_square_root
 from xlevda.core.inflation import Inflation
 from xlevda.core.levda import solve_window
 from xlevda.core.members import MemberMode, RandomizedMaximumLikelihood, SharedCost
@@ -76,6 +80,17 @@ class LEVDA(Method):
     model_error : ModelErrorTerm or None
         Add the estimated model-error term to the members' fields (default), or
         ``None`` for the decoded surrogate states alone.
+    static_covariance : HybridCovariance or None
+        ``None`` (default): the prior covariance is the (inflated) ensemble's, as in
+        the paper.  ``HybridCovariance(...)``: ``beta_e^2 P_e + beta_c^2 L L^T``
+        (:mod:`xlevda.core.hybrid`), so that the analysis moves the latent state at
+        every window start and in directions no member spans.  ``L`` is the leading
+        ``rank`` principal directions of the spread of the surrogate's latent states
+        (and parameters, with ``parameters=True``) over its training frames, rolled
+        out from ``samples`` parameter draws over ``schema.param_range`` (seed 0, so
+        every case and seed shares it,
+        :func:`~xlevda.core.hybrid.rollout_square_root`), computed once per model,
+        dtype and device and cached.  Not stored in the surrogate file (yet).
 
     Ensemble size, seed (of the prior draws, the inflation noise and RML
     perturbations), precision and device are :class:`~xlevda.run.RunOptions`
@@ -95,6 +110,7 @@ class LEVDA(Method):
         default_factory=lambda: LBFGSConfig(tol_cost=1e-4)
     )
     model_error: ModelErrorTerm | None = field(default_factory=ModelErrorTerm)
+    static_covariance: HybridCovariance | None = None
 
     name: ClassVar[str] = "LEVDA"
     title: ClassVar[str] = "LEVDA (latent ensemble variational data assimilation)"
@@ -123,6 +139,11 @@ class LEVDA(Method):
             raise ConfigError(
                 f"LEVDA.model_error={self.model_error!r}: expected ModelErrorTerm() or None"
             )
+        hybrid = self.static_covariance
+        if hybrid is not None and not isinstance(hybrid, HybridCovariance):
+            raise ConfigError(
+                f"LEVDA.static_covariance={hybrid!r}: expected HybridCovariance(...) or None"
+            )
 
     def initial(self, model: Surrogate, background: Any, run: RunOptions) -> Ensemble:
         """From fields, given parameters or prior draws (:func:`xlevda.initial.latent_ensemble`)."""
@@ -141,6 +162,8 @@ class LEVDA(Method):
             window.obs, window.anchor, model.schema.n_channels, run.torch_dtype, run.device
         )
         seed = run.seed * 1_000_003 + window.index
+        hybrid = self.static_covariance
+        static_sqrt = None if hybrid is None else prior_static_sqrt(model, hybrid, run)
         try:
             res = solve_window(
                 model,
@@ -151,6 +174,8 @@ class LEVDA(Method):
                 optimizer=self.optimizer,
                 inflation_seed=seed,
                 noise_seed=hash((0, seed)) % 2**62,
+                hybrid=hybrid,
+                static_sqrt=static_sqrt,
             )
         except ConfigError as err:
             w = window.index
@@ -169,3 +194,28 @@ class LEVDA(Method):
             res.n_obs,
             np.stack([t.detach().cpu().double().numpy() for t in res.excess]),
         )
+
+
+_STATIC_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple, torch.Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
+_STATIC_LOCK = threading.Lock()
+
+
+def prior_static_sqrt(model: Surrogate, hybrid: HybridCovariance, run: RunOptions) -> torch.Tensor:
+    """``L`` (d_z, r_c) of ``model``'s rollouts over its parameter prior, cached per model.
+
+    ``hybrid.samples`` initial states as :meth:`LEVDA.initial` draws them without a
+    background (seed 0), rolled out over the training frames
+    (:func:`~xlevda.core.hybrid.rollout_square_root`).  Computed once per model,
+    ``rank``, ``samples``, dtype and device: the windows and cases of an analysis share it.
+    """
+    key = (hybrid.rank, hybrid.samples, hybrid.parameters, run.torch_dtype, str(run.device))
+    with _STATIC_LOCK:
+        cached = _STATIC_CACHE.setdefault(model, {}).get(key)
+        if cached is None:
+            draws = latent_ensemble(model, None, replace(run, members=hybrid.samples, seed=0))
+            z0 = torch.as_tensor(draws.z, dtype=run.torch_dtype, device=run.device)
+            cached = rollout_square_root(model, z0, draws.anchor, hybrid.rank, hybrid.parameters)
+            _STATIC_CACHE[model][key] = cached
+    return cached
