@@ -381,3 +381,28 @@ def test_a_diverged_ensemble_stops_the_run_with_its_frame(method, model_cls, mes
     bg, obs = background(truth, k=6, seed=9), observations(truth, frames=[0, 1, 2])
     with pytest.raises(VariableError, match=rf"{method.name}: {message}.*try more inflation"):
         target(truth).levda.assimilate(obs, model, method, run=RunOptions(members=6), background=bg)
+
+
+def test_fourdenvar_windows_by_duration_equal_windows_by_count(tsunami_case):
+    model, truth, obs = tsunami_case  # frames every 14 min 11.4 s
+    where = truth.drop_vars(["u", "v", "eta", "run"])
+    run = RunOptions(members=8)
+    by_count = where.levda.assimilate(obs, model, FourDEnVar(window=3), run=run)
+    by_length = where.levda.assimilate(obs, model, FourDEnVar(window="30min"), run=run)
+    assert by_count.window_anchor_step.values.tolist() == [0, 3]  # the simulator starts at 0
+    np.testing.assert_array_equal(by_length.window_anchor_step, by_count.window_anchor_step)
+    for name in ("latent_state", "src_lat", "window_analysis_misfit"):
+        np.testing.assert_array_equal(by_length[name].values, by_count[name].values)
+
+
+def test_windows_by_duration_need_datetime_times():
+    truth, model = truth_run(), ring()
+    obs = observations(truth, frames=[1, 2])
+    with pytest.raises(ObservationError, match=r"window of duration .* needs datetime observation"):
+        target(truth).levda.assimilate(
+            obs,
+            model,
+            FourDEnVar(window="2h"),
+            run=RunOptions(members=6),
+            background=background(truth, k=6, seed=9),
+        )
