@@ -19,6 +19,7 @@ import xarray as xr
 
 from xlevda._convert import find_time, times_to_steps, to_points
 from xlevda._obs import ObsTable, obs_table
+from xlevda.checks import check_cycle, horizon_attrs, warn_cycles
 from xlevda.decode import latent_at_outputs
 from xlevda.driver import prepare_model, run_cases
 from xlevda.errors import ConfigError, CoordinateError
@@ -181,12 +182,18 @@ def assimilate(
             f"target time {grid.times[0]} precedes the initial ensemble's time (frame "
             f"{initial.anchor}): the analysis starts there"
         )
+    horizon = {}
+    if not method.full_state:
+        horizon = horizon_attrs(grid.times, step + frac, model.schema, f"target {grid.time}")
     cycles = run_cases(method, model, initial, tables, int(step.max()), run)
+    checks = [check_cycle(cycle, model.schema, method) for cycle in cycles]
+    warn_cycles(checks, model.schema, method)
     results = []
-    for cycle, table in zip(cycles, tables, strict=True):
+    for cycle, table, checked in zip(cycles, tables, checks, strict=True):
         z_out, which = latent_at_outputs(model, cycle, step, frac, run.torch_dtype, run.device)
         n_obs = (len(table), int(table.n_dropped))
-        results.append(to_dataset(grid, model, run, method, cycle, z_out, which, n_obs))
+        results.append(to_dataset(grid, model, run, method, cycle, z_out, which, n_obs, checked))
+        results[-1].attrs.update(horizon)
         if initial.not_fitted is not None:
             results[-1].attrs["background_members_not_fitted"] = initial.not_fitted
     return _combine(results, obs, case_dim, tables)

@@ -58,6 +58,10 @@ class Method(Protocol):
     needs_obs_errors : bool
         Whether the observations need error standard deviations (LD-EnSF uses its
         encoder's instead).
+    misfit_pair : (str, str) or None
+        The diagnostics holding each window's observation misfit of the analysis and
+        of its background (comparable values, per member or per window), or
+        ``None``: :mod:`xlevda.checks` warns where the analysis' is not below.
     """
 
     name: str
@@ -67,6 +71,7 @@ class Method(Protocol):
     full_state: ClassVar[bool] = False
     model_error: ModelErrorTerm | None = None
     needs_obs_errors: ClassVar[bool] = True
+    misfit_pair: ClassVar[tuple[str, str] | None] = None
 
     def initial(self, model: Surrogate, background: Any, run: RunOptions) -> Ensemble:
         """The initial ensemble, from ``background=`` of :func:`xlevda.assimilate` or a prior.

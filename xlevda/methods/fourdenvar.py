@@ -70,6 +70,7 @@ class FourDEnVar(FullStateMethod):
     name: ClassVar[str] = "4DEnVar"
     title: ClassVar[str] = "4DEnVar (four-dimensional ensemble variational) on the full state"
     remedy: ClassVar[str] = "more inflation or localization, or shorter windows"
+    misfit_pair: ClassVar[tuple[str, str]] = ("analysis_misfit", "forecast_misfit")
 
     def __post_init__(self) -> None:
         if not isinstance(self.inflation, Inflation):

@@ -105,6 +105,7 @@ class LEVDA(Method):
     name: ClassVar[str] = "LEVDA"
     title: ClassVar[str] = "LEVDA (latent ensemble variational data assimilation)"
     diagnostics: ClassVar[dict[str, str]] = DIAGNOSTICS
+    misfit_pair: ClassVar[tuple[str, str]] = ("misfit", "misfit_background")
 
     def __post_init__(self) -> None:
         check_window(self.window, self.window_stride, "LEVDA")
