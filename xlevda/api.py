@@ -19,7 +19,7 @@ import xarray as xr
 
 from xlevda._convert import find_time, times_to_steps, to_points
 from xlevda._obs import ObsTable, obs_table
-from xlevda.checks import check_cycle, horizon_attrs, warn_cycles
+from xlevda.checks import check_cycle, horizon_attrs, is_learned, warn_cycles
 from xlevda.decode import latent_at_outputs
 from xlevda.driver import prepare_model, run_cases
 from xlevda.errors import ConfigError, CoordinateError
@@ -183,10 +183,10 @@ def assimilate(
             f"{initial.anchor}): the analysis starts there"
         )
     horizon = {}
-    if not method.full_state:
+    if is_learned(model, method):
         horizon = horizon_attrs(grid.times, step + frac, model.schema, f"target {grid.time}")
     cycles = run_cases(method, model, initial, tables, int(step.max()), run)
-    checks = [check_cycle(cycle, model.schema, method) for cycle in cycles]
+    checks = [check_cycle(cycle, model, method) for cycle in cycles]
     warn_cycles(checks, model.schema, method)
     results = []
     for cycle, table, checked in zip(cycles, tables, checks, strict=True):

@@ -9,12 +9,14 @@ record in the output:
 - target times past the trained horizon (the last training frame):
   :func:`horizon_attrs`, the output's attributes ``surrogate_trained_horizon`` and
   ``n_target_times_past_horizon``;
-- analyses whose observation misfit is not below their background's (the median
-  over members of the method's ``misfit_pair`` diagnostics, per window):
-  :func:`misfit_not_reduced`, the output's ``window_misfit_not_reduced``.
+- analyses whose observation misfit is not below their background's nor at the
+  observations' noise level (the median over members of the method's
+  ``misfit_pair`` diagnostics, per window): :func:`misfit_not_reduced`, the
+  output's ``window_misfit_not_reduced``.
 
-Full-state methods run a simulator, which has no training range or horizon: only
-the misfit check applies to them.  Numpy only.
+A full-state model (a simulator, :class:`~xlevda.surrogates.protocol.FullStateModel`,
+with any method) has no training range or horizon: only the misfit check applies
+to it (:func:`is_learned`).  Numpy only.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ import numpy as np
 from xlevda._convert import frame_times
 from xlevda.cycle import Cycle
 from xlevda.methods.base import Method
+from xlevda.surrogates.protocol import FullStateModel, Surrogate
 from xlevda.surrogates.schema import SurrogateSchema
 
 __all__ = [
     "CycleChecks",
     "check_cycle",
     "horizon_attrs",
+    "is_learned",
     "misfit_not_reduced",
     "params_outside",
     "warn_cycles",
@@ -50,7 +54,7 @@ class CycleChecks:
     ----------
     param_outside : ndarray of bool, shape (W, K, P), optional
         Whether each parameter of each member's analysis in each window lies outside
-        the training range; ``None`` for full-state methods.
+        the training range; ``None`` for a full-state model.
     misfit_not_reduced : ndarray of bool, shape (W,), optional
         Whether each window's analysis misfit is not below its background's;
         ``None`` for methods without a ``misfit_pair``.
@@ -80,34 +84,61 @@ def params_outside(z: np.ndarray, schema: SurrogateSchema) -> np.ndarray:
     return (u < lo - tol) | (u > hi + tol)
 
 
-def misfit_not_reduced(analysis: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """Per window: the median over members of ``analysis`` is not below ``background``'s.
+def misfit_not_reduced(
+    analysis: np.ndarray, background: np.ndarray, noise_level: np.ndarray
+) -> np.ndarray:
+    """Per window: the analysis fits the observations no better than its background.
 
-    Both ``(W, K)`` (per member) or ``(W,)``; windows where either median is NaN
-    (nothing observed) are not flagged.
+    A window is flagged when the median over members of ``analysis`` is not below
+    that of ``background`` and above ``noise_level`` (the value of a fit to the
+    observations' errors): an analysis that fits the data to their noise is not
+    flagged, so uninformative observations (huge errors) raise no alarm.
+
+    Parameters
+    ----------
+    analysis, background : ndarray, shape (W, K) or (W,)
+        Misfits per window (and member).
+    noise_level : ndarray, shape (W,)
+
+    Returns
+    -------
+    ndarray of bool, shape (W,)
+        Windows where either median is NaN (nothing observed) are not flagged.
 
     Examples
     --------
-    >>> misfit_not_reduced(np.array([[1.0, 3.0], [5.0, 5.0]]), np.array([[4.0, 2.0], [5.0, 1.0]]))
-    array([False,  True])
+    >>> analysis = np.array([[1.0, 3.0], [5.0, 5.0], [0.2, 0.3]])
+    >>> background = np.array([[4.0, 2.0], [5.0, 1.0], [0.1, 0.1]])
+    >>> misfit_not_reduced(analysis, background, np.ones(3))
+    array([False,  True, False])
     """
     a = analysis.reshape(len(analysis), -1).astype(float)
     b = background.reshape(len(background), -1).astype(float)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows
         med_a, med_b = np.nanmedian(a, axis=1), np.nanmedian(b, axis=1)
-    return ~np.isnan(med_a) & ~np.isnan(med_b) & (med_a >= med_b)
+    return ~np.isnan(med_b) & (med_a >= med_b) & (med_a > noise_level)
 
 
-def check_cycle(cycle: Cycle, schema: SurrogateSchema, method: Method) -> CycleChecks:
+def is_learned(model: Surrogate, method: Method) -> bool:
+    """Whether ``model`` is a learned surrogate (with a training range and horizon).
+
+    Not a full-state model (a simulator), nor used by a full-state method.
+    """
+    return not method.full_state and not isinstance(model, FullStateModel)
+
+
+def check_cycle(cycle: Cycle, model: Surrogate, method: Method) -> CycleChecks:
     """The checks of one case's cycle (no warning: :func:`warn_cycles` warns)."""
     outside = None
-    if not method.full_state and schema.params:
-        outside = params_outside(cycle.z_analysis, schema)
+    if is_learned(model, method) and model.schema.params:
+        outside = params_outside(cycle.z_analysis, model.schema)
     not_reduced = None
-    if method.misfit_pair is not None:
-        a, b = method.misfit_pair
-        not_reduced = misfit_not_reduced(cycle.diagnostics[a], cycle.diagnostics[b])
+    pair = method.misfit_pair
+    if pair is not None:
+        level = cycle.n_obs / 2 if pair.half_sum else np.ones(len(cycle.n_obs))
+        diag = cycle.diagnostics
+        not_reduced = misfit_not_reduced(diag[pair.analysis], diag[pair.background], level)
     return CycleChecks(outside, not_reduced)
 
 
@@ -144,11 +175,12 @@ def warn_cycles(checks: Sequence[CycleChecks], schema: SurrogateSchema, method: 
     flags = [c.misfit_not_reduced for c in checks if c.misfit_not_reduced is not None]
     if flags and any(f.any() for f in flags):
         n, total = sum(int(f.sum()) for f in flags), sum(len(f) for f in flags)
-        a, b = method.misfit_pair
+        pair = method.misfit_pair
         warnings.warn(
             f"{method.name}: in {n} of {total} windows ({_where(flags)}) the analysis does not "
-            f"fit the observations better than its background (median over members of {a} "
-            f">= of {b}); the model may not represent the observed state. See the output's "
+            f"fit the observations better than its background (median over members of "
+            f"{pair.analysis} >= of {pair.background}, and above the observations' noise "
+            "level); the model may not represent the observed state. See the output's "
             "window_misfit_not_reduced",
             UserWarning,
             stacklevel=3,

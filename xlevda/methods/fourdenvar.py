@@ -23,7 +23,7 @@ from xlevda.core.inflation import Inflation
 from xlevda.core.localization import Localization
 from xlevda.cycle import Analysis, Ensemble, Window, obs_window
 from xlevda.errors import ConfigError, ObservationError
-from xlevda.methods.base import background_state, single
+from xlevda.methods.base import MisfitPair, background_state, single
 from xlevda.methods.fullstate import FullStateMethod, check_finite, distances, linalg_failure, rms
 from xlevda.run import RunOptions
 from xlevda.surrogates.protocol import FullStateModel
@@ -70,7 +70,9 @@ class FourDEnVar(FullStateMethod):
     name: ClassVar[str] = "4DEnVar"
     title: ClassVar[str] = "4DEnVar (four-dimensional ensemble variational) on the full state"
     remedy: ClassVar[str] = "more inflation or localization, or shorter windows"
-    misfit_pair: ClassVar[tuple[str, str]] = ("analysis_misfit", "forecast_misfit")
+    misfit_pair: ClassVar[MisfitPair] = MisfitPair(
+        "analysis_misfit", "forecast_misfit", half_sum=False
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.inflation, Inflation):

@@ -22,7 +22,7 @@ from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.cycle import Analysis, Ensemble, Window, obs_window
 from xlevda.errors import ConfigError
 from xlevda.initial import latent_ensemble
-from xlevda.methods.base import Method, background_state, single
+from xlevda.methods.base import Method, MisfitPair, background_state, single
 from xlevda.model_error import ModelErrorTerm
 from xlevda.run import RunOptions
 from xlevda.surrogates.protocol import Surrogate
@@ -105,7 +105,7 @@ class LEVDA(Method):
     name: ClassVar[str] = "LEVDA"
     title: ClassVar[str] = "LEVDA (latent ensemble variational data assimilation)"
     diagnostics: ClassVar[dict[str, str]] = DIAGNOSTICS
-    misfit_pair: ClassVar[tuple[str, str]] = ("misfit", "misfit_background")
+    misfit_pair: ClassVar[MisfitPair] = MisfitPair("misfit", "misfit_background", half_sum=True)
 
     def __post_init__(self) -> None:
         check_window(self.window, self.window_stride, "LEVDA")
