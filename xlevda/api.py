@@ -184,7 +184,7 @@ def assimilate(
         )
     horizon = {}
     if is_learned(model, method):
-        horizon = horizon_attrs(grid.times, step + frac, model.schema, f"target {grid.time}")
+        horizon = horizon_attrs(grid.times, step + frac, model.schema, grid.time)
     cycles = run_cases(method, model, initial, tables, int(step.max()), run)
     checks = [check_cycle(cycle, model, method) for cycle in cycles]
     warn_cycles(checks, model.schema, method)

@@ -21,6 +21,7 @@ to it (:func:`is_learned`).  Numpy only.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -142,6 +143,14 @@ def check_cycle(cycle: Cycle, model: Surrogate, method: Method) -> CycleChecks:
     return CycleChecks(outside, not_reduced)
 
 
+def _warn(message: str) -> None:
+    """A :class:`UserWarning` attributed to the first caller outside xlevda."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("xlevda"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level + 1)
+
+
 def _where(cases: Sequence[np.ndarray]) -> str:
     """``"windows 0, 3"`` or, for several cases, ``"case 1 window 2, ..."`` (at most 5)."""
     if len(cases) == 1:
@@ -165,25 +174,21 @@ def warn_cycles(checks: Sequence[CycleChecks], schema: SurrogateSchema, method: 
             for p, n, (lo, hi) in zip(schema.params, counts, schema.param_range, strict=True)
             if n
         )
-        warnings.warn(
+        _warn(
             f"{method.name}: parameters estimated outside the surrogate's training range, "
             f"counted over windows x members: {named}. The surrogate extrapolates there; see "
             "the output's window_<parameter>_outside_training_range",
-            UserWarning,
-            stacklevel=3,
         )
     flags = [c.misfit_not_reduced for c in checks if c.misfit_not_reduced is not None]
     if flags and any(f.any() for f in flags):
         n, total = sum(int(f.sum()) for f in flags), sum(len(f) for f in flags)
         pair = method.misfit_pair
-        warnings.warn(
+        _warn(
             f"{method.name}: in {n} of {total} windows ({_where(flags)}) the analysis does not "
             f"fit the observations better than its background (median over members of "
             f"{pair.analysis} >= of {pair.background}, and above the observations' noise "
             "level); the model may not represent the observed state. See the output's "
             "window_misfit_not_reduced",
-            UserWarning,
-            stacklevel=3,
         )
 
 
@@ -202,13 +207,11 @@ def horizon_attrs(times: np.ndarray, x: np.ndarray, schema: SurrogateSchema, nam
     horizon = frame_times(schema)[-1]
     past = x > schema.n_frames - 1
     if past.any():
-        warnings.warn(
+        _warn(
             f"target time {name!r} runs to {times[-1]}, past the surrogate's trained horizon "
             f"{horizon} (frame {schema.n_frames - 1}, the last training frame): "
             f"{int(past.sum())} of {len(times)} target times are forecasts beyond the training "
             "runs, where the surrogate extrapolates",
-            UserWarning,
-            stacklevel=3,
         )
     return {
         "surrogate_trained_horizon": str(horizon),
