@@ -159,6 +159,16 @@ def assimilate(
         Fields over ``(time, member, *space)`` as lazy dask arrays, parameters over
         ``(time, member)``, the latent trajectory, per-window diagnostics, CF
         attributes and provenance.
+
+    Warns
+    -----
+    UserWarning
+        Once per call for each of :mod:`xlevda.checks`: parameters estimated outside
+        the surrogate's training range, target times past its trained horizon, and
+        windows whose analysis fits the observations no better than its background.
+        Each is also recorded in the output (``window_<param>_outside_training_range``,
+        the attributes ``surrogate_trained_horizon`` and
+        ``n_target_times_past_horizon``, ``window_misfit_not_reduced``).
     """
     method = LEVDA() if method is None else method
     run = RunOptions() if run is None else run
