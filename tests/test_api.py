@@ -375,6 +375,18 @@ def test_windows_by_duration_equal_windows_by_count(model, truth, count, length)
         np.testing.assert_array_equal(by_length[name].values, by_count[name].values)
 
 
+def test_windows_by_duration_on_irregular_times(model, truth):
+    obs = point_obs(truth.isel(time=[0, 1, 2, 5]))  # a gap of 3 h
+    where = target(truth)
+    # [0, 2h): frames 0 and 1; [2h, 4h): frame 2; [4h, 6h): frame 5
+    by_length = where.levda.assimilate(obs, model, LEVDA(window="2h"), run=RUN)
+    assert by_length.window_anchor_step.values.tolist() == [-1, 2, 5]
+    assert by_length.window_n_obs.values.tolist() == [18, 9, 9]
+    # two observation times per window instead: frames 2 and 5 share one
+    by_count = where.levda.assimilate(obs, model, LEVDA(window=2), run=RUN)
+    assert by_count.window_anchor_step.values.tolist() == [-1, 2]
+
+
 def test_bad_method_or_run(model, truth):
     where, obs = target(truth), point_obs(truth)
     with pytest.raises(ConfigError, match=r"method must be an xlevda method .* got dict"):

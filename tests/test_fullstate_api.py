@@ -143,6 +143,7 @@ def test_fourdenvar_on_a_linear_model_equals_the_kalman_smoother():
     np.testing.assert_allclose(np.cov(za.T), cov, atol=1e-9)
     assert an.attrs["method"] == "4DEnVar"
     assert an.window_analysis_misfit.values[0] < an.window_forecast_misfit.values[0]
+    assert an.window_misfit_not_reduced.values.tolist() == [0]  # recorded, not flagged
 
 
 def test_chunked_letkf_of_the_augmented_state_equals_a_plain_loop():
@@ -243,6 +244,9 @@ def test_tsunami_simulator_as_the_model(tsunami_case, method):
     assert an.attrs["method"] == method.name
     for name in ("window_forecast_misfit", "window_analysis_spread", "window_n_obs"):
         assert name in an
+    # a simulator has no training range or horizon to leave
+    assert "window_src_lat_outside_training_range" not in an
+    assert "surrogate_trained_horizon" not in an.attrs
     # the prior ensemble run through the simulator without observations
     u0 = torch.as_tensor(prior_params(model.schema, k, run.seed))
     free = trajectory(model, torch.cat([model.initial_state(u0), u0], -1), 5)

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from xlevda._convert import build_schema
 from xlevda._obs import ObsTable, obs_table, plan_windows
@@ -211,3 +213,43 @@ def test_windows_by_duration_need_datetime_times():
         plan_windows(t, "2h")
     with pytest.raises(ObservationError, match="two counts or two durations"):
         plan_windows(t, 2, "1h")
+
+
+def reference_duration_windows(minutes, length, stride):
+    """Window k holds the times in [t0 + k stride, t0 + k stride + length), by a plain loop."""
+    windows, k = [], 0
+    while True:
+        lo = minutes[0] + k * stride
+        rows = [i for i, m in enumerate(minutes) if lo <= m < lo + length]
+        if rows:
+            windows.append(rows)
+        if lo + length > minutes[-1]:
+            return windows
+        k += 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    gaps=st.lists(st.integers(0, 300), min_size=1, max_size=30),
+    length=st.integers(1, 240),
+    stride_fraction=st.floats(0.05, 1.0),
+)
+def test_windows_by_duration_equal_a_plain_loop(gaps, length, stride_fraction):
+    minutes = np.cumsum(gaps)  # sorted, repeats allowed (several values at one time)
+    stride = max(1, int(length * stride_fraction))
+    n = len(minutes)
+    table = ObsTable(
+        np.datetime64("2026-01-01T00:00", "ns") + minutes * np.timedelta64(60, "s"),
+        minutes // 60,
+        (minutes % 60) / 60.0,
+        np.zeros((n, 1)),
+        np.zeros(n, int),
+        np.zeros(n),
+        np.ones(n),
+    )
+    windows = plan_windows(table, np.timedelta64(length, "m"), np.timedelta64(stride, "m"))
+    assert [w.rows.tolist() for w in windows] == reference_duration_windows(
+        minutes.tolist(), length, stride
+    )
+    assert windows[0].anchor == -1
+    assert all(w.anchor == table.step[w.rows[0]] for w in windows[1:])
