@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import json
 import math
 from types import SimpleNamespace
@@ -316,7 +317,23 @@ def test_background_parameters(model, truth):
         (RunOptions, {"outside": "ignore"}, "outside='ignore'"),
         (RunOptions, {"chunks": (8, 25)}, r"chunks=\(8, 25\): expected OutputChunks"),
         (OutputChunks, {"time": 0}, r"OutputChunks.time=0: expected an integer >= 1"),
-        (LEVDA, {"window": 0}, "window tau=0"),
+        (LEVDA, {"window": 0}, r"LEVDA.window=0: expected an integer >= 1 \(distinct"),
+        (LEVDA, {"window": 2.5}, r"LEVDA.window=2\.5: expected an integer >= 1 .* or a positive"),
+        (LEVDA, {"window": "0h"}, r"LEVDA.window='0h': .* a positive, finite duration"),
+        (LEVDA, {"window": "-1h"}, r"LEVDA.window='-1h': .* a positive, finite duration"),
+        (LEVDA, {"window": "NaT"}, r"LEVDA.window='NaT': .* a positive, finite duration"),
+        (LEVDA, {"window": "6"}, r"LEVDA.window='6': .* a string such as '6h'"),
+        (LEVDA, {"window": "six hours"}, r"LEVDA.window='six hours': expected"),
+        (LEVDA, {"window": np.timedelta64(6)}, r"LEVDA.window=np.timedelta64\(6\): expected"),
+        (LEVDA, {"window": 3, "window_stride": 4}, r"LEVDA.window_stride=4: expected an integer"),
+        (LEVDA, {"window": 3, "window_stride": "1h"}, r"LEVDA.window_stride='1h': expected an in"),
+        (LEVDA, {"window": "6h", "window_stride": 2}, r"LEVDA.window_stride=2: expected a posit"),
+        (LEVDA, {"window": "6h", "window_stride": "7h"}, r"window_stride='7h': .* at most window"),
+        (
+            LEVDA,
+            {"window": "6h", "window_stride": "0s"},
+            r"window_stride='0s': expected a positive",
+        ),
         (LEVDA, {"inflation": 1.5}, r"LEVDA.inflation=1\.5: expected Inflation\(\.\.\.\)"),
         (LEVDA, {"member_mode": "rml"}, r"LEVDA.member_mode='rml': expected SharedCost\(\) or"),
         (LEVDA, {"optimizer": "gn"}, r"LEVDA.optimizer='gn': expected LBFGSConfig or"),
@@ -333,6 +350,41 @@ def test_background_parameters(model, truth):
 def test_bad_config(cls, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         cls(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("count", "length"),
+    [
+        (LEVDA(window=2), LEVDA(window="2h")),
+        (
+            LEVDA(window=3, window_stride=1),
+            LEVDA(window=np.timedelta64(3, "h"), window_stride="60min"),
+        ),
+        (LEVDA(window=4), LEVDA(window=datetime.timedelta(hours=4))),
+    ],
+)
+def test_windows_by_duration_equal_windows_by_count(model, truth, count, length):
+    # observations on every hourly frame: n hours hold n observation times
+    where, obs = target(truth), point_obs(truth)
+    by_count = where.levda.assimilate(obs, model, count, run=RUN)
+    by_length = where.levda.assimilate(obs, model, length, run=RUN)
+    assert by_count.window.size > 1
+    np.testing.assert_array_equal(by_length.window_anchor_step, by_count.window_anchor_step)
+    np.testing.assert_array_equal(by_length.window_index, by_count.window_index)
+    for name in ("latent_state", "a", "b", "window_misfit", "eta"):
+        np.testing.assert_array_equal(by_length[name].values, by_count[name].values)
+
+
+def test_windows_by_duration_on_irregular_times(model, truth):
+    obs = point_obs(truth.isel(time=[0, 1, 2, 5]))  # a gap of 3 h
+    where = target(truth)
+    # [0, 2h): frames 0 and 1; [2h, 4h): frame 2; [4h, 6h): frame 5
+    by_length = where.levda.assimilate(obs, model, LEVDA(window="2h"), run=RUN)
+    assert by_length.window_anchor_step.values.tolist() == [-1, 2, 5]
+    assert by_length.window_n_obs.values.tolist() == [18, 9, 9]
+    # two observation times per window instead: frames 2 and 5 share one
+    by_count = where.levda.assimilate(obs, model, LEVDA(window=2), run=RUN)
+    assert by_count.window_anchor_step.values.tolist() == [-1, 2]
 
 
 def test_bad_method_or_run(model, truth):

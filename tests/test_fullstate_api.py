@@ -143,6 +143,7 @@ def test_fourdenvar_on_a_linear_model_equals_the_kalman_smoother():
     np.testing.assert_allclose(np.cov(za.T), cov, atol=1e-9)
     assert an.attrs["method"] == "4DEnVar"
     assert an.window_analysis_misfit.values[0] < an.window_forecast_misfit.values[0]
+    assert an.window_misfit_not_reduced.values.tolist() == [0]  # recorded, not flagged
 
 
 def test_chunked_letkf_of_the_augmented_state_equals_a_plain_loop():
@@ -243,6 +244,9 @@ def test_tsunami_simulator_as_the_model(tsunami_case, method):
     assert an.attrs["method"] == method.name
     for name in ("window_forecast_misfit", "window_analysis_spread", "window_n_obs"):
         assert name in an
+    # a simulator has no training range or horizon to leave
+    assert "window_src_lat_outside_training_range" not in an
+    assert "surrogate_trained_horizon" not in an.attrs
     # the prior ensemble run through the simulator without observations
     u0 = torch.as_tensor(prior_params(model.schema, k, run.seed))
     free = trajectory(model, torch.cat([model.initial_state(u0), u0], -1), 5)
@@ -381,3 +385,28 @@ def test_a_diverged_ensemble_stops_the_run_with_its_frame(method, model_cls, mes
     bg, obs = background(truth, k=6, seed=9), observations(truth, frames=[0, 1, 2])
     with pytest.raises(VariableError, match=rf"{method.name}: {message}.*try more inflation"):
         target(truth).levda.assimilate(obs, model, method, run=RunOptions(members=6), background=bg)
+
+
+def test_fourdenvar_windows_by_duration_equal_windows_by_count(tsunami_case):
+    model, truth, obs = tsunami_case  # frames every 14 min 11.4 s: 42 min hold 3
+    where = truth.drop_vars(["u", "v", "eta", "run"])
+    run = RunOptions(members=8)
+    by_count = where.levda.assimilate(obs, model, FourDEnVar(window=3), run=run)
+    by_length = where.levda.assimilate(obs, model, FourDEnVar(window="42min"), run=run)
+    assert by_count.window_anchor_step.values.tolist() == [0, 3]  # the simulator starts at 0
+    np.testing.assert_array_equal(by_length.window_anchor_step, by_count.window_anchor_step)
+    for name in ("latent_state", "src_lat", "window_analysis_misfit"):
+        np.testing.assert_array_equal(by_length[name].values, by_count[name].values)
+
+
+def test_windows_by_duration_need_datetime_times():
+    truth, model = truth_run(), ring()
+    obs = observations(truth, frames=[1, 2])
+    with pytest.raises(ObservationError, match=r"window of duration .* needs datetime observation"):
+        target(truth).levda.assimilate(
+            obs,
+            model,
+            FourDEnVar(window="2h"),
+            run=RunOptions(members=6),
+            background=background(truth, k=6, seed=9),
+        )

@@ -23,6 +23,7 @@ __all__ = [
     "build_schema",
     "coord_points",
     "find_time",
+    "frame_times",
     "spatial_layout",
     "times_to_steps",
     "to_points",
@@ -210,6 +211,28 @@ def _time_numbers(values: np.ndarray, schema_is_datetime: bool, name: str) -> np
             "trained on datetime64 times"
         )
     return values.astype(float)
+
+
+def frame_times(schema: SurrogateSchema) -> np.ndarray:
+    """Times of the training frames (datetime64 or numbers, as in training).
+
+    The exact times stored in the schema, or ``time_origin + k * time_step`` for
+    files that predate them.
+
+    Examples
+    --------
+    >>> frame_times(SurrogateSchema.minimal(n_frames=3)).tolist()
+    [0.0, 1.0, 2.0]
+    """
+    if schema.frame_times:
+        return np.asarray(
+            schema.frame_times, dtype="datetime64[ns]" if schema.time_is_datetime else float
+        )
+    k = np.arange(schema.n_frames)
+    if schema.time_is_datetime:
+        origin = np.datetime64(schema.time_origin, "ns")
+        return origin + (k * schema.time_step * 1e9).round().astype("timedelta64[ns]")
+    return float(schema.time_origin) + k * schema.time_step
 
 
 def times_to_steps(

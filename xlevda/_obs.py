@@ -12,6 +12,7 @@ import numpy as np
 import xarray as xr
 
 from xlevda._convert import find_time, spatial_layout, times_to_steps
+from xlevda._window_length import WindowLength, duration
 from xlevda.errors import ObservationError
 from xlevda.surrogates.schema import SurrogateSchema
 
@@ -297,42 +298,107 @@ class Window:
 
 
 def plan_windows(
-    table: ObsTable, size: int, stride: int | None = None, first_anchor: int = -1
+    table: ObsTable,
+    size: WindowLength,
+    stride: WindowLength | None = None,
+    first_anchor: int = -1,
 ) -> list[Window]:
-    """Group observation times into windows of ``size`` distinct times.
+    """Group observation times into windows of ``size`` distinct times or of a duration.
 
-    Windows start every ``stride`` distinct observation times (``stride = size``,
-    the default, gives non-overlapping windows; ``stride < size`` overlaps).  The
-    first window is anchored at ``first_anchor`` (the latent index of the initial
-    ensemble: ``-1``, the shifted start, by default), every later one at the
-    latent step of its first observation time.
+    Windows start every ``stride`` (``stride = size``, the default, gives
+    non-overlapping windows; ``stride < size`` overlaps).  The first window is
+    anchored at ``first_anchor`` (the latent index of the initial ensemble: ``-1``,
+    the shifted start, by default), every later one at the latent step of its first
+    observation time.
+
+    A count ``size`` (an integer) puts ``size`` distinct observation times in each
+    window, starting every ``stride`` of them.  A duration ``size`` (see
+    :func:`duration`; the observation times must be datetimes) puts in window ``k``
+    the observations in ``[t0 + k stride, t0 + k stride + size)``, where ``t0`` is
+    the first observation time (not the initial ensemble's time), skips windows that
+    hold no observation (gaps), and ends with the first window that holds the last
+    observation time.  On observations every ``dt`` from ``t0``, ``size = n dt``
+    gives the windows of ``size = n``.
 
     Examples
     --------
+    >>> import dataclasses
     >>> import numpy as np
     >>> t = ObsTable(np.arange(4.0), np.arange(4), np.zeros(4), np.zeros((4, 1)),
     ...              np.zeros(4, int), np.zeros(4), np.ones(4))
     >>> [(w.anchor, w.rows.tolist()) for w in plan_windows(t, 2)]
     [(-1, [0, 1]), (2, [2, 3])]
+    >>> hours = np.datetime64("2026-01-01T00", "ns") + np.array([0, 1, 4, 5], "timedelta64[h]")
+    >>> drifter = dataclasses.replace(t, time=hours)
+    >>> [(w.anchor, w.rows.tolist()) for w in plan_windows(drifter, "3h")]
+    [(-1, [0, 1]), (2, [2, 3])]
     """
-    if size < 1:
-        raise ObservationError(f"window size tau={size}: expected >= 1 observation time")
-    stride = size if stride is None else stride
-    if not 1 <= stride <= size:
-        raise ObservationError(f"window stride {stride}: expected 1 <= stride <= tau={size}")
     key = table.step + table.frac
     if len(key) and key.min() < first_anchor:
         raise ObservationError(
             f"{int((key < first_anchor).sum())} observation(s) precede the initial ensemble's "
             f"time (latent index {first_anchor}), e.g. at {table.time[np.argmin(key)]}"
         )
-    unique = np.unique(key)
+    length, step = duration(size), duration(size if stride is None else stride)
+    if (length is None) != (step is None):
+        raise ObservationError(
+            f"window {size!r} every {stride!r}: expected two counts or two durations"
+        )
+    if length is not None:
+        bounds = _duration_bounds(table, length, step)
+    else:
+        bounds = _count_bounds(key, size, stride)
     windows = []
-    for w, start in enumerate(range(0, len(unique), stride)):
-        sel = unique[start : start + size]
-        rows = np.nonzero((key >= sel[0]) & (key <= sel[-1]))[0]
-        anchor = first_anchor if w == 0 else int(table.step[rows[0]])
+    for lo, hi in bounds:
+        rows = np.arange(lo, hi)
+        anchor = first_anchor if not windows else int(table.step[rows[0]])
         windows.append(Window(anchor, rows))
+    return windows
+
+
+def _count_bounds(key: np.ndarray, size: int, stride: int | None) -> list[tuple[int, int]]:
+    """Row ranges ``[lo, hi)`` of windows of ``size`` distinct keys every ``stride`` keys."""
+    if size < 1:
+        raise ObservationError(f"window size tau={size}: expected >= 1 observation time")
+    stride = size if stride is None else stride
+    if not 1 <= stride <= size:
+        raise ObservationError(f"window stride {stride}: expected 1 <= stride <= tau={size}")
+    unique = np.unique(key)
+    bounds = []
+    for start in range(0, len(unique), stride):
+        sel = unique[start : start + size]
+        bounds.append(
+            (int(np.searchsorted(key, sel[0], "left")), int(np.searchsorted(key, sel[-1], "right")))
+        )
         if start + size >= len(unique):
             break
-    return windows
+    return bounds
+
+
+def _duration_bounds(
+    table: ObsTable, length: np.timedelta64, stride: np.timedelta64
+) -> list[tuple[int, int]]:
+    """Row ranges ``[lo, hi)`` of the non-empty windows ``[t0 + k stride, ... + length)``."""
+    if not np.issubdtype(table.time.dtype, np.datetime64):
+        raise ObservationError(
+            f"window of duration {length} needs datetime observation times, but they are "
+            f"numbers ({table.time.dtype}; the surrogate was trained on numeric times): give "
+            "the window as a count of observation times"
+        )
+    zero = np.timedelta64(0, "ns")
+    if np.isnat(length) or np.isnat(stride) or not zero < stride <= length:
+        raise ObservationError(
+            f"window {length} every {stride}: expected positive durations, stride <= window"
+        )
+    if len(table) == 0:
+        return []
+    t = table.time.astype("datetime64[ns]").astype(np.int64)
+    n, s = int(length.astype(np.int64)), int(stride.astype(np.int64))
+    rel = np.unique(t) - t[0]
+    # window k holds time r iff k s <= r < k s + n: k from (r - n) // s + 1 to r // s
+    first, last = np.maximum((rel - n) // s + 1, 0), rel // s
+    ks = np.unique(np.concatenate([np.arange(a, b + 1) for a, b in zip(first, last, strict=True)]))
+    ks = ks[ks <= first[-1]]  # up to the first window that holds the last time
+    lo = np.searchsorted(t, t[0] + ks * s, "left")
+    hi = np.searchsorted(t, t[0] + ks * s + n, "left")
+    return [(int(a), int(b)) for a, b in zip(lo, hi, strict=True)]

@@ -19,6 +19,7 @@ import xarray as xr
 
 from xlevda._convert import find_time, times_to_steps, to_points
 from xlevda._obs import ObsTable, obs_table
+from xlevda.checks import check_cycle, horizon_attrs, is_learned, warn_cycles
 from xlevda.decode import latent_at_outputs
 from xlevda.driver import prepare_model, run_cases
 from xlevda.errors import ConfigError, CoordinateError
@@ -158,6 +159,16 @@ def assimilate(
         Fields over ``(time, member, *space)`` as lazy dask arrays, parameters over
         ``(time, member)``, the latent trajectory, per-window diagnostics, CF
         attributes and provenance.
+
+    Warns
+    -----
+    UserWarning
+        Once per call for each of :mod:`xlevda.checks`: parameters estimated outside
+        the surrogate's training range, target times past its trained horizon, and
+        windows whose analysis fits the observations no better than its background.
+        Each is also recorded in the output (``window_<param>_outside_training_range``,
+        the attributes ``surrogate_trained_horizon`` and
+        ``n_target_times_past_horizon``, ``window_misfit_not_reduced``).
     """
     method = LEVDA() if method is None else method
     run = RunOptions() if run is None else run
@@ -181,12 +192,18 @@ def assimilate(
             f"target time {grid.times[0]} precedes the initial ensemble's time (frame "
             f"{initial.anchor}): the analysis starts there"
         )
+    horizon = {}
+    if is_learned(model, method):
+        horizon = horizon_attrs(grid.times, step + frac, model.schema, grid.time)
     cycles = run_cases(method, model, initial, tables, int(step.max()), run)
+    checks = [check_cycle(cycle, model, method) for cycle in cycles]
+    warn_cycles(checks, model.schema, method)
     results = []
-    for cycle, table in zip(cycles, tables, strict=True):
+    for cycle, table, checked in zip(cycles, tables, checks, strict=True):
         z_out, which = latent_at_outputs(model, cycle, step, frac, run.torch_dtype, run.device)
         n_obs = (len(table), int(table.n_dropped))
-        results.append(to_dataset(grid, model, run, method, cycle, z_out, which, n_obs))
+        results.append(to_dataset(grid, model, run, method, cycle, z_out, which, n_obs, checked))
+        results[-1].attrs.update(horizon)
         if initial.not_fitted is not None:
             results[-1].attrs["background_members_not_fitted"] = initial.not_fitted
     return _combine(results, obs, case_dim, tables)

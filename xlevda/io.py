@@ -24,6 +24,7 @@ import xarray as xr
 
 from xlevda._convert import SpatialLayout
 from xlevda._version import VERSION
+from xlevda.checks import CycleChecks
 from xlevda.cycle import Cycle
 from xlevda.decode import decode_block, numpy_dtype, prepare_output_points
 from xlevda.methods.base import Method
@@ -185,6 +186,35 @@ def _states(
     return out
 
 
+def _checked(checks: CycleChecks, schema, mdim: str) -> dict[str, xr.DataArray]:
+    """The per-window records of :mod:`xlevda.checks` (0/1 flags)."""
+    out = {}
+    if checks.param_outside is not None:
+        for j, (name, (lo, hi)) in enumerate(zip(schema.params, schema.param_range, strict=True)):
+            out[f"window_{name}_outside_training_range"] = xr.DataArray(
+                checks.param_outside[..., j].astype(np.int8),
+                dims=("window", mdim),
+                attrs={
+                    "long_name": f"{name} of the member's analysis outside the surrogate's "
+                    f"training range [{lo:.6g}, {hi:.6g}]",
+                    "flag_values": np.array([0, 1], np.int8),
+                    "flag_meanings": "inside outside",
+                },
+            )
+    if checks.misfit_not_reduced is not None:
+        out["window_misfit_not_reduced"] = xr.DataArray(
+            checks.misfit_not_reduced.astype(np.int8),
+            dims=("window",),
+            attrs={
+                "long_name": "the analysis' observation misfit (median over members) is not "
+                "below its background's",
+                "flag_values": np.array([0, 1], np.int8),
+                "flag_meanings": "reduced not_reduced",
+            },
+        )
+    return out
+
+
 def _coords(grid: OutputGrid, run: RunOptions, cycle: Cycle) -> dict[str, Any]:
     space_dims = set(grid.layout.dims)
     return {
@@ -234,6 +264,7 @@ def to_dataset(
     z_out: np.ndarray,
     which: np.ndarray,
     n_obs: tuple[int, int],
+    checks: CycleChecks,
 ) -> xr.Dataset:
     """One case's analysis as a CF Dataset.
 
@@ -250,8 +281,13 @@ def to_dataset(
         States at the output times; ``which`` (T,) the window supplying each.
     n_obs : (int, int)
         Observations used and dropped.
+    checks : CycleChecks
+        The cycle's :mod:`xlevda.checks`, recorded per window.
     """
     args = (grid, model, run, method, cycle, z_out, which)
-    ds = xr.Dataset({**_fields(*args), **_states(*args)}, coords=_coords(grid, run, cycle))
+    checked = _checked(checks, model.schema, run.member_dim)
+    ds = xr.Dataset(
+        {**_fields(*args), **_states(*args), **checked}, coords=_coords(grid, run, cycle)
+    )
     ds.attrs = _attrs(model, run, method, *n_obs)
     return ds

@@ -18,6 +18,7 @@ subclasses :class:`Method` (for its defaults) and defines ``name``, ``title``,
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -32,7 +33,27 @@ from xlevda.model_error import ModelErrorTerm
 from xlevda.run import RunDefaults, RunOptions
 from xlevda.surrogates.protocol import Surrogate
 
-__all__ = ["Method", "background_state", "single"]
+__all__ = ["Method", "MisfitPair", "background_state", "single"]
+
+
+@dataclass(frozen=True)
+class MisfitPair:
+    """Which diagnostics hold a window's observation misfit of the analysis and its background.
+
+    Attributes
+    ----------
+    analysis, background : str
+        Names among the method's ``diagnostics``: values per member ``(K,)`` or
+        one per window.
+    half_sum : bool
+        ``True`` if the values are ``1/2 sum ((y - H x) / sigma)^2`` over the window's
+        observed values (at the noise level: half their number), ``False`` for the
+        RMS of ``(y - H x) / sigma`` (at the noise level: 1).
+    """
+
+    analysis: str
+    background: str
+    half_sum: bool
 
 
 @runtime_checkable
@@ -58,6 +79,10 @@ class Method(Protocol):
     needs_obs_errors : bool
         Whether the observations need error standard deviations (LD-EnSF uses its
         encoder's instead).
+    misfit_pair : MisfitPair or None
+        The diagnostics holding each window's observation misfit of the analysis and
+        of its background, or ``None``: :mod:`xlevda.checks` warns where the
+        analysis' is not below.
     """
 
     name: str
@@ -67,6 +92,7 @@ class Method(Protocol):
     full_state: ClassVar[bool] = False
     model_error: ModelErrorTerm | None = None
     needs_obs_errors: ClassVar[bool] = True
+    misfit_pair: ClassVar[MisfitPair | None] = None
 
     def initial(self, model: Surrogate, background: Any, run: RunOptions) -> Ensemble:
         """The initial ensemble, from ``background=`` of :func:`xlevda.assimilate` or a prior.

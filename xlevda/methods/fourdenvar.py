@@ -16,14 +16,14 @@ from torch import Tensor
 
 from xlevda._obs import ObsTable, plan_windows
 from xlevda._obs import Window as PlannedWindow
-from xlevda._validate import is_int
+from xlevda._window_length import WindowLength, check_window
 from xlevda.core.dynamics import interpolate_trajectory, trajectory
 from xlevda.core.envar import check_outer_loops, fourdenvar
 from xlevda.core.inflation import Inflation
 from xlevda.core.localization import Localization
 from xlevda.cycle import Analysis, Ensemble, Window, obs_window
 from xlevda.errors import ConfigError, ObservationError
-from xlevda.methods.base import background_state, single
+from xlevda.methods.base import MisfitPair, background_state, single
 from xlevda.methods.fullstate import FullStateMethod, check_finite, distances, linalg_failure, rms
 from xlevda.run import RunOptions
 from xlevda.surrogates.protocol import FullStateModel
@@ -46,8 +46,12 @@ class FourDEnVar(FullStateMethod):
         ``None`` (default): one global ensemble-space analysis per window.
     outer_loops : int
         Re-linearizations with the nonlinear model (>= 1); only 1 with localization.
-    window : int
-        Observation times per window (>= 1).
+    window : int or duration
+        Distinct observation times per window (>= 1), or a duration (a
+        ``numpy.timedelta64``, ``datetime.timedelta``, ``pandas.Timedelta`` or a
+        string such as ``"6h"``; datetime observation times only): consecutive
+        windows ``[t0 + k window, t0 + (k + 1) window)`` from the first observation
+        time ``t0``, those without observations skipped.
 
     Ensemble size, seed, precision and device are :class:`~xlevda.run.RunOptions`
     (default 40 members, float64).
@@ -61,11 +65,14 @@ class FourDEnVar(FullStateMethod):
     inflation: Inflation = field(default_factory=Inflation)
     localization: Localization | None = None
     outer_loops: int = 1
-    window: int = 5
+    window: WindowLength = 5
 
     name: ClassVar[str] = "4DEnVar"
     title: ClassVar[str] = "4DEnVar (four-dimensional ensemble variational) on the full state"
     remedy: ClassVar[str] = "more inflation or localization, or shorter windows"
+    misfit_pair: ClassVar[MisfitPair] = MisfitPair(
+        "analysis_misfit", "forecast_misfit", half_sum=False
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.inflation, Inflation):
@@ -76,11 +83,10 @@ class FourDEnVar(FullStateMethod):
                 "or None"
             )
         check_outer_loops(self.outer_loops, self.localization, "FourDEnVar.outer_loops")
-        if not is_int(self.window, 1):
-            raise ConfigError(f"FourDEnVar.window={self.window!r}: expected an integer >= 1")
+        check_window(self.window, None, "FourDEnVar")
 
     def plan(self, table: ObsTable, anchor: int) -> list[PlannedWindow]:
-        """Windows of ``window`` distinct observation times."""
+        """Windows of ``window`` distinct observation times, or of a duration."""
         windows = plan_windows(table, self.window, None, anchor)
         if not windows:
             raise ObservationError("4DEnVar got no observations to assimilate")

@@ -17,7 +17,7 @@ import torch
 
 from xlevda._obs import ObsTable, plan_windows
 from xlevda._obs import Window as PlannedWindow
-from xlevda._validate import is_int
+from xlevda._window_length import WindowLength, check_window
 from xlevda.core.hybrid import HybridCovariance, rollout_square_root
 from xlevda.core.inflation import Inflation
 from xlevda.core.levda import solve_window
@@ -26,7 +26,7 @@ from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.cycle import Analysis, Ensemble, Window, obs_window
 from xlevda.errors import ConfigError
 from xlevda.initial import latent_ensemble
-from xlevda.methods.base import Method, background_state, single
+from xlevda.methods.base import Method, MisfitPair, background_state, single
 from xlevda.model_error import ModelErrorTerm
 from xlevda.run import RunOptions
 from xlevda.surrogates.protocol import Surrogate
@@ -49,11 +49,17 @@ class LEVDA(Method):
 
     Attributes
     ----------
-    window : int
-        ``tau``: distinct observation times per window (>= 1).
-    window_stride : int, optional
-        Observation times between window starts; ``None`` (= ``window``) gives
-        non-overlapping windows, a smaller value overlapping ones.
+    window : int or duration
+        ``tau``: distinct observation times per window (>= 1), or a duration (a
+        ``numpy.timedelta64``, ``datetime.timedelta``, ``pandas.Timedelta`` or a
+        string such as ``"6h"``; datetime observation times only): window ``k``
+        then holds the observations in ``[t0 + k stride, t0 + k stride + window)``,
+        ``t0`` the first observation time; windows without observations are skipped
+        (:func:`xlevda._obs.plan_windows`).
+    window_stride : int or duration, optional
+        Observation times (or the duration, if ``window`` is one) between window
+        starts; ``None`` (= ``window``) gives non-overlapping windows, a smaller
+        value overlapping ones.
     inflation : Inflation
         Of the background perturbations; ``Inflation.additive`` in normalized latent
         units.  Its noise in window ``w`` of a case with seed ``s`` comes from the
@@ -102,8 +108,8 @@ class LEVDA(Method):
     True
     """
 
-    window: int = 5
-    window_stride: int | None = None
+    window: WindowLength = 5
+    window_stride: WindowLength | None = None
     inflation: Inflation = field(default_factory=Inflation)
     member_mode: MemberMode = field(default_factory=RandomizedMaximumLikelihood)
     optimizer: LBFGSConfig | GaussNewtonConfig = field(
@@ -115,15 +121,10 @@ class LEVDA(Method):
     name: ClassVar[str] = "LEVDA"
     title: ClassVar[str] = "LEVDA (latent ensemble variational data assimilation)"
     diagnostics: ClassVar[dict[str, str]] = DIAGNOSTICS
+    misfit_pair: ClassVar[MisfitPair] = MisfitPair("misfit", "misfit_background", half_sum=True)
 
     def __post_init__(self) -> None:
-        if not is_int(self.window, 1):
-            raise ConfigError(f"window tau={self.window!r}: expected an integer >= 1")
-        if self.window_stride is not None and not 1 <= self.window_stride <= self.window:
-            raise ConfigError(
-                f"window_stride={self.window_stride!r}: expected 1 <= stride <= "
-                f"window={self.window}"
-            )
+        check_window(self.window, self.window_stride, "LEVDA")
         if not isinstance(self.inflation, Inflation):
             raise ConfigError(f"LEVDA.inflation={self.inflation!r}: expected Inflation(...)")
         if not isinstance(self.member_mode, SharedCost | RandomizedMaximumLikelihood):
@@ -150,7 +151,7 @@ class LEVDA(Method):
         return latent_ensemble(model, background, run)
 
     def plan(self, table: ObsTable, anchor: int) -> list[PlannedWindow]:
-        """Windows of ``window`` distinct observation times every ``window_stride``."""
+        """Windows of ``window`` (times or a duration) every ``window_stride``."""
         return plan_windows(table, self.window, self.window_stride, anchor)
 
     def analyse(

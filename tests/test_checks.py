@@ -1,0 +1,138 @@
+"""Warnings and records of analyses that leave what the surrogate has learned (xlevda.checks)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xlevda.methods.levda as levda_module
+from tests.test_api import LEV, RUN, model, point_obs, target, truth  # noqa: F401  (fixtures)
+from xlevda.checks import misfit_not_reduced, params_outside
+from xlevda.surrogates.schema import Affine, SurrogateSchema
+
+HORIZON = "2026-01-01T05:00:00.000000000"  # the tiny surrogate's last training frame (6 hourly)
+
+
+def messages(record, pattern: str) -> list[str]:
+    return [str(w.message) for w in record if re.search(pattern, str(w.message))]
+
+
+def test_params_outside_against_the_range_of_each_parameter():
+    schema = dataclasses.replace(
+        SurrogateSchema.minimal(n_frames=2),
+        params=("p", "q"),
+        param_attrs=({}, {}),
+        param_norm=Affine.from_range([0.0, 10.0], [1.0, 20.0]),
+        param_range=((0.0, 1.0), (10.0, 20.0)),
+    )
+    u = np.array([[0.5, 15.0], [1.0, 10.0], [1.1, 15.0], [0.5, 9.9], [-0.1, 25.0]])
+    z = np.concatenate([np.zeros((5, 3)), schema.param_norm.normalize(u)], -1)
+    expected = np.array([[0, 0], [0, 0], [1, 0], [0, 1], [1, 1]], bool)
+    np.testing.assert_array_equal(params_outside(z, schema), expected)
+
+
+def test_misfit_flag_needs_no_reduction_and_a_misfit_above_the_noise():
+    background = np.array([[10.0, 12.0, 11.0]] * 4)
+    analysis = np.array(
+        [
+            [2.0, 3.0, 50.0],  # median 3 < 11: reduced
+            [11.0, 11.0, 0.0],  # median 11 = 11: not reduced
+            [20.0, 30.0, 40.0],  # worse
+            [np.nan] * 3,  # nothing observed
+        ]
+    )
+    flags = misfit_not_reduced(analysis, background, np.full(4, 5.0))
+    assert flags.tolist() == [False, True, True, False]
+    # at the noise level (e.g. uninformative observations): nothing to gain, no flag
+    assert not misfit_not_reduced(analysis, background, np.full(4, 100.0)).any()
+
+
+def test_parameters_outside_the_training_range_warn_and_are_flagged(model, truth):  # noqa: F811
+    where = target(truth)
+    with pytest.warns(UserWarning, match="outside the surrogate's training range") as record:
+        an = where.levda.assimilate(point_obs(truth), model, LEV, run=RUN)
+    (message,) = messages(record, "training range")
+    flags = {p: an[f"window_{p}_outside_training_range"] for p in ("a", "b")}
+    assert flags["b"].dims == ("window", "member")
+    assert flags["b"].any()  # the tiny surrogate's estimates of b leave its range
+    lo, hi = model.schema.param_range[1]
+    for p, (lo, hi) in zip(("a", "b"), model.schema.param_range, strict=True):
+        n = int(flags[p].sum())
+        assert (f"{p}: {n} of 18 " in message) == (n > 0)
+        # each window's parameters (constant inside it) against the range
+        for t, w in enumerate(an.window_index.values):
+            u = an[p].isel(time=t).values
+            np.testing.assert_array_equal(flags[p].isel(window=w), (u < lo) | (u > hi))
+
+
+def test_targets_past_the_trained_horizon_warn_and_are_recorded(model, truth):  # noqa: F811
+    where = target(truth)
+    longer = where.reindex(time=where.time.values[0] + np.arange(8) * np.timedelta64(1, "h"))
+    pattern = (
+        rf"target time 'time' runs to 2026-01-01T07:00:00.000000000, past the surrogate's "
+        rf"trained horizon {HORIZON} \(frame 5, the last training frame\): 2 of 8 target times"
+    )
+    with pytest.warns(UserWarning, match=pattern):
+        an = longer.levda.assimilate(point_obs(truth), model, LEV, run=RUN)
+    assert an.attrs["surrogate_trained_horizon"] == HORIZON
+    assert an.attrs["n_target_times_past_horizon"] == 2
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        inside = where.levda.assimilate(point_obs(truth), model, LEV, run=RUN)
+    assert not messages(record, "horizon")
+    assert inside.attrs["surrogate_trained_horizon"] == HORIZON
+    assert inside.attrs["n_target_times_past_horizon"] == 0
+
+
+def keep_the_background(monkeypatch):
+    """Make every LEVDA analysis its background (as if every member's optimization failed)."""
+    solve = levda_module.solve_window
+
+    def stuck(surrogate, z_background, *args, **kwargs):
+        res = solve(surrogate, z_background, *args, **kwargs)
+        return dataclasses.replace(res, z_analysis=z_background, misfit=res.misfit_background)
+
+    monkeypatch.setattr(levda_module, "solve_window", stuck)
+
+
+def test_analyses_no_better_than_their_backgrounds_warn_and_are_recorded(
+    model,  # noqa: F811
+    truth,  # noqa: F811
+    monkeypatch,
+):
+    where, obs = target(truth), point_obs(truth, std=0.01)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        an = where.levda.assimilate(obs, model, LEV, run=RUN)
+    assert not messages(record, "does not fit")
+    assert an.window_misfit_not_reduced.values.tolist() == [0, 0, 0]
+    assert (an.window_misfit < an.window_misfit_background).all()
+    keep_the_background(monkeypatch)
+    pattern = (
+        r"LEVDA: in 3 of 3 windows \(windows 0, 1, 2\) the analysis does not fit the "
+        r"observations better than its background \(median over members of misfit >= of "
+        r"misfit_background, and above the observations' noise level\)"
+    )
+    with pytest.warns(UserWarning, match=pattern):
+        stuck = where.levda.assimilate(obs, model, LEV, run=RUN)
+    assert stuck.window_misfit_not_reduced.dims == ("window",)
+    assert stuck.window_misfit_not_reduced.values.tolist() == [1, 1, 1]
+    # observations with huge errors: the background already fits them, no alarm
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        vague = where.levda.assimilate(point_obs(truth, std=1e6), model, LEV, run=RUN)
+    assert not messages(record, "does not fit")
+    assert not vague.window_misfit_not_reduced.any()
+
+
+def test_the_warnings_name_each_case(model, truth, monkeypatch):  # noqa: F811
+    keep_the_background(monkeypatch)
+    obs = xr.concat([point_obs(truth, std=0.01), point_obs(truth, std=1e6)], dim="case")
+    with pytest.warns(UserWarning, match=r"in 3 of 6 windows \(case 0 window 0, case 0 window 1"):
+        an = target(truth).levda.assimilate(obs, model, LEV, run=RUN)
+    assert an.window_misfit_not_reduced.values.tolist() == [[1, 1, 1], [0, 0, 0]]
