@@ -232,7 +232,7 @@ thread; surrogate `load_pretrained("tsunami")` sha256 `{sha}`.
   prognostic u, v, eta, N = 6816); members start at rest with bumps at sources drawn from the
   prior, and estimate the source by state augmentation (not localized).
   LETKF: `LETKF(inflation=Inflation({s["inflation"]}), localization=Localization(r))`,
-  R-localization with Gaspari-Cohn support r = {s["radius"]} grid cells (given in km), the
+  R-localization with Gaspari-Cohn support r = {s["radius"]} grid cells (passed in km), the
   inflation applied also where no observation reaches, analysis every frame. EnSF:
   `EnSF(EnSFConfig(steps={s["ensf_steps"]}))` (default `EnSFConfig` otherwise, no inflation),
   coordinates scaled per variable as LD-EnSF scales its latent state (obs_scale 0.3; plain
