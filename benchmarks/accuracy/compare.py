@@ -116,14 +116,14 @@ def run_full_state(
     return an[[*VARIABLES, *model.schema.params]].transpose("time", "member", ...).load()
 
 
-def full_state_methods(model: TsunamiModel, s: Settings, seed: int) -> dict[str, object]:
+def full_state_methods(model: TsunamiModel, s: Settings) -> dict[str, object]:
     """LETKF, EnSF and 4DEnVar as configured for this benchmark (radius in km)."""
     radius_km = s.radius * model.config.dx / 1e3
     return {
-        "LETKF": LETKF(inflation=s.inflation, localization_radius=radius_km),
+        "LETKF": LETKF(inflation=Inflation(s.inflation), localization=Localization(radius_km)),
         "EnSF": EnSF(EnSFConfig(steps=s.ensf_steps)),
         "4DEnVar": FourDEnVar(
-            inflation=Inflation(rho=s.inflation, seed=seed),
+            inflation=Inflation(multiplicative=s.inflation),
             localization=Localization(radius_km),
             window=s.window,
         ),
@@ -304,7 +304,7 @@ def run_case(
     target = truth.drop_vars(list(truth.data_vars))
     model = TsunamiModel(cfg, dtype=torch.float32)  # as LEVDA's default
     initial = tsunami.sample_sources(s.full_members, seed=seed + 5_000, config=cfg)
-    full = full_state_methods(model, s, seed)
+    full = full_state_methods(model, s)
     score, times, sweep, failures = {FLOOR: surrogate_floor(surrogate, truth, true_src)}, {}, {}, []
     for stride in s.strides:
         obs = observe.observe(truth, observe.GridStride(stride), noise_ratio=s.noise, seed=seed + 1)

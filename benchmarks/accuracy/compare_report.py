@@ -231,13 +231,15 @@ thread; surrogate `load_pretrained("tsunami")` sha256 `{sha}`.
   `FourDEnVar`, float32 as LEVDA) with the simulator as the model (`TsunamiModel`: its C-grid
   prognostic u, v, eta, N = 6816); members start at rest with bumps at sources drawn from the
   prior, and estimate the source by state augmentation (not localized).
-  LETKF: R-localization with Gaspari-Cohn support {s["radius"]} grid cells, inflation
-  {s["inflation"]} (also where no observation reaches), analysis every frame. EnSF:
-  `EnSF` (default `EnSFConfig`, {s["ensf_steps"]} steps, no inflation),
+  LETKF: `LETKF(inflation=Inflation({s["inflation"]}), localization=Localization(r))`,
+  R-localization with Gaspari-Cohn support r = {s["radius"]} grid cells (passed in km), the
+  inflation applied also where no observation reaches, analysis every frame. EnSF:
+  `EnSF(EnSFConfig(steps={s["ensf_steps"]}))` (default `EnSFConfig` otherwise, no inflation),
   coordinates scaled per variable as LD-EnSF scales its latent state (obs_scale 0.3; plain
   standardized coordinates diverged), analysis every frame, no localization. 4DEnVar:
-  strong-constraint, windows of {s["window"]} frames, `Localization` with support
-  {s["radius"]} grid cells, multiplicative inflation {s["inflation"]}, one outer loop.
+  strong-constraint, `FourDEnVar(inflation=Inflation({s["inflation"]}),
+  localization=Localization(r), window={s["window"]})`: windows of {s["window"]} frames,
+  the same support r, one outer loop.
   `{PRIOR}` is the full-state prior ensemble run without assimilation; `{FLOOR}` is the
   surrogate run at the true source (no assimilation): the error floor of the latent methods.
 - Scores per frame: relative RMSE of the ensemble mean of (u, v, eta), each variable divided by

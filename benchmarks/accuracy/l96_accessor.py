@@ -138,15 +138,17 @@ def _fullstate(name: str, members: int, inflation: float, radius=None, steps=100
     import xlevda
     from xlevda.methods import EnSFConfig, Inflation, Localization
 
+    loc = None if radius is None else Localization(radius)
     if name == "EnSF":
-        method = xlevda.EnSF(ensf=EnSFConfig(steps=steps), obs_scale=0.3, inflation=inflation)
+        method = xlevda.EnSF(
+            ensf=EnSFConfig(steps=steps), obs_scale=0.3, inflation=Inflation(inflation)
+        )
     elif name == "4DEnVar":
-        loc = None if radius is None else Localization(radius)
         method = xlevda.FourDEnVar(
             inflation=Inflation(inflation), localization=loc, window=window or 5
         )
     else:
-        method = xlevda.LETKF(inflation, radius)
+        method = xlevda.LETKF(Inflation(inflation), loc)
     return method, xlevda.RunOptions(members=members)
 
 

@@ -64,13 +64,12 @@ def core_cycle(truth, obs, members, inflation, radius, seed) -> tuple[CoreRun, f
     """
     import torch
 
-    from xlevda.core.letkf import LETKFConfig, letkf_analysis
+    from xlevda.core.letkf import letkf_analysis
     from xlevda.errors import VariableError
     from xlevda.systems.lorenz96 import rk4_step
 
     obs_t = torch.as_tensor(obs)
     ensemble = torch.as_tensor(initial_ensemble(truth[0], members, seed))
-    config = LETKFConfig(inflation, radius)
     dist = None if radius is None else torch.as_tensor(ring_distances())
     std = torch.ones(N_VARS, dtype=torch.float64)
     means, stds = [], []
@@ -79,7 +78,9 @@ def core_cycle(truth, obs, members, inflation, radius, seed) -> tuple[CoreRun, f
         forecast = rk4_step(ensemble, FORCING, DT)
         if not torch.isfinite(forecast).all():
             raise VariableError(f"the forecast has NaN or infinite values at cycle {k}: diverged")
-        ensemble = letkf_analysis(forecast, obs_t[k], forecast, std, config, dist)
+        ensemble = letkf_analysis(
+            forecast, obs_t[k], forecast, std, inflation=inflation, radius=radius, distances=dist
+        )
         if not torch.isfinite(ensemble).all():
             raise VariableError(f"the analysis has NaN or infinite values at cycle {k}: diverged")
         spread, mean = torch.std_mean(ensemble, dim=-2)

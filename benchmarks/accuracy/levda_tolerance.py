@@ -28,7 +28,7 @@ import torch
 
 import xlevda
 from xlevda.demo import twin_experiment
-from xlevda.methods import GaussNewtonConfig, LBFGSConfig, Randomized
+from xlevda.methods import GaussNewtonConfig, LBFGSConfig, RandomizedMaximumLikelihood
 
 SCORES = ("rrmse", "ser", "crps", "param_err")
 
@@ -61,8 +61,10 @@ def main() -> None:
     rows: dict[tuple[float, str], list[list[float]]] = {key: [] for key in settings}
     for seed in args.seeds:
         for tol, start in settings:
-            solver = LBFGSConfig if args.optimizer == "lbfgs" else GaussNewtonConfig
-            optimizer = solver(tol_cost=tol or None)
+            if args.optimizer == "lbfgs":
+                optimizer = LBFGSConfig(tol_cost=tol or None)
+            else:
+                optimizer = GaussNewtonConfig(tol_cost=tol or None, jacobian=args.jacobian)
             seconds = []
             for _ in range(args.repeats):
                 twin = twin_experiment(
@@ -70,8 +72,7 @@ def main() -> None:
                     seed=seed,
                     optimizer=optimizer,
                     surrogate=surrogate,
-                    jacobian=args.jacobian,
-                    mode=Randomized(start=start),
+                    member_mode=RandomizedMaximumLikelihood(start=start),
                 )
                 seconds.append(twin.seconds)
             late = twin.scores.isel(time=slice(5, None)).mean("time")

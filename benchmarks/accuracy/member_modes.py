@@ -1,14 +1,14 @@
-"""Warm-start (paper) versus randomized (RML) members on the tsunami twin.
+"""Shared-cost (the paper's warm starts) versus randomized (RML) members on the tsunami twin.
 
 For a few hidden tsunamis (the demo's set-up: 10x10 buoys observing u, v, eta every
 frame with 10 % noise, K = 100, tau = 5, the shipped surrogate) run LEVDA with
-each member mode (randomized members from their EnKF start, with and without the
-model-error term, and from their background members; the paper's warm starts,
-with and without additive inflation) and print, averaged over windows 1 onwards, the relative RMSE
-of the stacked state, the spread-error ratio, the CRPS of eta and the parameter
-error, next to the no-assimilation forecast, and the rank histogram of the
-analysed eta against the truth at the observed points (windows 1 onwards, the
-K + 1 ranks pooled into 10 bins; a calibrated ensemble is flat, an
+each ``member_mode`` (``RandomizedMaximumLikelihood()`` members from their EnKF start,
+with and without the model-error term, and from their background members; the paper's
+``SharedCost()``, with and without ``Inflation(additive=0.05)``) and print, averaged
+over windows 1 onwards, the relative RMSE of the stacked state, the spread-error ratio,
+the CRPS of eta and the parameter error, next to the no-assimilation forecast, and the
+rank histogram of the analysed eta against the truth at the observed points (windows 1
+onwards, the K + 1 ranks pooled into 10 bins; a calibrated ensemble is flat, an
 over-confident one U-shaped)::
 
     python benchmarks/accuracy/member_modes.py --seeds 0 1 2
@@ -26,16 +26,21 @@ import xarray as xr
 from xlevda import LEVDA, RunOptions, load_pretrained
 from xlevda.demo import prior_forecast, simulate_truth, twin_scores
 from xlevda.errors import XlevdaError
-from xlevda.methods import Randomized, WarmStart
+from xlevda.methods import Inflation, RandomizedMaximumLikelihood, SharedCost
 from xlevda.metrics import rank_histogram
 from xlevda.systems import observe
 
 MODES = {
-    "randomized (EnKF start)": {"mode": Randomized()},
-    "the same, no model error": {"mode": Randomized(), "model_error": None},
-    "randomized, background start": {"mode": Randomized(start="background")},
-    "warm start": {"mode": WarmStart()},
-    "warm start, sigma=0.05": {"mode": WarmStart(), "inflation_sigma": 0.05},
+    "randomized (EnKF start)": {"member_mode": RandomizedMaximumLikelihood()},
+    "the same, no model error": {"member_mode": RandomizedMaximumLikelihood(), "model_error": None},
+    "randomized, background start": {
+        "member_mode": RandomizedMaximumLikelihood(start="background")
+    },
+    "shared cost": {"member_mode": SharedCost()},
+    "shared cost, additive 0.05": {
+        "member_mode": SharedCost(),
+        "inflation": Inflation(additive=0.05),
+    },
 }
 
 

@@ -9,8 +9,9 @@ Timed side by side in one run (median of ``--repeats``):
 - ``batched L-BFGS``: :func:`xlevda.core.levda.solve_window` with ``LBFGSConfig``;
 - ``batched L-BFGS, 1e-4``: the same with ``tol_cost=1e-4``, LEVDA's default
   (the issue's criterion is a final cost within 1 % of the loop's);
-- ``batched GN, pointwise`` / ``forward``: the same with ``GaussNewtonConfig`` and the
-  pointwise-reverse Jacobian (suited to this MLP decoder) or forward mode;
+- ``batched GN, pointwise`` / ``forward``: the same with ``GaussNewtonConfig`` and its
+  ``jacobian="pointwise"`` (pointwise reverse mode, suited to this MLP decoder) or
+  ``"forward"`` (forward mode);
 - ``loop, paper alpha``: for each member, ``torch.optim.LBFGS`` (strong Wolfe) on
   eq. 19 in the paper's K-dimensional ``alpha``;
 - ``loop, reduced`` (``--reduced-loop``): the same loop on the r-dimensional reduced
@@ -34,6 +35,7 @@ import argparse
 import math
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -134,8 +136,8 @@ def main() -> None:
             "batched L-BFGS, 1e-4",
             {"optimizer": LBFGSConfig(max_iter=args.max_iter, tol_cost=1e-4)},
         ),
-        ("batched GN, pointwise", {"optimizer": gn, "jacobian": "pointwise"}),
-        ("batched GN, forward", {"optimizer": gn, "jacobian": "forward"}),
+        ("batched GN, pointwise", {"optimizer": replace(gn, jacobian="pointwise")}),
+        ("batched GN, forward", {"optimizer": replace(gn, jacobian="forward")}),
     ):
         t, res = timed(lambda o=options: solve_window(sur, z_b, window, **o), args.repeats)
         note = (

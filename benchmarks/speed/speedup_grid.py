@@ -89,7 +89,7 @@ def main() -> None:
         model = TsunamiModel(cfg, dtype=torch.float32)
         radius_km = 2.0 * cfg.dx / 1e3
         envar = FourDEnVar(
-            inflation=Inflation(rho=1.1, seed=args.seed),
+            inflation=Inflation(multiplicative=1.1),
             localization=Localization(radius_km),
             window=5,
         )
