@@ -138,6 +138,9 @@ class LearnedInitialState:
         ``lambda`` of the penalty (>= 0).
     init_scale : float
         Standard deviation of the table's random initialization (>= 0).
+    lr_factor : float
+        The table's learning rate relative to ``TrainConfig.lr`` (> 0): each row is
+        updated only when its run is in a batch, once per epoch.
 
     Examples
     --------
@@ -148,12 +151,14 @@ class LearnedInitialState:
     n_runs: int | None = None
     regularization: float = 1e-3
     init_scale: float = 0.01
+    lr_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if self.n_runs is not None:
             check_int("LearnedInitialState.n_runs", self.n_runs, 1)
         check_float("LearnedInitialState.regularization", self.regularization, 0.0)
         check_float("LearnedInitialState.init_scale", self.init_scale, 0.0)
+        check_float("LearnedInitialState.lr_factor", self.lr_factor, 0.0, lo_open=True)
 
 
 @dataclass(frozen=True)

@@ -367,16 +367,7 @@ def train(
     _check_source(train_source, "training")
     if val_source is not None:
         _check_source(val_source, "validation")
-    table = getattr(model, "initial_states", None)  # regularized by its own penalty
-    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not table]
-    no_decay = [p for p in model.parameters() if p.dim() < 2 or p is table]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-    )
+    optimizer = _optimizer(model, config)
     gen = torch.Generator().manual_seed(config.seed)
     history = TrainingHistory()
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -388,7 +379,7 @@ def train(
         for epoch in range(config.epochs):
             lr = scheduled_lr(config, epoch)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_factor"]
             train_loss = _train_epoch(model, train_source, optimizer, config, gen)
             if train_loss is None:
                 history.stop_reason = f"diverged: non-finite training loss in epoch {epoch}"
@@ -422,6 +413,22 @@ def train(
     model.load_state_dict(best_state)
     model.history = history
     return history
+
+
+def _optimizer(model: LDNetModel, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices; a learned initial-state table has its own
+    group (no decay: it has its own penalty; learning rate times ``lr_factor``)."""
+    table = getattr(model, "initial_states", None)
+    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not table]
+    no_decay = [p for p in model.parameters() if p.dim() < 2 and p is not table]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay, "lr_factor": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_factor": 1.0},
+    ]
+    if table is not None:
+        init = model.config.initial_state
+        groups.append({"params": [table], "weight_decay": 0.0, "lr_factor": init.lr_factor})
+    return torch.optim.AdamW(groups, lr=config.lr)
 
 
 def _train_epoch(
