@@ -308,7 +308,7 @@ class LDNet(LDNetModel):
         latent = latent_array(initial_latent, self.latent_dim)
         batch = xr.broadcast(*u_da, latent.isel(latent=0, drop=True))
         latent = latent.broadcast_like(batch[-1]).transpose(*batch[-1].dims, "latent")
-        return list(batch[:-1]), latent.values.reshape(-1, self.latent_dim)
+        return list(batch[:-1]), np.array(latent.values.reshape(-1, self.latent_dim))
 
     def encode_frame(self, fields: xr.Dataset) -> xr.DataArray:
         """Latent states of the first frame whose decoded fields best fit ``fields``.
