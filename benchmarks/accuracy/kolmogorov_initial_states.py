@@ -72,6 +72,17 @@ def frame_errors(pred: xr.Dataset, truth: xr.Dataset) -> dict[str, np.ndarray]:
     return out
 
 
+def pod_errors(runs: xr.Dataset, ranks: list[int]) -> list[float]:
+    """Relative error of the best rank-``d`` affine reconstruction of all training frames
+    (proper orthogonal decomposition, variables stacked): what a linear decoder from a
+    ``d``-dimensional latent state could reach at best."""
+    x = np.concatenate([runs[v].values for v in runs.data_vars], -1)
+    x = x.reshape(runs.sizes["run"] * runs.sizes["time"], -1)
+    sv = np.linalg.svd(x - x.mean(0), compute_uv=False)
+    total = np.sum(x**2)
+    return [float(np.sqrt(np.sum(sv[d:] ** 2) / total)) for d in ranks]
+
+
 def show(name: str, errors: dict[str, np.ndarray]) -> None:
     for v, e in errors.items():
         cells = " ".join(f"{x:6.3f}" for x in e)
@@ -86,7 +97,7 @@ def main() -> None:
     p.add_argument("--truths", type=int, default=8)
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--latent", type=int, default=16)
-    p.add_argument("--basis", type=int, default=48)
+    p.add_argument("--basis", type=int, default=48, help="separable decoder's n_basis")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--reg", type=float, default=1e-3)
@@ -105,6 +116,9 @@ def main() -> None:
     truth = archive(cfg, args.truths, 12345, cache and cache / f"truth_{tag}_{args.truths}.nc")
     print(f"simulated {args.runs} + {args.truths} runs in {time.perf_counter() - t0:.0f} s")
     print(f"grid {args.grid}x{args.grid}, {args.frames} frames, epochs {args.epochs}")
+    ranks = [args.latent, 4 * args.latent, 16 * args.latent]
+    bounds = ", ".join(f"{d}: {e:.3f}" for d, e in zip(ranks, pod_errors(runs, ranks), strict=True))
+    print(f"rank-d POD error of the training frames (d: error): {bounds}")
     print(f"{'':<22} {'variable':<10} relative error per frame (0 = fit or start)")
     show("persistence", frame_errors(truth.isel(time=[0] * args.frames), truth))
 
