@@ -135,7 +135,11 @@ def main() -> None:
         else:
             pred = model.predict({"Re": truth.Re.values})
             name = "parameters only"
-        print(f"-- {name}: trained {seconds:.0f} s; held-out training-archive runs:")
+        hist = model.history
+        print(
+            f"-- {name}: trained {seconds:.0f} s, {len(hist.epoch)} epochs, best {hist.best_epoch}"
+            f" ({hist.stop_reason}); held-out training-archive runs:"
+        )
         report = model.quality
         errors = map(np.array, report.frame_errors)
         show("  (fit report)", dict(zip(report.variables, errors, strict=True)))
