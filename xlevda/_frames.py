@@ -1,4 +1,5 @@
-"""Training frames from an xarray Dataset, for :meth:`xlevda.LDNet.fit` and the examples."""
+"""Frames from xarray Datasets: training runs for :meth:`xlevda.LDNet.fit` (and the examples),
+and one frame of fields for :meth:`xlevda.LDNet.encode_frame`."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import numpy as np
 import torch
 import xarray as xr
 
-from xlevda._convert import coord_points, find_time, spatial_layout
+from xlevda._convert import coord_points, find_time, spatial_layout, to_points
 from xlevda.errors import VariableError
 from xlevda.surrogates.schema import SurrogateSchema
 from xlevda.surrogates.training import FrameBatch, TensorFrameSource
 
-__all__ = ["DatasetFrameSource"]
+__all__ = ["DatasetFrameSource", "frame_values", "latent_array"]
 
 
 class DatasetFrameSource:
@@ -93,7 +94,10 @@ class DatasetFrameSource:
         generator: torch.Generator,
         shuffle: bool,
     ) -> Iterator[FrameBatch]:
-        """Yield batches of ``batch_size`` runs; see :class:`TensorFrameSource`."""
+        """Yield batches of ``batch_size`` runs; see :class:`TensorFrameSource`.
+
+        A batch's ``runs`` index the source's runs in ascending order along ``run_dim``.
+        """
         if self._chunk_runs >= self.n_runs:
             if self._cache is None:
                 self._cache = self._load(self._runs)
@@ -110,4 +114,77 @@ class DatasetFrameSource:
         )
         for g in order:
             chunk = self._load(groups[g])
-            yield from chunk.batches(batch_size, points_per_frame, generator, shuffle)
+            offset = g * self._chunk_runs  # run indices count the sorted runs of the source
+            for batch in chunk.batches(batch_size, points_per_frame, generator, shuffle):
+                yield batch._replace(runs=batch.runs + offset)
+
+
+def latent_array(initial_latent, latent_dim: int) -> xr.DataArray:
+    """``initial_latent`` as a DataArray over ``(..., "latent")``, checked."""
+    if initial_latent is None:
+        raise VariableError(
+            "initial_latent is required: this surrogate learns per-run initial states; fit "
+            "them to a frame with LDNet.encode_frame(fields) and pass the result"
+        )
+    latent = initial_latent
+    if not isinstance(latent, xr.DataArray):
+        arr = np.asarray(latent, dtype=float)
+        if arr.ndim not in (1, 2):
+            raise VariableError(
+                f"initial_latent has shape {arr.shape}: pass (latent_dim,), (run, latent_dim) "
+                "or a DataArray with a 'latent' dimension"
+            )
+        latent = xr.DataArray(arr, dims=(*("run",) * (arr.ndim - 1), "latent"))
+    if latent.sizes.get("latent") != latent_dim:
+        raise VariableError(
+            f"initial_latent must have a 'latent' dimension of size latent_dim={latent_dim}, "
+            f"got dims {dict(latent.sizes)}"
+        )
+    if not np.isfinite(latent.values).all():
+        raise VariableError("initial_latent holds NaN or infinite values")
+    return latent
+
+
+def frame_values(
+    fields: xr.Dataset, schema: SurrogateSchema
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, xr.DataArray]:
+    """Normalized values (K, P, C), weights (1 where given and finite), points (P, n)
+    and a DataArray holding the batch dims and coords of ``fields``."""
+    if not isinstance(fields, xr.Dataset):
+        raise VariableError(f"fields must be an xarray Dataset, got {type(fields).__name__}")
+    names = [v for v in schema.variables if v in fields.data_vars]
+    if not names:
+        raise VariableError(
+            f"fields hold none of the surrogate's variables {list(schema.variables)}: got "
+            f"{sorted(map(str, fields.data_vars))}"
+        )
+    if "time" in fields.dims:
+        if fields.sizes["time"] != 1:
+            raise VariableError(f"fields hold {fields.sizes['time']} times: give one frame")
+        fields = fields.isel(time=0, drop=True)
+    points, layout = to_points(fields, schema)
+    first = fields[names[0]]
+    batch_dims = tuple(d for d in first.dims if d not in layout.dims)
+    batch = first.isel({d: 0 for d in layout.dims}, drop=True).reset_coords(drop=True)
+    batch = xr.zeros_like(batch).assign_coords(
+        {k: v for k, v in first.coords.items() if set(v.dims) <= set(batch_dims)}
+    )
+    k = int(np.prod([first.sizes[d] for d in batch_dims], dtype=int))
+    values = np.zeros((k, len(points), schema.n_channels))
+    weight = np.zeros_like(values)
+    for name in names:
+        da = fields[name]
+        if set(da.dims) != {*batch_dims, *layout.dims}:
+            raise VariableError(
+                f"field {name!r} has dims {da.dims}, expected {(*batch_dims, *layout.dims)} "
+                f"(those of {names[0]!r})"
+            )
+        c = schema.variables.index(name)
+        raw = da.transpose(*batch_dims, *layout.dims).values.reshape(k, -1).astype(float)
+        ok = np.isfinite(raw)
+        if not ok.any(axis=1).all():
+            raise VariableError(f"field {name!r} is NaN everywhere for some member")
+        norm = (raw - schema.output_norm.offset[c]) / schema.output_norm.scale[c]
+        values[..., c] = np.where(ok, norm, 0.0)
+        weight[..., c] = ok
+    return values, weight, points, batch

@@ -12,10 +12,11 @@ import torch
 import xarray as xr
 
 from xlevda._convert import build_schema, times_to_steps, to_points
-from xlevda._frames import DatasetFrameSource
+from xlevda._frames import DatasetFrameSource, frame_values, latent_array
 from xlevda.core.dynamics import interpolate_latent
 from xlevda.errors import ConfigError, VariableError
 from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig
+from xlevda.surrogates.initial_state import fit_initial_state
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.linear import fit_linear
 from xlevda.surrogates.quality import measure_quality, step_spectral_radius, warn_if_unstable
@@ -98,6 +99,10 @@ class LDNet(LDNetModel):
             ``config.train`` only ``validation_fraction`` and ``seed`` apply, and one run
             at least is held out), reading the runs ``chunk_runs`` at a time; ``history``
             is then ``None`` and ``metadata["linear_fit"]`` holds the fit's report.
+            With ``config.initial_state`` (learned per-run initial states) its
+            ``initial_states`` row ``r`` belongs to the run at position
+            ``metadata["initial_state_runs"][r]`` along ``run_dim``, and held-out
+            runs are measured from the state fitted to their first frame.
             Either way ``quality`` holds the fit's
             :class:`~xlevda.surrogates.fitreport.FitReport`: the held-out runs' errors
             over their whole trajectories, per variable and frame (with ``refit``, of the
@@ -143,9 +148,12 @@ class LDNet(LDNetModel):
                     "refitted on all runs"
                 )
         else:
+            config = _with_table_size(config, train_src.n_runs)
             model = measured = cls._fit_gradient(
                 config, schema, train_src, val_src, initial, progress
             )
+            if config.initial_state is not None:
+                model.metadata["initial_state_runs"] = np.sort(order[n_val:]).tolist()
         model.quality = measure_quality(
             measured,
             val_src,
@@ -213,6 +221,7 @@ class LDNet(LDNetModel):
         where: xr.Dataset | xr.DataArray | None = None,
         *,
         extrapolate: bool = False,
+        initial_latent: xr.DataArray | np.ndarray | None = None,
     ) -> xr.Dataset:
         """Forecast without assimilation: roll the surrogate out for given parameters.
 
@@ -230,6 +239,11 @@ class LDNet(LDNetModel):
             Defaults to the training grid.
         extrapolate : bool
             Allow times after the last training frame.
+        initial_latent : DataArray or array, optional
+            Latent states of the first frame, over a dimension ``latent`` (an array:
+            last axis, the others over ``run``), e.g. from :meth:`encode_frame`;
+            broadcast against ``params``.  Required by a surrogate with learned
+            initial states (``LDNetConfig.initial_state``), not allowed otherwise.
 
         Returns
         -------
@@ -237,7 +251,7 @@ class LDNet(LDNetModel):
             One variable per surrogate output over ``(*param dims, time, *space)``.
         """
         s = self.schema
-        u_da = self._param_arrays(params)
+        u_da, s0_np = self._start(params, initial_latent)
         batch_dims = u_da[0].dims if u_da else ()
         u_np = np.stack([a.values.astype(float) for a in u_da], -1).reshape(-1, len(s.params))
         times = self.frame_times() if times is None else np.atleast_1d(np.asarray(times))
@@ -248,7 +262,8 @@ class LDNet(LDNetModel):
         dev, dtype = param.device, param.dtype
         u = torch.as_tensor(s.param_norm.normalize(u_np), dtype=dtype, device=dev)
         with torch.no_grad():
-            traj = self.rollout(u, int(step.max()) + 1)
+            s0 = None if s0_np is None else torch.as_tensor(s0_np, dtype=dtype, device=dev)
+            traj = self.rollout(u, int(step.max()) + 1, s0)
             u_t = u.unsqueeze(-2).expand(*traj.shape[:-1], u.shape[-1])
             s_t = interpolate_latent(
                 self.vector_field,
@@ -277,6 +292,74 @@ class LDNet(LDNetModel):
             ds = ds.assign_coords({a.name: a})
         ds.attrs.update({"Conventions": "CF-1.11", "title": "LDNet forecast (no assimilation)"})
         return ds
+
+    def _start(self, params, initial_latent) -> tuple[list[xr.DataArray], np.ndarray | None]:
+        """The parameter arrays, broadcast with ``initial_latent``, and the latent states
+        flattened to (n, d_s) (``None`` without learned initial states)."""
+        u_da = self._param_arrays(params)
+        if not self.learns_initial_states:
+            if initial_latent is not None:
+                raise ConfigError(
+                    "initial_latent is given but this surrogate has no learned initial states "
+                    "(LDNetConfig.initial_state is None): its trajectory is a function of the "
+                    "parameters alone; leave initial_latent None"
+                )
+            return u_da, None
+        latent = latent_array(initial_latent, self.latent_dim)
+        batch = xr.broadcast(*u_da, latent.isel(latent=0, drop=True))
+        latent = latent.broadcast_like(batch[-1]).transpose(*batch[-1].dims, "latent")
+        return list(batch[:-1]), np.array(latent.values.reshape(-1, self.latent_dim))
+
+    def encode_frame(self, fields: xr.Dataset) -> xr.DataArray:
+        """Latent states of the first frame whose decoded fields best fit ``fields``.
+
+        Gauss-Newton through the decoder
+        (:func:`~xlevda.surrogates.initial_state.fit_initial_state`), started from the
+        nearest learned initial state; pass the result to :meth:`predict` as
+        ``initial_latent`` to forecast from these fields.
+
+        Parameters
+        ----------
+        fields : Dataset
+            Some or all of the surrogate's variables at one time, over ``(*batch dims,
+            *space)`` (a ``time`` dimension of size 1 is dropped); any spatial
+            locations inside the training domain.  NaN cells are left out of the fit.
+
+        Returns
+        -------
+        DataArray
+            Over ``(*batch dims, "latent")``.
+
+        Raises
+        ------
+        ConfigError
+            The surrogate has no learned initial states.
+        VariableError
+            ``fields`` holds none of the variables, a variable lacks the spatial
+            dimensions or has others than the first variable's, or a field is all NaN.
+        """
+        if not self.learns_initial_states:
+            raise ConfigError(
+                "encode_frame needs a surrogate with learned initial states "
+                "(LDNetConfig.initial_state=LearnedInitialState()); this one starts every "
+                "run from s_-1 = 0"
+            )
+        values, weight, points, batch = frame_values(fields, self.schema)
+        like = self.dt0
+        t = {"dtype": like.dtype, "device": like.device}
+        s0 = fit_initial_state(
+            self,
+            torch.as_tensor(values, **t),
+            torch.as_tensor(points, **t),
+            weight=torch.as_tensor(weight, **t),
+        )
+        shape = tuple(batch.sizes.values())
+        return xr.DataArray(
+            s0.cpu().double().numpy().reshape(*shape, self.latent_dim),
+            dims=(*batch.dims, "latent"),
+            coords=batch.coords,
+            name="initial_latent",
+        )
 
     def _param_arrays(self, params: Mapping[str, Any] | xr.Dataset) -> list[xr.DataArray]:
         s = self.schema
@@ -343,6 +426,19 @@ class LDNet(LDNetModel):
             if set(v.dims) <= set(space_dims) and k not in ("time",)
         }
         return coords, points, space_dims, space_shape
+
+
+def _with_table_size(config: LDNetConfig, n_train: int) -> LDNetConfig:
+    """``config`` with ``initial_state.n_runs`` set to the number of training runs."""
+    init = config.initial_state
+    if init is None:
+        return config
+    if init.n_runs is not None and init.n_runs != n_train:
+        raise ConfigError(
+            f"LDNetConfig.initial_state.n_runs={init.n_runs} differs from the {n_train} "
+            "training runs: leave it None (fit sets it)"
+        )
+    return replace(config, initial_state=replace(init, n_runs=n_train))
 
 
 def _n_validation(config: LDNetConfig, n_runs: int, run_dim: str) -> int:

@@ -310,3 +310,44 @@ def test_flow_too_fast_for_the_time_step_is_reported():
     fast = 400 * np.sin(2 * x) * np.sin(2 * y)  # speed 100
     with pytest.raises(ConfigError, match=r"run 1 \(Re = 900.0\) reached speed 100.0.* at t = 0,"):
         simulate([900.0, 900.0], cfg, initial_vorticity=np.stack([fast / 100, fast]))
+
+
+def test_initial_seed_gives_each_run_its_own_field():
+    cfg = KolmogorovConfig(nx=16, ny=16, n_frames=2, burn_in=0, frame_stride=2)
+    ds = simulate([800.0, 800.0, 800.0], cfg, initial_seed=[cfg.seed, 7, 8])
+    np.testing.assert_array_equal(ds.initial_seed.values, [cfg.seed, 7, 8])
+    assert ds.initial_seed.dims == ("run",) and "long_name" in ds.initial_seed.attrs
+    shared = simulate(800.0, cfg)
+    # the config's own seed reproduces the shared default field (batched: to round-off)
+    np.testing.assert_allclose(ds.vorticity[0], shared.vorticity[0], rtol=0, atol=1e-12)
+    w0 = ds.vorticity.isel(time=0).values
+    assert np.abs(w0[1] - w0[2]).max() > 0.5 * np.abs(w0[1]).max()
+    # each seeded run equals a shared-field simulation with that seed in the config
+    alone = simulate(800.0, replace(cfg, seed=8))
+    np.testing.assert_allclose(ds.vorticity[2], alone.vorticity[0], rtol=0, atol=1e-12)
+    assert "initial_seed" not in shared.coords
+
+
+def test_sample_reynolds_random_initial_keeps_the_reynolds_draws():
+    plain = sample_reynolds(5, seed=3)
+    draws = sample_reynolds(5, seed=3, random_initial=True)
+    np.testing.assert_array_equal(plain["Re"], draws["Re"])
+    seeds = draws["initial_seed"]
+    assert seeds.shape == (5,) and len(set(seeds.tolist())) == 5 and (seeds >= 0).all()
+    cfg = KolmogorovConfig(nx=16, ny=16, n_frames=1, burn_in=0)
+    ds = simulate(**sample_reynolds(2, seed=0, random_initial=True), config=cfg)
+    assert set(ds.coords) >= {"Re", "nu", "initial_seed"}
+    with pytest.raises(ConfigError, match="random_initial must be a bool"):
+        sample_reynolds(2, random_initial=1)
+
+
+def test_bad_initial_seed_is_rejected():
+    cfg = KolmogorovConfig(nx=16, ny=16, n_frames=1, burn_in=0)
+    with pytest.raises(ShapeError, match="initial_seed must have shape"):
+        simulate([900.0, 900.0], cfg, initial_seed=[1, 2, 3])
+    with pytest.raises(VariableError, match="initial_seed must hold integers >= 0"):
+        simulate([900.0, 900.0], cfg, initial_seed=[1, -2])
+    with pytest.raises(VariableError, match="initial_seed must hold integers >= 0"):
+        simulate([900.0], cfg, initial_seed=[1.5])
+    with pytest.raises(ConfigError, match="initial_seed and initial_vorticity"):
+        simulate([900.0], cfg, initial_seed=[1], initial_vorticity=np.zeros((16, 16)))

@@ -26,6 +26,7 @@ __all__ = [
     "ACTIVATIONS",
     "LR_SCHEDULES",
     "LDNetConfig",
+    "LearnedInitialState",
     "LinearDynamicsConfig",
     "TrainConfig",
     "config_from_dict",
@@ -113,6 +114,51 @@ class LinearDynamicsConfig:
                 "validation runs with refit=True)"
             )
         return ImpulseLinearField(latent_dim, param_dim, self.n_centres, dt)
+
+
+@dataclass(frozen=True)
+class LearnedInitialState:
+    """Per-run learned initial latent states (an auto-decoder, as in DeepSDF).
+
+    Each training run ``r`` gets its own trainable initial state ``s_0^r`` (a table
+    of shape ``(n_runs, latent_dim)``), trained jointly with the networks under the
+    penalty ``1/2 regularization |s_0^r|^2`` (added to the mean squared error per
+    run of a batch); run ``r``'s trajectory starts at ``s_0^r`` (frame 0) instead
+    of one Euler step from ``s_{-1} = 0``, so runs that differ in initial
+    condition, not only in parameters, are represented.  A state not seen in
+    training is found by fitting the decoder to one frame
+    (:func:`xlevda.surrogates.initial_state.fit_initial_state`).
+
+    Attributes
+    ----------
+    n_runs : int or None
+        Rows of the table (>= 1), one per training run; ``LDNet.fit`` sets it to the
+        number of training runs when ``None``.
+    regularization : float
+        ``lambda`` of the penalty (>= 0).
+    init_scale : float
+        Standard deviation of the table's random initialization (>= 0).
+    lr_factor : float
+        The table's learning rate relative to ``TrainConfig.lr`` (> 0): each row is
+        updated only when its run is in a batch, once per epoch.
+
+    Examples
+    --------
+    >>> LearnedInitialState(n_runs=10).regularization
+    0.001
+    """
+
+    n_runs: int | None = None
+    regularization: float = 1e-3
+    init_scale: float = 0.01
+    lr_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.n_runs is not None:
+            check_int("LearnedInitialState.n_runs", self.n_runs, 1)
+        check_float("LearnedInitialState.regularization", self.regularization, 0.0)
+        check_float("LearnedInitialState.init_scale", self.init_scale, 0.0)
+        check_float("LearnedInitialState.lr_factor", self.lr_factor, 0.0, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -228,6 +274,10 @@ class LDNetConfig:
         so the latent trajectory spans unit time.
     learnable_dt : bool
         Train ``dt = dt0 * exp(log_scale)`` jointly with the weights.
+    initial_state : LearnedInitialState or None
+        Learn one initial latent state per training run (trajectories then start
+        there, not from ``s_{-1} = 0``); ``None`` (default): the trajectory is a
+        function of the parameters alone.  Not with ``dynamics``.
     seed : int
         Seed of the weight initialization and the Fourier frequencies (>= 0).
     train : TrainConfig
@@ -250,6 +300,7 @@ class LDNetConfig:
     activation: Activation = "tanh"
     dt0: float | None = None
     learnable_dt: bool = True
+    initial_state: LearnedInitialState | None = None
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -287,6 +338,17 @@ class LDNetConfig:
             check_float("LDNetConfig.dt0", self.dt0, 0.0, lo_open=True)
         if not isinstance(self.learnable_dt, bool):
             raise ConfigError(f"LDNetConfig.learnable_dt must be a bool, got {self.learnable_dt!r}")
+        if self.initial_state is not None:
+            if not isinstance(self.initial_state, LearnedInitialState):
+                raise ConfigError(
+                    "LDNetConfig.initial_state must be None or a LearnedInitialState, got "
+                    f"{self.initial_state!r}"
+                )
+            if self.dynamics is not None:
+                raise ConfigError(
+                    "LDNetConfig.initial_state must be None with LinearDynamicsConfig (its "
+                    "closed-form fit starts every run from s_-1 = 0)"
+                )
         check_int("LDNetConfig.seed", self.seed, 0)
         if not isinstance(self.train, TrainConfig):
             raise ConfigError(f"LDNetConfig.train must be a TrainConfig, got {self.train!r}")
@@ -367,4 +429,8 @@ def config_from_dict(data: dict[str, Any]) -> LDNetConfig:
         d["train"] = _build(TrainConfig, d["train"], "LDNetConfig.train")
     if d.get("dynamics") is not None:
         d["dynamics"] = _build(LinearDynamicsConfig, d["dynamics"], "LDNetConfig.dynamics")
+    if d.get("initial_state") is not None:
+        d["initial_state"] = _build(
+            LearnedInitialState, d["initial_state"], "LDNetConfig.initial_state"
+        )
     return _build(LDNetConfig, d, "LDNetConfig")

@@ -21,7 +21,8 @@ __all__ = ["DEFINITION", "FitReport"]
 DEFINITION = (
     "||prediction - truth||_2 / ||truth||_2 over the held-out runs and every point, per "
     "variable and frame (xlevda.metrics.relative_rmse with dim=(run, *space)); the held-out "
-    "runs are rolled out from their parameters over all their frames"
+    "runs are rolled out from their parameters over all their frames (with learned initial "
+    "states, from the latent state fitted to their first frame)"
 )
 """What :attr:`FitReport.frame_errors` measures."""
 

@@ -50,7 +50,11 @@ class LDNetModel(nn.Module):
 
     All tensors are in the normalized units of ``schema``.  The latent trajectory
     uses the shifted start ``s_{-1} = 0``: frame ``k`` is the state after ``k + 1``
-    Euler steps, so frame 0 already depends on ``u``.
+    Euler steps, so frame 0 already depends on ``u``.  With
+    ``config.initial_state`` (:class:`~xlevda.surrogates.config.LearnedInitialState`)
+    the model holds a table ``initial_states`` (n_runs, d_s) of per-run learned
+    initial states, and a trajectory starts at a given frame-0 state ``s0``
+    instead (frame ``k`` after ``k`` steps).
 
     Parameters
     ----------
@@ -128,7 +132,14 @@ class LDNetModel(nn.Module):
         self.register_buffer("dt0", torch.tensor(float(dt0)))
         if config.learnable_dt:
             self.log_dt_scale = nn.Parameter(torch.tensor(0.0))
+        if config.initial_state is not None:
+            self.initial_states = nn.Parameter(_initial_table(config))
         self.to(device=device, dtype=dtype)
+
+    @property
+    def learns_initial_states(self) -> bool:
+        """Whether trajectories start at given (learned or fitted) frame-0 states."""
+        return self.config.initial_state is not None
 
     @property
     def dt(self) -> Tensor:
@@ -141,19 +152,29 @@ class LDNetModel(nn.Module):
         """``ds/dt = F(s, u)``: ``s`` (..., d_s), ``u`` (..., d_u), dims broadcast -> (..., d_s)."""
         return self.dynamics(s, u)
 
-    def rollout(self, u: Tensor, n_frames: int) -> Tensor:
-        """Latent trajectory from the shifted start ``s_{-1} = 0`` (paper eq. 13).
+    def rollout(self, u: Tensor, n_frames: int, s0: Tensor | None = None) -> Tensor:
+        """Latent trajectory from the shifted start ``s_{-1} = 0`` (paper eq. 13), or from ``s0``.
 
         Parameters
         ----------
         u : Tensor, shape (..., d_u)
             Normalized parameters (static over the trajectory).
         n_frames : int
-            Number of frames; frame ``k`` is ``s_k``, reached after ``k + 1`` steps.
+            Number of frames; frame ``k`` is ``s_k``, reached after ``k + 1`` steps
+            (after ``k`` steps from ``s0`` when given).
+        s0 : Tensor, shape (..., d_s), optional
+            The state of frame 0; required when the model learns initial states, not
+            allowed otherwise.
 
         Returns
         -------
         Tensor, shape (..., n_frames, d_s)
+
+        Raises
+        ------
+        ShapeError
+            ``u`` or ``s0`` has the wrong shape, ``s0`` is missing for a model that
+            learns initial states or given to one that does not.
         """
         if u.dim() == 0 or u.shape[-1] != self.param_dim:
             raise ShapeError(
@@ -161,6 +182,19 @@ class LDNetModel(nn.Module):
             )
         if n_frames < 1:
             raise ShapeError(f"n_frames must be >= 1, got {n_frames}")
+        if self.learns_initial_states != (s0 is not None):
+            raise ShapeError(
+                "s0 (the frame-0 latent states) is required by a model with learned initial "
+                "states and not used otherwise: " + ("pass s0" if s0 is None else "leave s0 None")
+            )
+        if s0 is not None:
+            if s0.shape != (*u.shape[:-1], self.latent_dim):
+                raise ShapeError(
+                    f"s0 must have shape {(*u.shape[:-1], self.latent_dim)} (u's batch, "
+                    f"latent_dim), got {tuple(s0.shape)}"
+                )
+            s, _ = euler_rollout(self.vector_field, s0, u, self.dt, n_frames - 1)
+            return s
         s_start = u.new_zeros((*u.shape[:-1], self.latent_dim))
         s, _ = euler_rollout(self.vector_field, s_start, u, self.dt, n_frames)
         return s[..., 1:, :]
@@ -205,7 +239,7 @@ class LDNetModel(nn.Module):
         """
         return self.decoder(s, points)
 
-    def forward(self, u: Tensor, points: Tensor, n_frames: int) -> Tensor:
+    def forward(self, u: Tensor, points: Tensor, n_frames: int, s0: Tensor | None = None) -> Tensor:
         """Roll out and decode: the training forward pass.
 
         Parameters
@@ -216,6 +250,8 @@ class LDNetModel(nn.Module):
             Query points per frame, or shared by all frames.
         n_frames : int
             Number of frames.
+        s0 : Tensor, shape (..., d_s), optional
+            Frame-0 latent states (see :meth:`rollout`).
 
         Returns
         -------
@@ -226,7 +262,7 @@ class LDNetModel(nn.Module):
                 f"points must have shape (n_frames={n_frames}, P, n_coords) or (P, n_coords), "
                 f"got {tuple(points.shape)}"
             )
-        return self.decoder(self.rollout(u, n_frames), points)
+        return self.decoder(self.rollout(u, n_frames, s0), points)
 
     # ------------------------------------------------------------------ files
 
@@ -343,3 +379,16 @@ class LDNetModel(nn.Module):
             f"latent_dim={self.latent_dim}, param_dim={self.param_dim}, "
             f"dt={float(self.dt.detach()):.4g}, parameters={n}"
         )
+
+
+def _initial_table(config: LDNetConfig) -> Tensor:
+    """The initial-state table (n_runs, d_s), normal with ``init_scale``, from ``config.seed``."""
+    init = config.initial_state
+    assert init is not None
+    if init.n_runs is None:
+        raise ConfigError(
+            "LearnedInitialState.n_runs is None: give the number of training runs (LDNet.fit "
+            "sets it)"
+        )
+    gen = torch.Generator().manual_seed(config.seed)
+    return init.init_scale * torch.randn(init.n_runs, config.latent_dim, generator=gen)

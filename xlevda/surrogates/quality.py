@@ -16,6 +16,7 @@ from torch import Tensor
 
 from xlevda.errors import ShapeError
 from xlevda.surrogates.fitreport import FitReport
+from xlevda.surrogates.initial_state import fitted_prediction
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.training import FrameSource
 from xlevda.surrogates.vector_fields import ImpulseLinearField
@@ -54,7 +55,9 @@ def heldout_square_sums(
     """Squared errors and squared truths of ``model`` on every run of ``source``.
 
     Each run is rolled out from its parameters over all ``source.n_frames`` frames
-    and decoded at every point; both are summed over runs and points in physical
+    (with learned initial states, from the state fitted to its first frame:
+    :func:`~xlevda.surrogates.initial_state.fitted_prediction`) and decoded at every
+    point; both are summed over runs and points in physical
     units (float64).
 
     Returns
@@ -74,9 +77,9 @@ def heldout_square_sums(
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for batch in source.batches(batch_size, None, gen, False):
-            params, points = (x.to(device=like.device, dtype=like.dtype) for x in batch[:2])
-            pred = model(params, points, source.n_frames).double().cpu()
-            values = batch.values.double().cpu()
+            params, points, values = (x.to(device=like.device, dtype=like.dtype) for x in batch[:3])
+            pred = fitted_prediction(model, params, points, values).double().cpu()
+            values = values.double().cpu()
             sq_error = sq_error + ((pred - values) * scale).square().sum((0, 2))
             sq_truth = sq_truth + (values * scale + offset).square().sum((0, 2))
     model.train(was_training)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from xlevda.errors import ShapeError, VariableError
 from xlevda.surrogates.config import TrainConfig
 from xlevda.surrogates.history import TrainingHistory
+from xlevda.surrogates.initial_state import fitted_prediction, trajectory_loss
 from xlevda.surrogates.ldnet import LDNetModel
 
 __all__ = [
@@ -47,11 +48,15 @@ class FrameBatch(NamedTuple):
         or shared by all frames.
     values : Tensor, shape (B, T, P, C)
         Normalized targets at those points.
+    runs : Tensor, shape (B,), optional
+        Each run's index among the source's runs (0 to ``n_runs - 1``): the row of
+        its learned initial state (:class:`~xlevda.surrogates.config.LearnedInitialState`).
     """
 
     params: Tensor
     points: Tensor
     values: Tensor
+    runs: Tensor | None = None
 
 
 @runtime_checkable
@@ -166,13 +171,13 @@ class TensorFrameSource:
                 else torch.arange(start, stop, device=device)
             )
             if points_per_frame is None or points_per_frame >= self.n_points:
-                yield FrameBatch(self.params[runs], self.points, self.values[runs])
+                yield FrameBatch(self.params[runs], self.points, self.values[runs], runs)
                 continue
             keys = torch.rand(self.n_frames, self.n_points, generator=generator)
             sel = keys.argsort(dim=-1)[:, :points_per_frame].to(device)  # (T, P)
             frames = torch.arange(self.n_frames, device=device)
             values = self.values[runs[:, None, None], frames[None, :, None], sel[None]]
-            yield FrameBatch(self.params[runs], self.points[sel], values)
+            yield FrameBatch(self.params[runs], self.points[sel], values, runs)
 
 
 class Evaluation(NamedTuple):
@@ -209,7 +214,7 @@ def scheduled_lr(config: TrainConfig, epoch: int) -> float:
 
 
 def _check_batch(batch: FrameBatch, model: LDNetModel, where: str) -> None:
-    params, points, values = batch
+    params, points, values = batch.params, batch.points, batch.values
     n_coords, n_channels = model.schema.n_coords, model.schema.n_channels
     ok = (
         params.dim() == 2
@@ -234,7 +239,9 @@ def _check_batch(batch: FrameBatch, model: LDNetModel, where: str) -> None:
 
 
 def _to_model(batch: FrameBatch, like: Tensor) -> FrameBatch:
-    return FrameBatch(*(x.to(device=like.device, dtype=like.dtype) for x in batch))
+    runs = None if batch.runs is None else batch.runs.to(device=like.device)
+    moved = (x.to(device=like.device, dtype=like.dtype) for x in batch[:3])
+    return FrameBatch(*moved, runs)
 
 
 def _check_source(source: FrameSource, name: str) -> None:
@@ -285,8 +292,9 @@ def evaluate(
     with torch.no_grad():
         for batch in source.batches(batch_size, points_per_frame, gen, False):
             _check_batch(batch, model, "evaluation")
-            params, points, values = _to_model(batch, like)
-            pred = model(params, points, values.shape[1])
+            batch = _to_model(batch, like)
+            values = batch.values
+            pred = fitted_prediction(model, batch.params, batch.points, values)
             sse += float((pred - values).square().sum())
             sst += float(values.square().sum())
             count += values.numel()
@@ -307,10 +315,12 @@ def train(
     """Fit ``model`` by Adam on the MSE of decoded trajectories (paper eq. 15).
 
     Each step rolls out whole trajectories of a batch of runs from ``s_{-1} = 0``
-    and decodes them at the batch's points; the loss is the mean squared error
-    over runs, frames, points and channels (eq. 15 up to the constant factor
-    ``T * C``).  After every epoch the model is evaluated on ``val_source``; the
-    weights with the lowest validation loss (training loss without validation)
+    (from their learned initial states with ``LearnedInitialState``; validation
+    runs then start from states fitted to their first frame) and decodes them at
+    the batch's points; the loss is the mean squared error over runs, frames,
+    points and channels (eq. 15 up to the constant factor ``T * C``).
+    After every epoch the model is evaluated on ``val_source``; the weights with
+    the lowest validation loss (training loss without validation)
     are restored at the end and ``model.history`` is set.
 
     Parameters
@@ -357,15 +367,7 @@ def train(
     _check_source(train_source, "training")
     if val_source is not None:
         _check_source(val_source, "validation")
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-    )
+    optimizer = _optimizer(model, config)
     gen = torch.Generator().manual_seed(config.seed)
     history = TrainingHistory()
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -377,7 +379,7 @@ def train(
         for epoch in range(config.epochs):
             lr = scheduled_lr(config, epoch)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_factor"]
             train_loss = _train_epoch(model, train_source, optimizer, config, gen)
             if train_loss is None:
                 history.stop_reason = f"diverged: non-finite training loss in epoch {epoch}"
@@ -413,6 +415,22 @@ def train(
     return history
 
 
+def _optimizer(model: LDNetModel, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices; a learned initial-state table has its own
+    group (no decay: it has its own penalty; learning rate times ``lr_factor``)."""
+    table = getattr(model, "initial_states", None)
+    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not table]
+    no_decay = [p for p in model.parameters() if p.dim() < 2 and p is not table]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay, "lr_factor": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_factor": 1.0},
+    ]
+    if table is not None:
+        init = model.config.initial_state
+        groups.append({"params": [table], "weight_decay": 0.0, "lr_factor": init.lr_factor})
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
 def _train_epoch(
     model: LDNetModel,
     source: FrameSource,
@@ -428,9 +446,8 @@ def _train_epoch(
     n_runs = 0
     for batch in source.batches(config.batch_size, config.points_per_frame, generator, True):
         _check_batch(batch, model, "training")
-        params, points, values = _to_model(batch, like)
-        pred = model(params, points, values.shape[1])
-        loss = (pred - values).square().mean()
+        params, points, values, runs = _to_model(batch, like)
+        loss = trajectory_loss(model, params, points, values, runs)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             return None

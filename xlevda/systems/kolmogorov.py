@@ -33,8 +33,14 @@ import torch
 import xarray as xr
 
 from xlevda._validate import is_int, is_real
-from xlevda.errors import ConfigError, ShapeError, VariableError
+from xlevda.errors import ConfigError, VariableError
 from xlevda.systems._cf import global_attrs
+from xlevda.systems.kolmogorov_initial import (
+    check_initial,
+    check_seeds,
+    initial_spectrum,
+    sample_reynolds,
+)
 from xlevda.systems.kolmogorov_spectral import SpectralOperators, step, to_grid, velocity
 from xlevda.systems.simulator import (
     BatchIntegrator,
@@ -68,6 +74,7 @@ _VAR_ATTRS = {
 _PARAM_ATTRS = {
     "Re": {"long_name": "Reynolds number (1 / viscosity)", "units": "1"},
     "nu": {"long_name": "kinematic viscosity", "units": "1"},
+    "initial_seed": {"long_name": "seed of the run's random initial condition", "units": "1"},
 }
 
 _TIME_ATTRS = {
@@ -127,7 +134,8 @@ class KolmogorovConfig:
     initial_max_velocity : float
         Maximum speed of the initial velocity on the grid.
     seed : int
-        Seed of the random initial condition, shared by all runs.
+        Seed of the random initial condition, shared by all runs (unless
+        :func:`simulate` gets ``initial_seed``, one per run).
     max_velocity : float
         Speed bound that sets the internal time step (the benchmark flow stays below about 5
         at Re <= 1500).  The speed is checked after every output step: a run faster than
@@ -248,34 +256,12 @@ def paper_config() -> KolmogorovConfig:
     return KolmogorovConfig(nx=150, ny=150)
 
 
-def sample_reynolds(
-    n_runs: int, seed: int | np.random.Generator = 0, low: float = 500.0, high: float = 1500.0
-) -> dict[str, np.ndarray]:
-    """Draw benchmark Reynolds numbers ``Re ~ U(low, high)``, by default ``U(500, 1500)``.
-
-    Returns
-    -------
-    dict
-        ``{"Re": (n_runs,)}``, ready for ``simulate(**draws, config=config)``.
-
-    Examples
-    --------
-    >>> re = sample_reynolds(4, seed=0)["Re"]
-    >>> re.shape, bool(((re >= 500) & (re < 1500)).all())
-    ((4,), True)
-    """
-    if not is_int(n_runs) or n_runs < 1:
-        raise ConfigError(f"n_runs must be an integer >= 1, got {n_runs!r}")
-    if not (is_real(low) and is_real(high) and 0 < low < high):
-        raise ConfigError(f"low and high must satisfy 0 < low < high, got {low!r} and {high!r}")
-    return {"Re": np.random.default_rng(seed).uniform(low, high, n_runs)}
-
-
 def simulate(
     Re,
     config: KolmogorovConfig | None = None,
     *,
     initial_vorticity=None,
+    initial_seed=None,
     dtype: torch.dtype = torch.float64,
     device: str | torch.device = "cpu",
     batch_size: int | None = None,
@@ -293,6 +279,10 @@ def simulate(
         Initial vorticity on the grid, shared by all runs or one per run.  Its mean and the
         modes beyond the 2/3 cutoff are removed.  Default: the seeded random field of
         ``config`` (see Notes), the same for every run.
+    initial_seed : array-like of int, shape (n_runs,), optional
+        One seed per run (integers >= 0): run ``i`` starts from the random field of
+        ``replace(config, seed=initial_seed[i])``, so runs differ in initial condition.
+        Stored as the run coordinate ``initial_seed``.  Not with ``initial_vorticity``.
     dtype, device
         Torch dtype and device of the computation; the output has the same precision.
     batch_size : int, optional
@@ -306,7 +296,8 @@ def simulate(
     xarray.Dataset
         Variables ``u``, ``v`` and ``vorticity`` with dims ``(run, time, y, x)``; periodic
         coords ``x``, ``y`` (axis, period), numeric ``time``, ``run`` and the per-run
-        parameters ``Re`` and ``nu``; CF-1.11 global attributes with the config as JSON.
+        parameters ``Re`` and ``nu`` (and ``initial_seed`` when given); CF-1.11 global
+        attributes with the config as JSON.
 
     Notes
     -----
@@ -329,12 +320,13 @@ def simulate(
     reynolds = _check_reynolds(Re)
     check_dtype(dtype)
     device = torch.device(device)
-    omega0 = _check_initial(initial_vorticity, len(reynolds), config)
+    omega0 = check_initial(initial_vorticity, len(reynolds), config.ny, config.nx)
+    seeds = check_seeds(initial_seed, len(reynolds), omega0 is not None)
     field_bytes = config.nx * config.ny * dtype.itemsize
     batch = resolve_batch_size(batch_size, len(reynolds), device, field_bytes)
     op = _operators(config, dtype, device)
     fields = integrate_runs(
-        _batch_integrator(reynolds, omega0, config, op),
+        _batch_integrator(reynolds, omega0, seeds, config, op),
         n_runs=len(reynolds),
         batch=batch,
         shape=(config.n_frames, config.ny, config.nx),
@@ -344,7 +336,10 @@ def simulate(
         unit="step",
         progress=progress,
     )
-    ds = _to_dataset(fields, config, {"Re": reynolds, "nu": 1.0 / reynolds})
+    params = {"Re": reynolds, "nu": 1.0 / reynolds}
+    if seeds is not None:
+        params["initial_seed"] = seeds
+    ds = _to_dataset(fields, config, params)
     ds.attrs["integration_steps"] = config.substeps * _total_output_steps(config)
     ds.attrs["time_step"] = config.output_step / config.substeps
     return ds
@@ -362,21 +357,6 @@ def _check_reynolds(reynolds) -> np.ndarray:
             f"Re[{bad[0]}] = {float(values[bad[0]])!r} is invalid: Reynolds numbers must be > 0 "
             "(viscosity nu = 1 / Re >= 0; inf for inviscid runs)"
         )
-    return values
-
-
-def _check_initial(initial, n_runs: int, config: KolmogorovConfig) -> np.ndarray | None:
-    if initial is None:
-        return None
-    values = np.asarray(initial, dtype=float)
-    grid = (config.ny, config.nx)
-    if values.shape not in (grid, (n_runs, *grid)):
-        raise ShapeError(
-            f"initial_vorticity must have shape (ny, nx) = {grid} or (n_runs, ny, nx) = "
-            f"{(n_runs, *grid)}, got {values.shape}"
-        )
-    if not np.all(np.isfinite(values)):
-        raise VariableError("initial_vorticity must be finite everywhere, got NaN or inf values")
     return values
 
 
@@ -412,34 +392,20 @@ def _operators(
     )
 
 
-def _initial_spectrum(config: KolmogorovConfig, dtype, device) -> torch.Tensor:
-    """Spectral default initial vorticity ``(ny, nx // 2 + 1)``, see :func:`simulate` Notes."""
-    kp = config.initial_peak_wavenumber
-    cut = math.ceil(4 * kp)
-    gen = torch.Generator().manual_seed(config.seed)
-    draws = torch.randn(2 * cut + 1, cut + 1, 2, generator=gen, dtype=torch.float64)
-    ky = torch.arange(-cut, cut + 1, dtype=torch.float64)[:, None]
-    kx = torch.arange(cut + 1, dtype=torch.float64)[None, :]
-    k = torch.sqrt(kx**2 + ky**2)
-    energy = (k / kp) ** 4 * torch.exp(-2 * (k / kp) ** 2)  # E(k), peak at k = kp
-    coeffs = torch.complex(draws[..., 0], draws[..., 1]) * torch.sqrt(energy * k)
-    omega_hat = torch.zeros(config.ny, config.nx // 2 + 1, dtype=torch.complex128)
-    keep_x, keep_y = config.kept_wavenumbers
-    nkx, nky = min(cut, keep_x), min(cut, keep_y)
-    rows = torch.arange(-nky, nky + 1)
-    omega_hat[rows % config.ny, : nkx + 1] = coeffs[rows + cut, : nkx + 1]
-    # symmetrize the k_x = 0 column through a real field
-    omega = torch.fft.irfft2(omega_hat, s=(config.ny, config.nx))
-    op = _operators(config, torch.float64, torch.device("cpu"))
-    omega_hat = torch.fft.rfft2(omega) * op.mask
-    u, v = velocity(omega_hat[None], op)
-    omega_hat *= config.initial_max_velocity / torch.sqrt(u**2 + v**2).max()
-    return omega_hat.to(device=device, dtype=torch.promote_types(dtype, torch.complex64))
+def _default_initial(config: KolmogorovConfig, dtype, device, seed: int | None = None):
+    """The random initial vorticity spectrum of ``seed`` (default ``config.seed``)."""
+    op64 = _operators(config, torch.float64, torch.device("cpu"))
+    seed = config.seed if seed is None else int(seed)
+    return initial_spectrum(config, seed, op64).to(
+        device=device, dtype=torch.promote_types(dtype, torch.complex64)
+    )
 
 
-def _batch_integrator(reynolds, omega0, config, op: SpectralOperators) -> BatchIntegrator:
+def _batch_integrator(reynolds, omega0, seeds, config, op: SpectralOperators) -> BatchIntegrator:
     """The stepper of one batch of runs: ``u``, ``v``, ``vorticity`` at the frames."""
-    shared = _initial_spectrum(config, op.dtype, op.device) if omega0 is None else None
+    shared = (
+        _default_initial(config, op.dtype, op.device) if omega0 is None and seeds is None else None
+    )
     h = config.output_step / config.substeps
     speed_limit = RK4_STABILITY / (h * op.k_max)
     frames = {config.burn_in + config.frame_stride * i: i for i in range(config.n_frames)}
@@ -448,6 +414,10 @@ def _batch_integrator(reynolds, omega0, config, op: SpectralOperators) -> BatchI
         n = len(reynolds[runs])
         if shared is not None:
             omega_hat = shared.expand(n, *shared.shape).clone()
+        elif seeds is not None:
+            omega_hat = torch.stack(
+                [_default_initial(config, op.dtype, op.device, sd) for sd in seeds[runs]]
+            )
         else:
             start = np.broadcast_to(omega0, (len(reynolds), config.ny, config.nx))[runs]
             grid = torch.tensor(start, dtype=op.dtype)
