@@ -1,0 +1,334 @@
+"""The field analysis of what the surrogate leaves unexplained: option, residuals, weights.
+
+After a window's analysis, the residuals it leaves at the observations,
+``d_k = y + eta_k - H(x_k)`` per member (``eta_k`` perturbations of the observations
+centred over the members, so that the mean residual is that of the unperturbed
+``y``), are analysed onto the output fields by optimal interpolation with a
+model-error covariance ``Q`` (:mod:`xlevda.core.field_analysis`):
+``dx_k = Q H^T (H Q H^T + R)^-1 d_k``.  A window's task keeps its
+:class:`Residuals` (small: observations x members); once the case's cycle is done,
+:func:`case_increments` estimates ``Q`` and solves every window's system
+(:func:`~xlevda.core.field_analysis.window_gain`); each decoded block then adds
+``Q(output points, observations) W`` (:meth:`FieldIncrements.block`), chunk by chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from xlevda.core.field_analysis import Gain, Metric, field_increment, fit_correlation, window_gain
+from xlevda.core.rng import generator
+from xlevda.core.window import ObsWindow
+from xlevda.errors import ConfigError
+from xlevda.surrogates.schema import SurrogateSchema
+
+__all__ = [
+    "FieldAnalysis",
+    "FieldIncrements",
+    "Residuals",
+    "case_increments",
+    "metric_of",
+    "window_residuals",
+]
+
+PERTURBATION_STREAM = 2
+"""Stream of the window seed for the field analysis' observation perturbations."""
+
+
+def _positive(name: str, value, none_ok: bool = True) -> None:
+    if value is None and none_ok:
+        return
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or value <= 0:
+        raise ConfigError(f"FieldAnalysis.{name}={value!r}: expected a finite number > 0 or None")
+
+
+@dataclass(frozen=True)
+class FieldAnalysis:
+    """Optimal interpolation of the analysis' residuals onto the output fields.
+
+    Replaces :class:`~xlevda.model_error.ModelErrorTerm`'s white draws as
+    ``LEVDA(model_error=FieldAnalysis())``; :class:`~xlevda.methods.OI` is the same
+    analysis of a constant background.  ``Q`` is, per variable, a variance times a
+    Gaspari-Cohn correlation in space and, with ``time_scale``, in time; zero
+    between variables.  An output time takes the increments of the window that
+    supplies it (``window_index``): far from that window's observations it is the
+    surrogate's field; as they densify it follows them.  In time, ``Q`` correlates
+    the values of one window fully and those of different windows not at all (a
+    box the size of the window: an output time takes the increments of the
+    window that supplies it, ``window_index``, also a forecast time past the last
+    observation).  Members take their own
+    residuals against centred perturbed observations (randomized maximum
+    likelihood's), so the members' mean increment is that of the unperturbed
+    observations; the perturbations come from the seed ``(window seed, 2)``.
+    The increments leave the model-error variance ``diag(Q - K H Q)``
+    (``K = Q H^T (H Q H^T + R)^-1``) unexplained, of which the perturbed
+    observations give the members ``diag(K R K^T)``; with ``draws`` the rest,
+    ``max(0, diag(Q - K H Q - K R K^T))``, is added as independent normal draws per
+    point (as :class:`~xlevda.model_error.ModelErrorTerm` adds ``v``, with its keys),
+    so that the members' variance is the analysis' error variance: ``v`` far from
+    the observations, about the observation error at a densely observed point.
+
+    Distances are physical: km on the sphere and for latitude/longitude
+    coordinates (regional grids: coordinates with units ``degrees_north`` /
+    ``degrees_east`` or named lat/latitude and lon/longitude), otherwise the
+    coordinates' own units (the normalized box scaled back).
+
+    Attributes
+    ----------
+    length_scale : float, optional
+        Support radius of the spatial correlation (0 from there on), in those
+        units.  ``None``: fitted per variable to the mean residuals' covariance
+        binned by distance (pairs of one window, time and variable;
+        :func:`~xlevda.core.field_analysis.fit_correlation`, pooled over windows); a
+        variable without pairs at positive distances gets increments only at its
+        observed points.
+    variance : mapping of str to float, optional
+        ``v`` per variable (its units squared).  ``None``: the method's estimate where
+        it has one (LEVDA: the pooled ``observed_excess`` level per window, as
+        :class:`~xlevda.model_error.ModelErrorTerm`), otherwise the covariance fit's.
+        A variable left out of the mapping gets no increment.
+    draws : bool
+        Add the model-error variance the increments leave (default), or not.
+
+    Examples
+    --------
+    >>> FieldAnalysis(length_scale=300.0).draws
+    True
+    """
+
+    length_scale: float | None = None
+    variance: Mapping[str, float] | None = field(default=None, hash=False)
+    draws: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("length_scale", self.length_scale)
+        if not isinstance(self.draws, bool):
+            raise ConfigError(f"FieldAnalysis.draws={self.draws!r}: expected a bool")
+        if self.variance is not None:
+            if not isinstance(self.variance, Mapping):
+                raise ConfigError(
+                    f"FieldAnalysis.variance={self.variance!r}: expected a mapping of variable "
+                    "names to variances, or None"
+                )
+            for k, v in self.variance.items():
+                ok = isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+                if not isinstance(k, str) or not ok or v < 0:
+                    raise ConfigError(
+                        f"FieldAnalysis.variance[{k!r}]={v!r}: expected a finite number >= 0"
+                    )
+
+
+@dataclass(frozen=True)
+class Residuals:
+    """One window's residuals at its observations (normalized units, numpy).
+
+    Attributes
+    ----------
+    points : ndarray (M, n_coords)
+        Normalized positions; ``channel`` (M,) variable index; ``group`` (M,)
+        observation time index.
+    noise : ndarray (M,)
+        Observation error variances.
+    member : ndarray (M, K)
+        ``y + eta_k - H(x_k)`` (perturbations centred over the members).
+    mean : ndarray (M,)
+        ``y - mean_k H(x_k)``: the members' mean of ``member``.
+    background : ndarray (C,), optional
+        A constant background per channel (OI), else ``None``.
+    """
+
+    points: np.ndarray
+    channel: np.ndarray
+    group: np.ndarray
+    noise: np.ndarray
+    member: np.ndarray
+    mean: np.ndarray
+    background: np.ndarray | None = None
+
+
+def window_residuals(
+    decoded: Tensor, window: ObsWindow, seed: int, background: np.ndarray | None = None
+) -> Residuals:
+    """:class:`Residuals` of members ``decoded`` (K, T_o, P, C) at ``window``'s observations.
+
+    ``seed`` keys the perturbations ``eta_k ~ N(0, R)``, centred over the members and
+    scaled by ``sqrt(K / (K - 1))`` (so their covariance stays ``R``).
+    """
+    t, p, c = (window.weight > 0).nonzero(as_tuple=True)
+    k = decoded.shape[0]
+    noise = 1 / window.weight[t, p, c].double()
+    gen = generator(seed, PERTURBATION_STREAM, device=decoded.device)
+    eta = torch.randn(len(t), k, generator=gen, dtype=torch.float64, device=decoded.device)
+    eta = (eta - eta.mean(1, keepdim=True)) * (noise[:, None] * k / max(k - 1, 1)).sqrt()
+    fit = decoded[:, t, p, c].double().T  # (M, K)
+    mean = window.values[t, p, c].double() - fit.mean(1)
+    member = mean[:, None] + eta - (fit - fit.mean(1, keepdim=True))
+
+    def np_(x: Tensor) -> np.ndarray:
+        return x.detach().cpu().numpy()
+
+    return Residuals(
+        np_(window.points[t, p].double()),
+        np_(c),
+        np_(t),
+        np_(noise),
+        np_(member),
+        np_(mean),
+        background,
+    )
+
+
+def metric_of(schema: SurrogateSchema) -> Metric:
+    """Physical distances for the surrogate's coordinates (see :class:`FieldAnalysis`).
+
+    Examples
+    --------
+    >>> metric_of(SurrogateSchema.minimal(3, coords=("x", "y"))).kind
+    'plane'
+    """
+    norm = schema.coord_norm
+    if schema.geometry == "sphere":
+        return Metric("sphere", norm.offset, norm.scale)
+    names = [c.lower() for c in schema.coords]
+    units = [str(a.get("units", "")) for a in schema.coord_attrs]
+
+    def find(unit: str, words: tuple[str, ...]) -> int | None:
+        hits = [i for i, (n, u) in enumerate(zip(names, units, strict=True)) if u == unit]
+        hits = hits or [i for i, n in enumerate(names) if n in words]
+        return hits[0] if hits else None
+
+    lat = find("degrees_north", ("lat", "latitude"))
+    lon = find("degrees_east", ("lon", "longitude"))
+    if len(names) == 2 and lat is not None and lon is not None and lat != lon:
+        return Metric("latlon", norm.offset, norm.scale, (lat, lon))
+    return Metric("plane", norm.offset, norm.scale)
+
+
+@dataclass(frozen=True)
+class FieldIncrements:
+    """A case's field analysis: per window and variable its :class:`Gain`.
+
+    Attributes
+    ----------
+    gains : tuple of tuple of (Gain or None)
+        Per window, per channel (``None``: not observed in the window).
+    variance : ndarray (W, C)
+        ``v`` per window and channel (normalized units).
+    length : ndarray (C,)
+        Support radius per channel (physical units of ``metric``).
+    metric : Metric
+    background : ndarray (W, C), optional
+        A constant background per window and channel (OI).
+    draws : bool
+        Whether :meth:`block` returns the standard deviations of the draws.
+    """
+
+    gains: tuple[tuple[Gain | None, ...], ...]
+    variance: np.ndarray
+    length: np.ndarray
+    metric: Metric
+    background: np.ndarray | None
+    draws: bool
+
+    def block(
+        self, channel: int, points: Tensor, which: np.ndarray, members: slice
+    ) -> tuple[Tensor, Tensor | None]:
+        """Increments (t, k, P) at output times supplied by windows ``which`` (t,).
+
+        With the draws, also their standard deviations (t, P), else ``None``.
+        """
+        n_k = members.stop - members.start
+        f64 = {"dtype": torch.float64, "device": points.device}
+        inc = torch.zeros(len(which), n_k, points.shape[0], **f64)
+        std = torch.zeros(len(which), points.shape[0], **f64) if self.draws else None
+        for w in np.unique(which):
+            rows = torch.as_tensor(np.nonzero(which == w)[0], device=points.device)
+            gain, v = self.gains[w][channel], float(self.variance[w, channel])
+            if self.background is not None:
+                inc[rows] += float(self.background[w, channel])
+            if gain is None:
+                if std is not None:
+                    std[rows] = v**0.5
+                continue
+            sub = Gain(gain.points, gain.weights[:, members], gain.explained, gain.perturbed)
+            increment, post, pert = field_increment(
+                points, sub, v, float(self.length[channel]), self.metric
+            )
+            inc[rows] += increment
+            if std is not None:
+                std[rows] = (post - pert).clamp_min(0).sqrt()
+        return inc, std
+
+
+def _fitted(residuals: list[Residuals], metric: Metric, n_channels: int) -> np.ndarray:
+    """Per channel ``(v, L)`` fitted to the mean residuals of all windows, (C, 2)."""
+    out = np.zeros((n_channels, 2))
+    for c in range(n_channels):
+        parts = [(r, r.channel == c) for r in residuals]
+        parts = [(w, r, m) for w, (r, m) in enumerate(parts) if m.any()]
+        if not parts:
+            continue
+        out[c] = fit_correlation(
+            torch.as_tensor(np.concatenate([r.points[m] for _, r, m in parts])),
+            torch.as_tensor(np.concatenate([r.group[m] + 1_000_000 * w for w, r, m in parts])),
+            torch.as_tensor(np.concatenate([r.mean[m] for _, r, m in parts])),
+            metric,
+        )
+    return out
+
+
+def case_increments(
+    residuals: tuple[Residuals, ...],
+    window_variance: np.ndarray | None,
+    config: FieldAnalysis,
+    schema: SurrogateSchema,
+) -> FieldIncrements:
+    """Estimate ``Q`` for a case and solve every window's system (eagerly: small).
+
+    ``window_variance`` (W, C): the method's own variance estimate (normalized), used
+    where ``config.variance`` is ``None``; without it, the covariance fit's.
+    """
+    metric, n_ch = metric_of(schema), schema.n_channels
+    fit = np.zeros((n_ch, 2))
+    if config.length_scale is None or (config.variance is None and window_variance is None):
+        fit = _fitted(list(residuals), metric, n_ch)
+    if config.length_scale is None:
+        length = fit[:, 1]
+    else:
+        length = np.full(n_ch, float(config.length_scale))
+    if config.variance is not None:
+        scale = np.asarray(schema.output_norm.scale, float)
+        given = [config.variance.get(v, 0.0) for v in schema.variables]
+        variance = np.tile(np.asarray(given, float) / scale**2, (len(residuals), 1))
+    elif window_variance is not None:
+        variance = np.clip(np.nan_to_num(window_variance, nan=0.0), 0.0, None)
+    else:
+        variance = np.tile(fit[:, 0], (len(residuals), 1))
+    gains = []
+    for w, r in enumerate(residuals):
+        per_channel: list[Gain | None] = []
+        for c in range(n_ch):
+            rows = r.channel == c
+            per_channel.append(
+                window_gain(
+                    torch.as_tensor(r.points[rows]),
+                    torch.as_tensor(r.noise[rows]),
+                    torch.as_tensor(r.member[rows]),
+                    float(variance[w, c]),
+                    float(length[c]),
+                    metric,
+                )
+                if rows.any()
+                else None
+            )
+        gains.append(tuple(per_channel))
+    background = None
+    if residuals[0].background is not None:
+        background = np.stack([r.background for r in residuals])
+    return FieldIncrements(tuple(gains), variance, length, metric, background, config.draws)
