@@ -32,6 +32,7 @@ __all__ = [
     "FieldIncrements",
     "Residuals",
     "case_increments",
+    "innovation_variance",
     "metric_of",
     "window_residuals",
 ]
@@ -91,7 +92,8 @@ class FieldAnalysis:
     variance : mapping of str to float, optional
         ``v`` per variable (its units squared).  ``None``: the method's estimate where
         it has one (LEVDA: the pooled ``observed_excess`` level per window, as
-        :class:`~xlevda.model_error.ModelErrorTerm`), otherwise the covariance fit's.
+        :class:`~xlevda.model_error.ModelErrorTerm`), otherwise the residuals' mean
+        square less the observation error variance (:func:`innovation_variance`).
         A variable left out of the mapping gets no increment.
     draws : bool
         Add the model-error variance the increments leave (default), or not.
@@ -266,21 +268,40 @@ class FieldIncrements:
         return inc, std
 
 
-def _fitted(residuals: list[Residuals], metric: Metric, n_channels: int) -> np.ndarray:
-    """Per channel ``(v, L)`` fitted to the mean residuals of all windows, (C, 2)."""
-    out = np.zeros((n_channels, 2))
+def _fitted_lengths(residuals: list[Residuals], metric: Metric, n_channels: int) -> np.ndarray:
+    """Per channel the support fitted to the mean residuals of all windows, (C,)."""
+    out = np.zeros(n_channels)
     for c in range(n_channels):
-        parts = [(r, r.channel == c) for r in residuals]
-        parts = [(w, r, m) for w, (r, m) in enumerate(parts) if m.any()]
-        if not parts:
-            continue
-        out[c] = fit_correlation(
-            torch.as_tensor(np.concatenate([r.points[m] for _, r, m in parts])),
-            torch.as_tensor(np.concatenate([r.group[m] + 1_000_000 * w for w, r, m in parts])),
-            torch.as_tensor(np.concatenate([r.mean[m] for _, r, m in parts])),
-            metric,
-        )
+        parts = [(w, r, r.channel == c) for w, r in enumerate(residuals)]
+        parts = [(w, r, m) for w, r, m in parts if m.any()]
+        if parts:
+            out[c] = fit_correlation(
+                torch.as_tensor(np.concatenate([r.points[m] for _, r, m in parts])),
+                torch.as_tensor(np.concatenate([r.group[m] + 1_000_000 * w for w, r, m in parts])),
+                torch.as_tensor(np.concatenate([r.mean[m] for _, r, m in parts])),
+                metric,
+            )[1]
     return out
+
+
+def innovation_variance(residuals: list[Residuals], n_channels: int) -> np.ndarray:
+    """Per channel ``max(0, mean d^2 - mean sigma^2)`` over all windows' mean residuals (C,).
+
+    For residuals from a background whose error has variance ``v`` at the observed
+    points, ``E d^2 = v + sigma^2``.
+
+    Examples
+    --------
+    >>> r = Residuals(np.zeros((2, 1)), np.array([0, 0]), np.zeros(2, int), np.ones(2),
+    ...               np.zeros((2, 1)), np.array([2.0, -2.0]))
+    >>> innovation_variance([r], 1).tolist()  # 4 - 1
+    [3.0]
+    """
+    channel = np.concatenate([r.channel for r in residuals])
+    sq = np.concatenate([r.mean**2 - r.noise for r in residuals])
+    total = np.bincount(channel, sq, n_channels)
+    count = np.bincount(channel, minlength=n_channels)
+    return np.clip(total / np.maximum(count, 1), 0.0, None)
 
 
 def case_increments(
@@ -292,14 +313,11 @@ def case_increments(
     """Estimate ``Q`` for a case and solve every window's system (eagerly: small).
 
     ``window_variance`` (W, C): the method's own variance estimate (normalized), used
-    where ``config.variance`` is ``None``; without it, the covariance fit's.
+    where ``config.variance`` is ``None``; without it, :func:`innovation_variance`.
     """
     metric, n_ch = metric_of(schema), schema.n_channels
-    fit = np.zeros((n_ch, 2))
-    if config.length_scale is None or (config.variance is None and window_variance is None):
-        fit = _fitted(list(residuals), metric, n_ch)
     if config.length_scale is None:
-        length = fit[:, 1]
+        length = _fitted_lengths(list(residuals), metric, n_ch)
     else:
         length = np.full(n_ch, float(config.length_scale))
     if config.variance is not None:
@@ -309,7 +327,7 @@ def case_increments(
     elif window_variance is not None:
         variance = np.clip(np.nan_to_num(window_variance, nan=0.0), 0.0, None)
     else:
-        variance = np.tile(fit[:, 0], (len(residuals), 1))
+        variance = np.tile(innovation_variance(list(residuals), n_ch), (len(residuals), 1))
     gains = []
     for w, r in enumerate(residuals):
         per_channel: list[Gain | None] = []
