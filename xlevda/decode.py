@@ -83,8 +83,6 @@ class FieldTerm:
     increments : FieldIncrements
     points : ndarray (P, n_coords)
         The output points, normalized.
-    which : ndarray (T,)
-        The window supplying each output time.
     model_free : bool
         The fields are the increments alone (OI: its constant background included);
         the surrogate decodes nothing.
@@ -92,7 +90,6 @@ class FieldTerm:
 
     increments: FieldIncrements
     points: np.ndarray
-    which: np.ndarray
     model_free: bool = False
 
 
@@ -162,7 +159,7 @@ def decode_block(
             _add_model_error(out, error_std[t0:t1], seed, channel, (t0, k0))
         if field is not None:
             points = torch.as_tensor(field.points, device=out.device)
-            inc, std = field.increments.block(channel, points, field.which[t0:t1], slice(k0, k1))
+            inc, std = field.increments.block(channel, points, slice(t0, t1), slice(k0, k1))
             out.add_(inc.to(out.dtype))
             if std is not None:
                 _add_model_error(out, std.to(out.dtype), seed, channel, (t0, k0))

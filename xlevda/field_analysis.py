@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from xlevda.core.field_analysis import Gain, Metric, field_increment, fit_correlation, window_gain
+from xlevda.core.field_analysis import Gain, Metric, field_increment, fit_length_scale, window_gain
 from xlevda.core.rng import generator
 from xlevda.core.window import ObsWindow
 from xlevda.errors import ConfigError
@@ -56,14 +56,12 @@ class FieldAnalysis:
     Replaces :class:`~xlevda.model_error.ModelErrorTerm`'s white draws as
     ``LEVDA(model_error=FieldAnalysis())``; :class:`~xlevda.methods.OI` is the same
     analysis of a constant background.  ``Q`` is, per variable, a variance times a
-    Gaspari-Cohn correlation in space and, with ``time_scale``, in time; zero
-    between variables.  An output time takes the increments of the window that
-    supplies it (``window_index``): far from that window's observations it is the
-    surrogate's field; as they densify it follows them.  In time, ``Q`` correlates
-    the values of one window fully and those of different windows not at all (a
-    box the size of the window: an output time takes the increments of the
-    window that supplies it, ``window_index``, also a forecast time past the last
-    observation).  Members take their own
+    Gaspari-Cohn correlation in space; zero between variables.  An output time
+    takes the increments of observations near it in time: those of the window that
+    supplies it (``window_index``) at the observation time nearest to it, or within
+    ``time_scale`` of it, analysed as simultaneous (so that a propagating error is
+    not averaged over the window).  Far from those observations the field is the
+    surrogate's; as they densify it follows them.  Members take their own
     residuals against centred perturbed observations (randomized maximum
     likelihood's), so the members' mean increment is that of the unperturbed
     observations; the perturbations come from the seed ``(window seed, 2)``.
@@ -95,6 +93,11 @@ class FieldAnalysis:
         :class:`~xlevda.model_error.ModelErrorTerm`), otherwise the residuals' mean
         square less the observation error variance (:func:`innovation_variance`).
         A variable left out of the mapping gets no increment.
+    time_scale : float, optional
+        In the surrogate's time units (``schema.time_units``; seconds for datetime
+        axes): an output time takes its window's observations within this time of
+        it (the nearest observation time if none is).  ``None`` (default): the
+        observations of the nearest observation time (ties: the earlier).
     draws : bool
         Add the model-error variance the increments leave (default), or not.
 
@@ -106,10 +109,12 @@ class FieldAnalysis:
 
     length_scale: float | None = None
     variance: Mapping[str, float] | None = field(default=None, hash=False)
+    time_scale: float | None = None
     draws: bool = True
 
     def __post_init__(self) -> None:
         _positive("length_scale", self.length_scale)
+        _positive("time_scale", self.time_scale)
         if not isinstance(self.draws, bool):
             raise ConfigError(f"FieldAnalysis.draws={self.draws!r}: expected a bool")
         if self.variance is not None:
@@ -134,7 +139,7 @@ class Residuals:
     ----------
     points : ndarray (M, n_coords)
         Normalized positions; ``channel`` (M,) variable index; ``group`` (M,)
-        observation time index.
+        observation time index; ``time`` (M,) latent time (steps from frame 0).
     noise : ndarray (M,)
         Observation error variances.
     member : ndarray (M, K)
@@ -148,6 +153,7 @@ class Residuals:
     points: np.ndarray
     channel: np.ndarray
     group: np.ndarray
+    time: np.ndarray
     noise: np.ndarray
     member: np.ndarray
     mean: np.ndarray
@@ -155,9 +161,15 @@ class Residuals:
 
 
 def window_residuals(
-    decoded: Tensor, window: ObsWindow, seed: int, background: np.ndarray | None = None
+    decoded: Tensor,
+    window: ObsWindow,
+    anchor: int,
+    seed: int,
+    background: np.ndarray | None = None,
 ) -> Residuals:
     """:class:`Residuals` of members ``decoded`` (K, T_o, P, C) at ``window``'s observations.
+
+    ``anchor``: the latent index of the window's step 0.
 
     ``seed`` keys the perturbations ``eta_k ~ N(0, R)``, centred over the members and
     scaled by ``sqrt(K / (K - 1))`` (so their covariance stays ``R``).
@@ -175,10 +187,12 @@ def window_residuals(
     def np_(x: Tensor) -> np.ndarray:
         return x.detach().cpu().numpy()
 
+    times = window.step.double() + window.frac.double() + anchor
     return Residuals(
         np_(window.points[t, p].double()),
         np_(c),
         np_(t),
+        np_(times[t]),
         np_(noise),
         np_(member),
         np_(mean),
@@ -214,24 +228,27 @@ def metric_of(schema: SurrogateSchema) -> Metric:
 
 @dataclass(frozen=True)
 class FieldIncrements:
-    """A case's field analysis: per window and variable its :class:`Gain`.
+    """A case's field analysis: the :class:`Gain` of every set of observations used.
 
     Attributes
     ----------
     gains : tuple of tuple of (Gain or None)
-        Per window, per channel (``None``: not observed in the window).
-    variance : ndarray (W, C)
-        ``v`` per window and channel (normalized units).
+        Per set of observations (a slot), per channel (``None``: none of the channel).
+    slot : ndarray (T,)
+        The slot of each output time.
+    variance : ndarray (S, C)
+        ``v`` per slot and channel (normalized units).
     length : ndarray (C,)
         Support radius per channel (physical units of ``metric``).
     metric : Metric
-    background : ndarray (W, C), optional
-        A constant background per window and channel (OI).
+    background : ndarray (S, C), optional
+        A constant background per slot and channel (OI).
     draws : bool
         Whether :meth:`block` returns the standard deviations of the draws.
     """
 
     gains: tuple[tuple[Gain | None, ...], ...]
+    slot: np.ndarray
     variance: np.ndarray
     length: np.ndarray
     metric: Metric
@@ -239,21 +256,22 @@ class FieldIncrements:
     draws: bool
 
     def block(
-        self, channel: int, points: Tensor, which: np.ndarray, members: slice
+        self, channel: int, points: Tensor, times: slice, members: slice
     ) -> tuple[Tensor, Tensor | None]:
-        """Increments (t, k, P) at output times supplied by windows ``which`` (t,).
+        """Increments (t, k, P) at the output ``times`` for ``members``.
 
         With the draws, also their standard deviations (t, P), else ``None``.
         """
+        slots = self.slot[times]
         n_k = members.stop - members.start
         f64 = {"dtype": torch.float64, "device": points.device}
-        inc = torch.zeros(len(which), n_k, points.shape[0], **f64)
-        std = torch.zeros(len(which), points.shape[0], **f64) if self.draws else None
-        for w in np.unique(which):
-            rows = torch.as_tensor(np.nonzero(which == w)[0], device=points.device)
-            gain, v = self.gains[w][channel], float(self.variance[w, channel])
+        inc = torch.zeros(len(slots), n_k, points.shape[0], **f64)
+        std = torch.zeros(len(slots), points.shape[0], **f64) if self.draws else None
+        for s in np.unique(slots):
+            rows = torch.as_tensor(np.nonzero(slots == s)[0], device=points.device)
+            gain, v = self.gains[s][channel], float(self.variance[s, channel])
             if self.background is not None:
-                inc[rows] += float(self.background[w, channel])
+                inc[rows] += float(self.background[s, channel])
             if gain is None:
                 if std is not None:
                     std[rows] = v**0.5
@@ -268,19 +286,32 @@ class FieldIncrements:
         return inc, std
 
 
-def _fitted_lengths(residuals: list[Residuals], metric: Metric, n_channels: int) -> np.ndarray:
-    """Per channel the support fitted to the mean residuals of all windows, (C,)."""
-    out = np.zeros(n_channels)
-    for c in range(n_channels):
+def _near(time: np.ndarray, t: float, time_scale: float | None) -> np.ndarray:
+    """Rows of observation ``time`` within ``time_scale`` of ``t``, else of the nearest time."""
+    if time_scale is not None and (near := np.abs(time - t) <= time_scale).any():
+        return near
+    times = np.unique(time)
+    return time == times[np.argmin(np.abs(times - t))]
+
+
+def _fitted_lengths(residuals: list[Residuals], variance: np.ndarray, metric: Metric) -> np.ndarray:
+    """Per channel the support fitted to the mean residuals of all windows, (C,).
+
+    ``variance`` (C,): the channel's model-error variance (its mean over windows).
+    """
+    out = np.zeros(len(variance))
+    for c in range(len(variance)):
         parts = [(w, r, r.channel == c) for w, r in enumerate(residuals)]
         parts = [(w, r, m) for w, r, m in parts if m.any()]
         if parts:
-            out[c] = fit_correlation(
+            out[c] = fit_length_scale(
                 torch.as_tensor(np.concatenate([r.points[m] for _, r, m in parts])),
                 torch.as_tensor(np.concatenate([r.group[m] + 1_000_000 * w for w, r, m in parts])),
                 torch.as_tensor(np.concatenate([r.mean[m] for _, r, m in parts])),
+                torch.as_tensor(np.concatenate([r.noise[m] for _, r, m in parts])),
+                float(variance[c]),
                 metric,
-            )[1]
+            )
     return out
 
 
@@ -292,8 +323,9 @@ def innovation_variance(residuals: list[Residuals], n_channels: int) -> np.ndarr
 
     Examples
     --------
-    >>> r = Residuals(np.zeros((2, 1)), np.array([0, 0]), np.zeros(2, int), np.ones(2),
-    ...               np.zeros((2, 1)), np.array([2.0, -2.0]))
+    >>> zero = np.zeros(2, int)
+    >>> r = Residuals(np.zeros((2, 1)), zero, zero, zero, np.ones(2), np.zeros((2, 1)),
+    ...               np.array([2.0, -2.0]))
     >>> innovation_variance([r], 1).tolist()  # 4 - 1
     [3.0]
     """
@@ -304,22 +336,36 @@ def innovation_variance(residuals: list[Residuals], n_channels: int) -> np.ndarr
     return np.clip(total / np.maximum(count, 1), 0.0, None)
 
 
+def _slots(residuals, out_times, which, time_scale) -> tuple[list, np.ndarray]:
+    """The distinct (window, rows) sets the output times use, and each time's set."""
+    sets: dict[tuple[int, bytes], int] = {}
+    chosen, slot = [], np.zeros(len(out_times), dtype=np.int64)
+    for i, (t, w) in enumerate(zip(out_times, which, strict=True)):
+        rows = _near(residuals[w].time, float(t), time_scale)
+        key = (int(w), np.packbits(rows).tobytes())
+        if key not in sets:
+            sets[key] = len(chosen)
+            chosen.append((int(w), rows))
+        slot[i] = sets[key]
+    return chosen, slot
+
+
 def case_increments(
     residuals: tuple[Residuals, ...],
     window_variance: np.ndarray | None,
     config: FieldAnalysis,
     schema: SurrogateSchema,
+    out_times: np.ndarray,
+    which: np.ndarray,
 ) -> FieldIncrements:
-    """Estimate ``Q`` for a case and solve every window's system (eagerly: small).
+    """Estimate ``Q`` for a case and solve each output time's system (eagerly: small).
 
     ``window_variance`` (W, C): the method's own variance estimate (normalized), used
     where ``config.variance`` is ``None``; without it, :func:`innovation_variance`.
+    ``out_times`` (T,): the output times in latent steps; ``which`` (T,) the window
+    supplying each.
     """
     metric, n_ch = metric_of(schema), schema.n_channels
-    if config.length_scale is None:
-        length = _fitted_lengths(list(residuals), metric, n_ch)
-    else:
-        length = np.full(n_ch, float(config.length_scale))
     if config.variance is not None:
         scale = np.asarray(schema.output_norm.scale, float)
         given = [config.variance.get(v, 0.0) for v in schema.variables]
@@ -328,11 +374,18 @@ def case_increments(
         variance = np.clip(np.nan_to_num(window_variance, nan=0.0), 0.0, None)
     else:
         variance = np.tile(innovation_variance(list(residuals), n_ch), (len(residuals), 1))
+    if config.length_scale is None:
+        length = _fitted_lengths(list(residuals), variance.mean(0), metric)
+    else:
+        length = np.full(n_ch, float(config.length_scale))
+    tsc = None if config.time_scale is None else config.time_scale / schema.time_step
+    chosen, slot = _slots(residuals, out_times, which, tsc)
     gains = []
-    for w, r in enumerate(residuals):
+    for w, near in chosen:
+        r = residuals[w]
         per_channel: list[Gain | None] = []
         for c in range(n_ch):
-            rows = r.channel == c
+            rows = near & (r.channel == c)
             per_channel.append(
                 window_gain(
                     torch.as_tensor(r.points[rows]),
@@ -346,7 +399,10 @@ def case_increments(
                 else None
             )
         gains.append(tuple(per_channel))
+    windows = [w for w, _ in chosen]
     background = None
     if residuals[0].background is not None:
-        background = np.stack([r.background for r in residuals])
-    return FieldIncrements(tuple(gains), variance, length, metric, background, config.draws)
+        background = np.stack([residuals[w].background for w in windows])
+    return FieldIncrements(
+        tuple(gains), slot, variance[windows], length, metric, background, config.draws
+    )

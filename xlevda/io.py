@@ -48,6 +48,8 @@ class OutputGrid:
         Its time coordinate; ``times`` its values.
     layout : SpatialLayout
         Its spatial dimensions; ``points`` (P, n_coords) their normalized positions.
+    steps : ndarray (T,)
+        The times in latent steps (step + fraction).
     """
 
     target: xr.Dataset | xr.DataArray
@@ -55,6 +57,7 @@ class OutputGrid:
     times: np.ndarray
     layout: SpatialLayout
     points: np.ndarray
+    steps: np.ndarray
 
 
 def module_checksum(module: torch.nn.Module, h: Any = None) -> str:
@@ -103,9 +106,11 @@ def _field_term(grid: OutputGrid, model, method: Method, cycle: Cycle, which) ->
     config = method.model_error
     if not isinstance(config, FieldAnalysis) or cycle.residuals is None:
         return None
-    increments = case_increments(cycle.residuals, window_variance(cycle), config, model.schema)
+    increments = case_increments(
+        cycle.residuals, window_variance(cycle), config, model.schema, grid.steps, which
+    )
     model_free = cycle.residuals[0].background is not None
-    return FieldTerm(increments, grid.points, which, model_free)
+    return FieldTerm(increments, grid.points, model_free)
 
 
 def _field_attrs(term: FieldTerm | None, c: int, scale: float) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from xlevda.core.field_analysis import (
     Metric,
     correlation,
     field_increment,
-    fit_correlation,
+    fit_length_scale,
     window_gain,
 )
 from xlevda.core.taper import gaspari_cohn
@@ -115,7 +115,13 @@ def test_innovation_variance_recovers_v():
     zeros = np.zeros(61, int)
     res = [
         Residuals(
-            x.numpy(), zeros, zeros, np.full(61, sigma2), d[:, r, None].numpy(), d[:, r].numpy()
+            x.numpy(),
+            zeros,
+            zeros,
+            zeros,
+            np.full(61, sigma2),
+            d[:, r, None].numpy(),
+            d[:, r].numpy(),
         )
         for r in range(n_rep)
     ]
@@ -125,24 +131,22 @@ def test_innovation_variance_recovers_v():
 
 
 def test_fit_recovers_length_scale():
-    """The fitted support is within 4 standard errors (from independent batches) of the true
-    one, and the fitted variance of ``v``."""
-    v, length, n_rep, batches = 1.5, 10.0, 400, 8
-    x, _, d = synthetic_innovations(v, length, 0.3, n_rep, seed=2)
+    """The maximum-likelihood support is within 4 standard errors of the true one, the standard
+    error from the scatter of the estimates of independent batches."""
+    v, length, sigma2, n_rep, batches = 1.5, 10.0, 0.3, 240, 8
+    x, _, d = synthetic_innovations(v, length, sigma2, n_rep, seed=2)
 
     def fit(cols):
-        pts = x.repeat(len(cols), 1)
-        group = torch.arange(len(cols)).repeat_interleave(61)
-        return fit_correlation(
-            pts, group, d[:, cols].T.reshape(-1), Metric("plane", (0.0,), (1.0,))
-        )
+        pts, group = x.repeat(len(cols), 1), torch.arange(len(cols)).repeat_interleave(61)
+        noise = torch.full((61 * len(cols),), sigma2, dtype=F64)
+        values = d[:, cols].T.reshape(-1)
+        return fit_length_scale(pts, group, values, noise, v, Metric("plane", (0.0,), (1.0,)))
 
-    v_all, l_all = fit(list(range(n_rep)))
     size = n_rep // batches
     per = np.array([fit(list(range(b * size, (b + 1) * size))) for b in range(batches)])
-    se = per.std(0, ddof=1) / math.sqrt(batches)  # of the estimate from all n_rep groups
-    assert abs(l_all - length) < 4 * se[1] + 0.3, (l_all, se)  # + half a 0.6 bin
-    assert abs(v_all - v) < 4 * se[0], (v_all, se)
+    se = per.std(ddof=1) / math.sqrt(batches)  # of the mean of the batch estimates
+    assert abs(per.mean() - length) < 4 * se, (per, se)
+    assert se < 0.1 * length  # the test can fail: the estimates are informative
 
 
 def test_perturbed_members_posterior():
@@ -162,7 +166,7 @@ def test_perturbed_members_posterior():
     window = ObsWindow(torch.tensor([0]), torch.zeros(1, dtype=F64), pts[obs_idx][None],
                        y[None, :, None], (1 / noise)[None, :, None])  # fmt: skip
     decoded = x[obs_idx].T[:, None, :, None]  # (K, 1, M, 1)
-    res = window_residuals(decoded, window, seed=11)
+    res = window_residuals(decoded, window, 0, seed=11)
     mean_x_obs = x[obs_idx].mean(1)
     np.testing.assert_allclose(res.member.mean(1), res.mean, atol=1e-12)
     np.testing.assert_allclose(res.mean, (y - mean_x_obs).numpy(), atol=1e-12)

@@ -200,7 +200,7 @@ class LEVDA(Method):
         if isinstance(self.model_error, FieldAnalysis):
             with torch.no_grad():
                 decoded = observe(model, res.z_analysis, obs_w, model.prepare_points(obs_w.points))
-            residuals = window_residuals(decoded, obs_w, seed)
+            residuals = window_residuals(decoded, obs_w, window.anchor, seed)
         return single(
             window.anchor,
             res.z_analysis,

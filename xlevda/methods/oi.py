@@ -37,16 +37,17 @@ class OI(Method):
     output fields as ``LEVDA(model_error=FieldAnalysis())`` analyses its own
     (:class:`~xlevda.field_analysis.FieldAnalysis`: the covariance, its estimate
     from the residuals, the perturbed observations of the members and the draws of
-    the variance left); ``v`` is the residuals' mean square less the observation
-    error variance (:func:`~xlevda.field_analysis.innovation_variance`) unless
-    ``field.variance`` gives it.  An output time takes the
-    analysis of the latest observation time at or before it.
+    the variance left; the observations of the time nearest each output time);
+    ``v`` is the residuals' mean square less the observation error variance
+    (:func:`~xlevda.field_analysis.innovation_variance`) unless ``field.variance``
+    gives it.  An output time takes the window of the latest observation time at or
+    before it, and within it the observations nearest in time.
 
     The surrogate passed to :func:`xlevda.assimilate` only defines the variables,
     the domain, the time axis and the normalization (its schema): OI runs no
     dynamics and decodes nothing, so any surrogate of the system will do, trained
-    well or not.  The output has the usual layout; the parameters are NaN (not
-    estimated) and ``latent_state`` is 0.
+    well or not.  The output has the usual layout; the parameters and ``latent_state`` are
+    NaN (OI has neither).
 
     Attributes
     ----------
@@ -90,7 +91,7 @@ class OI(Method):
         return self.field
 
     def initial(self, model: Surrogate, background: Any, run: RunOptions) -> Ensemble:
-        """Zero latent states and NaN parameters at the shifted start (nothing is run)."""
+        """NaN latent states and parameters at the shifted start (never decoded)."""
         if background is not None:
             raise ConfigError(
                 "OI takes no background= of assimilate: give OI(background={variable: value})"
@@ -101,9 +102,7 @@ class OI(Method):
                 f"OI.background names {unknown}, which the surrogate does not predict: "
                 f"expected some of {list(model.schema.variables)}"
             )
-        z = np.zeros((run.members, model.latent_dim + model.param_dim))
-        z[:, model.latent_dim :] = np.nan
-        return Ensemble(-1, z)
+        return Ensemble(-1, np.full((run.members, model.latent_dim + model.param_dim), np.nan))
 
     def plan(self, table: ObsTable, anchor: int) -> list[PlannedWindow]:
         """One window per distinct observation time."""
@@ -124,7 +123,7 @@ class OI(Method):
         bg = np.where(np.isfinite(given), given, np.where(count.numpy() > 0, mean.numpy(), 0.0))
         decoded = torch.as_tensor(bg).expand(run.members, *obs_w.values.shape)
         seed = run.seed * 1_000_003 + window.index
-        residuals = window_residuals(decoded, obs_w, seed, background=bg)
+        residuals = window_residuals(decoded, obs_w, window.anchor, seed, background=bg)
         assert background.z is not None
         z = torch.as_tensor(background.z)
         return single(window.anchor, z, {}, obs_w.n_obs, None, residuals)
