@@ -70,8 +70,9 @@ def test_options_validated():
 
 def test_increments_equal_dense_oi(model, truth, monkeypatch):
     """Fields with the field analysis less those without equal, at every time and member,
-    ``Q(out, obs) (H Q H^T + R)^-1 d`` of the supplying window, computed densely here from its
-    residuals; any chunking gives the same fields; the unobserved variable is unchanged."""
+    ``Q(out, obs) (H Q H^T + R)^-1 d`` of the observations of the supplying window at the
+    nearest observation time, computed densely here from its residuals; any chunking gives the
+    same fields; the unobserved variable is unchanged."""
     made = []
     real = xlevda.io.case_increments
     monkeypatch.setattr(xlevda.io, "case_increments", lambda *a: made.append(a[0]) or real(*a))
@@ -92,14 +93,17 @@ def test_increments_equal_dense_oi(model, truth, monkeypatch):
     v = 0.01 / scale**2
     which = plain.window_index.values
     increment = (fields["one"].eta - plain.eta).values.reshape(6, 6, -1) / scale
-    for t, w in enumerate(which):
+    for t, w in enumerate(which):  # output time t is frame t
         r = residuals[w]
-        obs_pts = torch.as_tensor(r.points)
+        times = np.unique(r.time)
+        rows = r.time == times[np.argmin(np.abs(times - t))]
+        assert rows.sum() == 9  # the 3 x 3 observed points of one time
+        obs_pts = torch.as_tensor(r.points[rows])
         s = v * gaspari_cohn(metric.distance(obs_pts, obs_pts), 300.0) + torch.diag(
-            torch.as_tensor(r.noise)
+            torch.as_tensor(r.noise[rows])
         )
         q = v * gaspari_cohn(metric.distance(points, obs_pts), 300.0)
-        dense = (q @ torch.linalg.solve(s, torch.as_tensor(r.member))).T.numpy()
+        dense = (q @ torch.linalg.solve(s, torch.as_tensor(r.member[rows]))).T.numpy()
         np.testing.assert_allclose(increment[t], dense, rtol=1e-8, atol=1e-10)
     assert np.abs(increment).max() > 0
     attrs = fields["one"].eta.attrs
