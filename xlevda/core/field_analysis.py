@@ -229,7 +229,7 @@ def fit_length_scale(
     Residuals ``d_g`` of independent groups (e.g. one time and variable of a window)
     modelled as ``N(0, v rho(L) + R_g)``; ``L`` minimizes ``sum_g log det S_g + d_g^T
     S_g^-1 d_g`` over a geometric grid of 16 from the smallest to the largest
-    distance between points of a group, refined by 24 golden-section steps (in
+    distance between points of a group, refined by 12 golden-section steps (in
     ``log L``).  A fit of the residuals' products binned by distance was tried first:
     the many distant pairs made it fit large-scale structure (a common offset of the
     residuals), and on the tsunami the support came out the domain's size.
@@ -251,23 +251,27 @@ def fit_length_scale(
     8
     """
     f64 = {"dtype": torch.float64, "device": points.device}
-    groups = [
-        (metric.distance(points[i].to(**f64), points[i].to(**f64)), value[i].to(**f64),
-         noise[i].to(**f64))
-        for i in _groups(points, group, max_group)
-    ]  # fmt: skip
-    positive = torch.cat([d[d > 0] for d, _, _ in groups]) if groups else torch.zeros(0)
+    by_size: dict[int, list[Tensor]] = {}
+    for idx in _groups(points, group, max_group):
+        by_size.setdefault(len(idx), []).append(idx)
+    batches = []  # groups of one size stacked: distances, residuals, noise
+    for rows in by_size.values():
+        p = torch.stack([points[i] for i in rows]).to(**f64)
+        dist = torch.stack([metric.distance(x, x) for x in p])
+        batches.append((dist, torch.stack([value[i] for i in rows]).to(**f64),
+                        torch.stack([noise[i] for i in rows]).to(**f64)))  # fmt: skip
+    positive = torch.cat([d[d > 0] for d, _, _ in batches]) if batches else torch.zeros(0)
     if variance <= 0 or positive.numel() == 0:
         return 0.0
 
     def nll(log_length: float) -> float:
         total = 0.0
-        for dist, d, r in groups:
+        for dist, d, r in batches:
             chol = torch.linalg.cholesky(
-                variance * correlation(dist, math.exp(log_length)) + torch.diag(r)
+                variance * correlation(dist, math.exp(log_length)) + torch.diag_embed(r)
             )
-            white = torch.linalg.solve_triangular(chol, d[:, None], upper=False)
-            total += float(2 * chol.diagonal().log().sum() + white.square().sum())
+            white = torch.linalg.solve_triangular(chol, d[..., None], upper=False)
+            total += float(2 * chol.diagonal(dim1=-2, dim2=-1).log().sum() + white.square().sum())
         return total
 
     lo, hi = math.log(float(positive.min())), math.log(float(positive.max()))
@@ -275,7 +279,7 @@ def fit_length_scale(
     best = min(range(16), key=lambda k: nll(grid[k]))
     a, b = grid[max(best - 1, 0)], grid[min(best + 1, 15)]
     golden = (math.sqrt(5) - 1) / 2
-    for _ in range(24):
+    for _ in range(12):
         x1, x2 = b - golden * (b - a), a + golden * (b - a)
         if nll(x1) < nll(x2):
             b = x2
