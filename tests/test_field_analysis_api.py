@@ -68,11 +68,13 @@ def test_options_validated():
         OI(background={"eta": "zero"})
 
 
-def test_increments_equal_dense_oi(model, truth, monkeypatch):
+@pytest.mark.parametrize("time_scale", [None, 36000.0])
+def test_increments_equal_dense_oi(model, truth, monkeypatch, time_scale):
     """Fields with the field analysis less those without equal, at every time and member,
     ``Q(out, obs) (H Q H^T + R)^-1 d`` of the observations of the supplying window at the
     nearest observation time, computed densely here from its residuals; any chunking gives the
-    same fields; the unobserved variable is unchanged."""
+    same fields; the unobserved variable is unchanged.  With a ``time_scale`` of 10 h (10 frames)
+    every observation of the window counts."""
     made = []
     real = xlevda.io.case_increments
     monkeypatch.setattr(xlevda.io, "case_increments", lambda *a: made.append(a[0]) or real(*a))
@@ -80,8 +82,9 @@ def test_increments_equal_dense_oi(model, truth, monkeypatch):
     plain = tgt.levda.assimilate(obs, model, LEVDA(window=2, model_error=None), run=RUN)
     run_small = dataclasses.replace(RUN, chunks=OutputChunks(time=2, member=4))
     runs = {"one": dataclasses.replace(RUN, chunks=OutputChunks(time=6, member=6)), "s": run_small}
+    fa = dataclasses.replace(FA, time_scale=time_scale)
     fields = {
-        k: tgt.levda.assimilate(obs, model, LEVDA(window=2, model_error=FA), run=r).compute()
+        k: tgt.levda.assimilate(obs, model, LEVDA(window=2, model_error=fa), run=r).compute()
         for k, r in runs.items()
     }
     np.testing.assert_allclose(fields["one"].eta.values, fields["s"].eta.values, atol=1e-12)
@@ -97,7 +100,9 @@ def test_increments_equal_dense_oi(model, truth, monkeypatch):
         r = residuals[w]
         times = np.unique(r.time)
         rows = r.time == times[np.argmin(np.abs(times - t))]
-        assert rows.sum() == 9  # the 3 x 3 observed points of one time
+        if time_scale is not None:
+            rows = np.ones_like(rows)
+        assert rows.sum() == 9 * (len(times) if time_scale else 1)  # 3 x 3 points per time
         obs_pts = torch.as_tensor(r.points[rows])
         s = v * gaspari_cohn(metric.distance(obs_pts, obs_pts), 300.0) + torch.diag(
             torch.as_tensor(r.noise[rows])
