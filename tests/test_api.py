@@ -340,7 +340,7 @@ def test_background_parameters(model, truth):
         (
             LEVDA,
             {"model_error": True},
-            r"LEVDA.model_error=True: expected ModelErrorTerm\(\) or None",
+            r"LEVDA.model_error=True: expected ModelErrorTerm\(\), FieldAnalysis\(\) or None",
         ),
         (Inflation, {"multiplicative": 0.5}, r"Inflation.multiplicative=0\.5 is out of range"),
         (Inflation, {"additive": math.nan}, r"Inflation.additive=nan is out of range"),

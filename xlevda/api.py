@@ -64,7 +64,7 @@ def _output_grid(
         raise CoordinateError(f"target time {time!r} must be strictly increasing (sorted, unique)")
     step, frac = times_to_steps(times, schema, name=f"target {time}", extrapolate=True)
     points, layout = to_points(target, schema)
-    return OutputGrid(target, time, times, layout, points), step, frac
+    return OutputGrid(target, time, times, layout, points, step + frac), step, frac
 
 
 def _tables(

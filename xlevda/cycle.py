@@ -87,6 +87,9 @@ class Analysis:
     excess : ndarray, shape (A, 4, C), optional
         LEVDA's :func:`~xlevda.core.levda.observed_excess` (mean, count, noise, leverage)
         per channel, for the model-error term.
+    residuals : Residuals, optional
+        The residuals the window leaves at its observations, for the field analysis
+        (:class:`~xlevda.field_analysis.FieldAnalysis`; one analysis per window).
     carry : optional
         The next window's :attr:`Ensemble.carry`.
     """
@@ -97,6 +100,7 @@ class Analysis:
     n_obs: np.ndarray
     excess: np.ndarray | None = None
     carry: Any = None
+    residuals: Any = None
 
     @property
     def ensemble(self) -> Ensemble:
@@ -118,6 +122,7 @@ class Cycle:
     excess_noise: np.ndarray | None = None  # (W, C) mean observation error variance behind it
     excess_leverage: np.ndarray | None = None  # (W, C) its variance per unit term variance
     seed: int = 0  # the case's seed
+    residuals: tuple | None = None  # per window: Residuals of the field analysis
 
 
 def group_rows(labels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

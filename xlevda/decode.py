@@ -2,10 +2,13 @@
 
 :func:`latent_at_outputs` runs each window's analysis to the output times it
 supplies; :func:`decode_block` decodes one dask block of them to one variable at
-every output point (the model-error draws included).  Torch and numpy only.
+every output point (the model-error draws or the field analysis' increments
+included).  Torch and numpy only.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,9 +16,11 @@ from torch import Tensor
 
 from xlevda.core.dynamics import interpolate_trajectory, trajectory
 from xlevda.cycle import Cycle
+from xlevda.field_analysis import FieldIncrements
 from xlevda.surrogates.protocol import Surrogate
 
 __all__ = [
+    "FieldTerm",
     "decode_block",
     "latent_at_outputs",
     "model_device",
@@ -69,20 +74,48 @@ def prepare_output_points(model: Surrogate, points: np.ndarray, dtype) -> Tensor
         return model.prepare_points(tensor)
 
 
+@dataclass(frozen=True)
+class FieldTerm:
+    """The field analysis' increments as every decoded block of a case needs them.
+
+    Attributes
+    ----------
+    increments : FieldIncrements
+    points : ndarray (P, n_coords)
+        The output points, normalized.
+    model_free : bool
+        The fields are the increments alone (OI: its constant background included);
+        the surrogate decodes nothing.
+    """
+
+    increments: FieldIncrements
+    points: np.ndarray
+    model_free: bool = False
+
+
 def _add_model_error(
-    out: Tensor, error_std: np.ndarray, seed: int, channel: int, block_info: dict
+    out: Tensor, std: np.ndarray | Tensor, seed: int, channel: int, origin: tuple[int, int]
 ) -> None:
-    """Add ``N(0, error_std[t]^2)`` draws in place, each from ``(seed, channel, t, k)``."""
-    (t0, t1), (k0, k1) = block_info[0]["array-location"][:2]
+    """Add normal draws in place, each from ``(seed, channel, t, k)``.
+
+    ``std``: per time of the block, a standard deviation (t,) or one per point (t, P);
+    ``origin``: the block's first output time and member.
+    """
+    t0, k0 = origin
     gen = torch.Generator(device=out.device)
     draw = torch.empty(out.shape[-1], dtype=out.dtype, device=out.device)
-    for i, t in enumerate(range(t0, t1)):
-        if error_std[t] > 0:
-            for j, k in enumerate(range(k0, k1)):
-                key = np.random.SeedSequence((seed, channel, t, k)).generate_state(1)
-                gen.manual_seed(int(key[0]))
-                torch.randn(out.shape[-1], generator=gen, out=draw)
-                out[i, j].add_(draw, alpha=float(error_std[t]))
+    per_point = isinstance(std, Tensor)
+    for i in range(out.shape[0]):
+        if not bool((std[i] > 0).any()) if per_point else std[i] <= 0:
+            continue
+        for j in range(out.shape[1]):
+            key = np.random.SeedSequence((seed, channel, t0 + i, k0 + j)).generate_state(1)
+            gen.manual_seed(int(key[0]))
+            torch.randn(out.shape[-1], generator=gen, out=draw)
+            if per_point:
+                out[i, j].addcmul_(draw, std[i])
+            else:
+                out[i, j].add_(draw, alpha=float(std[i]))
 
 
 def decode_block(
@@ -93,6 +126,7 @@ def decode_block(
     channel: int,
     error_std: np.ndarray | None,
     seed: int,
+    field: FieldTerm | None = None,
     block_info: dict | None = None,
 ) -> np.ndarray:
     """Decode one channel of a (t, k, d_s) block at all points -> (t, k, P), denormalized.
@@ -102,11 +136,14 @@ def decode_block(
     of the analysis at once.  ``error_std`` (all output times, normalized units) adds the
     model-error term (:class:`~xlevda.model_error.ModelErrorTerm`), drawn per (output time,
     member) from ``(seed, channel, time, member)`` so that no chunking changes it.
+    ``field`` adds the field analysis' increments of the block's times and members.
     """
     norm = model.schema.output_norm
     with torch.no_grad():
         s = torch.as_tensor(latent, dtype=dtype, device=model_device(model))
-        if callable(getattr(model, "decode_channel", None)):
+        if field is not None and field.model_free:
+            out = torch.zeros((*s.shape[:2], len(field.points)), dtype=dtype, device=s.device)
+        elif callable(getattr(model, "decode_channel", None)):
             out = model.decode_channel(s, prepared, channel)
         else:
             out = model.decode_prepared(s, prepared)[..., channel]
@@ -115,8 +152,17 @@ def decode_block(
         shared = out._base is not None or out.data_ptr() in (prepared.data_ptr(), s.data_ptr())
         if shared or not out.is_contiguous():
             out = out.clone(memory_format=torch.contiguous_format)
-        if error_std is not None:  # dask passes block_info to a function that takes it
-            _add_model_error(out, error_std, seed, channel, block_info)
+        # dask passes block_info to a function that takes it
+        where = [(0, out.shape[0]), (0, out.shape[1])]
+        (t0, t1), (k0, k1) = block_info[0]["array-location"][:2] if block_info else where
+        if error_std is not None:
+            _add_model_error(out, error_std[t0:t1], seed, channel, (t0, k0))
+        if field is not None:
+            points = torch.as_tensor(field.points, device=out.device)
+            inc, std = field.increments.block(channel, points, slice(t0, t1), slice(k0, k1))
+            out.add_(inc.to(out.dtype))
+            if std is not None:
+                _add_model_error(out, std.to(out.dtype), seed, channel, (t0, k0))
         # denormalized in place, in the output's precision
         out.mul_(norm.scale[channel]).add_(norm.offset[channel])
     return out.cpu().numpy().astype(numpy_dtype(dtype), copy=False)

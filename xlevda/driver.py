@@ -71,6 +71,7 @@ def assemble(analyses: list[Analysis], names: dict[str, str], seed: int) -> Cycl
         excess_noise=None if excess is None else excess[:, 2],
         excess_leverage=None if excess is None else excess[:, 3],
         seed=seed,
+        residuals=None if analyses[0].residuals is None else tuple(a.residuals for a in analyses),
     )
 
 

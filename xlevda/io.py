@@ -26,9 +26,10 @@ from xlevda._convert import SpatialLayout
 from xlevda._version import VERSION
 from xlevda.checks import CycleChecks
 from xlevda.cycle import Cycle
-from xlevda.decode import decode_block, numpy_dtype, prepare_output_points
+from xlevda.decode import FieldTerm, decode_block, numpy_dtype, prepare_output_points
+from xlevda.field_analysis import FieldAnalysis, case_increments
 from xlevda.methods.base import Method
-from xlevda.model_error import model_error_std
+from xlevda.model_error import ModelErrorTerm, model_error_std, window_variance
 from xlevda.run import RunOptions
 from xlevda.surrogates.protocol import Surrogate
 
@@ -47,6 +48,8 @@ class OutputGrid:
         Its time coordinate; ``times`` its values.
     layout : SpatialLayout
         Its spatial dimensions; ``points`` (P, n_coords) their normalized positions.
+    steps : ndarray (T,)
+        The times in latent steps (step + fraction).
     """
 
     target: xr.Dataset | xr.DataArray
@@ -54,6 +57,7 @@ class OutputGrid:
     times: np.ndarray
     layout: SpatialLayout
     points: np.ndarray
+    steps: np.ndarray
 
 
 def module_checksum(module: torch.nn.Module, h: Any = None) -> str:
@@ -97,6 +101,28 @@ def config_json(obj: Any) -> Any:
     return obj
 
 
+def _field_term(grid: OutputGrid, model, method: Method, cycle: Cycle, which) -> FieldTerm | None:
+    """The case's field analysis (weights solved here, eagerly: observations x members)."""
+    config = method.model_error
+    if not isinstance(config, FieldAnalysis) or cycle.residuals is None:
+        return None
+    increments = case_increments(
+        cycle.residuals, window_variance(cycle), config, model.schema, grid.steps, which
+    )
+    model_free = cycle.residuals[0].background is not None
+    return FieldTerm(increments, grid.points, model_free)
+
+
+def _field_attrs(term: FieldTerm | None, c: int, scale: float) -> dict[str, Any]:
+    if term is None:
+        return {}
+    inc = term.increments
+    return {
+        "field_analysis_length_scale": float(inc.length[c]),
+        "field_analysis_std": float(np.sqrt(inc.variance[:, c].mean()) * scale),
+    }
+
+
 def _fields(
     grid: OutputGrid, model, run: RunOptions, method: Method, cycle: Cycle, z_out, which
 ) -> dict[str, xr.DataArray]:
@@ -109,8 +135,9 @@ def _fields(
     latent = dsa.from_array(s_out, chunks=(*chunks, d_s))
     prepared = dask.delayed(prepare_output_points, pure=True)(model, grid.points, dtype)
     error_std = model_error_std(cycle, which, method.model_error)
-    dressed = method.model_error is not None and error_std is not None
-    pooled = method.model_error is None or method.model_error.pooled
+    dressed = isinstance(method.model_error, ModelErrorTerm) and error_std is not None
+    pooled = not (isinstance(method.model_error, ModelErrorTerm) and not method.model_error.pooled)
+    term = _field_term(grid, model, method, cycle, which)
     out: dict[str, xr.DataArray] = {}
     for c, (name, attrs) in enumerate(zip(schema.variables, schema.variable_attrs, strict=True)):
         field = dsa.map_blocks(
@@ -122,6 +149,7 @@ def _fields(
             c,
             error_std[:, c] if dressed else None,
             cycle.seed,
+            term,
             meta=np.empty((0, 0, 0), dtype=numpy_dtype(dtype)),
             chunks=(*latent.chunks[:2], (grid.points.shape[0],)),
             drop_axis=2,
@@ -129,7 +157,9 @@ def _fields(
         )
         arr = field.reshape((len(grid.times), k, *space_shape))
         out[name] = xr.DataArray(
-            arr, dims=(grid.time, run.member_dim, *space_dims), attrs=dict(attrs)
+            arr,
+            dims=(grid.time, run.member_dim, *space_dims),
+            attrs=dict(attrs) | _field_attrs(term, c, schema.output_norm.scale[c]),
         )
         if error_std is None:
             continue

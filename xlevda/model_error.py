@@ -16,7 +16,7 @@ import numpy as np
 from xlevda.cycle import Cycle
 from xlevda.errors import ConfigError
 
-__all__ = ["OUTLIER_Z", "ModelErrorTerm", "model_error_std", "pooled_variance"]
+__all__ = ["OUTLIER_Z", "ModelErrorTerm", "model_error_std", "pooled_variance", "window_variance"]
 
 OUTLIER_Z = 5.0
 """Standard errors by which a window's level must exceed the pool to keep its own.
@@ -103,24 +103,34 @@ def pooled_variance(
         keep = seen & ~outlier
 
 
-def model_error_std(
-    cycle: Cycle, which: np.ndarray, model_error: ModelErrorTerm | None
-) -> np.ndarray | None:
-    """Standard deviation (T, C) of the model-error term at each output time, normalized.
+def window_variance(cycle: Cycle, pooled: bool = True) -> np.ndarray | None:
+    """Model-error variance (W, C) of each window, normalized, clipped at 0.
 
-    Pooled (``ModelErrorTerm(pooled=True)``, and without the option, for the diagnostic;
-    :func:`pooled_variance`), or per window, where a window without observations of a
-    channel keeps the last estimate; 0 before any and for a channel never observed.
-    ``None`` for a cycle without the estimates (methods other than LEVDA).
+    Pooled (:func:`pooled_variance`), or per window (``pooled=False``), where a window
+    without observations of a channel keeps the last estimate; 0 before any and for a
+    channel never observed.  ``None`` for a cycle without the estimates (methods other
+    than LEVDA).
     """
     excess, count = cycle.excess, cycle.excess_count
     if excess is None or count is None:
         return None
-    if model_error is None or model_error.pooled:
+    if pooled:
         assert cycle.excess_noise is not None and cycle.excess_leverage is not None
         var = pooled_variance(excess, count, cycle.excess_noise, cycle.excess_leverage)
     else:
         var = excess.copy()
         for w in range(1, len(var)):
             var[w] = np.where(np.isnan(var[w]), var[w - 1], var[w])
-    return np.sqrt(np.clip(np.nan_to_num(var, nan=0.0), 0.0, None))[which]
+    return np.clip(np.nan_to_num(var, nan=0.0), 0.0, None)
+
+
+def model_error_std(cycle: Cycle, which: np.ndarray, model_error: object) -> np.ndarray | None:
+    """Standard deviation (T, C) of the model-error term at each output time, normalized.
+
+    :func:`window_variance`, pooled unless ``model_error`` is
+    ``ModelErrorTerm(pooled=False)`` (so also without the option, for the diagnostic),
+    at the window supplying each output time (``which``).
+    """
+    pooled = not (isinstance(model_error, ModelErrorTerm) and not model_error.pooled)
+    var = window_variance(cycle, pooled)
+    return None if var is None else np.sqrt(var)[which]

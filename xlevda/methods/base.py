@@ -29,6 +29,7 @@ from xlevda._obs import ObsTable
 from xlevda._obs import Window as PlannedWindow
 from xlevda.core.dynamics import propagate
 from xlevda.cycle import Analysis, Ensemble, Window
+from xlevda.field_analysis import FieldAnalysis, Residuals
 from xlevda.model_error import ModelErrorTerm
 from xlevda.run import RunDefaults, RunOptions
 from xlevda.surrogates.protocol import Surrogate
@@ -73,9 +74,10 @@ class Method(Protocol):
     full_state : bool
         Whether the ensemble holds a full-state model's own state (the output then
         labels ``latent_state`` so), rather than a surrogate's latent state.
-    model_error : ModelErrorTerm or None
+    model_error : ModelErrorTerm, FieldAnalysis or None
         The model-error term added to the decoded fields (LEVDA), from the
-        ``excess`` its analyses return.
+        ``excess`` its analyses return, or the field analysis of the ``residuals``
+        they return (LEVDA, OI).
     needs_obs_errors : bool
         Whether the observations need error standard deviations (LD-EnSF uses its
         encoder's instead).
@@ -90,7 +92,7 @@ class Method(Protocol):
     diagnostics: Mapping[str, str]
     run_defaults: ClassVar[RunDefaults] = RunDefaults()
     full_state: ClassVar[bool] = False
-    model_error: ModelErrorTerm | None = None
+    model_error: ModelErrorTerm | FieldAnalysis | None = None
     needs_obs_errors: ClassVar[bool] = True
     misfit_pair: ClassVar[MisfitPair | None] = None
 
@@ -132,6 +134,7 @@ def single(
     diagnostics: Mapping[str, Any],
     n_obs: int,
     excess: np.ndarray | None = None,
+    residuals: Residuals | None = None,
 ) -> Analysis:
     """A window's one analysis ``z`` (K, d_z) as an :class:`~xlevda.cycle.Analysis`."""
     return Analysis(
@@ -140,4 +143,5 @@ def single(
         diagnostics={k: np.asarray(v)[None] for k, v in diagnostics.items()},
         n_obs=np.asarray([n_obs]),
         excess=None if excess is None else excess[None],
+        residuals=residuals,
     )

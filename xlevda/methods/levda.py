@@ -18,6 +18,7 @@ import torch
 from xlevda._obs import ObsTable, plan_windows
 from xlevda._obs import Window as PlannedWindow
 from xlevda._window_length import WindowLength, check_window
+from xlevda.core.dynamics import observe
 from xlevda.core.hybrid import HybridCovariance, rollout_square_root
 from xlevda.core.inflation import Inflation
 from xlevda.core.levda import solve_window
@@ -25,6 +26,7 @@ from xlevda.core.members import MemberMode, RandomizedMaximumLikelihood, SharedC
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.cycle import Analysis, Ensemble, Window, obs_window
 from xlevda.errors import ConfigError
+from xlevda.field_analysis import FieldAnalysis, window_residuals
 from xlevda.initial import latent_ensemble
 from xlevda.methods.base import Method, MisfitPair, background_state, single
 from xlevda.model_error import ModelErrorTerm
@@ -83,8 +85,11 @@ class LEVDA(Method):
         (the default of :func:`xlevda.core.levda.solve_window`) iterates until the
         cost stalls at round-off, the gradient reaches ``tol_grad`` or ``max_iter``.
         ``GaussNewtonConfig(jacobian=...)`` chooses how Gauss-Newton gets its Jacobian.
-    model_error : ModelErrorTerm or None
-        Add the estimated model-error term to the members' fields (default), or
+    model_error : ModelErrorTerm, FieldAnalysis or None
+        Add the estimated model-error term to the members' fields as white draws
+        (``ModelErrorTerm()``, the default), analyse the residuals each window leaves
+        onto the fields (``FieldAnalysis()``, :mod:`xlevda.field_analysis`: spatially
+        correlated, follows the observations where the surrogate cannot), or
         ``None`` for the decoded surrogate states alone.
     static_covariance : HybridCovariance or None
         ``None`` (default): the prior covariance is the (inflated) ensemble's, as in
@@ -115,7 +120,7 @@ class LEVDA(Method):
     optimizer: LBFGSConfig | GaussNewtonConfig = field(
         default_factory=lambda: LBFGSConfig(tol_cost=1e-4)
     )
-    model_error: ModelErrorTerm | None = field(default_factory=ModelErrorTerm)
+    model_error: ModelErrorTerm | FieldAnalysis | None = field(default_factory=ModelErrorTerm)
     static_covariance: HybridCovariance | None = None
 
     name: ClassVar[str] = "LEVDA"
@@ -136,9 +141,12 @@ class LEVDA(Method):
             raise ConfigError(
                 f"LEVDA.optimizer={self.optimizer!r}: expected LBFGSConfig or GaussNewtonConfig"
             )
-        if self.model_error is not None and not isinstance(self.model_error, ModelErrorTerm):
+        if self.model_error is not None and not isinstance(
+            self.model_error, ModelErrorTerm | FieldAnalysis
+        ):
             raise ConfigError(
-                f"LEVDA.model_error={self.model_error!r}: expected ModelErrorTerm() or None"
+                f"LEVDA.model_error={self.model_error!r}: expected ModelErrorTerm(), "
+                "FieldAnalysis() or None"
             )
         hybrid = self.static_covariance
         if hybrid is not None and not isinstance(hybrid, HybridCovariance):
@@ -188,12 +196,18 @@ class LEVDA(Method):
                 "do on a convex cost. Use member_mode=RandomizedMaximumLikelihood() or "
                 "Inflation(additive > 0)"
             ) from err
+        residuals = None
+        if isinstance(self.model_error, FieldAnalysis):
+            with torch.no_grad():
+                decoded = observe(model, res.z_analysis, obs_w, model.prepare_points(obs_w.points))
+            residuals = window_residuals(decoded, obs_w, window.anchor, seed)
         return single(
             window.anchor,
             res.z_analysis,
             {k: getattr(res, k).detach().cpu().numpy() for k in DIAGNOSTICS},
             res.n_obs,
             np.stack([t.detach().cpu().double().numpy() for t in res.excess]),
+            residuals,
         )
 
 

@@ -1,0 +1,408 @@
+"""The field analysis of what the surrogate leaves unexplained: option, residuals, weights.
+
+After a window's analysis, the residuals it leaves at the observations,
+``d_k = y + eta_k - H(x_k)`` per member (``eta_k`` perturbations of the observations
+centred over the members, so that the mean residual is that of the unperturbed
+``y``), are analysed onto the output fields by optimal interpolation with a
+model-error covariance ``Q`` (:mod:`xlevda.core.field_analysis`):
+``dx_k = Q H^T (H Q H^T + R)^-1 d_k``.  A window's task keeps its
+:class:`Residuals` (small: observations x members); once the case's cycle is done,
+:func:`case_increments` estimates ``Q`` and solves every window's system
+(:func:`~xlevda.core.field_analysis.window_gain`); each decoded block then adds
+``Q(output points, observations) W`` (:meth:`FieldIncrements.block`), chunk by chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from xlevda.core.field_analysis import Gain, Metric, field_increment, fit_length_scale, window_gain
+from xlevda.core.rng import generator
+from xlevda.core.window import ObsWindow
+from xlevda.errors import ConfigError
+from xlevda.surrogates.schema import SurrogateSchema
+
+__all__ = [
+    "FieldAnalysis",
+    "FieldIncrements",
+    "Residuals",
+    "case_increments",
+    "innovation_variance",
+    "metric_of",
+    "window_residuals",
+]
+
+PERTURBATION_STREAM = 2
+"""Stream of the window seed for the field analysis' observation perturbations."""
+
+
+def _positive(name: str, value, none_ok: bool = True) -> None:
+    if value is None and none_ok:
+        return
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or value <= 0:
+        raise ConfigError(f"FieldAnalysis.{name}={value!r}: expected a finite number > 0 or None")
+
+
+@dataclass(frozen=True)
+class FieldAnalysis:
+    """Optimal interpolation of the analysis' residuals onto the output fields.
+
+    Replaces :class:`~xlevda.model_error.ModelErrorTerm`'s white draws as
+    ``LEVDA(model_error=FieldAnalysis())``; :class:`~xlevda.methods.OI` is the same
+    analysis of a constant background.  ``Q`` is, per variable, a variance times a
+    Gaspari-Cohn correlation in space; zero between variables.  An output time
+    takes the increments of observations near it in time: those of the window that
+    supplies it (``window_index``) at the observation time nearest to it, or within
+    ``time_scale`` of it, analysed as simultaneous (so that a propagating error is
+    not averaged over the window).  Far from those observations the field is the
+    surrogate's; as they densify it follows them.  Members take their own
+    residuals against centred perturbed observations (randomized maximum
+    likelihood's), so the members' mean increment is that of the unperturbed
+    observations; the perturbations come from the seed ``(window seed, 2)``.
+    The increments leave the model-error variance ``diag(Q - K H Q)``
+    (``K = Q H^T (H Q H^T + R)^-1``) unexplained, of which the perturbed
+    observations give the members ``diag(K R K^T)``; with ``draws`` the rest,
+    ``max(0, diag(Q - K H Q - K R K^T))``, is added as independent normal draws per
+    point (as :class:`~xlevda.model_error.ModelErrorTerm` adds ``v``, with its keys),
+    so that the members' variance is the analysis' error variance: ``v`` far from
+    the observations, about the observation error at a densely observed point.
+
+    Distances are physical: km on the sphere and for latitude/longitude
+    coordinates (regional grids: coordinates with units ``degrees_north`` /
+    ``degrees_east`` or named lat/latitude and lon/longitude), otherwise the
+    coordinates' own units (the normalized box scaled back).
+
+    Attributes
+    ----------
+    length_scale : float, optional
+        Support radius of the spatial correlation (0 from there on), in those
+        units.  ``None``: fitted per variable to the mean residuals' covariance
+        binned by distance (pairs of one window, time and variable;
+        :func:`~xlevda.core.field_analysis.fit_correlation`, pooled over windows); a
+        variable without pairs at positive distances gets increments only at its
+        observed points.
+    variance : mapping of str to float, optional
+        ``v`` per variable (its units squared).  ``None``: the method's estimate where
+        it has one (LEVDA: the pooled ``observed_excess`` level per window, as
+        :class:`~xlevda.model_error.ModelErrorTerm`), otherwise the residuals' mean
+        square less the observation error variance (:func:`innovation_variance`).
+        A variable left out of the mapping gets no increment.
+    time_scale : float, optional
+        In the surrogate's time units (``schema.time_units``; seconds for datetime
+        axes): an output time takes its window's observations within this time of
+        it (the nearest observation time if none is).  ``None`` (default): the
+        observations of the nearest observation time (ties: the earlier).
+    draws : bool
+        Add the model-error variance the increments leave (default), or not.
+
+    Examples
+    --------
+    >>> FieldAnalysis(length_scale=300.0).draws
+    True
+    """
+
+    length_scale: float | None = None
+    variance: Mapping[str, float] | None = field(default=None, hash=False)
+    time_scale: float | None = None
+    draws: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("length_scale", self.length_scale)
+        _positive("time_scale", self.time_scale)
+        if not isinstance(self.draws, bool):
+            raise ConfigError(f"FieldAnalysis.draws={self.draws!r}: expected a bool")
+        if self.variance is not None:
+            if not isinstance(self.variance, Mapping):
+                raise ConfigError(
+                    f"FieldAnalysis.variance={self.variance!r}: expected a mapping of variable "
+                    "names to variances, or None"
+                )
+            for k, v in self.variance.items():
+                ok = isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+                if not isinstance(k, str) or not ok or v < 0:
+                    raise ConfigError(
+                        f"FieldAnalysis.variance[{k!r}]={v!r}: expected a finite number >= 0"
+                    )
+
+
+@dataclass(frozen=True)
+class Residuals:
+    """One window's residuals at its observations (normalized units, numpy).
+
+    Attributes
+    ----------
+    points : ndarray (M, n_coords)
+        Normalized positions; ``channel`` (M,) variable index; ``group`` (M,)
+        observation time index; ``time`` (M,) latent time (steps from frame 0).
+    noise : ndarray (M,)
+        Observation error variances.
+    member : ndarray (M, K)
+        ``y + eta_k - H(x_k)`` (perturbations centred over the members).
+    mean : ndarray (M,)
+        ``y - mean_k H(x_k)``: the members' mean of ``member``.
+    background : ndarray (C,), optional
+        A constant background per channel (OI), else ``None``.
+    """
+
+    points: np.ndarray
+    channel: np.ndarray
+    group: np.ndarray
+    time: np.ndarray
+    noise: np.ndarray
+    member: np.ndarray
+    mean: np.ndarray
+    background: np.ndarray | None = None
+
+
+def window_residuals(
+    decoded: Tensor,
+    window: ObsWindow,
+    anchor: int,
+    seed: int,
+    background: np.ndarray | None = None,
+) -> Residuals:
+    """:class:`Residuals` of members ``decoded`` (K, T_o, P, C) at ``window``'s observations.
+
+    ``anchor``: the latent index of the window's step 0.
+
+    ``seed`` keys the perturbations ``eta_k ~ N(0, R)``, centred over the members and
+    scaled by ``sqrt(K / (K - 1))`` (so their covariance stays ``R``).
+    """
+    t, p, c = (window.weight > 0).nonzero(as_tuple=True)
+    k = decoded.shape[0]
+    noise = 1 / window.weight[t, p, c].double()
+    gen = generator(seed, PERTURBATION_STREAM, device=decoded.device)
+    eta = torch.randn(len(t), k, generator=gen, dtype=torch.float64, device=decoded.device)
+    eta = (eta - eta.mean(1, keepdim=True)) * (noise[:, None] * k / max(k - 1, 1)).sqrt()
+    fit = decoded[:, t, p, c].double().T  # (M, K)
+    mean = window.values[t, p, c].double() - fit.mean(1)
+    member = mean[:, None] + eta - (fit - fit.mean(1, keepdim=True))
+
+    def np_(x: Tensor) -> np.ndarray:
+        return x.detach().cpu().numpy()
+
+    times = window.step.double() + window.frac.double() + anchor
+    return Residuals(
+        np_(window.points[t, p].double()),
+        np_(c),
+        np_(t),
+        np_(times[t]),
+        np_(noise),
+        np_(member),
+        np_(mean),
+        background,
+    )
+
+
+def metric_of(schema: SurrogateSchema) -> Metric:
+    """Physical distances for the surrogate's coordinates (see :class:`FieldAnalysis`).
+
+    Examples
+    --------
+    >>> metric_of(SurrogateSchema.minimal(3, coords=("x", "y"))).kind
+    'plane'
+    """
+    norm = schema.coord_norm
+    if schema.geometry == "sphere":
+        return Metric("sphere", norm.offset, norm.scale)
+    names = [c.lower() for c in schema.coords]
+    units = [str(a.get("units", "")) for a in schema.coord_attrs]
+
+    def find(unit: str, words: tuple[str, ...]) -> int | None:
+        hits = [i for i, (n, u) in enumerate(zip(names, units, strict=True)) if u == unit]
+        hits = hits or [i for i, n in enumerate(names) if n in words]
+        return hits[0] if hits else None
+
+    lat = find("degrees_north", ("lat", "latitude"))
+    lon = find("degrees_east", ("lon", "longitude"))
+    if len(names) == 2 and lat is not None and lon is not None and lat != lon:
+        return Metric("latlon", norm.offset, norm.scale, (lat, lon))
+    return Metric("plane", norm.offset, norm.scale)
+
+
+@dataclass(frozen=True)
+class FieldIncrements:
+    """A case's field analysis: the :class:`Gain` of every set of observations used.
+
+    Attributes
+    ----------
+    gains : tuple of tuple of (Gain or None)
+        Per set of observations (a slot), per channel (``None``: none of the channel).
+    slot : ndarray (T,)
+        The slot of each output time.
+    variance : ndarray (S, C)
+        ``v`` per slot and channel (normalized units).
+    length : ndarray (C,)
+        Support radius per channel (physical units of ``metric``).
+    metric : Metric
+    background : ndarray (S, C), optional
+        A constant background per slot and channel (OI).
+    draws : bool
+        Whether :meth:`block` returns the standard deviations of the draws.
+    """
+
+    gains: tuple[tuple[Gain | None, ...], ...]
+    slot: np.ndarray
+    variance: np.ndarray
+    length: np.ndarray
+    metric: Metric
+    background: np.ndarray | None
+    draws: bool
+
+    def block(
+        self, channel: int, points: Tensor, times: slice, members: slice
+    ) -> tuple[Tensor, Tensor | None]:
+        """Increments (t, k, P) at the output ``times`` for ``members``.
+
+        With the draws, also their standard deviations (t, P), else ``None``.
+        """
+        slots = self.slot[times]
+        n_k = members.stop - members.start
+        f64 = {"dtype": torch.float64, "device": points.device}
+        inc = torch.zeros(len(slots), n_k, points.shape[0], **f64)
+        std = torch.zeros(len(slots), points.shape[0], **f64) if self.draws else None
+        for s in np.unique(slots):
+            rows = torch.as_tensor(np.nonzero(slots == s)[0], device=points.device)
+            gain, v = self.gains[s][channel], float(self.variance[s, channel])
+            if self.background is not None:
+                inc[rows] += float(self.background[s, channel])
+            if gain is None:
+                if std is not None:
+                    std[rows] = v**0.5
+                continue
+            sub = Gain(gain.points, gain.weights[:, members], gain.explained, gain.perturbed)
+            increment, post, pert = field_increment(
+                points, sub, v, float(self.length[channel]), self.metric
+            )
+            inc[rows] += increment
+            if std is not None:
+                std[rows] = (post - pert).clamp_min(0).sqrt()
+        return inc, std
+
+
+def _near(time: np.ndarray, t: float, time_scale: float | None) -> np.ndarray:
+    """Rows of observation ``time`` within ``time_scale`` of ``t``, else of the nearest time."""
+    if time_scale is not None and (near := np.abs(time - t) <= time_scale).any():
+        return near
+    times = np.unique(time)
+    return time == times[np.argmin(np.abs(times - t))]
+
+
+def _fitted_lengths(residuals: list[Residuals], variance: np.ndarray, metric: Metric) -> np.ndarray:
+    """Per channel the support fitted to the mean residuals of all windows, (C,).
+
+    ``variance`` (C,): the channel's model-error variance (its mean over windows).
+    """
+    out = np.zeros(len(variance))
+    for c in range(len(variance)):
+        parts = [(w, r, r.channel == c) for w, r in enumerate(residuals)]
+        parts = [(w, r, m) for w, r, m in parts if m.any()]
+        if parts:
+            out[c] = fit_length_scale(
+                torch.as_tensor(np.concatenate([r.points[m] for _, r, m in parts])),
+                torch.as_tensor(np.concatenate([r.group[m] + 1_000_000 * w for w, r, m in parts])),
+                torch.as_tensor(np.concatenate([r.mean[m] for _, r, m in parts])),
+                torch.as_tensor(np.concatenate([r.noise[m] for _, r, m in parts])),
+                float(variance[c]),
+                metric,
+            )
+    return out
+
+
+def innovation_variance(residuals: list[Residuals], n_channels: int) -> np.ndarray:
+    """Per channel ``max(0, mean d^2 - mean sigma^2)`` over all windows' mean residuals (C,).
+
+    For residuals from a background whose error has variance ``v`` at the observed
+    points, ``E d^2 = v + sigma^2``.
+
+    Examples
+    --------
+    >>> zero = np.zeros(2, int)
+    >>> r = Residuals(np.zeros((2, 1)), zero, zero, zero, np.ones(2), np.zeros((2, 1)),
+    ...               np.array([2.0, -2.0]))
+    >>> innovation_variance([r], 1).tolist()  # 4 - 1
+    [3.0]
+    """
+    channel = np.concatenate([r.channel for r in residuals])
+    sq = np.concatenate([r.mean**2 - r.noise for r in residuals])
+    total = np.bincount(channel, sq, n_channels)
+    count = np.bincount(channel, minlength=n_channels)
+    return np.clip(total / np.maximum(count, 1), 0.0, None)
+
+
+def _slots(residuals, out_times, which, time_scale) -> tuple[list, np.ndarray]:
+    """The distinct (window, rows) sets the output times use, and each time's set."""
+    sets: dict[tuple[int, bytes], int] = {}
+    chosen, slot = [], np.zeros(len(out_times), dtype=np.int64)
+    for i, (t, w) in enumerate(zip(out_times, which, strict=True)):
+        rows = _near(residuals[w].time, float(t), time_scale)
+        key = (int(w), np.packbits(rows).tobytes())
+        if key not in sets:
+            sets[key] = len(chosen)
+            chosen.append((int(w), rows))
+        slot[i] = sets[key]
+    return chosen, slot
+
+
+def case_increments(
+    residuals: tuple[Residuals, ...],
+    window_variance: np.ndarray | None,
+    config: FieldAnalysis,
+    schema: SurrogateSchema,
+    out_times: np.ndarray,
+    which: np.ndarray,
+) -> FieldIncrements:
+    """Estimate ``Q`` for a case and solve each output time's system (eagerly: small).
+
+    ``window_variance`` (W, C): the method's own variance estimate (normalized), used
+    where ``config.variance`` is ``None``; without it, :func:`innovation_variance`.
+    ``out_times`` (T,): the output times in latent steps; ``which`` (T,) the window
+    supplying each.
+    """
+    metric, n_ch = metric_of(schema), schema.n_channels
+    if config.variance is not None:
+        scale = np.asarray(schema.output_norm.scale, float)
+        given = [config.variance.get(v, 0.0) for v in schema.variables]
+        variance = np.tile(np.asarray(given, float) / scale**2, (len(residuals), 1))
+    elif window_variance is not None:
+        variance = np.clip(np.nan_to_num(window_variance, nan=0.0), 0.0, None)
+    else:
+        variance = np.tile(innovation_variance(list(residuals), n_ch), (len(residuals), 1))
+    if config.length_scale is None:
+        length = _fitted_lengths(list(residuals), variance.mean(0), metric)
+    else:
+        length = np.full(n_ch, float(config.length_scale))
+    tsc = None if config.time_scale is None else config.time_scale / schema.time_step
+    chosen, slot = _slots(residuals, out_times, which, tsc)
+    gains = []
+    for w, near in chosen:
+        r = residuals[w]
+        per_channel: list[Gain | None] = []
+        for c in range(n_ch):
+            rows = near & (r.channel == c)
+            per_channel.append(
+                window_gain(
+                    torch.as_tensor(r.points[rows]),
+                    torch.as_tensor(r.noise[rows]),
+                    torch.as_tensor(r.member[rows]),
+                    float(variance[w, c]),
+                    float(length[c]),
+                    metric,
+                )
+                if rows.any()
+                else None
+            )
+        gains.append(tuple(per_channel))
+    windows = [w for w, _ in chosen]
+    background = None
+    if residuals[0].background is not None:
+        background = np.stack([residuals[w].background for w in windows])
+    return FieldIncrements(
+        tuple(gains), slot, variance[windows], length, metric, background, config.draws
+    )
