@@ -309,7 +309,9 @@ def test_bad_input():
         EnSF(inflation=1.1)
     with pytest.raises(ConfigError, match=r"additive inflation is not supported by the EnSF"):
         EnSF(inflation=Inflation(additive=0.1))
-    with pytest.raises(ConfigError, match=r"EnSF.obs_scale=0 is out of range"):
+    with pytest.raises(
+        ConfigError, match=r"EnSF.obs_scale must be a finite number in \(0.0, inf\), got 0"
+    ):
         EnSF(obs_scale=0)
     with pytest.raises(ConfigError, match=r"EnSF.ensf=3 is invalid: use EnSFConfig"):
         EnSF(ensf=3)
@@ -317,7 +319,7 @@ def test_bad_input():
         FourDEnVar(inflation=1.1)
     with pytest.raises(ConfigError, match=r"FourDEnVar.localization=2\.0: expected Localization"):
         FourDEnVar(localization=2.0)
-    with pytest.raises(ConfigError, match=r"FourDEnVar.outer_loops=0 is out of range"):
+    with pytest.raises(ConfigError, match=r"FourDEnVar.outer_loops must be an integer >= 1, got 0"):
         FourDEnVar(outer_loops=0)
     with pytest.raises(ConfigError, match=r"FourDEnVar.outer_loops=2 with localization is not"):
         FourDEnVar(localization=Localization(2.0), outer_loops=2)

@@ -12,8 +12,8 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
-from xlevda._validate import is_int
 from xlevda.errors import ConfigError
+from xlevda.validate import is_int
 
 __all__ = ["WindowLength", "check_window", "duration"]
 

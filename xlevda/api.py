@@ -195,7 +195,7 @@ def assimilate(
     horizon = {}
     if is_learned(model, method):
         horizon = horizon_attrs(grid.times, step + frac, model.schema, grid.time)
-    cycles = run_cases(method, model, initial, tables, int(step.max()), run)
+    cycles = run_cases(method, model, initial, tables, run)
     checks = [check_cycle(cycle, model, method) for cycle in cycles]
     warn_cycles(checks, model.schema, method)
     results = []

@@ -60,14 +60,11 @@ class Window:
         Latent index of the window-initial state.
     obs : ObsTable
         The window's observations.
-    last_step : int
-        The last latent step the output needs.
     """
 
     index: int
     anchor: int
     obs: ObsTable
-    last_step: int
 
 
 @dataclass(frozen=True)

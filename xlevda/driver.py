@@ -80,14 +80,13 @@ def _chain(
     model: Delayed,
     initial: Ensemble,
     table: ObsTable,
-    last_step: int,
     run: RunOptions,
 ) -> Delayed:
     """The windows of one case as a chain of dask tasks, each taking the previous analysis."""
     previous: Delayed | Ensemble = initial
     analyses = []
     for w, planned in enumerate(method.plan(table, initial.anchor)):
-        window = Window(w, planned.anchor, table.select(planned.rows), last_step)
+        window = Window(w, planned.anchor, table.select(planned.rows))
         previous = dask.delayed(_analyse, pure=False)(method, model, window, previous, run)
         analyses.append(previous)
     return dask.delayed(assemble, pure=False)(analyses, method.diagnostics, run.seed)
@@ -98,7 +97,6 @@ def run_cases(
     model: Surrogate,
     initial: Ensemble,
     tables: list[ObsTable],
-    last_step: int,
     run: RunOptions,
 ) -> tuple[Cycle, ...]:
     """Every case's cycle, computed; case ``c`` with seed ``run.seed + c``.
@@ -112,15 +110,13 @@ def run_cases(
         Every case's initial ensemble.
     tables : list of ObsTable
         Each case's observations.
-    last_step : int
-        The last latent step of the output.
     run : RunOptions
         Resolved.
     """
     model_task = dask.delayed(model, pure=False)
     return dask.compute(
         *[
-            _chain(method, model_task, initial, t, last_step, replace(run, seed=run.seed + c))
+            _chain(method, model_task, initial, t, replace(run, seed=run.seed + c))
             for c, t in enumerate(tables)
         ]
     )

@@ -7,8 +7,8 @@ from typing import Literal
 
 import torch
 
-from xlevda._validate import is_int
 from xlevda.errors import ConfigError
+from xlevda.validate import is_int
 
 __all__ = ["OutputChunks", "RunDefaults", "RunOptions"]
 

@@ -158,17 +158,25 @@ def test_gaussian_likelihood_score_closed_form():
 
 
 def test_config_errors():
-    with pytest.raises(ConfigError, match="steps=0"):
+    with pytest.raises(ConfigError, match="steps must be an integer >= 1, got 0"):
         EnSFConfig(steps=0)
-    with pytest.raises(ConfigError, match=r"eps_alpha=0\.0"):
+    with pytest.raises(
+        ConfigError, match=r"eps_alpha must be a finite number in \(0.0, 1.0\], got 0\.0"
+    ):
         EnSFConfig(eps_alpha=0.0)
-    with pytest.raises(ConfigError, match=r"eps_beta=1\.0"):
+    with pytest.raises(
+        ConfigError, match=r"eps_beta must be a finite number in \[0.0, 1.0\), got 1\.0"
+    ):
         EnSFConfig(eps_beta=1.0)
-    with pytest.raises(ConfigError, match=r"eps_beta=-0\.1"):
+    with pytest.raises(
+        ConfigError, match=r"eps_beta must be a finite number in \[0.0, 1.0\), got -0\.1"
+    ):
         EnSFConfig(eps_beta=-0.1)
     with pytest.raises(ConfigError, match="damping='linear'"):
         EnSFConfig(damping="linear")
-    with pytest.raises(ConfigError, match="score_clip=0"):
+    with pytest.raises(
+        ConfigError, match=r"score_clip must be a finite number in \(0.0, inf\), got 0"
+    ):
         EnSFConfig(score_clip=0)
 
 

@@ -239,7 +239,7 @@ def test_gaspari_cohn_shape():
 
 
 def test_config_errors():
-    with pytest.raises(ConfigError, match="outer_loops=0"):
+    with pytest.raises(ConfigError, match="outer_loops must be an integer >= 1, got 0"):
         check_outer_loops(0, None)
     with pytest.raises(ConfigError, match="outer_loops=2 with localization is not supported"):
         check_outer_loops(2, Localization(2.0))
@@ -281,9 +281,11 @@ def test_input_errors():
         fourdenvar(ens, model, observe, win, localization=2.0)
     with pytest.raises(ConfigError, match=r"inflation=1\.1 is invalid"):
         fourdenvar(ens, model, observe, win, inflation=1.1)
-    with pytest.raises(ConfigError, match="outer_loops=0"):
+    with pytest.raises(ConfigError, match="outer_loops must be an integer >= 1, got 0"):
         fourdenvar(ens, model, observe, win, outer_loops=0)
     with pytest.raises(ConfigError, match="outer_loops=2 with localization is not supported"):
         fourdenvar(ens, model, observe, win, localization=Localization(2.0), outer_loops=2)
-    with pytest.raises(ConfigError, match="seed=-1 is invalid"):
+    with pytest.raises(
+        ConfigError, match=r"seed must be an int >= 0 or a torch\.Generator, got -1"
+    ):
         fourdenvar(ens, model, observe, win, seed=-1)

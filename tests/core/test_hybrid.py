@@ -240,16 +240,36 @@ def test_rollout_square_root_is_the_spread_about_each_frame_mean():
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
-        (lambda: HybridCovariance(ensemble_weight=-1.0), ConfigError, r"ensemble_weight=-1.0"),
-        (lambda: HybridCovariance(static_weight=math.inf), ConfigError, r"static_weight=inf"),
-        (lambda: HybridCovariance(static_weight="1"), ConfigError, r"static_weight='1'"),
+        (
+            lambda: HybridCovariance(ensemble_weight=-1.0),
+            ConfigError,
+            r"ensemble_weight must be a finite number in \[0.0, inf\), got -1.0",
+        ),
+        (
+            lambda: HybridCovariance(static_weight=math.inf),
+            ConfigError,
+            r"static_weight must be a finite number in \[0.0, inf\), got inf",
+        ),
+        (
+            lambda: HybridCovariance(static_weight="1"),
+            ConfigError,
+            r"static_weight must be a finite number in \[0.0, inf\), got '1'",
+        ),
         (
             lambda: HybridCovariance(ensemble_weight=0, static_weight=0),
             ConfigError,
             r"leaves no prior covariance",
         ),
-        (lambda: HybridCovariance(rank=0), ConfigError, r"HybridCovariance.rank=0"),
-        (lambda: HybridCovariance(samples=1), ConfigError, r"HybridCovariance.samples=1"),
+        (
+            lambda: HybridCovariance(rank=0),
+            ConfigError,
+            r"HybridCovariance.rank must be an integer >= 1, got 0",
+        ),
+        (
+            lambda: HybridCovariance(samples=1),
+            ConfigError,
+            r"HybridCovariance.samples must be an integer >= 2, got 1",
+        ),
         (lambda: HybridCovariance(parameters=1), ConfigError, r"parameters=1 is invalid"),
         (lambda: static_square_root(torch.zeros(1, 3), 2), ShapeError, r"at least 2 samples"),
         (

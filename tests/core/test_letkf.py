@@ -210,11 +210,13 @@ def test_lorenz96_filter_tracks_the_truth(k, inflation, radius):
 
 def test_bad_input_raises():
     f, y, hf, std = random_problem(8)
-    with pytest.raises(ConfigError, match=r"inflation=0.9 is out of range: must be a number in"):
+    with pytest.raises(
+        ConfigError, match=r"inflation must be a finite number in \[1.0, inf\), got 0.9"
+    ):
         letkf_analysis(f, y, hf, std, inflation=0.9)
-    with pytest.raises(ConfigError, match=r"inflation=nan is out of range"):
+    with pytest.raises(ConfigError, match=r"inflation must be a finite number in .*, got nan"):
         letkf_analysis(f, y, hf, std, inflation=float("nan"))
-    with pytest.raises(ConfigError, match=r"radius=0 is out of range: must be a number in \(0"):
+    with pytest.raises(ConfigError, match=r"radius must be a finite number in \(0.0, inf\), got 0"):
         letkf_analysis(f, y, hf, std, radius=0, distances=torch.zeros(5, 4))
     with pytest.raises(ConfigError, match=r"radius = 2.0 needs distances"):
         letkf_analysis(f, y, hf, std, radius=2.0)

@@ -749,22 +749,22 @@ def _broken_decoder(sur):
         (
             lambda s, w, z: solve_window(s, z, w, noise_seed="abc"),
             ConfigError,
-            r"noise_seed='abc' is invalid",
+            r"noise_seed must be an int >= 0 or a torch\.Generator, got 'abc'",
         ),
         (
             lambda s, w, z: solve_window(s, z, w, noise_seed=True),
             ConfigError,
-            r"noise_seed=True is invalid",
+            r"noise_seed must be an int >= 0 or a torch\.Generator, got True",
         ),
         (
             lambda s, w, z: solve_window(s, z, w, noise_seed=-3),
             ConfigError,
-            r"noise_seed=-3 is invalid",
+            r"noise_seed must be an int >= 0 or a torch\.Generator, got -3",
         ),
         (
             lambda s, w, z: solve_window(s, z, w, inflation_seed=1.5),
             ConfigError,
-            r"seed=1.5 is invalid: use an int >= 0",
+            r"seed must be an int >= 0 or a torch\.Generator, got 1.5",
         ),
         (
             lambda s, w, z: solve_window(_broken_decoder(s), z, w),
@@ -798,7 +798,7 @@ def test_bad_solve_input(call, error, match):
         (lambda: Inflation(additive=None), r"Inflation.additive=None is invalid"),
         (
             lambda: EnsembleSubspace.from_ensemble(random_ensemble(3, 2), seed=1.5),
-            r"seed=1.5 is invalid: use an int >= 0",
+            r"seed must be an int >= 0 or a torch\.Generator, got 1.5",
         ),
         (lambda: RML(start="kalman"), r"RandomizedMaximumLikelihood.start='kalman' is invalid"),
         (

@@ -175,14 +175,29 @@ def test_float32_default_tolerances_converge():
 @pytest.mark.parametrize(
     ("factory", "match"),
     [
-        (lambda: LBFGSConfig(max_iter=0), r"LBFGSConfig.max_iter=0 is out of range"),
-        (lambda: LBFGSConfig(history=1.5), r"LBFGSConfig.history=1.5"),
-        (lambda: LBFGSConfig(tol_grad=-1.0), r"LBFGSConfig.tol_grad=-1.0"),
+        (lambda: LBFGSConfig(max_iter=0), r"LBFGSConfig.max_iter must be an integer >= 1, got 0"),
+        (lambda: LBFGSConfig(history=1.5), r"LBFGSConfig.history must be an integer >= 1, got 1.5"),
+        (
+            lambda: LBFGSConfig(tol_grad=-1.0),
+            r"LBFGSConfig.tol_grad must be a number in \[0.0, inf\], got -1.0",
+        ),
         (lambda: LBFGSConfig(c1=0.5, c2=0.4), r"need 0 < c1 < c2 < 1"),
-        (lambda: LBFGSConfig(line_search_max=True), r"line_search_max=True"),
-        (lambda: GaussNewtonConfig(damping0=0.0), r"damping0=0.0 is out of range"),
-        (lambda: GaussNewtonConfig(tol_cost=float("nan")), r"tol_cost=nan"),
-        (lambda: GaussNewtonConfig(damping_max=1e-9), r"damping_max=1e-09 is out of range"),
+        (
+            lambda: LBFGSConfig(line_search_max=True),
+            r"line_search_max must be an integer >= 1, got True",
+        ),
+        (
+            lambda: GaussNewtonConfig(damping0=0.0),
+            r"damping0 must be a number in \(0.0, inf\], got 0.0",
+        ),
+        (
+            lambda: GaussNewtonConfig(tol_cost=float("nan")),
+            r"tol_cost must be a number in \[0.0, inf\], got nan",
+        ),
+        (
+            lambda: GaussNewtonConfig(damping_max=1e-9),
+            r"damping_max must be a number in \[1e-06, inf\], got 1e-09",
+        ),
     ],
 )
 def test_config_errors(factory, match):

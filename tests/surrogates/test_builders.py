@@ -16,8 +16,8 @@ from xlevda.surrogates.decoder_configs import (
     SeparableDecoderConfig,
 )
 from xlevda.surrogates.decoders import CosineDecoder, MLPDecoder, SeparableDecoder
-from xlevda.surrogates.validators import check_choice, check_float, check_int
 from xlevda.surrogates.vector_fields import ImpulseLinearField, VectorFieldNet
+from xlevda.validate import check_choice, check_int, check_real
 
 
 @pytest.mark.parametrize(
@@ -65,10 +65,10 @@ def test_validators_name_the_field_and_the_valid_range():
     check_int("n", 2, 1, 3)
     with pytest.raises(ConfigError, match=r"^n must be an integer in \[1, 3\], got True$"):
         check_int("n", True, 1, 3)
-    check_float("x", 1.0, 0.0, 1.0)
+    check_real("x", 1.0, 0.0, 1.0)
     with pytest.raises(ConfigError, match=r"^x must be a finite number in \[0.0, 1.0\), got 1.0$"):
-        check_float("x", 1.0, 0.0, 1.0, hi_open=True)
+        check_real("x", 1.0, 0.0, 1.0, high_open=True)
     with pytest.raises(ConfigError, match=r"got nan"):
-        check_float("x", math.nan, 0.0)
+        check_real("x", math.nan, 0.0)
     with pytest.raises(ConfigError, match=r"^k must be one of \('a', 'b'\), got 'c'$"):
         check_choice("k", "c", ("a", "b"))

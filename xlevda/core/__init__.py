@@ -18,7 +18,7 @@ From the surrogates it sees the protocols of :mod:`xlevda.surrogates.protocol` a
   :mod:`~xlevda.core.envar` (4DEnVar), :mod:`~xlevda.core.taper` (Gaspari-Cohn).
 - Options every method shares: :mod:`~xlevda.core.inflation`,
   :mod:`~xlevda.core.localization`.
-- Shared: :mod:`~xlevda.core.rng` (random streams from a seed),
-  :mod:`~xlevda.core.validate` (config checks), :mod:`~xlevda.core.misfit`,
+- Shared: :mod:`~xlevda.core.rng` (random streams from a seed, the seed check),
+  :mod:`~xlevda.core.misfit`,
   :mod:`~xlevda.core.prior` (parameters drawn over a range).
 """

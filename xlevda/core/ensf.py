@@ -67,8 +67,8 @@ from xlevda.core.scores import (
     mixture_posterior_mean,
     tweedie_score,
 )
-from xlevda.core.validate import check_int, check_real
 from xlevda.errors import ConfigError, ShapeError, VariableError
+from xlevda.validate import check_int, check_real
 
 __all__ = [
     "Damping",
@@ -154,17 +154,15 @@ class EnSFConfig:
 
     def __post_init__(self) -> None:
         check_int("EnSFConfig.steps", self.steps, 1)
-        check_real("EnSFConfig.eps_alpha", self.eps_alpha, 0.0, 1.0, open_low=True, finite=True)
-        check_real("EnSFConfig.eps_beta", self.eps_beta, 0.0, 1.0, finite=True)
-        if self.eps_beta == 1.0:
-            raise ConfigError("EnSFConfig.eps_beta=1.0 is out of range: must be < 1")
+        check_real("EnSFConfig.eps_alpha", self.eps_alpha, 0.0, 1.0, low_open=True)
+        check_real("EnSFConfig.eps_beta", self.eps_beta, 0.0, 1.0, high_open=True)
         if not isinstance(self.damping, LinearDamping | NoDamping | TweedieLikelihood):
             raise ConfigError(
                 f"EnSFConfig.damping={self.damping!r} is invalid: use LinearDamping(), "
                 "NoDamping() or TweedieLikelihood()"
             )
         if self.score_clip is not None:
-            check_real("EnSFConfig.score_clip", self.score_clip, 0.0, open_low=True, finite=True)
+            check_real("EnSFConfig.score_clip", self.score_clip, 0.0, low_open=True)
 
 
 def ensf_analysis(
@@ -322,8 +320,8 @@ def scaled_ensf_analysis(
     ensf = EnSFConfig() if ensf is None else ensf
     if not isinstance(ensf, EnSFConfig):
         raise ConfigError(f"ensf={ensf!r} is invalid: use EnSFConfig(...)")
-    check_real("obs_scale", obs_scale, 0.0, open_low=True, finite=True)
-    check_real("inflation", inflation, 1.0, finite=True)
+    check_real("obs_scale", obs_scale, 0.0, low_open=True)
+    check_real("inflation", inflation, 1.0)
     if not isinstance(forecast, Tensor) or forecast.ndim != 2 or not forecast.is_floating_point():
         raise ShapeError(f"forecast must be a floating tensor (K, d), got {forecast!r}")
     d = forecast.shape[1]

@@ -71,11 +71,12 @@ from torch import Tensor
 
 from xlevda.core.inflation import Inflation
 from xlevda.core.localization import Localization
+from xlevda.core.rng import check_seed
 from xlevda.core.subspace import EnsembleSubspace
 from xlevda.core.taper import gaspari_cohn
-from xlevda.core.validate import check_int, check_seed
 from xlevda.core.window import ObsWindow
 from xlevda.errors import ConfigError, ShapeError, VariableError
+from xlevda.validate import check_int
 
 __all__ = ["FourDEnVarResult", "check_outer_loops", "fourdenvar"]
 
@@ -97,7 +98,7 @@ def check_outer_loops(
     >>> check_outer_loops(0, None)
     Traceback (most recent call last):
     ...
-    xlevda.errors.ConfigError: outer_loops=0 is out of range: must be an integer >= 1
+    xlevda.errors.ConfigError: outer_loops must be an integer >= 1, got 0
     """
     check_int(name, outer_loops, 1)
     if localization is not None and outer_loops > 1:

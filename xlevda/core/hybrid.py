@@ -28,9 +28,9 @@ import torch
 from torch import Tensor
 
 from xlevda.core.dynamics import trajectory
-from xlevda.core.validate import check_int, check_real
 from xlevda.errors import ConfigError, ShapeError, VariableError
 from xlevda.surrogates.protocol import Surrogate
+from xlevda.validate import check_int, check_real
 
 __all__ = [
     "STATIC_STREAM",
@@ -85,7 +85,7 @@ class HybridCovariance:
 
     def __post_init__(self) -> None:
         for name in ("ensemble_weight", "static_weight"):
-            check_real(f"HybridCovariance.{name}", getattr(self, name), 0.0, finite=True)
+            check_real(f"HybridCovariance.{name}", getattr(self, name), 0.0)
         if self.ensemble_weight == 0 and self.static_weight == 0:
             raise ConfigError(
                 "HybridCovariance(ensemble_weight=0, static_weight=0) leaves no prior "

@@ -63,7 +63,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from xlevda._validate import is_int, is_positive
 from xlevda.core.dynamics import trajectory
 from xlevda.core.ensf import EnSFConfig, ensf_analysis
 from xlevda.core.prior import prior_params
@@ -71,6 +70,7 @@ from xlevda.core.rng import generator
 from xlevda.core.scores import gaussian_likelihood_score
 from xlevda.errors import ConfigError, ShapeError
 from xlevda.surrogates.protocol import LatentEncoder, SensorNetwork, Surrogate
+from xlevda.validate import is_int, is_positive
 
 __all__ = [
     "LDEnSFConfig",

@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 
 from xlevda.core.taper import gaspari_cohn
-from xlevda.core.validate import check_real
 from xlevda.errors import ConfigError, ObservationError, ShapeError
+from xlevda.validate import check_real
 
 __all__ = ["letkf_analysis"]
 
@@ -73,7 +73,7 @@ def _check_inputs(forecast, obs, obs_forecast, obs_std, inflation, radius, dista
         raise ShapeError(f"obs_std must have shape (M,) = ({m},) or (..., M), got {obs_std.shape}")
     if not (torch.isfinite(obs_std).all() and (obs_std > 0).all()):
         raise ObservationError(f"obs_std must be finite and > 0, got {obs_std}")
-    check_real("inflation", inflation, 1.0, finite=True)
+    check_real("inflation", inflation, 1.0)
     if radius is None:
         if distances is not None:
             raise ConfigError(
@@ -81,7 +81,7 @@ def _check_inputs(forecast, obs, obs_forecast, obs_std, inflation, radius, dista
                 "set a radius to localize, or pass distances=None"
             )
         return obs, obs_forecast, obs_std, None
-    check_real("radius", radius, 0.0, open_low=True, finite=True)
+    check_real("radius", radius, 0.0, low_open=True)
     if distances is None:
         raise ConfigError(
             f"radius = {radius} needs distances (N, M) "

@@ -31,9 +31,8 @@ from xlevda.core.members import (
     SharedCost,
 )
 from xlevda.core.misfit import weighted_misfit
-from xlevda.core.rng import generator, normal
+from xlevda.core.rng import check_seed, generator, normal
 from xlevda.core.subspace import EnsembleSubspace
-from xlevda.core.validate import check_seed
 from xlevda.core.window import ObsWindow
 from xlevda.errors import ConfigError, ShapeError, VariableError
 from xlevda.surrogates.protocol import Surrogate

@@ -40,8 +40,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from xlevda.core.validate import check_int, check_real
 from xlevda.errors import ConfigError, ShapeError
+from xlevda.validate import check_int, check_real
 
 __all__ = [
     "BatchedObjective",
@@ -110,11 +110,11 @@ class LBFGSConfig:
         check_int("LBFGSConfig.max_iter", self.max_iter, 1)
         check_int("LBFGSConfig.history", self.history, 1)
         check_int("LBFGSConfig.line_search_max", self.line_search_max, 1)
-        check_real("LBFGSConfig.tol_grad", self.tol_grad, 0.0)
+        check_real("LBFGSConfig.tol_grad", self.tol_grad, 0.0, finite=False)
         if self.tol_cost is not None:
-            check_real("LBFGSConfig.tol_cost", self.tol_cost, 0.0)
-        check_real("LBFGSConfig.c1", self.c1, 0.0, 1.0)
-        check_real("LBFGSConfig.c2", self.c2, 0.0, 1.0)
+            check_real("LBFGSConfig.tol_cost", self.tol_cost, 0.0, finite=False)
+        check_real("LBFGSConfig.c1", self.c1, 0.0, 1.0, finite=False)
+        check_real("LBFGSConfig.c2", self.c2, 0.0, 1.0, finite=False)
         if not 0.0 < self.c1 < self.c2 < 1.0:
             raise ConfigError(
                 f"LBFGSConfig.c1={self.c1}, c2={self.c2} are out of range: need 0 < c1 < c2 < 1"
@@ -168,15 +168,11 @@ class GaussNewtonConfig:
 
     def __post_init__(self) -> None:
         check_int("GaussNewtonConfig.max_iter", self.max_iter, 1)
-        check_real("GaussNewtonConfig.damping0", self.damping0, 0.0)
-        if self.damping0 <= 0:
-            raise ConfigError(
-                f"GaussNewtonConfig.damping0={self.damping0!r} is out of range: must be > 0"
-            )
-        check_real("GaussNewtonConfig.damping_max", self.damping_max, self.damping0)
-        check_real("GaussNewtonConfig.tol_grad", self.tol_grad, 0.0)
+        check_real("GaussNewtonConfig.damping0", self.damping0, 0.0, low_open=True, finite=False)
+        check_real("GaussNewtonConfig.damping_max", self.damping_max, self.damping0, finite=False)
+        check_real("GaussNewtonConfig.tol_grad", self.tol_grad, 0.0, finite=False)
         if self.tol_cost is not None:
-            check_real("GaussNewtonConfig.tol_cost", self.tol_cost, 0.0)
+            check_real("GaussNewtonConfig.tol_cost", self.tol_cost, 0.0, finite=False)
         if self.jacobian not in ("forward", "pointwise"):
             raise ConfigError(
                 f"GaussNewtonConfig.jacobian={self.jacobian!r} is invalid: use 'forward' or "

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from xlevda.core.validate import check_int
 from xlevda.errors import ConfigError
 from xlevda.surrogates.protocol import ParameterSpace
+from xlevda.validate import check_int
 
 __all__ = ["prior_params"]
 

@@ -6,7 +6,28 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["generator", "normal"]
+from xlevda.errors import ConfigError
+
+__all__ = ["check_seed", "generator", "normal"]
+
+
+def check_seed(name: str, seed: object) -> None:
+    """Raise unless ``seed`` is an int ``>= 0`` (not a bool) or a ``torch.Generator``.
+
+    The one torch-aware config check; the others are in :mod:`xlevda.validate`.
+
+    Examples
+    --------
+    >>> check_seed("seed", 3)
+    >>> check_seed("seed", -1)
+    Traceback (most recent call last):
+    ...
+    xlevda.errors.ConfigError: seed must be an int >= 0 or a torch.Generator, got -1
+    """
+    if isinstance(seed, torch.Generator):
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"{name} must be an int >= 0 or a torch.Generator, got {seed!r}")
 
 
 def generator(

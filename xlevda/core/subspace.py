@@ -27,8 +27,7 @@ from torch import Tensor
 
 from xlevda.core.hybrid import HybridCovariance, check_static_sqrt
 from xlevda.core.inflation import INFLATION_STREAM, Inflation
-from xlevda.core.rng import generator, normal
-from xlevda.core.validate import check_seed
+from xlevda.core.rng import check_seed, generator, normal
 from xlevda.errors import ConfigError, ShapeError
 
 __all__ = ["EnsembleSubspace"]

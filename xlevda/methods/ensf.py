@@ -14,10 +14,10 @@ from torch import Tensor
 
 from xlevda.core.ensf import EnSFConfig, scaled_ensf_analysis
 from xlevda.core.inflation import Inflation
-from xlevda.core.validate import check_real
 from xlevda.errors import ConfigError
 from xlevda.methods.fullstate import FrameFilter, Observed
 from xlevda.run import RunOptions
+from xlevda.validate import check_real
 
 __all__ = ["EnSF"]
 
@@ -63,7 +63,7 @@ class EnSF(FrameFilter):
     def __post_init__(self) -> None:
         if not isinstance(self.ensf, EnSFConfig):
             raise ConfigError(f"EnSF.ensf={self.ensf!r} is invalid: use EnSFConfig(...)")
-        check_real("EnSF.obs_scale", self.obs_scale, 0.0, open_low=True, finite=True)
+        check_real("EnSF.obs_scale", self.obs_scale, 0.0, low_open=True)
         if not isinstance(self.inflation, Inflation):
             raise ConfigError(f"EnSF.inflation={self.inflation!r}: expected Inflation(...)")
         if self.inflation.additive != 0:

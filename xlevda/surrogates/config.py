@@ -19,8 +19,8 @@ from xlevda.surrogates.decoder_configs import (
     MLPDecoderConfig,
 )
 from xlevda.surrogates.decoders import CosineDecoder, MLPDecoder, SeparableDecoder
-from xlevda.surrogates.validators import check_choice, check_float, check_int
 from xlevda.surrogates.vector_fields import ImpulseLinearField, VectorFieldNet
+from xlevda.validate import check_choice, check_int, check_real
 
 __all__ = [
     "ACTIVATIONS",
@@ -92,14 +92,14 @@ class LinearDynamicsConfig:
     def __post_init__(self) -> None:
         if self.n_centres is not None:
             check_int("LinearDynamicsConfig.n_centres", self.n_centres, 1)
-        check_float("LinearDynamicsConfig.ridge", self.ridge, 0.0)
+        check_real("LinearDynamicsConfig.ridge", self.ridge, 0.0)
         widths = tuple(self.widths) if isinstance(self.widths, list | tuple) else None
         if not widths:
             raise ConfigError(
                 f"LinearDynamicsConfig.widths must be a non-empty tuple, got {self.widths!r}"
             )
         for w in widths:
-            check_float("LinearDynamicsConfig.widths[...]", w, 0.0, lo_open=True)
+            check_real("LinearDynamicsConfig.widths[...]", w, 0.0, low_open=True)
         object.__setattr__(self, "widths", widths)
         if not isinstance(self.refit, bool):
             raise ConfigError(f"LinearDynamicsConfig.refit must be a bool, got {self.refit!r}")
@@ -156,9 +156,9 @@ class LearnedInitialState:
     def __post_init__(self) -> None:
         if self.n_runs is not None:
             check_int("LearnedInitialState.n_runs", self.n_runs, 1)
-        check_float("LearnedInitialState.regularization", self.regularization, 0.0)
-        check_float("LearnedInitialState.init_scale", self.init_scale, 0.0)
-        check_float("LearnedInitialState.lr_factor", self.lr_factor, 0.0, lo_open=True)
+        check_real("LearnedInitialState.regularization", self.regularization, 0.0)
+        check_real("LearnedInitialState.init_scale", self.init_scale, 0.0)
+        check_real("LearnedInitialState.lr_factor", self.lr_factor, 0.0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -230,18 +230,18 @@ class TrainConfig:
             check_int("TrainConfig.points_per_frame", self.points_per_frame, 1)
         if self.val_points_per_frame is not None:
             check_int("TrainConfig.val_points_per_frame", self.val_points_per_frame, 1)
-        check_float("TrainConfig.lr", self.lr, 0.0, lo_open=True)
+        check_real("TrainConfig.lr", self.lr, 0.0, low_open=True)
         check_choice("TrainConfig.lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_int("TrainConfig.lr_decay_every", self.lr_decay_every, 1)
-        check_float("TrainConfig.lr_decay_factor", self.lr_decay_factor, 0.0, 1.0, lo_open=True)
-        check_float("TrainConfig.lr_min_factor", self.lr_min_factor, 0.0, 1.0)
-        check_float("TrainConfig.weight_decay", self.weight_decay, 0.0)
+        check_real("TrainConfig.lr_decay_factor", self.lr_decay_factor, 0.0, 1.0, low_open=True)
+        check_real("TrainConfig.lr_min_factor", self.lr_min_factor, 0.0, 1.0)
+        check_real("TrainConfig.weight_decay", self.weight_decay, 0.0)
         if self.grad_clip is not None:
-            check_float("TrainConfig.grad_clip", self.grad_clip, 0.0, lo_open=True)
+            check_real("TrainConfig.grad_clip", self.grad_clip, 0.0, low_open=True)
         if self.patience is not None:
             check_int("TrainConfig.patience", self.patience, 1)
-        check_float(
-            "TrainConfig.validation_fraction", self.validation_fraction, 0.0, 1.0, hi_open=True
+        check_real(
+            "TrainConfig.validation_fraction", self.validation_fraction, 0.0, 1.0, high_open=True
         )
         check_int("TrainConfig.seed", self.seed, 0)
 
@@ -335,7 +335,7 @@ class LDNetConfig:
                 f"LDNetConfig.dynamics_linear must be a bool, got {self.dynamics_linear!r}"
             )
         if self.dt0 is not None:
-            check_float("LDNetConfig.dt0", self.dt0, 0.0, lo_open=True)
+            check_real("LDNetConfig.dt0", self.dt0, 0.0, low_open=True)
         if not isinstance(self.learnable_dt, bool):
             raise ConfigError(f"LDNetConfig.learnable_dt must be a bool, got {self.learnable_dt!r}")
         if self.initial_state is not None:

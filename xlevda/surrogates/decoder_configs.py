@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from xlevda.surrogates.decoders import CosineDecoder, MLPDecoder, SeparableDecoder
-from xlevda.surrogates.validators import check_choice, check_float, check_int
+from xlevda.validate import check_choice, check_int, check_real
 
 __all__ = [
     "DECODER_CONFIGS",
@@ -56,7 +56,7 @@ class MLPDecoderConfig:
         check_int("MLPDecoderConfig.width", self.width, 1)
         check_int("MLPDecoderConfig.depth", self.depth, 1)
         check_int("MLPDecoderConfig.n_fourier", self.n_fourier, 1)
-        check_float("MLPDecoderConfig.fourier_scale", self.fourier_scale, 0.0, lo_open=True)
+        check_real("MLPDecoderConfig.fourier_scale", self.fourier_scale, 0.0, low_open=True)
         check_choice("MLPDecoderConfig.kind", self.kind, ("mlp",))
 
     def build(
@@ -120,7 +120,7 @@ class SeparableDecoderConfig:
         for name in ("n_basis", "basis_width", "basis_depth", "coef_width", "coef_depth"):
             check_int(f"SeparableDecoderConfig.{name}", getattr(self, name), 1)
         check_int("SeparableDecoderConfig.n_fourier", self.n_fourier, 1)
-        check_float("SeparableDecoderConfig.fourier_scale", self.fourier_scale, 0.0, lo_open=True)
+        check_real("SeparableDecoderConfig.fourier_scale", self.fourier_scale, 0.0, low_open=True)
         check_choice("SeparableDecoderConfig.kind", self.kind, ("separable",))
 
     def build(

@@ -30,7 +30,7 @@ from xlevda.surrogates.fingerprint import SurrogateFingerprint
 from xlevda.surrogates.history import EncoderHistory
 from xlevda.surrogates.observation_network import ObservationNetwork
 from xlevda.surrogates.protocol import Surrogate
-from xlevda.surrogates.validators import check_float, check_int
+from xlevda.validate import check_int, check_real
 
 __all__ = ["EncoderConfig", "ObservationEncoder"]
 
@@ -89,13 +89,13 @@ class EncoderConfig:
         check_int("EncoderConfig.layers", self.layers, 1)
         check_int("EncoderConfig.epochs", self.epochs, 1)
         check_int("EncoderConfig.batch_size", self.batch_size, 1)
-        check_float("EncoderConfig.lr", self.lr, 0.0, lo_open=True)
-        check_float("EncoderConfig.lr_min_factor", self.lr_min_factor, 0.0, 1.0)
+        check_real("EncoderConfig.lr", self.lr, 0.0, low_open=True)
+        check_real("EncoderConfig.lr_min_factor", self.lr_min_factor, 0.0, 1.0)
         if self.grad_clip is not None:
-            check_float("EncoderConfig.grad_clip", self.grad_clip, 0.0, lo_open=True)
-        check_float("EncoderConfig.noise_ratio", self.noise_ratio, 0.0)
-        check_float(
-            "EncoderConfig.val_fraction", self.val_fraction, 0.0, 1.0, lo_open=True, hi_open=True
+            check_real("EncoderConfig.grad_clip", self.grad_clip, 0.0, low_open=True)
+        check_real("EncoderConfig.noise_ratio", self.noise_ratio, 0.0)
+        check_real(
+            "EncoderConfig.val_fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True
         )
         check_int("EncoderConfig.seed", self.seed, 0)
 

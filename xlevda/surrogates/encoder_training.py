@@ -23,7 +23,7 @@ from xlevda.surrogates.fingerprint import SurrogateFingerprint, latent_rollout
 from xlevda.surrogates.history import EncoderHistory
 from xlevda.surrogates.observation_network import ObservationNetwork
 from xlevda.surrogates.protocol import Surrogate
-from xlevda.surrogates.validators import check_int
+from xlevda.validate import check_int
 
 __all__ = ["fit_encoder", "latent_targets", "surrogate_histories"]
 

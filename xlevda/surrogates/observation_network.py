@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from xlevda.errors import ObservationError
-from xlevda.surrogates.validators import check_int
+from xlevda.validate import check_int
 
 __all__ = ["ObservationNetwork"]
 

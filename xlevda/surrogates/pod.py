@@ -38,7 +38,7 @@ from xlevda.surrogates.config import TrainConfig
 from xlevda.surrogates.decoders import SeparableDecoder
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.training import FrameSource, scheduled_lr
-from xlevda.surrogates.validators import check_float, check_int
+from xlevda.validate import check_int, check_real
 
 __all__ = [
     "BasisFitConfig",
@@ -183,8 +183,8 @@ class BasisFitConfig:
 
     def __post_init__(self) -> None:
         check_int("BasisFitConfig.steps", self.steps, 1)
-        check_float("BasisFitConfig.lr", self.lr, 0.0, lo_open=True)
-        check_float("BasisFitConfig.lr_min_factor", self.lr_min_factor, 0.0, 1.0)
+        check_real("BasisFitConfig.lr", self.lr, 0.0, low_open=True)
+        check_real("BasisFitConfig.lr_min_factor", self.lr_min_factor, 0.0, 1.0)
 
 
 def _separable(model: LDNetModel) -> SeparableDecoder:

@@ -32,7 +32,6 @@ import numpy as np
 import torch
 import xarray as xr
 
-from xlevda._validate import is_int, is_real
 from xlevda.errors import ConfigError, VariableError
 from xlevda.systems._cf import global_attrs
 from xlevda.systems.kolmogorov_initial import (
@@ -49,6 +48,7 @@ from xlevda.systems.simulator import (
     resolve_batch_size,
     to_dataset,
 )
+from xlevda.validate import is_int, is_real
 
 __all__ = [
     "PERIOD",

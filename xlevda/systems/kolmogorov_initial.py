@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from xlevda._validate import is_int, is_real
 from xlevda.errors import ConfigError, ShapeError, VariableError
 from xlevda.systems.kolmogorov_spectral import SpectralOperators, velocity
+from xlevda.validate import is_int, is_real
 
 if TYPE_CHECKING:
     from xlevda.systems.kolmogorov import KolmogorovConfig

@@ -28,11 +28,11 @@ import torch
 import xarray as xr
 from torch import Tensor
 
-from xlevda._validate import is_int, is_positive
 from xlevda.errors import ConfigError, ShapeError, VariableError
 from xlevda.surrogates.schema import Affine, SurrogateSchema
 from xlevda.systems._cf import TIME_ATTRS, global_attrs
 from xlevda.systems.simulator import check_dtype, to_dataset
+from xlevda.validate import is_int, is_positive
 
 __all__ = [
     "Lorenz96Config",

@@ -15,9 +15,9 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from xlevda._validate import is_int
 from xlevda.errors import ConfigError
 from xlevda.systems._cf import RUN_ATTRS
+from xlevda.validate import is_int
 
 __all__ = [
     "CPU_BATCH_BYTES",

@@ -56,7 +56,6 @@ import numpy as np
 import torch
 import xarray as xr
 
-from xlevda._validate import is_int
 from xlevda.errors import ConfigError, VariableError
 from xlevda.systems._cf import LAT_ATTRS, LON_ATTRS, TIME_ATTRS, global_attrs
 from xlevda.systems.simulator import (
@@ -69,6 +68,7 @@ from xlevda.systems.simulator import (
 )
 from xlevda.systems.sphere_config import HOUR, SphereConfig
 from xlevda.systems.sphere_dynamics import SphereOperators, step
+from xlevda.validate import is_int
 
 __all__ = ["sample_forcing", "simulate"]
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xlevda._validate import is_int, is_positive, is_real
 from xlevda.errors import ConfigError
+from xlevda.validate import is_int, is_positive, is_real
 
 __all__ = [
     "EARTH_RADIUS",

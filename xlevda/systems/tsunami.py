@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import xarray as xr
 
-from xlevda._validate import is_int, is_positive
 from xlevda.errors import ConfigError, VariableError
 from xlevda.systems._cf import (
     LAT_ATTRS,
@@ -48,6 +47,7 @@ from xlevda.systems.simulator import (
     to_dataset,
 )
 from xlevda.systems.tsunami_stepper import Operators, schedule, step
+from xlevda.validate import is_int, is_positive
 
 __all__ = [
     "EARTH_RADIUS",

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from xlevda._validate import is_int
 from xlevda.errors import ConfigError, ShapeError
 from xlevda.surrogates.schema import Affine, SurrogateSchema
 from xlevda.systems._cf import LAT_ATTRS, LON_ATTRS, global_attrs
@@ -31,6 +30,7 @@ from xlevda.systems.tsunami import (
     operators,
 )
 from xlevda.systems.tsunami_stepper import Operators, schedule, step
+from xlevda.validate import is_int
 
 __all__ = ["TsunamiModel"]
 
