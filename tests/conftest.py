@@ -7,6 +7,8 @@ import pytest
 import torch
 import xarray as xr
 
+import xlevda
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
@@ -55,3 +57,24 @@ def make_runs(n_runs: int = 6, n_frames: int = 5, ny: int = 8, nx: int = 9, seed
 @pytest.fixture
 def runs() -> xr.Dataset:
     return make_runs()
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A tiny LDNet (separable decoder, 3 epochs) on :func:`make_runs`, parameters ``a``, ``b``.
+
+    Module scope, as each test module had its own: the fit seeds torch's global generator.
+    """
+    torch.manual_seed(0)
+    cfg = xlevda.LDNetConfig(
+        latent_dim=4,
+        decoder=xlevda.SeparableDecoderConfig(n_basis=8, basis_width=16, coef_width=16),
+        train=xlevda.TrainConfig(epochs=3),
+    )
+    return xlevda.LDNet.fit(make_runs(n_runs=8, n_frames=6), ["a", "b"], cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def truth():
+    """Run 0 of the archive :func:`model` was fitted on."""
+    return make_runs(n_runs=8, n_frames=6).isel(run=0)

@@ -14,8 +14,6 @@ import pytest
 import torch
 import xarray as xr
 
-import xlevda
-from tests.conftest import make_runs
 from xlevda._convert import to_points
 from xlevda.core.levda import solve_window
 from xlevda.core.optim import GaussNewtonConfig
@@ -26,22 +24,6 @@ from xlevda.methods import LEVDA, Inflation, ModelErrorTerm
 from xlevda.model_error import model_error_std
 from xlevda.run import OutputChunks, RunOptions
 from xlevda.surrogates.schema import Affine
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    cfg = xlevda.LDNetConfig(
-        latent_dim=4,
-        decoder=xlevda.SeparableDecoderConfig(n_basis=8, basis_width=16, coef_width=16),
-        train=xlevda.TrainConfig(epochs=3),
-    )
-    return xlevda.LDNet.fit(make_runs(n_runs=8, n_frames=6), ["a", "b"], cfg, progress=False)
-
-
-@pytest.fixture(scope="module")
-def truth():
-    return make_runs(n_runs=8, n_frames=6).isel(run=0)
 
 
 def grid_obs(truth, std=0.05):

@@ -12,29 +12,12 @@ import xarray as xr
 
 import xlevda
 import xlevda.io
-from tests.conftest import make_runs
 from xlevda._convert import to_points
 from xlevda.core.taper import gaspari_cohn
 from xlevda.errors import ConfigError
 from xlevda.field_analysis import FieldAnalysis, metric_of
 from xlevda.methods import LEVDA, OI
 from xlevda.run import OutputChunks, RunOptions
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    cfg = xlevda.LDNetConfig(
-        latent_dim=4,
-        decoder=xlevda.SeparableDecoderConfig(n_basis=8, basis_width=16, coef_width=16),
-        train=xlevda.TrainConfig(epochs=3),
-    )
-    return xlevda.LDNet.fit(make_runs(n_runs=8, n_frames=6), ["a", "b"], cfg, progress=False)
-
-
-@pytest.fixture(scope="module")
-def truth():
-    return make_runs(n_runs=8, n_frames=6).isel(run=0)
 
 
 def eta_obs(truth, std=0.05):

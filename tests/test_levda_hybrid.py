@@ -6,10 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
-import xlevda
-from tests.conftest import make_runs
 from tests.test_api import point_obs, target
 from xlevda.core.hybrid import rollout_square_root
 from xlevda.errors import ConfigError
@@ -18,22 +15,6 @@ from xlevda.run import RunOptions
 
 LEV = LEVDA(window=2, model_error=None)
 RUN = RunOptions(members=6, dtype="float64")
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    cfg = xlevda.LDNetConfig(
-        latent_dim=4,
-        decoder=xlevda.SeparableDecoderConfig(n_basis=8, basis_width=16, coef_width=16),
-        train=xlevda.TrainConfig(epochs=3),
-    )
-    return xlevda.LDNet.fit(make_runs(n_runs=8, n_frames=6), ["a", "b"], cfg, progress=False)
-
-
-@pytest.fixture(scope="module")
-def truth():
-    return make_runs(n_runs=8, n_frames=6).isel(run=0)
 
 
 def test_static_weight_zero_is_the_ensemble_only_analysis(model, truth):
