@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 import xlevda.methods.levda as levda_module
-from tests.test_api import LEV, RUN, model, point_obs, target, truth  # noqa: F401  (fixtures)
+from tests.test_api import LEV, RUN, point_obs, target
 from xlevda.checks import misfit_not_reduced, params_outside
 from xlevda.surrogates.schema import Affine, SurrogateSchema
 
@@ -52,7 +52,7 @@ def test_misfit_flag_needs_no_reduction_and_a_misfit_above_the_noise():
     assert not misfit_not_reduced(analysis, background, np.full(4, 100.0)).any()
 
 
-def test_parameters_outside_the_training_range_warn_and_are_flagged(model, truth):  # noqa: F811
+def test_parameters_outside_the_training_range_warn_and_are_flagged(model, truth):
     where = target(truth)
     with pytest.warns(UserWarning, match="outside the surrogate's training range") as record:
         an = where.levda.assimilate(point_obs(truth), model, LEV, run=RUN)
@@ -70,7 +70,7 @@ def test_parameters_outside_the_training_range_warn_and_are_flagged(model, truth
             np.testing.assert_array_equal(flags[p].isel(window=w), (u < lo) | (u > hi))
 
 
-def test_targets_past_the_trained_horizon_warn_and_are_recorded(model, truth):  # noqa: F811
+def test_targets_past_the_trained_horizon_warn_and_are_recorded(model, truth):
     where = target(truth)
     longer = where.reindex(time=where.time.values[0] + np.arange(8) * np.timedelta64(1, "h"))
     pattern = (
@@ -101,8 +101,8 @@ def keep_the_background(monkeypatch):
 
 
 def test_analyses_no_better_than_their_backgrounds_warn_and_are_recorded(
-    model,  # noqa: F811
-    truth,  # noqa: F811
+    model,
+    truth,
     monkeypatch,
 ):
     where, obs = target(truth), point_obs(truth, std=0.01)
@@ -130,7 +130,7 @@ def test_analyses_no_better_than_their_backgrounds_warn_and_are_recorded(
     assert not vague.window_misfit_not_reduced.any()
 
 
-def test_the_warnings_name_each_case(model, truth, monkeypatch):  # noqa: F811
+def test_the_warnings_name_each_case(model, truth, monkeypatch):
     keep_the_background(monkeypatch)
     obs = xr.concat([point_obs(truth, std=0.01), point_obs(truth, std=1e6)], dim="case")
     with pytest.warns(UserWarning, match=r"in 3 of 6 windows \(case 0 window 0, case 0 window 1"):

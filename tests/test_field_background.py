@@ -10,7 +10,7 @@ import torch
 import xarray as xr
 
 import xlevda
-from tests.test_api import model, point_obs, target, truth  # noqa: F401  (fixtures)
+from tests.test_api import point_obs, target
 from xlevda.core.inversion import fit_latent, rollout_state
 from xlevda.errors import CoordinateError, ObservationError, ShapeError, VariableError
 from xlevda.methods import LEVDA, RandomizedMaximumLikelihood
@@ -19,7 +19,7 @@ from xlevda.run import RunOptions
 K = 6
 
 
-def fields_of(model, frame: int) -> xr.Dataset:  # noqa: F811
+def fields_of(model, frame: int) -> xr.Dataset:
     """The surrogate's own fields at one frame for K parameter pairs (over ``member``)."""
     params = {
         "a": xr.DataArray(np.linspace(-0.4, 0.4, K), dims="member"),
@@ -30,7 +30,7 @@ def fields_of(model, frame: int) -> xr.Dataset:  # noqa: F811
     return fields.isel(time=0).assign_coords(time=frames[frame]), params
 
 
-def test_fit_latent_recovers_states_that_decode_to_the_fields(model):  # noqa: F811
+def test_fit_latent_recovers_states_that_decode_to_the_fields(model):
     torch.manual_seed(0)
     u = torch.rand(K, 2, dtype=torch.float64) * 2 - 1
     m = copy.deepcopy(model).double()
@@ -49,7 +49,7 @@ def test_fit_latent_recovers_states_that_decode_to_the_fields(model):  # noqa: F
         fit_latent(m, values[0], pts, start)
 
 
-def test_analysis_starts_from_the_fields(model, truth):  # noqa: F811
+def test_analysis_starts_from_the_fields(model, truth):
     bg, _ = fields_of(model, 2)
     obs = point_obs(truth.isel(time=slice(2, None)), std=1e6)  # no information
     # randomized members with uninformative data minimize |alpha - a_j|^2: member j itself
@@ -70,7 +70,7 @@ def test_analysis_starts_from_the_fields(model, truth):  # noqa: F811
     np.testing.assert_allclose(got[known], partial.eta.values[known], atol=1e-3 * scale)
 
 
-def test_field_background_errors(model, truth):  # noqa: F811
+def test_field_background_errors(model, truth):
     bg, params = fields_of(model, 2)
     cfg, run = LEVDA(window=2), RunOptions(members=K)
     obs, where = point_obs(truth), target(truth)
@@ -91,7 +91,7 @@ def test_field_background_errors(model, truth):  # noqa: F811
     del params
 
 
-def test_field_background_forms(model, truth):  # noqa: F811
+def test_field_background_forms(model, truth):
     bg, params = fields_of(model, 2)
     cfg, run = LEVDA(window=2), RunOptions(members=K)
     obs = point_obs(truth.isel(time=slice(2, None)))
