@@ -426,3 +426,21 @@ def test_distributed_cluster_equals_synchronous(model, truth):
     ):
         dist = target(truth).levda.assimilate(obs, model, LEV, run=RUN).compute()
     xr.testing.assert_allclose(sync, dist, rtol=1e-6, atol=1e-8)
+
+
+def test_the_callers_surrogate_is_left_as_it_was(model, truth):
+    # float32 as the model: the run needs no copy for its dtype, yet must not change the model
+    was_training, grads = model.training, [p.requires_grad for p in model.parameters()]
+    model.train()
+    model.requires_grad_(True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        run = RunOptions(members=6)
+        target(truth).levda.assimilate(point_obs(truth), model, LEV, run=run).compute()
+        assert model.training
+        assert all(p.requires_grad for p in model.parameters())
+        assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    finally:
+        model.train(was_training)
+        for p, g in zip(model.parameters(), grads, strict=True):
+            p.requires_grad_(g)

@@ -29,17 +29,23 @@ __all__ = ["assemble", "prepare_model", "run_cases"]
 def prepare_model(surrogate: Surrogate, run: RunOptions) -> Surrogate:
     """The model in the run's dtype and on its device, in eval mode without gradients.
 
-    A torch model of another dtype or device is copied, never changed in place.
+    A torch model is used as it is where it already is all that; otherwise a copy is
+    prepared, so the caller's model is never changed (its dtype, device, training mode
+    and ``requires_grad`` flags stay as they were).
     """
     if not isinstance(surrogate, torch.nn.Module):
         return surrogate
-    first = next(surrogate.parameters(), None)
-    if first is not None and (first.dtype != run.torch_dtype or str(first.device) != run.device):
-        surrogate = copy.deepcopy(surrogate).to(device=run.device, dtype=run.torch_dtype)
-    surrogate.eval()
-    for p in surrogate.parameters():
+    params = list(surrogate.parameters())
+    ready = not surrogate.training and not any(p.requires_grad for p in params)
+    if params and (params[0].dtype != run.torch_dtype or str(params[0].device) != run.device):
+        ready = False
+    if ready:
+        return surrogate
+    model = copy.deepcopy(surrogate).to(device=run.device, dtype=run.torch_dtype)
+    model.eval()
+    for p in model.parameters():
         p.requires_grad_(False)
-    return surrogate
+    return model
 
 
 def _analyse(
