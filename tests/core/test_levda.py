@@ -25,6 +25,7 @@ from xlevda.core.dynamics import observe, propagate, trajectory
 from xlevda.core.excess import observed_excess, unexplained_variance
 from xlevda.core.gauss_newton import linearization
 from xlevda.core.inflation import Inflation
+from xlevda.core.lbfgs import lbfgs
 from xlevda.core.levda import solve_window
 from xlevda.core.members import RandomizedMaximumLikelihood as RML
 from xlevda.core.members import SharedCost
@@ -205,12 +206,16 @@ def test_enkf_start_is_each_members_minimizer_on_a_linear_model(K, sigma):
         sur, z_b, window, member_mode=RML(start="background"), **kw, **TIGHT["lbfgs"]
     )
     objective = WindowObjective.build(sur, z_b, window, member_mode=RML(), **kw)
-    start = objective.subspace.state_reduced(objective.enkf_start())
+    start = objective.subspace.state_reduced(objective.enkf_start().x)
     torch.testing.assert_close(start, ref.z_analysis, atol=1e-7, rtol=0)
     enkf = RML(start="enkf")
     res = solve_window(sur, z_b, window, member_mode=enkf, **kw, **TIGHT["lbfgs"])
     torch.testing.assert_close(res.z_analysis, ref.z_analysis, atol=1e-7, rtol=0)
-    assert res.n_iter.max() <= 1 < ref.n_iter.max()
+    # verified as each member's minimum, so no optimizer iteration runs
+    assert res.n_iter.max() == 0 < ref.n_iter.max()
+    assert res.converged.all() and not res.failed.any()
+    torch.testing.assert_close(res.cost, ref.cost, atol=1e-9, rtol=1e-9)
+    assert objective.enkf_start(1e-12).exact.all()  # the match is at float64 round-off
 
 
 def _bump_problem(K: int):
@@ -246,7 +251,7 @@ def test_enkf_start_never_raises_a_members_starting_cost(seed):
     sur, window, z_b = nonlinear_problem(K=6, seed=seed)
     objective = WindowObjective.build(sur, z_b, window, member_mode=RML(), noise_seed=seed)
     members = torch.arange(6)
-    background, enkf = objective.start, objective.enkf_start()
+    background, enkf = objective.start, objective.enkf_start().x
     cost_b, cost_e = objective.cost(background, members), objective.cost(enkf, members)
     moved = (enkf != background).any(-1)
     assert (cost_e[moved] < cost_b[moved]).all()
@@ -256,7 +261,29 @@ def test_enkf_start_never_raises_a_members_starting_cost(seed):
 def test_enkf_start_moves_members_of_a_nonlinear_problem():
     sur, window, z_b = nonlinear_problem(K=6)
     objective = WindowObjective.build(sur, z_b, window, member_mode=RML(), noise_seed=2)
-    assert (objective.enkf_start() != objective.start).any(-1).sum() >= 3
+    start = objective.enkf_start(1e-4)
+    assert (start.x != objective.start).any(-1).sum() >= 3
+    # the secant model does not predict the observations there: no member is taken as exact
+    assert not start.exact.any()
+    torch.testing.assert_close(start.cost, objective.cost(start.x, torch.arange(6)))
+
+
+@pytest.mark.parametrize("tol", [1e-4, 1e-2])
+def test_members_left_to_the_optimizer_are_solved_as_in_one_batch(tol):
+    """Members not verified at their linear start are optimized as a subset: each ends where
+    a batch of all members from the same starts ends (members are independent)."""
+    sur, window, z_b = nonlinear_problem(K=6)
+    kw = {"member_mode": RML(), "noise_seed": 2}
+    objective = WindowObjective.build(sur, z_b, window, **kw)
+    start = objective.enkf_start(tol)
+    cfg = LBFGSConfig(tol_cost=tol)
+    res = solve_window(sur, z_b, window, optimizer=cfg, **kw)
+    full = lbfgs(objective.cost, start.x, cfg)
+    todo = ~start.exact
+    expect = torch.where(todo.unsqueeze(-1), full.x, start.x)
+    z_ref = objective.subspace.state_reduced(expect)
+    torch.testing.assert_close(res.z_analysis, z_ref, atol=1e-10, rtol=1e-8)
+    assert (res.n_iter[~todo] == 0).all() and (res.n_iter[todo] == full.n_iter[todo]).all()
 
 
 # --- 2c. the unexplained variance --------------------------------------------------------------

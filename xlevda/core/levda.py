@@ -14,6 +14,7 @@ optimizers reject non-finite trial points, so no member ends at a NaN state.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,8 +27,9 @@ from xlevda.core.hybrid import HybridCovariance
 from xlevda.core.inflation import Inflation
 from xlevda.core.lbfgs import lbfgs
 from xlevda.core.members import MemberMode, RandomizedMaximumLikelihood
+from xlevda.core.misfit import weighted_misfit
 from xlevda.core.objective import WindowObjective
-from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig, OptimResult
+from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig, OptimResult, default_tol_cost
 from xlevda.core.window import ObsWindow
 from xlevda.errors import ConfigError
 from xlevda.surrogates.protocol import Surrogate
@@ -179,39 +181,65 @@ def solve_window(
         static_sqrt=static_sqrt,
     )
     config = LBFGSConfig() if optimizer is None else optimizer
-    result: OptimResult
-    enkf = isinstance(member_mode, RandomizedMaximumLikelihood) and member_mode.start == "enkf"
-    x0 = objective.enkf_start() if enkf else objective.start
-    if isinstance(config, LBFGSConfig):
-        result = lbfgs(objective.cost, x0, config)
-    elif isinstance(config, GaussNewtonConfig):
-        if config.jacobian == "forward":
-            linearize = linearization(objective.residual, "forward")
-        else:
-            linearize = objective.linearize_pointwise
-        result = gauss_newton(linearize, x0, config)
-    else:
+    if not isinstance(config, LBFGSConfig | GaussNewtonConfig):
         raise ConfigError(
             f"optimizer={config!r} is invalid: use LBFGSConfig(...) or GaussNewtonConfig(...)"
         )
+    enkf = isinstance(member_mode, RandomizedMaximumLikelihood) and member_mode.start == "enkf"
+    if enkf:
+        tol = default_tol_cost(config.tol_cost, z_background.dtype)
+        lin = objective.enkf_start(tol)
+        x0, exact, cost0 = lin.x, lin.exact, lin.cost
+    else:
+        x0 = objective.start
+        exact = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
+        cost0 = torch.full_like(x0[:, 0], math.nan)
+    x, cost = x0.clone(), cost0.clone()
+    n_iter = torch.zeros_like(exact, dtype=torch.int64)
+    converged, failed = exact.clone(), torch.zeros_like(exact)
+    todo = (~exact).nonzero().squeeze(-1)
+    if todo.numel():
+        result = _optimize(objective, config, x0[todo], todo)
+        x[todo], cost[todo], n_iter[todo] = result.x, result.cost, result.n_iter
+        converged[todo], failed[todo] = result.converged, result.failed
     sub = objective.subspace
     z_b = z_background.detach()
-    fail = result.failed.unsqueeze(-1)
-    z_a = torch.where(fail, z_b, sub.state_reduced(result.x))
+    fail = failed.unsqueeze(-1)
+    z_a = torch.where(fail, z_b, sub.state_reduced(x))
     with torch.no_grad():
-        misfit = objective.misfit(z_a)
+        decoded = objective.observe(z_a)
+        misfit = 0.5 * weighted_misfit(decoded, objective.observed, objective.sqrt_weight).sum(-1)
         misfit_b = objective.misfit(z_b)
-        excess = observed_excess(objective.observe(z_a), objective.window)
+        excess = observed_excess(decoded, objective.window)
     return WindowResult(
         z_analysis=z_a,
-        alpha=torch.where(fail, objective.start_control, sub.lift(result.x, objective.centre)),
-        cost=result.cost,
+        alpha=torch.where(fail, objective.start_control, sub.lift(x, objective.centre)),
+        cost=cost,
         misfit=misfit,
         misfit_background=misfit_b,
         n_obs=objective.window.n_obs,
         excess=excess,
-        n_iter=result.n_iter,
-        converged=result.converged,
-        failed=result.failed,
+        n_iter=n_iter,
+        converged=converged,
+        failed=failed,
         rank=sub.rank,
     )
+
+
+def _optimize(
+    objective: WindowObjective,
+    config: LBFGSConfig | GaussNewtonConfig,
+    x0: Tensor,
+    members: Tensor,
+) -> OptimResult:
+    """The configured batched optimizer on the problems of ``members`` (M,) from ``x0`` (M, r)."""
+    if isinstance(config, LBFGSConfig):
+        return lbfgs(lambda x, k: objective.cost(x, members[k]), x0, config)
+    if config.jacobian == "forward":
+        linearize = linearization(lambda x, k: objective.residual(x, members[k]), "forward")
+    else:
+
+        def linearize(x: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+            return objective.linearize_pointwise(x, members[k])
+
+    return gauss_newton(linearize, x0, config)

@@ -37,7 +37,28 @@ from xlevda.core.window import ObsWindow
 from xlevda.errors import ConfigError, ShapeError, VariableError
 from xlevda.surrogates.protocol import Surrogate
 
-__all__ = ["WindowObjective"]
+__all__ = ["LinearStart", "WindowObjective"]
+
+
+@dataclass(frozen=True)
+class LinearStart:
+    """Starting points at the members' linear ensemble analyses
+    (:meth:`WindowObjective.enkf_start`).
+
+    Attributes
+    ----------
+    x : Tensor, shape (K, r)
+        Reduced starting points.
+    exact : Tensor, shape (K,), bool
+        The point is the member's minimum: the secant model of the observations
+        was verified there.
+    cost : Tensor, shape (K,)
+        The member's cost at ``x``.
+    """
+
+    x: Tensor
+    exact: Tensor
+    cost: Tensor
 
 
 @dataclass(frozen=True)
@@ -201,7 +222,7 @@ class WindowObjective:
         """Reduced starting points (K, r) of :attr:`start_control` (background member j)."""
         return self.start_control @ self.subspace.coords
 
-    def enkf_start(self) -> Tensor:
+    def enkf_start(self, tol: float = 0.0) -> LinearStart:
         """Reduced starting points (K, r) at each member's linear ensemble analysis.
 
         With ``b_j`` the background starts (:attr:`start`) and the subspace mean
@@ -212,14 +233,25 @@ class WindowObjective:
         (``c_j`` its prior centre, ``d_j`` its weighted data), or at ``b_j`` where
         that point's cost is not lower.  See
         :class:`~xlevda.core.members.RandomizedMaximumLikelihood` (``start="enkf"``).
+
+        Where the observation map is affine on the subspace (linear latent dynamics
+        and decoder, parameters without effect over the window), that minimizer is
+        member ``j``'s exact minimum.  It is accepted as such (``exact``) when the
+        weighted observations decoded there differ from the secant model's
+        prediction ``delta_j`` by ``1/2 |delta_j|^2 <= tol * max(cost_j, 1)``: the
+        decrease an exact Gauss-Newton step could still give is then of that order.
+
+        Parameters
+        ----------
+        tol : float
+            Relative tolerance of the check (``>= 0``; 0 accepts only an exact match).
         """
         start = self.start
-        members = torch.arange(start.shape[0], device=start.device)
         with torch.no_grad():
             # the K starts and the subspace mean (beta = 0): with additive inflation the
             # starts are not centred, and r can reach K, which K points alone cannot fit
             points = torch.cat([start, torch.zeros_like(start[:1])])
-            h = (self.sqrt_weight * self.observe(self.subspace.state_reduced(points))).flatten(1)
+            h = self._weighted_obs(points)
             data = (self.sqrt_weight * self.data).flatten(1)
             b_mean, h_mean = points.mean(0), h.mean(0)
             y_t = torch.linalg.pinv(points - b_mean) @ (h - h_mean)  # Y^T: (r, m)
@@ -230,8 +262,21 @@ class WindowObjective:
             cost_start = 0.5 * (
                 (start - centre).square().sum(-1) + (h[:-1] - data).square().sum(-1)
             )
-            better = self.cost(linear, members) < cost_start
-        return torch.where(better.unsqueeze(-1), linear, start)
+            h_linear = self._weighted_obs(linear)
+            cost = 0.5 * ((linear - centre).square().sum(-1) + (h_linear - data).square().sum(-1))
+            better = cost < cost_start
+            predicted = h_mean + (linear - b_mean) @ y_t
+            mismatch = 0.5 * (h_linear - predicted).square().sum(-1)
+            exact = better & (mismatch <= tol * cost.abs().clamp_min(1.0))
+        return LinearStart(
+            torch.where(better.unsqueeze(-1), linear, start),
+            exact,
+            torch.where(better, cost, cost_start),
+        )
+
+    def _weighted_obs(self, beta: Tensor) -> Tensor:
+        """``sqrt_weight * observe(z(beta))`` flattened: (M, r) -> (M, T_o P C)."""
+        return (self.sqrt_weight * self.observe(self.subspace.state_reduced(beta))).flatten(1)
 
     def observe(self, z: Tensor) -> Tensor:
         """Decoded values at the observations: ``z`` (M, d_z) -> (M, T_o, P, C)."""
