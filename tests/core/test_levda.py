@@ -266,6 +266,8 @@ def test_enkf_start_moves_members_of_a_nonlinear_problem():
     # the secant model does not predict the observations there: no member is taken as exact
     assert not start.exact.any()
     torch.testing.assert_close(start.cost, objective.cost(start.x, torch.arange(6)))
+    at_x = objective.observe(objective.subspace.state_reduced(start.x))
+    torch.testing.assert_close(start.decoded, at_x, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("tol", [1e-4, 1e-2])

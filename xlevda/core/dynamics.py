@@ -94,7 +94,8 @@ def interpolate_latent(
 ) -> Tensor:
     """Latent state at off-step times by paper eq. 17.
 
-    ``s(t_k + a dt) = s_k + a dt F(s_k, u_k)`` for ``a`` in ``[0, 1)``.
+    ``s(t_k + a dt) = s_k + a dt F(s_k, u_k)`` for ``a`` in ``[0, 1)``; where every
+    ``a`` is 0 the states ``s_k`` are returned without evaluating ``F``.
 
     Parameters
     ----------
@@ -125,6 +126,8 @@ def interpolate_latent(
     [0.5, 1.0]
     """
     sk = s.index_select(-2, step)
+    if not bool((frac != 0).any()):  # every time on a step: no field evaluation needed
+        return sk
     uk = u.index_select(-2, step)
     a = frac.to(sk.dtype).unsqueeze(-1)
     return sk + a * dt * field(sk, uk)

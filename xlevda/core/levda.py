@@ -207,7 +207,9 @@ def solve_window(
     fail = failed.unsqueeze(-1)
     z_a = torch.where(fail, z_b, sub.state_reduced(x))
     with torch.no_grad():
-        decoded = objective.observe(z_a)
+        decoded = lin.decoded.clone() if enkf else objective.observe(z_a)
+        if enkf and todo.numel():
+            decoded[todo] = objective.observe(z_a[todo])
         misfit = 0.5 * weighted_misfit(decoded, objective.observed, objective.sqrt_weight).sum(-1)
         misfit_b = objective.misfit(z_b)
         excess = observed_excess(decoded, objective.window)

@@ -54,11 +54,14 @@ class LinearStart:
         was verified there.
     cost : Tensor, shape (K,)
         The member's cost at ``x``.
+    decoded : Tensor, shape (K, T_o, P, C)
+        The surrogate's values at the observations from ``x``.
     """
 
     x: Tensor
     exact: Tensor
     cost: Tensor
+    decoded: Tensor
 
 
 @dataclass(frozen=True)
@@ -251,7 +254,8 @@ class WindowObjective:
             # the K starts and the subspace mean (beta = 0): with additive inflation the
             # starts are not centred, and r can reach K, which K points alone cannot fit
             points = torch.cat([start, torch.zeros_like(start[:1])])
-            h = self._weighted_obs(points)
+            decoded = self.observe(self.subspace.state_reduced(points))
+            h = (self.sqrt_weight * decoded).flatten(1)
             data = (self.sqrt_weight * self.data).flatten(1)
             b_mean, h_mean = points.mean(0), h.mean(0)
             y_t = torch.linalg.pinv(points - b_mean) @ (h - h_mean)  # Y^T: (r, m)
@@ -262,21 +266,20 @@ class WindowObjective:
             cost_start = 0.5 * (
                 (start - centre).square().sum(-1) + (h[:-1] - data).square().sum(-1)
             )
-            h_linear = self._weighted_obs(linear)
+            decoded_linear = self.observe(self.subspace.state_reduced(linear))
+            h_linear = (self.sqrt_weight * decoded_linear).flatten(1)
             cost = 0.5 * ((linear - centre).square().sum(-1) + (h_linear - data).square().sum(-1))
             better = cost < cost_start
             predicted = h_mean + (linear - b_mean) @ y_t
             mismatch = 0.5 * (h_linear - predicted).square().sum(-1)
             exact = better & (mismatch <= tol * cost.abs().clamp_min(1.0))
+        moved = better.view(-1, *[1] * (decoded.ndim - 1))
         return LinearStart(
             torch.where(better.unsqueeze(-1), linear, start),
             exact,
             torch.where(better, cost, cost_start),
+            torch.where(moved, decoded_linear, decoded[:-1]),
         )
-
-    def _weighted_obs(self, beta: Tensor) -> Tensor:
-        """``sqrt_weight * observe(z(beta))`` flattened: (M, r) -> (M, T_o P C)."""
-        return (self.sqrt_weight * self.observe(self.subspace.state_reduced(beta))).flatten(1)
 
     def observe(self, z: Tensor) -> Tensor:
         """Decoded values at the observations: ``z`` (M, d_z) -> (M, T_o, P, C)."""
