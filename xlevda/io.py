@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import uuid
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -133,7 +134,10 @@ def _fields(
     chunks = (min(run.chunks.time, len(grid.times)), min(run.chunks.member, k))
     s_out = z_out[..., :d_s].astype(numpy_dtype(dtype), copy=False)
     latent = dsa.from_array(s_out, chunks=(*chunks, d_s))
-    prepared = dask.delayed(prepare_output_points, pure=True)(model, grid.points, dtype)
+    # explicit keys: tokenizing the model and the field analysis for dask's default keys
+    # pickles every tensor they hold, per variable (seconds per call)
+    key = uuid.uuid4().hex
+    prepared = dask.delayed(prepare_output_points, pure=False)(model, grid.points, dtype)
     error_std = model_error_std(cycle, which, method.model_error)
     dressed = isinstance(method.model_error, ModelErrorTerm) and error_std is not None
     pooled = not (isinstance(method.model_error, ModelErrorTerm) and not method.model_error.pooled)
@@ -151,6 +155,7 @@ def _fields(
             cycle.seed,
             term,
             meta=np.empty((0, 0, 0), dtype=numpy_dtype(dtype)),
+            name=f"decode-{name}-{key}",
             chunks=(*latent.chunks[:2], (grid.points.shape[0],)),
             drop_axis=2,
             new_axis=[2],

@@ -25,6 +25,7 @@ __all__ = [
     "Gain",
     "Metric",
     "correlation",
+    "cross_terms",
     "field_increment",
     "fit_length_scale",
     "window_gain",
@@ -161,22 +162,46 @@ def window_gain(
     return Gain(uniq, weights, indicator.T @ s_inv_a, s_inv_a.T @ (noise[:, None] * s_inv_a))
 
 
-def field_increment(
-    out_points: Tensor, gain: Gain, variance: float, length: float, metric, chunk: int = 1 << 22
+def cross_terms(
+    out_points: Tensor, gain: Gain, variance: float, length: float, metric
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Increments and variances at the output points, chunk by chunk (float64).
-
-    At most about ``chunk`` entries of ``Q(out, obs)`` exist at once.
+    """What the increments and variances at the output points need (float64).
 
     Returns
     -------
-    increment : Tensor, shape (K, P)
-        ``Q(out, obs) S^-1 d``.
+    cross : Tensor, shape (P, U)
+        ``v rho(out, gain.points)``: the increments are ``cross @ gain.weights``.
     posterior : Tensor, shape (P,)
         ``diag(Q - Q H^T S^-1 H Q)``: the model-error variance left after the analysis.
     perturbed : Tensor, shape (P,)
         ``diag(K R K^T)``, ``K = Q H^T S^-1``: the variance the perturbed observations
         give the members' increments.
+    """
+    f64 = {"dtype": torch.float64, "device": out_points.device}
+    p = out_points.to(**f64)
+    if gain.points.shape[0] == 0 or variance <= 0:
+        cross = torch.zeros(p.shape[0], gain.points.shape[0], **f64)
+        post = torch.full((p.shape[0],), max(float(variance), 0.0), **f64)
+        return cross, post, torch.zeros_like(post)
+    cross = variance * correlation(metric.distance(p, gain.points), length)
+    post = variance - ((cross @ gain.explained) * cross).sum(1)
+    return cross, post.clamp_min(0), ((cross @ gain.perturbed) * cross).sum(1)
+
+
+def field_increment(
+    out_points: Tensor, gain: Gain, variance: float, length: float, metric, chunk: int = 1 << 22
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Increments and variances at the output points, chunk by chunk (float64).
+
+    At most about ``chunk`` entries of ``Q(out, obs)`` exist at once
+    (:func:`cross_terms` per chunk of points).
+
+    Returns
+    -------
+    increment : Tensor, shape (K, P)
+        ``Q(out, obs) S^-1 d``.
+    posterior, perturbed : Tensor, shape (P,)
+        As :func:`cross_terms`.
 
     Examples
     --------
@@ -186,28 +211,23 @@ def field_increment(
     >>> [[round(x, 9) for x in t.flatten().tolist()] for t in (inc, post, pert)]  # K = 2/3 at 0
     [[0.666666667, 0.0], [0.666666667, 2.0], [0.444444444, 0.0]]
     """
-    f64 = {"dtype": torch.float64, "device": out_points.device}
-    n_out, n_obs = out_points.shape[0], gain.points.shape[0]
-    inc = torch.zeros(gain.weights.shape[1], n_out, **f64)
-    post = torch.full((n_out,), float(variance), **f64)
-    pert = torch.zeros(n_out, **f64)
-    if n_obs == 0 or variance <= 0:
-        return inc, post.clamp_min(0), pert
-    step = max(1, chunk // n_obs)
-    for i in range(0, n_out, step):
-        r = variance * correlation(
-            metric.distance(out_points[i : i + step].to(**f64), gain.points), length
-        )
-        inc[:, i : i + step] = (r @ gain.weights).T
-        post[i : i + step] -= ((r @ gain.explained) * r).sum(1)
-        pert[i : i + step] = ((r @ gain.perturbed) * r).sum(1)
-    return inc, post.clamp_min(0), pert
+    step = max(1, chunk // max(gain.points.shape[0], 1))
+    parts = [
+        cross_terms(out_points[i : i + step], gain, variance, length, metric)
+        for i in range(0, out_points.shape[0], step)
+    ]
+    inc = torch.cat([(cross @ gain.weights.to(cross.dtype)).T for cross, _, _ in parts], 1)
+    return inc, torch.cat([p for _, p, _ in parts]), torch.cat([q for _, _, q in parts])
 
 
-def _groups(points: Tensor, group: Tensor, max_group: int) -> list[Tensor]:
-    """Row indices of each group, at most ``max_group`` (evenly strided) per group."""
+def _groups(points: Tensor, group: Tensor, max_group: int, max_groups: int) -> list[Tensor]:
+    """Row indices of at most ``max_groups`` groups (evenly strided over the sorted group
+    labels), each at most ``max_group`` rows (evenly strided)."""
+    labels = torch.unique(group)
+    if len(labels) > max_groups:
+        labels = labels[torch.linspace(0, len(labels) - 1, max_groups).round().long()]
     out = []
-    for g in torch.unique(group).tolist():
+    for g in labels.tolist():
         idx = (group == g).nonzero()[:, 0]
         if len(idx) > max_group:
             idx = idx[torch.linspace(0, len(idx) - 1, max_group).long()]
@@ -223,6 +243,7 @@ def fit_length_scale(
     variance: float,
     metric: Metric,
     max_group: int = 300,
+    max_groups: int = 24,
 ) -> float:
     """The Gaspari-Cohn support that makes residuals most likely (maximum likelihood).
 
@@ -230,7 +251,10 @@ def fit_length_scale(
     modelled as ``N(0, v rho(L) + R_g)``; ``L`` minimizes ``sum_g log det S_g + d_g^T
     S_g^-1 d_g`` over a geometric grid of 16 from the smallest to the largest
     distance between points of a group, refined by 12 golden-section steps (in
-    ``log L``).  A fit of the residuals' products binned by distance was tried first:
+    ``log L``, each reusing the previous step's interior point).  At most
+    ``max_groups`` groups (evenly strided over their sorted labels) of at most
+    ``max_group`` points each enter the likelihood: one scalar is estimated, and
+    more groups only add cost.  A fit of the residuals' products binned by distance was tried first:
     the many distant pairs made it fit large-scale structure (a common offset of the
     residuals), and on the tsunami the support came out the domain's size.
 
@@ -252,7 +276,7 @@ def fit_length_scale(
     """
     f64 = {"dtype": torch.float64, "device": points.device}
     by_size: dict[int, list[Tensor]] = {}
-    for idx in _groups(points, group, max_group):
+    for idx in _groups(points, group, max_group, max_groups):
         by_size.setdefault(len(idx), []).append(idx)
     batches = []  # groups of one size stacked: distances, residuals, noise
     for rows in by_size.values():
@@ -279,10 +303,15 @@ def fit_length_scale(
     best = min(range(16), key=lambda k: nll(grid[k]))
     a, b = grid[max(best - 1, 0)], grid[min(best + 1, 15)]
     golden = (math.sqrt(5) - 1) / 2
+    x1, x2 = b - golden * (b - a), a + golden * (b - a)
+    f1, f2 = nll(x1), nll(x2)
     for _ in range(12):
-        x1, x2 = b - golden * (b - a), a + golden * (b - a)
-        if nll(x1) < nll(x2):
-            b = x2
+        if f1 < f2:
+            b, x2, f2 = x2, x1, f1
+            x1 = b - golden * (b - a)
+            f1 = nll(x1)
         else:
-            a = x1
+            a, x1, f1 = x1, x2, f2
+            x2 = a + golden * (b - a)
+            f2 = nll(x2)
     return math.exp((a + b) / 2)
