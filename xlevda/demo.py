@@ -177,7 +177,8 @@ def twin_scores(
 
     ``rrmse``, ``ser`` (spread/error) and ``member_err`` of all fields stacked, each divided by
     its truth standard deviation; ``crps`` of ``main``; ``param_err``, the parameter error
-    relative to ``prior_range`` (``{name: (low, high)}``) averaged over the parameters.
+    relative to ``prior_range`` (``{name: (low, high)}``) averaged over the parameters (NaN
+    where ``true_params`` is empty).
     """
     scale = {str(v): float(truth[v].std()) for v in truth.data_vars}
     state, true_state = _stacked(ens, scale), _stacked(truth, scale)
@@ -185,13 +186,17 @@ def twin_scores(
     rel = metrics.relative_rmse(state, true_state, dim=dims)
     ser = metrics.spread_error_ratio(state, true_state, dim=dims)
     crps_main = metrics.crps(ens[[main]], truth[[main]])[main]
-    perr = metrics.parameter_rmse(ens[list(true_params)], true_params, prior_range=prior_range)
+    if true_params:
+        perr = metrics.parameter_rmse(ens[list(true_params)], true_params, prior_range=prior_range)
+        param_err = perr.to_array().mean("variable")
+    else:  # no parameters to score (a model-free analysis, a truth of no single setting)
+        param_err = xr.full_like(rel, np.nan)
     return xr.Dataset(
         {
             "rrmse": rel,
             "ser": ser,
             "crps": crps_main,
-            "param_err": perr.to_array().mean("variable"),
+            "param_err": param_err,
             "member_err": metrics.member_relative_error(state, true_state, dim=dims),
         }
     ).compute()

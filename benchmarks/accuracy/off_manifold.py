@@ -1,0 +1,260 @@
+"""Analyses off the training manifold: methods side by side on truths the surrogate never saw.
+
+Issue 16, item 6.  The shipped tsunami surrogate (trained on 48x48 runs of
+:mod:`xlevda.systems.tsunami`, one source in the south-west quadrant, amplitude 1 m, width
+50 km, depth 100 m) and truths simulated by the same package with one thing changed:
+
+- ``train``: the training configuration (on the manifold, for reference);
+- ``amplitude 1.5x``, ``width 1.6x``, ``depth 120 m``: one setting of the simulator changed;
+- ``two sources``: the sum of two single-source runs (the equations are linear up to the
+  ``(H + eta)`` flux term, ``eta / H`` about 1 %);
+- ``source outside``: a source in the north-east quadrant, outside the training box;
+- ``3x resolution``: the training configuration simulated at 144x144 and averaged 3x3 onto
+  the 48x48 grid (the training runs' resolution error is then model error).
+
+Each case has one truth per seed (its own source); 10x10 buoys observe u, v, eta at every
+frame with 10 % noise (as ``xlevda demo``).  Methods on the same observations:
+
+- ``LEVDA``: ``LEVDA(window=5, model_error=FieldAnalysis())`` (the field analysis of what the
+  surrogate leaves unexplained);
+- ``LEVDA ens-only``: the paper's variant, white model-error draws (``ModelErrorTerm()``);
+- ``OI``: optimal interpolation of the buoys alone (no model, fitted covariance);
+- ``free surrogate``: prior parameter draws rolled out by the surrogate, no observations;
+- ``LETKF sim``: full-state LETKF through the same accessor with the simulator at the training
+  settings as its model (the user's imperfect model), K = 40, its localization radius and
+  inflation tuned on a separate training-configuration truth (seed 1000), as DAPPER's
+  published settings are.
+
+Reports per case and seed, then medians over the seeds: relative RMSE (all fields, each
+divided by its truth's standard deviation, time mean), spread/error, CRPS of eta (m),
+parameter error (fraction of the prior range; not for OI, nor for the two-source case where
+no single source is true) and seconds (assimilation plus decoding).  Writes the medians as
+markdown to ``--out`` (default ``docs/off_manifold.md``)::
+
+    OMP_NUM_THREADS=2 python benchmarks/accuracy/off_manifold.py               # ~1 h, 2-core CPU
+    OMP_NUM_THREADS=2 python benchmarks/accuracy/off_manifold.py --seeds 0 --cases train \\
+        "width 1.6x" --methods LEVDA OI --out /tmp/om.md                      # a few minutes
+
+A measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from xlevda.demo import SYSTEMS, prior_forecast, training_config, twin_scores
+from xlevda.methods import LETKF, LEVDA, OI, FieldAnalysis, Inflation, Localization
+from xlevda.model_error import ModelErrorTerm
+from xlevda.pretrained import load_pretrained
+from xlevda.run import RunOptions
+from xlevda.systems import observe, tsunami
+from xlevda.systems.tsunami_model import TsunamiModel
+
+ROOT = Path(__file__).resolve().parents[2]
+VARIABLES = ["u", "v", "eta"]
+TUNE_SEED = 1000
+RADII = (3.0, 6.0, 9.0)  # grid cells
+INFLATIONS = (1.05, 1.2)
+
+
+def _scaled(cfg: tsunami.TsunamiConfig, name: str, factor: float) -> tsunami.TsunamiConfig:
+    return dataclasses.replace(cfg, **{name: getattr(cfg, name) * factor})
+
+
+def _sources(seed: int, cfg: tsunami.TsunamiConfig, box: tuple[float, float]) -> dict:
+    """One source with ``(x, y) = L (a - 1/2, b - 1/2)``, ``a, b ~ U(box)``."""
+    a, b = np.random.default_rng(seed).uniform(*box, size=(2, 1))
+    lat, lon = cfg.to_latlon(cfg.length * (a - 0.5), cfg.length * (b - 0.5))
+    return {"src_lat": lat, "src_lon": lon}
+
+
+def _run(cfg: tsunami.TsunamiConfig, src: dict) -> xr.Dataset:
+    return tsunami.simulate(**src, config=cfg, progress=False).isel(run=0)[VARIABLES]
+
+
+def make_truth(case: str, cfg: tsunami.TsunamiConfig, seed: int) -> tuple[xr.Dataset, dict]:
+    """The truth of ``case`` on the training grid and its source (``{}`` if not one)."""
+    inside = (0.0, 0.5)
+    src = _sources(seed, cfg, inside)
+    true = {k: float(v[0]) for k, v in src.items()}
+    if case == "train":
+        return _run(cfg, src), true
+    if case == "amplitude 1.5x":
+        return _run(_scaled(cfg, "amplitude", 1.5), src), true
+    if case == "width 1.6x":
+        return _run(_scaled(cfg, "sigma", 1.6), src), true
+    if case == "depth 120 m":
+        return _run(dataclasses.replace(cfg, depth=120.0), src), true
+    if case == "two sources":
+        other = _sources(seed + 10_000, cfg, inside)
+        return _run(cfg, src) + _run(cfg, other), {}
+    if case == "source outside":
+        src = _sources(seed, cfg, (0.6, 0.9))
+        return _run(cfg, src), {k: float(v[0]) for k, v in src.items()}
+    if case == "3x resolution":
+        fine = _run(dataclasses.replace(cfg, nx=3 * cfg.nx, ny=3 * cfg.ny), src)
+        coarse = fine.coarsen(lat=3, lon=3).mean()
+        grid = _run(dataclasses.replace(cfg, n_frames=1), src)  # the training grid's coords
+        return coarse.assign_coords(lat=grid.lat, lon=grid.lon), true
+    raise SystemExit(f"unknown case {case!r}")
+
+
+CASES = (
+    "train",
+    "amplitude 1.5x",
+    "width 1.6x",
+    "depth 120 m",
+    "two sources",
+    "source outside",
+    "3x resolution",
+)
+
+
+def scores(ens: xr.Dataset, truth: xr.Dataset, true: dict, prior: dict) -> dict[str, float]:
+    """Time means of rrmse, spread/error, CRPS of eta and parameter error (NaN if none)."""
+    has = bool(true) and all(p in ens for p in true)
+    params = true if has else {}
+    s = twin_scores(ens[VARIABLES + list(params)], truth, params, prior, "eta")
+    out = {k: float(s[k].mean()) for k in ("rrmse", "ser", "crps")}
+    return out | {"param_err": float(s.param_err.mean())}
+
+
+def tune_letkf(model: TsunamiModel, cfg, members: int) -> LETKF:
+    """LETKF's radius and inflation with the lowest relative RMSE on a held-out truth."""
+    truth, _ = make_truth("train", cfg, TUNE_SEED)
+    obs = _observe(truth, TUNE_SEED)
+    initial = tsunami.sample_sources(members, seed=TUNE_SEED + 5_000, config=cfg)
+    best: tuple[float, LETKF] | None = None
+    for radius in RADII:
+        for inflation in INFLATIONS:
+            method = LETKF(
+                inflation=Inflation(inflation),
+                localization=Localization(radius * cfg.length / cfg.nx / 1e3),
+            )
+            an = _full_state(truth, obs, model, method, initial, TUNE_SEED, members)
+            err = scores(an, truth, {}, {})["rrmse"]
+            print(f"  tune LETKF radius {radius:g} cells, inflation {inflation:g}: {err:.4f}")
+            if best is None or err < best[0]:
+                best = (err, method)
+    assert best is not None
+    return best[1]
+
+
+def _observe(truth: xr.Dataset, seed: int) -> xr.Dataset:
+    stride = -(-max(truth.sizes[d] for d in ("lat", "lon")) // 10)
+    return observe.observe(truth, observe.GridStride(stride), noise_ratio=0.1, seed=seed + 1)
+
+
+def _full_state(truth, obs, model, method, initial, seed, members) -> xr.Dataset:
+    target = truth.drop_vars(list(truth.data_vars))
+    run = RunOptions(members=members, seed=seed, dtype="float32")
+    an = target.levda.assimilate(obs, model, method, run=run, background=initial)
+    return an[[*VARIABLES, *model.schema.params]].transpose("time", "member", ...).load()
+
+
+def methods(surrogate, sim: TsunamiModel, letkf: LETKF | None, args) -> dict[str, Callable]:
+    """Each method as ``fn(truth, obs, seed) -> ensemble (time, member, lat, lon)``."""
+
+    def latent(method) -> Callable:
+        def fn(truth, obs, seed):
+            target = truth.drop_vars(list(truth.data_vars))
+            run = RunOptions(members=args.members, seed=seed)
+            return target.levda.assimilate(obs, surrogate, method, run=run).load()
+
+        return fn
+
+    out = {
+        "LEVDA": latent(LEVDA(window=5, model_error=FieldAnalysis())),
+        "LEVDA ens-only": latent(LEVDA(window=5, model_error=ModelErrorTerm())),
+        "OI": latent(OI()),
+        "free surrogate": lambda truth, obs, seed: prior_forecast(
+            surrogate, truth, seed, args.members
+        ).load(),
+    }
+    if letkf is not None:
+        cfg = sim.config
+
+        def full(truth, obs, seed):
+            initial = tsunami.sample_sources(args.full_members, seed=seed + 5_000, config=cfg)
+            return _full_state(truth, obs, sim, letkf, initial, seed, args.full_members)
+
+        out["LETKF sim"] = full
+    return {k: v for k, v in out.items() if k in args.methods}
+
+
+def markdown(medians: dict, seeds, letkf: LETKF | None) -> str:
+    lines = [
+        "# Off the training manifold (issue 16)",
+        "",
+        "Written by `OMP_NUM_THREADS=2 python benchmarks/accuracy/off_manifold.py` on "
+        f"{platform.machine()} ({torch.get_num_threads()} torch threads); medians over the "
+        f"truths of seeds {list(seeds)}.  Relative RMSE of all fields (each divided by its "
+        "truth's standard deviation), spread/error, CRPS of eta (m), parameter error "
+        "(fraction of the prior range), seconds (assimilation and decoding).",
+        "",
+    ]
+    if letkf is not None:
+        lines += [f"LETKF as tuned on the held-out truth: `{letkf!r}`.", ""]
+    lines += [
+        "| case | method | rel. RMSE | spread/error | CRPS eta | param. error | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (case, name), m in medians.items():
+        lines.append(
+            f"| {case} | {name} | {m['rrmse']:.4f} | {m['ser']:.2f} | {m['crps']:.5f} | "
+            f"{m['param_err']:.4f} | {m['seconds']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--members", type=int, default=100)
+    parser.add_argument("--full-members", type=int, default=40)
+    all_methods = ["LEVDA", "LEVDA ens-only", "OI", "free surrogate", "LETKF sim"]
+    parser.add_argument("--methods", nargs="+", default=all_methods, choices=all_methods)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "off_manifold.md")
+    args = parser.parse_args()
+    surrogate = load_pretrained("tsunami")
+    cfg = training_config(SYSTEMS["tsunami"], surrogate)
+    prior = dict(zip(surrogate.schema.params, surrogate.schema.param_range, strict=True))
+    sim = TsunamiModel(cfg, dtype=torch.float32)
+    letkf = tune_letkf(sim, cfg, args.full_members) if "LETKF sim" in args.methods else None
+    runs = methods(surrogate, sim, letkf, args)
+    results: dict[tuple[str, str], list[dict[str, float]]] = {}
+    print(f"{'case':<15} {'seed':>4} {'method':<15} {'rRMSE':>7} {'s/e':>5} {'CRPS':>8} "
+          f"{'param':>7} {'s':>6}")  # fmt: skip
+    for case in args.cases:
+        for seed in args.seeds:
+            truth, true = make_truth(case, cfg, seed)
+            obs = _observe(truth, seed)
+            for name, fn in runs.items():
+                t0 = time.perf_counter()
+                ens = fn(truth, obs, seed)
+                m = scores(ens, truth, true, prior) | {"seconds": time.perf_counter() - t0}
+                results.setdefault((case, name), []).append(m)
+                print(f"{case:<15} {seed:>4} {name:<15} {m['rrmse']:>7.4f} {m['ser']:>5.2f} "
+                      f"{m['crps']:>8.5f} {m['param_err']:>7.4f} {m['seconds']:>6.1f}",
+                      flush=True)  # fmt: skip
+    medians = {
+        key: {k: float(np.median([v[k] for v in values])) for k in values[0]}
+        for key, values in results.items()
+    }
+    text = markdown(medians, args.seeds, letkf)
+    args.out.write_text(text)
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
