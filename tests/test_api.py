@@ -40,7 +40,7 @@ def target(truth):
     return truth.drop_vars(["eta", "u"])
 
 
-LEV = LEVDA(window=2)
+LEV = LEVDA(window=2, model_error=ModelErrorTerm())  # the white draws these tests check
 RUN = RunOptions(members=6, dtype="float64")
 
 

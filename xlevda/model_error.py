@@ -30,6 +30,9 @@ them from the pool, a window whose members sat in different minima 118-131."""
 class ModelErrorTerm:
     """An additive model-error term in LEVDA's output fields, estimated from the data.
 
+    The paper's ensemble-only analysis, ``LEVDA(model_error=ModelErrorTerm())``; the
+    default :class:`~xlevda.field_analysis.FieldAnalysis` analyses the residuals instead.
+
     The analysis members are states of the surrogate, so their spread represents the
     uncertainty of its latent state and parameters given the observations, not the
     surrogate's own error, which can dominate the error of the fields.  With this
@@ -62,7 +65,7 @@ class ModelErrorTerm:
     Examples
     --------
     >>> from xlevda.methods import LEVDA
-    >>> LEVDA().model_error
+    >>> LEVDA(model_error=ModelErrorTerm()).model_error  # the default is FieldAnalysis()
     ModelErrorTerm(pooled=True)
     """
 
