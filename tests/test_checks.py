@@ -52,10 +52,23 @@ def test_misfit_flag_needs_no_reduction_and_a_misfit_above_the_noise():
     assert not misfit_not_reduced(analysis, background, np.full(4, 100.0)).any()
 
 
-def test_parameters_outside_the_training_range_warn_and_are_flagged(model, truth):
+def test_parameters_stay_inside_the_training_range_by_default(model, truth):
+    """Bounded parameters: every member's estimate lies strictly inside the range, no flag."""
     where = target(truth)
-    with pytest.warns(UserWarning, match="outside the surrogate's training range") as record:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
         an = where.levda.assimilate(point_obs(truth), model, LEV, run=RUN)
+    for p, (lo, hi) in zip(("a", "b"), model.schema.param_range, strict=True):
+        u = an[p].values
+        assert ((u > lo) & (u < hi)).all(), (p, u.min(), u.max())
+        assert not an[f"window_{p}_outside_training_range"].any()
+
+
+def test_parameters_outside_the_training_range_warn_and_are_flagged(model, truth):
+    """Without bounds the tiny surrogate's estimates of b leave its range."""
+    where, free = target(truth), dataclasses.replace(LEV, bounded_parameters=False)
+    with pytest.warns(UserWarning, match="outside the surrogate's training range") as record:
+        an = where.levda.assimilate(point_obs(truth), model, free, run=RUN)
     (message,) = messages(record, "training range")
     flags = {p: an[f"window_{p}_outside_training_range"] for p in ("a", "b")}
     assert flags["b"].dims == ("window", "member")
@@ -106,9 +119,11 @@ def test_analyses_no_better_than_their_backgrounds_warn_and_are_recorded(
     monkeypatch,
 ):
     where, obs = target(truth), point_obs(truth, std=0.01)
+    # the tiny surrogate fits these precise observations only with b outside its range
+    free = dataclasses.replace(LEV, bounded_parameters=False)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        an = where.levda.assimilate(obs, model, LEV, run=RUN)
+        an = where.levda.assimilate(obs, model, free, run=RUN)
     assert not messages(record, "does not fit")
     assert an.window_misfit_not_reduced.values.tolist() == [0, 0, 0]
     assert (an.window_misfit < an.window_misfit_background).all()
@@ -119,7 +134,7 @@ def test_analyses_no_better_than_their_backgrounds_warn_and_are_recorded(
         r"misfit_background, and above the observations' noise level\)"
     )
     with pytest.warns(UserWarning, match=pattern):
-        stuck = where.levda.assimilate(obs, model, LEV, run=RUN)
+        stuck = where.levda.assimilate(obs, model, free, run=RUN)
     assert stuck.window_misfit_not_reduced.dims == ("window",)
     assert stuck.window_misfit_not_reduced.values.tolist() == [1, 1, 1]
     # observations with huge errors: the background already fits them, no alarm

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor
 
+from xlevda.core.dynamics import observe
 from xlevda.core.window import ObsWindow
 
 F64 = torch.float64
@@ -197,3 +198,18 @@ def random_ensemble(K: int, d_z: int, seed: int = 2, spread: float = 0.5) -> Ten
     g = torch.Generator().manual_seed(seed)
     centre = torch.randn(d_z, generator=g, dtype=F64)
     return centre + spread * torch.randn(K, d_z, generator=g, dtype=F64)
+
+
+def nonlinear_problem(K: int = 8, seed: int = 2):
+    """Tanh-MLP surrogate; data = decoded truth (the ensemble's centre) + noise at the window's
+    per-value errors; a fifth of the values missing."""
+    sur = MLPSurrogate(d_s=4, d_u=1, n_ch=2, seed=3)
+    layout = random_window(2, steps=(0, 1, 2), fracs=(0.0, 0.5, 0.25), n_points=6, seed=7)
+    z_b = random_ensemble(K + 1, 5, seed=seed, spread=0.4)
+    prepared = sur.prepare_points(layout.points)
+    clean = observe(sur, z_b.mean(0, keepdim=True), layout, prepared)[0]
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    values = clean + noise / layout.weight.clamp_min(1e-12).sqrt()
+    values = torch.where(layout.weight > 0, values, torch.nan)
+    window = ObsWindow(layout.step, layout.frac, layout.points, values, layout.weight)
+    return sur, window, z_b[:K]

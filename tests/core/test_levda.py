@@ -18,6 +18,7 @@ from tests.core.models import (
     LinearSurrogate,
     MLPSurrogate,
     NaNAbove,
+    nonlinear_problem,
     random_ensemble,
     random_window,
 )
@@ -387,21 +388,6 @@ def test_unexplained_variance_is_the_error_the_spread_leaves_out():
 
 
 # --- 3. batched L-BFGS == per-member torch.optim.LBFGS on a nonlinear surrogate -------------
-
-
-def nonlinear_problem(K: int = 8, seed: int = 2):
-    """Tanh-MLP surrogate; data = decoded truth (the ensemble's centre) + noise at the window's
-    per-value errors; a fifth of the values missing."""
-    sur = MLPSurrogate(d_s=4, d_u=1, n_ch=2, seed=3)
-    layout = random_window(2, steps=(0, 1, 2), fracs=(0.0, 0.5, 0.25), n_points=6, seed=7)
-    z_b = random_ensemble(K + 1, 5, seed=seed, spread=0.4)
-    prepared = sur.prepare_points(layout.points)
-    clean = observe(sur, z_b.mean(0, keepdim=True), layout, prepared)[0]
-    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
-    values = clean + noise / layout.weight.clamp_min(1e-12).sqrt()
-    values = torch.where(layout.weight > 0, values, torch.nan)
-    window = ObsWindow(layout.step, layout.frac, layout.points, values, layout.weight)
-    return sur, window, z_b[:K]
 
 
 def _torch_lbfgs(objective: WindowObjective, j: int) -> tuple[float, torch.Tensor]:

@@ -18,6 +18,7 @@ import torch
 from xlevda._obs import ObsTable, plan_windows
 from xlevda._obs import Window as PlannedWindow
 from xlevda._window_length import WindowLength, check_window
+from xlevda.core.bounds import BoundedSurrogate, ParameterBounds
 from xlevda.core.dynamics import observe
 from xlevda.core.hybrid import HybridCovariance, rollout_square_root
 from xlevda.core.inflation import Inflation
@@ -31,7 +32,7 @@ from xlevda.initial import latent_ensemble
 from xlevda.methods.base import Method, MisfitPair, background_state, single
 from xlevda.model_error import ModelErrorTerm
 from xlevda.run import RunOptions
-from xlevda.surrogates.protocol import Surrogate
+from xlevda.surrogates.protocol import FullStateModel, Surrogate
 
 __all__ = ["LEVDA"]
 
@@ -105,6 +106,16 @@ class LEVDA(Method):
         every case and seed shares it,
         :func:`~xlevda.core.hybrid.rollout_square_root`), computed once per model,
         dtype and device and cached.  Not stored in the surrogate file (yet).
+    bounded_parameters : bool
+        Keep the estimated parameters strictly inside the surrogate's training range
+        (``schema.param_range``; default): each window is solved for ``w =
+        logit((u - low) / (high - low))`` instead of ``u``
+        (:mod:`xlevda.core.bounds`), so the surrogate is never asked to extrapolate.
+        Background members on or beyond the range start ``1e-4`` of its width
+        inside.  ``False``: parameters are free and those outside the range are
+        flagged (``window_<param>_outside_training_range``).  Simulators
+        (:class:`~xlevda.surrogates.protocol.FullStateModel`) have no range and are
+        never bounded.
 
     Ensemble size, seed (of the prior draws, the inflation noise and RML
     perturbations), precision and device are :class:`~xlevda.run.RunOptions`
@@ -125,6 +136,7 @@ class LEVDA(Method):
     )
     model_error: FieldAnalysis | ModelErrorTerm | None = field(default_factory=FieldAnalysis)
     static_covariance: HybridCovariance | None = None
+    bounded_parameters: bool = True
 
     name: ClassVar[str] = "LEVDA"
     title: ClassVar[str] = "LEVDA (latent ensemble variational data assimilation)"
@@ -156,6 +168,16 @@ class LEVDA(Method):
             raise ConfigError(
                 f"LEVDA.static_covariance={hybrid!r}: expected HybridCovariance(...) or None"
             )
+        if not isinstance(self.bounded_parameters, bool):
+            raise ConfigError(
+                f"LEVDA.bounded_parameters must be a bool, got {self.bounded_parameters!r}"
+            )
+        if self.bounded_parameters and hybrid is not None and hybrid.parameters:
+            raise ConfigError(
+                "LEVDA.bounded_parameters=True with HybridCovariance(parameters=True): the "
+                "static covariance of the parameters is not in the bounded coordinates; "
+                "set bounded_parameters=False or parameters=False"
+            )
 
     def initial(self, model: Surrogate, background: Any, run: RunOptions) -> Ensemble:
         """From fields, given parameters or prior draws (:func:`xlevda.initial.latent_ensemble`)."""
@@ -176,10 +198,12 @@ class LEVDA(Method):
         seed = run.seed * 1_000_003 + window.index
         hybrid = self.static_covariance
         static_sqrt = None if hybrid is None else prior_static_sqrt(model, hybrid, run)
+        bounds = parameter_bounds(model, zb) if self.bounded_parameters else None
+        solver = model if bounds is None else BoundedSurrogate(model, bounds)
         try:
             res = solve_window(
-                model,
-                zb,
+                solver,
+                zb if bounds is None else bounds.unbounded(zb),
                 obs_w,
                 inflation=self.inflation,
                 member_mode=self.member_mode,
@@ -199,19 +223,33 @@ class LEVDA(Method):
                 "do on a convex cost. Use member_mode=RandomizedMaximumLikelihood() or "
                 "Inflation(additive > 0)"
             ) from err
+        z_a = res.z_analysis if bounds is None else bounds.bounded(res.z_analysis)
         residuals = None
         if isinstance(self.model_error, FieldAnalysis):
             with torch.no_grad():
-                decoded = observe(model, res.z_analysis, obs_w, model.prepare_points(obs_w.points))
+                decoded = observe(model, z_a, obs_w, model.prepare_points(obs_w.points))
             residuals = window_residuals(decoded, obs_w, window.anchor, seed)
         return single(
             window.anchor,
-            res.z_analysis,
+            z_a,
             {k: getattr(res, k).detach().cpu().numpy() for k in DIAGNOSTICS},
             res.n_obs,
             np.stack([t.detach().cpu().double().numpy() for t in res.excess]),
             residuals,
         )
+
+
+def parameter_bounds(model: Surrogate, like: torch.Tensor) -> ParameterBounds | None:
+    """The training range of ``model``'s parameters in its normalized units, as ``like``.
+
+    ``None`` for a model without parameters or a simulator (no training range).
+    """
+    schema = model.schema
+    if isinstance(model, FullStateModel) or not schema.params:
+        return None
+    ends = np.asarray(schema.param_range, float).reshape(len(schema.params), 2).T
+    lo, hi = np.sort(schema.param_norm.normalize(ends), axis=0)
+    return ParameterBounds(torch.as_tensor(lo).to(like), torch.as_tensor(hi).to(like))
 
 
 _STATIC_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple, torch.Tensor]] = (
