@@ -182,3 +182,14 @@ def test_perturbed_members_posterior():
     diag = torch.diagonal(expected)
     se = ((diag[:, None] * diag[None, :] + expected**2) / (k - 1)).sqrt()
     assert ((cov - expected).abs() <= 5 * se + 1e-12).all(), ((cov - expected) / se).abs().max()
+
+
+@pytest.mark.parametrize("kind", ["plane", "sphere", "latlon"])
+def test_identical_points_are_at_distance_zero(kind):
+    """No round-off distance between a point and itself (it bounded the length-scale search)."""
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(100, 2, generator=g, dtype=torch.float64)
+    if kind == "sphere":
+        p = torch.nn.functional.normalize(torch.randn(100, 3, generator=g, dtype=torch.float64))
+    d = Metric(kind, (0.0, 0.0), (3.09, 3.09)).distance(p, p)
+    assert (d.diagonal() == 0).all()

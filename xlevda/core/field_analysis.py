@@ -22,6 +22,7 @@ from xlevda.core.taper import gaspari_cohn
 
 __all__ = [
     "EARTH_RADIUS_KM",
+    "EXACT",
     "Gain",
     "Metric",
     "correlation",
@@ -30,6 +31,10 @@ __all__ = [
     "fit_length_scale",
     "window_gain",
 ]
+
+EXACT = "donot_use_mm_for_euclid_dist"
+"""``torch.cdist`` mode without the matrix-product shortcut, whose round-off gives
+identical points distances of about ``1e-8`` (which then bounded the length-scale search)."""
 
 EARTH_RADIUS_KM = 6371.0
 """Mean Earth radius: distances on the sphere and between latitude/longitude are in km."""
@@ -67,11 +72,11 @@ class Metric:
     def distance(self, a: Tensor, b: Tensor) -> Tensor:
         """Distances (Na, Nb) between normalized points ``a`` (Na, n) and ``b`` (Nb, n)."""
         if self.kind == "sphere":
-            chord = torch.cdist(a, b).clamp(max=2.0)
+            chord = torch.cdist(a, b, compute_mode=EXACT).clamp(max=2.0)
             return 2 * EARTH_RADIUS_KM * torch.asin(chord / 2)
         scale = torch.as_tensor(self.scale, dtype=a.dtype, device=a.device)
         if self.kind == "plane":
-            return torch.cdist(a * scale, b * scale)
+            return torch.cdist(a * scale, b * scale, compute_mode=EXACT)
         offset = torch.as_tensor(self.offset, dtype=a.dtype, device=a.device)
         i, j = self.lat_lon
         pa, pb = torch.deg2rad(a * scale + offset), torch.deg2rad(b * scale + offset)
