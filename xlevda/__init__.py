@@ -74,9 +74,18 @@ __all__ = [
 def load_surrogate(path, *, map_location: str = "cpu") -> LDNet:
     """Load a surrogate saved with ``save(path)``.
 
+    Files are read without running pickled code; their checksum (``sha256``, stored
+    by ``save``; files written before it was stored are read unverified), the sizes
+    their config and schema declare (against the stored weights, before anything is
+    allocated), and every weight and schema value (finite, valid) are checked.
+
     Raises
     ------
     xlevda.errors.SurrogateFileError
-        If the file is corrupt, of another format version or of another kind.
+        If the file is truncated, corrupt or modified, of another format version or
+        of another kind, or declares sizes or holds values that are not valid; the
+        message names what.
+    FileNotFoundError
+        If ``path`` does not exist.
     """
     return LDNet.load(path, map_location=map_location)
