@@ -17,6 +17,8 @@ The public names:
   ``SeparableDecoderConfig``, ``CosineDecoderConfig``, ``LinearDynamicsConfig``,
   ``TrainConfig``): the options of ``LDNet.fit``;
 - ``load_surrogate``, ``load_pretrained``: a saved surrogate, a shipped one;
+- ``write``: an analysis to NetCDF or zarr (by extension), CF-clean and compressed,
+  under a temporary name renamed when complete;
 - ``XlevdaError``: the base class of every input error (a ``ValueError``);
 - ``metrics``: scores of an analysis against a truth; ``systems``: simulators and
   observation samplers for twin experiments; ``ldensf``: LD-EnSF's sensor networks
@@ -45,6 +47,7 @@ from xlevda.surrogates.decoder_configs import (
     MLPDecoderConfig,
     SeparableDecoderConfig,
 )
+from xlevda.write import write
 
 __all__ = [
     "LETKF",
@@ -68,6 +71,7 @@ __all__ = [
     "load_surrogate",
     "metrics",
     "systems",
+    "write",
 ]
 
 

@@ -40,15 +40,13 @@ def _system_runs(args: argparse.Namespace):
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from xlevda.write import write
+
     system, cfg, params = _system_runs(args)
     t0 = time.perf_counter()
     ds = system.simulate(**params, config=cfg, progress=not args.quiet)
     elapsed = time.perf_counter() - t0
-    out = Path(args.output)
-    if out.suffix == ".nc":
-        ds.to_netcdf(out)
-    else:
-        ds.chunk({"run": min(args.runs, 16)}).to_zarr(out, mode="w")
+    out = write(ds.chunk({"run": min(args.runs, 16)}), args.output)
     print(
         f"simulated {args.runs} {args.system} run(s) on {cfg.ny}x{cfg.nx}, {cfg.n_frames} frames "
         f"in {elapsed:.1f} s -> {out}"
@@ -111,6 +109,7 @@ def _assimilate(args: argparse.Namespace) -> int:
     from xlevda._convert import find_time
     from xlevda.methods import LEVDA
     from xlevda.run import RunOptions
+    from xlevda.write import write
 
     model = load_pretrained(args.pretrained) if args.pretrained else load_surrogate(args.surrogate)
     obs = _open(args.obs)
@@ -126,7 +125,7 @@ def _assimilate(args: argparse.Namespace) -> int:
     run = RunOptions(members=args.members, seed=args.seed)
     t0 = time.perf_counter()
     analysis = target.levda.assimilate(obs, model, LEVDA(window=args.window), run=run)
-    analysis.to_netcdf(args.output)
+    write(analysis, args.output)
     print(
         f"assimilated {analysis.attrs['n_observations_used']} observations in "
         f"{analysis.sizes['window']} windows, K={args.members}, in "
@@ -270,7 +269,13 @@ def _add_assimilate(sub) -> None:
         "--window", type=int, default=5, help="observation times per window, tau (default 5)"
     )
     asm.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
-    asm.add_argument("-o", "--output", required=True, help="output NetCDF path")
+    asm.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output path: .zarr a zarr store, .nc a NetCDF file (written under a temporary "
+        "name, renamed when complete)",
+    )
     asm.set_defaults(func=_assimilate)
 
 
