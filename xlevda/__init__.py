@@ -18,7 +18,8 @@ The public names:
   ``TrainConfig``): the options of ``LDNet.fit``;
 - ``load_surrogate``, ``load_pretrained``: a saved surrogate, a shipped one;
 - ``write``: an analysis to NetCDF or zarr (by extension), CF-clean and compressed,
-  under a temporary name renamed when complete;
+  under a temporary name renamed when complete; ``progress``: progress bars over the
+  windows of an assimilation and the chunks of a write (a context manager);
 - ``XlevdaError``: the base class of every input error (a ``ValueError``);
 - ``metrics``: scores of an analysis against a truth; ``systems``: simulators and
   observation samplers for twin experiments; ``ldensf``: LD-EnSF's sensor networks
@@ -40,6 +41,7 @@ from xlevda.errors import XlevdaError
 from xlevda.ldnet import LDNet
 from xlevda.methods import LETKF, LEVDA, EnSF, FourDEnVar, LDEnSF
 from xlevda.pretrained import load_pretrained
+from xlevda.progress import progress
 from xlevda.run import RunOptions
 from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig, TrainConfig
 from xlevda.surrogates.decoder_configs import (
@@ -70,6 +72,7 @@ __all__ = [
     "load_pretrained",
     "load_surrogate",
     "metrics",
+    "progress",
     "systems",
     "write",
 ]
