@@ -196,6 +196,17 @@ def test_identical_seeds_give_byte_identical_files(model, truth, analysis, tmp_p
     assert analysis.attrs["history"].endswith("+00:00 xlevda.assimilate")  # caller's unchanged
 
 
+def test_the_callers_dataset_is_unchanged(analysis, tmp_path):
+    before = {k: (dict(v.encoding), dict(v.attrs)) for k, v in analysis.variables.items()}
+    attrs = dict(analysis.attrs)
+    write(analysis, tmp_path / "a.nc", latent=False, significant_digits=2, history="h")
+    write(analysis, tmp_path / "a.zarr", reproducible=True)
+    after = {k: (dict(v.encoding), dict(v.attrs)) for k, v in analysis.variables.items()}
+    assert after.keys() == before.keys() and analysis.attrs == attrs
+    for k, (enc, att) in before.items():
+        assert after[k][0] == enc and after[k][1].keys() == att.keys(), k
+
+
 def test_bad_options_are_refused(analysis, tmp_path):
     for kwargs, match in [
         ({"latent": "no"}, r"latent must be True or False, got 'no'"),
