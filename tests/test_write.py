@@ -170,6 +170,8 @@ def test_sub_second_times_are_stored_as_exact_seconds(tmp_path):
     ds = xr.Dataset({"h": ("time", np.arange(51.0))}, coords={"time": times})
     write(ds, tmp_path / "t.nc")
     np.testing.assert_array_equal(xr.open_dataset(tmp_path / "t.nc").time.values, times)
+    write(ds, tmp_path / "t.zarr")
+    np.testing.assert_array_equal(xr.open_zarr(tmp_path / "t.zarr").time.values, times)
     raw = xr.open_dataset(tmp_path / "t.nc", decode_times=False)
     assert raw.time.attrs["units"] == "seconds since 2026-01-01 00:00:00"
 
