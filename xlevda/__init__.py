@@ -17,6 +17,9 @@ The public names:
   ``SeparableDecoderConfig``, ``CosineDecoderConfig``, ``LinearDynamicsConfig``,
   ``TrainConfig``): the options of ``LDNet.fit``;
 - ``load_surrogate``, ``load_pretrained``: a saved surrogate, a shipped one;
+- ``write``: an analysis to NetCDF or zarr (by extension), CF-clean and compressed,
+  under a temporary name renamed when complete; ``progress``: progress bars over the
+  windows of an assimilation and the chunks of a write (a context manager);
 - ``XlevdaError``: the base class of every input error (a ``ValueError``);
 - ``metrics``: scores of an analysis against a truth; ``systems``: simulators and
   observation samplers for twin experiments; ``ldensf``: LD-EnSF's sensor networks
@@ -38,6 +41,7 @@ from xlevda.errors import XlevdaError
 from xlevda.ldnet import LDNet
 from xlevda.methods import LETKF, LEVDA, EnSF, FourDEnVar, LDEnSF
 from xlevda.pretrained import load_pretrained
+from xlevda.progress import progress
 from xlevda.run import RunOptions
 from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig, TrainConfig
 from xlevda.surrogates.decoder_configs import (
@@ -45,6 +49,7 @@ from xlevda.surrogates.decoder_configs import (
     MLPDecoderConfig,
     SeparableDecoderConfig,
 )
+from xlevda.write import write
 
 __all__ = [
     "LETKF",
@@ -67,16 +72,27 @@ __all__ = [
     "load_pretrained",
     "load_surrogate",
     "metrics",
+    "progress",
     "systems",
+    "write",
 ]
 
 
 def load_surrogate(path, *, map_location: str = "cpu") -> LDNet:
     """Load a surrogate saved with ``save(path)``.
 
+    Files are read without running pickled code; their checksum (``sha256``, stored
+    by ``save``; files written before it was stored are read unverified), the sizes
+    their config and schema declare (against the stored weights, before anything is
+    allocated), and every weight and schema value (finite, valid) are checked.
+
     Raises
     ------
     xlevda.errors.SurrogateFileError
-        If the file is corrupt, of another format version or of another kind.
+        If the file is truncated, corrupt or modified, of another format version or
+        of another kind, or declares sizes or holds values that are not valid; the
+        message names what.
+    FileNotFoundError
+        If ``path`` does not exist.
     """
     return LDNet.load(path, map_location=map_location)

@@ -1,4 +1,10 @@
-"""The ``xlevda`` command line: simulate, train, demo."""
+"""The ``xlevda`` command line: simulate, train, assimilate, demo.
+
+Training defaults are those of :class:`~xlevda.LDNetConfig` and
+:class:`~xlevda.TrainConfig` (read from them, as ``LDNet.fit`` uses them); outputs are
+written by :func:`xlevda.write.write` (format by extension, all or nothing); progress
+bars show on a terminal unless ``--quiet``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["main"]
+from xlevda._version import VERSION
+
+__all__ = ["build_parser", "default_target", "main", "train_config"]
 
 _EPILOG = """\
 typical session:
@@ -17,6 +25,11 @@ typical session:
   xlevda assimilate buoys.nc --surrogate tsunami.pt -o analysis.nc
   xlevda demo
 """
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars: on a terminal, unless ``--quiet``."""
+    return not args.quiet and sys.stderr.isatty()
 
 
 def _system_runs(args: argparse.Namespace):
@@ -40,15 +53,13 @@ def _system_runs(args: argparse.Namespace):
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from xlevda.write import write
+
     system, cfg, params = _system_runs(args)
     t0 = time.perf_counter()
-    ds = system.simulate(**params, config=cfg, progress=not args.quiet)
+    ds = system.simulate(**params, config=cfg, progress=_show_progress(args))
     elapsed = time.perf_counter() - t0
-    out = Path(args.output)
-    if out.suffix == ".nc":
-        ds.to_netcdf(out)
-    else:
-        ds.chunk({"run": min(args.runs, 16)}).to_zarr(out, mode="w")
+    out = write(ds.chunk({"run": min(args.runs, 16)}), args.output)
     print(
         f"simulated {args.runs} {args.system} run(s) on {cfg.ny}x{cfg.nx}, {cfg.n_frames} frames "
         f"in {elapsed:.1f} s -> {out}"
@@ -65,8 +76,11 @@ def _open(path: str):
     return xr.open_zarr(p) if p.suffix == ".zarr" or p.is_dir() else xr.open_dataset(p)
 
 
-def _train(args: argparse.Namespace) -> int:
-    from xlevda.ldnet import LDNet
+def train_config(args: argparse.Namespace):
+    """The :class:`~xlevda.LDNetConfig` of ``xlevda train``'s options: Python's defaults
+    (``LDNetConfig()``, ``TrainConfig()``) for every option left out."""
+    from dataclasses import replace
+
     from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig, TrainConfig
     from xlevda.surrogates.decoder_configs import (
         CosineDecoderConfig,
@@ -74,10 +88,11 @@ def _train(args: argparse.Namespace) -> int:
         SeparableDecoderConfig,
     )
 
-    ds = _open(args.data)
-    train = TrainConfig(epochs=args.epochs, seed=args.seed, validation_fraction=args.val_fraction)
+    train = replace(
+        TrainConfig(), epochs=args.epochs, seed=args.seed, validation_fraction=args.val_fraction
+    )
     if args.decoder == "linear":
-        cfg = LDNetConfig(
+        return LDNetConfig(
             latent_dim=args.latent_dim,
             learnable_dt=False,
             dynamics=LinearDynamicsConfig(),
@@ -85,12 +100,18 @@ def _train(args: argparse.Namespace) -> int:
             seed=args.seed,
             train=train,
         )
-    else:
-        decoder = SeparableDecoderConfig() if args.decoder == "separable" else MLPDecoderConfig()
-        cfg = LDNetConfig(latent_dim=args.latent_dim, decoder=decoder, seed=args.seed, train=train)
+    decoder = SeparableDecoderConfig() if args.decoder == "separable" else MLPDecoderConfig()
+    return LDNetConfig(latent_dim=args.latent_dim, decoder=decoder, seed=args.seed, train=train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from xlevda.ldnet import LDNet
+
+    ds = _open(args.data)
+    cfg = train_config(args)
     t0 = time.perf_counter()
     model = LDNet.fit(
-        ds, params=args.params, config=cfg, variables=args.variables, progress=not args.quiet
+        ds, params=args.params, config=cfg, variables=args.variables, progress=_show_progress(args)
     )
     elapsed = time.perf_counter() - t0
     if args.decoder == "linear":
@@ -103,30 +124,51 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _assimilate(args: argparse.Namespace) -> int:
+def default_target(model, obs):
+    """The surrogate's grid at its frames from the last at or before the first observation to
+    the first at or after the last one (so the analysis covers every observation)."""
     import numpy as np
     import xarray as xr
 
-    from xlevda import load_pretrained, load_surrogate
     from xlevda._convert import find_time
-    from xlevda.methods import LEVDA
-    from xlevda.run import RunOptions
 
+    s = model.schema
+    frames = model.frame_times()
+    t_obs = np.asarray(obs[find_time(obs)].values).ravel()
+    before = frames[frames <= t_obs.min()]
+    after = frames[frames >= t_obs.max()]
+    start = before[-1] if before.size else frames[0]
+    end = after[0] if after.size else frames[-1]
+    coords = {
+        c: (c, np.asarray(s.grid[c]), dict(a)) for c, a in zip(s.coords, s.coord_attrs, strict=True)
+    }
+    times = frames[(frames >= start) & (frames <= end)]
+    return xr.Dataset(coords={"time": ("time", times, {"standard_name": "time"}), **coords})
+
+
+def _assimilate(args: argparse.Namespace) -> int:
+    from xlevda import load_pretrained, load_surrogate
+    from xlevda.methods import LEVDA
+    from xlevda.progress import progress
+    from xlevda.run import RunOptions
+    from xlevda.write import output_format, write
+
+    output_format(args.output)  # an unknown extension fails before the work
     model = load_pretrained(args.pretrained) if args.pretrained else load_surrogate(args.surrogate)
     obs = _open(args.obs)
-    if args.target:
-        target = _open(args.target)
-    else:
-        s = model.schema
-        times = model.frame_times()
-        t_obs = np.asarray(obs[find_time(obs)].values)
-        slack = np.timedelta64(1, "ms") if s.time_is_datetime else 1e-6 * s.time_step
-        times = times[(times >= t_obs.min() - slack) & (times <= t_obs.max() + slack)]
-        target = xr.Dataset(coords={"time": times, **{c: np.asarray(s.grid[c]) for c in s.coords}})
-    run = RunOptions(members=args.members, seed=args.seed)
+    target = _open(args.target) if args.target else default_target(model, obs)
+    run = RunOptions(members=args.members, seed=args.seed, outside=args.outside)
     t0 = time.perf_counter()
-    analysis = target.levda.assimilate(obs, model, LEVDA(window=args.window), run=run)
-    analysis.to_netcdf(args.output)
+    with progress(_show_progress(args), desc="assimilate"):
+        analysis = target.levda.assimilate(
+            obs,
+            model,
+            LEVDA(window=args.window),
+            run=run,
+            variables=args.variables,
+            errors=dict(args.errors) if args.errors else None,
+        )
+        write(analysis, args.output)
     print(
         f"assimilated {analysis.attrs['n_observations_used']} observations in "
         f"{analysis.sizes['window']} windows, K={args.members}, in "
@@ -152,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     parser.add_argument(
         "--threads",
         type=int,
@@ -192,6 +235,33 @@ def _add_simulate(sub) -> None:
     sim.set_defaults(func=_simulate)
 
 
+def _fit_defaults():
+    """Python's defaults of ``LDNet.fit``: ``LDNetConfig()`` and its ``TrainConfig()``."""
+    from xlevda.surrogates.config import LDNetConfig
+
+    model = LDNetConfig()
+    return model, model.train
+
+
+def _cosine_terms() -> int:
+    """``CosineDecoderConfig()``'s number of terms (the linear decoder's default)."""
+    from xlevda.surrogates.decoder_configs import CosineDecoderConfig
+
+    return CosineDecoderConfig().n_terms
+
+
+def _pair(text: str) -> tuple[str, float]:
+    """``VAR=STD`` of ``--errors``."""
+    name, sep, value = text.partition("=")
+    try:
+        std = float(value)
+    except ValueError:
+        std = None
+    if not sep or not name or std is None:
+        raise argparse.ArgumentTypeError(f"expected VAR=STD such as eta=0.01, got {text!r}")
+    return name, std
+
+
 def _add_train(sub) -> None:
     """Add the ``train`` command to ``sub``, the action ``add_subparsers`` returns."""
     tr = sub.add_parser(
@@ -213,32 +283,37 @@ def _add_train(sub) -> None:
         default=None,
         help="fields to learn (default: all with dims run, time, space)",
     )
+    model, train = _fit_defaults()
     tr.add_argument(
         "--decoder",
-        choices=["separable", "mlp", "linear"],
-        default="separable",
-        help="decoder family (default separable); 'linear' fits the closed-form linear LDNet "
-        "(cosine-series decoder, linear latent dynamics; no epochs), the shipped tsunami model's "
-        "kind, for systems linear in their state",
+        choices=["mlp", "separable", "linear"],
+        default=model.decoder.kind,
+        help=f"decoder family (default {model.decoder.kind}, as LDNetConfig); 'linear' fits the "
+        "closed-form linear LDNet (cosine-series decoder, linear latent dynamics; no epochs), "
+        "the shipped tsunami model's kind, for systems linear in their state",
     )
     tr.add_argument(
         "--latent-dim",
         type=int,
-        default=12,
-        help="latent dimension (default 12; the shipped linear tsunami model has 641)",
+        default=model.latent_dim,
+        help=f"latent dimension (default {model.latent_dim}; the shipped linear tsunami model "
+        "has 641)",
     )
+    cosine = _cosine_terms()
     tr.add_argument(
         "--cosine-terms",
         type=int,
-        default=28,
-        help="cosine terms per coordinate of the linear decoder (default 28)",
+        default=cosine,
+        help=f"cosine terms per coordinate of the linear decoder (default {cosine})",
     )
-    tr.add_argument("--epochs", type=int, default=300, help="training epochs (default 300)")
+    tr.add_argument(
+        "--epochs", type=int, default=train.epochs, help=f"training epochs (default {train.epochs})"
+    )
     tr.add_argument(
         "--val-fraction",
         type=float,
-        default=0.25,
-        help="fraction of runs held out for validation (default 0.25)",
+        default=train.validation_fraction,
+        help=f"fraction of runs held out for validation (default {train.validation_fraction})",
     )
     tr.add_argument("--seed", type=int, default=0, help="seed of weights and sampling")
     tr.add_argument("-o", "--output", required=True, help="output file, e.g. model.pt")
@@ -252,8 +327,9 @@ def _add_assimilate(sub) -> None:
         "assimilate",
         help="assimilate observations into a surrogate and write the analysis ensemble",
         description="Run LEVDA: observations (one 'obs' dimension with time/lat/lon "
-        "coordinates and <var>_std errors, or a gridded file with NaN where unobserved) are "
-        "assimilated into a trained surrogate; the analysis ensemble is written to NetCDF.",
+        "coordinates and <var>_std errors or --errors, or a gridded file with NaN where "
+        "unobserved) are assimilated into a trained surrogate; the analysis ensemble is "
+        "written to NetCDF or zarr (by the extension of --output).",
     )
     asm.add_argument("obs", help="observations (.nc or .zarr)")
     src = asm.add_mutually_exclusive_group(required=True)
@@ -263,14 +339,43 @@ def _add_assimilate(sub) -> None:
         "--target",
         default=None,
         help="dataset whose time and space coordinates the analysis is wanted on "
-        "(default: the surrogate's grid and frames within the observation period)",
+        "(default: the surrogate's grid at its frames from the last at or before the first "
+        "observation to the first at or after the last)",
     )
     asm.add_argument("--members", type=int, default=100, help="ensemble size K (default 100)")
     asm.add_argument(
         "--window", type=int, default=5, help="observation times per window, tau (default 5)"
     )
     asm.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
-    asm.add_argument("-o", "--output", required=True, help="output NetCDF path")
+    asm.add_argument(
+        "--variables",
+        nargs="+",
+        default=None,
+        help="observed variables to assimilate (default: all in the observations)",
+    )
+    asm.add_argument(
+        "--errors",
+        nargs="+",
+        type=_pair,
+        default=None,
+        metavar="VAR=STD",
+        help="observation error standard deviation of variables without <var>_std, e.g. eta=0.01",
+    )
+    asm.add_argument(
+        "--outside",
+        choices=["error", "drop"],
+        default="error",
+        help="observations outside the surrogate's domain or period: an error (default) or "
+        "dropped and counted (n_observations_dropped)",
+    )
+    asm.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    asm.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output path: .zarr a zarr store, .nc a NetCDF file (written under a temporary "
+        "name, renamed when complete)",
+    )
     asm.set_defaults(func=_assimilate)
 
 

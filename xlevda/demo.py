@@ -6,9 +6,10 @@ fixed sensor grid at every frame with 10 % noise (tsunami: 10x10 buoys observing
 u, v, eta; Kolmogorov flow: 10x10 points observing u, v; sphere: 16x8 points
 observing u, v, height), and reconstructed by LEVDA (K = 100 members, tau = 5
 observation times per window), estimating the parameters jointly.  The analysis
-is written to NetCDF, a per-window table compares it with the no-assimilation
-forecast (the prior ensemble rolled out by the surrogate), and a PNG shows the
-fields and the error over time.
+is written with :func:`xlevda.write.write` (NetCDF, or zarr by extension), a
+per-window table compares it with the no-assimilation forecast (the prior
+ensemble rolled out by the surrogate), and a PNG shows the fields and the error
+over time.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from xlevda.pretrained import load_pretrained
 from xlevda.run import RunOptions
 from xlevda.surrogates.fitreport import FitReport
 from xlevda.systems import kolmogorov, observe, sphere, sphere_config, tsunami
+from xlevda.write import write
 
 __all__ = [
     "SYSTEMS",
@@ -392,6 +394,13 @@ def quality_lines(quality: FitReport | None) -> list[str]:
     ]
 
 
+def _stored_bytes(path: Path) -> int:
+    """Bytes of a file, or of every file in a directory (a zarr store)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
 def run_demo(
     seed: int = 0,
     output: str = "levda_demo.nc",
@@ -423,8 +432,12 @@ def run_demo(
         "\nestimated parameters (last window, ensemble mean): "
         + ", ".join(f"{p} = {est[p]:.4g} (true {twin.true_params[p]:.4g})" for p in est)
     )
-    analysis.to_netcdf(output)
-    print(f"analysis ensemble written to {output}")
+    t_write = time.perf_counter()
+    write(analysis, output)
+    print(
+        f"analysis ensemble written to {output} ({_stored_bytes(Path(output)) / 1e6:.1f} MB in "
+        f"{time.perf_counter() - t_write:.1f} s)"
+    )
     if plot:
         try:
             png = Path(output).with_suffix(".png")

@@ -33,6 +33,7 @@ from xlevda.methods.base import Method
 from xlevda.model_error import ModelErrorTerm, model_error_std, window_variance
 from xlevda.run import RunOptions
 from xlevda.surrogates.protocol import Surrogate
+from xlevda.write import cf_encoding
 
 __all__ = ["OutputGrid", "config_json", "module_checksum", "surrogate_checksum", "to_dataset"]
 
@@ -164,7 +165,9 @@ def _fields(
         out[name] = xr.DataArray(
             arr,
             dims=(grid.time, run.member_dim, *space_dims),
-            attrs=dict(attrs) | _field_attrs(term, c, schema.output_norm.scale[c]),
+            attrs={"long_name": name}
+            | dict(attrs)
+            | _field_attrs(term, c, schema.output_norm.scale[c]),
         )
         if error_std is None:
             continue
@@ -207,7 +210,14 @@ def _states(
         else {"long_name": "surrogate latent state", "units": "1"},
     )
     out["window_index"] = xr.DataArray(
-        which, dims=(grid.time,), attrs={"long_name": "assimilation window supplying this time"}
+        which,
+        dims=(grid.time,),
+        attrs={"long_name": "assimilation window supplying this time", "units": "1"},
+    )
+    out["window_anchor_step"] = xr.DataArray(
+        cycle.anchors,
+        dims=("window",),
+        attrs={"long_name": "latent index of window start (-1: shifted start)", "units": "1"},
     )
     for name, values in cycle.diagnostics.items():
         out[f"window_{name}"] = xr.DataArray(
@@ -216,7 +226,9 @@ def _states(
             attrs={"long_name": cycle.names[name], "units": "1"},
         )
     out["window_n_obs"] = xr.DataArray(
-        cycle.n_obs, dims=("window",), attrs={"long_name": "observed values in the window"}
+        cycle.n_obs,
+        dims=("window",),
+        attrs={"long_name": "observed values in the window", "units": "1"},
     )
     return out
 
@@ -250,20 +262,27 @@ def _checked(checks: CycleChecks, schema, mdim: str) -> dict[str, xr.DataArray]:
     return out
 
 
+def _time_attrs(grid: OutputGrid) -> dict[str, Any]:
+    """The target's time attributes; datetimes (numpy's have no leap seconds) say so (CF-1.11)."""
+    attrs = dict(grid.target[grid.time].attrs)
+    if np.issubdtype(np.asarray(grid.times).dtype, np.datetime64):
+        attrs.setdefault("units_metadata", "leap_seconds: none")
+    return attrs
+
+
 def _coords(grid: OutputGrid, run: RunOptions, cycle: Cycle) -> dict[str, Any]:
     space_dims = set(grid.layout.dims)
     return {
-        grid.time: (grid.time, grid.times, dict(grid.target[grid.time].attrs)),
+        grid.time: (grid.time, grid.times, _time_attrs(grid)),
         run.member_dim: (
             run.member_dim,
             np.arange(run.members),
-            {"standard_name": "realization", "long_name": "ensemble member"},
+            {"standard_name": "realization", "long_name": "ensemble member", "units": "1"},
         ),
-        "window": ("window", np.arange(len(cycle.anchors))),
-        "window_anchor_step": (
+        "window": (
             "window",
-            cycle.anchors,
-            {"long_name": "latent index of window start (-1: shifted start)"},
+            np.arange(len(cycle.anchors)),
+            {"long_name": "assimilation window", "units": "1"},
         ),
         **{
             c: v.variable
@@ -303,6 +322,11 @@ def to_dataset(
 ) -> xr.Dataset:
     """One case's analysis as a CF Dataset.
 
+    Its variables carry CF encodings (:func:`xlevda.write.cf_encoding`: time in
+    CDO-readable units, no ``_FillValue`` on coordinates, zlib compression in the dask
+    chunks), so that ``to_netcdf`` writes a CF-clean, compressed file;
+    :func:`xlevda.write.write` writes it all or nothing, in either format.
+
     Parameters
     ----------
     grid : OutputGrid
@@ -325,4 +349,6 @@ def to_dataset(
         {**_fields(*args), **_states(*args), **checked}, coords=_coords(grid, run, cycle)
     )
     ds.attrs = _attrs(model, run, method, *n_obs)
+    for name, encoding in cf_encoding(ds).items():
+        ds.variables[name].encoding = encoding
     return ds

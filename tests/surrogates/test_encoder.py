@@ -362,7 +362,8 @@ def test_load_rejects_files_that_are_not_encoders(tmp_path):
         ObservationEncoder.load(newer)
     broken = tmp_path / "broken.pt"
     torch.save({"format": "xlevda-encoder", "format_version": 1, "config": {}}, broken)
-    with pytest.raises(SurrogateFileError, match=r"holds an invalid encoder: KeyError"):
+    missing = r"lacks the keys \[.network., .fingerprint., .dtype., .state_dict.\]"
+    with pytest.raises(SurrogateFileError, match=missing):
         ObservationEncoder.load(broken)
 
 
@@ -371,6 +372,7 @@ def test_files_written_before_the_xlevda_version_entry_still_load(trained, tmp_p
     encoder.save(tmp_path / "encoder.pt")
     payload = torch.load(tmp_path / "encoder.pt", weights_only=True)
     assert isinstance(payload.pop("xlevda_version"), str)
+    assert len(payload.pop("sha256")) == 64  # older files: no checksum
     torch.save(payload, tmp_path / "old.pt")
     loaded = ObservationEncoder.load(tmp_path / "old.pt", surrogate, NETWORK)
     with torch.no_grad():

@@ -1,4 +1,8 @@
-"""Surrogates shipped with xlevda, trained at CPU scale by the scripts in ``examples/``."""
+"""Surrogates shipped with xlevda, trained at CPU scale by the scripts in ``examples/``.
+
+Each file records the SHA-256 checksum of its content (added to the files as trained,
+without changing a weight), verified whenever it is loaded.
+"""
 
 from __future__ import annotations
 

@@ -24,7 +24,14 @@ from typing import Self
 import torch
 from torch import Tensor, nn
 
-from xlevda.errors import ConfigError, ObservationError, ShapeError, SurrogateFileError
+from xlevda.errors import (
+    ConfigError,
+    ObservationError,
+    ShapeError,
+    SurrogateFileError,
+    XlevdaError,
+)
+from xlevda.surrogates.filecheck import check_state, declared_state
 from xlevda.surrogates.fileformat import ENCODER_FORMAT, read_file, write_file
 from xlevda.surrogates.fingerprint import SurrogateFingerprint
 from xlevda.surrogates.history import EncoderHistory
@@ -255,7 +262,9 @@ class ObservationEncoder(nn.Module):
         The file (``torch.save`` of plain containers) holds ``format``
         (``"xlevda-encoder"``), ``format_version``, ``xlevda_version``, ``config``, ``network``,
         ``fingerprint``, ``dtype``, ``state_dict`` (CPU tensors, normalization and
-        ``error_std`` included) and ``history``.
+        ``error_std`` included), ``history`` and ``sha256`` (the checksum of all the
+        rest, verified by :meth:`load`).  The file appears under ``path`` only once
+        completely written.
         """
         entries = {
             "config": asdict(self.config),
@@ -281,21 +290,21 @@ class ObservationEncoder(nn.Module):
         Raises
         ------
         SurrogateFileError
-            The file is not an encoder file (format, version, keys, weights), or
-            ``surrogate`` is not the training surrogate.
+            The file is not an encoder file (format, version, keys, checksum, weights
+            whose shapes differ from those its config declares -- checked before the
+            encoder is allocated -- or are not finite), or ``surrogate`` is not the
+            training surrogate.
         ObservationError
             ``network`` is not the training network.
         """
         where = repr(os.fspath(path))
-        payload = read_file(path, ENCODER_FORMAT)
+        required = ("config", "network", "fingerprint", "dtype", "state_dict")
+        payload = read_file(path, ENCODER_FORMAT, required=required)
+        parts = _parts(where, payload)
+        declared = declared_state(where, lambda: cls(*parts))
+        state = check_state(where, payload["state_dict"], declared, free_rows=("error_std",))
         try:
-            encoder = cls(
-                EncoderConfig(**payload["config"]),
-                ObservationNetwork(**payload["network"]),
-                SurrogateFingerprint(**payload["fingerprint"]),
-                dtype=getattr(torch, payload["dtype"]),
-            )
-            state = payload["state_dict"]
+            encoder = cls(*parts, dtype=getattr(torch, payload["dtype"]))
             encoder.error_std = torch.empty_like(state["error_std"], dtype=encoder.in_mean.dtype)
             encoder.load_state_dict(state)
         except (KeyError, TypeError, AttributeError, RuntimeError, ValueError) as err:
@@ -310,3 +319,32 @@ class ObservationEncoder(nn.Module):
         elif network is not None:
             raise ConfigError("network is checked against the encoder only with a surrogate")
         return encoder
+
+
+def _parts(
+    where: str, payload: dict
+) -> tuple[EncoderConfig, ObservationNetwork, SurrogateFingerprint]:
+    """The config, network and surrogate fingerprint of a file's payload, checked."""
+    dtype = getattr(torch, str(payload["dtype"]), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise SurrogateFileError(f"{where} has an invalid dtype {payload['dtype']!r}")
+    try:
+        parts = (
+            EncoderConfig(**payload["config"]),
+            ObservationNetwork(**payload["network"]),
+            SurrogateFingerprint(**payload["fingerprint"]),
+        )
+        fingerprint = parts[2]
+        check_int("fingerprint.latent_dim", fingerprint.latent_dim, 1)
+        check_int("fingerprint.param_dim", fingerprint.param_dim, 1)
+        check_real("fingerprint.dt", fingerprint.dt, 0.0, low_open=True)
+        probe = torch.tensor(fingerprint.probe, dtype=torch.float64)
+        if probe.dim() != 3 or probe.shape[-1] != fingerprint.latent_dim:
+            raise ShapeError(f"fingerprint.probe has shape {tuple(probe.shape)}")
+        if not bool(torch.isfinite(probe).all()):
+            raise ConfigError("fingerprint.probe holds NaN or infinite values")
+    except (XlevdaError, KeyError, TypeError, AttributeError, RuntimeError, ValueError) as err:
+        raise SurrogateFileError(
+            f"{where} holds an invalid encoder: {type(err).__name__}: {err}"
+        ) from None
+    return parts

@@ -1,12 +1,16 @@
 """The file format of every object xlevda saves: one ``torch.save`` of plain containers.
 
 A file holds an envelope -- ``format`` (what kind of file), ``format_version``
-and ``xlevda_version`` (who wrote it) -- and the object's own entries (weights as
-CPU tensors, its config and schema as plain dicts, ...).  :func:`write_file`
-writes it; :func:`read_file` reads it with ``weights_only=True`` (no pickled code
-runs) and checks the envelope, raising :class:`~xlevda.errors.SurrogateFileError`
-for anything that is not such a file.  :func:`half_state` stores chosen weights in
-float16.
+and ``xlevda_version`` (who wrote it) -- the object's own entries (weights as CPU
+tensors, its config and schema as plain dicts, ...) and ``sha256``, the checksum of
+everything else in the file (:func:`content_sha256`).  :func:`write_file` writes it
+under a temporary name and renames it when complete
+(:func:`~xlevda.atomic.replace_when_done`); :func:`read_file` maps it into memory
+with ``weights_only=True`` (no pickled code runs, and nothing is allocated beyond
+the file's own bytes), checks the envelope and verifies the checksum, raising
+:class:`~xlevda.errors.SurrogateFileError` for anything that is not such a file.
+Files written before xlevda stored a checksum (no ``sha256`` entry) are read
+unverified.  :func:`half_state` stores chosen weights in float16.
 
 The formats: :data:`SURROGATE_FORMAT` (:meth:`LDNetModel.save
 <xlevda.surrogates.ldnet.LDNetModel.save>`) and :data:`ENCODER_FORMAT`
@@ -15,6 +19,8 @@ The formats: :data:`SURROGATE_FORMAT` (:meth:`LDNetModel.save
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -25,12 +31,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from xlevda.atomic import replace_when_done
 from xlevda.errors import ConfigError, SurrogateFileError
 
 __all__ = [
     "ENCODER_FORMAT",
     "SURROGATE_FORMAT",
     "FileFormat",
+    "content_sha256",
     "half_state",
     "read_file",
     "write_file",
@@ -75,8 +83,53 @@ def xlevda_version() -> str:
         return "unknown"
 
 
+def _feed(h: Any, obj: Any) -> None:
+    """Add ``obj`` (tensors in plain containers of JSON values) to the hash ``h``."""
+    if isinstance(obj, Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"tensor {t.dtype!s} {tuple(obj.shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, Mapping):
+        h.update(f"dict {len(obj)}\n".encode())
+        for key in sorted(obj, key=repr):
+            h.update(f"{json.dumps(key)}\n".encode())
+            _feed(h, obj[key])
+    elif isinstance(obj, list | tuple):
+        h.update(f"list {len(obj)}\n".encode())
+        for value in obj:
+            _feed(h, value)
+    else:
+        h.update(f"{json.dumps(obj)}\n".encode())
+
+
+def content_sha256(entries: Mapping[str, Any]) -> str:
+    """SHA-256 of a file's entries other than ``sha256``: every tensor's dtype, shape and
+    bytes, and every other value as JSON, keys in sorted order.
+
+    Raises
+    ------
+    TypeError
+        An entry is neither a tensor, a container nor a JSON value.
+
+    Examples
+    --------
+    >>> import torch
+    >>> a = content_sha256({"w": torch.zeros(2), "n": 1})
+    >>> a == content_sha256({"n": 1, "w": torch.zeros(2)})
+    True
+    >>> a == content_sha256({"w": torch.ones(2), "n": 1})
+    False
+    """
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in entries.items() if k != "sha256"})
+    return h.hexdigest()
+
+
 def write_file(path: str | os.PathLike[str], fmt: FileFormat, entries: Mapping[str, Any]) -> None:
     """Write ``entries`` (plain containers and CPU tensors) in the envelope of ``fmt``.
+
+    The file gets the checksum ``sha256`` of its content (:func:`content_sha256`) and
+    appears under ``path`` only once completely written.
 
     Examples
     --------
@@ -91,7 +144,10 @@ def write_file(path: str | os.PathLike[str], fmt: FileFormat, entries: Mapping[s
         "format_version": fmt.version,
         "xlevda_version": xlevda_version(),
     }
-    torch.save({**envelope, **entries}, path)
+    payload = {**envelope, **entries}
+    payload["sha256"] = content_sha256(payload)
+    with replace_when_done(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def read_file(
@@ -117,13 +173,13 @@ def read_file(
     SurrogateFileError
         The file is not a torch file, is truncated or corrupt, is not a dict, has
         another ``format``, an invalid or newer ``format_version``, lacks a required
-        key or has another ``kind``.
+        key, has another ``kind``, or its content does not match its ``sha256``.
     FileNotFoundError
         ``path`` does not exist.
     """
     where = repr(os.fspath(path))
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except FileNotFoundError:
         raise
     except Exception as err:
@@ -155,7 +211,24 @@ def read_file(
         raise SurrogateFileError(
             f"{where} holds a {fmt.what} of kind {payload.get('kind')!r}, expected {kind!r}"
         )
+    _verify(where, payload)
     return payload
+
+
+def _verify(where: str, payload: dict[str, Any]) -> None:
+    """Raise unless ``payload`` matches its stored checksum (none stored: older file)."""
+    if "sha256" not in payload:
+        return
+    stored = payload["sha256"]
+    try:
+        actual = content_sha256(payload)
+    except (TypeError, ValueError) as err:
+        raise SurrogateFileError(f"{where} holds a value of an unexpected type: {err}") from None
+    if stored != actual:
+        raise SurrogateFileError(
+            f"{where} is corrupt or was modified: its content has SHA-256 {actual}, the file "
+            f"records {stored!r}"
+        )
 
 
 def half_state(state: dict[str, Tensor], names: Sequence[str]) -> list[str]:

@@ -8,6 +8,7 @@ file that holds the weights, the config, the schema and the training history.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from typing import Any, Self
@@ -20,6 +21,7 @@ from xlevda.core.misfit import weighted_misfit
 from xlevda.errors import ConfigError, ShapeError, SurrogateFileError, XlevdaError
 from xlevda.surrogates.config import LDNetConfig, config_from_dict, config_to_dict
 from xlevda.surrogates.decoders import CosineDecoder, MLPDecoder, SeparableDecoder
+from xlevda.surrogates.filecheck import check_state, declared_state, schema_from_dict
 from xlevda.surrogates.fileformat import SURROGATE_FORMAT, half_state, read_file, write_file
 from xlevda.surrogates.fitreport import FitReport
 from xlevda.surrogates.history import TrainingHistory
@@ -272,7 +274,9 @@ class LDNetModel(nn.Module):
         The file holds ``format`` (``"xlevda-surrogate"``), ``format_version``,
         ``xlevda_version``, ``kind`` (``"ldnet"``), ``config`` and ``schema`` (as
         dicts), ``dtype``, ``state_dict`` (CPU tensors), ``history`` (dict or None),
-        ``metadata`` and ``quality`` (dict or None; optional: older files lack it).
+        ``metadata``, ``quality`` (dict or None; optional: older files lack it) and
+        ``sha256``, the checksum of all the rest (older files lack it), verified by
+        :meth:`load`.  The file appears under ``path`` only once completely written.
 
         Parameters
         ----------
@@ -335,38 +339,31 @@ class LDNetModel(nn.Module):
         SurrogateFileError
             The file is not a torch file, is truncated or corrupt, lacks keys, has
             another format identifier, a newer format version, another model kind,
-            or weights that do not match its config.
+            content that does not match its checksum, an invalid config or schema
+            value, or weights that do not match the sizes its config and schema
+            declare (checked before the model is allocated) or are not finite.
         FileNotFoundError
             ``path`` does not exist.
         """
+        where = repr(os.fspath(path))
         device = torch.device("cpu" if map_location is None else map_location)
         payload = read_file(path, SURROGATE_FORMAT, required=_REQUIRED_KEYS, kind=MODEL_KIND)
         dtype = getattr(torch, str(payload["dtype"]), None)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise SurrogateFileError(
-                f"{os.fspath(path)!r} has an invalid dtype {payload['dtype']!r}"
-            )
+            raise SurrogateFileError(f"{where} has an invalid dtype {payload['dtype']!r}")
+        config, schema, history, quality = _parts(where, payload)
+        declared = declared_state(where, lambda: cls(config, schema))
+        state = check_state(where, payload["state_dict"], declared)
+        model = cls(config, schema).to(dtype=dtype)
         try:
-            config = config_from_dict(payload["config"])
-            schema = SurrogateSchema.from_dict(payload["schema"])
-            history = (
-                None
-                if payload["history"] is None
-                else TrainingHistory.from_dict(payload["history"])
-            )
-            quality = payload.get("quality")
-            quality = None if quality is None else FitReport.from_dict(quality)
-            model = cls(config, schema).to(dtype=dtype)
-        except (XlevdaError, TypeError, KeyError, ValueError) as err:
-            raise SurrogateFileError(
-                f"{os.fspath(path)!r} has an invalid config, schema, history or quality: {err}"
-            ) from None
-        try:
-            model.load_state_dict(payload["state_dict"], strict=True)
+            model.load_state_dict(state, strict=True)
         except (RuntimeError, TypeError, AttributeError) as err:
             raise SurrogateFileError(
-                f"{os.fspath(path)!r}: the weights do not match the stored config: {err}"
+                f"{where}: the weights do not match the stored config: {err}"
             ) from None
+        dt = float(model.dt.detach())
+        if not (math.isfinite(dt) and dt > 0):
+            raise SurrogateFileError(f"{where}: the latent step dt is {dt}, expected finite > 0")
         model.history = history
         model.metadata = dict(payload["metadata"])
         model.quality = quality
@@ -379,6 +376,27 @@ class LDNetModel(nn.Module):
             f"latent_dim={self.latent_dim}, param_dim={self.param_dim}, "
             f"dt={float(self.dt.detach()):.4g}, parameters={n}"
         )
+
+
+def _parts(
+    where: str, payload: dict[str, Any]
+) -> tuple[LDNetConfig, SurrogateSchema, TrainingHistory | None, FitReport | None]:
+    """The config, schema, history and quality report of a file's payload, checked."""
+    try:
+        config = config_from_dict(payload["config"])
+        history = (
+            None if payload["history"] is None else TrainingHistory.from_dict(payload["history"])
+        )
+        quality = payload.get("quality")
+        quality = None if quality is None else FitReport.from_dict(quality)
+        if not isinstance(payload["metadata"], dict):
+            raise TypeError(f"metadata must be a dict, got {type(payload['metadata']).__name__}")
+    except (XlevdaError, TypeError, KeyError, ValueError, AttributeError) as err:
+        raise SurrogateFileError(
+            f"{where} has an invalid config, history, quality or metadata: "
+            f"{type(err).__name__}: {err}"
+        ) from None
+    return config, schema_from_dict(where, payload["schema"]), history, quality
 
 
 def _initial_table(config: LDNetConfig) -> Tensor:
