@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -14,8 +15,16 @@ import xlevda
 import xlevda.io
 from xlevda._convert import to_points
 from xlevda.core.taper import gaspari_cohn
+from xlevda.core.window import ObsWindow
+from xlevda.decode import FieldTerm, decode_block, prepare_output_points
 from xlevda.errors import ConfigError
-from xlevda.field_analysis import FieldAnalysis, metric_of
+from xlevda.field_analysis import (
+    FieldAnalysis,
+    FieldIncrements,
+    calibration,
+    metric_of,
+    window_residuals,
+)
 from xlevda.methods import LEVDA, OI
 from xlevda.run import OutputChunks, RunOptions
 
@@ -40,6 +49,7 @@ def test_options_validated():
         {"variance": {"eta": -1.0}},
         {"variance": 3.0},
         {"draws": "yes"},
+        {"calibrate": 1},
     ):
         with pytest.raises(ConfigError, match="FieldAnalysis"):
             FieldAnalysis(**bad)
@@ -129,3 +139,65 @@ def test_oi_follows_precise_observations(model, truth):
     np.testing.assert_allclose(an.u.values, 0.25, rtol=1e-12)
     assert an.attrs["method"] == "OI"
     assert an.window_index.values.tolist() == list(range(6))
+
+
+def test_calibration_is_the_least_squares_weight_of_the_model():
+    """``a`` in [0, 1] minimizes ``|y - ybar - a (h - ybar)|`` per channel; the calibrated
+    residuals are the observations less ``a h + (1 - a) ybar``."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(60, generator=g, dtype=torch.float64)
+    h = torch.cat([0.4 * y[:30] + 0.1 * torch.randn(30, generator=g, dtype=torch.float64),
+                   torch.randn(30, generator=g, dtype=torch.float64)])  # fmt: skip
+    channel = torch.tensor([0] * 30 + [1] * 30)
+    weight, const = calibration(y, h, channel, 3)
+    for c in (0, 1):
+        m = channel == c
+        ybar = y[m].mean()
+        dh = (h[m] - ybar)[:, None]
+        a = torch.linalg.lstsq(dh, y[m] - ybar).solution[0].clamp(0, 1)
+        torch.testing.assert_close(weight[c], a)
+        torch.testing.assert_close(const[c], (1 - a) * ybar)
+    assert weight[0] > 0.9 and weight[2] == 1 and const[2] == 0  # 0.4 y: y's scale is wider
+
+    k = 4  # members decode h + member offsets; the window: one time, 60 points, 3 channels
+    decoded = torch.zeros(k, 1, 60, 3, dtype=torch.float64)
+    offsets = torch.arange(k, dtype=torch.float64)[:, None] - 1.5  # centred: mean h
+    decoded[:, 0, torch.arange(60), channel] = h + offsets
+    values = torch.zeros(1, 60, 3, dtype=torch.float64)
+    values[0, torch.arange(60), channel] = y
+    weights = torch.zeros(1, 60, 3, dtype=torch.float64)
+    weights[0, torch.arange(60), channel] = 4.0
+    points = torch.rand(1, 60, 2, generator=g, dtype=torch.float64)
+    window = ObsWindow(
+        torch.tensor([0]), torch.zeros(1, dtype=torch.float64), points, values, weights
+    )
+    r = window_residuals(decoded, window, 0, seed=1, calibrate=True)
+    fitted = weight[channel] * h + const[channel]
+    np.testing.assert_allclose(r.mean, (y - fitted).numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(r.model_weight, weight.numpy())
+    np.testing.assert_allclose(r.background, const.numpy())
+
+
+def test_decoded_fields_take_the_model_weight_and_the_constant(model):
+    """A block's field is ``a x + (1 - a) ybar`` (with no observations of the slot, no
+    increment), denormalized."""
+    grid = torch.tensor([[0.1, -0.2], [0.3, 0.5], [-0.7, 0.2]], dtype=torch.float64)
+    model = copy.deepcopy(model).double()
+    prepared = prepare_output_points(model, grid.numpy(), torch.float64)
+    latent = np.random.default_rng(0).normal(size=(2, 3, model.latent_dim))
+    increments = FieldIncrements(
+        gains=((None, None),),
+        slot=np.zeros(2, dtype=np.int64),
+        variance=np.zeros((1, 2)),
+        length=np.zeros(2),
+        metric=metric_of(model.schema),
+        background=np.array([[0.3, -0.2]]),
+        draws=False,
+        weight=np.array([[0.25, 1.0]]),
+    )
+    term = FieldTerm(increments, grid.numpy())
+    plain = decode_block(latent, model, prepared, torch.float64, 0, None, 0)
+    got = decode_block(latent, model, prepared, torch.float64, 0, None, 0, term)
+    norm = model.schema.output_norm
+    expect = (0.25 * (plain - norm.offset[0]) / norm.scale[0] + 0.3) * norm.scale[0]
+    np.testing.assert_allclose(got, expect + norm.offset[0], rtol=1e-12, atol=1e-12)

@@ -158,6 +158,9 @@ def decode_block(
         if error_std is not None:
             _add_model_error(out, error_std[t0:t1], seed, channel, (t0, k0))
         if field is not None:
+            weight = field.increments.model_weight(channel, slice(t0, t1))
+            if weight is not None and not field.model_free:
+                out.mul_(torch.as_tensor(weight, dtype=out.dtype, device=out.device)[:, None, None])
             points = torch.as_tensor(field.points, device=out.device)
             inc, std = field.increments.block(channel, points, slice(t0, t1), slice(k0, k1))
             out.add_(inc.to(out.dtype))

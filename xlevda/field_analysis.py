@@ -35,6 +35,7 @@ __all__ = [
     "FieldIncrements",
     "Residuals",
     "TermCache",
+    "calibration",
     "case_increments",
     "innovation_variance",
     "metric_of",
@@ -107,6 +108,15 @@ class FieldAnalysis:
         observations of the nearest observation time (ties: the earlier).
     draws : bool
         Add the model-error variance the increments leave (default), or not.
+    calibrate : bool
+        Analyse the residuals from the calibrated background ``a H(x) + (1 - a) ybar``
+        (default; per window and variable, ``a`` in ``[0, 1]`` the least-squares weight
+        of the model's values against the observations' mean ``ybar``,
+        :func:`calibration`), so that where the surrogate explains the observations no
+        better than their mean the analysis is OI's, and where it explains them
+        (``a = 1``) nothing changes; ``v`` of a window with ``a < 1`` is then the
+        innovation variance of its calibrated residuals.  ``False``: from ``H(x)``.
+        Model-free methods (:class:`~xlevda.methods.OI`) ignore it.
 
     Examples
     --------
@@ -118,12 +128,14 @@ class FieldAnalysis:
     variance: Mapping[str, float] | None = field(default=None, hash=False)
     time_scale: float | None = None
     draws: bool = True
+    calibrate: bool = True
 
     def __post_init__(self) -> None:
         _positive("length_scale", self.length_scale)
         _positive("time_scale", self.time_scale)
-        if not isinstance(self.draws, bool):
-            raise ConfigError(f"FieldAnalysis.draws={self.draws!r}: expected a bool")
+        for name in ("draws", "calibrate"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"FieldAnalysis.{name}={getattr(self, name)!r}: expected a bool")
         if self.variance is not None:
             if not isinstance(self.variance, Mapping):
                 raise ConfigError(
@@ -154,7 +166,10 @@ class Residuals:
     mean : ndarray (M,)
         ``y - mean_k H(x_k)``: the members' mean of ``member``.
     background : ndarray (C,), optional
-        A constant background per channel (OI), else ``None``.
+        A constant per channel added to the model's values weighted by
+        ``model_weight`` (OI: the constant background, weight 0), else ``None``.
+    model_weight : ndarray (C,), optional
+        The weight of the model's values per channel (:func:`calibration`); ``None``: 1.
     """
 
     points: np.ndarray
@@ -165,6 +180,41 @@ class Residuals:
     member: np.ndarray
     mean: np.ndarray
     background: np.ndarray | None = None
+    model_weight: np.ndarray | None = None
+
+
+def calibration(observed: Tensor, fit: Tensor, channel: Tensor, n_channels: int):
+    """Per channel the weight ``a`` in ``[0, 1]`` and the constant ``(1 - a) ybar`` of the
+    background ``ybar + a (H xbar - ybar)`` that best fits the observations.
+
+    ``observed`` (M,) the observations ``y``, ``fit`` (M,) the model's mean ``H xbar`` at
+    them, ``channel`` (M,); ``ybar`` is the channel's mean observation.  ``a`` is the
+    least-squares coefficient ``sum (y - ybar)(H xbar - ybar) / sum (H xbar - ybar)^2``
+    clipped to ``[0, 1]``: 1 for a model that explains the observations, 0 for one that
+    explains none of their variation about their mean (the background is then OI's).
+    A channel without observations keeps weight 1 and constant 0.
+
+    Examples
+    --------
+    >>> y = torch.tensor([1.0, -1.0, 2.0, -2.0], dtype=torch.float64)
+    >>> a, b = calibration(y, 0.5 * y, torch.tensor([0, 0, 1, 1]), 3)
+    >>> a.tolist(), b.tolist()  # a model half the observed variation: no weight beyond 1
+    ([1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
+    >>> a, b = calibration(y + 3, -y, torch.tensor([0, 0, 0, 0]), 1)  # anti-correlated
+    >>> a.tolist(), b.tolist()
+    ([0.0], [3.0])
+    """
+    weight = torch.ones(n_channels, dtype=torch.float64)
+    const = torch.zeros(n_channels, dtype=torch.float64)
+    for c in torch.unique(channel).tolist():
+        m = channel == c
+        ybar = observed[m].mean()
+        dy, dh = observed[m] - ybar, fit[m] - ybar
+        denom = dh.square().sum()
+        a = (dy * dh).sum() / denom if denom > 0 else torch.tensor(0.0, dtype=torch.float64)
+        weight[c] = a.clamp(0.0, 1.0)
+        const[c] = (1 - weight[c]) * ybar
+    return weight, const
 
 
 def window_residuals(
@@ -173,10 +223,14 @@ def window_residuals(
     anchor: int,
     seed: int,
     background: np.ndarray | None = None,
+    calibrate: bool = False,
 ) -> Residuals:
     """:class:`Residuals` of members ``decoded`` (K, T_o, P, C) at ``window``'s observations.
 
-    ``anchor``: the latent index of the window's step 0.
+    ``anchor``: the latent index of the window's step 0.  ``background`` (C,): the
+    constant model-free background (OI), the members' ``decoded`` values being it.
+    ``calibrate``: the residuals are those of the calibrated background
+    ``a H(x_k) + (1 - a) ybar`` (:func:`calibration`, per channel over the window).
 
     ``seed`` keys the perturbations ``eta_k ~ N(0, R)``, centred over the members and
     scaled by ``sqrt(K / (K - 1))`` (so their covariance stays ``R``).
@@ -188,7 +242,13 @@ def window_residuals(
     eta = torch.randn(len(t), k, generator=gen, dtype=torch.float64, device=decoded.device)
     eta = (eta - eta.mean(1, keepdim=True)) * (noise[:, None] * k / max(k - 1, 1)).sqrt()
     fit = decoded[:, t, p, c].double().T  # (M, K)
-    mean = window.values[t, p, c].double() - fit.mean(1)
+    observed = window.values[t, p, c].double()
+    weight = None
+    if calibrate:
+        weight, const = calibration(observed, fit.mean(1), c, decoded.shape[-1])
+        fit = weight[c, None] * fit + const[c, None]
+        background = const.numpy()
+    mean = observed - fit.mean(1)
     member = mean[:, None] + eta - (fit - fit.mean(1, keepdim=True))
 
     def np_(x: Tensor) -> np.ndarray:
@@ -204,6 +264,7 @@ def window_residuals(
         np_(member),
         np_(mean),
         background,
+        None if weight is None else np_(weight),
     )
 
 
@@ -303,6 +364,9 @@ class FieldIncrements:
         A constant background per slot and channel (OI).
     draws : bool
         Whether :meth:`block` returns the standard deviations of the draws.
+    weight : ndarray (S, C), optional
+        The weight of the model's values per slot and channel (calibrated
+        backgrounds, :func:`calibration`); ``None``: 1.
     cache : TermCache
         Per slot and channel, the cross-correlations and draw standard deviations
         at the output points, shared by the blocks of different members.
@@ -315,7 +379,14 @@ class FieldIncrements:
     metric: Metric
     background: np.ndarray | None
     draws: bool
+    weight: np.ndarray | None = None
     cache: TermCache = field(default_factory=TermCache, compare=False, repr=False)
+
+    def model_weight(self, channel: int, times: slice) -> np.ndarray | None:
+        """The weight of the model's values at the output ``times`` (t,), or ``None`` (1)."""
+        if self.weight is None:
+            return None
+        return self.weight[self.slot[times], channel]
 
     def block(
         self, channel: int, points: Tensor, times: slice, members: slice
@@ -443,6 +514,10 @@ def case_increments(
         variance = np.tile(np.asarray(given, float) / scale**2, (len(residuals), 1))
     elif window_variance is not None:
         variance = np.clip(np.nan_to_num(window_variance, nan=0.0), 0.0, None)
+        for w, r in enumerate(residuals):  # calibrated backgrounds: their own residuals' level
+            if r.model_weight is not None and (r.model_weight < 1).any():
+                own, blended = innovation_variance([r], n_ch), r.model_weight < 1
+                variance[w, blended] = own[blended]
     else:
         variance = np.tile(innovation_variance(list(residuals), n_ch), (len(residuals), 1))
     if config.length_scale is None:
@@ -471,9 +546,11 @@ def case_increments(
             )
         gains.append(tuple(per_channel))
     windows = [w for w, _ in chosen]
-    background = None
+    background = weight = None
     if residuals[0].background is not None:
         background = np.stack([residuals[w].background for w in windows])
+    if residuals[0].model_weight is not None:
+        weight = np.stack([residuals[w].model_weight for w in windows])
     return FieldIncrements(
-        tuple(gains), slot, variance[windows], length, metric, background, config.draws
+        tuple(gains), slot, variance[windows], length, metric, background, config.draws, weight
     )

@@ -111,7 +111,8 @@ def _field_term(grid: OutputGrid, model, method: Method, cycle: Cycle, which) ->
     increments = case_increments(
         cycle.residuals, window_variance(cycle), config, model.schema, grid.steps, which
     )
-    model_free = cycle.residuals[0].background is not None
+    first = cycle.residuals[0]
+    model_free = first.background is not None and first.model_weight is None
     return FieldTerm(increments, grid.points, model_free)
 
 

@@ -228,7 +228,8 @@ class LEVDA(Method):
         if isinstance(self.model_error, FieldAnalysis):
             with torch.no_grad():
                 decoded = observe(model, z_a, obs_w, model.prepare_points(obs_w.points))
-            residuals = window_residuals(decoded, obs_w, window.anchor, seed)
+            calibrate = self.model_error.calibrate
+            residuals = window_residuals(decoded, obs_w, window.anchor, seed, calibrate=calibrate)
         return single(
             window.anchor,
             z_a,
