@@ -11,14 +11,17 @@ records this.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 import xarray as xr
 
 from xlevda._convert import find_time, times_to_steps, to_points
-from xlevda._obs import ObsTable, obs_table
+from xlevda._obs import ObsTable, check_dataset, check_errors, obs_table
+from xlevda._times import time_values
 from xlevda.checks import check_cycle, horizon_attrs, is_learned, warn_cycles
 from xlevda.decode import latent_at_outputs
 from xlevda.driver import prepare_model, run_cases
@@ -32,7 +35,17 @@ from xlevda.surrogates.protocol import Surrogate
 __all__ = ["assimilate"]
 
 
-def _check(method: Any, run: Any, surrogate: Any) -> None:
+def _check(method: Any, run: Any, surrogate: Any, target: Any, background: Any) -> None:
+    if not isinstance(target, xr.Dataset | xr.DataArray):
+        raise CoordinateError(
+            "target must be an xarray Dataset or DataArray whose time and spatial coordinates "
+            f"say where and when the analysis is wanted, got {type(target).__name__}"
+        )
+    if background is not None and not isinstance(background, Mapping | xr.Dataset):
+        raise ConfigError(
+            "background must be None, a mapping {parameter: values per member} or a Dataset, "
+            f"got {type(background).__name__}"
+        )
     if not isinstance(method, Method):
         raise ConfigError(
             "method must be an xlevda method (xlevda.LEVDA, LDEnSF, LETKF, EnSF or FourDEnVar; "
@@ -59,9 +72,16 @@ def _output_grid(
     time = find_time(target)
     times = np.atleast_1d(np.asarray(target[time].values))
     if times.ndim != 1 or len(times) < 1:
-        raise CoordinateError(f"target time {time!r} must be 1-D and non-empty")
+        raise CoordinateError(
+            f"target time {time!r} must be 1-D and non-empty, got shape {times.shape}"
+        )
+    times = time_values(times, f"target {time}")
     if len(times) > 1 and not (times[1:] > times[:-1]).all():
-        raise CoordinateError(f"target time {time!r} must be strictly increasing (sorted, unique)")
+        i = int(np.argmin(times[1:] > times[:-1]))
+        raise CoordinateError(
+            f"target time {time!r} must be strictly increasing (sorted, unique), got "
+            f"{times[i]} followed by {times[i + 1]}"
+        )
     step, frac = times_to_steps(times, schema, name=f"target {time}", extrapolate=True)
     points, layout = to_points(target, schema)
     return OutputGrid(target, time, times, layout, points, step + frac), step, frac
@@ -72,15 +92,73 @@ def _tables(
 ) -> list[ObsTable]:
     """Each case's observations as a table (one case unless ``obs`` has ``case_dim``)."""
     case_dim = kw.pop("case_dim")
+    check_dataset(obs)
+    obs_dims = obs[find_time(obs)].dims
+    if case_dim in obs_dims:
+        raise ConfigError(
+            f"case_dim={case_dim!r} is a dimension of the observation times {obs_dims}: "
+            "expected a dimension enumerating independent cases"
+        )
+    kw["errors"] = check_errors(kw["errors"], schema)
     cases = (
         [obs.isel({case_dim: c}) for c in range(obs.sizes[case_dim])]
         if case_dim in obs.dims
         else [obs]
     )
     if not method.needs_obs_errors:  # errors are required of each variable, but unused
-        kw["errors"] = {**dict.fromkeys(schema.variables, 1.0), **(kw["errors"] or {})}
+        kw["errors"] = {**dict.fromkeys(schema.variables, 1.0), **kw["errors"]}
     span = (grid.times[0], grid.times[-1])
     return [obs_table(o, schema, outside=run.outside, time_range=span, **kw) for o in cases]
+
+
+def _check_member_dim(run: RunOptions, grid: OutputGrid, schema, case_dim: Any) -> None:
+    """Raise if ``run.member_dim`` names a dimension, coordinate or variable of the output."""
+    taken = {
+        "a dimension or coordinate of the target": {*map(str, grid.target.dims)}
+        | {*map(str, grid.target.coords)},
+        "a dimension of the output": {"window", "latent", str(case_dim)},
+        "a variable or parameter of the surrogate": {*schema.variables, *schema.params},
+    }
+    for what, names in taken.items():
+        if run.member_dim in names:
+            raise ConfigError(
+                f"RunOptions.member_dim={run.member_dim!r} is already {what} "
+                f"({sorted(names)}): expected a new name, e.g. 'member'"
+            )
+
+
+def _device_memory(device: str) -> int:
+    """Bytes of memory of a torch ``device`` (the machine's physical memory for the CPU).
+
+    Examples
+    --------
+    >>> _device_memory("cpu") > 0
+    True
+    """
+    kind = torch.device(device)
+    if kind.type == "cuda":
+        return int(torch.cuda.get_device_properties(kind).total_memory)
+    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def _check_memory(run: RunOptions, tables: list[ObsTable], surrogate: Surrogate) -> None:
+    """Raise before allocating if the ensemble cannot fit the device's memory.
+
+    A lower bound of what any ensemble method holds at once: two ``K x K``
+    ensemble-space matrices and ``K`` members' predictions of a case's observations
+    and states, in the run's dtype.
+    """
+    k, m = run.members, max(len(t) for t in tables)
+    width = 2 * k + m + surrogate.latent_dim + surrogate.param_dim
+    need = torch.finfo(run.torch_dtype).bits // 8 * k * width
+    have = _device_memory(run.device)
+    if need > have:
+        raise ConfigError(
+            f"RunOptions.members={k} needs at least {need / 2**30:.3g} GiB ({k} x {k} "
+            f"ensemble-space matrices and {k} members' {m} predicted observations in "
+            f"{run.dtype}), more than the {have / 2**30:.3g} GiB of {run.device!r} memory: "
+            "lower members (memory grows as members squared) or assimilate fewer observations"
+        )
 
 
 def _combine(results: list[xr.Dataset], obs: xr.Dataset, case_dim: str, tables) -> xr.Dataset:
@@ -172,9 +250,10 @@ def assimilate(
     """
     method = LEVDA() if method is None else method
     run = RunOptions() if run is None else run
-    _check(method, run, surrogate)
+    _check(method, run, surrogate, target, background)
     run = run.resolve(method.run_defaults)
     grid, step, frac = _output_grid(target, surrogate.schema)
+    _check_member_dim(run, grid, surrogate.schema, case_dim)
     tables = _tables(
         obs,
         surrogate.schema,
@@ -185,6 +264,7 @@ def assimilate(
         errors=errors,
         case_dim=case_dim,
     )
+    _check_memory(run, tables, surrogate)
     model = prepare_model(surrogate, run)
     initial = method.initial(model, background, run)
     if step.min() < initial.anchor:
