@@ -276,7 +276,8 @@ def _observed_variables(
         raise ObservationError(f"variables must be a list of variable names, got {variables!r}")
     if not variables:
         raise ObservationError(
-            "observations hold no data variable to assimilate: expected some of "
+            "no variable to assimilate (variables names none, or the observations hold no "
+            "data variable but <var>_std): expected some of "
             f"{list(schema.variables)}, got data variables {sorted(map(str, obs.data_vars))}"
         )
     if len(set(variables)) != len(variables):

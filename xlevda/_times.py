@@ -170,12 +170,18 @@ def times_to_steps(
     x = (t - origin) / schema.time_step
     x = np.where(np.abs(x - np.round(x)) < 1e-9, np.round(x), x)
     last = schema.n_frames - 1
-    if (x < 0).any() or (not extrapolate and (x > last).any()):
-        bad = np.atleast_1d(times)[(x < 0) | ((x > last) & (not extrapolate))][0]
+    axis = f"(origin {schema.time_origin}, step {schema.time_step} {schema.time_units})"
+    if (x < 0).any():
         raise CoordinateError(
-            f"{name}={bad} lies outside the surrogate's time range [frame 0, frame {last}] "
-            f"(origin {schema.time_origin}, step {schema.time_step} {schema.time_units}); "
-            "pass extrapolate=True to forecast beyond the trained horizon"
+            f"{name}={np.atleast_1d(times)[x < 0][0]} lies outside the surrogate's time range: "
+            f"it precedes the first frame {axis} ({int((x < 0).sum())} of {x.size} times), "
+            "before which the surrogate has no state"
+        )
+    if not extrapolate and (x > last).any():
+        raise CoordinateError(
+            f"{name}={np.atleast_1d(times)[x > last][0]} lies outside the surrogate's time "
+            f"range: after its last trained frame {last} {axis}; pass extrapolate=True to "
+            "forecast beyond the trained horizon"
         )
     step = np.floor(x).astype(np.int64)
     return step, x - step

@@ -25,7 +25,7 @@ from xlevda._times import time_values
 from xlevda.checks import check_cycle, horizon_attrs, is_learned, warn_cycles
 from xlevda.decode import latent_at_outputs
 from xlevda.driver import prepare_model, run_cases
-from xlevda.errors import ConfigError, CoordinateError
+from xlevda.errors import ConfigError, CoordinateError, ObservationError
 from xlevda.io import OutputGrid, to_dataset
 from xlevda.methods import LEVDA
 from xlevda.methods.base import Method
@@ -161,6 +161,31 @@ def _check_memory(run: RunOptions, tables: list[ObsTable], surrogate: Surrogate)
         )
 
 
+def _check_precision(tables: list[ObsTable], schema, run: RunOptions) -> None:
+    """Raise if normalized observations or their weights ``1/std^2`` overflow the run's dtype.
+
+    Values up to the square root of the dtype's largest number keep the squared
+    misfits finite.
+    """
+    limit = float(np.finfo(run.dtype).max) ** 0.5
+    offset, scale = schema.output_norm.offset, schema.output_norm.scale
+    for table in tables:
+        for bad, what, raw in (
+            (np.abs(table.value) > limit, "values", table.value),
+            (table.std < 1 / limit, "error standard deviations", table.std),
+        ):
+            if bad.any():
+                i = int(np.argmax(bad))
+                c = int(table.channel[i])
+                example = raw[i] * scale[c] + (offset[c] if what == "values" else 0.0)
+                raise ObservationError(
+                    f"observed variable {schema.variables[c]!r} has {int(bad.sum())} {what} out "
+                    f"of the range of a {run.dtype} run, e.g. {example:.6g} (normalized values "
+                    f"must stay below {limit:.3g} and stds above {1 / limit:.3g}): check their "
+                    "units, or use RunOptions(dtype='float64')"
+                )
+
+
 def _combine(results: list[xr.Dataset], obs: xr.Dataset, case_dim: str, tables) -> xr.Dataset:
     if case_dim not in obs.dims:
         return results[0]
@@ -265,6 +290,7 @@ def assimilate(
         case_dim=case_dim,
     )
     _check_memory(run, tables, surrogate)
+    _check_precision(tables, surrogate.schema, run)
     model = prepare_model(surrogate, run)
     initial = method.initial(model, background, run)
     if step.min() < initial.anchor:
