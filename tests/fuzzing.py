@@ -180,6 +180,20 @@ def _field_background(call: Call, rng: np.random.Generator) -> None:
     call.kwargs["background"] = frame.assign(eta=(("member", "lat", "lon"), values))
 
 
+def _two_cases(obs: xr.Dataset) -> xr.Dataset:
+    return xr.concat([obs, obs.isel(obs=slice(None, None, -1))], "case")
+
+
+def _uneven_cases(obs: xr.Dataset) -> xr.Dataset:
+    """Two cases, the second with 30 observations padded (NaN, NaT) to the first's 54."""
+    return xr.concat([obs, obs.isel(obs=slice(0, 30)).pad(obs=(0, 24))], "case")
+
+
+def _u_std(call: Call, rng: np.random.Generator) -> None:
+    call.obs = call.obs.assign(u_std=xr.full_like(call.obs.u, 0.1))
+    call.kwargs.pop("errors", None)
+
+
 _HOUR = np.timedelta64(3600, "s")
 MUTATIONS: dict[str, Callable[[Call, np.random.Generator], None]] = {
     # observations: types, emptiness
@@ -193,6 +207,14 @@ MUTATIONS: dict[str, Callable[[Call, np.random.Generator], None]] = {
     "obs gridded": _obs(_gridded_obs),
     "obs shuffled": _obs(_shuffled),
     "obs only std": _obs(lambda o: o[["eta_std"]]),
+    "obs two cases": _obs(_two_cases),
+    "obs uneven cases": _obs(_uneven_cases),
+    "obs dask": _obs(lambda o: o.chunk({"obs": 7})),
+    "obs station names": _obs(
+        lambda o: o.assign_coords(station=("obs", [f"s{i}" for i in range(o.sizes["obs"])]))
+    ),
+    "obs float32 values": _obs(lambda o: o.astype("float32")),
+    "u_std variable": _u_std,
     # observation values
     "eta some NaN": _with_values("eta", _some(np.nan)),
     "eta all NaN": _with_values("eta", lambda v, r: np.full(v.shape, np.nan)),
@@ -258,6 +280,20 @@ MUTATIONS: dict[str, Callable[[Call, np.random.Generator], None]] = {
     "target lat outside": _target(lambda t: t.assign_coords(lat=t.lat + 10)),
     "target float32 grid": _target(_float32_grid),
     "target scattered": _target(_scattered_target),
+    "target with data variables": lambda call, rng: setattr(
+        call,
+        "target",
+        call.obs.isel(obs=0, drop=True).expand_dims(
+            time=call.target.time, lat=call.target.lat, lon=call.target.lon
+        ),
+    ),
+    "target DataArray on grid": _target(
+        lambda t: xr.DataArray(
+            np.zeros((t.sizes["time"], t.sizes["lat"], t.sizes["lon"])),
+            coords=t.coords,
+            dims=("time", "lat", "lon"),
+        )
+    ),
     "target past horizon": _times(lambda t: t + 3 * _HOUR, "target"),
     "target cftime": _times(_cftime, "target"),
     "target tz-aware": _times(
@@ -304,6 +340,9 @@ MUTATIONS: dict[str, Callable[[Call, np.random.Generator], None]] = {
     "member_dim empty": _set("member_dim", "run", ""),
     "member_dim None": _set("member_dim", "run", None),
     "member_dim window": _set("member_dim", "run", "window"),
+    "member_dim parameter": _set("member_dim", "run", "a"),
+    "member_dim case": _set("member_dim", "run", "case"),
+    "member_dim ensemble": _set("member_dim", "run", "ensemble"),
     "chunks auto": _set("chunks", "run", "auto"),
     "chunks tuple": _set("chunks", "run", (1, 1)),
     "chunks small": _set("chunks", "run", OutputChunks(time=1, member=1)),
@@ -318,6 +357,10 @@ MUTATIONS: dict[str, Callable[[Call, np.random.Generator], None]] = {
     "window_stride '1'": _set("window_stride", "method", "1"),
     "window_stride 2.5": _set("window_stride", "method", 2.5),
     "window_stride 1": _set("window_stride", "method", 1),
+    "window '1h' stride '30min'": lambda call, rng: call.method.update(
+        window="1h", window_stride="30min"
+    ),
+    "window 'P1D'": _set("window", "method", "P1D"),
     "window_stride -1": _set("window_stride", "method", -1),
     "inflation 1e300": _set("multiplicative", "inflation", 1e300),
     "inflation 1e10": _set("multiplicative", "inflation", 1e10),

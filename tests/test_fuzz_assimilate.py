@@ -102,7 +102,7 @@ def _call(base, name, seed=0):
         ("inflation 1e300", ConfigError, r"multiplicative=1e\+300 is out of range: .* <= 100"),
         ("inflation additive 1e300", ConfigError, r"additive=1e\+300 is out of range"),
         ("members 10**6", ConfigError, r"members=1000000 needs at least .* GiB .*lower members"),
-        ("case_dim obs", ConfigError, r"case_dim='obs' is a dimension of the observation tim"),
+        ("case_dim obs", ConfigError, r"case_dim='obs' is the dimension of the observation times"),
     ],
 )
 def test_bad_input_is_named(model, base, name, error, match):
@@ -163,3 +163,14 @@ def test_naive_python_datetimes_work_as_datetime64(model, base):
     call.obs = moved
     b = run_call(call, model)
     xr.testing.assert_allclose(a.eta, b.eta)
+
+
+def test_cases_padded_to_one_length_use_every_observation(model, base):
+    """The second case's 24 padded observations (NaN values, NaT times, NaN positions) are
+    not observations: both cases run, with every value of each."""
+    call = _call(base, "obs uneven cases")
+    assert np.isnat(call.obs.time.values[1, 30:]).all()
+    out = run_call(call, model)
+    assert out.sizes["case"] == 2
+    assert out.window_n_obs.sum("window").values.tolist() == [108, 60]
+    assert out.attrs["n_observations_used"] == expected_count(call) == 168

@@ -12,15 +12,20 @@ import numpy as np
 import xarray as xr
 
 from xlevda._convert import domain_tolerance, find_time, spatial_layout
+from xlevda._obs_checks import (
+    STD_SUFFIX,
+    check_dataset,
+    check_dims,
+    check_errors,
+    observed_variables,
+)
 from xlevda._times import time_values, times_to_steps
 from xlevda._window_length import WindowLength, duration
 from xlevda.errors import ObservationError
 from xlevda.surrogates.schema import SurrogateSchema
-from xlevda.validate import is_positive, real_array
+from xlevda.validate import real_array
 
-__all__ = ["ObsTable", "Window", "check_dataset", "check_errors", "obs_table", "plan_windows"]
-
-_STD_SUFFIX = "_std"
+__all__ = ["ObsTable", "Window", "obs_table", "plan_windows"]
 
 
 @dataclass(frozen=True)
@@ -141,8 +146,10 @@ def obs_table(
         observation (moving sensors, irregular times), or a gridded Dataset with
         dims ``(time, *space)`` where NaN marks "not observed".  In both forms a
         NaN value means that variable is not observed there; the used counts are
-        reported by the caller.  Every observed variable is on the observation
-        dimension (or the grid's dims); its ``<var>_std`` on some of them.
+        reported by the caller; observations where every observed variable is NaN
+        need no time or position (cases padded to one length).  Every observed
+        variable is on the observation dimension (or the grid's dims); its
+        ``<var>_std`` on some of them.
     schema : SurrogateSchema
         The surrogate's schema (variables, coordinates, normalization, time axis).
     variables : sequence of str, optional
@@ -171,12 +178,10 @@ def obs_table(
         raise ObservationError(f"outside={outside!r}: expected 'error' or 'drop'")
     check_dataset(obs)
     errors = check_errors(errors, schema)
-    names = _observed_variables(obs, variables, schema)
+    names = observed_variables(obs, variables, schema)
     points_obs, obs_dim, dims = _as_points(obs, schema.coords)
-    _check_dims(obs, names, dims)
-    obs = points_obs
-    if obs.sizes[obs_dim] == 0:
-        raise ObservationError(f"observations are empty: dimension {obs_dim!r} has length 0")
+    check_dims(obs, names, dims)
+    obs = _observed_rows(points_obs, obs_dim, names)
     time = find_time(obs)
     t = np.asarray(obs[time].values)
     step, frac = times_to_steps(t, schema, name=f"observation {time}", extrapolate=True)
@@ -217,98 +222,17 @@ def obs_table(
     )
 
 
-def check_dataset(obs: object) -> None:
-    """Raise unless the observations ``obs`` are an xarray Dataset.
-
-    Examples
-    --------
-    >>> check_dataset(None)
-    Traceback (most recent call last):
-    ...
-    xlevda.errors.ObservationError: observations must be an xarray Dataset (values as data \
-variables, time and positions as coordinates), got NoneType
-    """
-    if not isinstance(obs, xr.Dataset):
-        raise ObservationError(
-            "observations must be an xarray Dataset (values as data variables, time and "
-            f"positions as coordinates), got {type(obs).__name__}"
-        )
-
-
-def check_errors(errors: object, schema: SurrogateSchema) -> dict[str, float]:
-    """``errors=`` checked: ``None`` or a mapping of the surrogate's variables to stds > 0.
-
-    Examples
-    --------
-    >>> s = SurrogateSchema.minimal(n_frames=2)
-    >>> check_errors({"h": 0.1}, s)
-    {'h': 0.1}
-    >>> check_errors("h", s)
-    Traceback (most recent call last):
-    ...
-    xlevda.errors.ObservationError: errors must be a mapping {variable: std}, got 'h'
-    """
-    if errors is None:
-        return {}
-    if not isinstance(errors, Mapping):
-        raise ObservationError(f"errors must be a mapping {{variable: std}}, got {errors!r}")
-    for v, std in errors.items():
-        if v not in schema.variables:
-            raise ObservationError(
-                f"errors names {v!r}, not a variable of the surrogate, which produces "
-                f"{list(schema.variables)}"
-            )
-        if not is_positive(std):
-            raise ObservationError(
-                f"errors[{v!r}] must be a finite number > 0 (an error standard deviation), "
-                f"got {std!r}"
-            )
-    return {str(v): float(std) for v, std in errors.items()}
-
-
-def _observed_variables(
-    obs: xr.Dataset, variables: Sequence[str] | None, schema: SurrogateSchema
-) -> list[str]:
-    """The variables to use: checked against the schema and the observations."""
-    if variables is None:
-        variables = [str(v) for v in obs.data_vars if not str(v).endswith(_STD_SUFFIX)]
-    elif isinstance(variables, str) or not isinstance(variables, Sequence):
-        raise ObservationError(f"variables must be a list of variable names, got {variables!r}")
-    if not variables:
-        raise ObservationError(
-            "no variable to assimilate (variables names none, or the observations hold no "
-            "data variable but <var>_std): expected some of "
-            f"{list(schema.variables)}, got data variables {sorted(map(str, obs.data_vars))}"
-        )
-    if len(set(variables)) != len(variables):
-        raise ObservationError(f"variables must name each variable once, got {list(variables)}")
-    for v in variables:
-        if v not in schema.variables:
-            raise ObservationError(
-                f"observed variable {v!r} is not produced by the surrogate, which produces "
-                f"{list(schema.variables)}; pass variables=[...] to use some data variables only"
-            )
-        if v not in obs.data_vars:
-            raise ObservationError(
-                f"variable {v!r} not in the observations; they hold "
-                f"{sorted(map(str, obs.data_vars))}"
-            )
-    return list(variables)
-
-
-def _check_dims(obs: xr.Dataset, variables: Sequence[str], dims: tuple) -> None:
-    """Every observed variable on ``dims``; its ``<var>_std`` on some of them."""
-    for v in variables:
-        if set(obs[v].dims) != set(dims):
-            raise ObservationError(
-                f"observed variable {v!r} has dims {obs[v].dims}, expected {dims} (one value "
-                "per observation time and position)"
-            )
-        std = v + _STD_SUFFIX
-        if std in obs.variables and not set(obs[std].dims) <= set(dims):
-            raise ObservationError(
-                f"{std!r} has dims {obs[std].dims}, expected some of {v!r}'s dims {dims}"
-            )
+def _observed_rows(obs: xr.Dataset, obs_dim: str, names: Sequence[str]) -> xr.Dataset:
+    """The observations where some variable of ``names`` is not NaN (values checked real)."""
+    if obs.sizes[obs_dim] == 0:
+        raise ObservationError(f"observations are empty: dimension {obs_dim!r} has length 0")
+    observed = np.zeros(obs.sizes[obs_dim], bool)
+    for v in names:
+        values = real_array(f"observed variable {v!r}", obs[v].values, ObservationError)
+        observed |= ~np.isnan(values)
+    if not observed.any():
+        raise ObservationError(f"observed variable {names[0]!r} holds only NaN values")
+    return obs if observed.all() else obs.isel({obs_dim: np.flatnonzero(observed)})
 
 
 def _wrap_longitudes(pos: np.ndarray, schema: SurrogateSchema) -> None:
@@ -360,7 +284,7 @@ def _variable_rows(obs: xr.Dataset, v: str, schema: SurrogateSchema, errors, ins
 
 
 def _std_of(obs: xr.Dataset, v: str, errors: Mapping[str, float]) -> np.ndarray:
-    name = v + _STD_SUFFIX
+    name = v + STD_SUFFIX
     if name in obs.variables:
         std = obs[name].broadcast_like(obs[v]).transpose(*obs[v].dims)
         return real_array(f"observation error {name!r}", std.values, ObservationError)

@@ -20,7 +20,8 @@ import torch
 import xarray as xr
 
 from xlevda._convert import find_time, times_to_steps, to_points
-from xlevda._obs import ObsTable, check_dataset, check_errors, obs_table
+from xlevda._obs import ObsTable, obs_table
+from xlevda._obs_checks import check_dataset, check_errors
 from xlevda._times import time_values
 from xlevda.checks import check_cycle, horizon_attrs, is_learned, warn_cycles
 from xlevda.decode import latent_at_outputs
@@ -94,10 +95,10 @@ def _tables(
     case_dim = kw.pop("case_dim")
     check_dataset(obs)
     obs_dims = obs[find_time(obs)].dims
-    if case_dim in obs_dims:
+    if obs_dims == (case_dim,):
         raise ConfigError(
-            f"case_dim={case_dim!r} is a dimension of the observation times {obs_dims}: "
-            "expected a dimension enumerating independent cases"
+            f"case_dim={case_dim!r} is the dimension of the observation times: expected a "
+            "dimension enumerating independent cases, each with its observations"
         )
     kw["errors"] = check_errors(kw["errors"], schema)
     cases = (
