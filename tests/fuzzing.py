@@ -45,6 +45,9 @@ class Call:
     inflation: dict = field(default_factory=dict)
     kwargs: dict = field(default_factory=dict)
     accessor: bool = True
+    replace: dict = field(default_factory=dict)
+    """Objects passed as ``surrogate``, ``method`` or ``run`` instead of the model and
+    the configs built from the dicts."""
 
 
 def base_call(truth: xr.Dataset) -> Call:
@@ -138,6 +141,28 @@ def _on_other_dim(name: str):
     def mutation(call: Call, rng: np.random.Generator) -> None:
         values = np.asarray(call.obs[name].values)[: rng.integers(1, 5)]
         call.obs = call.obs.drop_vars(name).assign({name: ("sensor", values)})
+
+    return mutation
+
+
+def _replace(name: str, value: Any):
+    """A mutation passing ``value`` as the surrogate, the method or the run options."""
+
+    def mutation(call: Call, rng: np.random.Generator) -> None:
+        call.replace[name] = value
+
+    return mutation
+
+
+def _field_background_of(kind: str):
+    """A field background whose values are of another ``kind`` (complex, strings, inf)."""
+
+    def mutation(call: Call, rng: np.random.Generator) -> None:
+        _field_background(call, rng)
+        bg = call.kwargs["background"]
+        values = {"complex": bg.eta.values + 1j, "strings": bg.eta.values.astype(str)}
+        values["inf"] = np.where(np.isnan(bg.eta.values), np.inf, bg.eta.values)
+        call.kwargs["background"] = bg.assign(eta=(bg.eta.dims, values[kind]))
 
     return mutation
 
@@ -314,6 +339,21 @@ MUTATIONS: dict[str, Callable[[Call, np.random.Generator], None]] = {
     "background complex": _bg_params([0j] * 4, [1.0 + 0j] * 4),
     "background fields": _field_background,
     "background missing param": _background({"a": [0.0] * 4}),
+    "background fields complex": _field_background_of("complex"),
+    "background fields strings": _field_background_of("strings"),
+    "background fields inf": _field_background_of("inf"),
+    "background fields on other dims": lambda call, rng: call.kwargs.update(
+        background=call.target.isel(time=0).assign(eta=(("sensor",), np.zeros(3)))
+    ),
+    # surrogate and method objects
+    "surrogate None": _replace("surrogate", None),
+    "surrogate string": _replace("surrogate", "ldnet.pt"),
+    "surrogate dict": _replace("surrogate", {"latent_dim": 4}),
+    "method string": _replace("method", "LEVDA"),
+    "method class": _replace("method", LEVDA),
+    "method None": _replace("method", None),
+    "run dict": _replace("run", {"members": 4}),
+    "run None": _replace("run", None),
     # run options
     "members 1": _set("members", "run", 1),
     "members 10**6": _set("members", "run", 10**6),
@@ -387,6 +427,9 @@ MUTATIONS: dict[str, Callable[[Call, np.random.Generator], None]] = {
     "case_dim None": _set("case_dim", "kwargs", None),
     "case_dim obs": _set("case_dim", "kwargs", "obs"),
     "case_dim int": _set("case_dim", "kwargs", 3),
+    "case_dim list": _set("case_dim", "kwargs", ["case"]),
+    "variables ndarray": _set("variables", "kwargs", np.array(["eta"])),
+    "variables non-string": _set("variables", "kwargs", [1]),
     "unknown keyword": _set("members", "kwargs", 4),
     "function not accessor": lambda call, rng: setattr(call, "accessor", False),
 }
@@ -400,6 +443,7 @@ def mutate(call: Call, names: list[str], rng: np.random.Generator) -> Call:
         method=dict(call.method),
         inflation=dict(call.inflation),
         kwargs=dict(call.kwargs),
+        replace=dict(call.replace),
     )
     for name in names:
         try:
@@ -413,8 +457,12 @@ def mutate(call: Call, names: list[str], rng: np.random.Generator) -> Call:
 
 def run_call(call: Call, model: Any) -> xr.Dataset:
     """Run ``call`` on ``model`` and compute its output (decoding errors surface here)."""
-    run = RunOptions(**call.run)
-    method = LEVDA(inflation=Inflation(**call.inflation), **call.method)
+    run = call.replace["run"] if "run" in call.replace else RunOptions(**call.run)
+    model = call.replace.get("surrogate", model)
+    if "method" in call.replace:
+        method = call.replace["method"]
+    else:
+        method = LEVDA(inflation=Inflation(**call.inflation), **call.method)
     if call.accessor and isinstance(call.target, xr.Dataset | xr.DataArray):
         out = call.target.levda.assimilate(call.obs, model, method, run=run, **call.kwargs)
     else:

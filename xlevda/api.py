@@ -12,7 +12,7 @@ records this.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,11 @@ def _check(method: Any, run: Any, surrogate: Any, target: Any, background: Any) 
         raise ConfigError(
             "background must be None, a mapping {parameter: values per member} or a Dataset, "
             f"got {type(background).__name__}"
+        )
+    if isinstance(method, type):
+        raise ConfigError(
+            f"method must be a method config, e.g. {method.__name__}(), got the class "
+            f"{method.__name__}"
         )
     if not isinstance(method, Method):
         raise ConfigError(
@@ -94,6 +99,8 @@ def _tables(
     """Each case's observations as a table (one case unless ``obs`` has ``case_dim``)."""
     case_dim = kw.pop("case_dim")
     check_dataset(obs)
+    if not isinstance(case_dim, Hashable):
+        raise ConfigError(f"case_dim must be a dimension name, got {case_dim!r}")
     obs_dims = obs[find_time(obs)].dims
     if obs_dims == (case_dim,):
         raise ConfigError(

@@ -118,7 +118,8 @@ def _field_values(
                 f"background field {v!r} has dims {dict(da.sizes)}, expected {dims} with {mdim}={k}"
             )
         c = schema.variables.index(v)
-        raw = da.transpose(*dims).values.reshape(k, -1).astype(float)
+        name = f"background field {v!r}"
+        raw = real_array(name, da.transpose(*dims).values, VariableError).reshape(k, -1)
         ok = np.isfinite(raw)
         norm = (raw - schema.output_norm.offset[c]) / schema.output_norm.scale[c]
         values[..., c] = np.where(ok, norm, 0.0)
