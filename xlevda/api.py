@@ -228,7 +228,10 @@ def assimilate(
     obs : Dataset
         Observations: one observation dimension with time and position per
         observation, or a gridded Dataset with NaN for "not observed"; errors as
-        ``<var>_std`` or through ``errors``.
+        ``<var>_std`` (on some of the variable's dims) or through ``errors``.  Values
+        are real numbers, NaN where not observed; infinite values, other kinds
+        (complex, strings, objects) and observed values without a finite time and
+        position are errors.
     surrogate : Surrogate
         A trained surrogate (e.g. :class:`xlevda.LDNet`), or, for a full-state
         method, a full-state model (the simulator, e.g.
@@ -270,6 +273,18 @@ def assimilate(
         Fields over ``(time, member, *space)`` as lazy dask arrays, parameters over
         ``(time, member)``, the latent trajectory, per-window diagnostics, CF
         attributes and provenance.
+
+    Raises
+    ------
+    XlevdaError
+        For bad input, a subclass naming the variable, dimension or coordinate, the
+        value received and what is expected: :class:`~xlevda.errors.ObservationError`
+        (observations, ``errors``, ``variables``), :class:`~xlevda.errors.CoordinateError`
+        (times of other kinds or with NaT, positions outside the surrogate's domain or
+        not finite, an empty target), :class:`~xlevda.errors.VariableError`
+        (``background``) and :class:`~xlevda.errors.ConfigError` (configs, an unavailable
+        device, a ``member_dim`` already in the output, an ensemble whose estimated
+        memory exceeds the device's).
 
     Warns
     -----
