@@ -9,8 +9,8 @@ arguments) to something a user might pass: another type, NaN/inf, empty, other
 dimensions, times of other kinds, huge or negative numbers, strings.
 
 :func:`outcome` runs a call and names its end: ``"XlevdaError"``, ``"TypeError
-(unknown keyword)"``, ``"success"``, ``"silent: ..."`` (accepted, but not every
-finite observation value was used or reported dropped) or another exception's type.
+(unknown keyword)"``, ``"success"``, ``"silent"`` (accepted, but not every
+observation value given was used or reported dropped) or another exception's type.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def _gridded_obs(obs: xr.Dataset) -> xr.Dataset:
     return obs.set_index(obs=("time", "lat", "lon")).unstack("obs")
 
 
-def _unused_scalar_variable(obs: xr.Dataset) -> xr.Dataset:
+def _scalar_eta(obs: xr.Dataset) -> xr.Dataset:
     return obs.assign(eta=xr.DataArray(1.0))
 
 
@@ -252,7 +252,7 @@ MUTATIONS: dict[str, Callable[[Call, np.random.Generator], None]] = {
     "eta bools": _with_values("eta", lambda v, r: v > 0.1),
     "eta 1e300": _with_values("eta", _some(1e300)),
     "eta on other dim": _on_other_dim("eta"),
-    "eta scalar": _obs(_unused_scalar_variable),
+    "eta scalar": _obs(_scalar_eta),
     "unknown variable": _obs(lambda o: o.assign(zeta=o.eta)),
     "eta_std NaN": _with_values("eta_std", _some(np.nan)),
     "eta_std zero": _with_values("eta_std", _some(0.0)),
