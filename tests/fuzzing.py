@@ -418,6 +418,7 @@ MUTATIONS: dict[str, Callable[[Call, np.random.Generator], None]] = {
     "errors None": _set("errors", "kwargs", None),
     "errors unknown variable": _set("errors", "kwargs", {"u": 0.1, "zeta": 1.0}),
     "errors numpy": _set("errors", "kwargs", {"u": np.float32(0.1)}),
+    "errors and eta_std": _set("errors", "kwargs", {"u": 0.1, "eta": 0.2}),
     "variables unknown": _set("variables", "kwargs", ["zeta"]),
     "variables empty": _set("variables", "kwargs", []),
     "variables string": _set("variables", "kwargs", "eta"),
@@ -511,7 +512,11 @@ def outcome(call: Call, model: Any) -> tuple[str, str]:
     except Exception as err:  # the fuzzer counts every kind
         return type(err).__name__, str(err)[:300]
     expected = expected_count(call)
-    used = int(out.attrs["n_observations_used"]) + int(out.attrs["n_observations_dropped"])
+    used, in_windows = int(out.attrs["n_observations_used"]), int(out.window_n_obs.sum())
+    overlapping = call.method.get("window_stride") not in (None, call.method.get("window"))
+    if in_windows < used or (in_windows != used and not overlapping):
+        return "silent", f"{used} observation values used, {in_windows} in windows"
+    used += int(out.attrs["n_observations_dropped"])
     if expected != used:
         return "silent", f"{used} observation values used or dropped of {expected} given"
     return "success", ""

@@ -83,6 +83,7 @@ def _call(base, name, seed=0):
         ("errors 'u'", ObservationError, r"errors must be a mapping \{variable: std\}, got 'u'"),
         ("errors string value", ObservationError, r"errors\['u'\] must be a finite .*got '0\.1'"),
         ("errors unknown variable", ObservationError, r"errors names 'zeta', not a variable"),
+        ("errors and eta_std", ObservationError, r"errors\['eta'\]=0\.2 while the observations h"),
         ("variables string", ObservationError, r"variables must be a list .*, got 'eta'"),
         ("variables duplicate", ObservationError, r"name each variable once"),
         ("background strings", VariableError, r"parameter 'a' must hold real numbers, got str"),

@@ -180,7 +180,7 @@ def obs_table(
     errors = check_errors(errors, schema)
     names = observed_variables(obs, variables, schema)
     points_obs, obs_dim, dims = _as_points(obs, schema.coords)
-    check_dims(obs, names, dims)
+    check_dims(obs, names, dims, errors)
     obs = _observed_rows(points_obs, obs_dim, names)
     time = find_time(obs)
     t = np.asarray(obs[time].values)

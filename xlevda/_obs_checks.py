@@ -99,9 +99,17 @@ def observed_variables(
     return list(variables)
 
 
-def check_dims(obs: xr.Dataset, variables: Sequence[str], dims: tuple) -> None:
-    """Every observed variable on ``dims``; its ``<var>_std`` on some of them."""
+def check_dims(
+    obs: xr.Dataset, variables: Sequence[str], dims: tuple, errors: Mapping[str, float]
+) -> None:
+    """Every observed variable on ``dims``; its error either ``<var>_std``, on some of
+    them, or in ``errors``, not both."""
     for v in variables:
+        if v in errors and v + STD_SUFFIX in obs.variables:
+            raise ObservationError(
+                f"errors[{v!r}]={errors[v]!r} while the observations hold {v + STD_SUFFIX!r}: "
+                "give the error of each variable once"
+            )
         if set(obs[v].dims) != set(dims):
             raise ObservationError(
                 f"observed variable {v!r} has dims {obs[v].dims}, expected {dims} (one value "

@@ -114,7 +114,8 @@ def _tables(
         else [obs]
     )
     if not method.needs_obs_errors:  # errors are required of each variable, but unused
-        kw["errors"] = {**dict.fromkeys(schema.variables, 1.0), **kw["errors"]}
+        unset = [v for v in schema.variables if f"{v}_std" not in obs.variables]
+        kw["errors"] = {**dict.fromkeys(unset, 1.0), **kw["errors"]}
     span = (grid.times[0], grid.times[-1])
     return [obs_table(o, schema, outside=run.outside, time_range=span, **kw) for o in cases]
 
