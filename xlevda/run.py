@@ -101,7 +101,9 @@ class RunOptions:
     Attributes
     ----------
     members : int, optional
-        Ensemble size ``K`` (>= 2).
+        Ensemble size ``K`` (>= 2).  :func:`xlevda.assimilate` refuses, before
+        allocating, an ensemble whose estimated memory (``K x K`` ensemble-space
+        matrices and ``K`` predictions of the observations) exceeds the device's.
     seed : int
         Seed of every random draw (>= 0): prior parameters, inflation noise, perturbed
         members, EnSF noise, model-error draws.  Case ``c`` of a multi-case run uses

@@ -13,13 +13,13 @@ without using or reporting every finite observation value, and every other excep
 type) and, for every outcome but the first three, the mutations that led there with a
 message.  The target of issue 18: no outcome other than those three.
 
-Measured (``--n 2000 --seed 0``, 175 mutations, 2-core shared machine): on the code
-before issue 18's input checks (commit 3b482e2) 56.9 % XlevdaError, 19.1 % success,
-0.8 % unknown keyword, 4.1 % silent (82 calls) and 19.1 % other exceptions (381
-calls) of 9 types (TypeError 104, AttributeError 100, ValueError 68, RuntimeError 46,
-AlignmentError 31, AssertionError 13, LinAlgError 11, MemoryError 7,
-NotImplementedError 1); after: 85.8 % XlevdaError, 13.3 % success, 0.8 % unknown
-keyword, nothing else (85 s).  Seeds 1 and 2: nothing else either.
+Measured (``--n 2000 --seed 0``, 176 mutations, 2-core shared machine): on the code
+before issue 18's input checks (commit 3b482e2) 56.5 % XlevdaError, 20.3 % success,
+0.7 % unknown keyword, 4.3 % silent (87 calls) and 18.1 % other exceptions (362
+calls) of 8 types (TypeError 103, AttributeError 83, ValueError 70, RuntimeError 45,
+AlignmentError 30, AssertionError 11, LinAlgError 11, MemoryError 9); after: 85.1 %
+XlevdaError, 14.3 % success, 0.6 % unknown keyword, nothing else (123 s).  Seeds 1
+and 2 (175 mutations): nothing else either.
 
 Memory: the process' address space is limited (``--max-gib``) so that a mutation
 asking for a huge ensemble fails instead of exhausting a shared machine.
