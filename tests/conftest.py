@@ -59,11 +59,10 @@ def runs() -> xr.Dataset:
     return make_runs()
 
 
-@pytest.fixture(scope="module")
-def model():
+def tiny_ldnet() -> xlevda.LDNet:
     """A tiny LDNet (separable decoder, 3 epochs) on :func:`make_runs`, parameters ``a``, ``b``.
 
-    Module scope, as each test module had its own: the fit seeds torch's global generator.
+    Seeds torch's global generator.
     """
     torch.manual_seed(0)
     cfg = xlevda.LDNetConfig(
@@ -72,6 +71,12 @@ def model():
         train=xlevda.TrainConfig(epochs=3),
     )
     return xlevda.LDNet.fit(make_runs(n_runs=8, n_frames=6), ["a", "b"], cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """:func:`tiny_ldnet`; module scope, as each test module had its own."""
+    return tiny_ldnet()
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import xarray as xr
@@ -18,6 +21,7 @@ from xlevda._convert import (
     to_points,
 )
 from xlevda._frames import DatasetFrameSource
+from xlevda._times import time_values
 from xlevda.errors import CoordinateError, ShapeError, VariableError
 from xlevda.surrogates.schema import Affine, SurrogateSchema
 
@@ -92,6 +96,67 @@ def test_points_outside_domain(runs):
     far = xr.Dataset(coords={"lat": [42.0], "lon": [-150.0]})
     with pytest.raises(CoordinateError, match=r"lon=-150; expected .*lon in \[-160, -155\]"):
         to_points(far, schema)
+
+
+def test_training_grid_in_float32_is_inside_its_domain():
+    """-160.3 rounds to -160.30000305 in float32: 1.3e-6 outside in normalized units, within
+    the float32 tolerance (2 eps |160.3| / 2.3 = 3.3e-6) but not the float64 one (1e-9)."""
+    runs = make_runs(n_runs=3, n_frames=2).assign_coords(
+        lat=np.linspace(40.1, 44.3, 8), lon=np.linspace(-160.3, -155.7, 9)
+    )
+    schema = build_schema(runs, ["a", "b"])
+    grid = runs.isel(run=0)
+    single = grid.assign_coords(lat=grid.lat.astype("float32"), lon=grid.lon.astype("float32"))
+    assert float(single.lon[0]) < -160.3  # rounded outward
+    pts, _ = to_points(single, schema)
+    np.testing.assert_allclose(pts, to_points(grid, schema)[0], atol=4e-6)
+    beyond = xr.Dataset(coords={"lat": [42.0], "lon": [-160.3 - 1e-5]})
+    with pytest.raises(CoordinateError, match="outside the surrogate's domain"):
+        to_points(beyond, schema)
+    with pytest.raises(CoordinateError, match="outside the surrogate's domain"):
+        to_points(beyond.astype("float32").assign_coords(lon=np.float32([-160.31])), schema)
+
+
+def test_bad_spatial_coordinates_are_named(runs):
+    schema = build_schema(runs, ["a", "b"])
+    grid = runs.isel(run=0)
+    with pytest.raises(CoordinateError, match=r"spatial coordinate 'lon' is empty"):
+        to_points(grid.isel(lon=slice(0, 0)), schema)
+    lat = grid.lat.values.astype(object)
+    lat[2] = None
+    with pytest.raises(CoordinateError, match=r"'lat' must hold real numbers.*1 of 8, e.g. None"):
+        to_points(grid.assign_coords(lat=lat), schema)
+
+
+@pytest.mark.parametrize(
+    ("times", "match"),
+    [
+        (np.array(["2026-01-01T01", "NaT"], "datetime64[ns]"), r"'t' holds NaT .*: 1 of 2"),
+        (np.array(["2026-01-01T01"]), r"got strings .*pandas.to_datetime"),
+        (np.array([pd.Period("2026-01-01T01", "h")]), r"got pandas Periods"),
+        (np.array([pd.Timestamp("2026-01-01T01", tz="UTC")]), r"got timezone-aware times"),
+        (np.array([1.0, np.inf]), r"'t' must hold finite real numbers, got infinite values"),
+        (np.array([1 + 1j]), r"'t' must hold real numbers, got complex numbers"),
+    ],
+)
+def test_times_of_other_kinds_are_named(times, match):
+    with pytest.raises(CoordinateError, match=match):
+        time_values(times, "t")
+
+
+def test_naive_python_datetimes_are_datetime64():
+    t = np.array([pd.Timestamp("2026-01-01T01"), datetime.datetime(2026, 1, 1, 2)], object)
+    assert (
+        time_values(t, "t").tolist()
+        == np.array(["2026-01-01T01", "2026-01-01T02"], "datetime64[ns]").tolist()
+    )
+
+
+def test_times_before_the_first_frame(runs):
+    schema = build_schema(runs, ["a", "b"])
+    early = runs.time.values[0] - np.timedelta64(1, "h")
+    with pytest.raises(CoordinateError, match=r"precedes the first frame .*1 of 1 times"):
+        times_to_steps([early], schema, extrapolate=True)
 
 
 def test_no_time_coordinate():

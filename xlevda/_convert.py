@@ -3,7 +3,8 @@
 Finds time and spatial coordinates (CF metadata through cf-xarray first, common
 names second), builds a :class:`~xlevda.surrogates.schema.SurrogateSchema` from a
 training Dataset and maps coordinates to normalized query points and times to
-``(step, fraction)`` pairs.  :mod:`xlevda._frames` streams training frames from a Dataset.
+``(step, fraction)`` pairs (:mod:`xlevda._times`, re-exported here).
+:mod:`xlevda._frames` streams training frames from a Dataset.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import cf_xarray  # noqa: F401  (registers the .cf accessor)
 import numpy as np
 import xarray as xr
 
+from xlevda._times import frame_times, time_numbers, times_to_steps
 from xlevda.errors import CoordinateError, ShapeError, VariableError
 from xlevda.surrogates.schema import Affine, SurrogateSchema
+from xlevda.validate import real_array
 
 __all__ = [
     "SpatialLayout",
     "build_schema",
     "coord_points",
+    "domain_tolerance",
     "find_time",
     "frame_times",
     "spatial_layout",
@@ -147,18 +151,46 @@ def coord_points(obj: xr.Dataset | xr.DataArray, layout: SpatialLayout) -> np.nd
 
     Grid coordinates are expanded to their mesh (the first coordinate varying slowest).
     """
+    values = [
+        real_array(f"spatial coordinate {c!r}", obj[c].values, CoordinateError, nan=False)
+        for c in layout.coords
+    ]
     if layout.gridded:
-        mesh = np.meshgrid(
-            *(np.asarray(obj[c].values, float) for c in layout.coords), indexing="ij"
-        )
+        mesh = np.meshgrid(*values, indexing="ij")
         return np.stack([m.ravel() for m in mesh], axis=-1)
-    return np.stack([np.asarray(obj[c].values, float) for c in layout.coords], axis=-1)
+    return np.stack(values, axis=-1)
+
+
+def domain_tolerance(dtypes: Sequence[np.dtype], schema: SurrogateSchema) -> float:
+    """Slack of the domain test (normalized units) for coordinates stored in ``dtypes``.
+
+    A grid stored in float32 rounds its values by up to ``eps * |value|``: the
+    tolerance is twice that at the domain's largest magnitude, per coordinate, in
+    normalized units (at least ``1e-9``), so the training grid cast to float32 lies
+    inside its own domain.
+
+    Examples
+    --------
+    >>> s = SurrogateSchema.minimal(n_frames=3)  # coordinates in [-1, 1]
+    >>> domain_tolerance([np.dtype("float64")], s), domain_tolerance([np.dtype("float32")], s)
+    (1e-09, 2.384185791015625e-07)
+    """
+    tolerance = 1e-9
+    offset, scale = schema.coord_norm.offset, schema.coord_norm.scale
+    for j, dtype in enumerate(dtypes):
+        if np.dtype(dtype).kind == "f" and j < len(scale) and scale[j] > 0:
+            eps = float(np.finfo(dtype).eps)
+            tolerance = max(tolerance, 2 * eps * (abs(offset[j]) + scale[j]) / scale[j])
+    return tolerance
 
 
 def to_points(
-    obj: xr.Dataset | xr.DataArray, schema: SurrogateSchema, *, tolerance: float = 1e-9
+    obj: xr.Dataset | xr.DataArray, schema: SurrogateSchema
 ) -> tuple[np.ndarray, SpatialLayout]:
     """Normalized query points of ``obj``'s spatial locations.
+
+    The domain test allows the rounding of the coordinates' dtype
+    (:func:`domain_tolerance`): the training grid stored in float32 is inside.
 
     Returns
     -------
@@ -169,11 +201,18 @@ def to_points(
     Raises
     ------
     CoordinateError
-        If a coordinate is missing or a location lies outside the training domain:
-        decoding there would be extrapolation.
+        If a coordinate is missing, empty, holds NaN, infinite or non-numeric values, or
+        a location lies outside the training domain: decoding there would be
+        extrapolation.
     """
     layout = spatial_layout(obj, schema.coords)
+    for c in layout.coords:
+        if obj[c].size == 0:
+            raise CoordinateError(
+                f"spatial coordinate {c!r} is empty: expected at least one location"
+            )
     xyz = coord_points(obj, layout)
+    tolerance = domain_tolerance([obj[c].dtype for c in layout.coords], schema)
     pts, inside = schema.embed(xyz, tolerance)
     if not inside.all():
         i = int(np.argmin(inside))
@@ -196,94 +235,6 @@ def _coord_bounds(schema: SurrogateSchema, j: int) -> str:
     return f"[{lo:.6g}, {hi:.6g}]"
 
 
-def _time_numbers(values: np.ndarray, schema_is_datetime: bool, name: str) -> np.ndarray:
-    values = np.asarray(values)
-    if np.issubdtype(values.dtype, np.datetime64):
-        if not schema_is_datetime:
-            raise CoordinateError(
-                f"time coordinate {name!r} holds datetime64 values, but the surrogate was "
-                "trained on numeric times"
-            )
-        return values.astype("datetime64[ns]").astype(np.int64) / 1e9
-    if schema_is_datetime:
-        raise CoordinateError(
-            f"time coordinate {name!r} holds numbers ({values.dtype}), but the surrogate was "
-            "trained on datetime64 times"
-        )
-    return values.astype(float)
-
-
-def frame_times(schema: SurrogateSchema) -> np.ndarray:
-    """Times of the training frames (datetime64 or numbers, as in training).
-
-    The exact times stored in the schema, or ``time_origin + k * time_step`` for
-    files that predate them.
-
-    Examples
-    --------
-    >>> frame_times(SurrogateSchema.minimal(n_frames=3)).tolist()
-    [0.0, 1.0, 2.0]
-    """
-    if schema.frame_times:
-        return np.asarray(
-            schema.frame_times, dtype="datetime64[ns]" if schema.time_is_datetime else float
-        )
-    k = np.arange(schema.n_frames)
-    if schema.time_is_datetime:
-        origin = np.datetime64(schema.time_origin, "ns")
-        return origin + (k * schema.time_step * 1e9).round().astype("timedelta64[ns]")
-    return float(schema.time_origin) + k * schema.time_step
-
-
-def times_to_steps(
-    times, schema: SurrogateSchema, *, name: str = "time", extrapolate: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Map times to latent ``(step, fraction)`` pairs (paper eq. 17).
-
-    Frame ``k`` of the training data sits at ``time_origin + k * time_step``.
-
-    Parameters
-    ----------
-    times : array-like of datetime64 or numbers
-        Query times.
-    schema : SurrogateSchema
-    name : str
-        Name used in error messages.
-    extrapolate : bool
-        Allow times after the last training frame (a forecast beyond the horizon
-        the surrogate was trained on).
-
-    Returns
-    -------
-    step : ndarray of int64
-    frac : ndarray of float, in ``[0, 1)``
-
-    Raises
-    ------
-    CoordinateError
-        For times before frame 0, or after the last trained frame unless
-        ``extrapolate``.
-    """
-    t = _time_numbers(np.atleast_1d(times), schema.time_is_datetime, name)
-    origin = (
-        _time_numbers(np.array([schema.time_origin], dtype="datetime64[ns]"), True, name)[0]
-        if schema.time_is_datetime
-        else float(schema.time_origin)
-    )
-    x = (t - origin) / schema.time_step
-    x = np.where(np.abs(x - np.round(x)) < 1e-9, np.round(x), x)
-    last = schema.n_frames - 1
-    if (x < 0).any() or (not extrapolate and (x > last).any()):
-        bad = np.atleast_1d(times)[(x < 0) | ((x > last) & (not extrapolate))][0]
-        raise CoordinateError(
-            f"{name}={bad} lies outside the surrogate's time range [frame 0, frame {last}] "
-            f"(origin {schema.time_origin}, step {schema.time_step} {schema.time_units}); "
-            "pass extrapolate=True to forecast beyond the trained horizon"
-        )
-    step = np.floor(x).astype(np.int64)
-    return step, x - step
-
-
 def _time_axis(ds: xr.Dataset, time: str) -> tuple[str, float, str, bool]:
     values = np.asarray(ds[time].values)
     if values.ndim != 1 or values.size < 2:
@@ -291,7 +242,7 @@ def _time_axis(ds: xr.Dataset, time: str) -> tuple[str, float, str, bool]:
             f"time coordinate {time!r} must be 1-D with at least 2 frames, got shape {values.shape}"
         )
     is_dt = np.issubdtype(values.dtype, np.datetime64)
-    t = _time_numbers(values, is_dt, time)
+    t = time_numbers(values, is_dt, time)
     d = np.diff(t)
     if (d <= 0).any() or not np.allclose(d, d[0], rtol=1e-6, atol=0):
         raise CoordinateError(

@@ -11,14 +11,21 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from xlevda._convert import find_time, spatial_layout, times_to_steps
+from xlevda._convert import domain_tolerance, find_time, spatial_layout
+from xlevda._obs_checks import (
+    STD_SUFFIX,
+    check_dataset,
+    check_dims,
+    check_errors,
+    observed_variables,
+)
+from xlevda._times import time_values, times_to_steps
 from xlevda._window_length import WindowLength, duration
 from xlevda.errors import ObservationError
 from xlevda.surrogates.schema import SurrogateSchema
+from xlevda.validate import real_array
 
 __all__ = ["ObsTable", "Window", "obs_table", "plan_windows"]
-
-_STD_SUFFIX = "_std"
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ class ObsTable:
     value, std : ndarray (M,)
         Observed value and error standard deviation, normalized per channel.
     n_dropped : int
-        Observations outside the surrogate's domain dropped on request.
+        Observed values outside the surrogate's domain dropped on request.
     """
 
     time: np.ndarray
@@ -67,14 +74,18 @@ class ObsTable:
         )
 
 
-def _as_points(obs: xr.Dataset, coords: tuple[str, ...]) -> tuple[xr.Dataset, str]:
-    """Observations with one observation dimension (gridded input is stacked)."""
+def _as_points(obs: xr.Dataset, coords: tuple[str, ...]) -> tuple[xr.Dataset, str, tuple]:
+    """Observations with one observation dimension (gridded input is stacked).
+
+    Also returns the dims every observed variable must have in ``obs`` as given:
+    ``(time, *space)`` for a grid, ``(obs_dim,)`` for points.
+    """
     time = find_time(obs)
     if obs[time].ndim == 1 and obs[time].dims == (time,):
         layout = spatial_layout(obs, coords)
         if layout.gridded:
             stacked = obs.stack(obs=(time, *layout.dims)).reset_index("obs")
-            return stacked, "obs"
+            return stacked, "obs", (time, *layout.dims)
     dims = obs[time].dims
     if len(dims) != 1:
         raise ObservationError(
@@ -92,7 +103,7 @@ def _as_points(obs: xr.Dataset, coords: tuple[str, ...]) -> tuple[xr.Dataset, st
                 f"observation coordinate {c!r} has dims {obs[c].dims}, expected {dims} "
                 "(one position per observation)"
             )
-    return obs, dims[0]
+    return obs, dims[0], dims
 
 
 def _longitudes(values: np.ndarray, name: str, lo: float, hi: float) -> np.ndarray:
@@ -135,7 +146,10 @@ def obs_table(
         observation (moving sensors, irregular times), or a gridded Dataset with
         dims ``(time, *space)`` where NaN marks "not observed".  In both forms a
         NaN value means that variable is not observed there; the used counts are
-        reported by the caller.
+        reported by the caller; observations where every observed variable is NaN
+        need no time or position (cases padded to one length).  Every observed
+        variable is on the observation dimension (or the grid's dims); its
+        ``<var>_std`` on some of them.
     schema : SurrogateSchema
         The surrogate's schema (variables, coordinates, normalization, time axis).
     variables : sequence of str, optional
@@ -151,33 +165,48 @@ def obs_table(
     Returns
     -------
     ObsTable
+
+    Raises
+    ------
+    ObservationError
+        For anything but real values (NaN where not observed), positive finite
+        errors and finite positions, each message naming the variable or coordinate.
+    CoordinateError
+        For missing, NaT or non-datetime times (:func:`xlevda._times.time_values`).
     """
     if outside not in ("error", "drop"):
         raise ObservationError(f"outside={outside!r}: expected 'error' or 'drop'")
-    errors = dict(errors or {})
-    obs, obs_dim = _as_points(obs, schema.coords)
+    check_dataset(obs)
+    errors = check_errors(errors, schema)
+    names = observed_variables(obs, variables, schema)
+    points_obs, obs_dim, dims = _as_points(obs, schema.coords)
+    check_dims(obs, names, dims, errors)
+    obs = _observed_rows(points_obs, obs_dim, names)
     time = find_time(obs)
-    variables = _observed_variables(obs, obs_dim, variables, schema)
     t = np.asarray(obs[time].values)
-    pos = np.stack([np.asarray(obs[c].values, float) for c in schema.coords], -1)
-    if pd_isnull(t).any() or not np.isfinite(pos).all():
-        raise ObservationError("observation times or positions hold NaN values")
-    _wrap_longitudes(pos, schema)
     step, frac = times_to_steps(t, schema, name=f"observation {time}", extrapolate=True)
+    t = time_values(t, f"observation {time}")
+    pos = np.stack(
+        [
+            real_array(f"observation coordinate {c!r}", obs[c].values, ObservationError, nan=False)
+            for c in schema.coords
+        ],
+        -1,
+    )
+    _wrap_longitudes(pos, schema)
     if time_range is not None:
         _check_time_range(t, step + frac, time_range, schema)
-    points, inside = schema.embed(pos)
-    n_dropped = 0
-    if not inside.all():
-        if outside == "error":
-            j = int(np.argmin(inside))
-            raise ObservationError(
-                f"{int((~inside).sum())} observation(s) lie outside the surrogate's domain, e.g. "
-                + ", ".join(f"{c}={pos[j, i]:.6g}" for i, c in enumerate(schema.coords))
-                + "; pass outside='drop' to drop them (their count is reported)"
-            )
-        n_dropped = int((~inside).sum())
-    rows = [_variable_rows(obs, v, schema, errors, inside) for v in variables]
+    points, inside = schema.embed(
+        pos, domain_tolerance([obs[c].dtype for c in schema.coords], schema)
+    )
+    if not inside.all() and outside == "error":
+        j = int(np.argmin(inside))
+        raise ObservationError(
+            f"{int((~inside).sum())} observation(s) lie outside the surrogate's domain, e.g. "
+            + ", ".join(f"{c}={pos[j, i]:.6g}" for i, c in enumerate(schema.coords))
+            + "; pass outside='drop' to drop them (their count is reported)"
+        )
+    rows = [_variable_rows(obs, v, schema, errors, inside) for v in names]
     idx = np.concatenate([r[0] for r in rows])
     order = np.argsort(t[idx], kind="stable")
     idx = idx[order]
@@ -189,34 +218,21 @@ def obs_table(
         channel=np.concatenate([r[1] for r in rows])[order],
         value=np.concatenate([r[2] for r in rows])[order],
         std=np.concatenate([r[3] for r in rows])[order],
-        n_dropped=n_dropped,
+        n_dropped=sum(r[4] for r in rows),
     )
 
 
-def _observed_variables(
-    obs: xr.Dataset, obs_dim: str, variables: Sequence[str] | None, schema: SurrogateSchema
-) -> Sequence[str]:
-    """The variables to use: checked against the schema and the observations."""
-    if variables is None:
-        variables = [
-            str(v)
-            for v in obs.data_vars
-            if not str(v).endswith(_STD_SUFFIX) and obs_dim in obs[v].dims
-        ]
-    if not variables:
-        raise ObservationError("observations hold no data variable")
-    for v in variables:
-        if v not in schema.variables:
-            raise ObservationError(
-                f"observed variable {v!r} is not produced by the surrogate, which produces "
-                f"{list(schema.variables)}"
-            )
-        if v not in obs.data_vars:
-            raise ObservationError(
-                f"variable {v!r} not in the observations; they hold "
-                f"{sorted(map(str, obs.data_vars))}"
-            )
-    return variables
+def _observed_rows(obs: xr.Dataset, obs_dim: str, names: Sequence[str]) -> xr.Dataset:
+    """The observations where some variable of ``names`` is not NaN (values checked real)."""
+    if obs.sizes[obs_dim] == 0:
+        raise ObservationError(f"observations are empty: dimension {obs_dim!r} has length 0")
+    observed = np.zeros(obs.sizes[obs_dim], bool)
+    for v in names:
+        values = real_array(f"observed variable {v!r}", obs[v].values, ObservationError)
+        observed |= ~np.isnan(values)
+    if not observed.any():
+        raise ObservationError(f"observed variable {names[0]!r} holds only NaN values")
+    return obs if observed.all() else obs.isel({obs_dim: np.flatnonzero(observed)})
 
 
 def _wrap_longitudes(pos: np.ndarray, schema: SurrogateSchema) -> None:
@@ -242,16 +258,20 @@ def _check_time_range(t: np.ndarray, x: np.ndarray, time_range: tuple, schema) -
 
 
 def _variable_rows(obs: xr.Dataset, v: str, schema: SurrogateSchema, errors, inside):
-    """Indices, channel, normalized values and stds of the usable observations of ``v``."""
+    """Indices, channel, normalized values and stds of the usable observations of ``v``,
+    and the number of its values outside the domain (dropped)."""
     c = schema.variables.index(v)
-    value = np.asarray(obs[v].values, float)
-    std = _std_of(obs, v, errors, value.shape)
-    ok = np.isfinite(value) & inside
+    value = real_array(f"observed variable {v!r}", obs[v].values, ObservationError)
+    std = _std_of(obs, v, errors)
     if not np.isfinite(value).any():
         raise ObservationError(f"observed variable {v!r} holds only NaN values")
-    if (~np.isfinite(std[ok])).any() or (std[ok] <= 0).any():
-        bad = std[ok][(~np.isfinite(std[ok])) | (std[ok] <= 0)][0]
-        raise ObservationError(f"observation error std of {v!r} must be finite and > 0, got {bad}")
+    ok = np.isfinite(value) & inside
+    bad = ~np.isfinite(std[ok]) | (std[ok] <= 0)
+    if bad.any():
+        raise ObservationError(
+            f"observation error std of {v!r} must be finite and > 0, got {std[ok][bad][0]} "
+            f"(at {int(bad.sum())} of the {int(ok.sum())} observed values)"
+        )
     idx = np.nonzero(ok)[0]
     scale = schema.output_norm.scale[c]
     return (
@@ -259,22 +279,17 @@ def _variable_rows(obs: xr.Dataset, v: str, schema: SurrogateSchema, errors, ins
         np.full(len(idx), c),
         (value[idx] - schema.output_norm.offset[c]) / scale,
         std[idx] / scale,
+        int((np.isfinite(value) & ~inside).sum()),
     )
 
 
-def pd_isnull(values: np.ndarray) -> np.ndarray:
-    """NaN / NaT mask for numeric or datetime arrays."""
-    if np.issubdtype(values.dtype, np.datetime64):
-        return np.isnat(values)
-    return ~np.isfinite(values.astype(float))
-
-
-def _std_of(obs: xr.Dataset, v: str, errors: Mapping[str, float], shape) -> np.ndarray:
-    name = v + _STD_SUFFIX
+def _std_of(obs: xr.Dataset, v: str, errors: Mapping[str, float]) -> np.ndarray:
+    name = v + STD_SUFFIX
     if name in obs.variables:
-        return np.broadcast_to(np.asarray(obs[name].values, float), shape)
+        std = obs[name].broadcast_like(obs[v]).transpose(*obs[v].dims)
+        return real_array(f"observation error {name!r}", std.values, ObservationError)
     if v in errors:
-        return np.full(shape, float(errors[v]))
+        return np.full(obs[v].shape, float(errors[v]))
     raise ObservationError(
         f"no observation error for {v!r}: add a variable {name!r} or pass errors={{{v!r}: std}}"
     )

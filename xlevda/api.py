@@ -11,18 +11,22 @@ records this.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
+import torch
 import xarray as xr
 
 from xlevda._convert import find_time, times_to_steps, to_points
 from xlevda._obs import ObsTable, obs_table
+from xlevda._obs_checks import check_dataset, check_errors
+from xlevda._times import time_values
 from xlevda.checks import check_cycle, horizon_attrs, is_learned, warn_cycles
 from xlevda.decode import latent_at_outputs
 from xlevda.driver import prepare_model, run_cases
-from xlevda.errors import ConfigError, CoordinateError
+from xlevda.errors import ConfigError, CoordinateError, ObservationError
 from xlevda.io import OutputGrid, to_dataset
 from xlevda.methods import LEVDA
 from xlevda.methods.base import Method
@@ -32,7 +36,22 @@ from xlevda.surrogates.protocol import Surrogate
 __all__ = ["assimilate"]
 
 
-def _check(method: Any, run: Any, surrogate: Any) -> None:
+def _check(method: Any, run: Any, surrogate: Any, target: Any, background: Any) -> None:
+    if not isinstance(target, xr.Dataset | xr.DataArray):
+        raise CoordinateError(
+            "target must be an xarray Dataset or DataArray whose time and spatial coordinates "
+            f"say where and when the analysis is wanted, got {type(target).__name__}"
+        )
+    if background is not None and not isinstance(background, Mapping | xr.Dataset):
+        raise ConfigError(
+            "background must be None, a mapping {parameter: values per member} or a Dataset, "
+            f"got {type(background).__name__}"
+        )
+    if isinstance(method, type):
+        raise ConfigError(
+            f"method must be a method config, e.g. {method.__name__}(), got the class "
+            f"{method.__name__}"
+        )
     if not isinstance(method, Method):
         raise ConfigError(
             "method must be an xlevda method (xlevda.LEVDA, LDEnSF, LETKF, EnSF or FourDEnVar; "
@@ -59,9 +78,16 @@ def _output_grid(
     time = find_time(target)
     times = np.atleast_1d(np.asarray(target[time].values))
     if times.ndim != 1 or len(times) < 1:
-        raise CoordinateError(f"target time {time!r} must be 1-D and non-empty")
+        raise CoordinateError(
+            f"target time {time!r} must be 1-D and non-empty, got shape {times.shape}"
+        )
+    times = time_values(times, f"target {time}")
     if len(times) > 1 and not (times[1:] > times[:-1]).all():
-        raise CoordinateError(f"target time {time!r} must be strictly increasing (sorted, unique)")
+        i = int(np.argmin(times[1:] > times[:-1]))
+        raise CoordinateError(
+            f"target time {time!r} must be strictly increasing (sorted, unique), got "
+            f"{times[i]} followed by {times[i + 1]}"
+        )
     step, frac = times_to_steps(times, schema, name=f"target {time}", extrapolate=True)
     points, layout = to_points(target, schema)
     return OutputGrid(target, time, times, layout, points, step + frac), step, frac
@@ -72,15 +98,101 @@ def _tables(
 ) -> list[ObsTable]:
     """Each case's observations as a table (one case unless ``obs`` has ``case_dim``)."""
     case_dim = kw.pop("case_dim")
+    check_dataset(obs)
+    if not isinstance(case_dim, Hashable):
+        raise ConfigError(f"case_dim must be a dimension name, got {case_dim!r}")
+    obs_dims = obs[find_time(obs)].dims
+    if obs_dims == (case_dim,):
+        raise ConfigError(
+            f"case_dim={case_dim!r} is the dimension of the observation times: expected a "
+            "dimension enumerating independent cases, each with its observations"
+        )
+    kw["errors"] = check_errors(kw["errors"], schema)
     cases = (
         [obs.isel({case_dim: c}) for c in range(obs.sizes[case_dim])]
         if case_dim in obs.dims
         else [obs]
     )
     if not method.needs_obs_errors:  # errors are required of each variable, but unused
-        kw["errors"] = {**dict.fromkeys(schema.variables, 1.0), **(kw["errors"] or {})}
+        unset = [v for v in schema.variables if f"{v}_std" not in obs.variables]
+        kw["errors"] = {**dict.fromkeys(unset, 1.0), **kw["errors"]}
     span = (grid.times[0], grid.times[-1])
     return [obs_table(o, schema, outside=run.outside, time_range=span, **kw) for o in cases]
+
+
+def _check_member_dim(run: RunOptions, grid: OutputGrid, schema, case_dim: Any) -> None:
+    """Raise if ``run.member_dim`` names a dimension, coordinate or variable of the output."""
+    taken = {
+        "a dimension or coordinate of the target": {*map(str, grid.target.dims)}
+        | {*map(str, grid.target.coords)},
+        "a dimension of the output": {"window", "latent", str(case_dim)},
+        "a variable or parameter of the surrogate": {*schema.variables, *schema.params},
+    }
+    for what, names in taken.items():
+        if run.member_dim in names:
+            raise ConfigError(
+                f"RunOptions.member_dim={run.member_dim!r} is already {what} "
+                f"({sorted(names)}): expected a new name, e.g. 'member'"
+            )
+
+
+def _device_memory(device: str) -> int:
+    """Bytes of memory of a torch ``device`` (the machine's physical memory for the CPU).
+
+    Examples
+    --------
+    >>> _device_memory("cpu") > 0
+    True
+    """
+    kind = torch.device(device)
+    if kind.type == "cuda":
+        return int(torch.cuda.get_device_properties(kind).total_memory)
+    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def _check_memory(run: RunOptions, tables: list[ObsTable], surrogate: Surrogate) -> None:
+    """Raise before allocating if the ensemble cannot fit the device's memory.
+
+    A lower bound of what any ensemble method holds at once: two ``K x K``
+    ensemble-space matrices and ``K`` members' predictions of a case's observations
+    and states, in the run's dtype.
+    """
+    k, m = run.members, max(len(t) for t in tables)
+    width = 2 * k + m + surrogate.latent_dim + surrogate.param_dim
+    need = torch.finfo(run.torch_dtype).bits // 8 * k * width
+    have = _device_memory(run.device)
+    if need > have:
+        raise ConfigError(
+            f"RunOptions.members={k} needs at least {need / 2**30:.3g} GiB ({k} x {k} "
+            f"ensemble-space matrices and {k} members' {m} predicted observations in "
+            f"{run.dtype}), more than the {have / 2**30:.3g} GiB of {run.device!r} memory: "
+            "lower members (memory grows as members squared) or assimilate fewer observations"
+        )
+
+
+def _check_precision(tables: list[ObsTable], schema, run: RunOptions) -> None:
+    """Raise if normalized observations or their weights ``1/std^2`` overflow the run's dtype.
+
+    Values up to the square root of the dtype's largest number keep the squared
+    misfits finite.
+    """
+    limit = float(np.finfo(run.dtype).max) ** 0.5
+    offset, scale = schema.output_norm.offset, schema.output_norm.scale
+    for table in tables:
+        for bad, what, raw in (
+            (np.abs(table.value) > limit, "values", table.value),
+            (table.std < 1 / limit, "error standard deviations", table.std),
+        ):
+            if bad.any():
+                i = int(np.argmax(bad))
+                c = int(table.channel[i])
+                example = raw[i] * scale[c] + (offset[c] if what == "values" else 0.0)
+                raise ObservationError(
+                    f"observed variable {schema.variables[c]!r} has {int(bad.sum())} {what} out "
+                    f"of the range of a {run.dtype} run, e.g. {example:.6g} (normalized values "
+                    f"must stay below {limit:.3g} and stds above {1 / limit:.3g}): check their "
+                    "units, or use RunOptions(dtype='float64')"
+                )
 
 
 def _combine(results: list[xr.Dataset], obs: xr.Dataset, case_dim: str, tables) -> xr.Dataset:
@@ -117,7 +229,10 @@ def assimilate(
     obs : Dataset
         Observations: one observation dimension with time and position per
         observation, or a gridded Dataset with NaN for "not observed"; errors as
-        ``<var>_std`` or through ``errors``.
+        ``<var>_std`` (on some of the variable's dims) or through ``errors``.  Values
+        are real numbers, NaN where not observed; infinite values, other kinds
+        (complex, strings, objects) and observed values without a finite time and
+        position are errors.
     surrogate : Surrogate
         A trained surrogate (e.g. :class:`xlevda.LDNet`), or, for a full-state
         method, a full-state model (the simulator, e.g.
@@ -160,6 +275,18 @@ def assimilate(
         ``(time, member)``, the latent trajectory, per-window diagnostics, CF
         attributes and provenance.
 
+    Raises
+    ------
+    XlevdaError
+        For bad input, a subclass naming the variable, dimension or coordinate, the
+        value received and what is expected: :class:`~xlevda.errors.ObservationError`
+        (observations, ``errors``, ``variables``), :class:`~xlevda.errors.CoordinateError`
+        (times of other kinds or with NaT, positions outside the surrogate's domain or
+        not finite, an empty target), :class:`~xlevda.errors.VariableError`
+        (``background``) and :class:`~xlevda.errors.ConfigError` (configs, an unavailable
+        device, a ``member_dim`` already in the output, an ensemble whose estimated
+        memory exceeds the device's).
+
     Warns
     -----
     UserWarning
@@ -172,9 +299,10 @@ def assimilate(
     """
     method = LEVDA() if method is None else method
     run = RunOptions() if run is None else run
-    _check(method, run, surrogate)
+    _check(method, run, surrogate, target, background)
     run = run.resolve(method.run_defaults)
     grid, step, frac = _output_grid(target, surrogate.schema)
+    _check_member_dim(run, grid, surrogate.schema, case_dim)
     tables = _tables(
         obs,
         surrogate.schema,
@@ -185,6 +313,8 @@ def assimilate(
         errors=errors,
         case_dim=case_dim,
     )
+    _check_memory(run, tables, surrogate)
+    _check_precision(tables, surrogate.schema, run)
     model = prepare_model(surrogate, run)
     initial = method.initial(model, background, run)
     if step.min() < initial.anchor:

@@ -19,6 +19,7 @@ from xlevda.cycle import Ensemble
 from xlevda.errors import ConfigError, CoordinateError, VariableError
 from xlevda.run import RunOptions
 from xlevda.surrogates.protocol import FullStateModel, Surrogate
+from xlevda.validate import real_array
 
 __all__ = [
     "FIT_BYTES",
@@ -52,14 +53,17 @@ def background_params(schema, background, members: int, member_dim: str) -> np.n
                 f"{member_dim!r}"
             )
         v = background[p]
-        values = np.asarray(v.values if isinstance(v, xr.DataArray) else v, float)
+        values = real_array(
+            f"background parameter {p!r}",
+            v.values if isinstance(v, xr.DataArray) else v,
+            VariableError,
+            nan=False,
+        )
         if values.shape != (members,):
             raise VariableError(
                 f"background parameter {p!r} has shape {values.shape}, expected ({members},) "
                 f"(one value per member, members={members})"
             )
-        if not np.isfinite(values).all():
-            raise VariableError(f"background parameter {p!r} holds NaN or infinite values")
         lo, hi = schema.param_range[schema.params.index(p)]
         outside = (values < lo - 1e-9 * abs(lo)) | (values > hi + 1e-9 * abs(hi))
         if outside.any():
@@ -114,7 +118,8 @@ def _field_values(
                 f"background field {v!r} has dims {dict(da.sizes)}, expected {dims} with {mdim}={k}"
             )
         c = schema.variables.index(v)
-        raw = da.transpose(*dims).values.reshape(k, -1).astype(float)
+        name = f"background field {v!r}"
+        raw = real_array(name, da.transpose(*dims).values, VariableError).reshape(k, -1)
         ok = np.isfinite(raw)
         norm = (raw - schema.output_norm.offset[c]) / schema.output_norm.scale[c]
         values[..., c] = np.where(ok, norm, 0.0)

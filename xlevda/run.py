@@ -10,7 +10,47 @@ import torch
 from xlevda.errors import ConfigError
 from xlevda.validate import is_int
 
-__all__ = ["OutputChunks", "RunDefaults", "RunOptions"]
+__all__ = ["OutputChunks", "RunDefaults", "RunOptions", "check_device"]
+
+
+_DTYPES = ("float32", "float64")
+_DEVICES = ("cpu", "cuda", "mps", "xpu")
+
+
+def check_device(device: object) -> None:
+    """Raise :class:`~xlevda.errors.ConfigError` unless ``device`` is usable here.
+
+    A string naming a torch device of a kind that holds data (``"cpu"``, ``"cuda"``,
+    ``"cuda:<i>"``, ``"mps"``, ``"xpu"``) and is available on this machine.
+
+    Examples
+    --------
+    >>> check_device("cpu")
+    >>> check_device("meta")
+    Traceback (most recent call last):
+    ...
+    xlevda.errors.ConfigError: RunOptions.device='meta': expected one of ('cpu', 'cuda', \
+'mps', 'xpu') (with an optional ':<index>')
+    """
+    expected = f"expected one of {_DEVICES} (with an optional ':<index>')"
+    if not isinstance(device, str):
+        raise ConfigError(f"RunOptions.device={device!r}: {expected}")
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"RunOptions.device={device!r}: {expected}") from None
+    if parsed.type not in _DEVICES:
+        raise ConfigError(f"RunOptions.device={device!r}: {expected}")
+    if parsed.type == "cpu":
+        return
+    backend = torch.backends.mps if parsed.type == "mps" else getattr(torch, parsed.type)
+    count = getattr(backend, "device_count", lambda: 1)() if backend.is_available() else 0
+    if (parsed.index or 0) >= count:
+        raise ConfigError(
+            f"RunOptions.device={device!r}: not available on this machine ({count} "
+            f"{parsed.type} device(s) usable by this torch build): expected 'cpu' or an "
+            "available device"
+        )
 
 
 @dataclass(frozen=True)
@@ -61,7 +101,9 @@ class RunOptions:
     Attributes
     ----------
     members : int, optional
-        Ensemble size ``K`` (>= 2).
+        Ensemble size ``K`` (>= 2).  :func:`xlevda.assimilate` refuses, before
+        allocating, an ensemble whose estimated memory (``K x K`` ensemble-space
+        matrices and ``K`` predictions of the observations) exceeds the device's.
     seed : int
         Seed of every random draw (>= 0): prior parameters, inflation noise, perturbed
         members, EnSF noise, model-error draws.  Case ``c`` of a multi-case run uses
@@ -70,14 +112,22 @@ class RunOptions:
         Precision of the ensemble, the decoding and the output fields (parameter
         estimates are always float64).
     device : str
-        Torch device of the computation, e.g. ``"cpu"`` or ``"cuda"``.
+        Torch device of the computation, available on this machine: ``"cpu"``,
+        ``"cuda"`` or ``"cuda:<i>"``, ``"mps"``, ``"xpu"``.
     member_dim : str
-        Name of the ensemble dimension of the output.
+        Name of the ensemble dimension of the output: a new name, not a dimension,
+        coordinate or variable the output has otherwise (checked by
+        :func:`xlevda.assimilate`).
     chunks : OutputChunks
         Chunking of the lazily decoded fields.
     outside : {"error", "drop"}
-        Observations outside the model's domain: an error, or dropped with the count
-        reported in the output attributes.
+        Observations at positions outside the model's spatial domain: an error, or
+        dropped with the count of dropped values in the output attribute
+        ``n_observations_dropped``.  Times are not dropped: an observation time outside
+        the target's time range or before the surrogate's first frame is an error;
+        target (and so observation) times past the trained horizon are forecasts
+        beyond the training runs, warned about once per call and counted in the output
+        attribute ``n_target_times_past_horizon`` (:mod:`xlevda.checks`).
 
     Examples
     --------
@@ -98,12 +148,16 @@ class RunOptions:
             raise ConfigError(f"RunOptions.members={self.members!r}: expected an integer >= 2")
         if not is_int(self.seed, 0):
             raise ConfigError(f"RunOptions.seed={self.seed!r}: expected an integer >= 0")
-        if self.dtype not in (None, "float32", "float64"):
+        for name in ("members", "seed"):  # numpy integers as Python ints
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, int(getattr(self, name)))
+        if not isinstance(self.dtype, str | None) or self.dtype not in (None, *_DTYPES):
             raise ConfigError(f"RunOptions.dtype={self.dtype!r}: expected 'float32' or 'float64'")
-        if not isinstance(self.device, str):
-            raise ConfigError(f"RunOptions.device={self.device!r}: expected a string")
+        check_device(self.device)
         if not isinstance(self.member_dim, str) or not self.member_dim:
-            raise ConfigError(f"RunOptions.member_dim={self.member_dim!r}: expected a name")
+            raise ConfigError(
+                f"RunOptions.member_dim={self.member_dim!r}: expected a non-empty name"
+            )
         if not isinstance(self.chunks, OutputChunks):
             raise ConfigError(f"RunOptions.chunks={self.chunks!r}: expected OutputChunks")
         if self.outside not in ("error", "drop"):

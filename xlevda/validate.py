@@ -3,7 +3,9 @@
 Predicates (:func:`is_int`, :func:`is_real`, :func:`is_positive`) answer ``True`` or
 ``False`` for checks whose message says more than a range.  Checks (:func:`check_int`,
 :func:`check_real`, :func:`check_choice`) raise :class:`~xlevda.errors.ConfigError` in one
-format: ``"<name> must be <what is expected>, got <value>"``.
+format: ``"<name> must be <what is expected>, got <value>"``.  :func:`real_array` checks
+the values of an array (observations, positions, parameters) the same way, with the error
+class its caller names.
 """
 
 from __future__ import annotations
@@ -11,9 +13,19 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
-from xlevda.errors import ConfigError
+import numpy as np
 
-__all__ = ["check_choice", "check_int", "check_real", "is_int", "is_positive", "is_real"]
+from xlevda.errors import ConfigError, XlevdaError
+
+__all__ = [
+    "check_choice",
+    "check_int",
+    "check_real",
+    "is_int",
+    "is_positive",
+    "is_real",
+    "real_array",
+]
 
 
 def is_int(value: object, low: int | None = None) -> bool:
@@ -157,3 +169,67 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     """
     if value not in choices:
         raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+
+
+_KINDS = {"b": "booleans", "c": "complex numbers", "U": "strings", "S": "bytes", "O": "objects"}
+
+
+def _example(values: np.ndarray, bad: np.ndarray) -> str:
+    """How many of ``values`` are ``bad``, and the first of them, as text."""
+    first = values.ravel()[np.argmax(bad.ravel())]
+    first = first.item() if isinstance(first, np.generic) else first
+    return f"{int(bad.sum())} of {bad.size}, e.g. {first!r}"
+
+
+def real_array(
+    name: str, values: object, error: type[XlevdaError] = ConfigError, *, nan: bool = True
+) -> np.ndarray:
+    """``values`` as a float64 array, or raise ``error`` unless they are real numbers.
+
+    Integers and floats pass; booleans, complex numbers, strings, dates and objects
+    (``None``, ``pandas`` values) do not, nor do infinite values, nor NaN unless
+    ``nan`` (NaN marks a missing value where the caller allows one).
+
+    Parameters
+    ----------
+    name : str
+        How the message names the values, e.g. ``"observed variable 'eta'"``.
+    values : array-like
+    error : type of XlevdaError
+        The class to raise.
+    nan : bool
+        Whether NaN values pass.
+
+    Examples
+    --------
+    >>> real_array("x", [1, 2.5]).tolist()
+    [1.0, 2.5]
+    >>> try:
+    ...     real_array("x", [1.0, float("inf"), 2.0])
+    ... except ConfigError as err:
+    ...     print(err)
+    x must hold finite real numbers, got infinite values: 1 of 3, e.g. inf
+    >>> real_array("x", ["1", "2"])
+    Traceback (most recent call last):
+    ...
+    xlevda.errors.ConfigError: x must hold real numbers, got strings (dtype <U1): 2 of 2, e.g. '1'
+    """
+    array = np.asarray(values)
+    if array.dtype.kind == "O":
+        bad = np.array(
+            [isinstance(v, bool) or not isinstance(v, Real) for v in array.ravel()], bool
+        )
+        if not bad.any():
+            array = array.astype(float)
+    if array.dtype.kind not in "iuf":
+        kind = _KINDS.get(array.dtype.kind, "values")
+        bad = bad.reshape(array.shape) if array.dtype.kind == "O" else np.ones(array.shape, bool)
+        raise error(
+            f"{name} must hold real numbers, got {kind} (dtype {array.dtype})"
+            + (f": {_example(array, bad)}" if array.size else "")
+        )
+    array = array.astype(float)
+    for bad, what in ((np.isinf(array), "infinite values"), (np.isnan(array), "NaN")):
+        if bad.any() and (what != "NaN" or not nan):
+            raise error(f"{name} must hold finite real numbers, got {what}: {_example(array, bad)}")
+    return array

@@ -26,13 +26,14 @@ class Inflation:
     Attributes
     ----------
     multiplicative : float
-        Factor on the perturbations, finite and ``>= 1`` (the prior covariance is
-        multiplied by its square).
+        Factor on the perturbations, in ``[1, 100]`` (the prior covariance is
+        multiplied by its square; typical factors are 1.0 to 1.5, and far larger
+        ones overflow the ensemble-space solve).
     additive : float
-        Standard deviation of the noise added to each perturbation, finite and
-        ``>= 0``, in the units of the method's state (normalized latent units for
-        LEVDA, the state's own units for 4DEnVar).  Methods without additive
-        inflation (LETKF, EnSF) refuse a value above 0.
+        Standard deviation of the noise added to each perturbation, in ``[0, 1e9]``,
+        in the units of the method's state (normalized latent units for LEVDA, the
+        state's own units for 4DEnVar); squares of larger noise overflow float32.
+        Methods without additive inflation (LETKF, EnSF) refuse a value above 0.
 
     Examples
     --------
@@ -44,14 +45,15 @@ class Inflation:
     additive: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, low in (("multiplicative", 1.0), ("additive", 0.0)):
+        for name, low, high in (("multiplicative", 1.0, 100.0), ("additive", 0.0, 1e9)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(
-                    f"Inflation.{name}={value!r} is invalid: must be a finite number >= {low:g}"
+                    f"Inflation.{name}={value!r} is invalid: must be a finite number >= "
+                    f"{low:g} and <= {high:g}"
                 )
-            if not (math.isfinite(value) and value >= low):
+            if not (math.isfinite(value) and low <= value <= high):
                 raise ConfigError(
-                    f"Inflation.{name}={value!r} is out of range: must be a finite number "
-                    f">= {low:g}"
+                    f"Inflation.{name}={value!r} is out of range: must be a finite number >= "
+                    f"{low:g} and <= {high:g}"
                 )
