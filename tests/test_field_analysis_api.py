@@ -18,13 +18,8 @@ from xlevda.core.taper import gaspari_cohn
 from xlevda.core.window import ObsWindow
 from xlevda.decode import FieldTerm, decode_block, prepare_output_points
 from xlevda.errors import ConfigError
-from xlevda.field_analysis import (
-    FieldAnalysis,
-    FieldIncrements,
-    calibration,
-    metric_of,
-    window_residuals,
-)
+from xlevda.field_analysis import FieldAnalysis, calibration, metric_of, window_residuals
+from xlevda.field_increments import FieldIncrements
 from xlevda.methods import LEVDA, OI
 from xlevda.run import OutputChunks, RunOptions
 

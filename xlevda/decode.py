@@ -16,7 +16,7 @@ from torch import Tensor
 
 from xlevda.core.dynamics import interpolate_trajectory, trajectory
 from xlevda.cycle import Cycle
-from xlevda.field_analysis import FieldIncrements
+from xlevda.field_increments import FieldIncrements
 from xlevda.surrogates.protocol import Surrogate
 
 __all__ = [
