@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from xlevda.errors import ConfigError, ShapeError
+from xlevda.errors import ConfigError, ShapeError, VariableError
 from xlevda.surrogates.config import LinearDynamicsConfig
 from xlevda.surrogates.decoder_configs import CosineDecoderConfig
 from xlevda.surrogates.decoders import CosineDecoder
@@ -137,6 +137,14 @@ class _Moments(NamedTuple):
 def _batches(source: FrameSource, points: Tensor) -> Iterator[FrameBatch]:
     gen = torch.Generator().manual_seed(0)
     for batch in source.batches(_BATCH_RUNS, None, gen, False):
+        gaps = int(torch.isnan(batch.values).sum())
+        if gaps:
+            raise VariableError(
+                f"the closed-form linear fit needs every value at the training points, got "
+                f"{gaps} missing (NaN) in a chunk of {batch.values.shape[0]} runs: it takes "
+                "land (points NaN in every run, frame and variable, left out) but no gaps; "
+                "fill them or train by gradient descent (LDNetConfig.dynamics=None)"
+            )
         if not torch.equal(batch.points, points):
             raise ShapeError(
                 "the validation runs must share the training runs' points and frames (one "
