@@ -315,22 +315,9 @@ def _check_values(
 ) -> MissingValues | None:
     """Refuse infinite values, values whose moments overflow, and NaN unless ``mask``
     (then: every variable and run needs a finite value); the missing values."""
-    import dask
-
     run_dim, space = dims[0], dims[2:]
-    stats = dask.compute(
-        *[
-            (
-                np.isnan(ds[v]).sum(),
-                np.isinf(ds[v]).sum(),
-                ds[v].astype(float).std(),
-                ds[v].astype(float).mean(),
-                np.isnan(ds[v]).all([d for d in dims if d not in space]),
-                np.isnan(ds[v]).all([d for d in dims if d != run_dim]),
-            )
-            for v in names
-        ]
-    )
+    with np.errstate(all="ignore"):  # overflow and inf - inf: checked and reported below
+        stats = _value_stats(ds, names, dims)
     for v, (n_nan, n_inf, std, mean, _, _) in zip(names, stats, strict=True):
         da = ds[v]
         if int(n_inf):
@@ -368,3 +355,24 @@ def _check_values(
     n_kept = int((~land).sum()) * per_point * len(names)
     n_gaps = sum(int(s[0]) for s in stats) - int(land.sum()) * per_point * len(names)
     return MissingValues(keep=~land, land_fraction=float(land.mean()), gap_fraction=n_gaps / n_kept)
+
+
+def _value_stats(ds: xr.Dataset, names: list[str], dims: tuple[Hashable, ...]) -> tuple:
+    """Per variable, in one pass: NaN count, infinite count, std, mean, where NaN in
+    every run and frame (over space) and where NaN in every frame and point (over runs)."""
+    import dask
+
+    run_dim, space = dims[0], dims[2:]
+    return dask.compute(
+        *[
+            (
+                np.isnan(ds[v]).sum(),
+                np.isinf(ds[v]).sum(),
+                ds[v].astype(float).std(),
+                ds[v].astype(float).mean(),
+                np.isnan(ds[v]).all([d for d in dims if d not in space]),
+                np.isnan(ds[v]).all([d for d in dims if d != run_dim]),
+            )
+            for v in names
+        ]
+    )
