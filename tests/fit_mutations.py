@@ -527,7 +527,9 @@ def fit_outcome(ds, kw: Kwargs, fit: str) -> tuple[str, str]:
     params = kw.pop("params")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", UserWarning)  # an unstable linear step, reported
+            warnings.simplefilter("error", RuntimeWarning)  # overflow, a cast that loses
+            warnings.simplefilter("error", np.exceptions.ComplexWarning)
             model = xlevda.LDNet.fit(ds, params, FITS[fit], progress=False, **kw)
     except XlevdaError as err:
         return "XlevdaError", str(err).splitlines()[0][:160]

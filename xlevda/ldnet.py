@@ -98,7 +98,9 @@ class LDNet(LDNetModel):
             every other NaN (a gap) is left out of the loss and of the quality report's
             errors.  The fractions of land points and gaps are recorded in
             ``quality.land_fraction`` and ``quality.gap_fraction``.  The closed-form
-            linear fit takes land but no gaps.  Infinite values are an error either way.
+            linear fit projects each frame on its present values (a frame must keep
+            enough values to determine its cosine coefficients).  Infinite values are
+            an error either way.
             The decoder is defined everywhere: decoded on land it extends the fields.
 
         Returns
