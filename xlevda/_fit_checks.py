@@ -122,12 +122,18 @@ def check_archive(
     --------
     >>> import numpy as np, xarray as xr
     >>> ds = xr.Dataset(
-    ...     {"h": (("run", "time", "x"), np.random.default_rng(0).normal(size=(3, 2, 4)))},
-    ...     coords={"run": [0, 1, 2], "time": [0.0, 1.0], "x": np.arange(4.0), "y": [0.0],
-    ...             "a": ("run", [0.0, 1.0, 2.0])})
-    >>> check_archive(ds.drop_vars("y").assign_coords(y=("x", np.zeros(4))), ["a"], None,
-    ...     run_dim="run", missing="error", chunk_runs=16, memory_budget=0).variables
+    ...     {"h": (("run", "time", "y", "x"), np.ones((3, 2, 2, 4)))},
+    ...     coords={"run": [0, 1, 2], "time": [0.0, 1.0], "y": [0.0, 1.0],
+    ...             "x": np.arange(4.0), "a": ("run", [0.0, 1.0, 2.0])})
+    >>> kw = dict(run_dim="run", missing="error", chunk_runs=16, memory_budget=0)
+    >>> check_archive(ds, ["a"], None, **kw).variables
     ['h']
+    >>> check_archive(ds.assign(depth=(("y", "x"), np.ones((2, 4)))), ["a"], None, **kw)
+    Traceback (most recent call last):
+    ...
+    xlevda.errors.ShapeError: variable 'depth' has dimensions ('y', 'x'), expected ('run', \
+'time', 'y', 'x'); every data variable is learned unless variables= names the fields: pass \
+variables=[...] to leave it out
     """
     if not isinstance(ds, xr.Dataset):
         raise VariableError(
