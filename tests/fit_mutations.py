@@ -139,6 +139,12 @@ def float32_data(ds, kw, rng):
     return ds.astype({"eta": np.float32, "u": np.float32}), kw
 
 
+def float32_overflow(ds, kw, rng):
+    """1e38 is a float32, but its square overflows float32 statistics."""
+    ds = ds.assign(eta=ds.eta.astype(np.float32))
+    return _set(ds, "eta", _cell(ds, rng), np.float32(1e38)), kw
+
+
 def tiny_variation(ds, kw, rng):
     return ds.assign(eta=1.0 + 1e-300 * ds.eta), kw
 
@@ -425,6 +431,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     int_variable,
     datetime_variable,
     float32_data,
+    float32_overflow,
     tiny_variation,
     constant_variable,
     _extra(("run", "lat", "lon")),

@@ -345,7 +345,8 @@ def _check_values(
             big = float(np.abs(da.astype(float)).max())
             raise VariableError(
                 f"variable {v!r} holds values up to {big:.3g} in magnitude: its mean or "
-                "standard deviation overflows float64; rescale it (e.g. change its units)"
+                f"standard deviation overflows {da.dtype}; rescale it (e.g. change its units)"
+                + (" or store it as float64" if da.dtype != np.float64 else "")
             )
     if not mask:
         return None
@@ -374,8 +375,8 @@ def _value_stats(ds: xr.Dataset, names: list[str], dims: tuple[Hashable, ...]) -
             (
                 np.isnan(ds[v]).sum(),
                 np.isinf(ds[v]).sum(),
-                ds[v].astype(float).std(),
-                ds[v].astype(float).mean(),
+                ds[v].std(),  # as build_schema computes them: in the variable's dtype
+                ds[v].mean(),
                 np.isnan(ds[v]).all([d for d in dims if d not in space]),
                 np.isnan(ds[v]).all([d for d in dims if d != run_dim]),
             )
