@@ -57,3 +57,13 @@ def test_a_parameter_stored_as_a_data_variable_is_not_a_field():
     ds = m.base_archive().reset_coords("b")
     model = xlevda.LDNet.fit(ds, ["a", "b"], m.FITS["gradient"], progress=False)
     assert model.schema.variables == ("eta", "u")
+
+
+def test_names_may_come_as_any_iterable_of_strings():
+    ds = m.base_archive()
+    model = xlevda.LDNet.fit(ds, np.array(["a", "b"]), m.FITS["gradient"], progress=False)
+    assert model.schema.params == ("a", "b")
+    with pytest.raises(ConfigError, match=r"params must be a list of names, got \{'a': 1\}"):
+        xlevda.LDNet.fit(ds, {"a": 1}, m.FITS["gradient"], progress=False)
+    with pytest.raises(ConfigError, match=r"params must hold strings, got \[1\]"):
+        xlevda.LDNet.fit(ds, [1], m.FITS["gradient"], progress=False)

@@ -13,7 +13,7 @@ It also finds the missing values (NaN) that ``missing="mask"`` lets through: see
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,13 +66,14 @@ def _names(name: str, value: object, *, allow_none: bool) -> list[str] | None:
     """``value`` as a list of distinct names (a sequence of strings, not one string)."""
     if value is None and allow_none:
         return None
-    if isinstance(value, str) or not isinstance(value, Sequence):
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
         raise ConfigError(f"{name} must be a list of names, got {value!r}")
     names = list(value)
     if not names:
         raise ConfigError(f"{name} is empty: name at least one")
     if any(not isinstance(n, str) for n in names):
         raise ConfigError(f"{name} must hold strings, got {names!r}")
+    names = [str(n) for n in names]  # numpy strings as plain ones
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConfigError(f"{name} must name each entry once, got {repeated} repeated")
