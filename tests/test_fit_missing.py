@@ -19,6 +19,7 @@ from xlevda.surrogates.initial_state import trajectory_loss
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.linear import fit_linear
 from xlevda.surrogates.masking import mean_square, project
+from xlevda.surrogates.pod import load_frames
 from xlevda.surrogates.quality import heldout_square_sums
 from xlevda.surrogates.schema import SurrogateSchema
 from xlevda.surrogates.training import evaluate
@@ -201,3 +202,10 @@ def test_land_streamed_chunk_by_chunk_as_in_memory():
     streamed = _fit(ds.chunk({"run": 2}), "linear", missing="mask", chunk_runs=2, memory_budget=0)
     assert _max_weight_difference(loaded, streamed) < 1e-6
     assert streamed.quality.land_fraction == loaded.quality.land_fraction == LAND.mean()
+
+
+def test_pod_stages_refuse_gaps():
+    values = torch.rand(2, 3, 4, 1).index_put_((torch.tensor([0]),) * 4, torch.tensor(torch.nan))
+    source = TensorFrameSource(torch.rand(2, 1), torch.rand(4, 1), values, missing=True)
+    with pytest.raises(VariableError, match="1 missing values"):
+        load_frames(source)

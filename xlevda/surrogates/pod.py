@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from xlevda.errors import ConfigError, ShapeError
+from xlevda.errors import ConfigError, ShapeError, VariableError
 from xlevda.surrogates.config import TrainConfig
 from xlevda.surrogates.decoders import SeparableDecoder
 from xlevda.surrogates.ldnet import LDNetModel
@@ -74,6 +74,13 @@ def load_frames(source: FrameSource) -> tuple[Tensor, Tensor, Tensor]:
     points : Tensor, shape (P, n_coords)
     values : Tensor, shape (N, T, P, C)
 
+    Raises
+    ------
+    ShapeError
+        The runs do not share one point set.
+    VariableError
+        A value is missing (NaN; a source with ``missing=True``).
+
     Examples
     --------
     >>> import torch
@@ -94,6 +101,12 @@ def load_frames(source: FrameSource) -> tuple[Tensor, Tensor, Tensor]:
         )
     params = torch.cat([b.params for b in batches])
     values = torch.cat([b.values for b in batches])
+    n_missing = int(torch.isnan(values).sum())
+    if n_missing:
+        raise VariableError(
+            f"load_frames needs complete frames, got {n_missing} missing values (NaN): the "
+            "POD stages take no gaps; land points are left out by the source already"
+        )
     return params, points, values
 
 
