@@ -15,6 +15,9 @@ from xlevda.errors import VariableError
 
 __all__ = ["mean_square", "present", "project", "square_error"]
 
+_CHUNK_BYTES = 64 * 1024**2
+"""Bound on the transient memory of :func:`project`'s masked frames, solved in chunks."""
+
 
 def present(values: Tensor) -> Tensor:
     """Where ``values`` are not missing (not NaN), as a boolean tensor."""
@@ -61,7 +64,7 @@ def project(basis: Tensor, values: Tensor, *, min_eig: float = 1e-6) -> Tensor:
 
     For each run, frame and channel, ``w = argmin |Q_S w - y_S|`` over the points ``S``
     where ``y`` is present: ``Q^T y`` for complete fields (``Q`` orthonormal), else the
-    normal equations ``(Q_S^T Q_S) w = Q_S^T y_S``, solved run by run.
+    normal equations ``(Q_S^T Q_S) w = Q_S^T y_S``, solved frame by frame (Cholesky).
 
     Parameters
     ----------
@@ -97,18 +100,27 @@ def project(basis: Tensor, values: Tensor, *, min_eig: float = 1e-6) -> Tensor:
     if bool(ok.all()):
         return torch.einsum("pf,ntpc->ntcf", basis, v)
     filled = torch.where(ok, v, torch.zeros_like(v))
-    rhs = torch.einsum("pf,ntpc->ntcf", basis, filled)
-    out = torch.empty_like(rhs)
-    for r in range(values.shape[0]):
-        weight = ok[r].to(basis.dtype)  # (T, P, C)
-        gram = torch.einsum("pf,pg,tpc->tcfg", basis, basis, weight)
-        smallest = torch.linalg.eigvalsh(gram)[..., 0]
-        if bool((smallest < min_eig).any()):
-            t, c = (int(i) for i in torch.nonzero(smallest < min_eig)[0])
+    out = torch.einsum("pf,ntpc->ntcf", basis, filled)  # Q_S^T y_S; w where nothing is missing
+    n_pts, n_feat = basis.shape
+    per_frame = values.shape[-1] * n_feat * n_pts * basis.element_size()
+    chunk = max(1, _CHUNK_BYTES // per_frame)
+    eye = torch.eye(n_feat, dtype=basis.dtype)
+    frames = torch.nonzero(~ok.all(-1).all(-1))  # (run, frame) pairs with missing values
+    for rows in frames.split(chunk):
+        missing = (~ok[rows[:, 0], rows[:, 1]]).transpose(1, 2).to(basis.dtype)  # (B, C, P)
+        # Q_S^T Q_S = I - Q_M^T Q_M over the missing points M, per frame and channel
+        gram = eye - (basis.T * missing[..., None, :]) @ basis  # (B, C, F, F)
+        # all its eigenvalues above min_eig <=> gram - min_eig I positive definite
+        info = torch.linalg.cholesky_ex(gram - min_eig * eye).info
+        if bool(info.any()):
+            b, c = (int(i) for i in torch.nonzero(info)[0])
+            r, t = rows[b].tolist()
             raise VariableError(
-                f"run {r}, frame {t}, channel {c}: its {int(weight[t, :, c].sum())} present "
-                f"values do not determine the {basis.shape[1]} coefficients of the basis "
+                f"run {r}, frame {t}, channel {c}: its {int(ok[r, t, :, c].sum())} present "
+                f"values do not determine the {n_feat} coefficients of the basis "
                 "(too many gaps there); fill them, or use fewer basis terms"
             )
-        out[r] = torch.linalg.solve(gram, rhs[r].unsqueeze(-1)).squeeze(-1)
+        rhs = out[rows[:, 0], rows[:, 1]].unsqueeze(-1)
+        solved = torch.cholesky_solve(rhs, torch.linalg.cholesky(gram)).squeeze(-1)
+        out[rows[:, 0], rows[:, 1]] = solved
     return out
