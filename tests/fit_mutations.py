@@ -88,6 +88,26 @@ def _value(value) -> Mutation:
     return mutate
 
 
+def _call(name: str, changes: dict) -> Mutation:
+    """A mutation of the call's keyword arguments alone."""
+
+    def mutate(ds, kw, rng):
+        return ds, {**kw, **changes}
+
+    mutate.__name__ = name
+    return mutate
+
+
+def _isel(name: str, **indexers) -> Mutation:
+    """A selection along dimensions (fewer runs, frames or points; reversed)."""
+
+    def mutate(ds, kw, rng):
+        return ds.isel(indexers), kw
+
+    mutate.__name__ = name
+    return mutate
+
+
 def nan_land(ds, kw, rng):
     """A cell NaN in every run and frame; sometimes with ``missing="mask"``."""
     cell = {"lat": int(rng.integers(1, 5)), "lon": int(rng.integers(1, 4))}
@@ -175,50 +195,6 @@ def explicit_variables(ds, kw, rng):
     return ds, {**kw, "variables": ["eta"]}
 
 
-def variables_unknown(ds, kw, rng):
-    return ds, {**kw, "variables": ["eta", "nope"]}
-
-
-def variables_empty(ds, kw, rng):
-    return ds, {**kw, "variables": []}
-
-
-def variables_repeated(ds, kw, rng):
-    return ds, {**kw, "variables": ["eta", "eta"]}
-
-
-def variables_string(ds, kw, rng):
-    return ds, {**kw, "variables": "eta"}
-
-
-def single_run(ds, kw, rng):
-    return ds.isel(run=[0]), kw
-
-
-def two_runs(ds, kw, rng):
-    return ds.isel(run=[0, 1]), kw
-
-
-def no_runs(ds, kw, rng):
-    return ds.isel(run=[]), kw
-
-
-def single_frame(ds, kw, rng):
-    return ds.isel(time=[0]), kw
-
-
-def no_frames(ds, kw, rng):
-    return ds.isel(time=[]), kw
-
-
-def no_points(ds, kw, rng):
-    return ds.isel(lat=[]), kw
-
-
-def one_latitude(ds, kw, rng):
-    return ds.isel(lat=[2]), kw
-
-
 def constant_parameter(ds, kw, rng):
     return ds.assign_coords(a=ds.a * 0 + 0.3), kw
 
@@ -254,22 +230,6 @@ def parameter_on_time(ds, kw, rng):
 
 def parameter_as_variable(ds, kw, rng):
     return ds.reset_coords("b"), kw
-
-
-def params_string(ds, kw, rng):
-    return ds, {**kw, "params": "a"}
-
-
-def params_repeated(ds, kw, rng):
-    return ds, {**kw, "params": ["a", "a"]}
-
-
-def params_unknown(ds, kw, rng):
-    return ds, {**kw, "params": ["a", "zz"]}
-
-
-def params_variable(ds, kw, rng):
-    return ds, {**kw, "params": ["a", "eta"]}
 
 
 def cftime_times(ds, kw, rng):
@@ -321,10 +281,6 @@ def duplicate_time(ds, kw, rng):
     return ds.assign_coords(time=t), kw
 
 
-def reversed_time(ds, kw, rng):
-    return ds.isel(time=slice(None, None, -1)), kw
-
-
 def shuffled_time(ds, kw, rng):
     return ds.isel(time=rng.permutation(ds.sizes["time"])), kw
 
@@ -365,10 +321,6 @@ def string_lat(ds, kw, rng):
     return ds.assign_coords(lat=("lat", [f"{v:.1f}" for v in ds.lat.values])), kw
 
 
-def descending_lat(ds, kw, rng):
-    return ds.isel(lat=slice(None, None, -1)), kw
-
-
 def shuffled_lon(ds, kw, rng):
     return ds.isel(lon=rng.permutation(ds.sizes["lon"])), kw
 
@@ -388,26 +340,6 @@ def duplicate_points(ds, kw, rng):
 
 def chunked(ds, kw, rng):
     return ds.chunk({"run": 2}), {**kw, "chunk_runs": 2, "memory_budget": 0}
-
-
-def run_dim_wrong(ds, kw, rng):
-    return ds, {**kw, "run_dim": "member"}
-
-
-def run_dim_time(ds, kw, rng):
-    return ds, {**kw, "run_dim": "time"}
-
-
-def chunk_runs_zero(ds, kw, rng):
-    return ds, {**kw, "chunk_runs": 0}
-
-
-def memory_budget_string(ds, kw, rng):
-    return ds, {**kw, "memory_budget": "1GB"}
-
-
-def missing_unknown(ds, kw, rng):
-    return ds, {**kw, "missing": "drop"}
 
 
 def data_array(ds, kw, rng):
@@ -443,17 +375,17 @@ MUTATIONS: tuple[Mutation, ...] = (
     extra_dim_variable,
     transposed_variable,
     explicit_variables,
-    variables_unknown,
-    variables_empty,
-    variables_repeated,
-    variables_string,
-    single_run,
-    two_runs,
-    no_runs,
-    single_frame,
-    no_frames,
-    no_points,
-    one_latitude,
+    _call("variables_unknown", {"variables": ["eta", "nope"]}),
+    _call("variables_empty", {"variables": []}),
+    _call("variables_repeated", {"variables": ["eta", "eta"]}),
+    _call("variables_string", {"variables": "eta"}),
+    _isel("single_run", run=[0]),
+    _isel("two_runs", run=[0, 1]),
+    _isel("no_runs", run=[]),
+    _isel("single_frame", time=[0]),
+    _isel("no_frames", time=[]),
+    _isel("no_points", lat=[]),
+    _isel("one_latitude", lat=[2]),
     constant_parameter,
     repeated_runs,
     _param(np.nan),
@@ -464,10 +396,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     datetime_parameter,
     parameter_on_time,
     parameter_as_variable,
-    params_string,
-    params_repeated,
-    params_unknown,
-    params_variable,
+    _call("params_string", {"params": "a"}),
+    _call("params_repeated", {"params": ["a", "a"]}),
+    _call("params_unknown", {"params": ["a", "zz"]}),
+    _call("params_variable", {"params": ["a", "eta"]}),
     cftime_times,
     timedelta_times,
     string_times,
@@ -478,7 +410,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     nat_time,
     nan_time,
     duplicate_time,
-    reversed_time,
+    _isel("reversed_time", time=slice(None, None, -1)),
     shuffled_time,
     uneven_time,
     no_time_coordinate,
@@ -487,17 +419,17 @@ MUTATIONS: tuple[Mutation, ...] = (
     nan_lat,
     inf_lon,
     string_lat,
-    descending_lat,
+    _isel("descending_lat", lat=slice(None, None, -1)),
     shuffled_lon,
     no_spatial_coordinates,
     scattered_points,
     duplicate_points,
     chunked,
-    run_dim_wrong,
-    run_dim_time,
-    chunk_runs_zero,
-    memory_budget_string,
-    missing_unknown,
+    _call("run_dim_wrong", {"run_dim": "member"}),
+    _call("run_dim_time", {"run_dim": "time"}),
+    _call("chunk_runs_zero", {"chunk_runs": 0}),
+    _call("memory_budget_string", {"memory_budget": "1GB"}),
+    _call("missing_unknown", {"missing": "drop"}),
     data_array,
 )
 """Every mutation; most make the archive or the call invalid, some keep it valid."""

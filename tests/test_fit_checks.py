@@ -9,6 +9,8 @@ import xlevda
 from tests import fit_mutations as m
 from xlevda.errors import ConfigError, CoordinateError, ShapeError, VariableError
 
+NAMED = {m.mutation_name(x): x for x in m.MUTATIONS}
+
 CASES = [
     (m._value(np.nan), VariableError, r"variable '(eta|u)' holds 1 NaN value\(s\), e.g. at run="),
     (m._value(np.inf), VariableError, r"'(eta|u)' holds 1 infinite value\(s\), e.g. at run="),
@@ -18,27 +20,27 @@ CASES = [
     (m._extra(("run", "lat", "lon")), ShapeError, r"'extra' has dimensions \('run', 'lat', "),
     (m._extra(("run", "time")), ShapeError, r"'extra' has dimensions .*variables="),
     (m._extra(("run",)), ShapeError, r"'extra' has dimensions \('run',\)"),
-    (m.single_run, ConfigError, r"'run' has 1 run\(s\): need at least 2"),
-    (m.no_runs, ConfigError, r"'run' has 0 run\(s\)"),
+    (NAMED["single_run"], ConfigError, r"'run' has 1 run\(s\): need at least 2"),
+    (NAMED["no_runs"], ConfigError, r"'run' has 0 run\(s\)"),
     (m.constant_parameter, VariableError, r"parameter 'a' takes the single value 0.3 on all 5"),
     (m._param(1j), VariableError, r"parameter 'a' must hold real numbers"),
     (m.cftime_times, CoordinateError, r"'time' must hold datetime64 .*DatetimeGregorian.*cftime"),
     (m.tz_times, CoordinateError, r"'time' must hold datetime64 .*Timestamp"),
     (m.duplicate_time, CoordinateError, r"'time' must be strictly increasing.*repeats"),
-    (m.reversed_time, CoordinateError, r"'time' must be strictly increasing.*decreases"),
+    (NAMED["reversed_time"], CoordinateError, r"'time' must be strictly increasing.*decreases"),
     (m.nat_time, CoordinateError, r"'time' holds NaT at position 3"),
     (m.duplicate_lat, CoordinateError, r"coordinate 'lat' must not repeat, got 40.0 2 times"),
-    (m.no_points, ShapeError, r"spatial dimension 'lat' is empty"),
+    (NAMED["no_points"], ShapeError, r"spatial dimension 'lat' is empty"),
     (m.all_nan_variable, VariableError, r"'eta' is NaN everywhere"),
     (m.all_nan_run, VariableError, r"run 0 \(along 'run'\) is NaN in every variable"),
-    (m.params_string, ConfigError, r"params must be a list of names, got 'a'"),
-    (m.variables_repeated, ConfigError, r"variables must name each entry once"),
+    (NAMED["params_string"], ConfigError, r"params must be a list of names, got 'a'"),
+    (NAMED["variables_repeated"], ConfigError, r"variables must name each entry once"),
     (m.data_array, VariableError, r"dataset must be an xarray Dataset of runs, got DataArray"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("mutation", "error", "message"), CASES, ids=[c[0].__name__ for c in CASES]
+    ("mutation", "error", "message"), CASES, ids=[m.mutation_name(c[0]) for c in CASES]
 )
 def test_bad_archive_names_what_is_wrong(mutation, error, message):
     ds, kw = m.apply([mutation], seed=0)
