@@ -11,8 +11,8 @@ import xarray as xr
 
 from xlevda._convert import coord_points, find_time, spatial_layout, to_points
 from xlevda.errors import VariableError
+from xlevda.surrogates.frames import FrameBatch, TensorFrameSource
 from xlevda.surrogates.schema import SurrogateSchema
-from xlevda.surrogates.training import FrameBatch, TensorFrameSource
 
 __all__ = ["DatasetFrameSource", "frame_values", "latent_array"]
 

@@ -41,9 +41,9 @@ from xlevda.errors import ConfigError, ShapeError
 from xlevda.surrogates.config import LinearDynamicsConfig
 from xlevda.surrogates.decoder_configs import CosineDecoderConfig
 from xlevda.surrogates.decoders import CosineDecoder
+from xlevda.surrogates.frames import FrameBatch, FrameSource, TensorFrameSource
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.masking import project, square_error
-from xlevda.surrogates.training import FrameBatch, FrameSource, TensorFrameSource
 from xlevda.surrogates.vector_fields import ImpulseLinearField
 
 __all__ = ["fit_linear", "point_box"]

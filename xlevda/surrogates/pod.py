@@ -36,8 +36,9 @@ from torch import Tensor
 from xlevda.errors import ConfigError, ShapeError, VariableError
 from xlevda.surrogates.config import TrainConfig
 from xlevda.surrogates.decoders import SeparableDecoder
+from xlevda.surrogates.frames import FrameSource
 from xlevda.surrogates.ldnet import LDNetModel
-from xlevda.surrogates.training import FrameSource, scheduled_lr
+from xlevda.surrogates.training import scheduled_lr
 from xlevda.validate import check_int, check_real
 
 __all__ = [
@@ -84,7 +85,7 @@ def load_frames(source: FrameSource) -> tuple[Tensor, Tensor, Tensor]:
     Examples
     --------
     >>> import torch
-    >>> from xlevda.surrogates.training import TensorFrameSource
+    >>> from xlevda.surrogates.frames import TensorFrameSource
     >>> src = TensorFrameSource(torch.zeros(5, 2), torch.zeros(16, 2), torch.zeros(5, 3, 16, 1))
     >>> [x.shape[0] for x in load_frames(src)]
     [5, 16, 5]

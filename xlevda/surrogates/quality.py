@@ -16,10 +16,10 @@ from torch import Tensor
 
 from xlevda.errors import ShapeError
 from xlevda.surrogates.fitreport import FitReport
+from xlevda.surrogates.frames import FrameSource
 from xlevda.surrogates.initial_state import fitted_prediction
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.masking import present
-from xlevda.surrogates.training import FrameSource
 from xlevda.surrogates.vector_fields import ImpulseLinearField
 
 __all__ = ["heldout_square_sums", "measure_quality", "step_spectral_radius", "warn_if_unstable"]
@@ -125,7 +125,7 @@ def measure_quality(
     >>> import torch
     >>> from xlevda.surrogates.config import LDNetConfig
     >>> from xlevda.surrogates.schema import SurrogateSchema
-    >>> from xlevda.surrogates.training import TensorFrameSource
+    >>> from xlevda.surrogates.frames import TensorFrameSource
     >>> model = LDNetModel(LDNetConfig(latent_dim=3), SurrogateSchema.minimal(3))
     >>> src = TensorFrameSource(torch.zeros(2, 1), torch.rand(4, 1), torch.ones(2, 3, 4, 1))
     >>> report = measure_quality(model, src, heldout_runs=[5, 9], seconds=1.0)
