@@ -279,6 +279,7 @@ def build_schema(
     variables: Sequence[str] | None = None,
     *,
     run_dim: str = "run",
+    allow_nan: bool = False,
 ) -> SurrogateSchema:
     """Schema of a training Dataset: names, normalizations, time axis, parameter ranges.
 
@@ -298,6 +299,8 @@ def build_schema(
         Fields to learn; all data variables with the time dimension by default.
     run_dim : str
         Dimension enumerating runs.
+    allow_nan : bool
+        Accept NaN in the variables (missing values); the statistics then skip them.
     """
     time = find_time(ds)
     layout = spatial_layout(ds)
@@ -329,7 +332,7 @@ def build_schema(
     stats = dask.compute(*[(ds[v].mean(), ds[v].std(), ds[v].isnull().sum()) for v in variables])
     means, stds = [], []
     for v, (m, s, n_nan) in zip(variables, stats, strict=True):
-        if int(n_nan) > 0:
+        if int(n_nan) > 0 and not allow_nan:
             raise VariableError(
                 f"variable {v!r} holds {int(n_nan)} NaN value(s): training data must be complete"
             )

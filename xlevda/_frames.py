@@ -11,8 +11,8 @@ import xarray as xr
 
 from xlevda._convert import coord_points, find_time, spatial_layout, to_points
 from xlevda.errors import VariableError
+from xlevda.surrogates.frames import FrameBatch, TensorFrameSource
 from xlevda.surrogates.schema import SurrogateSchema
-from xlevda.surrogates.training import FrameBatch, TensorFrameSource
 
 __all__ = ["DatasetFrameSource", "frame_values", "latent_array"]
 
@@ -38,6 +38,11 @@ class DatasetFrameSource:
     memory_budget : int
         Bytes (float32) below which all selected runs are held in memory.
     dtype : torch.dtype
+    keep : array of bool, optional
+        The spatial points to serve (C order over the spatial dimensions), e.g. all but
+        land; default every point.
+    missing : bool
+        Serve NaN values (missing values the loss leaves out) instead of refusing them.
     """
 
     def __init__(
@@ -50,6 +55,8 @@ class DatasetFrameSource:
         chunk_runs: int = 16,
         memory_budget: int = 2 * 1024**3,
         dtype: torch.dtype = torch.float32,
+        keep: np.ndarray | None = None,
+        missing: bool = False,
     ) -> None:
         self._ds = ds
         self._schema = schema
@@ -58,7 +65,10 @@ class DatasetFrameSource:
         self._time = find_time(ds)
         self._layout = spatial_layout(ds, schema.coords)
         self._dtype = dtype
-        self._points = torch.as_tensor(schema.embed(coord_points(ds, self._layout))[0], dtype=dtype)
+        points = schema.embed(coord_points(ds, self._layout))[0]
+        self._keep = np.ones(len(points), bool) if keep is None else np.asarray(keep, bool)
+        self._points = torch.as_tensor(points[self._keep], dtype=dtype)
+        self.missing = missing
         n_pts = self._points.shape[0]
         nbytes = len(self._runs) * schema.n_frames * n_pts * schema.n_channels * 4
         self._chunk_runs = len(self._runs) if nbytes <= memory_budget else max(1, chunk_runs)
@@ -75,9 +85,14 @@ class DatasetFrameSource:
             .transpose(self._run_dim, self._time, *self._layout.dims, "channel")
             .values
         )
-        values = s.output_norm.normalize(arr.reshape(arr.shape[0], arr.shape[1], -1, arr.shape[-1]))
-        if not np.isfinite(values).all():
-            raise VariableError("training data hold NaN or infinite values")
+        flat = arr.reshape(arr.shape[0], arr.shape[1], -1, arr.shape[-1])[:, :, self._keep]
+        values = s.output_norm.normalize(flat)
+        if not (np.isfinite(values) | (self.missing & np.isnan(values))).all():
+            raise VariableError(
+                "training data hold infinite values"
+                if self.missing
+                else "training data hold NaN or infinite values"
+            )
         params = s.param_norm.normalize(
             np.stack([np.asarray(sub[p].values, float) for p in s.params], -1)
         )
@@ -85,6 +100,7 @@ class DatasetFrameSource:
             torch.as_tensor(params, dtype=self._dtype),
             self._points,
             torch.as_tensor(values, dtype=self._dtype),
+            missing=self.missing,
         )
 
     def batches(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import xarray as xr
 
 from xlevda._convert import build_schema, times_to_steps, to_points
+from xlevda._fit_checks import check_archive
 from xlevda._frames import DatasetFrameSource, frame_values, latent_array
 from xlevda.core.dynamics import interpolate_latent
 from xlevda.errors import ConfigError, VariableError
@@ -59,6 +60,7 @@ class LDNet(LDNetModel):
         chunk_runs: int = 16,
         memory_budget: int = 2 * 1024**3,
         initial: LDNet | None = None,
+        missing: Literal["error", "mask"] = "error",
     ) -> LDNet:
         """Train an LDNet on simulation runs.
 
@@ -75,7 +77,9 @@ class LDNet(LDNetModel):
         config : LDNetConfig, optional
             Network sizes and training options (defaults: CPU-sized).
         variables : sequence of str, optional
-            Fields to learn; every variable over ``(run, time, *space)`` by default.
+            Fields to learn; by default every data variable that is not a parameter
+            (each must then lie over ``(run_dim, time, *space)``: name the fields to
+            leave others out).
         run_dim : str
             Dimension enumerating runs; split into training and validation runs.
         progress : bool
@@ -87,6 +91,17 @@ class LDNet(LDNetModel):
             Continue training from this model's weights (same architecture, and a
             schema equal to the one of ``dataset``); ``config`` then only sets the
             training options.
+        missing : {"error", "mask"}
+            What NaN in the variables means.  ``"error"`` (default): the data must be
+            complete.  ``"mask"``: NaN marks a missing value.  A point that is NaN in
+            every run, frame and variable (land) is left out of the training points;
+            every other NaN (a gap) is left out of the loss and of the quality report's
+            errors.  The fractions of land points and gaps are recorded in
+            ``quality.land_fraction`` and ``quality.gap_fraction``.  The closed-form
+            linear fit projects each frame on its present values (a frame must keep
+            enough values to determine its cosine coefficients).  Infinite values are
+            an error either way.
+            The decoder is defined everywhere: decoded on land it extends the fields.
 
         Returns
         -------
@@ -109,6 +124,14 @@ class LDNet(LDNetModel):
             same fit without them), the fit's wall time and, for linear latent dynamics,
             the step's spectral radius.
 
+        Raises
+        ------
+        XlevdaError
+            A :class:`~xlevda.errors.ConfigError`, ``CoordinateError``, ``VariableError``
+            or ``ShapeError`` that names what is wrong with the archive or the arguments
+            (:func:`xlevda._fit_checks.check_archive`): nothing is left out of the model
+            or converted silently.
+
         Warns
         -----
         UserWarning
@@ -116,16 +139,30 @@ class LDNet(LDNetModel):
         """
         start = time.perf_counter()
         config = config if config is not None else LDNetConfig()
-        params = list(params)
-        if not params:
-            raise ConfigError("params is empty: name at least one parameter coordinate")
-        schema = build_schema(dataset, params, variables, run_dim=run_dim)
+        if not isinstance(config, LDNetConfig):
+            raise ConfigError(f"config must be an LDNetConfig or None, got {config!r}")
+        archive = check_archive(
+            dataset,
+            params,
+            variables,
+            run_dim=run_dim,
+            missing=missing,
+            chunk_runs=chunk_runs,
+            memory_budget=memory_budget,
+        )
+        assert isinstance(dataset, xr.Dataset)
+        params, mask = archive.params, archive.missing
+        schema = build_schema(
+            dataset, params, archive.variables, run_dim=run_dim, allow_nan=mask is not None
+        )
         n_val = _n_validation(config, dataset.sizes[run_dim], run_dim)
         order = np.random.default_rng(config.train.seed).permutation(dataset.sizes[run_dim])
         common: dict[str, Any] = {
             "run_dim": run_dim,
             "chunk_runs": chunk_runs,
             "memory_budget": memory_budget,
+            "keep": None if mask is None else mask.keep,
+            "missing": mask is not None,
         }
         train_src = DatasetFrameSource(dataset, schema, order[n_val:], **common)
         val_src = DatasetFrameSource(dataset, schema, order[:n_val], **common) if n_val else None
@@ -164,6 +201,10 @@ class LDNet(LDNetModel):
             note=note,
             batch_size=config.train.batch_size,
         )
+        if mask is not None:
+            model.quality = replace(
+                model.quality, land_fraction=mask.land_fraction, gap_fraction=mask.gap_fraction
+            )
         warn_if_unstable(model.quality, stacklevel=2)
         return model
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from xlevda.errors import ConfigError
+from xlevda.validate import check_real
 
 __all__ = ["DEFINITION", "FitReport"]
 
@@ -57,6 +58,11 @@ class FitReport:
         returned model was then refitted on all runs (``LinearDynamicsConfig.refit``).
     note : str
         Why there are no held-out errors, or other context.
+    land_fraction, gap_fraction : float
+        Missing training values (``LDNet.fit(..., missing="mask")``): the fraction of
+        the archive's points left out as land (NaN in every run, frame and variable),
+        and of the values on the other points that were NaN (gaps, left out of the
+        loss and of these errors); 0 for complete data.
 
     Examples
     --------
@@ -76,6 +82,8 @@ class FitReport:
     spectral_radius: float | None = None
     refitted: bool = False
     note: str = ""
+    land_fraction: float = 0.0
+    gap_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         has = self.frame_errors is not None
@@ -102,6 +110,8 @@ class FitReport:
             )
         if not (math.isfinite(self.seconds) and self.seconds >= 0):
             raise ConfigError(f"FitReport.seconds must be finite and >= 0, got {self.seconds}")
+        for name in ("land_fraction", "gap_fraction"):
+            check_real(f"FitReport.{name}", getattr(self, name), 0.0, 1.0)
 
     @property
     def n_heldout_runs(self) -> int:
@@ -156,6 +166,8 @@ class FitReport:
             spectral_radius=data["spectral_radius"],
             refitted=bool(data["refitted"]),
             note=str(data["note"]),
+            land_fraction=float(data.get("land_fraction", 0.0)),
+            gap_fraction=float(data.get("gap_fraction", 0.0)),
         )
 
     def summary(self) -> str:
@@ -188,6 +200,11 @@ class FitReport:
                 lines.append(f"  {name:<10}{mean:>8.4f}  {worst_at:<15}{overall:>12.4f}")
             if self.note:
                 lines.append(f"  ({self.note})")
+        if self.land_fraction or self.gap_fraction:
+            lines.append(
+                f"  missing training values: {self.land_fraction:.1%} of the points land "
+                f"(left out), {self.gap_fraction:.1%} of the other values gaps (masked)"
+            )
         if self.spectral_radius is not None:
             verdict = "UNSTABLE: forecasts grow" if self.unstable else "stable"
             lines.append(

@@ -16,6 +16,7 @@ from xlevda.core.inversion import fit_latent
 from xlevda.core.optim import GaussNewtonConfig
 from xlevda.errors import ShapeError, VariableError
 from xlevda.surrogates.ldnet import LDNetModel
+from xlevda.surrogates.masking import mean_square, present
 
 __all__ = ["fit_initial_state", "fitted_prediction", "nearest_table_state", "trajectory_loss"]
 
@@ -151,19 +152,25 @@ def fitted_prediction(model: LDNetModel, params: Tensor, points: Tensor, values:
     s0 = None
     if model.learns_initial_states:
         first = points if points.dim() == 2 else points[0]
-        s0 = fit_initial_state(model, values[:, 0], first)
+        frame, ok = values[:, 0], present(values[:, 0])  # NaN: missing, left out of the fit
+        if bool(ok.all()):
+            s0 = fit_initial_state(model, frame, first)
+        else:
+            filled = torch.where(ok, frame, torch.zeros_like(frame))
+            s0 = fit_initial_state(model, filled, first, weight=ok.to(frame.dtype))
     return model(params, points, values.shape[1], s0)
 
 
 def trajectory_loss(
     model: LDNetModel, params: Tensor, points: Tensor, values: Tensor, runs: Tensor | None
 ) -> Tensor:
-    """The training loss of a batch: mean squared error of its decoded trajectories,
+    """The training loss of a batch: mean squared error of its decoded trajectories
+    (over the values present: NaN targets are missing, :mod:`~xlevda.surrogates.masking`),
     plus with learned initial states the penalty ``1/2 lambda |s_0^r|^2`` averaged
     over the batch's runs ``runs`` (rows of the table, (B,))."""
     init = model.config.initial_state
     if init is None:
-        return (model(params, points, values.shape[1]) - values).square().mean()
+        return mean_square(model(params, points, values.shape[1]), values)
     if runs is None:
         raise ShapeError(
             "a model with learned initial states needs each batch's run indices (FrameBatch.runs)"
@@ -174,5 +181,5 @@ def trajectory_loss(
             "the learned initial-state table (LearnedInitialState.n_runs)"
         )
     s0 = model.initial_states[runs]
-    mse = (model(params, points, values.shape[1], s0) - values).square().mean()
+    mse = mean_square(model(params, points, values.shape[1], s0), values)
     return mse + 0.5 * init.regularization * s0.square().sum(-1).mean()

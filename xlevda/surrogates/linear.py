@@ -7,7 +7,9 @@ sets every weight from the training frames without gradient descent:
 
 1. each frame is projected by least squares onto the cosine series of the decoder
    on the box of the training points (in the coordinates of an orthonormal basis
-   of the series at those points, where distances are the fields' over the points);
+   of the series at those points, where distances are the fields' over the points;
+   a frame with missing values, NaN, over the points where it has values:
+   :func:`~xlevda.surrogates.masking.project`);
 2. the mean field is the decoder's bias; the ``latent_dim - 1`` leading proper
    orthogonal modes of the centred frames (all channels stacked; the eigenvectors
    of their Gram matrix, gathered over chunks of runs) are its modes, so the latent
@@ -39,8 +41,9 @@ from xlevda.errors import ConfigError, ShapeError
 from xlevda.surrogates.config import LinearDynamicsConfig
 from xlevda.surrogates.decoder_configs import CosineDecoderConfig
 from xlevda.surrogates.decoders import CosineDecoder
+from xlevda.surrogates.frames import FrameBatch, FrameSource, TensorFrameSource
 from xlevda.surrogates.ldnet import LDNetModel
-from xlevda.surrogates.training import FrameBatch, FrameSource, TensorFrameSource
+from xlevda.surrogates.masking import project, square_error
 from xlevda.surrogates.vector_fields import ImpulseLinearField
 
 __all__ = ["fit_linear", "point_box"]
@@ -150,16 +153,18 @@ def _moments(q: Tensor, source: FrameSource, points: Tensor) -> _Moments:
     params, first, total, gram = [], [], 0.0, 0.0
     count, energy, lost = 0, 0.0, 0.0
     for batch in _batches(source, points):
-        w = torch.einsum("pf,ntpc->ntcf", q, batch.values.double()).flatten(-2)
+        w = project(q, batch.values).flatten(-2)
         flat = w.flatten(0, 1)
         params.append(batch.params.double())
         first.append(w[:, 0].clone())  # not a view: it would keep the chunk alive
         total = total + flat.sum(0)
         gram = gram + flat.T @ flat
         count += flat.shape[0]
-        energy += float(batch.values.double().square().sum())
-        back = torch.einsum("pf,ntcf->ntpc", q, w.unflatten(-1, (batch.values.shape[-1], -1)))
-        lost += float((batch.values.double() - back).square().sum())
+        values = batch.values.double()
+        back = torch.einsum("pf,ntcf->ntpc", q, w.unflatten(-1, (values.shape[-1], -1)))
+        error, truth = square_error(back, values)  # over the values present
+        energy += float(truth.square().sum())
+        lost += float(error.sum())
     return _Moments(
         torch.cat(params),
         torch.cat(first),
@@ -405,7 +410,7 @@ def _latent(
     filled, centred_sq, lost_sq = 0, 0.0, 0.0
     for src in sources:
         for b in _batches(src, points):
-            w = torch.einsum("pf,ntpc->ntcf", q, b.values.double()).flatten(-2) - mean
+            w = project(q, b.values).flatten(-2) - mean
             block = latent[filled : filled + w.shape[0]]
             torch.matmul(w, modes, out=block)
             filled += w.shape[0]

@@ -33,11 +33,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from xlevda.errors import ConfigError, ShapeError
+from xlevda.errors import ConfigError, ShapeError, VariableError
 from xlevda.surrogates.config import TrainConfig
 from xlevda.surrogates.decoders import SeparableDecoder
+from xlevda.surrogates.frames import FrameSource
 from xlevda.surrogates.ldnet import LDNetModel
-from xlevda.surrogates.training import FrameSource, scheduled_lr
+from xlevda.surrogates.training import scheduled_lr
 from xlevda.validate import check_int, check_real
 
 __all__ = [
@@ -74,10 +75,17 @@ def load_frames(source: FrameSource) -> tuple[Tensor, Tensor, Tensor]:
     points : Tensor, shape (P, n_coords)
     values : Tensor, shape (N, T, P, C)
 
+    Raises
+    ------
+    ShapeError
+        The runs do not share one point set.
+    VariableError
+        A value is missing (NaN; a source with ``missing=True``).
+
     Examples
     --------
     >>> import torch
-    >>> from xlevda.surrogates.training import TensorFrameSource
+    >>> from xlevda.surrogates.frames import TensorFrameSource
     >>> src = TensorFrameSource(torch.zeros(5, 2), torch.zeros(16, 2), torch.zeros(5, 3, 16, 1))
     >>> [x.shape[0] for x in load_frames(src)]
     [5, 16, 5]
@@ -94,6 +102,12 @@ def load_frames(source: FrameSource) -> tuple[Tensor, Tensor, Tensor]:
         )
     params = torch.cat([b.params for b in batches])
     values = torch.cat([b.values for b in batches])
+    n_missing = int(torch.isnan(values).sum())
+    if n_missing:
+        raise VariableError(
+            f"load_frames needs complete frames, got {n_missing} missing values (NaN): the "
+            "POD stages take no gaps; land points are left out by the source already"
+        )
     return params, points, values
 
 

@@ -16,9 +16,10 @@ from torch import Tensor
 
 from xlevda.errors import ShapeError
 from xlevda.surrogates.fitreport import FitReport
+from xlevda.surrogates.frames import FrameSource
 from xlevda.surrogates.initial_state import fitted_prediction
 from xlevda.surrogates.ldnet import LDNetModel
-from xlevda.surrogates.training import FrameSource
+from xlevda.surrogates.masking import present
 from xlevda.surrogates.vector_fields import ImpulseLinearField
 
 __all__ = ["heldout_square_sums", "measure_quality", "step_spectral_radius", "warn_if_unstable"]
@@ -57,8 +58,8 @@ def heldout_square_sums(
     Each run is rolled out from its parameters over all ``source.n_frames`` frames
     (with learned initial states, from the state fitted to its first frame:
     :func:`~xlevda.surrogates.initial_state.fitted_prediction`) and decoded at every
-    point; both are summed over runs and points in physical
-    units (float64).
+    point; both are summed over runs and the points where a value is present (NaN
+    targets are missing) in physical units (float64).
 
     Returns
     -------
@@ -80,8 +81,10 @@ def heldout_square_sums(
             params, points, values = (x.to(device=like.device, dtype=like.dtype) for x in batch[:3])
             pred = fitted_prediction(model, params, points, values).double().cpu()
             values = values.double().cpu()
-            sq_error = sq_error + ((pred - values) * scale).square().sum((0, 2))
-            sq_truth = sq_truth + (values * scale + offset).square().sum((0, 2))
+            ok = present(values)  # NaN: a missing value, left out
+            error, truth = (pred - values) * scale, values * scale + offset
+            sq_error = sq_error + torch.where(ok, error, 0.0).square().sum((0, 2))
+            sq_truth = sq_truth + torch.where(ok, truth, 0.0).square().sum((0, 2))
     model.train(was_training)
     return sq_error.T, sq_truth.T
 
@@ -122,7 +125,7 @@ def measure_quality(
     >>> import torch
     >>> from xlevda.surrogates.config import LDNetConfig
     >>> from xlevda.surrogates.schema import SurrogateSchema
-    >>> from xlevda.surrogates.training import TensorFrameSource
+    >>> from xlevda.surrogates.frames import TensorFrameSource
     >>> model = LDNetModel(LDNetConfig(latent_dim=3), SurrogateSchema.minimal(3))
     >>> src = TensorFrameSource(torch.zeros(2, 1), torch.rand(4, 1), torch.ones(2, 3, 4, 1))
     >>> report = measure_quality(model, src, heldout_runs=[5, 9], seconds=1.0)

@@ -1,10 +1,10 @@
 """Training LDNet surrogates on frames of simulated runs (paper eq. 15).
 
-Torch only.  Data reach :func:`train` through the :class:`FrameSource` protocol:
-batches of whole runs (parameters, query points per frame, targets at those
-points), all in normalized units.  :class:`TensorFrameSource` is the in-memory
-implementation; a chunked (e.g. zarr-backed) source can delegate each loaded
-chunk of runs to it.
+Torch only.  Data reach :func:`train` through the
+:class:`~xlevda.surrogates.frames.FrameSource` protocol (defined, with
+:class:`~xlevda.surrogates.frames.FrameBatch` and the in-memory
+:class:`~xlevda.surrogates.frames.TensorFrameSource`, in :mod:`xlevda.surrogates.frames`
+and importable from here).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from typing import NamedTuple, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -21,9 +21,11 @@ from tqdm.auto import tqdm
 
 from xlevda.errors import ShapeError, VariableError
 from xlevda.surrogates.config import TrainConfig
+from xlevda.surrogates.frames import FrameBatch, FrameSource, TensorFrameSource
 from xlevda.surrogates.history import TrainingHistory
 from xlevda.surrogates.initial_state import fitted_prediction, trajectory_loss
 from xlevda.surrogates.ldnet import LDNetModel
+from xlevda.surrogates.masking import present, square_error
 
 __all__ = [
     "Evaluation",
@@ -34,150 +36,6 @@ __all__ = [
     "scheduled_lr",
     "train",
 ]
-
-
-class FrameBatch(NamedTuple):
-    """A batch of whole runs, decoded at sampled query points.
-
-    Attributes
-    ----------
-    params : Tensor, shape (B, d_u)
-        Normalized parameters of ``B`` runs.
-    points : Tensor, shape (T, P, n_coords) or (P, n_coords)
-        Normalized query points per frame (the same for every run of the batch),
-        or shared by all frames.
-    values : Tensor, shape (B, T, P, C)
-        Normalized targets at those points.
-    runs : Tensor, shape (B,), optional
-        Each run's index among the source's runs (0 to ``n_runs - 1``): the row of
-        its learned initial state (:class:`~xlevda.surrogates.config.LearnedInitialState`).
-    """
-
-    params: Tensor
-    points: Tensor
-    values: Tensor
-    runs: Tensor | None = None
-
-
-@runtime_checkable
-class FrameSource(Protocol):
-    """Where training frames come from.
-
-    Attributes
-    ----------
-    n_runs : int
-        Number of runs.
-    n_frames : int
-        Frames per run.
-    """
-
-    n_runs: int
-    n_frames: int
-
-    def batches(
-        self,
-        batch_size: int,
-        points_per_frame: int | None,
-        generator: torch.Generator,
-        shuffle: bool,
-    ) -> Iterator[FrameBatch]:
-        """One pass over all runs in batches of at most ``batch_size`` runs.
-
-        ``points_per_frame=None`` means every point; otherwise that many points
-        per frame drawn without replacement with ``generator``.
-        """
-        ...
-
-
-class TensorFrameSource:
-    """In-memory :class:`FrameSource` over runs sharing one set of points.
-
-    Parameters
-    ----------
-    params : Tensor, shape (N, d_u)
-        Normalized parameters of ``N`` runs.
-    points : Tensor, shape (N_pts, n_coords)
-        Normalized coordinates of the points every run is stored at.
-    values : Tensor, shape (N, T, N_pts, C)
-        Normalized fields (finite).
-
-    Raises
-    ------
-    ShapeError
-        Shapes disagree or a dimension is empty.
-    VariableError
-        ``params`` or ``values`` hold NaN or infinity.
-
-    Examples
-    --------
-    >>> import torch
-    >>> src = TensorFrameSource(torch.zeros(5, 2), torch.zeros(16, 2), torch.zeros(5, 3, 16, 1))
-    >>> [b.values.shape for b in src.batches(4, 6, torch.Generator().manual_seed(0), True)]
-    [torch.Size([4, 3, 6, 1]), torch.Size([1, 3, 6, 1])]
-    """
-
-    def __init__(self, params: Tensor, points: Tensor, values: Tensor) -> None:
-        if params.dim() != 2 or points.dim() != 2 or values.dim() != 4:
-            raise ShapeError(
-                "TensorFrameSource needs params (N, d_u), points (N_pts, n_coords) and values "
-                f"(N, T, N_pts, C); got params {tuple(params.shape)}, points "
-                f"{tuple(points.shape)}, values {tuple(values.shape)}"
-            )
-        n, t, n_pts, c = values.shape
-        if params.shape[0] != n or points.shape[0] != n_pts:
-            raise ShapeError(
-                f"values {tuple(values.shape)} (N, T, N_pts, C) disagree with params "
-                f"{tuple(params.shape)} (N, d_u) or points {tuple(points.shape)} (N_pts, n_coords)"
-            )
-        if min(n, t, n_pts, c, params.shape[1], points.shape[1]) == 0:
-            raise ShapeError(
-                f"TensorFrameSource got an empty dimension: params {tuple(params.shape)}, "
-                f"points {tuple(points.shape)}, values {tuple(values.shape)}"
-            )
-        for name, x in (("params", params), ("points", points), ("values", values)):
-            bad = ~torch.isfinite(x)
-            if bad.any():
-                raise VariableError(
-                    f"{name} holds {int(bad.sum())} NaN or infinite values (of {x.numel()})"
-                )
-        self.params = params
-        self.points = points
-        self.values = values
-        self.n_runs = n
-        self.n_frames = t
-        self.n_points = n_pts
-
-    def batches(
-        self,
-        batch_size: int,
-        points_per_frame: int | None,
-        generator: torch.Generator,
-        shuffle: bool,
-    ) -> Iterator[FrameBatch]:
-        """Batches of runs; see :meth:`FrameSource.batches`.
-
-        With ``points_per_frame`` below the number of points, each frame gets its
-        own uniform sample without replacement (points (T, P, n_coords)), shared by
-        the runs of the batch; otherwise every point is used (points (N_pts, n_coords)).
-        ``generator`` is a CPU generator.
-        """
-        device = self.values.device
-        order = torch.randperm(self.n_runs, generator=generator) if shuffle else None
-        for start in range(0, self.n_runs, batch_size):
-            stop = min(start + batch_size, self.n_runs)
-            runs = (
-                order[start:stop].to(device)
-                if order is not None
-                else torch.arange(start, stop, device=device)
-            )
-            if points_per_frame is None or points_per_frame >= self.n_points:
-                yield FrameBatch(self.params[runs], self.points, self.values[runs], runs)
-                continue
-            keys = torch.rand(self.n_frames, self.n_points, generator=generator)
-            sel = keys.argsort(dim=-1)[:, :points_per_frame].to(device)  # (T, P)
-            frames = torch.arange(self.n_frames, device=device)
-            values = self.values[runs[:, None, None], frames[None, :, None], sel[None]]
-            yield FrameBatch(self.params[runs], self.points[sel], values, runs)
 
 
 class Evaluation(NamedTuple):
@@ -213,7 +71,7 @@ def scheduled_lr(config: TrainConfig, epoch: int) -> float:
     return config.lr
 
 
-def _check_batch(batch: FrameBatch, model: LDNetModel, where: str) -> None:
+def _check_batch(batch: FrameBatch, model: LDNetModel, where: str, missing: bool) -> None:
     params, points, values = batch.params, batch.points, batch.values
     n_coords, n_channels = model.schema.n_coords, model.schema.n_channels
     ok = (
@@ -234,14 +92,24 @@ def _check_batch(batch: FrameBatch, model: LDNetModel, where: str) -> None:
             f"values {tuple(values.shape)}; the model needs params (B, {model.param_dim}), "
             f"points (T, P, {n_coords}) or (P, {n_coords}), values (B, T, P, {n_channels})"
         )
-    if not (torch.isfinite(values).all() and torch.isfinite(params).all()):
-        raise VariableError(f"{where} batch holds NaN or infinite parameters or targets")
+    finite = torch.isfinite(values) | (torch.isnan(values) if missing else False)
+    if not (finite.all() and torch.isfinite(params).all()):
+        raise VariableError(
+            f"{where} batch holds "
+            + ("infinite" if missing else "NaN or infinite")
+            + " parameters or targets"
+        )
 
 
 def _to_model(batch: FrameBatch, like: Tensor) -> FrameBatch:
     runs = None if batch.runs is None else batch.runs.to(device=like.device)
     moved = (x.to(device=like.device, dtype=like.dtype) for x in batch[:3])
     return FrameBatch(*moved, runs)
+
+
+def _missing(source: FrameSource) -> bool:
+    """Whether ``source`` serves NaN for missing values (its ``missing`` attribute)."""
+    return bool(getattr(source, "missing", False))
 
 
 def _check_source(source: FrameSource, name: str) -> None:
@@ -291,16 +159,16 @@ def evaluate(
     model.eval()
     with torch.no_grad():
         for batch in source.batches(batch_size, points_per_frame, gen, False):
-            _check_batch(batch, model, "evaluation")
+            _check_batch(batch, model, "evaluation", _missing(source))
             batch = _to_model(batch, like)
-            values = batch.values
-            pred = fitted_prediction(model, batch.params, batch.points, values)
-            sse += float((pred - values).square().sum())
+            pred = fitted_prediction(model, batch.params, batch.points, batch.values)
+            err, values = square_error(pred, batch.values)
+            sse += float(err.sum())
             sst += float(values.square().sum())
-            count += values.numel()
+            count += int(present(batch.values).sum())
     model.train(was_training)
     rel = math.sqrt(sse / sst) if sst > 0 else math.inf
-    return Evaluation(mse=sse / count, rel_rmse=rel)
+    return Evaluation(mse=sse / max(count, 1), rel_rmse=rel)
 
 
 def train(
@@ -445,7 +313,7 @@ def _train_epoch(
     total = 0.0
     n_runs = 0
     for batch in source.batches(config.batch_size, config.points_per_frame, generator, True):
-        _check_batch(batch, model, "training")
+        _check_batch(batch, model, "training", _missing(source))
         params, points, values, runs = _to_model(batch, like)
         loss = trajectory_loss(model, params, points, values, runs)
         loss_value = float(loss.detach())
