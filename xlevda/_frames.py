@@ -20,7 +20,7 @@ __all__ = ["DatasetFrameSource", "frame_values", "latent_array"]
 class DatasetFrameSource:
     """Training frames from an xarray Dataset, loaded chunk of runs by chunk of runs.
 
-    Implements the :class:`~xlevda.surrogates.training.FrameSource` protocol.  A
+    Implements the :class:`~xlevda.surrogates.frames.FrameSource` protocol.  A
     dask-backed Dataset larger than memory is read ``chunk_runs`` runs at a time;
     when the selected runs fit in ``memory_budget`` bytes they are loaded once.
 

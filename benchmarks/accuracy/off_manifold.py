@@ -12,6 +12,10 @@ Issue 16, item 6.  The shipped tsunami surrogate (trained on 48x48 runs of
 - ``3x resolution``: the training configuration simulated at 144x144 and averaged 3x3 onto
   the 48x48 grid (the training runs' resolution error is then model error).
 
+With ``--system kolmogorov``: the shipped Kolmogorov surrogate (64x64, Reynolds number
+unknown, trained on runs from one initial condition), truths from that initial condition
+(``train``) or from another (``new initial condition``), 10x10 sensors of u and v; no LETKF.
+
 Each case has one truth per seed (its own source); 10x10 buoys observe u, v, eta at every
 frame with 10 % noise (as ``xlevda demo``).  Methods on the same observations:
 
@@ -31,7 +35,9 @@ parameter error (fraction of the prior range; not for OI, nor for the two-source
 no single source is true) and seconds (assimilation plus decoding).  Writes the medians as
 markdown to ``--out`` (default ``docs/off_manifold.md``)::
 
-    OMP_NUM_THREADS=2 python benchmarks/accuracy/off_manifold.py               # ~1 h, 2-core CPU
+    OMP_NUM_THREADS=2 python benchmarks/accuracy/off_manifold.py               # ~2 h, 2-core CPU
+    OMP_NUM_THREADS=2 python benchmarks/accuracy/off_manifold.py --system kolmogorov \
+        --methods LEVDA "LEVDA ens-only" OI "free surrogate" --out /tmp/kolmogorov.md
     OMP_NUM_THREADS=2 python benchmarks/accuracy/off_manifold.py --seeds 0 --cases train \\
         "width 1.6x" --methods LEVDA OI --out /tmp/om.md                      # a few minutes
 
@@ -56,7 +62,7 @@ from xlevda.methods import LETKF, LEVDA, OI, FieldAnalysis, Inflation, Localizat
 from xlevda.model_error import ModelErrorTerm
 from xlevda.pretrained import load_pretrained
 from xlevda.run import RunOptions
-from xlevda.systems import observe, tsunami
+from xlevda.systems import kolmogorov, observe, tsunami
 from xlevda.systems.tsunami_model import TsunamiModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,8 +87,19 @@ def _run(cfg: tsunami.TsunamiConfig, src: dict) -> xr.Dataset:
     return tsunami.simulate(**src, config=cfg, progress=False).isel(run=0)[VARIABLES]
 
 
+def kolmogorov_truth(case: str, cfg, seed: int) -> tuple[xr.Dataset, dict]:
+    """A Kolmogorov flow of the training configuration from the training runs' initial
+    condition (``train``) or from another one (``new initial condition``, seed 1000 + seed)."""
+    re = kolmogorov.sample_reynolds(1, seed=seed)["Re"]
+    initial = None if case == "train" else [1000 + seed]
+    truth = kolmogorov.simulate(re, cfg, initial_seed=initial).isel(run=0)
+    return truth[["u", "v", "vorticity"]], {"Re": float(re[0])}
+
+
 def make_truth(case: str, cfg: tsunami.TsunamiConfig, seed: int) -> tuple[xr.Dataset, dict]:
     """The truth of ``case`` on the training grid and its source (``{}`` if not one)."""
+    if isinstance(cfg, kolmogorov.KolmogorovConfig):
+        return kolmogorov_truth(case, cfg, seed)
     inside = (0.0, 0.5)
     src = _sources(seed, cfg, inside)
     true = {k: float(v[0]) for k, v in src.items()}
@@ -108,6 +125,7 @@ def make_truth(case: str, cfg: tsunami.TsunamiConfig, seed: int) -> tuple[xr.Dat
     raise SystemExit(f"unknown case {case!r}")
 
 
+KOLMOGOROV_CASES = ("train", "new initial condition")
 CASES = (
     "train",
     "amplitude 1.5x",
@@ -119,11 +137,13 @@ CASES = (
 )
 
 
-def scores(ens: xr.Dataset, truth: xr.Dataset, true: dict, prior: dict) -> dict[str, float]:
-    """Time means of rrmse, spread/error, CRPS of eta and parameter error (NaN if none)."""
+def scores(
+    ens: xr.Dataset, truth: xr.Dataset, true: dict, prior: dict, main: str = "eta"
+) -> dict[str, float]:
+    """Time means of rrmse, spread/error, CRPS of ``main`` and parameter error (NaN if none)."""
     has = bool(true) and all(p in ens for p in true)
     params = true if has else {}
-    s = twin_scores(ens[VARIABLES + list(params)], truth, params, prior, "eta")
+    s = twin_scores(ens[list(truth.data_vars) + list(params)], truth, params, prior, main)
     out = {k: float(s[k].mean()) for k in ("rrmse", "ser", "crps")}
     return out | {"param_err": float(s.param_err.mean())}
 
@@ -149,9 +169,12 @@ def tune_letkf(model: TsunamiModel, cfg, members: int) -> LETKF:
     return best[1]
 
 
-def _observe(truth: xr.Dataset, seed: int) -> xr.Dataset:
-    stride = -(-max(truth.sizes[d] for d in ("lat", "lon")) // 10)
-    return observe.observe(truth, observe.GridStride(stride), noise_ratio=0.1, seed=seed + 1)
+def _observe(truth: xr.Dataset, seed: int, observed=VARIABLES) -> xr.Dataset:
+    """10x10 sensors (a grid stride) observing ``observed`` at every frame, 10 % noise."""
+    stride = -(-max(n for d, n in truth.sizes.items() if d != "time") // 10)
+    return observe.observe(
+        truth[list(observed)], observe.GridStride(stride), noise_ratio=0.1, seed=seed + 1
+    )
 
 
 def _full_state(truth, obs, model, method, initial, seed, members) -> xr.Dataset:
@@ -161,7 +184,7 @@ def _full_state(truth, obs, model, method, initial, seed, members) -> xr.Dataset
     return an[[*VARIABLES, *model.schema.params]].transpose("time", "member", ...).load()
 
 
-def methods(surrogate, sim: TsunamiModel, letkf: LETKF | None, args) -> dict[str, Callable]:
+def methods(surrogate, sim, letkf: LETKF | None, args) -> dict[str, Callable]:
     """Each method as ``fn(truth, obs, seed) -> ensemble (time, member, lat, lon)``."""
 
     def latent(method) -> Callable:
@@ -180,7 +203,7 @@ def methods(surrogate, sim: TsunamiModel, letkf: LETKF | None, args) -> dict[str
             surrogate, truth, seed, args.members
         ).load(),
     }
-    if letkf is not None:
+    if letkf is not None and sim is not None:
         cfg = sim.config
 
         def full(truth, obs, seed):
@@ -191,14 +214,14 @@ def methods(surrogate, sim: TsunamiModel, letkf: LETKF | None, args) -> dict[str
     return {k: v for k, v in out.items() if k in args.methods}
 
 
-def markdown(medians: dict, seeds, letkf: LETKF | None) -> str:
+def markdown(medians: dict, seeds, letkf: LETKF | None, system: str) -> str:
     lines = [
-        "# Off the training manifold (issue 16)",
+        f"# Off the training manifold (issue 16): {system}",
         "",
-        "Written by `OMP_NUM_THREADS=2 python benchmarks/accuracy/off_manifold.py` on "
+        f"Written by `python benchmarks/accuracy/off_manifold.py --system {system}` on "
         f"{platform.machine()} ({torch.get_num_threads()} torch threads); medians over the "
         f"truths of seeds {list(seeds)}.  Relative RMSE of all fields (each divided by its "
-        "truth's standard deviation), spread/error, CRPS of eta (m), parameter error "
+        "truth's standard deviation), spread/error, CRPS of the main variable, parameter error "
         "(fraction of the prior range), seconds (assimilation and decoding).",
         "",
     ]
@@ -218,7 +241,8 @@ def markdown(medians: dict, seeds, letkf: LETKF | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--system", choices=["tsunami", "kolmogorov"], default="tsunami")
+    parser.add_argument("--cases", nargs="+", choices=sorted({*CASES, *KOLMOGOROV_CASES}))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--members", type=int, default=100)
     parser.add_argument("--full-members", type=int, default=40)
@@ -226,11 +250,17 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=all_methods, choices=all_methods)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "off_manifold.md")
     args = parser.parse_args()
-    surrogate = load_pretrained("tsunami")
-    cfg = training_config(SYSTEMS["tsunami"], surrogate)
+    system = SYSTEMS[args.system]
+    if args.cases is None:
+        args.cases = list(CASES if args.system == "tsunami" else KOLMOGOROV_CASES)
+    surrogate = load_pretrained(args.system)
+    cfg = training_config(system, surrogate)
     prior = dict(zip(surrogate.schema.params, surrogate.schema.param_range, strict=True))
-    sim = TsunamiModel(cfg, dtype=torch.float32)
-    letkf = tune_letkf(sim, cfg, args.full_members) if "LETKF sim" in args.methods else None
+    letkf = sim = None
+    if args.system == "tsunami":
+        sim = TsunamiModel(cfg, dtype=torch.float32)
+        if "LETKF sim" in args.methods:
+            letkf = tune_letkf(sim, cfg, args.full_members)
     runs = methods(surrogate, sim, letkf, args)
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     print(f"{'case':<15} {'seed':>4} {'method':<15} {'rRMSE':>7} {'s/e':>5} {'CRPS':>8} "
@@ -238,11 +268,12 @@ def main() -> None:
     for case in args.cases:
         for seed in args.seeds:
             truth, true = make_truth(case, cfg, seed)
-            obs = _observe(truth, seed)
+            obs = _observe(truth, seed, system.observed)
             for name, fn in runs.items():
                 t0 = time.perf_counter()
                 ens = fn(truth, obs, seed)
-                m = scores(ens, truth, true, prior) | {"seconds": time.perf_counter() - t0}
+                m = scores(ens, truth, true, prior, system.main)
+                m["seconds"] = time.perf_counter() - t0
                 results.setdefault((case, name), []).append(m)
                 print(f"{case:<15} {seed:>4} {name:<15} {m['rrmse']:>7.4f} {m['ser']:>5.2f} "
                       f"{m['crps']:>8.5f} {m['param_err']:>7.4f} {m['seconds']:>6.1f}",
@@ -251,7 +282,7 @@ def main() -> None:
         key: {k: float(np.median([v[k] for v in values])) for k in values[0]}
         for key, values in results.items()
     }
-    text = markdown(medians, args.seeds, letkf)
+    text = markdown(medians, args.seeds, letkf, args.system)
     args.out.write_text(text)
     print("\n" + text)
 

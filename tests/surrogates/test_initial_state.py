@@ -17,10 +17,11 @@ from xlevda.surrogates.config import (
     config_to_dict,
 )
 from xlevda.surrogates.decoder_configs import CosineDecoderConfig, SeparableDecoderConfig
+from xlevda.surrogates.frames import TensorFrameSource
 from xlevda.surrogates.initial_state import fit_initial_state, nearest_table_state
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.schema import SurrogateSchema
-from xlevda.surrogates.training import TensorFrameSource, evaluate, train
+from xlevda.surrogates.training import evaluate, train
 
 N_RUNS, N_FRAMES, N_PTS = 6, 4, 12
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from xlevda.errors import ConfigError, ShapeError
 from xlevda.surrogates.config import LDNetConfig, TrainConfig
 from xlevda.surrogates.decoder_configs import MLPDecoderConfig, SeparableDecoderConfig
+from xlevda.surrogates.frames import FrameBatch, TensorFrameSource
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.pod import (
     BasisFitConfig,
@@ -23,7 +24,6 @@ from xlevda.surrogates.pod import (
     train_coefficients,
 )
 from xlevda.surrogates.schema import Affine, SurrogateSchema
-from xlevda.surrogates.training import FrameBatch, TensorFrameSource
 
 
 @pytest.fixture(autouse=True, scope="module")

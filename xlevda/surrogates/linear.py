@@ -97,7 +97,7 @@ _BATCH_RUNS = 16
 """Runs projected at a time (the transient arrays are a few times their frames)."""
 
 Frames = FrameSource | tuple[Tensor, Tensor, Tensor]
-"""Runs as a :class:`~xlevda.surrogates.training.FrameSource` or ``(params, points, values)``."""
+"""Runs as a :class:`~xlevda.surrogates.frames.FrameSource` or ``(params, points, values)``."""
 
 
 def _orthonormal_features(decoder: CosineDecoder, points: Tensor) -> tuple[Tensor, Tensor]:
@@ -215,7 +215,7 @@ def fit_linear(model: LDNetModel, train: Frames, val: Frames) -> dict[str, Any]:
         fitted: training runs, plus validation runs with ``refit``) and a
         ``CosineDecoderConfig`` decoder; changed in place.
     train, val : FrameSource or tuple of Tensor
-        Runs as a :class:`~xlevda.surrogates.training.FrameSource`, or ``(params (N,
+        Runs as a :class:`~xlevda.surrogates.frames.FrameSource`, or ``(params (N,
         d_u), points (P, n_coords), values (N, T, P, C))`` in normalized units; all
         runs share one point set and frame count.
 

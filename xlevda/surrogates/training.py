@@ -3,8 +3,7 @@
 Torch only.  Data reach :func:`train` through the
 :class:`~xlevda.surrogates.frames.FrameSource` protocol (defined, with
 :class:`~xlevda.surrogates.frames.FrameBatch` and the in-memory
-:class:`~xlevda.surrogates.frames.TensorFrameSource`, in :mod:`xlevda.surrogates.frames`
-and importable from here).
+:class:`~xlevda.surrogates.frames.TensorFrameSource`, in :mod:`xlevda.surrogates.frames`).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 
 from xlevda.errors import ShapeError, VariableError
 from xlevda.surrogates.config import TrainConfig
-from xlevda.surrogates.frames import FrameBatch, FrameSource, TensorFrameSource
+from xlevda.surrogates.frames import FrameBatch, FrameSource
 from xlevda.surrogates.history import TrainingHistory
 from xlevda.surrogates.initial_state import fitted_prediction, trajectory_loss
 from xlevda.surrogates.ldnet import LDNetModel
@@ -29,9 +28,6 @@ from xlevda.surrogates.masking import present, square_error
 
 __all__ = [
     "Evaluation",
-    "FrameBatch",
-    "FrameSource",
-    "TensorFrameSource",
     "evaluate",
     "scheduled_lr",
     "train",
