@@ -9,8 +9,8 @@ record in the output:
 - target times past the trained horizon (the last training frame):
   :func:`horizon_attrs`, the output's attributes ``surrogate_trained_horizon`` and
   ``n_target_times_past_horizon``;
-- analyses whose observation misfit is not below their background's nor at the
-  observations' noise level (the median over members of the method's
+- analyses whose observation misfit is not below their background's nor within three
+  standard deviations of the observations' noise level (the median over members of the method's
   ``misfit_pair`` diagnostics, per window): :func:`misfit_not_reduced`, the
   output's ``window_misfit_not_reduced``.
 
@@ -137,7 +137,10 @@ def check_cycle(cycle: Cycle, model: Surrogate, method: Method) -> CycleChecks:
     not_reduced = None
     pair = method.misfit_pair
     if pair is not None:
-        level = cycle.n_obs / 2 if pair.half_sum else np.ones(len(cycle.n_obs))
+        # the misfit of the observations' noise alone, plus three of its standard deviations
+        # (1/2 chi^2 with n values: mean n / 2, sd sqrt(n / 2); per value: 1 and sqrt(2 / n))
+        n = np.maximum(np.asarray(cycle.n_obs, float), 1.0)
+        level = n / 2 + 3 * np.sqrt(n / 2) if pair.half_sum else 1 + 3 * np.sqrt(2 / n)
         diag = cycle.diagnostics
         not_reduced = misfit_not_reduced(diag[pair.analysis], diag[pair.background], level)
     return CycleChecks(outside, not_reduced)

@@ -228,7 +228,7 @@ def markdown(medians: dict, seeds, letkf: LETKF | None, system: str) -> str:
     if letkf is not None:
         lines += [f"LETKF as tuned on the held-out truth: `{letkf!r}`.", ""]
     lines += [
-        "| case | method | rel. RMSE | spread/error | CRPS eta | param. error | seconds |",
+        "| case | method | rel. RMSE | spread/error | CRPS main | param. error | seconds |",
         "|---|---|---|---|---|---|---|",
     ]
     for (case, name), m in medians.items():
