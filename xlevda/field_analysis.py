@@ -184,8 +184,10 @@ def calibration(observed: Tensor, fit: Tensor, channel: Tensor, n_channels: int)
     them, ``channel`` (M,); ``ybar`` is the channel's mean observation.  ``a`` is the
     least-squares coefficient ``sum (y - ybar)(H xbar - ybar) / sum (H xbar - ybar)^2``
     clipped to ``[0, 1]``: 1 for a model that explains the observations, 0 for one that
-    explains none of their variation about their mean (the background is then OI's).
-    A channel without observations keeps weight 1 and constant 0.
+    explains none of their variation about their mean (the background is then OI's).  An
+    estimate within two standard errors of 1 counts as 1 (a model that is right keeps its
+    values exactly; its estimate scatters around 1 with the noise).  A channel without
+    observations keeps weight 1 and constant 0.
 
     Examples
     --------
@@ -205,6 +207,9 @@ def calibration(observed: Tensor, fit: Tensor, channel: Tensor, n_channels: int)
         dy, dh = observed[m] - ybar, fit[m] - ybar
         denom = dh.square().sum()
         a = (dy * dh).sum() / denom if denom > 0 else torch.tensor(0.0, dtype=torch.float64)
+        spread = (dy - a * dh).square().sum() / max(int(m.sum()) - 1, 1)
+        if denom > 0 and 1 - a <= 2 * (spread / denom).sqrt():
+            a = torch.tensor(1.0, dtype=torch.float64)
         weight[c] = a.clamp(0.0, 1.0)
         const[c] = (1 - weight[c]) * ybar
     return weight, const
