@@ -10,17 +10,11 @@ import torch
 from xlevda.errors import ShapeError, VariableError
 from xlevda.surrogates.config import LDNetConfig, TrainConfig
 from xlevda.surrogates.decoder_configs import MLPDecoderConfig, SeparableDecoderConfig
+from xlevda.surrogates.frames import FrameBatch, FrameSource, TensorFrameSource
 from xlevda.surrogates.history import TrainingHistory
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.schema import Affine, SurrogateSchema
-from xlevda.surrogates.training import (
-    FrameBatch,
-    FrameSource,
-    TensorFrameSource,
-    evaluate,
-    scheduled_lr,
-    train,
-)
+from xlevda.surrogates.training import evaluate, scheduled_lr, train
 
 
 def make_schema(n_frames: int = 10) -> SurrogateSchema:
