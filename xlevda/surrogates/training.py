@@ -141,6 +141,7 @@ def evaluate(
     >>> import torch
     >>> from xlevda.surrogates.ldnet import LDNetModel
     >>> from xlevda.surrogates.config import LDNetConfig
+    >>> from xlevda.surrogates.frames import TensorFrameSource
     >>> from xlevda.surrogates.schema import SurrogateSchema
     >>> schema = SurrogateSchema.minimal(3)
     >>> src = TensorFrameSource(torch.zeros(2, 1), torch.zeros(4, 1), torch.ones(2, 3, 4, 1))
@@ -219,6 +220,7 @@ def train(
     >>> import torch
     >>> from xlevda.surrogates.ldnet import LDNetModel
     >>> from xlevda.surrogates.config import LDNetConfig
+    >>> from xlevda.surrogates.frames import TensorFrameSource
     >>> from xlevda.surrogates.schema import SurrogateSchema
     >>> schema = SurrogateSchema.minimal(3)
     >>> src = TensorFrameSource(torch.rand(4, 1), torch.rand(8, 1), torch.rand(4, 3, 8, 1))
