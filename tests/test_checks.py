@@ -8,11 +8,13 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 
 import xlevda.methods.levda as levda_module
 from tests.test_api import LEV, RUN, point_obs, target
 from xlevda.checks import misfit_not_reduced, params_outside
+from xlevda.errors import VariableError
 from xlevda.surrogates.schema import Affine, SurrogateSchema
 
 HORIZON = "2026-01-01T05:00:00.000000000"  # the tiny surrogate's last training frame (6 hourly)
@@ -151,3 +153,32 @@ def test_the_warnings_name_each_case(model, truth, monkeypatch):
     with pytest.warns(UserWarning, match=r"in 3 of 6 windows \(case 0 window 0, case 0 window 1"):
         an = target(truth).levda.assimilate(obs, model, LEV, run=RUN)
     assert an.window_misfit_not_reduced.values.tolist() == [[1, 1, 1], [0, 0, 0]]
+
+
+def test_members_whose_forecast_fails_are_replaced_counted_and_flagged(model, truth, monkeypatch):
+    """A member whose background turns NaN (its forecast failed) restarts from the finite
+    members' mean instead of stopping the cycle; it is flagged in window_replaced and warned."""
+    propagate = levda_module.background_state
+
+    def failing(model, background, anchor, run):
+        z = propagate(model, background, anchor, run)
+        if anchor > 0:  # every window after the first: member 3's forecast fails
+            z = z.clone()
+            z[3, 0] = float("nan")
+        return z
+
+    monkeypatch.setattr(levda_module, "background_state", failing)
+    with pytest.warns(UserWarning, match=r"LEVDA: 2 of 18 members x windows were replaced"):
+        an = target(truth).levda.assimilate(point_obs(truth), model, LEV, run=RUN)
+    flags = an.window_replaced
+    assert flags.dims == ("window", "member")
+    assert flags.values.tolist() == [[False] * 6, [False, False, False, True, False, False],
+                                     [False, False, False, True, False, False]]  # fmt: skip
+    assert np.isfinite(an.latent_state.values).all()
+    assert np.isfinite(an.eta.values).all()
+
+
+def test_fewer_than_two_finite_members_is_an_error():
+    z = torch.tensor([[1.0, 2.0], [float("nan"), 0.0], [float("inf"), 4.0]])
+    with pytest.raises(VariableError, match="fewer than 2 finite members"):
+        levda_module.finite_background(z)

@@ -59,10 +59,18 @@ class CycleChecks:
     misfit_not_reduced : ndarray of bool, shape (W,), optional
         Whether each window's analysis misfit is not below its background's;
         ``None`` for methods without a ``misfit_pair``.
+    replaced : ndarray of int, shape (W,), optional
+        Per window, the members the method replaced because their state was not finite
+        (its ``replaced`` diagnostic, per member or counted); ``None`` for methods
+        without one.
+    members : int
+        Ensemble size.
     """
 
     param_outside: np.ndarray | None
     misfit_not_reduced: np.ndarray | None
+    replaced: np.ndarray | None = None
+    members: int = 0
 
 
 def params_outside(z: np.ndarray, schema: SurrogateSchema) -> np.ndarray:
@@ -143,7 +151,11 @@ def check_cycle(cycle: Cycle, model: Surrogate, method: Method) -> CycleChecks:
         level = n / 2 + 3 * np.sqrt(n / 2) if pair.half_sum else 1 + 3 * np.sqrt(2 / n)
         diag = cycle.diagnostics
         not_reduced = misfit_not_reduced(diag[pair.analysis], diag[pair.background], level)
-    return CycleChecks(outside, not_reduced)
+    replaced = cycle.diagnostics.get("replaced")
+    if replaced is not None:
+        replaced = np.asarray(replaced)
+        replaced = replaced.sum(1) if replaced.ndim == 2 else replaced.astype(int)
+    return CycleChecks(outside, not_reduced, replaced, cycle.z_analysis.shape[1])
 
 
 def _warn(message: str) -> None:
@@ -192,6 +204,14 @@ def warn_cycles(checks: Sequence[CycleChecks], schema: SurrogateSchema, method: 
             f"{pair.analysis} >= of {pair.background}, and above the observations' noise "
             "level); the model may not represent the observed state. See the output's "
             "window_misfit_not_reduced",
+        )
+    replaced = [c.replaced for c in checks if c.replaced is not None]
+    if replaced and any(r.any() for r in replaced):
+        n = sum(int(c.replaced.sum()) for c in checks if c.replaced is not None)
+        total = sum(c.replaced.size * c.members for c in checks if c.replaced is not None)
+        _warn(
+            f"{method.name}: {n} of {total} members x windows were replaced: "
+            f"{method.diagnostics['replaced']}. See the output's window_replaced",
         )
 
 

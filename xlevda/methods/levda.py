@@ -26,7 +26,7 @@ from xlevda.core.levda import solve_window
 from xlevda.core.members import MemberMode, RandomizedMaximumLikelihood, SharedCost
 from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
 from xlevda.cycle import Analysis, Ensemble, Window, obs_window
-from xlevda.errors import ConfigError
+from xlevda.errors import ConfigError, VariableError
 from xlevda.field_analysis import FieldAnalysis, window_residuals
 from xlevda.initial import latent_ensemble
 from xlevda.methods.base import Method, MisfitPair, background_state, single
@@ -43,6 +43,8 @@ DIAGNOSTICS = {
     "n_iter": "optimizer iterations",
     "converged": "optimizer converged",
     "failed": "optimization failed; member kept its background",
+    "replaced": "background not finite (the surrogate's forecast of the member failed); the "
+    "member restarted from the mean of the finite members",
 }
 
 
@@ -191,7 +193,7 @@ class LEVDA(Method):
         self, model: Surrogate, window: Window, background: Ensemble, run: RunOptions
     ) -> Analysis:
         """One window: the background is the previous analysis propagated to the anchor."""
-        zb = background_state(model, background, window.anchor, run)
+        zb, replaced = finite_background(background_state(model, background, window.anchor, run))
         obs_w = obs_window(
             window.obs, window.anchor, model.schema.n_channels, run.torch_dtype, run.device
         )
@@ -233,11 +235,38 @@ class LEVDA(Method):
         return single(
             window.anchor,
             z_a,
-            {k: getattr(res, k).detach().cpu().numpy() for k in DIAGNOSTICS},
+            {k: getattr(res, k).detach().cpu().numpy() for k in DIAGNOSTICS if k != "replaced"}
+            | {"replaced": replaced.cpu().numpy()},
             res.n_obs,
             np.stack([t.detach().cpu().double().numpy() for t in res.excess]),
             residuals,
         )
+
+
+def finite_background(zb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``zb`` (K, d_z) with each member that is not finite replaced by the finite members'
+    mean, and which were replaced (K,).
+
+    A member whose forecast failed (the surrogate returned NaN or inf) would otherwise
+    stop the whole cycle; restarted from the mean, it regains spread from its own
+    perturbed prior centre and data in the analysis.  Fewer than two finite members
+    leave nothing to restart from: a :class:`~xlevda.errors.VariableError`.
+
+    Examples
+    --------
+    >>> z, bad = finite_background(torch.tensor([[1.0, 2.0], [float("nan"), 0.0], [3.0, 4.0]]))
+    >>> z.tolist(), bad.tolist()
+    ([[1.0, 2.0], [2.0, 3.0], [3.0, 4.0]], [False, True, False])
+    """
+    bad = ~torch.isfinite(zb).all(-1)
+    if not bool(bad.any()):
+        return zb, bad
+    if int((~bad).sum()) < 2:
+        raise VariableError(
+            f"the background ensemble is not finite for {int(bad.sum())} of {len(bad)} "
+            "members (the surrogate's forecast failed): fewer than 2 finite members remain"
+        )
+    return torch.where(bad[:, None], zb[~bad].mean(0), zb), bad
 
 
 def parameter_bounds(model: Surrogate, like: torch.Tensor) -> ParameterBounds | None:
