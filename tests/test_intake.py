@@ -70,6 +70,21 @@ def test_time_zones_are_converted_to_naive_utc():
     np.testing.assert_array_equal(obs.time.values, expected)
 
 
+def test_time_zone_aware_datetimes_are_converted_to_naive_utc():
+    table = drifters(2)
+    table["when"] = pd.date_range("2026-07-01T02:00", periods=2, freq="1h", tz="Europe/Paris")
+    obs = from_drifters(table, variables=["eta"])
+    expected = np.array(["2026-07-01T00:00", "2026-07-01T01:00"], "datetime64[ns]")
+    np.testing.assert_array_equal(obs.time.values, expected)
+
+
+def test_naive_and_zoned_times_mixed_are_refused():
+    table = drifters(2)
+    table["when"] = ["2026-01-01T01:00", "2026-01-01T03:00+02:00"]
+    with pytest.raises(ObservationError, match="time column 'when' must hold times"):
+        from_drifters(table, variables=["eta"])
+
+
 def test_numeric_times_are_kept():
     table = drifters(3).assign(when=[0.0, 0.5, 2.0])
     np.testing.assert_array_equal(from_drifters(table, variables=["eta"]).time, [0.0, 0.5, 2.0])
@@ -97,12 +112,14 @@ def test_nan_positions_are_refused_with_a_count_or_dropped():
         ({"latitude": "north"}, {"variables": ["eta"]}, "position column 'latitude' must hold"),
         ({"eta": "high"}, {"variables": ["eta"]}, "column 'eta' must hold"),
         ({}, {"variables": ["eta"], "drop_nan_positions": "yes"}, "drop_nan_positions must"),
+        ({"time": 0}, {"variables": ["eta"]}, "column 'time' would replace .* column 'when'"),
+        ({"lat": 0}, {"variables": ["eta"]}, "column 'lat' would replace .* column 'latitude'"),
     ],
 )
 def test_bad_tables_are_named(change, kw, message):
     table = drifters(3)
     for column, value in change.items():
-        table[column] = table[column].astype(object)
+        table[column] = table.get(column, table.eta).astype(object)
         table.loc[1, column] = value
     with pytest.raises(ObservationError, match=message):
         from_drifters(table, **kw)
@@ -133,9 +150,8 @@ def test_list_of_stations_gains_a_station_coordinate():
 
 
 def test_concatenated_stations_padded_with_nan():
-    both = xr.concat(
-        [station(41.0, -158.0, name="A"), station(42.0, -157.0, 2, "B")], "station", join="outer"
-    )
+    stations = [station(41.0, -158.0, name="A"), station(42.0, -157.0, 2, "B")]
+    both = xr.concat(stations, "station", join="outer", coords="different", compat="equals")
     obs = xlevda.observations(both)
     assert obs.sizes["obs"] == 6 and int(obs.eta.isnull().sum()) == 1  # B's padding
     np.testing.assert_array_equal(obs.station, ["A", "A", "A", "B", "B", "B"])
@@ -159,7 +175,7 @@ def test_assimilate_observations_from_a_dataframe(model, truth):
             "latitude": truth.lat.values[iy],
             "longitude": truth.lon.values[ix],
             "eta": truth.eta.values[it, iy, ix],
-            "buoy": rng.integers(0, 5, n),
+            "buoy": [f"B{i}" for i in rng.integers(0, 5, n)],  # kept aside
         }
     )
     obs = xlevda.observations(
@@ -172,5 +188,5 @@ def test_assimilate_observations_from_a_dataframe(model, truth):
     analysis = target.levda.assimilate(
         obs, model, xlevda.LEVDA(window=3), run=xlevda.RunOptions(members=4, seed=0)
     )
-    assert analysis.attrs["n_observations_used"] == n
+    assert analysis.attrs["n_observations_used"] == n and obs.attrs["not_observed"] == "buoy"
     assert np.isfinite(analysis.eta.values).all()

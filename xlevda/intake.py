@@ -164,6 +164,7 @@ def _from_table(table, time, coords, variables, errors, drop_nan, attrs) -> xr.D
     keep = _kept_rows(missing, drop_nan, time, coords)
     used = {time, *coords.values(), *names, *(v + STD_SUFFIX for v in names)}
     aside = [c for c in table.columns if c not in used]
+    _check_names(["time", *coords], [*names, *aside], time, coords)
     ds = xr.Dataset(
         {v: (OBS_DIM, _values(table, v)[keep], attrs.get(v, {})) for v in names},
         coords={
@@ -182,6 +183,17 @@ def _from_table(table, time, coords, variables, errors, drop_nan, attrs) -> xr.D
     if drop_nan:
         ds.attrs["n_dropped_nan_positions"] = int(missing.sum())
     return ds
+
+
+def _check_names(output: list[str], kept: list[str], time: str, coords) -> None:
+    """Raise if a kept column would take the name of the time or a position coordinate."""
+    sources = {"time": time, **coords}
+    for name in kept:
+        if name in output:
+            raise ObservationError(
+                f"column {name!r} would replace the observation coordinate {name!r}, which "
+                f"comes from column {sources[name]!r}: rename or drop column {name!r}"
+            )
 
 
 def _observed_columns(table: pd.DataFrame, time: str, coords, variables) -> list[str]:
