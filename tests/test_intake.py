@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import xlevda
 from xlevda.errors import ObservationError
@@ -99,6 +101,25 @@ def test_nan_positions_are_refused_with_a_count_or_dropped():
     obs = from_drifters(table, variables=["eta"], drop_nan_positions=True)
     assert obs.attrs["n_dropped_nan_positions"] == 2
     np.testing.assert_array_equal(obs.eta.values, table.eta.to_numpy()[[0, 2, 4]])
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.sampled_from(["ok", "nan_time", "nan_lat", "nan_lon"]), min_size=1, max_size=8))
+def test_dropped_rows_are_exactly_those_without_time_or_position(rows):
+    table = drifters(len(rows))
+    for i, kind in enumerate(rows):
+        column = {"nan_time": "when", "nan_lat": "latitude", "nan_lon": "longitude"}.get(kind)
+        if column is not None:
+            table.loc[i, column] = None if column == "when" else np.nan
+    kept = [i for i, kind in enumerate(rows) if kind == "ok"]
+    if not kept:
+        with pytest.raises(ObservationError, match=r"none of the .* has a time and a position"):
+            from_drifters(table, variables=["eta"], drop_nan_positions=True)
+        return
+    obs = from_drifters(table, variables=["eta"], drop_nan_positions=True)
+    assert obs.attrs["n_dropped_nan_positions"] == len(rows) - len(kept)
+    np.testing.assert_array_equal(obs.eta.values, table.eta.to_numpy()[kept])
+    np.testing.assert_array_equal(obs.drifter.values, table.drifter.to_numpy()[kept])
 
 
 @pytest.mark.parametrize(

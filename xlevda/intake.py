@@ -48,7 +48,9 @@ def observations(
         time and position coordinates lie on some of its variables' dims (stations
         concatenated along a ``station`` dimension, NaN-padded to one length); or a
         list of such Datasets, which gain a coordinate ``station`` (their index in the
-        list) unless they hold one.
+        list) unless they hold one.  A Dataset's coordinates are kept as columns when
+        their dims are some of its data variables' dims (coordinates on other dims,
+        such as ``time_bnds``, are left out).
     time : str, optional
         The column or coordinate of the observation times: ``"time"`` for a table, the
         Dataset's time coordinate (CF metadata, then common names) by default.  Strings
@@ -270,6 +272,11 @@ def _unparsed(column: pd.Series) -> object:
 
 
 def _kept_rows(missing: np.ndarray, drop: bool, time: str, coords) -> np.ndarray:
+    if missing.all():
+        raise ObservationError(
+            f"none of the {len(missing)} observation(s) has a time and a position (NaN or NaT "
+            f"in {[time, *coords.values()]} in every row): expected some placed observations"
+        )
     if missing.any() and not drop:
         raise ObservationError(
             f"{int(missing.sum())} of {len(missing)} observation(s) have no time or position "
