@@ -170,6 +170,11 @@ def test_list_of_stations_gains_a_station_coordinate():
     assert obs.attrs["not_observed"] == "station"
 
 
+def test_station_position_as_data_variables():
+    ds = station(41.0, -158.0).reset_coords(["lat", "lon"])
+    xr.testing.assert_identical(xlevda.observations(ds), xlevda.observations(station(41.0, -158.0)))
+
+
 def test_concatenated_stations_padded_with_nan():
     stations = [station(41.0, -158.0, name="A"), station(42.0, -157.0, 2, "B")]
     both = xr.concat(stations, "station", join="outer", coords="different", compat="equals")

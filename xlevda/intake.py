@@ -61,10 +61,9 @@ def observations(
         The positions: ``{name: column}``, where ``name`` is the surrogate's coordinate
         (e.g. ``{"lat": "latitude", "lon": "longitude"}``), or names that are both.
     variables : sequence of str, optional
-        Observed variables (columns or data variables).  By default a Dataset's data
-        variables but ``<var>_std``, or every column of a table that is not the time,
-        a position or a ``<var>_std``.  Other columns are kept
-        as coordinates on ``obs`` (e.g. an identifier), listed in the attribute
+        Observed variables (columns or data variables).  By default every data
+        variable of a Dataset, or column of a table, that is not the time, a position
+        or a ``<var>_std``.  Other columns are kept as coordinates on ``obs`` (e.g. an identifier), listed in the attribute
         ``not_observed``: ``assimilate`` reads only data variables.
     errors : mapping of str to float, optional
         Error standard deviation of observed variables without a ``<var>_std``
@@ -289,7 +288,8 @@ def _kept_rows(missing: np.ndarray, drop: bool, time: str, coords) -> np.ndarray
 
 def _stations_table(source, time: str | None, coords: Mapping[str, str]):
     """A station Dataset or list of them as one table, its time column, the attributes of
-    its variables and its data variables but ``<var>_std`` (the observed ones by default)."""
+    its variables and its data variables but ``<var>_std``, time and positions (the observed
+    ones by default)."""
     stations = [source] if isinstance(source, xr.Dataset) else list(source)
     time = time or find_time(stations[0])
     frames = [_station_frame(ds, time, coords) for ds in stations]
@@ -298,7 +298,10 @@ def _stations_table(source, time: str | None, coords: Mapping[str, str]):
             if "station" not in frame.columns:
                 frame["station"] = i
     attrs = {str(k): dict(v.attrs) for k, v in stations[0].variables.items()}
-    data_vars = [str(v) for v in stations[0].data_vars if not str(v).endswith(STD_SUFFIX)]
+    skip = {time, *coords.values()}
+    data_vars = [
+        str(v) for v in stations[0].data_vars if not str(v).endswith(STD_SUFFIX) and v not in skip
+    ]
     return pd.concat(frames, ignore_index=True), time, attrs, data_vars
 
 
