@@ -63,8 +63,9 @@ def observations(
     variables : sequence of str, optional
         Observed variables (columns or data variables).  By default every data
         variable of a Dataset, or column of a table, that is not the time, a position
-        or a ``<var>_std``.  Other columns are kept as coordinates on ``obs`` (e.g. an identifier), listed in the attribute
-        ``not_observed``: ``assimilate`` reads only data variables.
+        or a ``<var>_std``.  Other columns are kept as coordinates on ``obs`` (e.g.
+        an identifier), listed in the attribute ``not_observed``: ``assimilate``
+        reads only data variables.
     errors : mapping of str to float, optional
         Error standard deviation of observed variables without a ``<var>_std``
         column, stored as a scalar ``<var>_std``.  A variable with neither still
