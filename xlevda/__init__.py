@@ -20,6 +20,8 @@ The public names:
 - ``write``: an analysis to NetCDF or zarr (by extension), CF-clean and compressed,
   under a temporary name renamed when complete; ``progress``: progress bars over the
   windows of an assimilation and the chunks of a write (a context manager);
+- ``observations``: the observation Dataset ``assimilate`` takes, from a pandas
+  DataFrame, a CSV file or station series;
 - ``XlevdaError``: the base class of every input error (a ``ValueError``);
 - ``metrics``: scores of an analysis against a truth; ``systems``: simulators and
   observation samplers for twin experiments; ``ldensf``: LD-EnSF's sensor networks
@@ -38,6 +40,7 @@ from xlevda import (
 from xlevda._version import VERSION as __version__
 from xlevda.api import assimilate
 from xlevda.errors import XlevdaError
+from xlevda.intake import observations
 from xlevda.ldnet import LDNet
 from xlevda.methods import LETKF, LEVDA, EnSF, FourDEnVar, LDEnSF
 from xlevda.pretrained import load_pretrained
@@ -72,6 +75,7 @@ __all__ = [
     "load_pretrained",
     "load_surrogate",
     "metrics",
+    "observations",
     "progress",
     "systems",
     "write",
