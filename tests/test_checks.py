@@ -182,3 +182,33 @@ def test_fewer_than_two_finite_members_is_an_error():
     z = torch.tensor([[1.0, 2.0], [float("nan"), 0.0], [float("inf"), 4.0]])
     with pytest.raises(VariableError, match="fewer than 2 finite members"):
         levda_module.finite_background(z)
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_values(model, truth, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    """Windows saved as they complete; a run stopped in window 2 resumes there and ends with
+    the values of an uninterrupted run; changed inputs never reuse the saved windows."""
+    obs, where = point_obs(truth), target(truth)
+    whole = where.levda.assimilate(obs, model, LEV, run=RUN).compute()
+    run = dataclasses.replace(RUN, checkpoint=tmp_path / "ckpt")
+    analyse = levda_module.LEVDA.analyse
+    calls, killed = [], []
+
+    def stop_in_window_2(self, model, window, background, run):
+        calls.append(window.index)
+        if window.index == 2 and not killed:
+            killed.append(True)
+            raise RuntimeError("killed")
+        return analyse(self, model, window, background, run)
+
+    monkeypatch.setattr(levda_module.LEVDA, "analyse", stop_in_window_2)
+    with pytest.raises(RuntimeError, match="killed"):
+        where.levda.assimilate(obs, model, LEV, run=run)
+    assert len(list((tmp_path / "ckpt").glob("*.npz"))) == 2  # windows 0 and 1
+    calls.clear()
+    resumed = where.levda.assimilate(obs, model, LEV, run=run).compute()
+    assert calls == [2]  # only the missing window ran
+    xr.testing.assert_identical(resumed.drop_attrs(), whole.drop_attrs())
+    other = where.levda.assimilate(obs, model, LEV, run=dataclasses.replace(run, seed=1))
+    assert len(list((tmp_path / "ckpt").glob("*.npz"))) == 6  # another seed: new windows
+    assert not np.array_equal(other.latent_state.values, whole.latent_state.values)

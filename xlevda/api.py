@@ -11,8 +11,11 @@ records this.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Hashable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,11 +26,12 @@ from xlevda._convert import find_time, times_to_steps, to_points
 from xlevda._obs import ObsTable, obs_table
 from xlevda._obs_checks import check_dataset, check_errors
 from xlevda._times import time_values
+from xlevda.checkpoint import Checkpoint
 from xlevda.checks import check_cycle, horizon_attrs, is_learned, warn_cycles
 from xlevda.decode import latent_at_outputs
 from xlevda.driver import prepare_model, run_cases
 from xlevda.errors import ConfigError, CoordinateError, ObservationError
-from xlevda.io import OutputGrid, to_dataset
+from xlevda.io import OutputGrid, config_json, surrogate_checksum, to_dataset
 from xlevda.methods import LEVDA
 from xlevda.methods.base import Method
 from xlevda.run import RunOptions
@@ -206,6 +210,22 @@ def _combine(results: list[xr.Dataset], obs: xr.Dataset, case_dim: str, tables) 
     return out
 
 
+def _checkpoint(run: RunOptions, method: Method, model: Surrogate) -> Checkpoint | None:
+    """The run's :class:`~xlevda.checkpoint.Checkpoint`: its key covers the method's
+    configuration, the surrogate's weights and the run's ensemble size, seed, precision and
+    device (the windows, observations and backgrounds are fingerprinted per window)."""
+    if run.checkpoint is None:
+        return None
+    parts = [
+        json.dumps(config_json(method), sort_keys=True),
+        type(method).__name__,
+        surrogate_checksum(model),
+        repr((run.members, run.seed, run.dtype, run.device)),
+    ]
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return Checkpoint(Path(run.checkpoint), key)
+
+
 def assimilate(
     target: xr.Dataset | xr.DataArray,
     obs: xr.Dataset,
@@ -325,7 +345,7 @@ def assimilate(
     horizon = {}
     if is_learned(model, method):
         horizon = horizon_attrs(grid.times, step + frac, model.schema, grid.time)
-    cycles = run_cases(method, model, initial, tables, run)
+    cycles = run_cases(method, model, initial, tables, run, _checkpoint(run, method, model))
     checks = [check_cycle(cycle, model, method) for cycle in cycles]
     warn_cycles(checks, model.schema, method)
     results = []

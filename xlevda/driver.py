@@ -18,6 +18,7 @@ import torch
 from dask.delayed import Delayed
 
 from xlevda._obs import ObsTable
+from xlevda.checkpoint import Checkpoint
 from xlevda.cycle import Analysis, Cycle, Ensemble, Window
 from xlevda.methods.base import Method
 from xlevda.run import RunOptions
@@ -54,9 +55,19 @@ def _analyse(
     window: Window,
     previous: Analysis | Ensemble,
     run: RunOptions,
+    saved: tuple[Checkpoint, int] | None = None,
 ) -> Analysis:
+    """One window; with ``saved`` (checkpoint, case) read from or written to the checkpoint."""
+    if saved is not None:
+        checkpoint, case = saved
+        found = checkpoint.load(case, window, previous)
+        if found is not None:
+            return found
     background = previous.ensemble if isinstance(previous, Analysis) else previous
-    return method.analyse(model, window, background, run)
+    analysis = method.analyse(model, window, background, run)
+    if saved is not None:
+        checkpoint.save(case, window, previous, analysis)
+    return analysis
 
 
 def assemble(analyses: list[Analysis], names: dict[str, str], seed: int) -> Cycle:
@@ -87,13 +98,14 @@ def _chain(
     initial: Ensemble,
     table: ObsTable,
     run: RunOptions,
+    saved: tuple[Checkpoint, int] | None,
 ) -> Delayed:
     """The windows of one case as a chain of dask tasks, each taking the previous analysis."""
     previous: Delayed | Ensemble = initial
     analyses = []
     for w, planned in enumerate(method.plan(table, initial.anchor)):
         window = Window(w, planned.anchor, table.select(planned.rows))
-        previous = dask.delayed(_analyse, pure=False)(method, model, window, previous, run)
+        previous = dask.delayed(_analyse, pure=False)(method, model, window, previous, run, saved)
         analyses.append(previous)
     return dask.delayed(assemble, pure=False)(analyses, method.diagnostics, run.seed)
 
@@ -104,6 +116,7 @@ def run_cases(
     initial: Ensemble,
     tables: list[ObsTable],
     run: RunOptions,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[Cycle, ...]:
     """Every case's cycle, computed; case ``c`` with seed ``run.seed + c``.
 
@@ -118,11 +131,21 @@ def run_cases(
         Each case's observations.
     run : RunOptions
         Resolved.
+    checkpoint : Checkpoint, optional
+        Where each window's analysis is saved, and found again by a rerun
+        (:mod:`xlevda.checkpoint`).
     """
     model_task = dask.delayed(model, pure=False)
     return dask.compute(
         *[
-            _chain(method, model_task, initial, t, replace(run, seed=run.seed + c))
+            _chain(
+                method,
+                model_task,
+                initial,
+                t,
+                replace(run, seed=run.seed + c),
+                None if checkpoint is None else (checkpoint, c),
+            )
             for c, t in enumerate(tables)
         ]
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -128,6 +130,11 @@ class RunOptions:
         target (and so observation) times past the trained horizon are forecasts
         beyond the training runs, warned about once per call and counted in the output
         attribute ``n_target_times_past_horizon`` (:mod:`xlevda.checks`).
+    checkpoint : str or path-like, optional
+        A directory where each window's analysis is saved as it completes; a rerun of
+        the same call (same inputs, options and seed) continues from the first window
+        not saved, with the same values as an uninterrupted run
+        (:mod:`xlevda.checkpoint`).  ``None`` (default): nothing saved.
 
     Examples
     --------
@@ -142,6 +149,7 @@ class RunOptions:
     member_dim: str = "member"
     chunks: OutputChunks = field(default_factory=OutputChunks)
     outside: Literal["error", "drop"] = "error"
+    checkpoint: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         if self.members is not None and not is_int(self.members, 2):
@@ -162,6 +170,11 @@ class RunOptions:
             raise ConfigError(f"RunOptions.chunks={self.chunks!r}: expected OutputChunks")
         if self.outside not in ("error", "drop"):
             raise ConfigError(f"RunOptions.outside={self.outside!r}: expected 'error' or 'drop'")
+        ckpt = self.checkpoint
+        if ckpt is not None and (not isinstance(ckpt, str | os.PathLike) or not str(ckpt)):
+            raise ConfigError(f"RunOptions.checkpoint={ckpt!r}: expected a directory path or None")
+        if ckpt is not None and Path(ckpt).exists() and not Path(ckpt).is_dir():
+            raise ConfigError(f"RunOptions.checkpoint={str(ckpt)!r}: exists and is not a directory")
 
     def resolve(self, defaults: RunDefaults) -> RunOptions:
         """These options with the fields left at ``None`` set from a method's ``defaults``."""
