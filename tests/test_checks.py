@@ -212,3 +212,20 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_values(model, trut
     other = where.levda.assimilate(obs, model, LEV, run=dataclasses.replace(run, seed=1))
     assert len(list((tmp_path / "ckpt").glob("*.npz"))) == 6  # another seed: new windows
     assert not np.array_equal(other.latent_state.values, whole.latent_state.values)
+
+
+def test_non_finite_decoded_values_are_an_error_naming_variable_time_and_member(
+    model, truth, monkeypatch
+):
+    """A decoder that fails only at output time never writes NaN silently."""
+    an = target(truth).levda.assimilate(point_obs(truth), model, LEV, run=RUN)
+    decode = type(model).decode_channel
+
+    def failing(self, s, prepared, channel):
+        out = decode(self, s, prepared, channel).clone()
+        out[4, 2] = float("nan")  # an output block: (6 times, 6 members, points)
+        return out
+
+    monkeypatch.setattr(type(model), "decode_channel", failing)
+    with pytest.raises(VariableError, match=r"'eta'.*output time index 4, member 2"):
+        an.eta.compute()

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from xlevda.core.dynamics import interpolate_trajectory, trajectory
 from xlevda.cycle import Cycle
+from xlevda.errors import VariableError
 from xlevda.field_increments import FieldIncrements
 from xlevda.surrogates.protocol import Surrogate
 
@@ -118,6 +119,25 @@ def _add_model_error(
                 out[i, j].add_(draw, alpha=float(std[i]))
 
 
+def _refuse_non_finite(out: Tensor, s: Tensor, name: str, block_info: dict | None) -> None:
+    """A :class:`~xlevda.errors.VariableError` naming where the decoded values are not finite."""
+    t0, k0 = (0, 0)
+    if block_info:
+        (t0, _), (k0, _) = block_info[0]["array-location"][:2]
+    bad = ~torch.isfinite(out)
+    t, k = bad.any(-1).nonzero()[0].tolist()
+    why = (
+        "its latent state is finite: the decoder fails there"
+        if bool(torch.isfinite(s[t, k]).all())
+        else "its latent state is not finite: the surrogate's forecast failed between analyses"
+    )
+    raise VariableError(
+        f"the surrogate decoded non-finite values of {name!r}: {int(bad.sum())} of "
+        f"{bad.numel()} values of a block, first at output time index {t0 + t}, member "
+        f"{k0 + k}; {why}"
+    )
+
+
 def decode_block(
     latent: np.ndarray,
     model: Surrogate,
@@ -147,6 +167,8 @@ def decode_block(
             out = model.decode_channel(s, prepared, channel)
         else:
             out = model.decode_prepared(s, prepared)[..., channel]
+        if not bool(torch.isfinite(out).all()):
+            _refuse_non_finite(out, s, model.schema.variables[channel], block_info)
         # written in place below: a view (of all channels, of the prepared points, an
         # expanded state) is copied first, so the block owns exactly its own values
         shared = out._base is not None or out.data_ptr() in (prepared.data_ptr(), s.data_ptr())
