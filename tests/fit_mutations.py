@@ -152,7 +152,9 @@ def int_variable(ds, kw, rng):
 
 
 def datetime_variable(ds, kw, rng):
-    return ds.assign(eta=ds.time + (ds.eta * 1e9).astype("timedelta64[ns]")), kw
+    # from a fixed date: another mutation may have renamed or replaced the time coordinate
+    start = np.datetime64("2026-01-01T00:00:00", "ns")
+    return ds.assign(eta=start + (ds.eta * 1e9).astype("timedelta64[ns]")), kw
 
 
 def float32_data(ds, kw, rng):
