@@ -14,7 +14,7 @@ import xarray as xr
 import xlevda.methods.levda as levda_module
 from tests.test_api import LEV, RUN, point_obs, target
 from xlevda.checks import misfit_not_reduced, params_outside
-from xlevda.errors import VariableError
+from xlevda.errors import CoordinateError, VariableError
 from xlevda.surrogates.schema import Affine, SurrogateSchema
 
 HORIZON = "2026-01-01T05:00:00.000000000"  # the tiny surrogate's last training frame (6 hourly)
@@ -85,15 +85,18 @@ def test_parameters_outside_the_training_range_warn_and_are_flagged(model, truth
             np.testing.assert_array_equal(flags[p].isel(window=w), (u < lo) | (u > hi))
 
 
-def test_targets_past_the_trained_horizon_warn_and_are_recorded(model, truth):
+def test_targets_past_the_trained_horizon_are_an_error_or_warned_forecasts(model, truth):
     where = target(truth)
     longer = where.reindex(time=where.time.values[0] + np.arange(8) * np.timedelta64(1, "h"))
     pattern = (
         rf"target time 'time' runs to 2026-01-01T07:00:00.000000000, past the surrogate's "
         rf"trained horizon {HORIZON} \(frame 5, the last training frame\): 2 of 8 target times"
     )
+    with pytest.raises(CoordinateError, match=pattern + r"; the surrogate would extrapolate"):
+        longer.levda.assimilate(point_obs(truth), model, LEV, run=RUN)
+    forecast = dataclasses.replace(RUN, past_horizon="forecast")
     with pytest.warns(UserWarning, match=pattern):
-        an = longer.levda.assimilate(point_obs(truth), model, LEV, run=RUN)
+        an = longer.levda.assimilate(point_obs(truth), model, LEV, run=forecast)
     assert an.attrs["surrogate_trained_horizon"] == HORIZON
     assert an.attrs["n_target_times_past_horizon"] == 2
     with warnings.catch_warnings(record=True) as record:

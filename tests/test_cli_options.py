@@ -121,3 +121,16 @@ def test_progress_bars_only_when_asked_or_on_a_terminal(tmp_path, capsys):
     with progress(enabled=True, desc="test"):
         dsa.ones(4, chunks=1).sum().compute()
     assert "test: 100%" in capsys.readouterr().err
+
+
+def test_past_horizon(files, capsys):
+    """Observations past the surrogate's last training frame (5 h): an error unless forecasts
+    are allowed."""
+    late = _points([30, 70, 330], [41.0, 42.0, 43.0], [-158.0, -157.0, -156.0])
+    out = str(files / "h.nc")
+    assert _assimilate(files, late, "--variables", "eta", "-o", out) == 2
+    assert "past_horizon='forecast'" in capsys.readouterr().err
+    forecast = ("--variables", "eta", "--past-horizon", "forecast", "-o", out)
+    with pytest.warns(UserWarning, match="past the surrogate's trained horizon"):
+        assert _assimilate(files, late, *forecast) == 0
+    assert xr.open_dataset(out).attrs["n_target_times_past_horizon"] >= 1

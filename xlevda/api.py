@@ -344,7 +344,9 @@ def assimilate(
         )
     horizon = {}
     if is_learned(model, method):
-        horizon = horizon_attrs(grid.times, step + frac, model.schema, grid.time)
+        horizon = horizon_attrs(
+            grid.times, step + frac, model.schema, grid.time, run.past_horizon == "forecast"
+        )
     cycles = run_cases(method, model, initial, tables, run, _checkpoint(run, method, model))
     checks = [check_cycle(cycle, model, method) for cycle in cycles]
     warn_cycles(checks, model.schema, method)

@@ -30,6 +30,7 @@ import numpy as np
 
 from xlevda._convert import frame_times
 from xlevda.cycle import Cycle
+from xlevda.errors import CoordinateError
 from xlevda.methods.base import Method
 from xlevda.surrogates.protocol import FullStateModel, Surrogate
 from xlevda.surrogates.schema import SurrogateSchema
@@ -215,8 +216,13 @@ def warn_cycles(checks: Sequence[CycleChecks], schema: SurrogateSchema, method: 
         )
 
 
-def horizon_attrs(times: np.ndarray, x: np.ndarray, schema: SurrogateSchema, name: str) -> dict:
+def horizon_attrs(
+    times: np.ndarray, x: np.ndarray, schema: SurrogateSchema, name: str, allowed: bool = True
+) -> dict:
     """Warn if target ``times`` (fractional steps ``x``) pass the trained horizon; the record.
+
+    Where ``allowed`` is false, passing it is a :class:`~xlevda.errors.CoordinateError`
+    (``RunOptions(past_horizon="error")``).
 
     Returns the output attributes ``surrogate_trained_horizon`` (the last training
     frame's time, as text) and ``n_target_times_past_horizon``.
@@ -229,6 +235,14 @@ def horizon_attrs(times: np.ndarray, x: np.ndarray, schema: SurrogateSchema, nam
     """
     horizon = frame_times(schema)[-1]
     past = x > schema.n_frames - 1
+    if past.any() and not allowed:
+        raise CoordinateError(
+            f"target time {name!r} runs to {times[-1]}, past the surrogate's trained horizon "
+            f"{horizon} (frame {schema.n_frames - 1}, the last training frame): "
+            f"{int(past.sum())} of {len(times)} target times; the surrogate would extrapolate "
+            "there. Shorten the target, or allow forecasts beyond the training runs with "
+            "RunOptions(past_horizon='forecast')"
+        )
     if past.any():
         _warn(
             f"target time {name!r} runs to {times[-1]}, past the surrogate's trained horizon "

@@ -126,7 +126,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def default_target(model, obs):
     """The surrogate's grid at its frames from the last at or before the first observation to
-    the first at or after the last one (so the analysis covers every observation)."""
+    the first at or after the last one (so the analysis covers every observation); frames
+    continue at the training frames' interval past the last one where observations do (the
+    assimilation then refuses them unless ``--past-horizon forecast``)."""
     import numpy as np
     import xarray as xr
 
@@ -135,6 +137,10 @@ def default_target(model, obs):
     s = model.schema
     frames = model.frame_times()
     t_obs = np.asarray(obs[find_time(obs)].values).ravel()
+    if len(frames) > 1 and t_obs.max() > frames[-1]:
+        interval = frames[-1] - frames[-2]
+        extra = int(np.ceil((t_obs.max() - frames[-1]) / interval))
+        frames = np.concatenate([frames, frames[-1] + interval * np.arange(1, extra + 1)])
     before = frames[frames <= t_obs.min()]
     after = frames[frames >= t_obs.max()]
     start = before[-1] if before.size else frames[0]
@@ -157,7 +163,12 @@ def _assimilate(args: argparse.Namespace) -> int:
     model = load_pretrained(args.pretrained) if args.pretrained else load_surrogate(args.surrogate)
     obs = _open(args.obs)
     target = _open(args.target) if args.target else default_target(model, obs)
-    run = RunOptions(members=args.members, seed=args.seed, outside=args.outside)
+    run = RunOptions(
+        members=args.members,
+        seed=args.seed,
+        outside=args.outside,
+        past_horizon=args.past_horizon,
+    )
     t0 = time.perf_counter()
     with progress(_show_progress(args), desc="assimilate"):
         analysis = target.levda.assimilate(
@@ -367,6 +378,13 @@ def _add_assimilate(sub) -> None:
         default="error",
         help="observations outside the surrogate's domain or period: an error (default) or "
         "dropped and counted (n_observations_dropped)",
+    )
+    asm.add_argument(
+        "--past-horizon",
+        choices=["error", "forecast"],
+        default="error",
+        help="target times past the surrogate's last training frame: an error (default) or "
+        "forecasts, warned about and counted (n_target_times_past_horizon)",
     )
     asm.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     asm.add_argument(

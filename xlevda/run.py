@@ -127,9 +127,12 @@ class RunOptions:
         dropped with the count of dropped values in the output attribute
         ``n_observations_dropped``.  Times are not dropped: an observation time outside
         the target's time range or before the surrogate's first frame is an error;
-        target (and so observation) times past the trained horizon are forecasts
-        beyond the training runs, warned about once per call and counted in the output
-        attribute ``n_target_times_past_horizon`` (:mod:`xlevda.checks`).
+        target (and so observation) times past the trained horizon: see ``past_horizon``.
+    past_horizon : {"error", "forecast"}
+        Target times past the surrogate's trained horizon (its last training frame),
+        where the surrogate extrapolates: an error (default), or forecasts, warned about
+        and counted in the output attribute ``n_target_times_past_horizon``.
+        Simulators have no horizon.
     checkpoint : str or path-like, optional
         A directory where each window's analysis is saved as it completes; a rerun of
         the same call (same inputs, options and seed) continues from the first window
@@ -149,6 +152,7 @@ class RunOptions:
     member_dim: str = "member"
     chunks: OutputChunks = field(default_factory=OutputChunks)
     outside: Literal["error", "drop"] = "error"
+    past_horizon: Literal["error", "forecast"] = "error"
     checkpoint: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
@@ -170,6 +174,10 @@ class RunOptions:
             raise ConfigError(f"RunOptions.chunks={self.chunks!r}: expected OutputChunks")
         if self.outside not in ("error", "drop"):
             raise ConfigError(f"RunOptions.outside={self.outside!r}: expected 'error' or 'drop'")
+        if self.past_horizon not in ("error", "forecast"):
+            raise ConfigError(
+                f"RunOptions.past_horizon={self.past_horizon!r}: expected 'error' or 'forecast'"
+            )
         ckpt = self.checkpoint
         if ckpt is not None and (not isinstance(ckpt, str | os.PathLike) or not str(ckpt)):
             raise ConfigError(f"RunOptions.checkpoint={ckpt!r}: expected a directory path or None")
