@@ -23,7 +23,10 @@ decoded fields alone would exceed ``--max-gb`` (6 GB) is skipped, with the reaso
 
     OMP_NUM_THREADS=1 python benchmarks/speed/scaling.py --quick            # smoke, ~1 min
     OMP_NUM_THREADS=1 python benchmarks/speed/scaling.py --out docs/scaling.md
-    OMP_NUM_THREADS=1 python benchmarks/speed/scaling.py --profile members=1000
+    OMP_NUM_THREADS=1 python benchmarks/speed/scaling.py --decode stream --profile members=1000
+
+(``--profile`` runs that point once under cProfile with dask's synchronous scheduler and writes
+the 25 largest cumulative and 15 largest own times of the ``assimilate`` call and the decoding.)
 
 A measurement, not a test.
 """
@@ -156,6 +159,7 @@ def measure(
     s: dict, repeats: int, long: float, threads: int, profile: Path | None, decode: str
 ) -> dict:
     """Time and peak memory of one point (run in its own process)."""
+    import dask
     import torch
 
     import xlevda
@@ -166,6 +170,8 @@ def measure(
     run = xlevda.RunOptions(members=s["members"], seed=0)
     out = {"obs_values": n_values, "obs_per_window": n_values * WINDOW / s["frames"]}
     t_a, t_d, m_a, m_d = [], [], [], []
+    if profile is not None:  # else the work runs in dask's worker threads, unseen by cProfile
+        dask.config.set(scheduler="synchronous")
     for i in range(repeats):
         base = _reset_peak()
         prof = cProfile.Profile() if profile is not None and i == 0 else None
@@ -227,7 +233,10 @@ def run_point(axis: str, value, args) -> dict:
     if args.profile_out:
         cmd += ["--profile-out", args.profile_out]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return row | {"skipped": f"over the time limit of {args.timeout:.0f} s per point"}
     lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         return row | {"skipped": f"failed (rc {proc.returncode}): {proc.stderr[-300:]}"}
@@ -266,6 +275,39 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _panel(col, axis: str, rs: list[dict], mode: str, style: str) -> None:
+    """Times (top) and peak memory (bottom) of one axis and decode mode, log-log."""
+    from matplotlib.ticker import NullFormatter
+
+    x = [
+        r["setting"]["grid"][0] * r["setting"]["grid"][1]
+        if axis == "grid"
+        else r["obs_per_window"]
+        if axis == "observations"
+        else r["value"]
+        for r in rs
+    ]
+    for key, marker, label in (("assimilate", "o", "assimilate"), ("decode", "s", "decode")):
+        lab = label if key == "assimilate" or mode == "load" else f"{label} ({mode})"
+        if key == "assimilate" and mode == "stream":
+            continue
+        col[0].loglog(x, [r[f"{key}_s"] for r in rs], marker + style, label=lab)
+        col[1].loglog(x, [max(r[f"{key}_mb"], 1) for r in rs], marker + style, label=lab)
+    for ax in col:
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    col[0].set_ylabel("seconds")
+    col[1].set_ylabel("peak RSS increase (MB)")
+    col[1].set_xlabel(
+        {
+            "members": "members K",
+            "observations": "observed values per window",
+            "grid": "target cells",
+            "frames": "frames",
+        }[axis]
+    )
+
+
 def plot(rows: list[dict], path: Path) -> None:
     """One panel per axis: times (log-log) and peak memory."""
     import matplotlib
@@ -276,35 +318,20 @@ def plot(rows: list[dict], path: Path) -> None:
     axes = [a for a in AXES if any(r["axis"] == a and "skipped" not in r for r in rows)]
     fig, grid = plt.subplots(2, len(axes), figsize=(3.4 * len(axes), 6), squeeze=False)
     for j, axis in enumerate(axes):
-        rs = [r for r in rows if r["axis"] == axis and "skipped" not in r]
-        x = [
-            r["setting"]["grid"][0] * r["setting"]["grid"][1]
-            if axis == "grid"
-            else r["obs_per_window"]
-            if axis == "observations"
-            else r["value"]
-            for r in rs
-        ]
-        xlabel = {
-            "members": "members K",
-            "observations": "observed values per window",
-            "grid": "target cells",
-            "frames": "frames",
-        }[axis]
-        ax = grid[0, j]
-        ax.loglog(x, [r["assimilate_s"] for r in rs], "o-", label="assimilate")
-        ax.loglog(x, [r["decode_s"] for r in rs], "s-", label="decode")
-        ax.set_title(axis)
-        ax.set_ylabel("seconds")
-        ax.legend(fontsize=8)
-        ax = grid[1, j]
-        ax.loglog(x, [max(r["assimilate_mb"], 1) for r in rs], "o-", label="assimilate")
-        ax.loglog(x, [max(r["decode_mb"], 1) for r in rs], "s-", label="decode")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("peak RSS increase (MB)")
+        for mode, style in (("load", "-"), ("stream", ":")):
+            rs = [r for r in rows if r["axis"] == axis and r["decode"] == mode]
+            rs = [r for r in rs if "skipped" not in r]
+            if rs:
+                _panel(grid[:, j], axis, rs, mode, style)
+        grid[0, j].set_title(axis)
+        grid[0, j].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=70)
     plt.close(fig)
+
+
+def _parse(axis: str, value: str):
+    return tuple(map(int, value.split("x"))) if axis == "grid" else int(value)
 
 
 def main() -> None:
@@ -321,6 +348,7 @@ def main() -> None:
         default="load",
         help="load the fields, or stream them (sum over members, chunk by chunk)",
     )
+    parser.add_argument("--values", nargs="+", default=None, help="points of the one axis")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, help="JSON rows to merge")
     parser.add_argument("--timeout", type=float, default=600.0, help="per point (s)")
     parser.add_argument("--out", type=Path, default=None, help="markdown table")
@@ -334,7 +362,7 @@ def main() -> None:
         return _child(args)
     if args.profile:
         axis, value = args.profile.split("=")
-        value = tuple(map(int, value.split("x"))) if axis == "grid" else int(value)
+        value = _parse(axis, value)
         args.profile_out = args.profile_out or f"/tmp/scaling_profile_{axis}_{value}"
         args.repeats = 1
         print(json.dumps(run_point(axis, value, args)))
@@ -342,7 +370,10 @@ def main() -> None:
         return None
     if args.quick:
         args.repeats = 1
-    points = QUICK if args.quick else AXES
+    points = dict(QUICK if args.quick else AXES)
+    if args.values:
+        (axis,) = args.axes
+        points[axis] = [_parse(axis, v) for v in args.values]
     rows = []
     for path in args.merge or []:
         rows += json.loads(path.read_text())
