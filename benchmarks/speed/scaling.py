@@ -19,10 +19,15 @@ and parameters; the fields stay lazy) and of decoding the fields (``.load()`` of
 every member, time and target cell, float32).  Peak memory is the increase of the process's
 resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` after the setup) over its
 resident set after the setup, for the ``assimilate`` call and for the decoding.  A point whose
-decoded fields alone would exceed ``--max-gb`` (6 GB) is skipped, with the reason.
+estimated peak (0.5 GB, plus 5x the decoded fields when they are loaded) exceeds ``--max-gb``
+(6 GB) is skipped, and one whose resident set passes ``--kill-gb`` (7 GB) or that runs past
+``--timeout`` is killed; either is recorded with the reason.  ``--decode stream`` decodes every
+value without holding the output (summed over the members chunk by chunk).
 
-    OMP_NUM_THREADS=1 python benchmarks/speed/scaling.py --quick            # smoke, ~1 min
-    OMP_NUM_THREADS=1 python benchmarks/speed/scaling.py --out docs/scaling.md
+    OMP_NUM_THREADS=1 python benchmarks/speed/scaling.py --quick            # smoke, ~2 min
+    OMP_NUM_THREADS=1 python benchmarks/speed/scaling.py --axes grid --json grid.json
+    python benchmarks/speed/scaling.py --merge *.json --out docs/scaling.md \
+        --plot docs/scaling_curves.png
     OMP_NUM_THREADS=1 python benchmarks/speed/scaling.py --decode stream --profile members=1000
 
 (``--profile`` runs that point once under cProfile with dask's synchronous scheduler and writes
@@ -43,6 +48,7 @@ import pstats
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -221,6 +227,29 @@ def _child(args) -> None:
     print("RESULT " + json.dumps(res))
 
 
+def _watch(proc: subprocess.Popen, timeout: float, kill_bytes: float, t0: float) -> str:
+    """Wait for ``proc``; kill it past ``timeout`` seconds or ``kill_bytes`` resident.
+    Returns why it was killed, or ``""``."""
+    while proc.poll() is None:
+        try:
+            text = Path(f"/proc/{proc.pid}/status").read_text()
+            rss = int(next(x for x in text.splitlines() if x.startswith("VmRSS:")).split()[1])
+        except (OSError, StopIteration):
+            rss = 0
+        elapsed = time.perf_counter() - t0
+        why = ""
+        if rss * 1024 > kill_bytes:
+            why = f"killed at {rss * 1024 / 1e9:.1f} GB resident after {elapsed:.0f} s"
+        elif elapsed > timeout:
+            why = f"killed at the time limit of {timeout:.0f} s per point"
+        if why:
+            proc.kill()
+            proc.wait()
+            return why
+        time.sleep(0.5)
+    return ""
+
+
 def run_point(axis: str, value, args) -> dict:
     s = point_setting(axis, value)
     row = {"axis": axis, "value": value, "setting": s, "decode": args.decode}
@@ -229,17 +258,20 @@ def run_point(axis: str, value, args) -> dict:
         return row | {"skipped": f"estimated peak {est / 1e9:.1f} GB > {args.max_gb} GB"}
     cmd = [sys.executable, __file__, "--child", json.dumps(s), "--repeats", str(args.repeats)]
     cmd += ["--decode", args.decode]
+    t0 = time.perf_counter()
     cmd += ["--long", str(args.long), "--threads", str(args.threads)]
     if args.profile_out:
         cmd += ["--profile-out", args.profile_out]
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return row | {"skipped": f"over the time limit of {args.timeout:.0f} s per point"}
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        why = _watch(proc, args.timeout, args.kill_gb * 1e9, t0)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if why:
+        return row | {"skipped": why}
+    lines = [x for x in stdout.splitlines() if x.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        return row | {"skipped": f"failed (rc {proc.returncode}): {proc.stderr[-300:]}"}
+        return row | {"skipped": f"failed (rc {proc.returncode}): {stderr[-300:]}"}
     res = json.loads(lines[-1][7:])
     res["load"] = os.getloadavg()[0]
     res["wall_point_s"] = time.perf_counter() - t0
@@ -351,6 +383,7 @@ def main() -> None:
     parser.add_argument("--values", nargs="+", default=None, help="points of the one axis")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, help="JSON rows to merge")
     parser.add_argument("--timeout", type=float, default=600.0, help="per point (s)")
+    parser.add_argument("--kill-gb", type=float, default=7.0, help="kill a point above (GB)")
     parser.add_argument("--out", type=Path, default=None, help="markdown table")
     parser.add_argument("--json", type=Path, default=None, help="rows as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of the curves")
