@@ -199,3 +199,11 @@ def test_decoded_fields_take_the_model_weight_and_the_constant(model):
     norm = model.schema.output_norm
     expect = (0.25 * (plain - norm.offset[0]) / norm.scale[0] + 0.3) * norm.scale[0]
     np.testing.assert_allclose(got, expect + norm.offset[0], rtol=1e-12, atol=1e-12)
+
+
+def test_a_dense_system_too_large_is_refused_before_it_is_made(model, truth, monkeypatch):
+    import xlevda.field_analysis as fa
+
+    monkeypatch.setattr(fa, "MAX_SYSTEM_BYTES", 24 * 8 * 8)  # at most 8 observations
+    with pytest.raises(ConfigError, match=r"window 0 .* its 9 simultaneous observations of 'eta'"):
+        target(truth).levda.assimilate(eta_obs(truth), model, LEVDA(window=2), run=RUN)

@@ -292,6 +292,23 @@ def metric_of(schema: SurrogateSchema) -> Metric:
     return Metric("plane", norm.offset, norm.scale)
 
 
+MAX_SYSTEM_BYTES = 2 << 30
+"""Memory the dense observation system of one set of observations may take (3 M x M floats)."""
+
+
+def _check_system_size(m: int, window: int, name: str) -> None:
+    """A :class:`~xlevda.errors.ConfigError` before a dense system too large to solve."""
+    need = 3 * 8 * m * m
+    if need > MAX_SYSTEM_BYTES:
+        most = int((MAX_SYSTEM_BYTES / 24) ** 0.5)
+        raise ConfigError(
+            f"the field analysis of window {window} would solve a dense system of its {m} "
+            f"simultaneous observations of {name!r} (about {need / 2**30:.1f} GiB; at most "
+            f"{most} fit): use LEVDA(model_error=ModelErrorTerm()) (white model-error draws, "
+            "no field analysis) or thin the observations"
+        )
+
+
 def _near(time: np.ndarray, t: float, time_scale: float | None) -> np.ndarray:
     """Rows of observation ``time`` within ``time_scale`` of ``t``, else of the nearest time."""
     if time_scale is not None and (near := np.abs(time - t) <= time_scale).any():
@@ -396,6 +413,7 @@ def case_increments(
         per_channel: list[Gain | None] = []
         for c in range(n_ch):
             rows = near & (r.channel == c)
+            _check_system_size(int(rows.sum()), w, schema.variables[c])
             per_channel.append(
                 window_gain(
                     torch.as_tensor(r.points[rows]),
