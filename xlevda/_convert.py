@@ -24,6 +24,7 @@ from xlevda.validate import real_array
 __all__ = [
     "SpatialLayout",
     "build_schema",
+    "check_params",
     "coord_points",
     "domain_tolerance",
     "find_time",
@@ -273,6 +274,39 @@ def _is_global_lat_lon(ds: xr.Dataset, layout: SpatialLayout) -> bool:
     return bool(np.allclose(steps, spacing, rtol=0.0, atol=1e-3 * spacing))  # float32-safe
 
 
+def check_params(ds: xr.Dataset, params: list[str], run_dim: str) -> None:
+    """Each parameter: on ``run_dim`` alone, real, finite and taking two values at least.
+
+    Raises
+    ------
+    VariableError
+        Naming the parameter, what it holds and what is expected.
+    """
+    for p in params:
+        if p not in ds.variables:
+            on_run = sorted(str(k) for k, v in ds.variables.items() if v.dims == (run_dim,))
+            raise VariableError(
+                f"parameter {p!r} is not a coordinate or variable of the dataset; available on "
+                f"{run_dim!r}: {on_run}"
+            )
+        if ds[p].dims != (run_dim,):
+            raise VariableError(
+                f"parameter {p!r} must be 1-D over {run_dim!r}, got dims {ds[p].dims}"
+            )
+        values = np.asarray(ds[p].values)
+        if values.dtype.kind not in "iuf":
+            raise VariableError(
+                f"parameter {p!r} must hold real numbers (int or float), got dtype {values.dtype}"
+            )
+        if not np.isfinite(values.astype(float)).all():
+            raise VariableError(f"parameter {p!r} holds NaN or infinite values")
+        if np.unique(values).size < 2:
+            raise VariableError(
+                f"parameter {p!r} takes the single value {values.flat[0]} on all {values.size} "
+                "runs: a parameter must vary across runs (leave it out of params)"
+            )
+
+
 def build_schema(
     ds: xr.Dataset,
     params: Sequence[str],
@@ -310,21 +344,9 @@ def build_schema(
         )
     variables = _check_variables(ds, variables, (run_dim, time, *layout.dims))
     param_vals = []
+    check_params(ds, params, run_dim)
     for p in params:
-        if p not in ds.variables:
-            on_run = sorted(str(k) for k, v in ds.variables.items() if v.dims == (run_dim,))
-            raise VariableError(
-                f"parameter {p!r} is not a coordinate or variable of the dataset; available on "
-                f"{run_dim!r}: {on_run}"
-            )
-        if ds[p].dims != (run_dim,):
-            raise VariableError(
-                f"parameter {p!r} must be 1-D over {run_dim!r}, got dims {ds[p].dims}"
-            )
-        vals = np.asarray(ds[p].values, float)
-        if not np.isfinite(vals).all():
-            raise VariableError(f"parameter {p!r} holds NaN or infinite values")
-        param_vals.append(vals)
+        param_vals.append(np.asarray(ds[p].values, float))
     pv = np.stack(param_vals, -1) if param_vals else np.zeros((ds.sizes[run_dim], 0))
 
     import dask

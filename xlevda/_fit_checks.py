@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from xlevda._convert import find_time, spatial_layout
+from xlevda._convert import check_params, find_time, spatial_layout
 from xlevda.errors import ConfigError, CoordinateError, ShapeError, VariableError
 from xlevda.validate import check_choice, check_int
 
@@ -159,7 +159,7 @@ variables=[...] to leave it out
             f"{run_dim!r} has {ds.sizes[run_dim]} run(s): need at least 2 runs, with "
             "parameters that differ, to learn how the fields depend on them"
         )
-    _check_params(ds, names, run_dim)
+    check_params(ds, names, run_dim)
     fields = _check_variables(ds, names, chosen, dims)
     mask = _check_values(ds, fields, dims, missing == "mask")
     return Archive(names, fields, mask)
@@ -255,33 +255,6 @@ def _no_repeats(what: str, rows: np.ndarray) -> None:
         raise CoordinateError(
             f"{what} must not repeat, got {shown} {int(counts.max())} times: each location once"
         )
-
-
-def _check_params(ds: xr.Dataset, params: list[str], run_dim: str) -> None:
-    """Each parameter: on ``run_dim`` alone, real, finite and taking two values at least."""
-    for p in params:
-        if p not in ds.variables:
-            on_run = sorted(str(k) for k, v in ds.variables.items() if v.dims == (run_dim,))
-            raise VariableError(
-                f"parameter {p!r} is not a coordinate or variable of the dataset; available on "
-                f"{run_dim!r}: {on_run}"
-            )
-        if ds[p].dims != (run_dim,):
-            raise VariableError(
-                f"parameter {p!r} must be 1-D over {run_dim!r}, got dims {ds[p].dims}"
-            )
-        values = np.asarray(ds[p].values)
-        if not _is_real(values):
-            raise VariableError(
-                f"parameter {p!r} must hold real numbers (int or float), got dtype {values.dtype}"
-            )
-        if not np.isfinite(values.astype(float)).all():
-            raise VariableError(f"parameter {p!r} holds NaN or infinite values")
-        if np.unique(values).size < 2:
-            raise VariableError(
-                f"parameter {p!r} takes the single value {values.flat[0]} on all {values.size} "
-                "runs: a parameter must vary across runs (leave it out of params)"
-            )
 
 
 def _check_variables(

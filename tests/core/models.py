@@ -213,3 +213,28 @@ def nonlinear_problem(K: int = 8, seed: int = 2):
     values = torch.where(layout.weight > 0, values, torch.nan)
     window = ObsWindow(layout.step, layout.frac, layout.points, values, layout.weight)
     return sur, window, z_b[:K]
+
+
+def torch_lbfgs_member(objective, j: int) -> tuple[float, Tensor]:
+    """Member ``j`` of a :class:`~xlevda.core.objective.WindowObjective` minimized by
+    ``torch.optim.LBFGS`` over the paper's full control (``alpha``, with a hybrid covariance
+    ``(alpha, v)``) from its start: the per-member reference of the batched solvers."""
+    x = objective.start_control[j : j + 1].clone().requires_grad_(True)
+    member = torch.tensor([j])
+    opt = torch.optim.LBFGS(
+        [x],
+        max_iter=1000,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-10,
+        tolerance_change=1e-15,
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = objective.cost_full(x, member).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return objective.cost_full(x, member).item(), objective.subspace.state(x)[0]

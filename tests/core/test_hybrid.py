@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from tests.core.models import F64, LinearSurrogate, random_ensemble, random_window
+from tests.core.models import (
+    F64,
+    LinearSurrogate,
+    random_ensemble,
+    random_window,
+    torch_lbfgs_member,
+)
 from tests.core.test_levda import TIGHT, TIGHT_GN, TIGHT_LBFGS, nonlinear_problem
 from xlevda.core.dynamics import trajectory
 from xlevda.core.gauss_newton import linearization
@@ -120,29 +126,6 @@ def test_static_weight_zero_is_ensemble_only(method, mode):
     torch.testing.assert_close(hyb.alpha[:, :8], plain.alpha, atol=1e-6, rtol=0)
 
 
-def _torch_lbfgs_member(objective: WindowObjective, j: int) -> tuple[float, torch.Tensor]:
-    """Member j with torch.optim.LBFGS on the full control (alpha, v) from its start."""
-    x = objective.start_control[j : j + 1].clone().requires_grad_(True)
-    member = torch.tensor([j])
-    opt = torch.optim.LBFGS(
-        [x],
-        max_iter=1000,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-10,
-        tolerance_change=1e-15,
-    )
-
-    def closure():
-        opt.zero_grad()
-        loss = objective.cost_full(x, member).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        return objective.cost_full(x, member).item(), objective.subspace.state(x)[0]
-
-
 @pytest.mark.parametrize("mode", [SharedCost(), RML(start="background")])
 def test_batched_equals_per_member_loop(mode):
     """The batched reduced solve equals torch.optim.LBFGS per member on eq. 19 in (alpha, v)."""
@@ -152,7 +135,7 @@ def test_batched_equals_per_member_loop(mode):
     res = solve_window(sur, z_b, window, optimizer=TIGHT_LBFGS, **kw)
     assert res.converged.all()
     for j in range(z_b.shape[0]):
-        cost, z = _torch_lbfgs_member(objective, j)
+        cost, z = torch_lbfgs_member(objective, j)
         assert abs(res.cost[j].item() - cost) <= 1e-6 * abs(cost)
         torch.testing.assert_close(res.z_analysis[j], z, atol=1e-5, rtol=0)
     gn = solve_window(sur, z_b, window, optimizer=TIGHT_GN, **kw)

@@ -21,6 +21,7 @@ from tests.core.models import (
     nonlinear_problem,
     random_ensemble,
     random_window,
+    torch_lbfgs_member,
 )
 from xlevda.core.dynamics import observe, propagate, trajectory
 from xlevda.core.excess import observed_excess, unexplained_variance
@@ -390,37 +391,13 @@ def test_unexplained_variance_is_the_error_the_spread_leaves_out():
 # --- 3. batched L-BFGS == per-member torch.optim.LBFGS on a nonlinear surrogate -------------
 
 
-def _torch_lbfgs(objective: WindowObjective, j: int) -> tuple[float, torch.Tensor]:
-    """Member j with torch.optim.LBFGS on eq. 19 in the paper's K-dimensional alpha."""
-    K = objective.subspace.size
-    alpha = (math.sqrt(K - 1) * torch.eye(K, dtype=F64)[j : j + 1]).requires_grad_(True)
-    member = torch.tensor([j])
-    opt = torch.optim.LBFGS(
-        [alpha],
-        max_iter=1000,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-10,
-        tolerance_change=1e-15,
-    )
-
-    def closure():
-        opt.zero_grad()
-        loss = objective.cost_full(alpha, member).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        return objective.cost_full(alpha, member).item(), objective.subspace.state(alpha)[0]
-
-
 def test_batched_lbfgs_equals_torch_lbfgs_loop():
     sur, window, z_b = nonlinear_problem()
     objective = WindowObjective.build(sur, z_b, window)
     res = solve_window(sur, z_b, window, **TIGHT["lbfgs"])
     assert res.converged.all()
     for j in range(z_b.shape[0]):
-        cost, z = _torch_lbfgs(objective, j)
+        cost, z = torch_lbfgs_member(objective, j)
         assert abs(res.cost[j].item() - cost) <= 1e-6 * abs(cost)
         torch.testing.assert_close(res.z_analysis[j], z, atol=1e-5, rtol=0)
 
