@@ -275,7 +275,7 @@ def _is_global_lat_lon(ds: xr.Dataset, layout: SpatialLayout) -> bool:
 
 
 def check_params(ds: xr.Dataset, params: list[str], run_dim: str) -> None:
-    """Each parameter: on ``run_dim`` alone, real, finite and taking two values at least.
+    """Each parameter: on ``run_dim`` alone, real and finite.
 
     Raises
     ------
@@ -300,11 +300,6 @@ def check_params(ds: xr.Dataset, params: list[str], run_dim: str) -> None:
             )
         if not np.isfinite(values.astype(float)).all():
             raise VariableError(f"parameter {p!r} holds NaN or infinite values")
-        if np.unique(values).size < 2:
-            raise VariableError(
-                f"parameter {p!r} takes the single value {values.flat[0]} on all {values.size} "
-                "runs: a parameter must vary across runs (leave it out of params)"
-            )
 
 
 def build_schema(

@@ -160,6 +160,13 @@ variables=[...] to leave it out
             "parameters that differ, to learn how the fields depend on them"
         )
     check_params(ds, names, run_dim)
+    for p in names:
+        values = np.asarray(ds[p].values)
+        if np.unique(values).size < 2:
+            raise VariableError(
+                f"parameter {p!r} takes the single value {values.flat[0]} on all {values.size} "
+                "runs: a parameter must vary across runs (leave it out of params)"
+            )
     fields = _check_variables(ds, names, chosen, dims)
     mask = _check_values(ds, fields, dims, missing == "mask")
     return Archive(names, fields, mask)
