@@ -148,14 +148,14 @@ def scores(
     return out | {"param_err": float(s.param_err.mean())}
 
 
-def tune_letkf(model: TsunamiModel, cfg, members: int) -> LETKF:
-    """LETKF's radius and inflation with the lowest relative RMSE on a held-out truth."""
+def tune_letkf(model: TsunamiModel, cfg, members: int, radii=RADII, inflations=INFLATIONS) -> LETKF:
+    """LETKF's radius (cells) and inflation with the lowest relative RMSE on a held-out truth."""
     truth, _ = make_truth("train", cfg, TUNE_SEED)
     obs = _observe(truth, TUNE_SEED)
     initial = tsunami.sample_sources(members, seed=TUNE_SEED + 5_000, config=cfg)
     best: tuple[float, LETKF] | None = None
-    for radius in RADII:
-        for inflation in INFLATIONS:
+    for radius in radii:
+        for inflation in inflations:
             method = LETKF(
                 inflation=Inflation(inflation),
                 localization=Localization(radius * cfg.length / cfg.nx / 1e3),
@@ -249,6 +249,8 @@ def main() -> None:
     all_methods = ["LEVDA", "LEVDA ens-only", "OI", "free surrogate", "LETKF sim"]
     parser.add_argument("--methods", nargs="+", default=all_methods, choices=all_methods)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "off_manifold.md")
+    parser.add_argument("--radii", type=float, nargs="+", default=RADII, help="LETKF, cells")
+    parser.add_argument("--inflations", type=float, nargs="+", default=INFLATIONS)
     args = parser.parse_args()
     system = SYSTEMS[args.system]
     if args.cases is None:
@@ -260,7 +262,7 @@ def main() -> None:
     if args.system == "tsunami":
         sim = TsunamiModel(cfg, dtype=torch.float32)
         if "LETKF sim" in args.methods:
-            letkf = tune_letkf(sim, cfg, args.full_members)
+            letkf = tune_letkf(sim, cfg, args.full_members, args.radii, args.inflations)
     runs = methods(surrogate, sim, letkf, args)
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     print(f"{'case':<15} {'seed':>4} {'method':<15} {'rRMSE':>7} {'s/e':>5} {'CRPS':>8} "
