@@ -151,6 +151,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--data", default=None, help="cache the simulated runs in this .nc file")
     parser.add_argument(
+        "--refine",
+        type=int,
+        default=1,
+        help="simulate on a grid this many times finer and average onto --grid (converged runs)",
+    )
+    parser.add_argument(
         "--resume", default=None, help="continue training from this saved model (same sizes)"
     )
     parser.add_argument(
@@ -202,7 +208,10 @@ def _load_runs(args: argparse.Namespace) -> tuple[xr.Dataset, float]:
         runs = xr.open_dataset(cache).load()
     else:
         runs = tsunami.simulate(
-            **tsunami.sample_sources(200, seed=args.seed, config=cfg), config=cfg
+            **tsunami.sample_sources(200, seed=args.seed, config=cfg),
+            config=cfg,
+            refine=args.refine,
+            progress=True,
         )
         if cache is not None:
             runs.to_netcdf(cache)
@@ -269,6 +278,7 @@ def _report(args, model, test_runs, t_sim: float, t_train: float, pod_info, save
     result = {
         "decoder": "cosine (linear LDNet)" if args.linear else args.decoder,
         "grid": f"{args.grid}x{args.grid}",
+        "refine": args.refine,
         "latent_dim": args.latent_dim,
         "epochs": None if args.linear else args.epochs,
         "parameters": sum(p.numel() for p in model.parameters()),

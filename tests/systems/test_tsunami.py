@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -152,3 +153,21 @@ def test_bad_sources_and_times_are_rejected():
         simulate(43.0, 165.0, cfg, dtype=torch.int64)
     with pytest.raises(ConfigError, match=r"n_runs must be an integer >= 1, got 0"):
         sample_sources(0)
+
+
+def test_refined_runs_are_the_fine_grid_averaged_onto_the_coarse_one():
+    cfg = TsunamiConfig(nx=6, ny=6, n_frames=3)
+    src = sample_sources(2, seed=3, config=cfg)
+    refined = simulate(**src, config=cfg, refine=2)
+    fine = simulate(**src, config=dataclasses.replace(cfg, nx=12, ny=12))
+    coarse = simulate(**src, config=cfg)
+    for name in ("u", "v", "eta"):  # the same arithmetic, reshaped: identical
+        np.testing.assert_array_equal(
+            refined[name].values, fine[name].coarsen(lat=2, lon=2).mean().values
+        )
+    for name in ("lat", "lon", "x", "y", "time"):
+        np.testing.assert_array_equal(refined[name].values, coarse[name].values)
+    assert refined.attrs["refine"] == 2 and coarse.attrs["refine"] == 1
+    assert not np.array_equal(refined.eta.values, coarse.eta.values)
+    with pytest.raises(ConfigError, match=r"refine must be an integer >= 1, got 0"):
+        simulate(**src, config=cfg, refine=0)
