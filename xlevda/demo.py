@@ -138,13 +138,17 @@ def simulate_truth(
 ) -> tuple[xr.Dataset, dict[str, float]]:
     """The hidden truth of a twin experiment: one run of ``system`` with drawn parameters.
 
-    Simulated with the configuration ``model`` was trained on (:func:`training_config`) and
-    parameters drawn from ``seed``; returns the run and its parameters.
+    Simulated with the configuration ``model`` was trained on (:func:`training_config`),
+    refined as its training runs were (their ``refine`` attribute, e.g.
+    ``tsunami.simulate(..., refine=3)``), and parameters drawn from ``seed``; returns the
+    run and its parameters.
     """
     sys_ = SYSTEMS[system]
     cfg = training_config(sys_, model)
     params = sys_.draw(seed, cfg)
-    truth = sys_.module.simulate(**params, config=cfg, progress=False).isel(run=0)
+    attrs = model.schema.attrs
+    refined = {"refine": int(attrs["refine"])} if "refine" in attrs else {}
+    truth = sys_.module.simulate(**params, config=cfg, progress=False, **refined).isel(run=0)
     return truth, {k: float(v[0]) for k, v in params.items()}
 
 

@@ -10,7 +10,12 @@ Issue 16, item 6.  The shipped tsunami surrogate (trained on 48x48 runs of
   ``(H + eta)`` flux term, ``eta / H`` about 1 %);
 - ``source outside``: a source in the north-east quadrant, outside the training box;
 - ``3x resolution``: the training configuration simulated at 144x144 and averaged 3x3 onto
-  the 48x48 grid (the training runs' resolution error is then model error).
+  the 48x48 grid (``refine=3``: the 48x48 runs' resolution error is then model error);
+- ``coarse grid``: the training configuration simulated on the 48x48 grid itself
+  (``refine=1``), for surrogates trained on refined runs.
+
+``--refine N`` simulates every other truth ``N`` times finer (default: as the surrogate's
+training runs were, their ``refine`` attribute, else 1).
 
 With ``--system kolmogorov``: the shipped Kolmogorov surrogate (64x64, Reynolds number
 unknown, trained on runs from one initial condition), truths from that initial condition
@@ -57,6 +62,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from xlevda import load_surrogate
 from xlevda.demo import SYSTEMS, prior_forecast, training_config, twin_scores
 from xlevda.methods import LETKF, LEVDA, OI, FieldAnalysis, Inflation, Localization
 from xlevda.model_error import ModelErrorTerm
@@ -83,8 +89,9 @@ def _sources(seed: int, cfg: tsunami.TsunamiConfig, box: tuple[float, float]) ->
     return {"src_lat": lat, "src_lon": lon}
 
 
-def _run(cfg: tsunami.TsunamiConfig, src: dict) -> xr.Dataset:
-    return tsunami.simulate(**src, config=cfg, progress=False).isel(run=0)[VARIABLES]
+def _run(cfg: tsunami.TsunamiConfig, src: dict, refine: int) -> xr.Dataset:
+    run = tsunami.simulate(**src, config=cfg, progress=False, refine=refine)
+    return run.isel(run=0)[VARIABLES]
 
 
 def kolmogorov_truth(case: str, cfg, seed: int) -> tuple[xr.Dataset, dict]:
@@ -96,32 +103,35 @@ def kolmogorov_truth(case: str, cfg, seed: int) -> tuple[xr.Dataset, dict]:
     return truth[["u", "v", "vorticity"]], {"Re": float(re[0])}
 
 
-def make_truth(case: str, cfg: tsunami.TsunamiConfig, seed: int) -> tuple[xr.Dataset, dict]:
-    """The truth of ``case`` on the training grid and its source (``{}`` if not one)."""
+def make_truth(
+    case: str, cfg: tsunami.TsunamiConfig, seed: int, refine: int = 1
+) -> tuple[xr.Dataset, dict]:
+    """The truth of ``case`` on the training grid and its source (``{}`` if not one),
+    simulated ``refine`` times finer (``tsunami.simulate(refine=...)``) except in the
+    resolution cases."""
     if isinstance(cfg, kolmogorov.KolmogorovConfig):
         return kolmogorov_truth(case, cfg, seed)
     inside = (0.0, 0.5)
     src = _sources(seed, cfg, inside)
     true = {k: float(v[0]) for k, v in src.items()}
     if case == "train":
-        return _run(cfg, src), true
+        return _run(cfg, src, refine), true
     if case == "amplitude 1.5x":
-        return _run(_scaled(cfg, "amplitude", 1.5), src), true
+        return _run(_scaled(cfg, "amplitude", 1.5), src, refine), true
     if case == "width 1.6x":
-        return _run(_scaled(cfg, "sigma", 1.6), src), true
+        return _run(_scaled(cfg, "sigma", 1.6), src, refine), true
     if case == "depth 120 m":
-        return _run(dataclasses.replace(cfg, depth=120.0), src), true
+        return _run(dataclasses.replace(cfg, depth=120.0), src, refine), true
     if case == "two sources":
         other = _sources(seed + 10_000, cfg, inside)
-        return _run(cfg, src) + _run(cfg, other), {}
+        return _run(cfg, src, refine) + _run(cfg, other, refine), {}
     if case == "source outside":
         src = _sources(seed, cfg, (0.6, 0.9))
-        return _run(cfg, src), {k: float(v[0]) for k, v in src.items()}
+        return _run(cfg, src, refine), {k: float(v[0]) for k, v in src.items()}
     if case == "3x resolution":
-        fine = _run(dataclasses.replace(cfg, nx=3 * cfg.nx, ny=3 * cfg.ny), src)
-        coarse = fine.coarsen(lat=3, lon=3).mean()
-        grid = _run(dataclasses.replace(cfg, n_frames=1), src)  # the training grid's coords
-        return coarse.assign_coords(lat=grid.lat, lon=grid.lon), true
+        return _run(cfg, src, 3), true
+    if case == "coarse grid":
+        return _run(cfg, src, 1), true
     raise SystemExit(f"unknown case {case!r}")
 
 
@@ -134,6 +144,7 @@ CASES = (
     "two sources",
     "source outside",
     "3x resolution",
+    "coarse grid",
 )
 
 
@@ -148,9 +159,11 @@ def scores(
     return out | {"param_err": float(s.param_err.mean())}
 
 
-def tune_letkf(model: TsunamiModel, cfg, members: int, radii=RADII, inflations=INFLATIONS) -> LETKF:
+def tune_letkf(
+    model: TsunamiModel, cfg, members: int, radii=RADII, inflations=INFLATIONS, refine: int = 1
+) -> LETKF:
     """LETKF's radius (cells) and inflation with the lowest relative RMSE on a held-out truth."""
-    truth, _ = make_truth("train", cfg, TUNE_SEED)
+    truth, _ = make_truth("train", cfg, TUNE_SEED, refine)
     obs = _observe(truth, TUNE_SEED)
     initial = tsunami.sample_sources(members, seed=TUNE_SEED + 5_000, config=cfg)
     best: tuple[float, LETKF] | None = None
@@ -214,11 +227,12 @@ def methods(surrogate, sim, letkf: LETKF | None, args) -> dict[str, Callable]:
     return {k: v for k, v in out.items() if k in args.methods}
 
 
-def markdown(medians: dict, seeds, letkf: LETKF | None, system: str) -> str:
+def markdown(medians: dict, seeds, letkf: LETKF | None, system: str, refine: int) -> str:
     lines = [
         f"# Off the training manifold (issue 16): {system}",
         "",
-        f"Written by `python benchmarks/accuracy/off_manifold.py --system {system}` on "
+        f"Written by `python benchmarks/accuracy/off_manifold.py --system {system}` "
+        f"(tsunami truths refined {refine}x) on "
         f"{platform.machine()} ({torch.get_num_threads()} torch threads); medians over the "
         f"truths of seeds {list(seeds)}.  Relative RMSE of all fields (each divided by its "
         "truth's standard deviation), spread/error, CRPS of the main variable, parameter error "
@@ -249,27 +263,35 @@ def main() -> None:
     all_methods = ["LEVDA", "LEVDA ens-only", "OI", "free surrogate", "LETKF sim"]
     parser.add_argument("--methods", nargs="+", default=all_methods, choices=all_methods)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "off_manifold.md")
+    parser.add_argument("--refine", type=int, help="tsunami truths N times finer")
+    parser.add_argument("--surrogate", type=Path, help="a surrogate file instead of the shipped")
     parser.add_argument("--radii", type=float, nargs="+", default=RADII, help="LETKF, cells")
     parser.add_argument("--inflations", type=float, nargs="+", default=INFLATIONS)
     args = parser.parse_args()
     system = SYSTEMS[args.system]
     if args.cases is None:
         args.cases = list(CASES if args.system == "tsunami" else KOLMOGOROV_CASES)
-    surrogate = load_pretrained(args.system)
+    surrogate = (
+        load_pretrained(args.system) if args.surrogate is None else load_surrogate(args.surrogate)
+    )
+    if args.refine is None:
+        args.refine = int(surrogate.schema.attrs.get("refine", 1))
     cfg = training_config(system, surrogate)
     prior = dict(zip(surrogate.schema.params, surrogate.schema.param_range, strict=True))
     letkf = sim = None
     if args.system == "tsunami":
         sim = TsunamiModel(cfg, dtype=torch.float32)
         if "LETKF sim" in args.methods:
-            letkf = tune_letkf(sim, cfg, args.full_members, args.radii, args.inflations)
+            letkf = tune_letkf(
+                sim, cfg, args.full_members, args.radii, args.inflations, args.refine
+            )
     runs = methods(surrogate, sim, letkf, args)
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     print(f"{'case':<15} {'seed':>4} {'method':<15} {'rRMSE':>7} {'s/e':>5} {'CRPS':>8} "
           f"{'param':>7} {'s':>6}")  # fmt: skip
     for case in args.cases:
         for seed in args.seeds:
-            truth, true = make_truth(case, cfg, seed)
+            truth, true = make_truth(case, cfg, seed, args.refine)
             obs = _observe(truth, seed, system.observed)
             for name, fn in runs.items():
                 t0 = time.perf_counter()
@@ -284,7 +306,7 @@ def main() -> None:
         key: {k: float(np.median([v[k] for v in values])) for k in values[0]}
         for key, values in results.items()
     }
-    text = markdown(medians, args.seeds, letkf, args.system)
+    text = markdown(medians, args.seeds, letkf, args.system, args.refine)
     args.out.write_text(text)
     print("\n" + text)
 
