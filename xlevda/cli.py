@@ -132,7 +132,7 @@ def default_target(model, obs):
     import numpy as np
     import xarray as xr
 
-    from xlevda._convert import find_time
+    from xlevda._convert import find_time, grid_coords
 
     s = model.schema
     frames = model.frame_times()
@@ -145,9 +145,7 @@ def default_target(model, obs):
     after = frames[frames >= t_obs.max()]
     start = before[-1] if before.size else frames[0]
     end = after[0] if after.size else frames[-1]
-    coords = {
-        c: (c, np.asarray(s.grid[c]), dict(a)) for c, a in zip(s.coords, s.coord_attrs, strict=True)
-    }
+    coords = grid_coords(s)
     times = frames[(frames >= start) & (frames <= end)]
     return xr.Dataset(coords={"time": ("time", times, {"standard_name": "time"}), **coords})
 
