@@ -8,9 +8,13 @@ fits on the same training points give the same model up to round-off.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import xlevda
 from xlevda._obs import obs_table
@@ -351,3 +355,49 @@ def test_bad_grid_shape_is_refused():
         schema_from_dict("f", data | {"grid_shape": {"y": 6, "x": 4}})
     with pytest.raises(SurrogateFileError, match="sizes >= 1"):
         schema_from_dict("f", data | {"grid_shape": {"y": 0, "x": 5}})
+
+
+def test_where_locations_match_by_common_name_and_either_longitude_convention():
+    model = fit(lat_lon_grid(LON_180))
+    lat, lon = np.array([-3.0, 0.5, 4.0]), np.array([171.0, 179.9, -172.0])
+    where = xr.Dataset(coords={"lat": ("p", lat, LAT), "lon": ("p", lon, LON)})
+    expected = model.predict({"a": 0.1, "b": 1.0}, where=where).eta.values
+    other = xr.Dataset(coords={"latitude": ("p", lat), "longitude": ("p", np.mod(lon, 360))})
+    out = model.predict({"a": 0.1, "b": 1.0}, where=other)
+    assert out.eta.dims == ("time", "p") and "latitude" in out.coords
+    np.testing.assert_allclose(out.eta.values, expected, rtol=0, atol=1e-12)
+    with pytest.raises(CoordinateError, match=r"locations: no coordinate matches .* 'lat'"):
+        model.predict({"a": 0.1, "b": 1.0}, where=other.rename(latitude="phi"))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    start=st.floats(-360.0, 360.0),
+    width=st.floats(1.0, 300.0),
+    n=st.integers(2, 12),
+    turns=st.integers(-2, 2),
+)
+def test_unwrapped_longitudes_are_one_interval_in_any_convention(start, width, n, turns):
+    """A region (points closer together than the gap around the rest of the globe) given
+    in -180..180, 0..360 or shifted by whole turns unwraps to the region plus one
+    multiple of 360 degrees, and every convention embeds to the same query points."""
+    from hypothesis import assume
+
+    from xlevda._coords import unwrap_longitudes
+    from xlevda.surrogates.schema import Affine, SurrogateSchema
+
+    assume(width / (n - 1) < 360.0 - width - 1e-6)
+    lon = start + np.linspace(0.0, width, n)
+    for given_lon in ((lon + 180.0) % 360.0 - 180.0, lon % 360.0, lon + 360.0 * turns):
+        shift = (unwrap_longitudes(given_lon) - lon) / 360.0
+        np.testing.assert_allclose(shift, np.round(shift[0]), rtol=0, atol=1e-9)
+    u = unwrap_longitudes(lon % 360.0)
+    schema = SurrogateSchema.minimal(2, coords=("lat", "lon"))
+    schema = dataclasses.replace(
+        schema, coord_norm=Affine.from_range([0.0, u.min()], [1.0, u.max()])
+    )
+    pos = np.stack([np.zeros(n), lon % 360.0], -1)
+    points, inside = schema.embed(pos)
+    assert inside.all()
+    other, _ = schema.embed(np.stack([np.zeros(n), (lon + 180.0) % 360.0 - 180.0], -1))
+    np.testing.assert_allclose(other, points, rtol=0, atol=1e-12)

@@ -125,7 +125,7 @@ def to_points(
         extrapolation.
     """
     exclude = [t for t in ("time",) if t in obj.coords and t not in schema.coords]
-    layout = spatial_layout(obj, match_coords(obj, schema, what="target", exclude=exclude))
+    layout = spatial_layout(obj, match_coords(obj, schema, what="locations", exclude=exclude))
     for c in layout.coords:
         if obj[c].size == 0:
             raise CoordinateError(

@@ -130,7 +130,11 @@ class SpatialLayout:
 
 
 def spatial_layout(
-    obj: xr.Dataset | xr.DataArray, coords: Sequence[str] | None = None, **exclude
+    obj: xr.Dataset | xr.DataArray,
+    coords: Sequence[str] | None = None,
+    *,
+    exclude: Collection[str] = (),
+    exclude_dims: Collection[str] = (),
 ) -> SpatialLayout:
     """Detect the spatial coordinates and whether the data are gridded or scattered.
 
@@ -142,7 +146,10 @@ def spatial_layout(
         dimension (points).
     coords : sequence of str, optional
         The coordinate names to use, in decoder order; detected when omitted
-        (:func:`spatial_names`, which ``exclude`` and ``exclude_dims`` are passed to).
+        (:func:`spatial_names`).
+    exclude, exclude_dims : collection of str
+        For detection: names never taken as space, and dimensions whose coordinates
+        are never space (:func:`spatial_names`).
 
     Examples
     --------
@@ -154,7 +161,7 @@ def spatial_layout(
     >>> spatial_layout(xr.Dataset(coords={"la": mesh, "lo": mesh}), ["la", "lo"]).curvilinear
     True
     """
-    names = tuple(coords) if coords is not None else spatial_names(obj, **exclude)
+    names = tuple(coords) if coords is not None else spatial_names(obj, exclude, exclude_dims)
     for name in names:
         if name not in obj.coords:
             raise CoordinateError(
