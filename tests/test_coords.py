@@ -401,3 +401,14 @@ def test_unwrapped_longitudes_are_one_interval_in_any_convention(start, width, n
     assert inside.all()
     other, _ = schema.embed(np.stack([np.zeros(n), (lon + 180.0) % 360.0 - 180.0], -1))
     np.testing.assert_allclose(other, points, rtol=0, atol=1e-12)
+
+
+def test_command_line_train_names_the_spatial_coordinates(tmp_path):
+    from xlevda.cli import main
+
+    runs, model = tmp_path / "runs.nc", tmp_path / "m.pt"
+    curvilinear_grid().to_netcdf(runs)
+    train = ["train", str(runs), "--params", "a", "b", "--decoder", "linear", "--latent-dim", "3"]
+    for coords, expected in ((["--coords", "y", "x"], ("y", "x")), ([], ("lat", "lon"))):
+        assert main([*train, "--cosine-terms", "4", *coords, "-q", "-o", str(model)]) == 0
+        assert xlevda.load_surrogate(model).schema.coords == expected

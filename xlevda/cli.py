@@ -111,7 +111,12 @@ def _train(args: argparse.Namespace) -> int:
     cfg = train_config(args)
     t0 = time.perf_counter()
     model = LDNet.fit(
-        ds, params=args.params, config=cfg, variables=args.variables, progress=_show_progress(args)
+        ds,
+        params=args.params,
+        config=cfg,
+        variables=args.variables,
+        progress=_show_progress(args),
+        coords=args.coords,
     )
     elapsed = time.perf_counter() - t0
     if args.decoder == "linear":
@@ -291,6 +296,12 @@ def _add_train(sub) -> None:
         nargs="+",
         default=None,
         help="fields to learn (default: all with dims run, time, space)",
+    )
+    tr.add_argument(
+        "--coords",
+        nargs="+",
+        default=None,
+        help="spatial coordinates in decoder order, e.g. y x or 2-D lat lon (default: detected)",
     )
     model, train = _fit_defaults()
     tr.add_argument(
