@@ -292,6 +292,8 @@ def test_observation_coordinates_never_matched_silently():
     )
     with pytest.raises(ObservationError, match=r"coords names \['depth'\], not spatial"):
         obs_table(obs, schema, coords={"depth": "latitude"})
+    with pytest.raises(ObservationError, match="a different coordinate for each"):
+        obs_table(obs, schema, coords=["latitude", "latitude"])
     with pytest.raises(ObservationError, match=r"'nope' is not a coordinate of the observations"):
         obs_table(obs, schema, coords={"lat": "nope"})
 

@@ -302,6 +302,8 @@ def _override(
         )
     if any(not isinstance(v, str) for v in given.values()):
         raise error(f"coords must map to coordinate names (strings), got {given!r}")
+    if len(set(given.values())) < len(given):
+        raise error(f"coords must name a different coordinate for each, got {given!r}")
     return given
 
 
