@@ -86,7 +86,7 @@ def test_outside_domain_error_and_drop(runs, schema):
         (lambda o: o.assign(eta_std=o.eta_std * 0), "must be finite and > 0, got 0.0"),
         (lambda o: o.assign(eta_std=-o.eta_std), "must be finite and > 0, got -0.1"),
         (lambda o: o.assign(eta=o.eta * np.nan), "'eta' holds only NaN"),
-        (lambda o: o.drop_vars("lat"), "lack the position coordinate 'lat'"),
+        (lambda o: o.drop_vars("lat"), "no coordinate matches the surrogate's .* 'lat'"),
         (lambda o: o.drop_vars("time"), "no time coordinate"),
     ],
 )

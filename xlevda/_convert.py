@@ -10,16 +10,28 @@ training Dataset and maps coordinates to normalized query points and times to
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 
 import cf_xarray  # noqa: F401  (registers the .cf accessor)
 import numpy as np
 import xarray as xr
 
+from xlevda._coords import (
+    SpatialLayout,
+    coord_points,
+    grid_coords,
+    match_coords,
+    spatial_layout,
+    unwrap_longitudes,
+)
 from xlevda._times import frame_times, time_numbers, times_to_steps
 from xlevda.errors import CoordinateError, ShapeError, VariableError
-from xlevda.surrogates.schema import Affine, SurrogateSchema
-from xlevda.validate import real_array
+from xlevda.surrogates.schema import (
+    LATITUDE_UNITS,
+    LONGITUDE_UNITS,
+    Affine,
+    SurrogateSchema,
+    is_longitude,
+)
 
 __all__ = [
     "SpatialLayout",
@@ -29,13 +41,13 @@ __all__ = [
     "domain_tolerance",
     "find_time",
     "frame_times",
+    "grid_coords",
     "spatial_layout",
     "times_to_steps",
     "to_points",
 ]
 
 _TIME_NAMES = ("time", "t", "times")
-_SPATIAL_NAME_PAIRS = (("lat", "lon"), ("latitude", "longitude"), ("y", "x"))
 _ATTR_KEYS = ("units", "standard_name", "long_name", "axis")
 
 
@@ -63,103 +75,6 @@ def find_time(obj: xr.Dataset | xr.DataArray) -> str:
         f"no time coordinate found among coordinates {sorted(map(str, obj.coords))}: expected "
         "a coordinate with standard_name 'time' or axis 'T', or one named 'time'"
     )
-
-
-def _spatial_names(obj: xr.Dataset | xr.DataArray) -> tuple[str, str]:
-    cf_coords, cf_axes = obj.cf.coordinates, obj.cf.axes
-
-    def best(names: list[str]) -> str:
-        # dimension coordinates first: a parameter such as src_lat(run) may carry
-        # latitude units too
-        return sorted(names, key=lambda n: (n not in obj.dims, obj[n].ndim == 0))[0]
-
-    candidates: list[tuple[str, str]] = []
-    if cf_coords.get("latitude") and cf_coords.get("longitude"):
-        candidates.append((best(cf_coords["latitude"]), best(cf_coords["longitude"])))
-    if cf_axes.get("Y") and cf_axes.get("X"):
-        candidates.append((best(cf_axes["Y"]), best(cf_axes["X"])))
-    candidates.extend(_SPATIAL_NAME_PAIRS)
-    for ycoord, xcoord in candidates:
-        if ycoord in obj.coords and xcoord in obj.coords:
-            return str(ycoord), str(xcoord)
-    raise CoordinateError(
-        f"no spatial coordinates found among coordinates {sorted(map(str, obj.coords))}: "
-        "expected latitude/longitude (standard_name or names lat/lon) or projection "
-        "coordinates y/x (axis Y/X)"
-    )
-
-
-@dataclass(frozen=True)
-class SpatialLayout:
-    """Where the spatial values of a Dataset live.
-
-    Attributes
-    ----------
-    coords : tuple of str
-        Coordinate names in decoder order, e.g. ``("lat", "lon")``.
-    dims : tuple of str
-        Spatial dimensions of the data variables: ``("lat", "lon")`` for a grid,
-        ``("point",)`` for scattered points.
-    gridded : bool
-        Whether each coordinate is its own 1-D dimension.
-    """
-
-    coords: tuple[str, str]
-    dims: tuple[str, ...]
-    gridded: bool
-
-
-def spatial_layout(
-    obj: xr.Dataset | xr.DataArray, coords: Sequence[str] | None = None
-) -> SpatialLayout:
-    """Detect the spatial coordinates and whether the data are gridded or scattered.
-
-    Parameters
-    ----------
-    obj : Dataset or DataArray
-        Data with either 1-D dimension coordinates (a grid) or coordinates that
-        share one dimension (points).
-    coords : sequence of str, optional
-        The coordinate names to use, in decoder order; detected when omitted.
-
-    Examples
-    --------
-    >>> import numpy as np, xarray as xr
-    >>> ds = xr.Dataset(coords={"lat": np.arange(3.0), "lon": np.arange(4.0)})
-    >>> spatial_layout(ds)
-    SpatialLayout(coords=('lat', 'lon'), dims=('lat', 'lon'), gridded=True)
-    """
-    names = tuple(coords) if coords is not None else _spatial_names(obj)
-    for name in names:
-        if name not in obj.coords:
-            raise CoordinateError(
-                f"spatial coordinate {name!r} not found; coordinates are "
-                f"{sorted(map(str, obj.coords))}"
-            )
-    dims = [obj[name].dims for name in names]
-    if all(d == (name,) for d, name in zip(dims, names, strict=True)):
-        return SpatialLayout(names, names, gridded=True)
-    if all(len(d) == 1 for d in dims) and len(set(dims)) == 1:
-        return SpatialLayout(names, dims[0], gridded=False)
-    raise CoordinateError(
-        f"spatial coordinates {names} have dimensions {dims}: expected either 1-D dimension "
-        "coordinates (a grid) or coordinates sharing one point dimension"
-    )
-
-
-def coord_points(obj: xr.Dataset | xr.DataArray, layout: SpatialLayout) -> np.ndarray:
-    """Physical coordinates of every spatial location, ``(N_pts, n_coords)``, C order.
-
-    Grid coordinates are expanded to their mesh (the first coordinate varying slowest).
-    """
-    values = [
-        real_array(f"spatial coordinate {c!r}", obj[c].values, CoordinateError, nan=False)
-        for c in layout.coords
-    ]
-    if layout.gridded:
-        mesh = np.meshgrid(*values, indexing="ij")
-        return np.stack([m.ravel() for m in mesh], axis=-1)
-    return np.stack(values, axis=-1)
 
 
 def domain_tolerance(dtypes: Sequence[np.dtype], schema: SurrogateSchema) -> float:
@@ -190,8 +105,11 @@ def to_points(
 ) -> tuple[np.ndarray, SpatialLayout]:
     """Normalized query points of ``obj``'s spatial locations.
 
-    The domain test allows the rounding of the coordinates' dtype
-    (:func:`domain_tolerance`): the training grid stored in float32 is inside.
+    The surrogate's coordinates are found in ``obj`` by name, CF identity or common
+    name (:func:`xlevda._coords.match_coords`); ``layout.coords`` holds ``obj``'s names.
+    Longitudes are taken modulo 360 degrees (:meth:`SurrogateSchema.embed`).  The domain
+    test allows the rounding of the coordinates' dtype (:func:`domain_tolerance`): the
+    training grid stored in float32 is inside.
 
     Returns
     -------
@@ -206,7 +124,8 @@ def to_points(
         a location lies outside the training domain: decoding there would be
         extrapolation.
     """
-    layout = spatial_layout(obj, schema.coords)
+    exclude = [t for t in ("time",) if t in obj.coords and t not in schema.coords]
+    layout = spatial_layout(obj, match_coords(obj, schema, what="locations", exclude=exclude))
     for c in layout.coords:
         if obj[c].size == 0:
             raise CoordinateError(
@@ -221,7 +140,7 @@ def to_points(
         bounds = ", ".join(f"{c} in {_coord_bounds(schema, j)}" for j, c in names)
         raise CoordinateError(
             f"{int((~inside).sum())} location(s) lie outside the surrogate's domain: e.g. "
-            + ", ".join(f"{c}={xyz[i, j]:.6g}" for j, c in enumerate(schema.coords))
+            + ", ".join(f"{c}={xyz[i, j]:.6g}" for j, c in enumerate(layout.coords))
             + f"; expected {bounds}"
         )
     return pts, layout
@@ -260,10 +179,12 @@ def _is_global_lat_lon(ds: xr.Dataset, layout: SpatialLayout) -> bool:
     if not layout.gridded or len(layout.coords) != 2:
         return False
     lat, lon = (_attrs(ds[c]) for c in layout.coords)
-    lat_units = {"degrees_north", "degree_north", "degree_n", "degrees_n", "degreen", "degreesn"}
-    lon_units = {"degrees_east", "degree_east", "degree_e", "degrees_e", "degreee", "degreese"}
-    is_lat = lat.get("standard_name") == "latitude" or lat.get("units", "").lower() in lat_units
-    is_lon = lon.get("standard_name") == "longitude" or lon.get("units", "").lower() in lon_units
+    is_lat = (
+        lat.get("standard_name") == "latitude" or lat.get("units", "").lower() in LATITUDE_UNITS
+    )
+    is_lon = (
+        lon.get("standard_name") == "longitude" or lon.get("units", "").lower() in LONGITUDE_UNITS
+    )
     if not (is_lat and is_lon):
         return False
     lons = np.sort(np.mod(np.asarray(ds[layout.coords[1]].values, float), 360.0))
@@ -309,6 +230,7 @@ def build_schema(
     *,
     run_dim: str = "run",
     allow_nan: bool = False,
+    coords: Sequence[str] | None = None,
 ) -> SurrogateSchema:
     """Schema of a training Dataset: names, normalizations, time axis, parameter ranges.
 
@@ -316,7 +238,9 @@ def build_schema(
     coordinate ranges) are computed in one pass, lazily for dask-backed data.  A
     global latitude-longitude grid (CF latitude and longitude, evenly spaced
     longitudes covering 360 degrees) gets the ``"sphere"`` geometry: points are
-    embedded on the unit sphere; any other layout is a ``"plane"``.
+    embedded on the unit sphere; any other layout is a ``"plane"``.  On the plane a
+    longitude range across the dateline (e.g. 170..180, -180..-170) is unwrapped into
+    one interval (170..190) for ``coord_norm``; ``grid`` keeps the values as given.
 
     Parameters
     ----------
@@ -330,9 +254,14 @@ def build_schema(
         Dimension enumerating runs.
     allow_nan : bool
         Accept NaN in the variables (missing values); the statistics then skip them.
+    coords : sequence of str, optional
+        The spatial coordinates, in decoder order: 1-D dimension coordinates (a grid),
+        coordinates over the same dimensions (a curvilinear grid, e.g. 2-D latitude and
+        longitude) or over one dimension (points).  Detected when omitted (parameters
+        and coordinates on ``run_dim`` or time are never space).
     """
     time = find_time(ds)
-    layout = spatial_layout(ds)
+    layout = spatial_layout(ds, coords, exclude=params, exclude_dims=(run_dim, *ds[time].dims))
     if run_dim not in ds.dims:
         raise CoordinateError(
             f"run dimension {run_dim!r} not found; dimensions are {sorted(map(str, ds.dims))}"
@@ -356,15 +285,12 @@ def build_schema(
         means.append(float(m))
         stds.append(float(s))
 
-    xyz = coord_points(ds, layout)
     origin, step, units, is_dt = _time_axis(ds, time)
     return SurrogateSchema(
         variables=tuple(variables),
         variable_attrs=tuple(_attrs(ds[v]) for v in variables),
         output_norm=Affine.from_moments(means, stds),
-        coords=layout.coords,
-        coord_attrs=tuple(_attrs(ds[c]) for c in layout.coords),
-        coord_norm=Affine.from_range(xyz.min(0), xyz.max(0)),
+        **_space(ds, layout),
         params=tuple(params),
         param_attrs=tuple(_attrs(ds[p]) for p in params),
         param_norm=Affine.from_range(pv.min(0), pv.max(0)),
@@ -376,19 +302,42 @@ def build_schema(
         time_units=units,
         time_is_datetime=is_dt,
         n_frames=int(ds.sizes[time]),
-        grid={c: tuple(np.asarray(ds[c].values, float).tolist()) for c in layout.coords}
-        if layout.gridded
-        else {},
         frame_times=tuple(str(v) for v in np.asarray(ds[time].values).astype("datetime64[ns]"))
         if is_dt
         else tuple(float(v) for v in np.asarray(ds[time].values)),
-        geometry="sphere" if _is_global_lat_lon(ds, layout) else "plane",
         attrs={
             k: v.item() if isinstance(v, np.generic) else v
             for k, v in ds.attrs.items()
             if isinstance(v, str | int | float | np.integer | np.floating)
         },
     )
+
+
+def _space(ds: xr.Dataset, layout: SpatialLayout) -> dict:
+    """The schema's spatial fields: coordinate names, attributes and normalization (plane
+    longitudes unwrapped), the grid (with its shape when curvilinear) and the geometry."""
+    xyz = coord_points(ds, layout)
+    attrs = tuple(_attrs(ds[c]) for c in layout.coords)
+    sphere = _is_global_lat_lon(ds, layout)
+    if not sphere:
+        for j, (c, a) in enumerate(zip(layout.coords, attrs, strict=True)):
+            if is_longitude(c, a):
+                xyz[:, j] = unwrap_longitudes(xyz[:, j])
+    grid, shape = {}, {}
+    if layout.gridded:
+        grid = {c: tuple(np.asarray(ds[c].values, float).tolist()) for c in layout.coords}
+    elif layout.curvilinear:
+        shape = {d: int(ds.sizes[d]) for d in layout.dims}
+        raw = coord_points(ds, layout)
+        grid = {c: tuple(raw[:, j].tolist()) for j, c in enumerate(layout.coords)}
+    return {
+        "coords": layout.coords,
+        "coord_attrs": attrs,
+        "coord_norm": Affine.from_range(xyz.min(0), xyz.max(0)),
+        "grid": grid,
+        "grid_shape": shape,
+        "geometry": "sphere" if sphere else "plane",
+    }
 
 
 def _check_variables(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from xlevda._convert import check_params, find_time, spatial_layout
+from xlevda._convert import check_params, coord_points, find_time, spatial_layout
 from xlevda.errors import ConfigError, CoordinateError, ShapeError, VariableError
 from xlevda.validate import check_choice, check_int
 
@@ -104,6 +104,7 @@ def check_archive(
     missing: object,
     chunk_runs: object,
     memory_budget: object,
+    coords: object = None,
 ) -> Archive:
     """Check the arguments of :meth:`xlevda.LDNet.fit`; see the module docstring.
 
@@ -144,6 +145,7 @@ variables=[...] to leave it out
     names = _names("params", params, allow_none=False)
     assert names is not None
     chosen = _names("variables", variables, allow_none=True)
+    space_names = _names("coords", coords, allow_none=True)
     check_choice("missing", missing, MISSING_POLICIES)
     check_int("chunk_runs", chunk_runs, 1)
     check_int("memory_budget", memory_budget, 0)
@@ -152,7 +154,7 @@ variables=[...] to leave it out
             f"run dimension {run_dim!r} not found; dimensions are {sorted(map(str, ds.dims))}"
         )
     time = _check_time(ds, run_dim)
-    space = _check_space(ds, run_dim, time)
+    space = _check_space(ds, run_dim, time, names, space_names)
     dims = (run_dim, ds[time].dims[0], *space)
     if ds.sizes[run_dim] < 2:
         raise ConfigError(
@@ -224,9 +226,17 @@ def _check_time(ds: xr.Dataset, run_dim: str) -> str:
     return time
 
 
-def _check_space(ds: xr.Dataset, run_dim: str, time: str) -> tuple[Hashable, ...]:
-    """The spatial dimensions, after checking their coordinates: real, finite, distinct."""
-    layout = spatial_layout(ds)
+def _check_space(
+    ds: xr.Dataset, run_dim: str, time: str, params: list[str], coords: list[str] | None
+) -> tuple[Hashable, ...]:
+    """The spatial dimensions, after checking their coordinates (``coords``, or detected
+    among those that are not parameters): real, finite, distinct."""
+    if coords is not None and (taken := sorted(set(coords) & set(params))):
+        raise ConfigError(
+            f"coords {coords} names the parameter(s) {taken}: a coordinate is either a "
+            "parameter (on the run dimension) or spatial, not both"
+        )
+    layout = spatial_layout(ds, coords, exclude=params, exclude_dims=(run_dim, *ds[time].dims))
     if run_dim in layout.dims or ds[time].dims[0] in layout.dims:
         raise CoordinateError(
             f"spatial coordinates {layout.coords} lie on the run or time dimension "
@@ -250,7 +260,7 @@ def _check_space(ds: xr.Dataset, run_dim: str, time: str) -> tuple[Hashable, ...
         for c, values in zip(layout.coords, columns, strict=True):
             _no_repeats(f"spatial coordinate {c!r}", values[:, None])
     else:
-        _no_repeats(f"points {layout.coords}", np.stack(columns, -1))
+        _no_repeats(f"points {layout.coords}", coord_points(ds, layout))
     return layout.dims
 
 

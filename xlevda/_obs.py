@@ -12,6 +12,7 @@ import numpy as np
 import xarray as xr
 
 from xlevda._convert import domain_tolerance, find_time, spatial_layout
+from xlevda._coords import renamed
 from xlevda._obs_checks import (
     STD_SUFFIX,
     check_dataset,
@@ -22,7 +23,7 @@ from xlevda._obs_checks import (
 from xlevda._times import time_values, times_to_steps
 from xlevda._window_length import WindowLength, duration
 from xlevda.errors import ObservationError
-from xlevda.surrogates.schema import SurrogateSchema
+from xlevda.surrogates.schema import SurrogateSchema, is_longitude
 from xlevda.validate import real_array
 
 __all__ = ["ObsTable", "Window", "obs_table", "plan_windows"]
@@ -83,7 +84,7 @@ def _as_points(obs: xr.Dataset, coords: tuple[str, ...]) -> tuple[xr.Dataset, st
     time = find_time(obs)
     if obs[time].ndim == 1 and obs[time].dims == (time,):
         layout = spatial_layout(obs, coords)
-        if layout.gridded:
+        if layout.gridded or layout.curvilinear:
             stacked = obs.stack(obs=(time, *layout.dims)).reset_index("obs")
             return stacked, "obs", (time, *layout.dims)
     dims = obs[time].dims
@@ -119,15 +120,6 @@ def _longitudes(values: np.ndarray, name: str, lo: float, hi: float) -> np.ndarr
     return values
 
 
-def _is_longitude(schema: SurrogateSchema, j: int) -> bool:
-    attrs = schema.coord_attrs[j]
-    return (
-        attrs.get("standard_name") == "longitude"
-        or attrs.get("units", "").startswith("degrees_e")
-        or schema.coords[j] in ("lon", "longitude")
-    )
-
-
 def obs_table(
     obs: xr.Dataset,
     schema: SurrogateSchema,
@@ -136,6 +128,7 @@ def obs_table(
     errors: Mapping[str, float] | None = None,
     outside: str = "error",
     time_range: tuple | None = None,
+    coords: Mapping[str, str] | Sequence[str] | None = None,
 ) -> ObsTable:
     """Flatten an observation Dataset into a normalized :class:`ObsTable`.
 
@@ -161,6 +154,11 @@ def obs_table(
         What to do with observations outside the surrogate's spatial domain.
     time_range : (start, end), optional
         Observations outside this closed interval are an error.
+    coords : mapping or sequence of str, optional
+        The observations' position coordinates: ``{surrogate coordinate: name}`` or
+        one name per surrogate coordinate.  By default each surrogate coordinate is
+        found by name, then by CF identity (standard name, units, axis), then by a
+        common name (:func:`xlevda._coords.match_coords`); none or several is an error.
 
     Returns
     -------
@@ -177,6 +175,8 @@ def obs_table(
     if outside not in ("error", "drop"):
         raise ObservationError(f"outside={outside!r}: expected 'error' or 'drop'")
     check_dataset(obs)
+    time = find_time(obs)
+    obs = renamed(obs, schema, coords, error=ObservationError, what="observations", exclude=[time])
     errors = check_errors(errors, schema)
     names = observed_variables(obs, variables, schema)
     points_obs, obs_dim, dims = _as_points(obs, schema.coords)
@@ -238,7 +238,7 @@ def _observed_rows(obs: xr.Dataset, obs_dim: str, names: Sequence[str]) -> xr.Da
 def _wrap_longitudes(pos: np.ndarray, schema: SurrogateSchema) -> None:
     """Wrap the longitudes of positions ``(n, n_coords)`` onto a plane schema's range, in place."""
     for j, c in enumerate(schema.coords):
-        if schema.geometry == "plane" and _is_longitude(schema, j):
+        if schema.geometry == "plane" and is_longitude(c, schema.coord_attrs[j]):
             lo = schema.coord_norm.offset[j] - schema.coord_norm.scale[j]
             hi = schema.coord_norm.offset[j] + schema.coord_norm.scale[j]
             pos[:, j] = _longitudes(pos[:, j], c, lo, hi)

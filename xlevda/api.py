@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +237,7 @@ def assimilate(
     errors: Mapping[str, float] | None = None,
     background: Mapping[str, Any] | xr.Dataset | None = None,
     case_dim: str = "case",
+    obs_coords: Mapping[str, str] | Sequence[str] | None = None,
 ) -> xr.Dataset:
     """Analysis ensemble on ``target``'s times and places, by any method.
 
@@ -287,6 +288,12 @@ def assimilate(
         assimilated in parallel as independent chains of dask tasks (one task per
         window) on whatever dask scheduler is active, e.g. a ``dask.distributed``
         cluster, and the output gains this dimension.
+    obs_coords : mapping or sequence of str, optional
+        The observations' position coordinates, ``{surrogate coordinate: name in obs}``
+        or one name per surrogate coordinate.  By default each is found by name, then
+        by CF identity (standard name, units, axis), then by a common name
+        (lat/latitude, lon/longitude, x, y); none or several is an error.  Longitudes
+        may be in -180..180 or 0..360 (:func:`xlevda._coords.match_coords`).
 
     Returns
     -------
@@ -332,6 +339,7 @@ def assimilate(
         variables=variables,
         errors=errors,
         case_dim=case_dim,
+        coords=obs_coords,
     )
     _check_memory(run, tables, surrogate)
     _check_precision(tables, surrogate.schema, run)

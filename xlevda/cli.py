@@ -111,7 +111,12 @@ def _train(args: argparse.Namespace) -> int:
     cfg = train_config(args)
     t0 = time.perf_counter()
     model = LDNet.fit(
-        ds, params=args.params, config=cfg, variables=args.variables, progress=_show_progress(args)
+        ds,
+        params=args.params,
+        config=cfg,
+        variables=args.variables,
+        progress=_show_progress(args),
+        coords=args.coords,
     )
     elapsed = time.perf_counter() - t0
     if args.decoder == "linear":
@@ -132,7 +137,7 @@ def default_target(model, obs):
     import numpy as np
     import xarray as xr
 
-    from xlevda._convert import find_time
+    from xlevda._convert import find_time, grid_coords
 
     s = model.schema
     frames = model.frame_times()
@@ -145,9 +150,7 @@ def default_target(model, obs):
     after = frames[frames >= t_obs.max()]
     start = before[-1] if before.size else frames[0]
     end = after[0] if after.size else frames[-1]
-    coords = {
-        c: (c, np.asarray(s.grid[c]), dict(a)) for c, a in zip(s.coords, s.coord_attrs, strict=True)
-    }
+    coords = grid_coords(s)
     times = frames[(frames >= start) & (frames <= end)]
     return xr.Dataset(coords={"time": ("time", times, {"standard_name": "time"}), **coords})
 
@@ -293,6 +296,12 @@ def _add_train(sub) -> None:
         nargs="+",
         default=None,
         help="fields to learn (default: all with dims run, time, space)",
+    )
+    tr.add_argument(
+        "--coords",
+        nargs="+",
+        default=None,
+        help="spatial coordinates in decoder order, e.g. y x or 2-D lat lon (default: detected)",
     )
     model, train = _fit_defaults()
     tr.add_argument(

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from xlevda._convert import build_schema, times_to_steps, to_points
+from xlevda._convert import build_schema, grid_coords, times_to_steps, to_points
 from xlevda._fit_checks import check_archive
 from xlevda._frames import DatasetFrameSource, frame_values, latent_array
 from xlevda.core.dynamics import interpolate_latent
@@ -61,6 +61,7 @@ class LDNet(LDNetModel):
         memory_budget: int = 2 * 1024**3,
         initial: LDNet | None = None,
         missing: Literal["error", "mask"] = "error",
+        coords: Sequence[str] | None = None,
     ) -> LDNet:
         """Train an LDNet on simulation runs.
 
@@ -102,6 +103,12 @@ class LDNet(LDNetModel):
             enough values to determine its cosine coefficients).  Infinite values are
             an error either way.
             The decoder is defined everywhere: decoded on land it extends the fields.
+        coords : sequence of str, optional
+            The spatial coordinates in decoder order, e.g. ``["y", "x"]``: 1-D (a grid),
+            2-D over the same dimensions (a curvilinear grid, decoded on the same 2-D
+            coordinates) or over one dimension (points).  Detected by default
+            (:func:`xlevda._coords.spatial_names`; parameters are never space).
+            Longitudes may cross the dateline, in -180..180 or 0..360.
 
         Returns
         -------
@@ -149,12 +156,12 @@ class LDNet(LDNetModel):
             missing=missing,
             chunk_runs=chunk_runs,
             memory_budget=memory_budget,
+            coords=coords,
         )
         assert isinstance(dataset, xr.Dataset)
         params, mask = archive.params, archive.missing
-        schema = build_schema(
-            dataset, params, archive.variables, run_dim=run_dim, allow_nan=mask is not None
-        )
+        kw = {"run_dim": run_dim, "allow_nan": mask is not None, "coords": coords}
+        schema = build_schema(dataset, params, archive.variables, **kw)
         n_val = _n_validation(config, dataset.sizes[run_dim], run_dim)
         order = np.random.default_rng(config.train.seed).permutation(dataset.sizes[run_dim])
         common: dict[str, Any] = {
@@ -455,9 +462,7 @@ class LDNet(LDNetModel):
                     "the surrogate was trained on scattered points and stores no grid: "
                     "pass where= with the locations to decode"
                 )
-            where = xr.Dataset(coords={c: (c, np.asarray(s.grid[c])) for c in s.coords})
-            for c, attrs in zip(s.coords, s.coord_attrs, strict=True):
-                where[c].attrs.update(attrs)
+            where = xr.Dataset(coords=grid_coords(s))
         points, layout = to_points(where, s)
         space_dims = layout.dims
         space_shape = tuple(where.sizes[d] for d in space_dims)

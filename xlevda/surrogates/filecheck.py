@@ -215,8 +215,29 @@ def check_schema(where: str, schema: SurrogateSchema) -> None:
         )
     for name, values in schema.grid.items():
         _finite(where, f"grid[{name!r}]", values)
+    _grid_shape(where, schema)
     if not isinstance(schema.attrs, dict):
         raise SurrogateFileError(f"{where}: schema attrs must be a dict, got {schema.attrs!r}")
+
+
+def _grid_shape(where: str, schema: SurrogateSchema) -> None:
+    """Raise unless ``grid_shape`` is empty or positive sizes whose product is each grid
+    coordinate's number of values."""
+    shape = schema.grid_shape
+    if not shape:
+        return
+    sizes = list(shape.values())
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
+        raise SurrogateFileError(
+            f"{where}: schema grid_shape must map dimensions to sizes >= 1, got {shape!r}"
+        )
+    n = int(np.prod(sizes))
+    bad = {c: len(v) for c, v in schema.grid.items() if len(v) != n}
+    if bad or set(schema.grid) != set(schema.coords):
+        raise SurrogateFileError(
+            f"{where}: schema grid_shape {shape!r} needs {n} values of each coordinate "
+            f"{schema.coords} in grid, got {dict((c, len(v)) for c, v in schema.grid.items())}"
+        )
 
 
 def schema_from_dict(where: str, data: object) -> SurrogateSchema:

@@ -8,12 +8,54 @@ the networks see, and back.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Affine", "SurrogateSchema"]
+__all__ = ["Affine", "SurrogateSchema", "is_latitude", "is_longitude"]
+
+LATITUDE_UNITS = frozenset(
+    {"degrees_north", "degree_north", "degree_n", "degrees_n", "degreen", "degreesn"}
+)
+"""CF spellings of latitude units (lower case)."""
+LONGITUDE_UNITS = frozenset(
+    {"degrees_east", "degree_east", "degree_e", "degrees_e", "degreee", "degreese"}
+)
+"""CF spellings of longitude units (lower case)."""
+
+
+def is_latitude(name: str, attrs: Mapping[str, Any]) -> bool:
+    """Whether a coordinate is latitude: by standard name, units or the name lat/latitude.
+
+    Examples
+    --------
+    >>> is_latitude("y", {"units": "degrees_north"}), is_latitude("y", {"units": "m"})
+    (True, False)
+    """
+    units = str(attrs.get("units", "")).lower()
+    return (
+        attrs.get("standard_name") == "latitude"
+        or units in LATITUDE_UNITS
+        or str(name).lower() in ("lat", "latitude")
+    )
+
+
+def is_longitude(name: str, attrs: Mapping[str, Any]) -> bool:
+    """Whether a coordinate is longitude: by standard name, units or the name lon/longitude.
+
+    Examples
+    --------
+    >>> is_longitude("lon", {}), is_longitude("x", {"standard_name": "longitude"})
+    (True, True)
+    """
+    units = str(attrs.get("units", "")).lower()
+    return (
+        attrs.get("standard_name") == "longitude"
+        or units in LONGITUDE_UNITS
+        or str(name).lower() in ("lon", "longitude")
+    )
 
 
 @dataclass(frozen=True)
@@ -102,7 +144,9 @@ class SurrogateSchema:
     n_frames : int
         Number of frames per training run.
     grid : dict of str to tuple of float
-        1-D coordinate values of the training grid (empty for point data).
+        Coordinate values of the training grid (empty for point data): 1-D values
+        per coordinate, or on a curvilinear grid (see ``grid_shape``) each
+        coordinate's values flattened in C order.  Longitudes as in the training data.
     frame_times : tuple of str or float
         Exact times of the training frames (ISO 8601 with nanoseconds for datetime
         axes), so that forecasts on the training frames carry the very same time
@@ -114,6 +158,19 @@ class SurrogateSchema:
         has no seam at the dateline and no singularity at the poles).
     attrs : dict
         Free-form provenance (source dataset attributes, training notes).
+    grid_shape : dict of str to int
+        Curvilinear grid (2-D auxiliary coordinates such as ``lat(y, x)``,
+        ``lon(y, x)``): the dimensions the coordinates share and their sizes, in
+        order; empty for a grid of 1-D coordinates, for points and in files that
+        predate it.
+
+    Notes
+    -----
+    On the plane, a longitude (:func:`is_longitude`) is taken modulo 360 degrees:
+    :meth:`embed` maps every longitude to the value nearest the training domain's
+    centre, so a domain across the dateline is one interval (``coord_norm`` holds
+    the unwrapped range, e.g. 170..190) and longitudes in -180..180 and 0..360 give
+    the same query points.
     """
 
     variables: tuple[str, ...]
@@ -135,6 +192,7 @@ class SurrogateSchema:
     frame_times: tuple[str, ...] | tuple[float, ...] = ()
     geometry: str = "plane"
     attrs: dict[str, Any] = field(default_factory=dict)
+    grid_shape: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def minimal(cls, n_frames: int, coords: tuple[str, ...] = ("x",)) -> SurrogateSchema:
@@ -222,12 +280,45 @@ class SurrogateSchema:
                 [np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=-1
             )
             return points, np.abs(positions[..., 0]) <= 90.0 * (1 + tolerance)
-        points = self.coord_norm.normalize(positions)
+        points = self.coord_norm.normalize(self.wrap_longitudes(positions))
         return points, (np.abs(points) <= 1 + tolerance).all(-1)
 
+    def wrap_longitudes(self, positions: np.ndarray) -> np.ndarray:
+        """Positions with each plane longitude moved by whole turns nearest the domain's centre.
+
+        Other coordinates, and every coordinate on the sphere, are returned as given.
+
+        Examples
+        --------
+        >>> one = Affine((0.0,), (1.0,))
+        >>> s = SurrogateSchema(("h",), ({},), one, ("lat", "lon"), ({}, {}),
+        ...     Affine((0.0, 180.0), (10.0, 10.0)), ("a",), ({},), one, ((0.0, 1.0),),
+        ...     "0", 1.0, "1", False, 1)
+        >>> s.wrap_longitudes(np.array([[5.0, -175.0], [5.0, 185.0], [5.0, 175.0]])).tolist()
+        [[5.0, 185.0], [5.0, 185.0], [5.0, 175.0]]
+        """
+        positions = np.asarray(positions, dtype=float)
+        if self.geometry == "sphere":
+            return positions
+        wrapped = positions
+        for j, (name, attrs) in enumerate(zip(self.coords, self.coord_attrs, strict=True)):
+            if is_longitude(name, attrs):
+                if wrapped is positions:
+                    wrapped = positions.copy()
+                turns = np.round((positions[..., j] - self.coord_norm.offset[j]) / 360.0)
+                wrapped[..., j] = positions[..., j] - 360.0 * turns
+        return wrapped
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serializable form (round-trips through :meth:`from_dict`)."""
-        return json.loads(json.dumps(asdict(self)))
+        """JSON-serializable form (round-trips through :meth:`from_dict`).
+
+        An empty ``grid_shape`` is left out, so that the form of a schema without a
+        curvilinear grid (and the fingerprints encoders store) is as before it existed.
+        """
+        data = json.loads(json.dumps(asdict(self)))
+        if not data["grid_shape"]:
+            del data["grid_shape"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SurrogateSchema:
@@ -242,4 +333,5 @@ class SurrogateSchema:
         d["param_range"] = tuple((float(lo), float(hi)) for lo, hi in d["param_range"])
         d["grid"] = {k: tuple(v) for k, v in d.get("grid", {}).items()}
         d["frame_times"] = tuple(d.get("frame_times", ()))
+        d["grid_shape"] = {str(k): int(v) for k, v in d.get("grid_shape", {}).items()}
         return cls(**d)
