@@ -52,9 +52,11 @@ def test_twin_experiment_checks_the_surrogate():
 
 
 def test_quality_lines_one_per_variable_or_one_saying_there_is_none():
-    assert quality_lines(load_pretrained("tsunami").quality) == [
+    assert quality_lines(load_pretrained("kolmogorov").quality) == [
         "surrogate quality: no quality report stored with this surrogate"
     ]
+    shipped = quality_lines(load_pretrained("tsunami").quality)
+    assert [line.split(":")[0] for line in shipped] == [f"surrogate {v}" for v in ("u", "v", "eta")]
     report = FitReport(("u", "v"), 3, ((0.1, 0.2, 0.3), (0.4, 0.5, 0.9)), (0.2, 0.6), (2,), 1.0)
     lines = quality_lines(report)
     assert len(lines) == 2

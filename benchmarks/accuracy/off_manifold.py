@@ -162,7 +162,12 @@ def scores(
 def tune_letkf(
     model: TsunamiModel, cfg, members: int, radii=RADII, inflations=INFLATIONS, refine: int = 1
 ) -> LETKF:
-    """LETKF's radius (cells) and inflation with the lowest relative RMSE on a held-out truth."""
+    """LETKF's radius (cells) and inflation with the lowest relative RMSE on a held-out truth
+    (a single radius and inflation: that LETKF, without a tuning run)."""
+    cells = cfg.length / cfg.nx / 1e3  # km per grid cell
+    if len(radii) == 1 and len(inflations) == 1:
+        radius, inflation = radii[0] * cells, inflations[0]
+        return LETKF(inflation=Inflation(inflation), localization=Localization(radius))
     truth, _ = make_truth("train", cfg, TUNE_SEED, refine)
     obs = _observe(truth, TUNE_SEED)
     initial = tsunami.sample_sources(members, seed=TUNE_SEED + 5_000, config=cfg)
@@ -171,7 +176,7 @@ def tune_letkf(
         for inflation in inflations:
             method = LETKF(
                 inflation=Inflation(inflation),
-                localization=Localization(radius * cfg.length / cfg.nx / 1e3),
+                localization=Localization(radius * cells),
             )
             an = _full_state(truth, obs, model, method, initial, TUNE_SEED, members)
             err = scores(an, truth, {}, {})["rrmse"]

@@ -47,8 +47,9 @@ def runs():
 
 
 def reference_errors(model, runs, heldout):
-    """Per variable and frame: ||predict - truth|| / ||truth|| over the held-out runs and the
-    grid, each run predicted on its own from its parameters (a loop over ``predict``)."""
+    """Per variable and frame: ||predict - truth|| over the held-out runs and the grid,
+    divided by the RMS over frames of ||truth||, each run predicted on its own from its
+    parameters (a loop over ``predict``)."""
     sq_err = {v: np.zeros(runs.sizes["time"]) for v in model.schema.variables}
     sq_true = {v: np.zeros(runs.sizes["time"]) for v in model.schema.variables}
     preds, truths = [], []
@@ -61,11 +62,13 @@ def reference_errors(model, runs, heldout):
             sq_true[v] += (run[v].values ** 2).sum(axis=(1, 2))
         preds.append(fc.drop_vars(list(model.schema.params), errors="ignore"))
         truths.append(run[list(model.schema.variables)].drop_vars(["run", "a", "b"]))
-    loop = {v: np.sqrt(sq_err[v] / sq_true[v]) for v in sq_err}
-    # the same through the package's metric, norms over runs and space
-    metric = relative_rmse(
-        xr.concat(preds, "run"), xr.concat(truths, "run"), dim=("run", "lat", "lon")
-    )
+    loop = {v: np.sqrt(sq_err[v] / sq_true[v].mean()) for v in sq_err}
+    # the same through the package's metric: per frame, norms over runs and space, scaled
+    # by each frame's truth norm relative to the RMS over frames
+    pred, truth = xr.concat(preds, "run"), xr.concat(truths, "run")
+    norm = np.sqrt((truth**2).sum(("run", "lat", "lon")))
+    rms = np.sqrt((norm**2).mean("time"))
+    metric = relative_rmse(pred, truth, dim=("run", "lat", "lon")) * norm / rms
     return loop, metric
 
 
@@ -201,7 +204,7 @@ def test_report_round_trips_through_the_file(runs, tmp_path):
 
 
 def test_files_without_a_report_load_with_quality_none(runs, tmp_path):
-    for name in available():  # the shipped surrogates predate the report
+    for name in set(available()) - {"tsunami"}:  # these shipped surrogates predate the report
         assert load_pretrained(name).quality is None
     model = xlevda.LDNet.fit(runs, ["a", "b"], GRADIENT, progress=False)
     model.save(tmp_path / "m.pt")

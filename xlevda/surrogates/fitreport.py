@@ -20,8 +20,10 @@ from xlevda.validate import check_real
 __all__ = ["DEFINITION", "FitReport"]
 
 DEFINITION = (
-    "||prediction - truth||_2 / ||truth||_2 over the held-out runs and every point, per "
-    "variable and frame (xlevda.metrics.relative_rmse with dim=(run, *space)); the held-out "
+    "||prediction - truth||_2 over the held-out runs and every point, per variable and frame, "
+    "divided by the root mean square over the frames of ||truth||_2 (so a frame whose truth "
+    "is zero is measured; the all-frame error is the root mean square of the frames'); the "
+    "held-out "
     "runs are rolled out from their parameters over all their frames (with learned initial "
     "states, from the latent state fitted to their first frame)"
 )
@@ -40,7 +42,7 @@ class FitReport:
         Frames per run (the length of the rolled-out trajectories).
     frame_errors : tuple of tuple of float, or None
         Relative RMSE per variable and frame (``variables`` x frames), see
-        :data:`DEFINITION`; ``inf`` (``nan`` for 0/0) where the truth is zero.
+        :data:`DEFINITION`; ``nan`` only for a variable whose truth is zero in every frame.
         ``None`` when the fit had no held-out runs.
     overall_errors : tuple of float, or None
         The same over all frames at once, per variable; ``None`` without held-out runs.

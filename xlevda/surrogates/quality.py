@@ -142,8 +142,10 @@ def measure_quality(
             f"heldout_runs names {len(heldout_runs)} runs, the source holds {source.n_runs}"
         )
     sq_error, sq_truth = heldout_square_sums(model, source, batch_size=batch_size)
-    frames = (sq_error / sq_truth).sqrt()  # inf (nan for 0/0) where the truth is zero
-    overall = (sq_error.sum(1) / sq_truth.sum(1)).sqrt()
+    # each frame's error against the variable's truth norm over all frames: a frame whose
+    # truth is zero (a wave at rest at frame 0) is measured, not divided by zero
+    frames = (sq_error / sq_truth.mean(1, keepdim=True)).sqrt()
+    overall = (sq_error.sum(1) / sq_truth.sum(1)).sqrt()  # the RMS over frames of ``frames``
     return FitReport(
         variables,
         source.n_frames,
