@@ -180,8 +180,11 @@ def latent_ensemble(
 
     From parameters: at frame 0 by ``initial_state(u)`` for a model that has it (a
     simulator whose parameters set the initial state; required of a full-state
-    method's model, ``full_state=True``, without field background), else at the
-    shifted start ``s_{-1} = 0``.
+    method's model, ``full_state=True``, without field background); for a surrogate
+    with learned initial states (``learns_initial_states``), at frame 0 from rows of
+    its table ``initial_states`` drawn uniformly with replacement, independently of
+    the parameters (the training runs' initial states as the prior; seed ``(seed,
+    1)``); else at the shifted start ``s_{-1} = 0``.
     """
     schema, k = model.schema, run.members
     if is_field_background(background, schema):
@@ -203,4 +206,8 @@ def latent_ensemble(
         u = torch.as_tensor(u0, dtype=run.torch_dtype, device=run.device)
         with torch.no_grad():
             return Ensemble(0, state_ensemble(model, u).cpu().double().numpy())
+    if getattr(model, "learns_initial_states", False):
+        table = model.initial_states.detach().cpu().double().numpy()
+        rows = np.random.default_rng([run.seed, 1]).integers(len(table), size=k)
+        return Ensemble(0, np.concatenate([table[rows], u0], -1))
     return Ensemble(-1, np.concatenate([np.zeros((k, model.latent_dim)), u0], -1))
