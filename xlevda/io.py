@@ -24,6 +24,7 @@ import torch
 import xarray as xr
 
 from xlevda._convert import SpatialLayout
+from xlevda._obs import ObsTable
 from xlevda._version import VERSION
 from xlevda.checks import CycleChecks
 from xlevda.cycle import Cycle
@@ -31,6 +32,7 @@ from xlevda.decode import FieldTerm, decode_block, numpy_dtype, prepare_output_p
 from xlevda.field_analysis import FieldAnalysis, case_increments
 from xlevda.methods.base import Method
 from xlevda.model_error import ModelErrorTerm, model_error_std, window_variance
+from xlevda.obs_output import observation_variables
 from xlevda.run import RunOptions
 from xlevda.surrogates.protocol import Surrogate
 from xlevda.write import cf_encoding
@@ -231,6 +233,11 @@ def _states(
         dims=("window",),
         attrs={"long_name": "observed values in the window", "units": "1"},
     )
+    out["window_n_obs_rejected"] = xr.DataArray(
+        cycle.departures.rejected,
+        dims=("window",),
+        attrs={"long_name": "observed values the gross-error check rejected", "units": "1"},
+    )
     return out
 
 
@@ -293,7 +300,9 @@ def _coords(grid: OutputGrid, run: RunOptions, cycle: Cycle) -> dict[str, Any]:
     }
 
 
-def _attrs(model, run: RunOptions, method: Method, n_used: int, n_dropped: int) -> dict[str, Any]:
+def _attrs(
+    model, run: RunOptions, method: Method, n_used: int, n_dropped: int, n_rejected: int
+) -> dict[str, Any]:
     return {
         "Conventions": "CF-1.11",
         "title": f"{method.name} analysis ensemble",
@@ -307,6 +316,7 @@ def _attrs(model, run: RunOptions, method: Method, n_used: int, n_dropped: int) 
         "surrogate_sha256": surrogate_checksum(model),
         "n_observations_used": n_used,
         "n_observations_dropped": n_dropped,
+        "n_observations_rejected": n_rejected,
     }
 
 
@@ -318,7 +328,7 @@ def to_dataset(
     cycle: Cycle,
     z_out: np.ndarray,
     which: np.ndarray,
-    n_obs: tuple[int, int],
+    table: ObsTable,
     checks: CycleChecks,
 ) -> xr.Dataset:
     """One case's analysis as a CF Dataset.
@@ -339,17 +349,21 @@ def to_dataset(
     cycle : Cycle
     z_out : ndarray, shape (T, K, d_z)
         States at the output times; ``which`` (T,) the window supplying each.
-    n_obs : (int, int)
-        Observations used and dropped.
+    table : ObsTable
+        The case's observations: the observation variables (:mod:`xlevda.obs_output`)
+        and the counts of those used, dropped and rejected.
     checks : CycleChecks
         The cycle's :mod:`xlevda.checks`, recorded per window.
     """
     args = (grid, model, run, method, cycle, z_out, which)
     checked = _checked(checks, model.schema, run.member_dim)
+    observed, obs_coords = observation_variables(model.schema, table, cycle.departures)
     ds = xr.Dataset(
-        {**_fields(*args), **_states(*args), **checked}, coords=_coords(grid, run, cycle)
+        {**_fields(*args), **_states(*args), **checked, **observed},
+        coords=_coords(grid, run, cycle) | obs_coords,
     )
-    ds.attrs = _attrs(model, run, method, *n_obs)
+    rejected = int((~cycle.departures.used).sum())
+    ds.attrs = _attrs(model, run, method, len(table) - rejected, int(table.n_dropped), rejected)
     for name, encoding in cf_encoding(ds).items():
         ds.variables[name].encoding = encoding
     return ds

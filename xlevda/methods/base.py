@@ -85,6 +85,14 @@ class Method(Protocol):
         The diagnostics holding each window's observation misfit of the analysis and
         of its background, or ``None``: :mod:`xlevda.checks` warns where the
         analysis' is not below.
+    predicts_observations : bool
+        Whether the ensemble's states predict the observations through the model, for
+        the output's departures ``O - B`` and ``O - A`` (:mod:`xlevda.departures`);
+        ``False`` (OI, which has no states): they are NaN.
+    screens_observations : bool
+        Whether the method analyses whichever observations a window is given, so that
+        the gross-error check (``RunOptions.quality_control``) can leave some out
+        (``False``: LD-EnSF, whose encoder reads its fixed sensor network, and OI).
     """
 
     name: str
@@ -95,6 +103,8 @@ class Method(Protocol):
     model_error: ModelErrorTerm | FieldAnalysis | None = None
     needs_obs_errors: ClassVar[bool] = True
     misfit_pair: ClassVar[MisfitPair | None] = None
+    predicts_observations: ClassVar[bool] = True
+    screens_observations: ClassVar[bool] = True
 
     def initial(self, model: Surrogate, background: Any, run: RunOptions) -> Ensemble:
         """The initial ensemble, from ``background=`` of :func:`xlevda.assimilate` or a prior.
