@@ -168,6 +168,7 @@ def _assimilate(args: argparse.Namespace) -> int:
         seed=args.seed,
         outside=args.outside,
         past_horizon=args.past_horizon,
+        progress=False,  # the bar of the block below covers the windows and the writing
     )
     t0 = time.perf_counter()
     with progress(_show_progress(args), desc="assimilate"):

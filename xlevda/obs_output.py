@@ -177,6 +177,15 @@ def observation_coords(ds: xr.Dataset) -> list[str]:
     return [str(n) for n, c in ds.coords.items() if n not in ds.dims and set(c.dims) & dims]
 
 
+def _fill(name: str, var: xr.Variable) -> Any:
+    """What :func:`pad_cases` pads a variable with."""
+    if var.dtype.kind == "M":
+        return np.datetime64("NaT")
+    if var.dtype.kind in "iu":
+        return FLAG_FILL if name.endswith("_obs_flag") else -1
+    return np.nan
+
+
 def pad_cases(results: list[xr.Dataset], dims: list[str]) -> list[xr.Dataset]:
     """The cases' analyses with each observation dimension of ``dims`` padded to the longest
     (NaN, NaT; flags :data:`FLAG_FILL`, windows -1), so that they concatenate."""
@@ -185,9 +194,10 @@ def pad_cases(results: list[xr.Dataset], dims: list[str]) -> list[xr.Dataset]:
     for r in results:
         pad = {d: (0, n - r.sizes.get(d, 0)) for d, n in longest.items() if n > r.sizes.get(d, 0)}
         if pad:
-            ints = [n for n in r.data_vars if str(n).endswith(("_obs_flag", "_obs_window"))]
-            fills = {n: FLAG_FILL if str(n).endswith("_flag") else -1 for n in ints}
-            r = r.pad(pad, constant_values=fills or None, keep_attrs=True)
+            fills = {
+                str(n): _fill(str(n), v) for n, v in r.variables.items() if set(v.dims) & set(pad)
+            }
+            r = r.pad(pad, constant_values=fills, keep_attrs=True)
         out.append(r)
     padded = {
         n for r in out for n in r.data_vars if n.endswith("_obs_flag") and (r[n] == FLAG_FILL).any()

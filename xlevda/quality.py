@@ -37,7 +37,7 @@ class GrossErrorCheck:
     Examples
     --------
     >>> check = GrossErrorCheck(threshold=3.0)
-    >>> limits = 3.0 * np.sqrt(np.array([1.0, 1.0, 9.0]) + 1.0)  # 4.24, 4.24, 9.49
+    >>> # limits 3 sqrt(spread^2 + 1): 4.24, 4.24, 9.49
     >>> check.used(np.array([4.0, -5.0, 9.0]), np.array([1.0, 1.0, 3.0]), np.ones(3)).tolist()
     [True, False, True]
     """
