@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from xlevda._obs import ObsTable
 from xlevda.core.dynamics import interpolate_trajectory, trajectory
 from xlevda.cycle import Ensemble, group_rows
 from xlevda.errors import ConfigError, ObservationError
+from xlevda.methods.base import background_state
 from xlevda.quality import GrossErrorCheck
 from xlevda.surrogates.protocol import Surrogate
 
@@ -38,6 +39,7 @@ __all__ = [
     "WindowDepartures",
     "case_departures",
     "check_quality_control",
+    "forecast",
     "predict",
     "screen",
     "summary",
@@ -89,6 +91,15 @@ class CaseDepartures:
     rejected: np.ndarray
 
 
+def forecast(model: Surrogate, ensemble: Ensemble, anchor: int, run: Any) -> Ensemble:
+    """``ensemble`` run forward to ``anchor`` (:func:`~xlevda.methods.base.background_state`),
+    its other fields kept: what a method's ``analyse`` computes first from its background."""
+    if ensemble.z is None or ensemble.anchor == anchor:
+        return ensemble
+    z = background_state(model, ensemble, anchor, run).cpu().double().numpy()
+    return replace(ensemble, anchor=anchor, z=z)
+
+
 def predict(model: Surrogate, ensemble: Ensemble, table: ObsTable, run: Any) -> np.ndarray | None:
     """``H(x_k)`` (K, M) float64 at the observations of ``table`` from the ensemble at its anchor.
 
@@ -121,6 +132,7 @@ def predict(model: Surrogate, ensemble: Ensemble, table: ObsTable, run: Any) -> 
     rel = table.step - ensemble.anchor
     n = int((rel + (table.frac > 0)).max())
     to = {"dtype": run.torch_dtype, "device": run.device}
+    prepared: dict[bytes, torch.Tensor] = {}  # per set of places (fixed sensors: one)
     with torch.no_grad():
         traj = trajectory(model, torch.as_tensor(ensemble.z, **to), n)  # (K, n+1, d_z)
         _, groups = group_rows(table.step + table.frac)
@@ -131,9 +143,12 @@ def predict(model: Surrogate, ensemble: Ensemble, table: ObsTable, run: Any) -> 
                 torch.as_tensor(rel[i], device=run.device),
                 torch.as_tensor(table.frac[i], **to),
             )[:, 0]
-            prepared = model.prepare_points(torch.as_tensor(table.points[rows], **to))
-            fields = model.decode_prepared(z[:, : model.latent_dim], prepared)  # (K, P, C)
-            picked = fields[:, torch.arange(len(rows)), torch.as_tensor(table.channel[rows])]
+            places, place = np.unique(table.points[rows], axis=0, return_inverse=True)
+            key = places.tobytes()
+            if key not in prepared:
+                prepared[key] = model.prepare_points(torch.as_tensor(places, **to))
+            fields = model.decode_prepared(z[:, : model.latent_dim], prepared[key])  # (K, P, C)
+            picked = fields[:, torch.as_tensor(place.ravel()), torch.as_tensor(table.channel[rows])]
             out[:, rows] = picked.double().cpu().numpy()
     return out
 

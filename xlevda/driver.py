@@ -22,7 +22,14 @@ from dask.delayed import Delayed
 from xlevda._obs import ObsTable
 from xlevda.checkpoint import Checkpoint
 from xlevda.cycle import Analysis, Cycle, Ensemble, Window
-from xlevda.departures import WindowDepartures, case_departures, predict, screen, summary
+from xlevda.departures import (
+    WindowDepartures,
+    case_departures,
+    forecast,
+    predict,
+    screen,
+    summary,
+)
 from xlevda.methods.base import Method
 from xlevda.run import RunOptions
 from xlevda.surrogates.protocol import Surrogate
@@ -63,15 +70,18 @@ def _analyse(
 ) -> Analysis:
     """One window, its observations predicted by its background and analysis (departures).
 
-    ``rows``: the window's observations among the case's.  The gross-error check
-    (``run.quality_control``) leaves observations out of the window the method analyses;
-    with ``saved`` (checkpoint, case) the analysis of that window is read from or written
-    to the checkpoint.
+    ``rows``: the window's observations among the case's.  The background is run to the
+    window's anchor once, for the departures and (``method.takes_forecast``) the method.
+    The gross-error check (``run.quality_control``) leaves observations out of the window
+    the method analyses; with ``saved`` (checkpoint, case) the analysis of that window is
+    read from or written to the checkpoint.
     """
     background = previous.ensemble if isinstance(previous, Analysis) else previous
-    n = len(window.obs)
-    predicts = method.predicts_observations
-    before = summary(predict(model, background, window.obs, run) if predicts else None, n)
+    before = after = summary(None, len(window.obs))
+    if method.predicts_observations:
+        ahead = forecast(model, background, window.anchor, run)
+        before = summary(predict(model, ahead, window.obs, run), len(window.obs))
+        background = ahead if method.takes_forecast else background
     used = screen(run.quality_control, window.obs, before, window.index)
     kept = window if used.all() else replace(window, obs=window.obs.select(np.flatnonzero(used)))
     analysis = None
@@ -82,7 +92,8 @@ def _analyse(
         analysis = method.analyse(model, kept, background, run)
         if saved is not None:
             checkpoint.save(case, kept, previous, analysis)
-    after = summary(predict(model, analysis.ensemble, window.obs, run) if predicts else None, n)
+    if method.predicts_observations:
+        after = summary(predict(model, analysis.ensemble, window.obs, run), len(window.obs))
     return replace(analysis, departures=WindowDepartures(rows, before, after, used))
 
 

@@ -93,6 +93,11 @@ class Method(Protocol):
         Whether the method analyses whichever observations a window is given, so that
         the gross-error check (``RunOptions.quality_control``) can leave some out
         (``False``: LD-EnSF, whose encoder reads its fixed sensor network, and OI).
+    takes_forecast : bool
+        Whether ``analyse`` needs its background only as run to the window's anchor
+        (:func:`background_state`): the driver then hands it the background it has
+        already run there for the departures, so that the model runs once.  ``False``
+        (LD-EnSF, which forecasts frame by frame itself): the previous ensemble as it is.
     """
 
     name: str
@@ -105,6 +110,7 @@ class Method(Protocol):
     misfit_pair: ClassVar[MisfitPair | None] = None
     predicts_observations: ClassVar[bool] = True
     screens_observations: ClassVar[bool] = True
+    takes_forecast: ClassVar[bool] = True
 
     def initial(self, model: Surrogate, background: Any, run: RunOptions) -> Ensemble:
         """The initial ensemble, from ``background=`` of :func:`xlevda.assimilate` or a prior.

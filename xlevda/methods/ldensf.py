@@ -104,6 +104,7 @@ class LDEnSF(Method):
     diagnostics: ClassVar[dict[str, str]] = DIAGNOSTICS
     needs_obs_errors: ClassVar[bool] = False
     screens_observations: ClassVar[bool] = False
+    takes_forecast: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.encoder, ObservationEncoder):
