@@ -194,3 +194,18 @@ def test_progress_bar_over_the_windows_on_request_only(model, truth, capsys):
     run = RunOptions(members=4, progress=True)
     target.levda.assimilate(obs, model, LEVDA(window=2), run=run)
     assert "LEVDA windows" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:LEVDA. parameters estimated outside:UserWarning")
+def test_cases_with_different_numbers_of_observations(model, truth):
+    one = _obs(truth)
+    two = one.copy(deep=True)
+    two["eta"][:5] = np.nan  # not observed: case b has 5 observations fewer
+    obs = xr.concat([one, two], dim="case")
+    out = truth.drop_vars(["eta", "u"]).levda.assimilate(obs, model, LEVDA(window=2), run=RUN)
+    n = one.sizes["obs"]
+    assert out.eta_obs_flag.dims == ("case", "eta_obs") and out.sizes["eta_obs"] == n
+    assert (out.eta_obs_flag.values[1] == FLAG_FILL).sum() == 5
+    assert np.isnat(out.eta_obs_time.values[1, -5:]).all()
+    assert np.isfinite(out.eta_obs_minus_analysis.values[1, : n - 5]).all()
+    assert out.attrs["n_observations_used"] == 2 * n - 5

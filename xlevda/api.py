@@ -298,7 +298,10 @@ def assimilate(
     Dataset
         Fields over ``(time, member, *space)`` as lazy dask arrays, parameters over
         ``(time, member)``, the latent trajectory, per-window diagnostics, CF
-        attributes and provenance.
+        attributes and provenance; per observed variable ``v``, its observations on
+        ``{v}_obs`` with their departures from the background and the analysis
+        (``{v}_obs_minus_background``, ``{v}_obs_minus_analysis``, spreads) and
+        used/rejected flags (:mod:`xlevda.departures`, :mod:`xlevda.obs_output`).
 
     Raises
     ------
@@ -321,6 +324,8 @@ def assimilate(
         Each is also recorded in the output (``window_<param>_outside_training_range``,
         the attributes ``surrogate_trained_horizon`` and
         ``n_target_times_past_horizon``, ``window_misfit_not_reduced``).
+        Also once for the observations the gross-error check rejected
+        (``RunOptions.quality_control``), counted in ``n_observations_rejected``.
     """
     method = LEVDA() if method is None else method
     run = RunOptions() if run is None else run

@@ -72,56 +72,34 @@ def _time_attrs(schema: SurrogateSchema, times: np.ndarray) -> dict[str, Any]:
     return {"long_name": "observation time", "units": schema.time_units}
 
 
-def _named(attrs: dict[str, Any], modifier: str) -> dict[str, Any]:
-    """A CF standard name with a modifier, where the variable has a standard name."""
-    name = attrs.get("standard_name")
-    return {"standard_name": f"{name} {modifier}"} if name else {}
-
-
 def _variables(v: str, attrs: dict, values: dict[str, np.ndarray], dim: str) -> dict:
+    """The DataArrays of observed variable ``v`` from ``values`` named by their suffix."""
     units = {"units": attrs["units"]} if "units" in attrs else {}
     about = "(members' mean of the model's decoded states, before any field analysis)"
+    error_name = (
+        {"standard_name": f"{attrs['standard_name']} standard_error"}
+        if "standard_name" in attrs
+        else {}
+    )
     spec = {
-        "value": (
-            {
-                **attrs,
-                "long_name": f"observed {v}",
-                "ancillary_variables": f"{v}_obs_error_std {v}_obs_flag",
-            },
-            "obs_value",
-        ),
-        "std": (
-            {**_named(attrs, "standard_error"), "long_name": f"error std of observed {v}"} | units,
-            "obs_error_std",
-        ),
-        "omb": ({"long_name": f"observed {v} minus background {about}"} | units, ""),
-        "oma": ({"long_name": f"observed {v} minus analysis {about}"} | units, ""),
-        "spread_b": (
-            {"long_name": f"background ensemble std of {v} at the observation"} | units,
-            "",
-        ),
-        "spread_a": (
-            {"long_name": f"analysis ensemble std of {v} at the observation"} | units,
-            "",
-        ),
-        "flag": (
-            {**_named(attrs, "status_flag"), "long_name": f"observed {v} used or rejected"} | _FLAG,
-            "obs_flag",
-        ),
-        "window": (
-            {"long_name": "assimilation window of the departures and flag", "units": "1"},
-            "obs_window",
-        ),
-    }
-    names = {
-        "omb": f"{v}_obs_minus_background",
-        "oma": f"{v}_obs_minus_analysis",
-        "spread_b": f"{v}_background_spread_at_obs",
-        "spread_a": f"{v}_analysis_spread_at_obs",
+        "obs_value": attrs
+        | {"long_name": f"observed {v}", "ancillary_variables": f"{v}_obs_error_std {v}_obs_flag"},
+        "obs_error_std": error_name | {"long_name": f"error std of observed {v}"} | units,
+        "obs_minus_background": {"long_name": f"observed {v} minus background {about}"} | units,
+        "obs_minus_analysis": {"long_name": f"observed {v} minus analysis {about}"} | units,
+        "background_spread_at_obs": {
+            "long_name": f"background ensemble std of {v} at the observation"
+        }
+        | units,
+        "analysis_spread_at_obs": {"long_name": f"analysis ensemble std of {v} at the observation"}
+        | units,
+        "obs_flag": {"standard_name": "status_flag", "long_name": f"observed {v} used or rejected"}
+        | _FLAG,
+        "obs_window": {"long_name": "assimilation window of the departures and flag", "units": "1"},
     }
     return {
-        names.get(key, f"{v}_{suffix}"): xr.DataArray(values[key], dims=(dim,), attrs=a)
-        for key, (a, suffix) in spec.items()
+        f"{v}_{suffix}": xr.DataArray(values[suffix], dims=(dim,), attrs=a)
+        for suffix, a in spec.items()
     }
 
 
@@ -145,14 +123,14 @@ def observation_variables(
         scale, offset = schema.output_norm.scale[c], schema.output_norm.offset[c]
         value = table.value[rows]
         values = {
-            "value": value * scale + offset,
-            "std": table.std[rows] * scale,
-            "omb": (value - departures.background[0, rows]) * scale,
-            "oma": (value - departures.analysis[0, rows]) * scale,
-            "spread_b": departures.background[1, rows] * scale,
-            "spread_a": departures.analysis[1, rows] * scale,
-            "flag": np.where(departures.used[rows], 0, 1).astype(np.int8),
-            "window": departures.window[rows],
+            "obs_value": value * scale + offset,
+            "obs_error_std": table.std[rows] * scale,
+            "obs_minus_background": (value - departures.background[0, rows]) * scale,
+            "obs_minus_analysis": (value - departures.analysis[0, rows]) * scale,
+            "background_spread_at_obs": departures.background[1, rows] * scale,
+            "analysis_spread_at_obs": departures.analysis[1, rows] * scale,
+            "obs_flag": np.where(departures.used[rows], 0, 1).astype(np.int8),
+            "obs_window": departures.window[rows],
         }
         out |= _variables(v, dict(attrs), values, dim)
         times = table.time[rows]
