@@ -18,7 +18,9 @@ Torch and numpy only (no xarray); the output variables: :mod:`xlevda.obs_output`
 
 from __future__ import annotations
 
+import threading
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -41,6 +43,7 @@ __all__ = [
     "check_quality_control",
     "forecast",
     "predict",
+    "prepared_points",
     "screen",
     "summary",
     "warn_rejected",
@@ -91,6 +94,43 @@ class CaseDepartures:
     rejected: np.ndarray
 
 
+_PREPARED: weakref.WeakKeyDictionary[Any, dict[tuple, torch.Tensor]] = weakref.WeakKeyDictionary()
+_PREPARED_LOCK = threading.Lock()
+_PREPARED_SETS = 8  # point sets kept per model: fixed sensors need one
+
+
+def prepared_points(model: Surrogate, places: np.ndarray, dtype, device) -> torch.Tensor:
+    """``model.prepare_points`` of ``places`` (P, n_coords), cached per model (weakly) for the
+    few sets of places the windows of an analysis share (a fixed network: one).
+
+    Examples
+    --------
+    >>> class Model:
+    ...     def prepare_points(self, p):
+    ...         return p * 2
+    >>> m, places = Model(), np.ones((2, 1))
+    >>> first = prepared_points(m, places, torch.float64, "cpu")
+    >>> first is prepared_points(m, places, torch.float64, "cpu")
+    True
+    """
+    key = (places.shape, places.tobytes(), dtype, str(device))
+    try:
+        with _PREPARED_LOCK:
+            cache = _PREPARED.setdefault(model, {})
+            found = cache.get(key)
+    except TypeError:  # a model that cannot be weakly referenced or hashed: not cached
+        cache, found = {}, None
+    if found is not None:
+        return found
+    with torch.no_grad():
+        found = model.prepare_points(torch.as_tensor(places, dtype=dtype, device=device))
+    with _PREPARED_LOCK:
+        if len(cache) >= _PREPARED_SETS:
+            cache.pop(next(iter(cache)))
+        cache[key] = found
+    return found
+
+
 def forecast(model: Surrogate, ensemble: Ensemble, anchor: int, run: Any) -> Ensemble:
     """``ensemble`` run forward to ``anchor`` (:func:`~xlevda.methods.base.background_state`),
     its other fields kept: what a method's ``analyse`` computes first from its background."""
@@ -132,7 +172,6 @@ def predict(model: Surrogate, ensemble: Ensemble, table: ObsTable, run: Any) -> 
     rel = table.step - ensemble.anchor
     n = int((rel + (table.frac > 0)).max())
     to = {"dtype": run.torch_dtype, "device": run.device}
-    prepared: dict[bytes, torch.Tensor] = {}  # per set of places (fixed sensors: one)
     with torch.no_grad():
         traj = trajectory(model, torch.as_tensor(ensemble.z, **to), n)  # (K, n+1, d_z)
         _, groups = group_rows(table.step + table.frac)
@@ -144,10 +183,8 @@ def predict(model: Surrogate, ensemble: Ensemble, table: ObsTable, run: Any) -> 
                 torch.as_tensor(table.frac[i], **to),
             )[:, 0]
             places, place = np.unique(table.points[rows], axis=0, return_inverse=True)
-            key = places.tobytes()
-            if key not in prepared:
-                prepared[key] = model.prepare_points(torch.as_tensor(places, **to))
-            fields = model.decode_prepared(z[:, : model.latent_dim], prepared[key])  # (K, P, C)
+            prepared = prepared_points(model, places, run.torch_dtype, run.device)
+            fields = model.decode_prepared(z[:, : model.latent_dim], prepared)  # (K, P, C)
             picked = fields[:, torch.as_tensor(place.ravel()), torch.as_tensor(table.channel[rows])]
             out[:, rows] = picked.double().cpu().numpy()
     return out
