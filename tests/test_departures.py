@@ -102,13 +102,17 @@ def test_levda_departures_equal_the_decoded_background_and_analysis(model, truth
     np.testing.assert_allclose(lats, np.unique(obs.lat.values), rtol=0, atol=1e-9)
 
 
-def test_letkf_departures_equal_the_decoded_background_and_analysis():
+def _tsunami():
+    """A small tsunami, its observations, the output grid and the simulator as the model."""
     cfg = tsunami.TsunamiConfig(nx=8, ny=8, n_frames=4)
     truth = tsunami.simulate(**tsunami.sample_sources(1, seed=3, config=cfg), config=cfg)
     truth = truth.isel(run=0)
     obs = observe.observe(truth, observe.GridStride(3), noise_ratio=0.1, seed=0)
-    where = truth.drop_vars(["u", "v", "eta", "run"])
-    model = TsunamiModel(cfg)
+    return obs, truth.drop_vars(["u", "v", "eta", "run"]), TsunamiModel(cfg)
+
+
+def test_letkf_departures_equal_the_decoded_background_and_analysis():
+    obs, where, model = _tsunami()
     run = RunOptions(members=6, progress=False)
     out = where.levda.assimilate(obs, model, LETKF(Inflation(1.1)), run=run)
     checked = sum(_check_departures(model, out, v, first_window=1) for v in ("eta", "u", "v"))
@@ -139,6 +143,27 @@ def test_gross_error_is_rejected_and_the_analysis_is_that_without_it(model, trut
     for name in ("latent_state", "a", "b", "eta", "u"):
         np.testing.assert_allclose(out[name].values, without[name].values, rtol=1e-12, atol=1e-12)
     assert (out.window_n_obs.values == without.window_n_obs.values).all()
+
+
+def test_letkf_rejects_a_gross_error_and_analyses_the_rest_as_without_it():
+    obs, where, model = _tsunami()
+    bad = 20
+    wrong = obs.copy(deep=True)
+    wrong["eta"][bad] = wrong["eta"][bad] + 1e3 * wrong["eta_std"][bad]
+    checked = RunOptions(members=6, progress=False, quality_control=GrossErrorCheck(30.0))
+    with pytest.warns(UserWarning, match="rejected"):
+        out = where.levda.assimilate(wrong, model, LETKF(Inflation(1.1)), run=checked)
+    # the output lists each variable's observations in the input's (time) order
+    np.testing.assert_array_equal(out.eta_obs_time.values, obs.time.values)
+    assert out.eta_obs_flag.values[bad] == 1
+    missing = obs.copy(deep=True)
+    for v in ("u", "v", "eta"):  # every rejected observation (the check finds a few more)
+        missing[v][out[f"{v}_obs_flag"].values == 1] = np.nan
+    run = RunOptions(members=6, progress=False)
+    without = where.levda.assimilate(missing, model, LETKF(Inflation(1.1)), run=run)
+    assert out.attrs["n_observations_used"] == without.attrs["n_observations_used"]
+    for name in ("latent_state", "eta", "u", "v"):
+        np.testing.assert_allclose(out[name].values, without[name].values, rtol=1e-12, atol=1e-12)
 
 
 def test_gross_error_check_is_validated_and_refused_where_it_cannot_apply(model, truth):
