@@ -185,7 +185,8 @@ def predict(model: Surrogate, ensemble: Ensemble, table: ObsTable, run: Any) -> 
             places, place = np.unique(table.points[rows], axis=0, return_inverse=True)
             prepared = prepared_points(model, places, run.torch_dtype, run.device)
             fields = model.decode_prepared(z[:, : model.latent_dim], prepared)  # (K, P, C)
-            picked = fields[:, torch.as_tensor(place.ravel()), torch.as_tensor(table.channel[rows])]
+            index = (torch.as_tensor(place.ravel()), torch.as_tensor(table.channel[rows]))
+            picked = fields[:, index[0].to(fields.device), index[1].to(fields.device)]
             out[:, rows] = picked.double().cpu().numpy()
     return out
 
