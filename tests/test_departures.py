@@ -234,3 +234,14 @@ def test_cases_with_different_numbers_of_observations(model, truth):
     assert np.isnat(out.eta_obs_time.values[1, -5:]).all()
     assert np.isfinite(out.eta_obs_minus_analysis.values[1, : n - 5]).all()
     assert out.attrs["n_observations_used"] == 2 * n - 5
+
+
+@pytest.mark.filterwarnings("ignore:LEVDA. parameters estimated outside:UserWarning")
+def test_overlapping_windows_give_each_observation_its_last_window(model, truth):
+    obs = _obs(truth)
+    method = LEVDA(window=2, window_stride=1)  # windows of times {0, 1}, {1, 2}, ..., {4, 5}
+    out = truth.drop_vars(["eta", "u"]).levda.assimilate(obs, model, method, run=RUN)
+    t = np.searchsorted(truth.time.values, out.eta_obs_time.values)
+    assert out.eta_obs_window.values.tolist() == np.minimum(t, 4).tolist()
+    assert np.isfinite(out.eta_obs_minus_background).all()
+    assert np.isfinite(out.eta_obs_minus_analysis).all()
