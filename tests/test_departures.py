@@ -10,6 +10,7 @@ import xarray as xr
 from xlevda.core.dynamics import propagate
 from xlevda.driver import prepare_model
 from xlevda.errors import ConfigError, ObservationError
+from xlevda.field_analysis import FieldAnalysis
 from xlevda.methods import LETKF, LEVDA, OI, Inflation
 from xlevda.obs_output import FLAG_FILL, pad_cases
 from xlevda.quality import GrossErrorCheck
@@ -245,3 +246,20 @@ def test_overlapping_windows_give_each_observation_its_last_window(model, truth)
     assert out.eta_obs_window.values.tolist() == np.minimum(t, 4).tolist()
     assert np.isfinite(out.eta_obs_minus_background).all()
     assert np.isfinite(out.eta_obs_minus_analysis).all()
+
+
+@pytest.mark.filterwarnings("ignore:LEVDA. parameters estimated outside:UserWarning")
+@pytest.mark.parametrize("method", [LEVDA(window=2, model_error=FieldAnalysis(draws=False)),
+                                    OI(FieldAnalysis(draws=False))])  # fmt: skip
+def test_departures_from_the_analysis_fields_with_a_field_analysis(model, truth, method):
+    obs = _obs(truth)
+    out = truth.drop_vars(["eta", "u"]).levda.assimilate(obs, model, method, run=RUN)
+    # the observations lie on the output's grid and times: the fields' members' mean there
+    at = {"time": out.eta_obs_time, "lat": out.eta_obs_lat, "lon": out.eta_obs_lon}
+    fields = out.eta.mean("member").sel(at, method="nearest").values
+    expected = out.eta_obs_value.values - fields
+    np.testing.assert_allclose(out.eta_obs_minus_analysis_field, expected, rtol=0, atol=1e-9)
+    if isinstance(method, LEVDA):  # the field analysis moves the fields towards the obs
+        rms = {k: float(np.sqrt((out[f"eta_obs_minus_{k}"] ** 2).mean())) for k in
+               ("analysis", "analysis_field")}  # fmt: skip
+        assert rms["analysis_field"] <= rms["analysis"]

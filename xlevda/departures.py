@@ -32,6 +32,7 @@ from xlevda._obs import ObsTable
 from xlevda.core.dynamics import interpolate_trajectory, trajectory
 from xlevda.cycle import Ensemble, group_rows
 from xlevda.errors import ConfigError, ObservationError
+from xlevda.field_increments import FieldIncrements, TermCache
 from xlevda.methods.base import background_state
 from xlevda.quality import GrossErrorCheck
 from xlevda.surrogates.protocol import Surrogate
@@ -41,7 +42,9 @@ __all__ = [
     "WindowDepartures",
     "case_departures",
     "check_quality_control",
+    "field_at_observations",
     "forecast",
+    "observation_times",
     "predict",
     "prepared_points",
     "screen",
@@ -284,3 +287,42 @@ def warn_rejected(cycles: Sequence[Any], check: GrossErrorCheck | None) -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+def observation_times(table: ObsTable, departures: CaseDepartures) -> tuple[np.ndarray, ...]:
+    """The distinct (time, window) pairs of a case's observations: times (G,) in latent steps,
+    windows (G,), and the rows of each (a list), for the field analysis at the observations."""
+    key = np.stack([table.step + table.frac, departures.window], -1)
+    _, rows = group_rows(np.unique(key, axis=0, return_inverse=True)[1].ravel())
+    first = [r[0] for r in rows]
+    return key[first, 0], key[first, 1].astype(np.int64), rows
+
+
+def field_at_observations(
+    increments: FieldIncrements,
+    first: int,
+    table: ObsTable,
+    departures: CaseDepartures,
+    model_free: bool,
+    members: int,
+) -> np.ndarray:
+    """Members' mean (M,) of the analysis fields at the observations (normalized units).
+
+    ``increments`` covers, from time index ``first`` on, the pairs of
+    :func:`observation_times`: the value is the model's weight times the analysis'
+    ``mean_k H(x_k)`` (none where ``model_free``) plus the field analysis' mean
+    increment, without its draws, as :func:`xlevda.decode.decode_block` makes the
+    output's fields.
+    """
+    uncached = replace(increments, cache=TermCache(budget=0), draws=False)  # any points
+    out = np.full(len(table), np.nan)
+    for g, rows in enumerate(observation_times(table, departures)[2]):
+        t = slice(first + g, first + g + 1)
+        for c in np.unique(table.channel[rows]):
+            r = rows[table.channel[rows] == c]
+            points = torch.as_tensor(table.points[r], dtype=torch.float64)
+            inc, _ = uncached.block(int(c), points, t, slice(0, members))
+            weight = increments.model_weight(int(c), t)
+            model = 0.0 if model_free else departures.analysis[0, r]
+            out[r] = (1.0 if weight is None else weight[0]) * model + inc[0].mean(0).numpy()
+    return out

@@ -29,6 +29,7 @@ from xlevda._version import VERSION
 from xlevda.checks import CycleChecks
 from xlevda.cycle import Cycle
 from xlevda.decode import FieldTerm, decode_block, numpy_dtype, prepare_output_points
+from xlevda.departures import field_at_observations, observation_times
 from xlevda.field_analysis import FieldAnalysis, case_increments
 from xlevda.methods.base import Method
 from xlevda.model_error import ModelErrorTerm, model_error_std, window_variance
@@ -105,17 +106,33 @@ def config_json(obj: Any) -> Any:
     return obj
 
 
-def _field_term(grid: OutputGrid, model, method: Method, cycle: Cycle, which) -> FieldTerm | None:
-    """The case's field analysis (weights solved here, eagerly: observations x members)."""
+def _field_term(
+    grid: OutputGrid, model, method: Method, cycle: Cycle, which, table: ObsTable, members: int
+) -> tuple[FieldTerm | None, np.ndarray | None]:
+    """The case's field analysis (weights solved here, eagerly: observations x members), and
+    the members' mean of the analysis fields at the observations (normalized), or ``None``s.
+
+    One :func:`~xlevda.field_analysis.case_increments` serves the output times and, after
+    them, the observations' times (:func:`~xlevda.departures.observation_times`).
+    """
     config = method.model_error
     if not isinstance(config, FieldAnalysis) or cycle.residuals is None:
-        return None
+        return None, None
+    obs_times, obs_windows, _ = observation_times(table, cycle.departures)
     increments = case_increments(
-        cycle.residuals, window_variance(cycle), config, model.schema, grid.steps, which
+        cycle.residuals,
+        window_variance(cycle),
+        config,
+        model.schema,
+        np.concatenate([grid.steps, obs_times]),
+        np.concatenate([which, obs_windows]),
     )
     first = cycle.residuals[0]
     model_free = first.background is not None and first.model_weight is None
-    return FieldTerm(increments, grid.points, model_free)
+    at_obs = field_at_observations(
+        increments, len(grid.steps), table, cycle.departures, model_free, members
+    )
+    return FieldTerm(increments, grid.points, model_free), at_obs
 
 
 def _field_attrs(term: FieldTerm | None, c: int, scale: float) -> dict[str, Any]:
@@ -129,9 +146,17 @@ def _field_attrs(term: FieldTerm | None, c: int, scale: float) -> dict[str, Any]
 
 
 def _fields(
-    grid: OutputGrid, model, run: RunOptions, method: Method, cycle: Cycle, z_out, which
+    grid: OutputGrid,
+    model,
+    run: RunOptions,
+    method: Method,
+    cycle: Cycle,
+    z_out,
+    which,
+    term: FieldTerm | None,
 ) -> dict[str, xr.DataArray]:
-    """The decoded fields (lazy) and their model-error standard deviations."""
+    """The decoded fields (lazy) and their model-error standard deviations; ``term``: the
+    field analysis (:func:`_field_term`)."""
     schema, dtype, k = model.schema, run.torch_dtype, run.members
     d_s, space_dims = model.latent_dim, grid.layout.dims
     space_shape = tuple(grid.target.sizes[d] for d in space_dims)
@@ -145,7 +170,6 @@ def _fields(
     error_std = model_error_std(cycle, which, method.model_error)
     dressed = isinstance(method.model_error, ModelErrorTerm) and error_std is not None
     pooled = not (isinstance(method.model_error, ModelErrorTerm) and not method.model_error.pooled)
-    term = _field_term(grid, model, method, cycle, which)
     out: dict[str, xr.DataArray] = {}
     for c, (name, attrs) in enumerate(zip(schema.variables, schema.variable_attrs, strict=True)):
         field = dsa.map_blocks(
@@ -357,9 +381,10 @@ def to_dataset(
     """
     args = (grid, model, run, method, cycle, z_out, which)
     checked = _checked(checks, model.schema, run.member_dim)
-    observed, obs_coords = observation_variables(model.schema, table, cycle.departures)
+    term, at_obs = _field_term(grid, model, method, cycle, which, table, run.members)
+    observed, obs_coords = observation_variables(model.schema, table, cycle.departures, at_obs)
     ds = xr.Dataset(
-        {**_fields(*args), **_states(*args), **checked, **observed},
+        {**_fields(*args, term), **_states(*args), **checked, **observed},
         coords=_coords(grid, run, cycle) | obs_coords,
     )
     rejected = int((~cycle.departures.used).sum())

@@ -7,6 +7,9 @@ observations in time order, with their time and position as coordinates
 - ``{v}_obs_value``, ``{v}_obs_error_std``: the observation and its error (``v``'s units);
 - ``{v}_obs_minus_background``, ``{v}_obs_minus_analysis``: ``y - mean_k H(x_k)`` of
   the window's background and analysis ensembles (:mod:`xlevda.departures`);
+- ``{v}_obs_minus_analysis_field``, for methods with a field analysis (LEVDA's default,
+  OI): ``y`` minus the members' mean of the analysis fields as output (the ensemble's
+  decoded states, calibrated, plus the field analysis' increments; no draws);
 - ``{v}_background_spread_at_obs``, ``{v}_analysis_spread_at_obs``: their members'
   standard deviation of ``H(x)``;
 - ``{v}_obs_flag``: 0 used, 1 rejected by the gross-error check (:mod:`xlevda.quality`);
@@ -109,9 +112,16 @@ def observation_dims(schema: SurrogateSchema, table: ObsTable) -> list[str]:
 
 
 def observation_variables(
-    schema: SurrogateSchema, table: ObsTable, departures: CaseDepartures
+    schema: SurrogateSchema,
+    table: ObsTable,
+    departures: CaseDepartures,
+    field: np.ndarray | None = None,
 ) -> tuple[dict[str, xr.DataArray], dict[str, Any]]:
-    """The observation variables and coordinates of one case (physical units)."""
+    """The observation variables and coordinates of one case (physical units).
+
+    ``field`` (M,): the members' mean of the analysis fields at the observations
+    (normalized), where the method has a field analysis: ``{v}_obs_minus_analysis_field``.
+    """
     out: dict[str, xr.DataArray] = {}
     coords: dict[str, Any] = {}
     where = positions(schema, table.points)
@@ -133,6 +143,17 @@ def observation_variables(
             "obs_window": departures.window[rows],
         }
         out |= _variables(v, dict(attrs), values, dim)
+        if field is not None:
+            out[f"{v}_obs_minus_analysis_field"] = xr.DataArray(
+                (value - field[rows]) * scale,
+                dims=(dim,),
+                attrs={
+                    "long_name": f"observed {v} minus the analysis field (members' mean of "
+                    "the output's fields: the model's decoded states, calibrated, plus the "
+                    "field analysis' increments, without its draws)",
+                    **({"units": attrs["units"]} if "units" in attrs else {}),
+                },
+            )
         times = table.time[rows]
         coords[f"{dim}_time"] = (dim, times, _time_attrs(schema, times))
         for j, (name, cattrs) in enumerate(zip(schema.coords, schema.coord_attrs, strict=True)):
