@@ -77,6 +77,8 @@ def test_simulate_train_assimilate(tmp_path, capsys):
     )
     an = xr.open_dataset(out)
     assert an.eta.sizes["member"] == 4 and an.eta.sizes["time"] == 4
+    assert an.eta_obs_minus_background.dims == ("eta_obs",)  # departures written too
+    assert (an.eta_obs_flag == 0).all() and an.eta_obs_time.dtype.kind == "M"
     assert "assimilated" in capsys.readouterr().out
 
 

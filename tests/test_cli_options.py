@@ -107,6 +107,20 @@ def test_outside(files, capsys):
     assert (an.attrs["n_observations_used"], an.attrs["n_observations_dropped"]) == (2, 1)
 
 
+def test_gross_error(files, capsys):
+    obs = _points([0, 60, 120], [41.0, 42.0, 43.0], [-158.0, -157.0, -156.0])
+    obs["eta"][1] = 1e4  # 2e5 error standard deviations
+    out = str(files / "g.nc")
+    with pytest.warns(UserWarning, match="GrossErrorCheck"):
+        code = _assimilate(files, obs, "--variables", "eta", "--gross-error", "1000", "-o", out)
+    assert code == 0
+    an = xr.open_dataset(out)
+    assert an.eta_obs_flag.values.tolist() == [0, 1, 0]
+    assert (an.attrs["n_observations_used"], an.attrs["n_observations_rejected"]) == (2, 1)
+    assert _assimilate(files, obs, "--gross-error", "0", "-o", out) == 2
+    assert "GrossErrorCheck.threshold must be a finite number" in capsys.readouterr().err
+
+
 def test_unknown_output_extension_fails_before_the_work(files, capsys):
     assert _assimilate(files, IRREGULAR, "--variables", "eta", "-o", str(files / "a.h5")) == 2
     assert "path must end in .zarr or one of .nc" in capsys.readouterr().err

@@ -11,7 +11,10 @@ The public names:
 - ``LEVDA``, ``LDEnSF``, ``LETKF``, ``EnSF``, ``FourDEnVar``: the methods, each a
   frozen config passed as ``method`` (their options are in :mod:`xlevda.methods`);
 - ``RunOptions``: what every method shares (members, seed, dtype, device, member
-  dimension, output chunks, observations outside the domain), passed as ``run=``;
+  dimension, output chunks, observations outside the domain, quality control,
+  progress), passed as ``run=``; ``GrossErrorCheck``: its quality control, which
+  rejects observations far from the background (flagged in the output with their
+  departures O-B and O-A);
 - ``LDNet``: the latent dynamics network surrogate (``LDNet.fit``, ``predict``,
   ``save``); ``LDNetConfig`` and its parts (``MLPDecoderConfig``,
   ``SeparableDecoderConfig``, ``CosineDecoderConfig``, ``LinearDynamicsConfig``,
@@ -45,6 +48,7 @@ from xlevda.ldnet import LDNet
 from xlevda.methods import LETKF, LEVDA, EnSF, FourDEnVar, LDEnSF
 from xlevda.pretrained import load_pretrained
 from xlevda.progress import progress
+from xlevda.quality import GrossErrorCheck
 from xlevda.run import RunOptions
 from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig, TrainConfig
 from xlevda.surrogates.decoder_configs import (
@@ -60,6 +64,7 @@ __all__ = [
     "CosineDecoderConfig",
     "EnSF",
     "FourDEnVar",
+    "GrossErrorCheck",
     "LDEnSF",
     "LDNet",
     "LDNetConfig",

@@ -29,11 +29,14 @@ from xlevda._times import time_values
 from xlevda.checkpoint import Checkpoint
 from xlevda.checks import check_cycle, horizon_attrs, is_learned, warn_cycles
 from xlevda.decode import latent_at_outputs
+from xlevda.departures import check_quality_control, warn_rejected
 from xlevda.driver import prepare_model, run_cases
 from xlevda.errors import ConfigError, CoordinateError, ObservationError
 from xlevda.io import OutputGrid, config_json, surrogate_checksum, to_dataset
 from xlevda.methods import LEVDA
 from xlevda.methods.base import Method
+from xlevda.obs_output import observation_dims, pad_cases
+from xlevda.progress import progress
 from xlevda.run import RunOptions
 from xlevda.surrogates.protocol import Surrogate
 
@@ -129,7 +132,8 @@ def _check_member_dim(run: RunOptions, grid: OutputGrid, schema, case_dim: Any) 
     taken = {
         "a dimension or coordinate of the target": {*map(str, grid.target.dims)}
         | {*map(str, grid.target.coords)},
-        "a dimension of the output": {"window", "latent", str(case_dim)},
+        "a dimension of the output": {"window", "latent", str(case_dim)}
+        | {f"{v}_obs" for v in schema.variables},
         "a variable or parameter of the surrogate": {*schema.variables, *schema.params},
     }
     for what, names in taken.items():
@@ -199,14 +203,15 @@ def _check_precision(tables: list[ObsTable], schema, run: RunOptions) -> None:
                 )
 
 
-def _combine(results: list[xr.Dataset], obs: xr.Dataset, case_dim: str, tables) -> xr.Dataset:
+def _combine(results: list[xr.Dataset], obs: xr.Dataset, case_dim: str, dims) -> xr.Dataset:
     if case_dim not in obs.dims:
         return results[0]
-    out = xr.concat(results, dim=case_dim, combine_attrs="override")
+    out = xr.concat(pad_cases(results, dims), dim=case_dim, combine_attrs="override")
     if case_dim in obs.coords:
         out = out.assign_coords({case_dim: obs[case_dim].values})
-    out.attrs["n_observations_used"] = sum(len(t) for t in tables)
-    out.attrs["n_observations_dropped"] = sum(t.n_dropped for t in tables)
+    for count in ("used", "dropped", "rejected"):
+        name = f"n_observations_{count}"
+        out.attrs[name] = sum(int(r.attrs[name]) for r in results)
     return out
 
 
@@ -300,7 +305,10 @@ def assimilate(
     Dataset
         Fields over ``(time, member, *space)`` as lazy dask arrays, parameters over
         ``(time, member)``, the latent trajectory, per-window diagnostics, CF
-        attributes and provenance.
+        attributes and provenance; per observed variable ``v``, its observations on
+        ``{v}_obs`` with their departures from the background and the analysis
+        (``{v}_obs_minus_background``, ``{v}_obs_minus_analysis``, spreads) and
+        used/rejected flags (:mod:`xlevda.departures`, :mod:`xlevda.obs_output`).
 
     Raises
     ------
@@ -323,10 +331,13 @@ def assimilate(
         Each is also recorded in the output (``window_<param>_outside_training_range``,
         the attributes ``surrogate_trained_horizon`` and
         ``n_target_times_past_horizon``, ``window_misfit_not_reduced``).
+        Also once for the observations the gross-error check rejected
+        (``RunOptions.quality_control``), counted in ``n_observations_rejected``.
     """
     method = LEVDA() if method is None else method
     run = RunOptions() if run is None else run
     _check(method, run, surrogate, target, background)
+    check_quality_control(method, run.quality_control)
     run = run.resolve(method.run_defaults)
     grid, step, frac = _output_grid(target, surrogate.schema)
     _check_member_dim(run, grid, surrogate.schema, case_dim)
@@ -355,15 +366,17 @@ def assimilate(
         horizon = horizon_attrs(
             grid.times, step + frac, model.schema, grid.time, run.past_horizon == "forecast"
         )
-    cycles = run_cases(method, model, initial, tables, run, _checkpoint(run, method, model))
+    with progress(run.progress, desc=f"{method.name} windows"):
+        cycles = run_cases(method, model, initial, tables, run, _checkpoint(run, method, model))
+    warn_rejected(cycles, run.quality_control)
     checks = [check_cycle(cycle, model, method) for cycle in cycles]
     warn_cycles(checks, model.schema, method)
     results = []
     for cycle, table, checked in zip(cycles, tables, checks, strict=True):
         z_out, which = latent_at_outputs(model, cycle, step, frac, run.torch_dtype, run.device)
-        n_obs = (len(table), int(table.n_dropped))
-        results.append(to_dataset(grid, model, run, method, cycle, z_out, which, n_obs, checked))
+        results.append(to_dataset(grid, model, run, method, cycle, z_out, which, table, checked))
         results[-1].attrs.update(horizon)
         if initial.not_fitted is not None:
             results[-1].attrs["background_members_not_fitted"] = initial.not_fitted
-    return _combine(results, obs, case_dim, tables)
+    dims = sorted({d for t in tables for d in observation_dims(surrogate.schema, t)})
+    return _combine(results, obs, case_dim, dims)

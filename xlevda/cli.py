@@ -159,6 +159,7 @@ def _assimilate(args: argparse.Namespace) -> int:
     from xlevda import load_pretrained, load_surrogate
     from xlevda.methods import LEVDA
     from xlevda.progress import progress
+    from xlevda.quality import GrossErrorCheck
     from xlevda.run import RunOptions
     from xlevda.write import output_format, write
 
@@ -171,6 +172,8 @@ def _assimilate(args: argparse.Namespace) -> int:
         seed=args.seed,
         outside=args.outside,
         past_horizon=args.past_horizon,
+        quality_control=None if args.gross_error is None else GrossErrorCheck(args.gross_error),
+        progress=False,  # the bar of the block below covers the windows and the writing
     )
     t0 = time.perf_counter()
     with progress(_show_progress(args), desc="assimilate"):
@@ -394,6 +397,15 @@ def _add_assimilate(sub) -> None:
         default="error",
         help="target times past the surrogate's last training frame: an error (default) or "
         "forecasts, warned about and counted (n_target_times_past_horizon)",
+    )
+    asm.add_argument(
+        "--gross-error",
+        type=float,
+        default=None,
+        metavar="THRESHOLD",
+        help="reject, before each window's analysis, observations whose |O - B| exceeds "
+        "THRESHOLD x sqrt(background spread^2 + error^2) (GrossErrorCheck; flagged in the "
+        "output, counted in n_observations_rejected); default: use every observation",
     )
     asm.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     asm.add_argument(

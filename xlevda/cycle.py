@@ -89,6 +89,9 @@ class Analysis:
         (:class:`~xlevda.field_analysis.FieldAnalysis`; one analysis per window).
     carry : optional
         The next window's :attr:`Ensemble.carry`.
+    departures : WindowDepartures, optional
+        The window's observations predicted by its background and its analysis, and
+        which it used (:mod:`xlevda.departures`; set by the driver).
     """
 
     anchors: np.ndarray
@@ -98,6 +101,7 @@ class Analysis:
     excess: np.ndarray | None = None
     carry: Any = None
     residuals: Any = None
+    departures: Any = None
 
     @property
     def ensemble(self) -> Ensemble:
@@ -120,6 +124,7 @@ class Cycle:
     excess_leverage: np.ndarray | None = None  # (W, C) its variance per unit term variance
     seed: int = 0  # the case's seed
     residuals: tuple | None = None  # per window: Residuals of the field analysis
+    departures: Any = None  # CaseDepartures of every observation (xlevda.departures)
 
 
 def group_rows(labels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

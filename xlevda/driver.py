@@ -1,8 +1,10 @@
 """One driver for every method: windows as a chain of dask tasks, cases as independent chains.
 
 Each window's task takes the previous window's :class:`~xlevda.cycle.Analysis`
-(the first takes the initial :class:`~xlevda.cycle.Ensemble`) and calls the
-method's ``analyse``; the case's analyses are then concatenated into a
+(the first takes the initial :class:`~xlevda.cycle.Ensemble`), predicts the window's
+observations from it (the background), applies the gross-error check if asked, calls
+the method's ``analyse`` and predicts the observations from the analysis
+(:mod:`xlevda.departures`); the case's analyses are then concatenated into a
 :class:`~xlevda.cycle.Cycle`.  The tasks run on whatever dask scheduler is active,
 e.g. a ``dask.distributed`` cluster for independent cases.  Torch and numpy only.
 """
@@ -20,6 +22,14 @@ from dask.delayed import Delayed
 from xlevda._obs import ObsTable
 from xlevda.checkpoint import Checkpoint
 from xlevda.cycle import Analysis, Cycle, Ensemble, Window
+from xlevda.departures import (
+    WindowDepartures,
+    case_departures,
+    forecast,
+    predict,
+    screen,
+    summary,
+)
 from xlevda.methods.base import Method
 from xlevda.run import RunOptions
 from xlevda.surrogates.protocol import Surrogate
@@ -53,25 +63,44 @@ def _analyse(
     method: Method,
     model: Surrogate,
     window: Window,
+    rows: np.ndarray,
     previous: Analysis | Ensemble,
     run: RunOptions,
     saved: tuple[Checkpoint, int] | None = None,
 ) -> Analysis:
-    """One window; with ``saved`` (checkpoint, case) read from or written to the checkpoint."""
+    """One window, its observations predicted by its background and analysis (departures).
+
+    ``rows``: the window's observations among the case's.  The background is run to the
+    window's anchor once, for the departures and (``method.takes_forecast``) the method.
+    The gross-error check (``run.quality_control``) leaves observations out of the window
+    the method analyses; with ``saved`` (checkpoint, case) the analysis of that window is
+    read from or written to the checkpoint.
+    """
+    background = previous.ensemble if isinstance(previous, Analysis) else previous
+    before = after = summary(None, len(window.obs))
+    if method.predicts_observations:
+        ahead = forecast(model, background, window.anchor, run)
+        before = summary(predict(model, ahead, window.obs, run), len(window.obs))
+        background = ahead if method.takes_forecast else background
+    used = screen(run.quality_control, window.obs, before, window.index)
+    kept = window if used.all() else replace(window, obs=window.obs.select(np.flatnonzero(used)))
+    analysis = None
     if saved is not None:
         checkpoint, case = saved
-        found = checkpoint.load(case, window, previous)
-        if found is not None:
-            return found
-    background = previous.ensemble if isinstance(previous, Analysis) else previous
-    analysis = method.analyse(model, window, background, run)
-    if saved is not None:
-        checkpoint.save(case, window, previous, analysis)
-    return analysis
+        analysis = checkpoint.load(case, kept, previous)
+    if analysis is None:
+        analysis = method.analyse(model, kept, background, run)
+        if saved is not None:
+            checkpoint.save(case, kept, previous, analysis)
+    if method.predicts_observations:
+        after = summary(predict(model, analysis.ensemble, window.obs, run), len(window.obs))
+    return replace(analysis, departures=WindowDepartures(rows, before, after, used))
 
 
-def assemble(analyses: list[Analysis], names: dict[str, str], seed: int) -> Cycle:
-    """A case's window analyses, concatenated in order, as one :class:`~xlevda.cycle.Cycle`."""
+def assemble(analyses: list[Analysis], names: dict[str, str], seed: int, n_obs: int) -> Cycle:
+    """A case's window analyses, concatenated in order, as one :class:`~xlevda.cycle.Cycle`,
+    with the departures of its ``n_obs`` observations (:func:`~xlevda.departures.case_departures`).
+    """
     excess = None
     if analyses[0].excess is not None:
         excess = np.concatenate([a.excess for a in analyses])  # (W, 4, C)
@@ -89,6 +118,7 @@ def assemble(analyses: list[Analysis], names: dict[str, str], seed: int) -> Cycl
         excess_leverage=None if excess is None else excess[:, 3],
         seed=seed,
         residuals=None if analyses[0].residuals is None else tuple(a.residuals for a in analyses),
+        departures=case_departures(n_obs, [a.departures for a in analyses]),
     )
 
 
@@ -105,9 +135,11 @@ def _chain(
     analyses = []
     for w, planned in enumerate(method.plan(table, initial.anchor)):
         window = Window(w, planned.anchor, table.select(planned.rows))
-        previous = dask.delayed(_analyse, pure=False)(method, model, window, previous, run, saved)
+        previous = dask.delayed(_analyse, pure=False)(
+            method, model, window, planned.rows, previous, run, saved
+        )
         analyses.append(previous)
-    return dask.delayed(assemble, pure=False)(analyses, method.diagnostics, run.seed)
+    return dask.delayed(assemble, pure=False)(analyses, method.diagnostics, run.seed, len(table))
 
 
 def run_cases(

@@ -24,13 +24,16 @@ import torch
 import xarray as xr
 
 from xlevda._convert import SpatialLayout
+from xlevda._obs import ObsTable
 from xlevda._version import VERSION
 from xlevda.checks import CycleChecks
 from xlevda.cycle import Cycle
 from xlevda.decode import FieldTerm, decode_block, numpy_dtype, prepare_output_points
+from xlevda.departures import field_at_observations, observation_times
 from xlevda.field_analysis import FieldAnalysis, case_increments
 from xlevda.methods.base import Method
 from xlevda.model_error import ModelErrorTerm, model_error_std, window_variance
+from xlevda.obs_output import observation_variables
 from xlevda.run import RunOptions
 from xlevda.surrogates.protocol import Surrogate
 from xlevda.write import cf_encoding
@@ -103,17 +106,33 @@ def config_json(obj: Any) -> Any:
     return obj
 
 
-def _field_term(grid: OutputGrid, model, method: Method, cycle: Cycle, which) -> FieldTerm | None:
-    """The case's field analysis (weights solved here, eagerly: observations x members)."""
+def _field_term(
+    grid: OutputGrid, model, method: Method, cycle: Cycle, which, table: ObsTable, members: int
+) -> tuple[FieldTerm | None, np.ndarray | None]:
+    """The case's field analysis (weights solved here, eagerly: observations x members), and
+    the members' mean of the analysis fields at the observations (normalized), or ``None``s.
+
+    One :func:`~xlevda.field_analysis.case_increments` serves the output times and, after
+    them, the observations' times (:func:`~xlevda.departures.observation_times`).
+    """
     config = method.model_error
     if not isinstance(config, FieldAnalysis) or cycle.residuals is None:
-        return None
+        return None, None
+    obs_times, obs_windows, _ = observation_times(table, cycle.departures)
     increments = case_increments(
-        cycle.residuals, window_variance(cycle), config, model.schema, grid.steps, which
+        cycle.residuals,
+        window_variance(cycle),
+        config,
+        model.schema,
+        np.concatenate([grid.steps, obs_times]),
+        np.concatenate([which, obs_windows]),
     )
     first = cycle.residuals[0]
     model_free = first.background is not None and first.model_weight is None
-    return FieldTerm(increments, grid.points, model_free)
+    at_obs = field_at_observations(
+        increments, len(grid.steps), table, cycle.departures, model_free, members
+    )
+    return FieldTerm(increments, grid.points, model_free), at_obs
 
 
 def _field_attrs(term: FieldTerm | None, c: int, scale: float) -> dict[str, Any]:
@@ -127,9 +146,17 @@ def _field_attrs(term: FieldTerm | None, c: int, scale: float) -> dict[str, Any]
 
 
 def _fields(
-    grid: OutputGrid, model, run: RunOptions, method: Method, cycle: Cycle, z_out, which
+    grid: OutputGrid,
+    model,
+    run: RunOptions,
+    method: Method,
+    cycle: Cycle,
+    z_out,
+    which,
+    term: FieldTerm | None,
 ) -> dict[str, xr.DataArray]:
-    """The decoded fields (lazy) and their model-error standard deviations."""
+    """The decoded fields (lazy) and their model-error standard deviations; ``term``: the
+    field analysis (:func:`_field_term`)."""
     schema, dtype, k = model.schema, run.torch_dtype, run.members
     d_s, space_dims = model.latent_dim, grid.layout.dims
     space_shape = tuple(grid.target.sizes[d] for d in space_dims)
@@ -143,7 +170,6 @@ def _fields(
     error_std = model_error_std(cycle, which, method.model_error)
     dressed = isinstance(method.model_error, ModelErrorTerm) and error_std is not None
     pooled = not (isinstance(method.model_error, ModelErrorTerm) and not method.model_error.pooled)
-    term = _field_term(grid, model, method, cycle, which)
     out: dict[str, xr.DataArray] = {}
     for c, (name, attrs) in enumerate(zip(schema.variables, schema.variable_attrs, strict=True)):
         field = dsa.map_blocks(
@@ -231,6 +257,11 @@ def _states(
         dims=("window",),
         attrs={"long_name": "observed values in the window", "units": "1"},
     )
+    out["window_n_obs_rejected"] = xr.DataArray(
+        cycle.departures.rejected,
+        dims=("window",),
+        attrs={"long_name": "observed values the gross-error check rejected", "units": "1"},
+    )
     return out
 
 
@@ -293,7 +324,9 @@ def _coords(grid: OutputGrid, run: RunOptions, cycle: Cycle) -> dict[str, Any]:
     }
 
 
-def _attrs(model, run: RunOptions, method: Method, n_used: int, n_dropped: int) -> dict[str, Any]:
+def _attrs(
+    model, run: RunOptions, method: Method, n_used: int, n_dropped: int, n_rejected: int
+) -> dict[str, Any]:
     return {
         "Conventions": "CF-1.11",
         "title": f"{method.name} analysis ensemble",
@@ -307,6 +340,7 @@ def _attrs(model, run: RunOptions, method: Method, n_used: int, n_dropped: int) 
         "surrogate_sha256": surrogate_checksum(model),
         "n_observations_used": n_used,
         "n_observations_dropped": n_dropped,
+        "n_observations_rejected": n_rejected,
     }
 
 
@@ -318,7 +352,7 @@ def to_dataset(
     cycle: Cycle,
     z_out: np.ndarray,
     which: np.ndarray,
-    n_obs: tuple[int, int],
+    table: ObsTable,
     checks: CycleChecks,
 ) -> xr.Dataset:
     """One case's analysis as a CF Dataset.
@@ -339,17 +373,22 @@ def to_dataset(
     cycle : Cycle
     z_out : ndarray, shape (T, K, d_z)
         States at the output times; ``which`` (T,) the window supplying each.
-    n_obs : (int, int)
-        Observations used and dropped.
+    table : ObsTable
+        The case's observations: the observation variables (:mod:`xlevda.obs_output`)
+        and the counts of those used, dropped and rejected.
     checks : CycleChecks
         The cycle's :mod:`xlevda.checks`, recorded per window.
     """
     args = (grid, model, run, method, cycle, z_out, which)
     checked = _checked(checks, model.schema, run.member_dim)
+    term, at_obs = _field_term(grid, model, method, cycle, which, table, run.members)
+    observed, obs_coords = observation_variables(model.schema, table, cycle.departures, at_obs)
     ds = xr.Dataset(
-        {**_fields(*args), **_states(*args), **checked}, coords=_coords(grid, run, cycle)
+        {**_fields(*args, term), **_states(*args), **checked, **observed},
+        coords=_coords(grid, run, cycle) | obs_coords,
     )
-    ds.attrs = _attrs(model, run, method, *n_obs)
+    rejected = int((~cycle.departures.used).sum())
+    ds.attrs = _attrs(model, run, method, len(table) - rejected, int(table.n_dropped), rejected)
     for name, encoding in cf_encoding(ds).items():
         ds.variables[name].encoding = encoding
     return ds

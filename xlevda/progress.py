@@ -3,8 +3,8 @@
 :func:`progress` shows a tqdm bar over the dask tasks computed inside its block: the
 assimilation windows (each a task, run inside :func:`xlevda.assimilate`) and the
 chunks decoded and written by :func:`xlevda.write`.  Quiet when not interactive
-(standard error is not a terminal) unless asked for.  It sees computations on
-dask's local schedulers (threads, processes, synchronous), not on a
+(standard error is not a terminal and no Jupyter kernel runs) unless asked for.  It
+sees computations on dask's local schedulers (threads, processes, synchronous), not on a
 ``dask.distributed`` cluster, which has its own dashboard.
 """
 
@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from xlevda.errors import ConfigError
 
-__all__ = ["progress"]
+__all__ = ["interactive", "progress"]
 
 
 @contextmanager
@@ -26,8 +26,8 @@ def progress(enabled: bool | None = None, desc: str = "xlevda") -> Iterator[None
     Parameters
     ----------
     enabled : bool, optional
-        ``True``: show; ``False``: quiet; ``None`` (default): show when standard
-        error is a terminal.
+        ``True``: show; ``False``: quiet; ``None`` (default): show when interactive
+        (:func:`interactive`).
     desc : str
         The bars' label.
 
@@ -39,13 +39,29 @@ def progress(enabled: bool | None = None, desc: str = "xlevda") -> Iterator[None
     4
     """
     if enabled is None:
-        enabled = sys.stderr.isatty()
+        enabled = interactive()
     if not isinstance(enabled, bool):
         raise ConfigError(f"enabled must be True, False or None, got {enabled!r}")
     if not enabled:
         yield
         return
+    from tqdm.auto import tqdm
     from tqdm.dask import TqdmCallback
 
-    with TqdmCallback(desc=desc):
+    with TqdmCallback(desc=desc, tqdm_class=tqdm):
         yield
+
+
+def interactive() -> bool:
+    """Whether someone watches: standard error is a terminal, or a Jupyter kernel runs.
+
+    Examples
+    --------
+    >>> isinstance(interactive(), bool)
+    True
+    """
+    if sys.stderr.isatty():
+        return True
+    shell = sys.modules.get("IPython")
+    get = getattr(shell, "get_ipython", None)
+    return get is not None and getattr(get(), "kernel", None) is not None

@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 
 from xlevda.errors import ConfigError
+from xlevda.quality import GrossErrorCheck
 from xlevda.validate import is_int
 
 __all__ = ["OutputChunks", "RunDefaults", "RunOptions", "check_device"]
@@ -138,6 +139,16 @@ class RunOptions:
         the same call (same inputs, options and seed) continues from the first window
         not saved, with the same values as an uninterrupted run
         (:mod:`xlevda.checkpoint`).  ``None`` (default): nothing saved.
+    quality_control : GrossErrorCheck, optional
+        Reject, in each window before its analysis, the observations far from the
+        background (:class:`~xlevda.quality.GrossErrorCheck`): they stay in the output,
+        flagged, are counted (``n_observations_rejected``, ``window_n_obs_rejected``)
+        and warned about.  ``None`` (default): every observation is used.  Not for
+        LD-EnSF or OI (a :class:`~xlevda.errors.ConfigError`).
+    progress : bool, optional
+        A progress bar over the windows while :func:`xlevda.assimilate` cycles them:
+        ``None`` (default) when interactive (standard error a terminal, or a Jupyter
+        kernel), ``True`` always, ``False`` never (:func:`xlevda.progress.progress`).
 
     Examples
     --------
@@ -154,6 +165,8 @@ class RunOptions:
     outside: Literal["error", "drop"] = "error"
     past_horizon: Literal["error", "forecast"] = "error"
     checkpoint: str | os.PathLike[str] | None = None
+    quality_control: GrossErrorCheck | None = None
+    progress: bool | None = None
 
     def __post_init__(self) -> None:
         if self.members is not None and not is_int(self.members, 2):
@@ -183,6 +196,15 @@ class RunOptions:
             raise ConfigError(f"RunOptions.checkpoint={ckpt!r}: expected a directory path or None")
         if ckpt is not None and Path(ckpt).exists() and not Path(ckpt).is_dir():
             raise ConfigError(f"RunOptions.checkpoint={str(ckpt)!r}: exists and is not a directory")
+        if not isinstance(self.quality_control, GrossErrorCheck | None):
+            raise ConfigError(
+                f"RunOptions.quality_control={self.quality_control!r}: expected "
+                "GrossErrorCheck(threshold=...) or None"
+            )
+        if not isinstance(self.progress, bool | None):
+            raise ConfigError(
+                f"RunOptions.progress={self.progress!r}: expected True, False or None"
+            )
 
     def resolve(self, defaults: RunDefaults) -> RunOptions:
         """These options with the fields left at ``None`` set from a method's ``defaults``."""

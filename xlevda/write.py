@@ -29,6 +29,7 @@ import xarray as xr
 from xlevda._version import VERSION
 from xlevda.atomic import replace_when_done
 from xlevda.errors import ConfigError
+from xlevda.obs_output import observation_coords
 from xlevda.validate import check_int
 
 __all__ = ["NETCDF_SUFFIXES", "bitround", "cf_encoding", "output_format", "time_encoding", "write"]
@@ -129,8 +130,9 @@ def cf_encoding(ds: xr.Dataset, fmt: str = "netcdf", compression: int = 4) -> di
     Coordinates get no ``_FillValue``; datetime64 coordinates the units of
     :func:`time_encoding` where they are whole seconds from the first (sub-second times
     keep xarray's exact int64 nanoseconds here; :func:`write` stores them as exact float
-    seconds); numeric data variables of one or more dimensions compression
-    at ``compression`` (0-9; 0: none) in chunks equal to their dask chunks.
+    seconds), datetime64 data variables the same units; numeric data variables of one or
+    more dimensions compression at ``compression`` (0-9; 0: none) in chunks equal to their
+    dask chunks.
 
     Examples
     --------
@@ -147,6 +149,9 @@ def cf_encoding(ds: xr.Dataset, fmt: str = "netcdf", compression: int = 4) -> di
         out[str(name)] = {"_FillValue": None} | (units if seconds is None else {})
     for name, var in ds.data_vars.items():
         out[str(name)] = _compressed(var.variable, fmt, compression)
+        if var.dtype.kind == "M":  # datetimes, e.g. the observations' times as written
+            units, seconds = time_encoding(np.asarray(var.values))
+            out[str(name)] |= units if seconds is None else {}
     return out
 
 
@@ -228,6 +233,7 @@ def _prepared(ds: xr.Dataset, latent: bool, significant_digits, history: str | N
         raise ConfigError(f"history must be a string or None, got {history!r}")
     if not latent:
         ds = ds.drop_vars([n for n in ("latent_state",) if n in ds.data_vars])
+    ds = ds.reset_coords(observation_coords(ds))  # CDO cannot assign them: data variables
     ds = _quantized(ds, _digits(ds, significant_digits))
     if history is not None:
         ds = ds.copy()
@@ -290,7 +296,9 @@ def write(
     ----------
     analysis : Dataset
         E.g. the output of :func:`xlevda.assimilate` (dask-backed: decoded and
-        written chunk by chunk).
+        written chunk by chunk).  The coordinates of its observation dimensions
+        (times and positions of the observations, :mod:`xlevda.obs_output`) are
+        written as data variables: CDO cannot assign auxiliary coordinates there.
     path : path-like
         ``*.zarr``: a zarr store; ``*.nc``, ``*.nc4``, ``*.netcdf``, ``*.cdf``: NetCDF-4.
         Replaced if it exists, once the new one is complete.

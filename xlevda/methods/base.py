@@ -85,6 +85,19 @@ class Method(Protocol):
         The diagnostics holding each window's observation misfit of the analysis and
         of its background, or ``None``: :mod:`xlevda.checks` warns where the
         analysis' is not below.
+    predicts_observations : bool
+        Whether the ensemble's states predict the observations through the model, for
+        the output's departures ``O - B`` and ``O - A`` (:mod:`xlevda.departures`);
+        ``False`` (OI, which has no states): they are NaN.
+    screens_observations : bool
+        Whether the method analyses whichever observations a window is given, so that
+        the gross-error check (``RunOptions.quality_control``) can leave some out
+        (``False``: LD-EnSF, whose encoder reads its fixed sensor network, and OI).
+    takes_forecast : bool
+        Whether ``analyse`` needs its background only as run to the window's anchor
+        (:func:`background_state`): the driver then hands it the background it has
+        already run there for the departures, so that the model runs once.  ``False``
+        (LD-EnSF, which forecasts frame by frame itself): the previous ensemble as it is.
     """
 
     name: str
@@ -95,6 +108,9 @@ class Method(Protocol):
     model_error: ModelErrorTerm | FieldAnalysis | None = None
     needs_obs_errors: ClassVar[bool] = True
     misfit_pair: ClassVar[MisfitPair | None] = None
+    predicts_observations: ClassVar[bool] = True
+    screens_observations: ClassVar[bool] = True
+    takes_forecast: ClassVar[bool] = True
 
     def initial(self, model: Surrogate, background: Any, run: RunOptions) -> Ensemble:
         """The initial ensemble, from ``background=`` of :func:`xlevda.assimilate` or a prior.

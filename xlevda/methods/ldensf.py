@@ -103,6 +103,8 @@ class LDEnSF(Method):
     title: ClassVar[str] = "LD-EnSF (latent dynamics ensemble score filter)"
     diagnostics: ClassVar[dict[str, str]] = DIAGNOSTICS
     needs_obs_errors: ClassVar[bool] = False
+    screens_observations: ClassVar[bool] = False
+    takes_forecast: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.encoder, ObservationEncoder):

@@ -69,6 +69,8 @@ class OI(Method):
     name: ClassVar[str] = "OI"
     title: ClassVar[str] = "optimal interpolation of each observation time, no model"
     diagnostics: ClassVar[dict[str, str]] = {}
+    predicts_observations: ClassVar[bool] = False
+    screens_observations: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.field, FieldAnalysis):
