@@ -13,7 +13,7 @@ from xlevda.errors import ConfigError, ObservationError
 from xlevda.field_analysis import FieldAnalysis
 from xlevda.methods import LETKF, LEVDA, OI, Inflation
 from xlevda.obs_output import FLAG_FILL, pad_cases
-from xlevda.quality import GrossErrorCheck
+from xlevda.quality_control import GrossErrorCheck
 from xlevda.run import RunOptions
 from xlevda.systems import observe, tsunami
 from xlevda.systems.tsunami_model import TsunamiModel

@@ -48,7 +48,7 @@ from xlevda.ldnet import LDNet
 from xlevda.methods import LETKF, LEVDA, EnSF, FourDEnVar, LDEnSF
 from xlevda.pretrained import load_pretrained
 from xlevda.progress import progress
-from xlevda.quality import GrossErrorCheck
+from xlevda.quality_control import GrossErrorCheck
 from xlevda.run import RunOptions
 from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig, TrainConfig
 from xlevda.surrogates.decoder_configs import (

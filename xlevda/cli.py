@@ -159,7 +159,7 @@ def _assimilate(args: argparse.Namespace) -> int:
     from xlevda import load_pretrained, load_surrogate
     from xlevda.methods import LEVDA
     from xlevda.progress import progress
-    from xlevda.quality import GrossErrorCheck
+    from xlevda.quality_control import GrossErrorCheck
     from xlevda.run import RunOptions
     from xlevda.write import output_format, write
 

@@ -7,7 +7,7 @@ place): the background (the previous window's analysis, or the initial ensemble,
 before any inflation) and the window's analysis (:attr:`~xlevda.cycle.Analysis.ensemble`).
 Their members' mean and spread at each observation are the standard diagnostics of
 DART and JEDI: ``O - B = y - mean_k H(x_k^b)`` and ``O - A = y - mean_k H(x_k^a)``.
-The same predictions serve the gross-error check (:mod:`xlevda.quality`), which
+The same predictions serve the gross-error check (:mod:`xlevda.quality_control`), which
 runs before the analysis.  The values are those of the ensemble's states as the model
 decodes them, before a method's field analysis or model-error draws.
 
@@ -34,7 +34,7 @@ from xlevda.cycle import Ensemble, group_rows
 from xlevda.errors import ConfigError, ObservationError
 from xlevda.field_increments import FieldIncrements, TermCache
 from xlevda.methods.base import background_state
-from xlevda.quality import GrossErrorCheck
+from xlevda.quality_control import GrossErrorCheck
 from xlevda.surrogates.protocol import Surrogate
 
 __all__ = [

@@ -12,7 +12,7 @@ observations in time order, with their time and position as coordinates
   decoded states, calibrated, plus the field analysis' increments; no draws);
 - ``{v}_background_spread_at_obs``, ``{v}_analysis_spread_at_obs``: their members'
   standard deviation of ``H(x)``;
-- ``{v}_obs_flag``: 0 used, 1 rejected by the gross-error check (:mod:`xlevda.quality`);
+- ``{v}_obs_flag``: 0 used, 1 rejected by the gross-error check (:mod:`xlevda.quality_control`);
 - ``{v}_obs_window``: the window whose values these are.
 
 Positions are the model's normalized positions mapped back to its coordinates (plane:

@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 
 from xlevda.errors import ConfigError
-from xlevda.quality import GrossErrorCheck
+from xlevda.quality_control import GrossErrorCheck
 from xlevda.validate import is_int
 
 __all__ = ["OutputChunks", "RunDefaults", "RunOptions", "check_device"]
@@ -141,7 +141,7 @@ class RunOptions:
         (:mod:`xlevda.checkpoint`).  ``None`` (default): nothing saved.
     quality_control : GrossErrorCheck, optional
         Reject, in each window before its analysis, the observations far from the
-        background (:class:`~xlevda.quality.GrossErrorCheck`): they stay in the output,
+        background (:class:`~xlevda.quality_control.GrossErrorCheck`): they stay in the output,
         flagged, are counted (``n_observations_rejected``, ``window_n_obs_rejected``)
         and warned about.  ``None`` (default): every observation is used.  Not for
         LD-EnSF or OI (a :class:`~xlevda.errors.ConfigError`).
