@@ -1,7 +1,7 @@
 """Every notebook in ``examples/`` runs top to bottom on the CPU and its assert cells hold.
 
 Each notebook is executed in a fresh kernel (nbclient + ipykernel, in the ``test`` extra)
-from a temporary directory, so that it needs neither the repository root nor
+with one torch thread, from a temporary directory, so that it needs neither the repository root nor
 ``examples/`` as its working directory and leaves no file behind.  Notebooks are stored
 without outputs (checked here too: the repository keeps no stale results).
 """
@@ -41,6 +41,9 @@ def test_notebook_is_stored_without_outputs(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    # one torch thread in the kernel, as the suite's own (conftest.py): on a shared 2-core
+    # machine a second thread waiting for a busy core costs several times the work
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
