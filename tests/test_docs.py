@@ -20,6 +20,11 @@ pytest.importorskip("myst_nb")
 pytest.importorskip("numpydoc")
 pytest.importorskip("pydata_sphinx_theme")
 
+# third-party deprecations inside the build (myst-parser on Sphinx's API) are not ours
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning", "ignore::PendingDeprecationWarning"
+)
+
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 SUBPACKAGES = ("xlevda.methods", "xlevda.metrics", "xlevda.systems", "xlevda.ldensf")
 
