@@ -44,6 +44,13 @@ EXACT = "donot_use_mm_for_euclid_dist"
 """``torch.cdist`` mode without the matrix-product shortcut, whose round-off gives
 identical points distances of about ``1e-8`` (which then bounded the length-scale search)."""
 
+PROJECT_MAX = 4096
+"""Distinct points of a sparse system up to which the draws' terms are solved once for the
+points (``A^T S^-1 A`` and ``A^T S^-1 R S^-1 A`` on pairs within twice the support, a
+transient M x U array) where they are at most a third of the output points (measured:
+U solves and the U x U products cost about as much as 3 U output points' solves);
+otherwise per output point."""
+
 DENSE_MAX = 256
 """Observations (of one set and variable) up to which the system is solved densely and its
 U x U terms are kept; above, :class:`SparseGain` (memory and time follow the pairs within
@@ -270,6 +277,9 @@ def draw_terms(
     if gain.points.shape[0] == 0 or variance <= 0:
         return torch.full((n,), max(float(variance), 0.0), **f64), torch.zeros(n, **f64)
     solver, step = gain.solver(variance, length, metric), _step(gain, chunk)
+    u = gain.points.shape[0]
+    if isinstance(gain, SparseGain) and 3 * u <= n and u <= PROJECT_MAX:  # U solves, not P
+        solver, step = solver.projected(gain.points, length, metric), n
     parts = [
         solver.diag_terms(
             cross_matrix(out_points[i : i + step], gain.points, variance, length, metric)

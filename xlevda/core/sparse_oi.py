@@ -52,9 +52,14 @@ def correlation(distance: Tensor, length: float) -> Tensor:
     >>> [round(r, 6) for r in correlation(torch.tensor([0.0, 1.0, 2.5]), 2.0).tolist()]
     [1.0, 0.208333, 0.0]
     """
-    if length > 0:
+    if length <= 0:
+        return (distance == 0).to(distance.dtype)
+    inside = 2.0 * distance / length < 2.0  # the taper's own test: evaluated there only
+    if 4 * int(inside.sum()) > distance.numel():  # mostly inside: gathering costs more
         return gaspari_cohn(distance, length)
-    return (distance == 0).to(distance.dtype)
+    out = torch.zeros_like(distance)
+    out[inside] = gaspari_cohn(distance[inside], length)
+    return out
 
 
 def _embed(metric, x: np.ndarray) -> np.ndarray:
@@ -202,9 +207,43 @@ class SparseSystem:
     def diag_terms(self, cross: sp.csr_matrix) -> tuple[Tensor, Tensor]:
         """For the rows ``r`` of ``cross`` (p, U), ``q^T S^-1 q`` and ``q^T S^-1 R S^-1 q``
         with ``q = A r``: the variance the analysis explains and the one the perturbed
-        observations give (p,)."""
+        observations give (p,).  Solves ``S`` for the p rows (:meth:`projected` solves it
+        once for the U points instead)."""
         q = (self.assign @ cross.T).toarray()  # (M, p)
         z = self.solve(q)
         explained = np.einsum("mp,mp->p", q, z)
         perturbed = np.einsum("m,mp,mp->p", self.noise, z, z)
         return torch.as_tensor(explained), torch.as_tensor(perturbed)
+
+    def projected(self, points: Tensor, length: float, metric) -> Projected:
+        """``A^T S^-1 A`` and ``A^T S^-1 R S^-1 A`` on the pairs of ``points`` closer than
+        ``2 length`` (U solves of ``S``; transient memory M x U): the only entries that
+        rows of ``v rho(x, points)`` meet, the points of a row being within ``length`` of
+        ``x``."""
+        z = self.solve(self.assign.toarray())  # S^-1 A (M, U)
+        explained = self.assign.T @ z
+        perturbed = z.T @ (self.noise[:, None] * z)
+        i, j, _ = neighbours(points, points, 2 * length, metric)
+        i, j, shape = i.numpy(), j.numpy(), explained.shape
+        return Projected(
+            sp.csr_matrix((explained[i, j], (i, j)), shape=shape),
+            sp.csr_matrix((perturbed[i, j], (i, j)), shape=shape),
+        )
+
+
+class Projected:
+    """The U x U terms of a system on the pairs that output rows meet (sparse).
+
+    ``diag_terms(cross)``: ``r^T E r`` and ``r^T P r`` (p,) for the rows ``r`` of ``cross``.
+    """
+
+    def __init__(self, explained: sp.csr_matrix, perturbed: sp.csr_matrix) -> None:
+        self.explained, self.perturbed = explained, perturbed
+
+    def diag_terms(self, cross: sp.csr_matrix) -> tuple[Tensor, Tensor]:
+        """As :meth:`SparseSystem.diag_terms`."""
+
+        def quad(m: sp.csr_matrix) -> Tensor:
+            return torch.as_tensor(np.asarray((cross @ m).multiply(cross).sum(1)).ravel())
+
+        return quad(self.explained), quad(self.perturbed)
