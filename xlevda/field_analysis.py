@@ -424,7 +424,7 @@ def case_increments(
         length = np.full(n_ch, float(config.length_scale))
     tsc = None if config.time_scale is None else config.time_scale / schema.time_step
     chosen, slot = _slots(residuals, out_times, which, tsc)
-    gains = []
+    gains, memo = [], {}
     for w, near in chosen:
         r = residuals[w]
         per_channel: list[Gain | SparseGain | None] = []
@@ -440,6 +440,7 @@ def case_increments(
                     float(length[c]),
                     metric,
                     dense_max=DENSE_MAX,
+                    memo=memo,
                 )
                 if rows.any()
                 else None
