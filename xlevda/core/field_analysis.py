@@ -5,8 +5,9 @@ variance times a Gaspari-Cohn correlation (:func:`~xlevda.core.taper.gaspari_coh
 with support radius ``L``, a physical distance (:class:`Metric`).  Residuals ``d``
 (M, K) at M observations are analysed as ``dx = Q(x, obs) (H Q H^T + R)^-1 d``:
 :func:`window_gain` solves the M x M system once, reduced to the distinct observed
-points, and :func:`field_increment` evaluates the increments and the variances left
-at any set of points, chunk by chunk.  :func:`fit_length_scale` estimates ``L`` from
+points (densely up to :data:`DENSE_MAX` observations, above as a sparse matrix:
+:mod:`xlevda.core.sparse_oi`), and :func:`field_increment` evaluates the increments and
+the variances left at any set of points (:func:`draw_terms`), chunk by chunk.  :func:`fit_length_scale` estimates ``L`` from
 the residuals by maximum likelihood.
 """
 
@@ -45,7 +46,7 @@ EXACT = "donot_use_mm_for_euclid_dist"
 """``torch.cdist`` mode without the matrix-product shortcut, whose round-off gives
 identical points distances of about ``1e-8`` (which then bounded the length-scale search)."""
 
-PROJECT_MAX = 4096
+PROJECT_MAX = 2048
 """Distinct points of a sparse system up to which the draws' terms are solved once for the
 points (``A^T S^-1 A`` and ``A^T S^-1 R S^-1 A`` on pairs within twice the support, a
 transient M x U array) where they are at most a third of the output points (measured:
