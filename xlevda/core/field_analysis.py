@@ -7,8 +7,8 @@ with support radius ``L``, a physical distance (:class:`Metric`).  Residuals ``d
 :func:`window_gain` solves the M x M system once, reduced to the distinct observed
 points (densely up to :data:`DENSE_MAX` observations, above as a sparse matrix:
 :mod:`xlevda.core.sparse_oi`), and :func:`field_increment` evaluates the increments and
-the variances left at any set of points (:func:`draw_terms`), chunk by chunk.  :func:`fit_length_scale` estimates ``L`` from
-the residuals by maximum likelihood.
+the variances left at any set of points (:func:`draw_terms`), chunk by chunk.
+:func:`fit_length_scale` estimates ``L`` from the residuals by maximum likelihood.
 """
 
 from __future__ import annotations
