@@ -91,11 +91,13 @@ class FieldAnalysis:
     ----------
     length_scale : float, optional
         Support radius of the spatial correlation (0 from there on), in those
-        units.  ``None``: fitted per variable to the mean residuals' covariance
-        binned by distance (pairs of one window, time and variable;
-        :func:`~xlevda.core.field_analysis.fit_correlation`, pooled over windows); a
-        variable without pairs at positive distances gets increments only at its
-        observed points.
+        units.  ``None``: fitted per variable by maximum likelihood to the mean
+        residuals (each window and observation time a group;
+        :func:`~xlevda.core.field_analysis.fit_length_scale`); a variable without
+        pairs at positive distances gets increments only at its observed points.
+        Systems of more than :data:`~xlevda.core.field_analysis.DENSE_MAX`
+        observations are solved as sparse matrices: their cost follows the pairs
+        of observations closer than the support.
     variance : mapping of str to float, optional
         ``v`` per variable (its units squared).  ``None``: the method's estimate where
         it has one (LEVDA: the pooled ``observed_excess`` level per window, as
