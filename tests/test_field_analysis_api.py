@@ -56,13 +56,18 @@ def test_options_validated():
         OI(background={"eta": "zero"})
 
 
+@pytest.mark.parametrize("dense_max", [None, 0])
 @pytest.mark.parametrize("time_scale", [None, 36000.0])
-def test_increments_equal_dense_oi(model, truth, monkeypatch, time_scale):
+def test_increments_equal_dense_oi(model, truth, monkeypatch, time_scale, dense_max):
     """Fields with the field analysis less those without equal, at every time and member,
     ``Q(out, obs) (H Q H^T + R)^-1 d`` of the observations of the supplying window at the
     nearest observation time, computed densely here from its residuals; any chunking gives the
     same fields; the unobserved variable is unchanged.  With a ``time_scale`` of 10 h (10 frames)
-    every observation of the window counts."""
+    every observation of the window counts.  ``dense_max=0``: every system solved sparsely."""
+    import xlevda.field_analysis as fa
+
+    if dense_max is not None:
+        monkeypatch.setattr(fa, "DENSE_MAX", dense_max)
     made = []
     real = xlevda.io.case_increments
     monkeypatch.setattr(xlevda.io, "case_increments", lambda *a: made.append(a[0]) or real(*a))
@@ -107,17 +112,27 @@ def test_increments_equal_dense_oi(model, truth, monkeypatch, time_scale):
     )
 
 
-def test_draws_do_not_depend_on_chunks(model, truth):
-    """With the draws (estimated variance and length scale) any chunking gives one field."""
+def test_draws_do_not_depend_on_chunks(model, truth, monkeypatch):
+    """With the draws (estimated variance and length scale) any chunking gives one field, and
+    the sparse systems (``DENSE_MAX = 0``) the dense ones' (round-off of well-conditioned
+    solves: ``S``'s diagonal is at least the observation error variance)."""
+    import xlevda.field_analysis as fa
+
     assert FieldAnalysis().draws
     method = LEVDA(window=2, model_error=FieldAnalysis())
-    out = [
-        target(truth)
-        .levda.assimilate(eta_obs(truth), model, method, run=dataclasses.replace(RUN, chunks=c))
-        .eta.values
-        for c in (OutputChunks(time=6, member=6), OutputChunks(time=1, member=5))
-    ]
-    np.testing.assert_allclose(*out, rtol=0, atol=1e-12)  # the same draws; matmul round-off
+    out = []
+    for dense_max, c in (
+        (fa.DENSE_MAX, OutputChunks(time=6, member=6)),
+        (fa.DENSE_MAX, OutputChunks(time=1, member=5)),
+        (0, OutputChunks(time=6, member=6)),
+        (0, OutputChunks(time=1, member=5)),
+    ):
+        monkeypatch.setattr(fa, "DENSE_MAX", dense_max)
+        run = dataclasses.replace(RUN, chunks=c)
+        out.append(target(truth).levda.assimilate(eta_obs(truth), model, method, run=run).eta)
+    for other in out[1:]:  # the same draws; matmul round-off
+        np.testing.assert_allclose(out[0].values, other.values, rtol=0, atol=1e-12)
+    assert float(out[0].std("member").min()) > 0
 
 
 def test_oi_follows_precise_observations(model, truth):
@@ -201,9 +216,12 @@ def test_decoded_fields_take_the_model_weight_and_the_constant(model):
     np.testing.assert_allclose(got, expect + norm.offset[0], rtol=1e-12, atol=1e-12)
 
 
-def test_a_dense_system_too_large_is_refused_before_it_is_made(model, truth, monkeypatch):
+def test_a_system_too_large_is_refused_before_it_is_made(model, truth, monkeypatch):
     import xlevda.field_analysis as fa
 
-    monkeypatch.setattr(fa, "MAX_SYSTEM_BYTES", 24 * 8 * 8)  # at most 8 observations
-    with pytest.raises(ConfigError, match=r"window 0 .* its 9 simultaneous observations of 'eta'"):
+    monkeypatch.setattr(fa, "DENSE_MAX", 0)  # every system sparse
+    monkeypatch.setattr(fa, "MAX_SYSTEM_BYTES", fa.PAIR_BYTES * 8)  # at most 8 pairs
+    with pytest.raises(
+        ConfigError, match=r"window 0 .* its 9 simultaneous observations of 'eta' with \d+ pairs"
+    ):
         target(truth).levda.assimilate(eta_obs(truth), model, LEVDA(window=2), run=RUN)

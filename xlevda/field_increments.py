@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from xlevda.core.field_analysis import Gain, Metric, cross_terms
+from xlevda.core.field_analysis import Gain, Metric, SparseGain, draw_terms
+from xlevda.core.sparse_oi import apply_cross, cross_matrix
 
 __all__ = ["CHUNK", "FieldIncrements", "TermCache"]
 
@@ -27,13 +29,27 @@ CHUNK = 1 << 22
 """At most about this many output point x observation correlations are made at once."""
 
 
+def _nbytes(value) -> int:
+    """Bytes of a tensor, array or sparse matrix, or of a tuple of them."""
+    if isinstance(value, tuple):
+        return sum(_nbytes(v) for v in value)
+    if isinstance(value, Tensor):
+        return value.element_size() * value.numel()
+    if sp.issparse(value):
+        return value.data.nbytes + value.indices.nbytes + value.indptr.nbytes
+    return int(np.asarray(value).nbytes)
+
+
 class TermCache:
     """What :meth:`FieldIncrements.block` computes per set of observations and variable,
-    kept for the blocks of other members (at most ``budget`` bytes; thread-safe).
+    kept for the blocks of other members (thread-safe; each entry made once at a time).
 
     Blocks of one output time and different members need the same cross-correlations
-    and draw variances: computed once, they are reused while they fit the budget
-    (oldest dropped first); an entry larger than the budget is not kept.  A pickled
+    and draw variances.  ``pinned`` entries (the draws' standard deviations: a value per
+    output point, and a solve of the observation system to remake) are kept for the
+    cache's life: the output's size bounds them.  Others (the sparse cross-correlations,
+    as cheap to remake as to use) are kept while they fit ``budget`` bytes (oldest dropped
+    first).  Threads asking for an entry that another is making wait for it.  A pickled
     copy starts empty.
 
     Examples
@@ -43,16 +59,21 @@ class TermCache:
     [1.0, 1.0]
     >>> len(cache), cache.get("a", lambda: None)[0].tolist()  # not made again
     (1, [0.0, 0.0])
+    >>> _ = cache.get("b", lambda: torch.zeros(100), pinned=True)  # over the budget, kept
+    >>> len(cache)
+    2
     """
 
     def __init__(self, budget: int = 1 << 28) -> None:
         self.budget = budget
-        self._entries: OrderedDict[Any, tuple[Tensor, ...]] = OrderedDict()
+        self._entries: OrderedDict[Any, Any] = OrderedDict()
+        self._pinned: dict[Any, Any] = {}
+        self._making: dict[Any, threading.Lock] = {}
         self._bytes = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._pinned)
 
     def __getstate__(self) -> dict[str, int]:
         return {"budget": self.budget}
@@ -60,22 +81,41 @@ class TermCache:
     def __setstate__(self, state: dict[str, int]) -> None:
         self.__init__(state["budget"])
 
-    def get(self, key: Any, make: Callable[[], tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
-        """The entry of ``key``, made by ``make()`` (outside the lock) if absent."""
+    def _lookup(self, key: Any) -> tuple[bool, Any]:
         with self._lock:
+            if key in self._pinned:
+                return True, self._pinned[key]
             if key in self._entries:
                 self._entries.move_to_end(key)
-                return self._entries[key]
-        value = make()
-        size = sum(t.element_size() * t.numel() for t in value)
+                return True, self._entries[key]
+            return False, self._making.setdefault(key, threading.Lock())
+
+    def get(self, key: Any, make: Callable[[], Any], pinned: bool = False) -> Any:
+        """The entry of ``key``, made by ``make()`` (by one thread at a time) if absent."""
+        found, value = self._lookup(key)
+        if found:
+            return value
+        with value:  # the key's lock: one maker, the others wait and then find it
+            found, again = self._lookup(key)
+            if found:
+                return again
+            made = make()
+            self._store(key, made, pinned)
+        return made
+
+    def _store(self, key: Any, value: Any, pinned: bool) -> None:
         with self._lock:
-            if size <= self.budget and key not in self._entries:
+            self._making.pop(key, None)
+            if pinned:
+                self._pinned[key] = value
+                return
+            size = _nbytes(value)
+            if size <= self.budget:
                 self._entries[key] = value
                 self._bytes += size
                 while self._bytes > self.budget:
                     _, old = self._entries.popitem(last=False)
-                    self._bytes -= sum(t.element_size() * t.numel() for t in old)
-        return value
+                    self._bytes -= _nbytes(old)
 
 
 @dataclass(frozen=True)
@@ -84,7 +124,7 @@ class FieldIncrements:
 
     Attributes
     ----------
-    gains : tuple of tuple of (Gain or None)
+    gains : tuple of tuple of (Gain, SparseGain or None)
         Per set of observations (a slot), per channel (``None``: none of the channel).
     slot : ndarray (T,)
         The slot of each output time.
@@ -105,7 +145,7 @@ class FieldIncrements:
         at the output points, shared by the blocks of different members.
     """
 
-    gains: tuple[tuple[Gain | None, ...], ...]
+    gains: tuple[tuple[Gain | SparseGain | None, ...], ...]
     slot: np.ndarray
     variance: np.ndarray
     length: np.ndarray
@@ -144,18 +184,28 @@ class FieldIncrements:
                 continue
 
             length = float(self.length[channel])
+            if std is not None:
+                std[rows] = self.cache.get(
+                    ("std", int(s), channel, points.shape[0]),
+                    lambda gain=gain, v=v, length=length: _draw_std(
+                        points, gain, v, length, self.metric
+                    ),
+                    pinned=True,
+                )
             step = max(1, CHUNK // max(gain.points.shape[0], 1))
             for i in range(0, points.shape[0], step):
                 part = slice(i, i + step)
-
-                def terms(
-                    gain: Gain = gain, v: float = v, part: slice = part, length: float = length
-                ):
-                    cross, post, pert = cross_terms(points[part], gain, v, length, self.metric)
-                    return cross, (post - pert).clamp_min(0).sqrt()
-
-                cross, sd = self.cache.get((int(s), channel, i, points.shape[0]), terms)
-                inc[rows, :, part] += (cross @ gain.weights[:, members]).T
-                if std is not None:
-                    std[rows, part] = sd
+                cross = self.cache.get(
+                    (int(s), channel, i, points.shape[0]),
+                    lambda gain=gain, v=v, part=part, length=length: cross_matrix(
+                        points[part], gain.points, v, length, self.metric
+                    ),
+                )
+                inc[rows, :, part] += apply_cross(cross, gain.weights[:, members]).T
         return inc, std
+
+
+def _draw_std(points: Tensor, gain: Gain | SparseGain, v: float, length: float, metric) -> Tensor:
+    """``sqrt(max(0, diag(Q - KHQ - KRK^T)))`` at ``points`` (P,)."""
+    post, pert = draw_terms(points, gain, v, length, metric, CHUNK)
+    return (post - pert).clamp_min(0).sqrt()

@@ -5,9 +5,10 @@ variance times a Gaspari-Cohn correlation (:func:`~xlevda.core.taper.gaspari_coh
 with support radius ``L``, a physical distance (:class:`Metric`).  Residuals ``d``
 (M, K) at M observations are analysed as ``dx = Q(x, obs) (H Q H^T + R)^-1 d``:
 :func:`window_gain` solves the M x M system once, reduced to the distinct observed
-points, and :func:`field_increment` evaluates the increments and the variances left
-at any set of points, chunk by chunk.  :func:`fit_length_scale` estimates ``L`` from
-the residuals by maximum likelihood.
+points (densely up to :data:`DENSE_MAX` observations, above as a sparse matrix:
+:mod:`xlevda.core.sparse_oi`), and :func:`field_increment` evaluates the increments and
+the variances left at any set of points (:func:`draw_terms`), chunk by chunk.
+:func:`fit_length_scale` estimates ``L`` from the residuals by maximum likelihood.
 """
 
 from __future__ import annotations
@@ -15,18 +16,27 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from xlevda.core.taper import gaspari_cohn
+from xlevda.core.sparse_oi import (
+    EARTH_RADIUS_KM,
+    SparseSystem,
+    apply_cross,
+    correlation,
+    cross_matrix,
+)
 
 __all__ = [
+    "DENSE_MAX",
     "EARTH_RADIUS_KM",
     "EXACT",
     "Gain",
     "Metric",
+    "SparseGain",
     "correlation",
-    "cross_terms",
+    "draw_terms",
     "field_increment",
     "fit_length_scale",
     "window_gain",
@@ -36,8 +46,17 @@ EXACT = "donot_use_mm_for_euclid_dist"
 """``torch.cdist`` mode without the matrix-product shortcut, whose round-off gives
 identical points distances of about ``1e-8`` (which then bounded the length-scale search)."""
 
-EARTH_RADIUS_KM = 6371.0
-"""Mean Earth radius: distances on the sphere and between latitude/longitude are in km."""
+PROJECT_MAX = 2048
+"""Distinct points of a sparse system up to which the draws' terms are solved once for the
+points (``A^T S^-1 A`` and ``A^T S^-1 R S^-1 A`` on pairs within twice the support, a
+transient M x U array) where they are at most a third of the output points (measured:
+U solves and the U x U products cost about as much as 3 U output points' solves);
+otherwise per output point."""
+
+DENSE_MAX = 256
+"""Observations (of one set and variable) up to which the system is solved densely and its
+U x U terms are kept; above, :class:`SparseGain` (memory and time follow the pairs within
+the support, not the square of the observations)."""
 
 
 @dataclass(frozen=True)
@@ -77,35 +96,45 @@ class Metric:
         scale = torch.as_tensor(self.scale, dtype=a.dtype, device=a.device)
         if self.kind == "plane":
             return torch.cdist(a * scale, b * scale, compute_mode=EXACT)
+        return self._haversine(a[:, None], b[None, :])
+
+    def paired(self, a: Tensor, b: Tensor) -> Tensor:
+        """Distances (N,) between the rows of ``a`` and ``b`` (N, n), as :meth:`distance`.
+
+        Examples
+        --------
+        >>> m = Metric("plane", (0.0, 0.0), (10.0, 10.0))
+        >>> m.paired(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.3, 0.4]])).tolist()
+        [5.0]
+        """
+        if self.kind == "sphere":
+            chord = (a - b).square().sum(-1).sqrt().clamp(max=2.0)
+            return 2 * EARTH_RADIUS_KM * torch.asin(chord / 2)
+        scale = torch.as_tensor(self.scale, dtype=a.dtype, device=a.device)
+        if self.kind == "plane":
+            return ((a - b) * scale).square().sum(-1).sqrt()
+        return self._haversine(a, b)
+
+    def _haversine(self, a: Tensor, b: Tensor) -> Tensor:
+        """Great-circle km between latitude/longitude points ``a`` and ``b`` (broadcast)."""
+        scale = torch.as_tensor(self.scale, dtype=a.dtype, device=a.device)
         offset = torch.as_tensor(self.offset, dtype=a.dtype, device=a.device)
         i, j = self.lat_lon
         pa, pb = torch.deg2rad(a * scale + offset), torch.deg2rad(b * scale + offset)
-        lat_a, lat_b = pa[:, i, None], pb[None, :, i]
+        lat_a, lat_b = pa[..., i], pb[..., i]
         h = (
             torch.sin((lat_b - lat_a) / 2).square()
             + torch.cos(lat_a)
             * torch.cos(lat_b)
-            * torch.sin((pb[None, :, j] - pa[:, j, None]) / 2).square()
+            * torch.sin((pb[..., j] - pa[..., j]) / 2).square()
         )
         return 2 * EARTH_RADIUS_KM * torch.asin(h.clamp(0.0, 1.0).sqrt())
 
 
-def correlation(distance: Tensor, length: float) -> Tensor:
-    """Gaspari-Cohn correlation with support radius ``length``; ``length = 0``: 1 at 0 only.
-
-    Examples
-    --------
-    >>> [round(r, 6) for r in correlation(torch.tensor([0.0, 1.0, 2.5]), 2.0).tolist()]
-    [1.0, 0.208333, 0.0]
-    """
-    if length > 0:
-        return gaspari_cohn(distance, length)
-    return (distance == 0).to(distance.dtype)
-
-
 @dataclass(frozen=True)
 class Gain:
-    """One variable's optimal interpolation in one window, reduced to its distinct points.
+    """One variable's optimal interpolation in one window, reduced to its distinct points
+    (a dense system, at most :data:`DENSE_MAX` observations).
 
     With ``S = H Q H^T + R`` over the M observations and ``A`` (M, U) the indicator of
     each observation's point among the U distinct ones:
@@ -129,11 +158,69 @@ class Gain:
     explained: Tensor
     perturbed: Tensor
 
+    def solver(self, variance: float, length: float, metric) -> Gain:
+        """What :meth:`diag_terms` needs: the gain itself (its terms are stored)."""
+        return self
+
+    def diag_terms(self, cross) -> tuple[Tensor, Tensor]:
+        """``r^T explained r`` and ``r^T perturbed r`` (p,) for the rows ``r`` of the sparse
+        ``cross`` (p, U) (work: its nonzeros times U)."""
+
+        def quad(m: Tensor) -> Tensor:
+            full = cross @ m.detach().cpu().numpy()  # (p, U)
+            return torch.as_tensor(np.asarray(cross.multiply(full).sum(1)).ravel())
+
+        return quad(self.explained), quad(self.perturbed)
+
+
+@dataclass(frozen=True)
+class SparseGain:
+    """As :class:`Gain`, for a system solved as a sparse matrix (:mod:`~xlevda.core.sparse_oi`).
+
+    Keeps what refactoring ``S`` needs instead of the U x U terms: the diagonal terms of
+    the draws are solved again (:meth:`solver`) for the output points, once per set.
+
+    Attributes
+    ----------
+    points : Tensor, shape (U, n)
+    weights : Tensor, shape (U, K)
+        As :class:`Gain`.
+    inverse : Tensor of int64, shape (M,)
+        Each observation's point among ``points``.
+    noise : Tensor, shape (M,)
+        The observation error variances.
+    """
+
+    points: Tensor
+    weights: Tensor
+    inverse: Tensor
+    noise: Tensor
+
+    def solver(self, variance: float, length: float, metric) -> SparseSystem:
+        """``S`` factored (:class:`~xlevda.core.sparse_oi.SparseSystem`)."""
+        return SparseSystem(self.points, self.inverse, self.noise, variance, length, metric)
+
+
+def _distinct(p: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct rows of ``p`` (sorted) and each row's index among them, as
+    ``torch.unique(p, dim=0, return_inverse=True)`` (numpy's is several times faster)."""
+    uniq, inverse = np.unique(p.detach().cpu().numpy(), axis=0, return_inverse=True)
+    to = {"device": p.device}
+    return torch.as_tensor(uniq, dtype=p.dtype, **to), torch.as_tensor(inverse.ravel(), **to)
+
 
 def window_gain(
-    points: Tensor, noise: Tensor, residual: Tensor, variance: float, length: float, metric
-) -> Gain:
-    """:class:`Gain` of M observations of one variable (float64).
+    points: Tensor,
+    noise: Tensor,
+    residual: Tensor,
+    variance: float,
+    length: float,
+    metric,
+    dense_max: int = DENSE_MAX,
+    memo: dict | None = None,
+) -> Gain | SparseGain:
+    """:class:`Gain` of M observations of one variable (float64); :class:`SparseGain` where
+    M exceeds ``dense_max``.
 
     Parameters
     ----------
@@ -146,6 +233,11 @@ def window_gain(
     variance, length : float
         ``v >= 0`` and the support radius ``L >= 0`` (units of ``metric``).
     metric : Metric
+    dense_max : int
+        The most observations solved densely.
+    memo : dict, optional
+        Correlation matrices of dense systems by points and length, shared by calls
+        (observations at the same points in many windows, times or variables).
 
     Examples
     --------
@@ -154,59 +246,90 @@ def window_gain(
     ...                 1.0, 1.0, m)  # one point observed twice: S = [[2, 1], [1, 2]]
     >>> round(g.weights.item(), 9), round(g.explained.item(), 9)  # 1^T S^-1 d, 1^T S^-1 1
     (2.0, 0.666666667)
+    >>> round(window_gain(torch.zeros(2, 1), torch.ones(2), torch.tensor([[2.0], [4.0]]),
+    ...                   1.0, 1.0, m, dense_max=1).weights.item(), 9)
+    2.0
     """
     f64 = {"dtype": torch.float64, "device": points.device}
     p, noise = points.to(**f64), noise.to(**f64)
-    uniq, inverse = torch.unique(p, dim=0, return_inverse=True)
+    uniq, inverse = _distinct(p)
+    if len(p) > dense_max:
+        system = SparseSystem(uniq, inverse, noise, variance, length, metric)
+        weights = system.weights(residual).to(points.device)
+        return SparseGain(uniq, weights, inverse, noise)
     indicator = torch.zeros(len(p), len(uniq), **f64)
     indicator[torch.arange(len(p)), inverse] = 1.0
-    s = variance * correlation(metric.distance(p, p), length) + torch.diag(noise)
+    key = (p.cpu().numpy().tobytes(), p.shape, length, metric)
+    corr = None if memo is None else memo.get(key)
+    if corr is None:
+        corr = correlation(metric.distance(p, p), length)
+        if memo is not None:
+            memo[key] = corr
+    s = variance * corr + torch.diag(noise)
     chol = torch.linalg.cholesky(s)
     s_inv_a = torch.cholesky_solve(indicator, chol)  # (M, U)
     weights = s_inv_a.T @ residual.to(**f64)
     return Gain(uniq, weights, indicator.T @ s_inv_a, s_inv_a.T @ (noise[:, None] * s_inv_a))
 
 
-def cross_terms(
-    out_points: Tensor, gain: Gain, variance: float, length: float, metric
-) -> tuple[Tensor, Tensor, Tensor]:
-    """What the increments and variances at the output points need (float64).
+def _step(gain: Gain | SparseGain, chunk: int) -> int:
+    """Output points per chunk: about ``chunk`` entries of the dense terms at once."""
+    size = gain.points.shape[0] if isinstance(gain, Gain) else gain.inverse.shape[0]
+    return max(1, chunk // max(size, 1))
+
+
+def draw_terms(
+    out_points: Tensor,
+    gain: Gain | SparseGain,
+    variance: float,
+    length: float,
+    metric,
+    chunk: int = 1 << 22,
+) -> tuple[Tensor, Tensor]:
+    """The variances at the output points (P,) the draws need (float64), chunk by chunk.
 
     Returns
     -------
-    cross : Tensor, shape (P, U)
-        ``v rho(out, gain.points)``: the increments are ``cross @ gain.weights``.
     posterior : Tensor, shape (P,)
         ``diag(Q - Q H^T S^-1 H Q)``: the model-error variance left after the analysis.
     perturbed : Tensor, shape (P,)
         ``diag(K R K^T)``, ``K = Q H^T S^-1``: the variance the perturbed observations
         give the members' increments.
     """
+    n = out_points.shape[0]
     f64 = {"dtype": torch.float64, "device": out_points.device}
-    p = out_points.to(**f64)
     if gain.points.shape[0] == 0 or variance <= 0:
-        cross = torch.zeros(p.shape[0], gain.points.shape[0], **f64)
-        post = torch.full((p.shape[0],), max(float(variance), 0.0), **f64)
-        return cross, post, torch.zeros_like(post)
-    cross = variance * correlation(metric.distance(p, gain.points), length)
-    post = variance - ((cross @ gain.explained) * cross).sum(1)
-    return cross, post.clamp_min(0), ((cross @ gain.perturbed) * cross).sum(1)
+        return torch.full((n,), max(float(variance), 0.0), **f64), torch.zeros(n, **f64)
+    solver, step = gain.solver(variance, length, metric), _step(gain, chunk)
+    u = gain.points.shape[0]
+    if isinstance(gain, SparseGain) and 3 * u <= n and u <= PROJECT_MAX:  # U solves, not P
+        solver, step = solver.projected(gain.points, length, metric), n
+    parts = [
+        solver.diag_terms(
+            cross_matrix(out_points[i : i + step], gain.points, variance, length, metric)
+        )
+        for i in range(0, n, step)
+    ]
+    explained = torch.cat([e for e, _ in parts]).to(**f64)
+    return (variance - explained).clamp_min(0), torch.cat([q for _, q in parts]).to(**f64)
 
 
 def field_increment(
-    out_points: Tensor, gain: Gain, variance: float, length: float, metric, chunk: int = 1 << 22
+    out_points: Tensor,
+    gain: Gain | SparseGain,
+    variance: float,
+    length: float,
+    metric,
+    chunk: int = 1 << 22,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Increments and variances at the output points, chunk by chunk (float64).
-
-    At most about ``chunk`` entries of ``Q(out, obs)`` exist at once
-    (:func:`cross_terms` per chunk of points).
 
     Returns
     -------
     increment : Tensor, shape (K, P)
         ``Q(out, obs) S^-1 d``.
     posterior, perturbed : Tensor, shape (P,)
-        As :func:`cross_terms`.
+        As :func:`draw_terms`.
 
     Examples
     --------
@@ -216,13 +339,9 @@ def field_increment(
     >>> [[round(x, 9) for x in t.flatten().tolist()] for t in (inc, post, pert)]  # K = 2/3 at 0
     [[0.666666667, 0.0], [0.666666667, 2.0], [0.444444444, 0.0]]
     """
-    step = max(1, chunk // max(gain.points.shape[0], 1))
-    parts = [
-        cross_terms(out_points[i : i + step], gain, variance, length, metric)
-        for i in range(0, out_points.shape[0], step)
-    ]
-    inc = torch.cat([(cross @ gain.weights.to(cross.dtype)).T for cross, _, _ in parts], 1)
-    return inc, torch.cat([p for _, p, _ in parts]), torch.cat([q for _, _, q in parts])
+    cross = cross_matrix(out_points, gain.points, variance, length, metric)
+    inc = apply_cross(cross, gain.weights.double()).T
+    return (inc, *draw_terms(out_points, gain, variance, length, metric, chunk))
 
 
 def _groups(points: Tensor, group: Tensor, max_group: int, max_groups: int) -> list[Tensor]:
@@ -284,21 +403,21 @@ def fit_length_scale(
     for idx in _groups(points, group, max_group, max_groups):
         by_size.setdefault(len(idx), []).append(idx)
     batches = []  # groups of one size stacked: distances, residuals, noise
-    for rows in by_size.values():
+    for rows in by_size.values():  # groups at the same points share their distances
         p = torch.stack([points[i] for i in rows]).to(**f64)
-        dist = torch.stack([metric.distance(x, x) for x in p])
-        batches.append((dist, torch.stack([value[i] for i in rows]).to(**f64),
+        sets, inverse = _distinct(p.reshape(len(p), -1))
+        dist = torch.stack([metric.distance(x, x) for x in sets.reshape(-1, *p.shape[1:])])
+        batches.append((dist, inverse, torch.stack([value[i] for i in rows]).to(**f64),
                         torch.stack([noise[i] for i in rows]).to(**f64)))  # fmt: skip
-    positive = torch.cat([d[d > 0] for d, _, _ in batches]) if batches else torch.zeros(0)
+    positive = torch.cat([d[d > 0] for d, *_ in batches]) if batches else torch.zeros(0)
     if variance <= 0 or positive.numel() == 0:
         return 0.0
 
     def nll(log_length: float) -> float:
         total = 0.0
-        for dist, d, r in batches:
-            chol = torch.linalg.cholesky(
-                variance * correlation(dist, math.exp(log_length)) + torch.diag_embed(r)
-            )
+        for dist, inverse, d, r in batches:
+            corr = correlation(dist, math.exp(log_length))[inverse]
+            chol = torch.linalg.cholesky(variance * corr + torch.diag_embed(r))
             white = torch.linalg.solve_triangular(chol, d[..., None], upper=False)
             total += float(2 * chol.diagonal(dim1=-2, dim2=-1).log().sum() + white.square().sum())
         return total
