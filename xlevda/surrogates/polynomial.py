@@ -17,7 +17,13 @@ from torch import Tensor, nn
 from xlevda.surrogates.layers import check_last_dim
 from xlevda.surrogates.vector_fields import ImpulseLinearField
 
-__all__ = ["PolynomialField", "monomial_exponents", "monomials", "pair_products"]
+__all__ = [
+    "PolynomialField",
+    "monomial_exponents",
+    "monomials",
+    "pair_products",
+    "step_jacobian_radius",
+]
 
 
 def monomial_exponents(param_dim: int, degree: int) -> list[tuple[int, ...]]:
@@ -151,3 +157,30 @@ class PolynomialField(nn.Module):
         base = self.linear(s, u)
         extra = self.drift(s[..., :-1], s[..., -1:], u)
         return torch.cat([base[..., :-1] + extra, base[..., -1:]], -1)
+
+
+def step_jacobian_radius(field: PolynomialField, c: Tensor, u: Tensor) -> float:
+    """Largest spectral radius of the Jacobian ``d c_{k+1} / d c_k`` of the field's step
+    after the first frame (clock 1) at the states ``c`` (M, d_s - 1) with parameters ``u``
+    (M, d_u).
+
+    Without quadratic terms the step is affine in ``c`` for given parameters, and a
+    radius above 1 at some ``u`` means forecasts for that ``u`` grow without bound.
+
+    Examples
+    --------
+    >>> import torch
+    >>> F = PolynomialField(3, 1, n_centres=2, dt=0.5, param_degree=1, quadratic_modes=0)
+    >>> with torch.no_grad():
+    ...     _ = F.bilinear.copy_(torch.eye(2, 2))  # dc/dt = u c: the step's Jacobian 1 + u / 2
+    >>> step_jacobian_radius(F, torch.zeros(2, 2), torch.tensor([[1.0], [-1.0]]))
+    1.5
+    """
+
+    def step(c_one: Tensor, u_one: Tensor) -> Tensor:
+        s = torch.cat([c_one, torch.ones_like(c_one[:1])])
+        return c_one + field.step * field(s, u_one)[:-1]
+
+    with torch.no_grad():
+        jac = torch.func.vmap(torch.func.jacfwd(step))(c, u)
+    return float(torch.linalg.eigvals(jac.double()).abs().max())
