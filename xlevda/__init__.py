@@ -15,7 +15,7 @@ The public names:
 - ``LDNet``: the latent dynamics network surrogate (``LDNet.fit``, ``predict``,
   ``save``); ``LDNetConfig`` and its parts (``MLPDecoderConfig``,
   ``SeparableDecoderConfig``, ``CosineDecoderConfig``, ``LinearDynamicsConfig``,
-  ``TrainConfig``): the options of ``LDNet.fit``;
+  ``PolynomialDynamicsConfig``, ``TrainConfig``): the options of ``LDNet.fit``;
 - ``load_surrogate``, ``load_pretrained``: a saved surrogate, a shipped one;
 - ``write``: an analysis to NetCDF or zarr (by extension), CF-clean and compressed,
   under a temporary name renamed when complete; ``progress``: progress bars over the
@@ -46,7 +46,12 @@ from xlevda.methods import LETKF, LEVDA, EnSF, FourDEnVar, LDEnSF
 from xlevda.pretrained import load_pretrained
 from xlevda.progress import progress
 from xlevda.run import RunOptions
-from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig, TrainConfig
+from xlevda.surrogates.config import (
+    LDNetConfig,
+    LinearDynamicsConfig,
+    PolynomialDynamicsConfig,
+    TrainConfig,
+)
 from xlevda.surrogates.decoder_configs import (
     CosineDecoderConfig,
     MLPDecoderConfig,
@@ -65,6 +70,7 @@ __all__ = [
     "LDNetConfig",
     "LinearDynamicsConfig",
     "MLPDecoderConfig",
+    "PolynomialDynamicsConfig",
     "RunOptions",
     "SeparableDecoderConfig",
     "TrainConfig",

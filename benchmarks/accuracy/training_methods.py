@@ -4,9 +4,9 @@ Methods (each through ``xlevda.LDNet.fit``, on the same archive and the same hel
 runs, the fit's own validation split):
 
 - ``linear``: the closed-form linear LDNet (``LinearDynamicsConfig``);
-- ``bilinear``: ``PolynomialDynamicsConfig(param_degree=D, quadratic_modes=0)``;
-- ``quadratic``: ``PolynomialDynamicsConfig(param_degree=0, quadratic_modes=Q)``;
-- ``both``: ``PolynomialDynamicsConfig(param_degree=D, quadratic_modes=Q)``;
+- ``bilinear``: ``xlevda.PolynomialDynamicsConfig(param_degree=D, quadratic_modes=0)``;
+- ``quadratic``: ``xlevda.PolynomialDynamicsConfig(param_degree=0, quadratic_modes=Q)``;
+- ``both``: ``xlevda.PolynomialDynamicsConfig(param_degree=D, quadratic_modes=Q)``;
 - ``gradient``: the default gradient-trained LDNet (``LDNetConfig()``, MLP decoder) for
   ``--epochs`` epochs.
 
@@ -35,7 +35,6 @@ import xarray as xr
 from tracer_quality import tracer_archive
 
 import xlevda
-from xlevda.surrogates.config import PolynomialDynamicsConfig
 
 PARAMS = {
     "tracer": ["wind_east", "wind_north", "diffusivity"],
@@ -63,7 +62,8 @@ def simulate(system: str, runs: int, seed: int) -> xr.Dataset:
 
 def archive(system: str, runs: int, seed: int, cache: Path) -> xr.Dataset:
     """The archive, simulated once and then read from ``cache``."""
-    path = cache / f"{system}_{runs}_{seed}.nc"
+    name = "tracer" if system == "tracer" else f"{system}_{runs}_{seed}"
+    path = cache / f"{name}.nc"
     if not path.exists():
         t0 = time.perf_counter()
         simulate(system, runs, seed).to_netcdf(path)
@@ -83,9 +83,9 @@ def configs(args: argparse.Namespace) -> dict[str, xlevda.LDNetConfig]:
     deg, q = args.param_degree, args.quadratic_modes
     dynamics = {
         "linear": xlevda.LinearDynamicsConfig(),
-        "bilinear": PolynomialDynamicsConfig(param_degree=deg),
-        "quadratic": PolynomialDynamicsConfig(param_degree=0, quadratic_modes=q),
-        "both": PolynomialDynamicsConfig(param_degree=deg, quadratic_modes=q),
+        "bilinear": xlevda.PolynomialDynamicsConfig(param_degree=deg),
+        "quadratic": xlevda.PolynomialDynamicsConfig(param_degree=0, quadratic_modes=q),
+        "both": xlevda.PolynomialDynamicsConfig(param_degree=deg, quadratic_modes=q),
     }
     out = {}
     for method in args.methods:

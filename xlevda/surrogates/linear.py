@@ -24,6 +24,7 @@ sets every weight from the training frames without gradient descent:
    training and validation runs together, with the chosen width: the validation
    runs choose the one hyperparameter, then inform the model like the others.
 
+Steps 1, 2 and 4 are shared with the polynomial fit (:mod:`xlevda.surrogates.compression`).
 The fit is exact for data that lie in the span of the modes and evolve linearly
 (tested); otherwise each step is the least-squares optimum of its part.
 """
