@@ -278,12 +278,16 @@ def _fit_box(decoder: CosineDecoder, points: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _choose_width(
-    m_train: Moments, m_val: Moments, rank: int, dyn: ClosedFormDynamicsConfig
+    m_train: Moments,
+    m_val: Moments,
+    train_modes: tuple[Tensor, Tensor],
+    dyn: ClosedFormDynamicsConfig,
 ) -> tuple[float, float]:
     """The kernel width (of ``dyn.widths`` times the training parameters' median
     nearest-neighbour distance) whose regression of the first frames' mode coefficients,
-    fitted on the training runs, has the lowest validation error; that error."""
-    mean, modes = _pod_modes(m_train, rank)
+    fitted on the training runs (mean and modes ``train_modes``), has the lowest
+    validation error; that error."""
+    mean, modes = train_modes
     first, first_val = (m_train.first - mean) @ modes, (m_val.first - mean) @ modes
     u, u_val = m_train.params, m_val.params
     n_runs = u.shape[0]
@@ -338,6 +342,7 @@ class Prepared(NamedTuple):
     rank: int  # modes, latent_dim - 1
     m_train: Moments
     m_val: Moments
+    train_modes: tuple[Tensor, Tensor]  # mean and modes of the training runs' frames
     width: float  # the chosen kernel width
     first_error: float  # its validation error on the first frames
 
@@ -357,8 +362,9 @@ def prepare(
     q, r_factor = _fit_box(decoder, points)
     m_train = moments(q, train_src, points)
     m_val = moments(q, val_src, points)
-    width, err = _choose_width(m_train, m_val, rank, dyn)
-    return Prepared(q, r_factor, points, rank, m_train, m_val, width, err)
+    train_modes = _pod_modes(m_train, rank)
+    width, err = _choose_width(m_train, m_val, train_modes, dyn)
+    return Prepared(q, r_factor, points, rank, m_train, m_val, train_modes, width, err)
 
 
 class Basis(NamedTuple):
@@ -375,7 +381,8 @@ class Basis(NamedTuple):
 def basis(prep: Prepared, sources: tuple[FrameSource, ...], fitted: Moments) -> Basis:
     """The mean and modes of the frames of ``fitted`` (the moments of ``sources``), and
     the latent trajectories of ``sources`` in them (one more pass over the runs)."""
-    mean, modes = _pod_modes(fitted, prep.rank)
+    same = fitted is prep.m_train  # the training runs' modes, computed once
+    mean, modes = prep.train_modes if same else _pod_modes(fitted, prep.rank)
     n_runs = fitted.params.shape[0]
     latent, mode_error = latent_trajectories(prep.q, sources, prep.points, mean, modes, n_runs)
     cosine_error = math.sqrt(fitted.lost / max(fitted.energy, 1e-300))

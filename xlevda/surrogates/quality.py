@@ -32,9 +32,9 @@ __all__ = [
     "warn_if_unstable",
 ]
 
-_RADIUS_RUNS = 32
-"""Fitted runs (at most) whose rolled-out states the Jacobian radius of polynomial
-dynamics is evaluated at."""
+_RADIUS_SAMPLES = 8
+"""Fitted runs (at most), and with quadratic terms frames of each, whose rolled-out
+states the Jacobian radius of polynomial dynamics is evaluated at."""
 
 
 def step_spectral_radius(model: LDNetModel) -> float | None:
@@ -67,18 +67,23 @@ def step_spectral_radius(model: LDNetModel) -> float | None:
 
 def _polynomial_radius(model: LDNetModel, field: PolynomialField) -> float:
     """:func:`~xlevda.surrogates.polynomial.step_jacobian_radius` at the model's own
-    trajectories from (up to ``_RADIUS_RUNS``, evenly spaced) fitted runs' parameters, its
-    kernel centres: at every frame with quadratic terms, else at the last (the Jacobian
-    then depends on the parameters alone)."""
+    trajectories from (up to ``_RADIUS_SAMPLES``, evenly spaced) fitted runs' parameters,
+    its kernel centres: at as many evenly spaced frames with quadratic terms, else at the
+    last (the Jacobian then depends on the parameters alone)."""
     centres = field.linear.centres
-    pick = torch.linspace(0, centres.shape[0] - 1, min(centres.shape[0], _RADIUS_RUNS))
-    u = centres[pick.round().long()]
+    u = centres[_spaced(centres.shape[0])]
     with torch.no_grad():
         states = model.rollout(u, model.schema.n_frames)[..., :-1]  # (M, T, r)
-    if not field.quadratic_modes:
-        states = states[:, -1:]
+    frames = _spaced(states.shape[1]) if field.quadratic_modes else [states.shape[1] - 1]
+    states = states[:, frames]
     u = u.unsqueeze(1).expand(*states.shape[:2], u.shape[-1])
     return step_jacobian_radius(field, states.flatten(0, 1), u.flatten(0, 1))
+
+
+def _spaced(n: int) -> list[int]:
+    """Up to ``_RADIUS_SAMPLES`` evenly spaced indices of ``range(n)``, first and last."""
+    k = min(n, _RADIUS_SAMPLES)
+    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
 
 
 def stability(model: LDNetModel) -> dict[str, Any]:
@@ -94,7 +99,7 @@ def stability(model: LDNetModel) -> dict[str, Any]:
     """
     radius_of = LINEAR_STEP
     if isinstance(model.dynamics, PolynomialField):
-        n = min(model.dynamics.linear.centres.shape[0], _RADIUS_RUNS)
+        n = len(_spaced(model.dynamics.linear.centres.shape[0]))
         radius_of = f"latent step Jacobian (largest over the trajectories of {n} fitted runs)"
     return {"spectral_radius": step_spectral_radius(model), "radius_of": radius_of}
 
