@@ -26,6 +26,7 @@ from xlevda.surrogates.config import (
 )
 from xlevda.surrogates.decoder_configs import CosineDecoderConfig
 from xlevda.surrogates.ldnet import LDNetModel
+from xlevda.surrogates.linear import fit_linear
 from xlevda.surrogates.opinf import fit_polynomial, step_features
 from xlevda.surrogates.polynomial import PolynomialField, monomials, pair_products
 from xlevda.surrogates.quality import stability
@@ -145,6 +146,7 @@ def exact_config(n_fit, refit=True) -> LDNetConfig:
         param_degree=1,
         quadratic_modes=3,
         regularization=(0.0,),
+        param_regularization=(0.0,),
         quadratic_regularization=(0.0,),
     )
     return LDNetConfig(
@@ -176,15 +178,42 @@ def test_fit_recovers_the_polynomial_step_exactly(refit):
     torch.testing.assert_close(decoded, expected, rtol=0, atol=1e-10 * scale)  # 1e-14 seen
 
 
+def test_fit_without_polynomial_terms_is_the_linear_fit():
+    """param_degree=0, no quadratic terms and no ridge: the linear fit's model (DMD)."""
+    x, u, values, _, _ = exact_runs(seed=2)
+    dyn = PolynomialDynamicsConfig(
+        n_centres=14, param_degree=0, quadratic_modes=0, regularization=(0.0,)
+    )
+    cfg = LDNetConfig(
+        latent_dim=4, learnable_dt=False, dynamics=dyn, decoder=CosineDecoderConfig(n_terms=6)
+    )
+    poly = LDNetModel(cfg, schema2(8), dtype=F64)
+    fit_polynomial(poly, (u[:10], x, values[:10]), (u[10:], x, values[10:]))
+    linear = LDNetModel(
+        dataclasses.replace(cfg, dynamics=LinearDynamicsConfig(n_centres=14)), schema2(8), dtype=F64
+    )
+    fit_linear(linear, (u[:10], x, values[:10]), (u[10:], x, values[10:]))
+    torch.testing.assert_close(poly.decoder.weight, linear.decoder.weight, rtol=0, atol=1e-12)
+    for name, value in linear.dynamics.state_dict().items():
+        torch.testing.assert_close(poly.dynamics.linear.state_dict()[name], value)
+    assert poly.dynamics.bilinear.numel() == 0 and poly.dynamics.quadratic.numel() == 0
+
+
 def test_fit_chooses_ridge_on_validation_rollouts():
     """The chosen ridge pair has the lowest validation rollout error of the grid."""
     x, u, values, _, _ = exact_runs(seed=1)
     noisy = values + 0.02 * torch.randn(values.shape, generator=torch.Generator().manual_seed(3))
     grid = (1e-8, 1e-3, 1.0)
+    fixed = {"param_regularization": (1e-6,), "quadratic_regularization": (1e-2,)}
     errors = {}
     for lam in grid:
         dyn = PolynomialDynamicsConfig(
-            n_centres=10, refit=False, param_degree=1, quadratic_modes=2, regularization=(lam,)
+            n_centres=10,
+            refit=False,
+            param_degree=1,
+            quadratic_modes=2,
+            regularization=(lam,),
+            **fixed,
         )
         cfg = LDNetConfig(
             latent_dim=4, learnable_dt=False, dynamics=dyn, decoder=CosineDecoderConfig(n_terms=6)
@@ -193,7 +222,7 @@ def test_fit_chooses_ridge_on_validation_rollouts():
         rep = fit_polynomial(model, (u[:10], x, noisy[:10]), (u[10:], x, noisy[10:]))
         errors[lam] = min(rep["validation_rollout_error"], math.inf)
     dyn = PolynomialDynamicsConfig(
-        n_centres=10, refit=False, param_degree=1, quadratic_modes=2, regularization=grid
+        n_centres=10, refit=False, param_degree=1, quadratic_modes=2, regularization=grid, **fixed
     )
     cfg = LDNetConfig(
         latent_dim=4, learnable_dt=False, dynamics=dyn, decoder=CosineDecoderConfig(n_terms=6)
@@ -229,6 +258,7 @@ def test_fit_rejects_other_configs():
         ({"param_degree": -1}, r"PolynomialDynamicsConfig.param_degree must be an integer >= 0"),
         ({"param_degree": 1.5}, r"PolynomialDynamicsConfig.param_degree must be an integer"),
         ({"quadratic_modes": -2}, r"PolynomialDynamicsConfig.quadratic_modes must be an integer"),
+        ({"param_regularization": 1.0}, r"PolynomialDynamicsConfig.param_regularization must be"),
         ({"regularization": ()}, r"PolynomialDynamicsConfig.regularization must be a non-empty"),
         ({"regularization": (-1.0,)}, r"PolynomialDynamicsConfig.regularization\[...\] must be"),
         (
@@ -307,7 +337,7 @@ def fitted(archive):
 def test_ldnet_fit_polynomial_report_and_quality(fitted):
     model = fitted
     assert isinstance(model.dynamics, PolynomialField) and model.history is None
-    assert set(model.metadata["polynomial_fit"]) >= {"ridge", "quadratic_ridge", "kernel_width"}
+    assert set(model.metadata["polynomial_fit"]) >= {"ridge", "param_ridge", "quadratic_ridge"}
     assert model.config.dynamics.n_centres == 10
     q = model.quality
     assert q.refitted and q.n_heldout_runs == 2 and q.radius_of.startswith("latent step Jacobian")

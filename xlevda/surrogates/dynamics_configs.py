@@ -150,9 +150,11 @@ class PolynomialDynamicsConfig(ClosedFormDynamicsConfig):
     ``quadratic_modes`` modes (the form of incompressible flow and shallow water).
     Every coefficient is fitted by ridge (Tikhonov) least squares on all consecutive
     frames (operator inference, :func:`xlevda.surrogates.opinf.fit_polynomial`); the
-    two ridge weights, one for the terms linear in ``c`` or constant and one for ``H``,
-    relative to the mean diagonal of their block of the normal matrix, are chosen on
-    the validation runs' rollouts over all their frames.
+    three ridge weights, for the linear model's terms (``A``, ``a``), the parameter
+    terms (``N_alpha``, ``b_alpha``) and ``H``, each relative to the mean diagonal of
+    its block of the normal matrix, are chosen on the validation runs' rollouts over
+    all their frames (a large weight switches a group off: the linear model is a
+    special case).
 
     Attributes
     ----------
@@ -162,7 +164,10 @@ class PolynomialDynamicsConfig(ClosedFormDynamicsConfig):
         Leading modes whose products enter ``H`` (>= 0; 0: no quadratic term); at most
         ``latent_dim - 1``.
     regularization : tuple of float
-        Ridge weights (>= 0) tried for the terms linear in ``c`` or constant.
+        Ridge weights (>= 0) tried for ``A`` and ``a``.
+    param_regularization : tuple of float
+        Ridge weights (>= 0) tried for ``N_alpha`` and ``b_alpha`` (unused with
+        ``param_degree=0``).
     quadratic_regularization : tuple of float
         Ridge weights (>= 0) tried for ``H`` (unused without quadratic terms).
 
@@ -175,8 +180,9 @@ class PolynomialDynamicsConfig(ClosedFormDynamicsConfig):
 
     param_degree: int = 2
     quadratic_modes: int = 0
-    regularization: tuple[float, ...] = (1e-10, 1e-8, 1e-6, 1e-4, 1e-2)
-    quadratic_regularization: tuple[float, ...] = (1e-6, 1e-4, 1e-2, 1.0)
+    regularization: tuple[float, ...] = (1e-10, 1e-8, 1e-6, 1e-4)
+    param_regularization: tuple[float, ...] = (1e-8, 1e-6, 1e-4, 1e-2, 1.0)
+    quadratic_regularization: tuple[float, ...] = (1e-4, 1e-2, 1.0)
     kind: Literal["polynomial"] = "polynomial"
 
     def __post_init__(self) -> None:
@@ -184,7 +190,7 @@ class PolynomialDynamicsConfig(ClosedFormDynamicsConfig):
         name = "PolynomialDynamicsConfig"
         check_int(f"{name}.param_degree", self.param_degree, 0)
         check_int(f"{name}.quadratic_modes", self.quadratic_modes, 0)
-        for field in ("regularization", "quadratic_regularization"):
+        for field in ("regularization", "param_regularization", "quadratic_regularization"):
             grid = _grid(f"{name}.{field}", getattr(self, field), False)
             object.__setattr__(self, field, grid)
         check_choice(f"{name}.kind", self.kind, ("polynomial",))

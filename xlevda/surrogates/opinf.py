@@ -15,9 +15,9 @@ descent:
    :class:`~xlevda.surrogates.polynomial.PolynomialField` (``c``, the products
    ``u^alpha c``, 1, ``u^alpha`` and the unique products ``c_i c_j`` of the leading
    modes), from normal equations gathered over chunks of runs;
-3. the two ridge weights (terms linear in ``c`` or constant; quadratic terms), each
-   relative to the mean diagonal of its block of the normal matrix, are chosen on
-   the grid of the config by the validation runs' rollouts: every validation run is
+3. the three ridge weights (``A`` and ``a``; the parameter terms; the quadratic
+   terms), each relative to the mean diagonal of its block of the normal matrix, are
+   chosen on the grids of the config by the validation runs' rollouts: every validation run is
    rolled out from its kernel-predicted first frame over all its frames (all runs
    at once) and compared with its frames' coefficients in the training runs' modes;
 4. with ``refit`` (the default) steps 1-2 are repeated on the training and
@@ -29,6 +29,7 @@ The fit is exact for data that lie in the span of the modes and follow such a st
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, NamedTuple
 
@@ -51,7 +52,12 @@ from xlevda.surrogates.compression import (
 from xlevda.surrogates.decoder_configs import CosineDecoderConfig
 from xlevda.surrogates.dynamics_configs import PolynomialDynamicsConfig
 from xlevda.surrogates.ldnet import LDNetModel
-from xlevda.surrogates.polynomial import PolynomialField, monomials, pair_products
+from xlevda.surrogates.polynomial import (
+    PolynomialField,
+    monomial_exponents,
+    monomials,
+    pair_products,
+)
 
 __all__ = ["fit_polynomial", "step_features"]
 
@@ -81,8 +87,8 @@ class _Normal(NamedTuple):
 
     gram: Tensor  # (n_f, n_f)
     rhs: Tensor  # (n_f, r)
-    n_linear: int  # columns of the terms linear in c or constant
-    scales: tuple[float, float]  # mean diagonal of the linear and the quadratic block
+    groups: Tensor  # (n_f,) int64: 0 for A and a, 1 the parameter terms, 2 the quadratic
+    scales: Tensor  # (3,): mean diagonal of each group's block (0 for an empty group)
     target_sq: float  # |D|^2: the increments' squared norm
 
 
@@ -99,19 +105,19 @@ def _normal(latent: Tensor, params: Tensor, dyn: PolynomialDynamicsConfig) -> _N
         increment = (chunk[:, 1:] - before).flatten(0, 1)
         rhs = rhs + phi.T @ increment
         target_sq += float(increment.square().sum())
+    rank, n_mono = latent.shape[-1], len(monomial_exponents(params.shape[-1], dyn.param_degree))
     n_quad = dyn.quadratic_modes * (dyn.quadratic_modes + 1) // 2
-    n_linear = gram.shape[0] - n_quad
+    sizes = [rank, n_mono * rank, 1, n_mono, n_quad]  # the column blocks of step_features
+    groups = torch.repeat_interleave(torch.tensor([0, 1, 0, 1, 2]), torch.tensor(sizes))
     diag = gram.diagonal()
-    quad = diag[n_linear:]
-    scales = (float(diag[:n_linear].mean()), float(quad.mean()) if quad.numel() else 0.0)
-    return _Normal(gram, rhs, n_linear, scales, target_sq)
+    scales = torch.stack([diag[groups == g].mean().nan_to_num(0.0) for g in range(3)])
+    return _Normal(gram, rhs, groups, scales, target_sq)
 
 
-def _solve(normal: _Normal, ridge: tuple[float, float]) -> Tensor:
-    """``W`` (n_f, r) of the normal equations with the two (relative) ridge weights."""
-    like = normal.gram
-    penalty = torch.full((like.shape[0],), ridge[0] * normal.scales[0], dtype=like.dtype)
-    penalty[normal.n_linear :] = ridge[1] * normal.scales[1]
+def _solve(normal: _Normal, ridge: tuple[float, float, float]) -> Tensor:
+    """``W`` (n_f, r) of the normal equations with the three (relative) ridge weights."""
+    weights = torch.tensor(ridge, dtype=normal.gram.dtype) * normal.scales
+    penalty = weights[normal.groups]
     system = normal.gram + torch.diag(penalty)
     factor, info = torch.linalg.cholesky_ex(system)
     if int(info) == 0:
@@ -133,16 +139,17 @@ def _rollout_error(
 
 def _choose_ridge(
     normal: _Normal, start: Tensor, u: Tensor, truth: Tensor, dyn: PolynomialDynamicsConfig
-) -> tuple[tuple[float, float], float]:
-    """The pair of ridge weights of the config's grids whose step, from ``normal``, rolls
-    the validation runs out (from ``start``, with parameters ``u``) closest to ``truth``;
-    its squared error."""
+) -> tuple[tuple[float, float, float], float]:
+    """The ridge weights of the config's grids whose step, from ``normal``, rolls the
+    validation runs out (from ``start``, with parameters ``u``) closest to ``truth``; its
+    squared error."""
+    param = dyn.param_regularization if dyn.param_degree else (0.0,)
     quadratic = dyn.quadratic_regularization if dyn.quadratic_modes else (0.0,)
-    best: tuple[tuple[float, float], float] | None = None
-    for pair in ((lin, quad) for lin in dyn.regularization for quad in quadratic):
-        error = _rollout_error(_solve(normal, pair), start, u, truth, dyn)
+    best: tuple[tuple[float, float, float], float] | None = None
+    for ridge in itertools.product(dyn.regularization, param, quadratic):
+        error = _rollout_error(_solve(normal, ridge), start, u, truth, dyn)
         if best is None or error < best[1]:
-            best = (pair, error)
+            best = (ridge, error)
     assert best is not None
     return best
 
@@ -239,7 +246,8 @@ def fit_polynomial(model: LDNetModel, train: Frames, val: Frames) -> dict[str, A
     report = {
         "kernel_width": prep.width,
         "ridge": ridge[0],
-        "quadratic_ridge": ridge[1],
+        "param_ridge": ridge[1],
+        "quadratic_ridge": ridge[2],
         "first_frame_validation_error": prep.first_error,
         "validation_rollout_error": math.sqrt(error_sq / float(prep.m_val.gram.trace())),
         "cosine_projection_error": fit.cosine_error,
