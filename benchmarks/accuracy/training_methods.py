@@ -66,8 +66,10 @@ def archive(system: str, runs: int, seed: int, cache: Path) -> xr.Dataset:
     path = cache / f"{name}.nc"
     if not path.exists():
         t0 = time.perf_counter()
-        simulate(system, runs, seed).to_netcdf(path)
-        print(f"simulated {system} ({runs} runs) in {time.perf_counter() - t0:.0f} s -> {path}")
+        ds = simulate(system, runs, seed)
+        ds.to_netcdf(path)
+        n = ds.sizes["run"]
+        print(f"simulated {system} ({n} runs) in {time.perf_counter() - t0:.0f} s -> {path}")
     return xr.open_dataset(path).load()
 
 
