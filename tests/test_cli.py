@@ -132,6 +132,24 @@ def test_train_linear_ldnet(tmp_path, capsys):
     assert fitted.config.dynamics is not None and fitted.config.decoder.n_terms == 6
 
 
+@pytest.mark.filterwarnings("ignore:the fitted latent step Jacobian:UserWarning")
+def test_train_polynomial_ldnet(tmp_path, capsys):
+    """'--decoder polynomial' fits the closed-form polynomial LDNet with the given terms."""
+    runs = tmp_path / "runs.nc"
+    sim = ["simulate", "tsunami", "--runs", "6", "--grid", "10", "--frames", "5", "-q"]
+    assert main([*sim, "-o", str(runs)]) == 0
+    model = tmp_path / "poly.pt"
+    train = ["train", str(runs), "--params", "src_lat", "src_lon", "--decoder", "polynomial"]
+    args = [*train, "--latent-dim", "6", "--cosine-terms", "6", "--quadratic-modes", "2"]
+    assert main([*args, "--param-degree", "1", "-q", "-o", str(model)]) == 0
+    out = capsys.readouterr().out
+    fitted = xlevda.load_surrogate(model)
+    assert fitted.quality.summary() in out and "latent step Jacobian" in out
+    dyn = fitted.config.dynamics
+    assert dyn.kind == "polynomial" and (dyn.param_degree, dyn.quadratic_modes) == (1, 2)
+    assert fitted.metadata["half"] == ["decoder.weight"]
+
+
 def test_kolmogorov_runs_train_on_periodic_x_y(tmp_path):
     runs = tmp_path / "kol.nc"
     args = ["simulate", "kolmogorov", "--runs", "3", "--grid", "14", "--frames", "3", "-q"]

@@ -18,7 +18,7 @@ The public names:
 - ``LDNet``: the latent dynamics network surrogate (``LDNet.fit``, ``predict``,
   ``save``); ``LDNetConfig`` and its parts (``MLPDecoderConfig``,
   ``SeparableDecoderConfig``, ``CosineDecoderConfig``, ``LinearDynamicsConfig``,
-  ``TrainConfig``): the options of ``LDNet.fit``;
+  ``PolynomialDynamicsConfig``, ``TrainConfig``): the options of ``LDNet.fit``;
 - ``load_surrogate``, ``load_pretrained``: a saved surrogate, a shipped one;
 - ``write``: an analysis to NetCDF or zarr (by extension), CF-clean and compressed,
   under a temporary name renamed when complete; ``progress``: progress bars over the
@@ -50,7 +50,12 @@ from xlevda.pretrained import load_pretrained
 from xlevda.progress import progress
 from xlevda.quality_control import GrossErrorCheck
 from xlevda.run import RunOptions
-from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig, TrainConfig
+from xlevda.surrogates.config import (
+    LDNetConfig,
+    LinearDynamicsConfig,
+    PolynomialDynamicsConfig,
+    TrainConfig,
+)
 from xlevda.surrogates.decoder_configs import (
     CosineDecoderConfig,
     MLPDecoderConfig,
@@ -70,6 +75,7 @@ __all__ = [
     "LDNetConfig",
     "LinearDynamicsConfig",
     "MLPDecoderConfig",
+    "PolynomialDynamicsConfig",
     "RunOptions",
     "SeparableDecoderConfig",
     "TrainConfig",

@@ -81,7 +81,12 @@ def train_config(args: argparse.Namespace):
     (``LDNetConfig()``, ``TrainConfig()``) for every option left out."""
     from dataclasses import replace
 
-    from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig, TrainConfig
+    from xlevda.surrogates.config import (
+        LDNetConfig,
+        LinearDynamicsConfig,
+        PolynomialDynamicsConfig,
+        TrainConfig,
+    )
     from xlevda.surrogates.decoder_configs import (
         CosineDecoderConfig,
         MLPDecoderConfig,
@@ -91,11 +96,18 @@ def train_config(args: argparse.Namespace):
     train = replace(
         TrainConfig(), epochs=args.epochs, seed=args.seed, validation_fraction=args.val_fraction
     )
-    if args.decoder == "linear":
+    if args.decoder in ("linear", "polynomial"):
+        dynamics = (
+            LinearDynamicsConfig()
+            if args.decoder == "linear"
+            else PolynomialDynamicsConfig(
+                param_degree=args.param_degree, quadratic_modes=args.quadratic_modes
+            )
+        )
         return LDNetConfig(
             latent_dim=args.latent_dim,
             learnable_dt=False,
-            dynamics=LinearDynamicsConfig(),
+            dynamics=dynamics,
             decoder=CosineDecoderConfig(n_terms=args.cosine_terms),
             seed=args.seed,
             train=train,
@@ -119,8 +131,9 @@ def _train(args: argparse.Namespace) -> int:
         coords=args.coords,
     )
     elapsed = time.perf_counter() - t0
-    if args.decoder == "linear":
-        model.save(args.output, half=("decoder.weight", "dynamics.A"))
+    if args.decoder in ("linear", "polynomial"):
+        half = ("decoder.weight", "dynamics.A") if args.decoder == "linear" else ("decoder.weight",)
+        model.save(args.output, half=half)
         print(f"fitted in {elapsed:.1f} s -> {args.output}")
     else:
         model.save(args.output)
@@ -267,6 +280,13 @@ def _cosine_terms() -> int:
     return CosineDecoderConfig().n_terms
 
 
+def _polynomial_defaults():
+    """``PolynomialDynamicsConfig()``: the polynomial dynamics' defaults."""
+    from xlevda.surrogates.config import PolynomialDynamicsConfig
+
+    return PolynomialDynamicsConfig()
+
+
 def _pair(text: str) -> tuple[str, float]:
     """``VAR=STD`` of ``--errors``."""
     name, sep, value = text.partition("=")
@@ -309,11 +329,13 @@ def _add_train(sub) -> None:
     model, train = _fit_defaults()
     tr.add_argument(
         "--decoder",
-        choices=["mlp", "separable", "linear"],
+        choices=["mlp", "separable", "linear", "polynomial"],
         default=model.decoder.kind,
         help=f"decoder family (default {model.decoder.kind}, as LDNetConfig); 'linear' fits the "
         "closed-form linear LDNet (cosine-series decoder, linear latent dynamics; no epochs), "
-        "the shipped tsunami model's kind, for systems linear in their state",
+        "the shipped tsunami model's kind, for systems linear in their state; 'polynomial' "
+        "the closed-form LDNet with latent dynamics polynomial in the parameters and the "
+        "state (cosine-series decoder, operator inference; no epochs)",
     )
     tr.add_argument(
         "--latent-dim",
@@ -328,6 +350,21 @@ def _add_train(sub) -> None:
         type=int,
         default=cosine,
         help=f"cosine terms per coordinate of the linear decoder (default {cosine})",
+    )
+    poly = _polynomial_defaults()
+    tr.add_argument(
+        "--param-degree",
+        type=int,
+        default=poly.param_degree,
+        help="largest degree of the parameter monomials of the polynomial dynamics "
+        f"(default {poly.param_degree})",
+    )
+    tr.add_argument(
+        "--quadratic-modes",
+        type=int,
+        default=poly.quadratic_modes,
+        help="leading modes whose products enter the polynomial dynamics "
+        f"(default {poly.quadratic_modes}: none)",
     )
     tr.add_argument(
         "--epochs", type=int, default=train.epochs, help=f"training epochs (default {train.epochs})"

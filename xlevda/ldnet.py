@@ -16,11 +16,12 @@ from xlevda._fit_checks import check_archive
 from xlevda._frames import DatasetFrameSource, frame_values, latent_array
 from xlevda.core.dynamics import interpolate_latent
 from xlevda.errors import ConfigError, VariableError
-from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig
+from xlevda.surrogates.config import LDNetConfig
 from xlevda.surrogates.initial_state import fit_initial_state
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.linear import fit_linear
-from xlevda.surrogates.quality import measure_quality, step_spectral_radius, warn_if_unstable
+from xlevda.surrogates.opinf import fit_polynomial
+from xlevda.surrogates.quality import measure_quality, stability, warn_if_unstable
 from xlevda.surrogates.schema import SurrogateSchema
 from xlevda.surrogates.training import train
 
@@ -116,11 +117,13 @@ class LDNet(LDNetModel):
             The best model seen on the validation runs (on the training runs with
             ``validation_fraction=0``, which holds none out); its ``history`` holds the
             loss curves.  With ``config.dynamics`` a
-            :class:`~xlevda.surrogates.config.LinearDynamicsConfig` the model is instead
-            fitted in closed form (:func:`xlevda.surrogates.linear.fit_linear`; of
-            ``config.train`` only ``validation_fraction`` and ``seed`` apply, and one run
-            at least is held out), reading the runs ``chunk_runs`` at a time; ``history``
-            is then ``None`` and ``metadata["linear_fit"]`` holds the fit's report.
+            :class:`~xlevda.surrogates.config.LinearDynamicsConfig` or
+            :class:`~xlevda.surrogates.config.PolynomialDynamicsConfig` the model is instead
+            fitted in closed form (:func:`xlevda.surrogates.linear.fit_linear`,
+            :func:`xlevda.surrogates.opinf.fit_polynomial`; of ``config.train`` only
+            ``validation_fraction`` and ``seed`` apply, and one run at least is held out),
+            reading the runs ``chunk_runs`` at a time; ``history`` is then ``None`` and
+            ``metadata["linear_fit"]`` (``"polynomial_fit"``) holds the fit's report.
             With ``config.initial_state`` (learned per-run initial states) its
             ``initial_states`` row ``r`` belongs to the run at position
             ``metadata["initial_state_runs"][r]`` along ``run_dim``, and held-out
@@ -128,8 +131,8 @@ class LDNet(LDNetModel):
             Either way ``quality`` holds the fit's
             :class:`~xlevda.surrogates.fitreport.FitReport`: the held-out runs' errors
             over their whole trajectories, per variable and frame (with ``refit``, of the
-            same fit without them), the fit's wall time and, for linear latent dynamics,
-            the step's spectral radius.
+            same fit without them), the fit's wall time and, for closed-form latent
+            dynamics, the spectral radius of the step (its Jacobian's, if polynomial).
 
         Raises
         ------
@@ -142,7 +145,7 @@ class LDNet(LDNetModel):
         Warns
         -----
         UserWarning
-            The linear latent step has spectral radius above 1 (an unstable forecast).
+            The latent step (its Jacobian) has spectral radius above 1 (an unstable forecast).
         """
         start = time.perf_counter()
         config = config if config is not None else LDNetConfig()
@@ -181,8 +184,8 @@ class LDNet(LDNetModel):
         if config.dynamics is not None:
             if initial is not None:
                 raise ConfigError(
-                    "initial is not used by the closed-form fit of LinearDynamicsConfig: "
-                    "leave it None"
+                    "initial is not used by the closed-form fit of "
+                    f"{type(config.dynamics).__name__}: leave it None"
                 )
             assert val_src is not None
             model, measured = cls._fit_closed_form(config, schema, train_src, val_src)
@@ -203,7 +206,7 @@ class LDNet(LDNetModel):
             val_src,
             heldout_runs=np.sort(order[:n_val]).tolist(),
             seconds=time.perf_counter() - start,
-            spectral_radius=step_spectral_radius(model),
+            **stability(model),
             refitted=measured is not model,
             note=note,
             batch_size=config.train.batch_size,
@@ -246,20 +249,21 @@ class LDNet(LDNetModel):
         train_src: DatasetFrameSource,
         val_src: DatasetFrameSource,
     ) -> tuple[LDNet, LDNet]:
-        """The closed-form linear model, and the model its quality is measured on: itself,
-        or with ``refit`` the same fit on the training runs alone."""
+        """The closed-form model, and the model its quality is measured on: itself, or with
+        ``refit`` the same fit on the training runs alone."""
         dyn = config.dynamics
-        assert isinstance(dyn, LinearDynamicsConfig)
+        assert dyn is not None
+        fit = fit_linear if dyn.kind == "linear" else fit_polynomial
         measured = None
         if dyn.refit:
             alone = replace(dyn, refit=False, n_centres=train_src.n_runs)
             measured = cls(replace(config, dynamics=alone), schema)
-            fit_linear(measured, train_src, val_src)
+            fit(measured, train_src, val_src)
         n_fit = train_src.n_runs + (val_src.n_runs if dyn.refit else 0)
         if dyn.n_centres is None:
             config = replace(config, dynamics=replace(dyn, n_centres=n_fit))
         model = cls(config, schema)
-        model.metadata["linear_fit"] = fit_linear(model, train_src, val_src)
+        model.metadata[f"{dyn.kind}_fit"] = fit(model, train_src, val_src)
         return model, model if measured is None else measured
 
     def predict(

@@ -19,6 +19,13 @@ from xlevda.surrogates.decoder_configs import (
     MLPDecoderConfig,
 )
 from xlevda.surrogates.decoders import CosineDecoder, MLPDecoder, SeparableDecoder
+from xlevda.surrogates.dynamics_configs import (
+    DYNAMICS_CONFIGS,
+    DynamicsConfig,
+    LinearDynamicsConfig,
+    PolynomialDynamicsConfig,
+)
+from xlevda.surrogates.polynomial import PolynomialField
 from xlevda.surrogates.vector_fields import ImpulseLinearField, VectorFieldNet
 from xlevda.validate import check_choice, check_int, check_real
 
@@ -28,6 +35,7 @@ __all__ = [
     "LDNetConfig",
     "LearnedInitialState",
     "LinearDynamicsConfig",
+    "PolynomialDynamicsConfig",
     "TrainConfig",
     "config_from_dict",
     "config_to_dict",
@@ -41,79 +49,6 @@ LR_SCHEDULES = ("constant", "step", "cosine")
 
 Activation = Literal["tanh", "silu", "gelu"]
 LRSchedule = Literal["constant", "step", "cosine"]
-
-
-@dataclass(frozen=True)
-class LinearDynamicsConfig:
-    """Linear latent dynamics driven by a parameter-dependent impulse.
-
-    The latent state is ``s = (c, kappa)`` with ``c`` of size ``latent_dim - 1`` and
-    a clock ``kappa``; the vector field is
-
-    ``F(s, u) = (A c + kappa a + (1 - kappa) g(u), (1 - kappa) / dt)``,
-
-    ``g(u) = sum_i w_i exp(-|u - u_i|^2 / (2 l^2))`` a Gaussian radial-basis network
-    on ``n_centres`` centres.  From the shifted start ``s_-1 = 0`` the first Euler
-    step gives ``kappa = 1`` and ``c_0 = dt g(u)``; after it the forcing is off and
-    ``c_{k+1} = (I + dt A) c_k + dt a``: a linear time-invariant system whose
-    initial state depends nonlinearly on the parameters.  This suits systems that are linear in
-    their state for given parameters (the tsunami's shallow water), and is fitted in
-    closed form (:func:`xlevda.surrogates.linear.fit_linear`) with the
-    :class:`~xlevda.surrogates.decoder_configs.CosineDecoderConfig` decoder: proper
-    orthogonal decomposition for the decoder, least squares for ``A`` (dynamic mode
-    decomposition), kernel ridge regression for ``g``.  ``dt`` is fixed (``learnable_dt=False``).
-
-    Attributes
-    ----------
-    n_centres : int or None
-        Radial-basis centres (>= 1), one per fitted run's parameters; ``LDNet.fit``
-        sets it to the number of fitted runs when ``None``.
-    ridge : float
-        Ridge added to the kernel matrix's diagonal (which is 1) in the fit (>= 0).
-    widths : tuple of float
-        Kernel widths tried by the fit, as multiples of the median distance from a
-        training run's parameters to its nearest neighbour; the one with the lowest
-        validation error on the first frame is kept.
-    refit : bool
-        After choosing the width, fit every part again on the training and
-        validation runs together (the validation runs then choose only the width).
-
-    Examples
-    --------
-    >>> LinearDynamicsConfig().widths[0]
-    0.5
-    """
-
-    n_centres: int | None = None
-    ridge: float = 1e-6
-    widths: tuple[float, ...] = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)
-    refit: bool = True
-
-    def __post_init__(self) -> None:
-        if self.n_centres is not None:
-            check_int("LinearDynamicsConfig.n_centres", self.n_centres, 1)
-        check_real("LinearDynamicsConfig.ridge", self.ridge, 0.0)
-        widths = tuple(self.widths) if isinstance(self.widths, list | tuple) else None
-        if not widths:
-            raise ConfigError(
-                f"LinearDynamicsConfig.widths must be a non-empty tuple, got {self.widths!r}"
-            )
-        for w in widths:
-            check_real("LinearDynamicsConfig.widths[...]", w, 0.0, low_open=True)
-        object.__setattr__(self, "widths", widths)
-        if not isinstance(self.refit, bool):
-            raise ConfigError(f"LinearDynamicsConfig.refit must be a bool, got {self.refit!r}")
-
-    def build(self, latent_dim: int, param_dim: int, dt: float) -> ImpulseLinearField:
-        """The vector field (zero weights) of a model with latent size ``latent_dim``,
-        ``param_dim`` parameters and Euler step ``dt``; ``n_centres`` must be set."""
-        if self.n_centres is None:
-            raise ConfigError(
-                "LinearDynamicsConfig.n_centres is None: give the number of centres "
-                "(LDNet.fit sets it to the number of fitted runs: training runs, plus "
-                "validation runs with refit=True)"
-            )
-        return ImpulseLinearField(latent_dim, param_dim, self.n_centres, dt)
 
 
 @dataclass(frozen=True)
@@ -261,9 +196,9 @@ class LDNetConfig:
         Hidden width and number of hidden layers of the vector field ``F(s, u)``.
     dynamics_linear : bool
         Add a linear term ``A s + B u`` (zero at initialization) to ``F``.
-    dynamics : LinearDynamicsConfig or None
+    dynamics : LinearDynamicsConfig, PolynomialDynamicsConfig or None
         Replace the MLP vector field (and the three fields above) by impulse-driven
-        linear dynamics, fitted in closed form with a
+        linear or polynomial dynamics, fitted in closed form with a
         :class:`~xlevda.surrogates.decoder_configs.CosineDecoderConfig`.
     decoder : MLPDecoderConfig, SeparableDecoderConfig or CosineDecoderConfig
         Decoder family and sizes.
@@ -295,7 +230,7 @@ class LDNetConfig:
     dynamics_width: int = 32
     dynamics_depth: int = 3
     dynamics_linear: bool = False
-    dynamics: LinearDynamicsConfig | None = None
+    dynamics: DynamicsConfig | None = None
     decoder: DecoderConfig = field(default_factory=MLPDecoderConfig)
     activation: Activation = "tanh"
     dt0: float | None = None
@@ -314,19 +249,20 @@ class LDNetConfig:
                 f"CosineDecoderConfig, got {self.decoder!r}"
             )
         if self.dynamics is not None:
-            if not isinstance(self.dynamics, LinearDynamicsConfig):
+            if not isinstance(self.dynamics, tuple(DYNAMICS_CONFIGS.values())):
                 raise ConfigError(
-                    "LDNetConfig.dynamics must be None or a LinearDynamicsConfig, got "
-                    f"{self.dynamics!r}"
+                    "LDNetConfig.dynamics must be None or a LinearDynamicsConfig or a "
+                    f"PolynomialDynamicsConfig, got {self.dynamics!r}"
                 )
+            kind = type(self.dynamics).__name__
             if self.learnable_dt:
                 raise ConfigError(
-                    "LDNetConfig.learnable_dt must be False with LinearDynamicsConfig (its clock "
+                    f"LDNetConfig.learnable_dt must be False with {kind} (its clock "
                     "switches the forcing off after exactly one step of the fixed dt)"
                 )
             if self.latent_dim < 2:
                 raise ConfigError(
-                    "LDNetConfig.latent_dim must be >= 2 with LinearDynamicsConfig (the state "
+                    f"LDNetConfig.latent_dim must be >= 2 with {kind} (the state "
                     f"and its clock), got {self.latent_dim}"
                 )
         check_choice("LDNetConfig.activation", self.activation, ACTIVATIONS)
@@ -346,14 +282,16 @@ class LDNetConfig:
                 )
             if self.dynamics is not None:
                 raise ConfigError(
-                    "LDNetConfig.initial_state must be None with LinearDynamicsConfig (its "
-                    "closed-form fit starts every run from s_-1 = 0)"
+                    f"LDNetConfig.initial_state must be None with {type(self.dynamics).__name__} "
+                    "(its closed-form fit starts every run from s_-1 = 0)"
                 )
         check_int("LDNetConfig.seed", self.seed, 0)
         if not isinstance(self.train, TrainConfig):
             raise ConfigError(f"LDNetConfig.train must be a TrainConfig, got {self.train!r}")
 
-    def build_dynamics(self, param_dim: int, dt: float) -> VectorFieldNet | ImpulseLinearField:
+    def build_dynamics(
+        self, param_dim: int, dt: float
+    ) -> VectorFieldNet | ImpulseLinearField | PolynomialField:
         """The latent vector field for ``param_dim`` parameters and the Euler step ``dt``:
         ``dynamics.build(...)``, or the residual-MLP field of ``dynamics_width``,
         ``dynamics_depth`` and ``dynamics_linear`` when ``dynamics`` is ``None`` (its
@@ -428,7 +366,13 @@ def config_from_dict(data: dict[str, Any]) -> LDNetConfig:
     if "train" in d:
         d["train"] = _build(TrainConfig, d["train"], "LDNetConfig.train")
     if d.get("dynamics") is not None:
-        d["dynamics"] = _build(LinearDynamicsConfig, d["dynamics"], "LDNetConfig.dynamics")
+        dyn = d["dynamics"]
+        kind = dyn.get("kind", "linear") if isinstance(dyn, dict) else None  # older files: none
+        if kind not in DYNAMICS_CONFIGS:
+            raise ConfigError(
+                f"LDNetConfig.dynamics.kind must be one of {tuple(DYNAMICS_CONFIGS)}, got {kind!r}"
+            )
+        d["dynamics"] = _build(DYNAMICS_CONFIGS[kind], dyn, "LDNetConfig.dynamics")
     if d.get("initial_state") is not None:
         d["initial_state"] = _build(
             LearnedInitialState, d["initial_state"], "LDNetConfig.initial_state"

@@ -17,7 +17,7 @@ import numpy as np
 from xlevda.errors import ConfigError
 from xlevda.validate import check_real
 
-__all__ = ["DEFINITION", "FitReport"]
+__all__ = ["DEFINITION", "LINEAR_STEP", "FitReport"]
 
 DEFINITION = (
     "||prediction - truth||_2 over the held-out runs and every point, per variable and frame, "
@@ -28,6 +28,9 @@ DEFINITION = (
     "states, from the latent state fitted to their first frame)"
 )
 """What :attr:`FitReport.frame_errors` measures."""
+
+LINEAR_STEP = "linear latent step"
+""":attr:`FitReport.radius_of` of linear latent dynamics."""
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,11 @@ class FitReport:
         Wall time of the fit (not of measuring this report).
     spectral_radius : float or None
         Largest modulus of the eigenvalues of the latent step matrix ``I + dt A`` of
-        linear latent dynamics (above 1: the forecast grows without bound); ``None``
-        for nonlinear dynamics.
+        linear latent dynamics (above 1: the forecast grows without bound), or of the
+        step's Jacobian over the states :attr:`radius_of` names (polynomial latent
+        dynamics); ``None`` for neural-network dynamics.
+    radius_of : str
+        What :attr:`spectral_radius` is of: :data:`LINEAR_STEP`, or a description.
     refitted : bool
         The errors were measured on a model fitted without the held-out runs, and the
         returned model was then refitted on all runs (``LinearDynamicsConfig.refit``).
@@ -86,6 +92,7 @@ class FitReport:
     note: str = ""
     land_fraction: float = 0.0
     gap_fraction: float = 0.0
+    radius_of: str = LINEAR_STEP
 
     def __post_init__(self) -> None:
         has = self.frame_errors is not None
@@ -143,7 +150,7 @@ class FitReport:
 
     @property
     def unstable(self) -> bool:
-        """Whether the linear latent step has spectral radius above 1."""
+        """Whether the latent step (its Jacobian) has spectral radius above 1."""
         return self.spectral_radius is not None and self.spectral_radius > 1.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,6 +177,7 @@ class FitReport:
             note=str(data["note"]),
             land_fraction=float(data.get("land_fraction", 0.0)),
             gap_fraction=float(data.get("gap_fraction", 0.0)),
+            radius_of=str(data.get("radius_of", LINEAR_STEP)),
         )
 
     def summary(self) -> str:
@@ -210,7 +218,7 @@ class FitReport:
         if self.spectral_radius is not None:
             verdict = "UNSTABLE: forecasts grow" if self.unstable else "stable"
             lines.append(
-                f"  linear latent step: spectral radius {self.spectral_radius:.4f} ({verdict})"
+                f"  {self.radius_of}: spectral radius {self.spectral_radius:.4f} ({verdict})"
             )
         return "\n".join(lines)
 
@@ -260,4 +268,5 @@ class FitReport:
         }
         if self.spectral_radius is not None:
             attrs["spectral_radius"] = self.spectral_radius
+            attrs["radius_of"] = self.radius_of
         return xr.Dataset(data, coords=coords, attrs=attrs)

@@ -25,6 +25,7 @@ from xlevda.surrogates.filecheck import check_state, declared_state, schema_from
 from xlevda.surrogates.fileformat import SURROGATE_FORMAT, half_state, read_file, write_file
 from xlevda.surrogates.fitreport import FitReport
 from xlevda.surrogates.history import TrainingHistory
+from xlevda.surrogates.polynomial import PolynomialField
 from xlevda.surrogates.schema import SurrogateSchema
 from xlevda.surrogates.vector_fields import ImpulseLinearField, VectorFieldNet
 
@@ -125,8 +126,8 @@ class LDNetModel(nn.Module):
         dt0 = config.dt0 if config.dt0 is not None else 1.0 / schema.n_frames
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            self.dynamics: VectorFieldNet | ImpulseLinearField = config.build_dynamics(
-                self.param_dim, dt0
+            self.dynamics: VectorFieldNet | ImpulseLinearField | PolynomialField = (
+                config.build_dynamics(self.param_dim, dt0)
             )
             self.decoder: MLPDecoder | SeparableDecoder | CosineDecoder = config.build_decoder(
                 schema.n_coords, schema.n_channels

@@ -10,24 +10,37 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from xlevda.errors import ShapeError
-from xlevda.surrogates.fitreport import FitReport
+from xlevda.surrogates.fitreport import LINEAR_STEP, FitReport
 from xlevda.surrogates.frames import FrameSource
 from xlevda.surrogates.initial_state import fitted_prediction
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.masking import present
+from xlevda.surrogates.polynomial import PolynomialField, step_jacobian_radius
 from xlevda.surrogates.vector_fields import ImpulseLinearField
 
-__all__ = ["heldout_square_sums", "measure_quality", "step_spectral_radius", "warn_if_unstable"]
+__all__ = [
+    "heldout_square_sums",
+    "measure_quality",
+    "stability",
+    "step_spectral_radius",
+    "warn_if_unstable",
+]
+
+_RADIUS_SAMPLES = 8
+"""Fitted runs (at most), and with quadratic terms frames of each, whose rolled-out
+states the Jacobian radius of polynomial dynamics is evaluated at."""
 
 
 def step_spectral_radius(model: LDNetModel) -> float | None:
     """Spectral radius of the latent step ``c_{k+1} = (I + dt A) c_k + dt a`` of linear
-    latent dynamics; ``None`` for other dynamics.
+    latent dynamics, the largest of the step's Jacobian over the rolled-out states of
+    polynomial dynamics (see :func:`stability`); ``None`` for other dynamics.
 
     Examples
     --------
@@ -42,12 +55,53 @@ def step_spectral_radius(model: LDNetModel) -> float | None:
     True
     """
     field = model.dynamics
+    if isinstance(field, PolynomialField):
+        return _polynomial_radius(model, field)
     if not isinstance(field, ImpulseLinearField):
         return None
     with torch.no_grad():
         a = field.A.detach().double()
         step = torch.eye(a.shape[0], dtype=a.dtype) + float(model.dt) * a
         return float(torch.linalg.eigvals(step).abs().max())
+
+
+def _polynomial_radius(model: LDNetModel, field: PolynomialField) -> float:
+    """:func:`~xlevda.surrogates.polynomial.step_jacobian_radius` at the model's own
+    trajectories from (up to ``_RADIUS_SAMPLES``, evenly spaced) fitted runs' parameters,
+    its kernel centres: at as many evenly spaced frames with quadratic terms, else at the
+    last (the Jacobian then depends on the parameters alone)."""
+    centres = field.linear.centres
+    u = centres[_spaced(centres.shape[0])]
+    with torch.no_grad():
+        states = model.rollout(u, model.schema.n_frames)[..., :-1]  # (M, T, r)
+    frames = _spaced(states.shape[1]) if field.quadratic_modes else [states.shape[1] - 1]
+    states = states[:, frames]
+    u = u.unsqueeze(1).expand(*states.shape[:2], u.shape[-1])
+    return step_jacobian_radius(field, states.flatten(0, 1), u.flatten(0, 1))
+
+
+def _spaced(n: int) -> list[int]:
+    """Up to ``_RADIUS_SAMPLES`` evenly spaced indices of ``range(n)``, first and last."""
+    k = min(n, _RADIUS_SAMPLES)
+    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
+
+
+def stability(model: LDNetModel) -> dict[str, Any]:
+    """``spectral_radius`` (:func:`step_spectral_radius`) and ``radius_of`` (what it is
+    of), as keywords of :func:`measure_quality`.
+
+    Examples
+    --------
+    >>> from xlevda.surrogates.config import LDNetConfig
+    >>> from xlevda.surrogates.schema import SurrogateSchema
+    >>> stability(LDNetModel(LDNetConfig(), SurrogateSchema.minimal(4)))["spectral_radius"] is None
+    True
+    """
+    radius_of = LINEAR_STEP
+    if isinstance(model.dynamics, PolynomialField):
+        n = len(_spaced(model.dynamics.linear.centres.shape[0]))
+        radius_of = f"latent step Jacobian (largest over the trajectories of {n} fitted runs)"
+    return {"spectral_radius": step_spectral_radius(model), "radius_of": radius_of}
 
 
 def heldout_square_sums(
@@ -96,6 +150,7 @@ def measure_quality(
     heldout_runs: Sequence[int],
     seconds: float,
     spectral_radius: float | None = None,
+    radius_of: str = LINEAR_STEP,
     refitted: bool = False,
     note: str = "",
     batch_size: int = 8,
@@ -114,9 +169,9 @@ def measure_quality(
         Their indices in the training data (empty with ``source=None``).
     seconds : float
         Wall time of the fit.
-    spectral_radius, refitted, note
+    spectral_radius, radius_of, refitted, note
         As in :class:`~xlevda.surrogates.fitreport.FitReport` (the spectral radius of
-        the returned model: :func:`step_spectral_radius`).
+        the returned model: :func:`stability`).
     batch_size : int
         Runs per forward pass.
 
@@ -135,7 +190,15 @@ def measure_quality(
     variables = tuple(model.schema.variables)
     if source is None:
         return FitReport(
-            variables, model.schema.n_frames, None, None, (), seconds, spectral_radius, note=note
+            variables,
+            model.schema.n_frames,
+            None,
+            None,
+            (),
+            seconds,
+            spectral_radius,
+            note=note,
+            radius_of=radius_of,
         )
     if source.n_runs != len(heldout_runs):
         raise ShapeError(
@@ -156,17 +219,25 @@ def measure_quality(
         spectral_radius,
         refitted=refitted,
         note=note,
+        radius_of=radius_of,
     )
 
 
 def warn_if_unstable(report: FitReport, *, stacklevel: int = 2) -> None:
-    """Warn (``UserWarning``) when the report's linear latent step has spectral radius above 1."""
+    """Warn (``UserWarning``) when the report's latent step (its Jacobian) has spectral
+    radius above 1."""
     if report.unstable:
         assert report.spectral_radius is not None
-        warnings.warn(
-            f"the fitted linear latent step has spectral radius {report.spectral_radius:.4f} > 1: "
+        why = (
             "its forecast is unstable (the leading latent mode grows geometrically, without "
-            "bound beyond the training frames); try fewer modes (latent_dim) or more runs",
+            "bound beyond the training frames)"
+            if report.radius_of == LINEAR_STEP
+            else "its forecast can grow (perturbations grow along these trajectories; "
+            "without quadratic terms, without bound for those parameters)"
+        )
+        warnings.warn(
+            f"the fitted {report.radius_of} has spectral radius {report.spectral_radius:.4f} > "
+            f"1: {why}; try fewer modes (latent_dim) or more runs",
             UserWarning,
             stacklevel=stacklevel + 1,
         )
