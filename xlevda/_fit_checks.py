@@ -14,16 +14,24 @@ It also finds the missing values (NaN) that ``missing="mask"`` lets through: see
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import xarray as xr
 
 from xlevda._convert import check_params, coord_points, find_time, spatial_layout
 from xlevda.errors import ConfigError, CoordinateError, ShapeError, VariableError
+from xlevda.surrogates.config import LDNetConfig
 from xlevda.validate import check_choice, check_int
 
-__all__ = ["MISSING_POLICIES", "Archive", "MissingValues", "check_archive"]
+__all__ = [
+    "MISSING_POLICIES",
+    "Archive",
+    "MissingValues",
+    "check_archive",
+    "n_validation",
+    "with_table_size",
+]
 
 MISSING_POLICIES = ("error", "mask")
 """Values of ``LDNet.fit(missing=...)``: NaN is an error, or a missing value left out."""
@@ -374,3 +382,29 @@ def _value_stats(ds: xr.Dataset, names: list[str], dims: tuple[Hashable, ...]) -
             for v in names
         ]
     )
+
+
+def with_table_size(config: LDNetConfig, n_train: int) -> LDNetConfig:
+    """``config`` with ``initial_state.n_runs`` set to the number of training runs."""
+    init = config.initial_state
+    if init is None:
+        return config
+    if init.n_runs is not None and init.n_runs != n_train:
+        raise ConfigError(
+            f"LDNetConfig.initial_state.n_runs={init.n_runs} differs from the {n_train} "
+            "training runs: leave it None (fit sets it)"
+        )
+    return replace(config, initial_state=replace(init, n_runs=n_train))
+
+
+def n_validation(config: LDNetConfig, n_runs: int, run_dim: str) -> int:
+    """Runs held out: ``validation_fraction`` of them, at least one unless the fraction is 0
+    (the closed-form linear fit always holds one out: it chooses its kernel width on it)."""
+    frac = config.train.validation_fraction
+    n_val = max(1, round(frac * n_runs)) if frac > 0 or config.dynamics is not None else 0
+    if n_runs - n_val < 1:
+        raise ConfigError(
+            f"{run_dim!r} has {n_runs} run(s): need at least 2 to split into training and "
+            f"validation (validation_fraction={frac})"
+        )
+    return n_val

@@ -266,25 +266,13 @@ def _add_simulate(sub) -> None:
 
 
 def _fit_defaults():
-    """Python's defaults of ``LDNet.fit``: ``LDNetConfig()`` and its ``TrainConfig()``."""
-    from xlevda.surrogates.config import LDNetConfig
-
-    model = LDNetConfig()
-    return model, model.train
-
-
-def _cosine_terms() -> int:
-    """``CosineDecoderConfig()``'s number of terms (the linear decoder's default)."""
+    """Python's defaults of ``LDNet.fit`` (``LDNetConfig()``, its ``TrainConfig()``), the
+    linear decoder's number of cosine terms and ``PolynomialDynamicsConfig()``."""
+    from xlevda.surrogates.config import LDNetConfig, PolynomialDynamicsConfig
     from xlevda.surrogates.decoder_configs import CosineDecoderConfig
 
-    return CosineDecoderConfig().n_terms
-
-
-def _polynomial_defaults():
-    """``PolynomialDynamicsConfig()``: the polynomial dynamics' defaults."""
-    from xlevda.surrogates.config import PolynomialDynamicsConfig
-
-    return PolynomialDynamicsConfig()
+    model = LDNetConfig()
+    return model, model.train, CosineDecoderConfig().n_terms, PolynomialDynamicsConfig()
 
 
 def _pair(text: str) -> tuple[str, float]:
@@ -326,7 +314,7 @@ def _add_train(sub) -> None:
         default=None,
         help="spatial coordinates in decoder order, e.g. y x or 2-D lat lon (default: detected)",
     )
-    model, train = _fit_defaults()
+    model, train, cosine, poly = _fit_defaults()
     tr.add_argument(
         "--decoder",
         choices=["mlp", "separable", "linear", "polynomial"],
@@ -344,14 +332,12 @@ def _add_train(sub) -> None:
         help=f"latent dimension (default {model.latent_dim}; the shipped linear tsunami model "
         "has 641)",
     )
-    cosine = _cosine_terms()
     tr.add_argument(
         "--cosine-terms",
         type=int,
         default=cosine,
         help=f"cosine terms per coordinate of the linear decoder (default {cosine})",
     )
-    poly = _polynomial_defaults()
     tr.add_argument(
         "--param-degree",
         type=int,

@@ -12,7 +12,7 @@ import torch
 import xarray as xr
 
 from xlevda._convert import build_schema, grid_coords, times_to_steps, to_points
-from xlevda._fit_checks import check_archive
+from xlevda._fit_checks import check_archive, n_validation, with_table_size
 from xlevda._frames import DatasetFrameSource, frame_values, latent_array
 from xlevda.core.dynamics import interpolate_latent
 from xlevda.errors import ConfigError, VariableError
@@ -165,7 +165,7 @@ class LDNet(LDNetModel):
         params, mask = archive.params, archive.missing
         kw = {"run_dim": run_dim, "allow_nan": mask is not None, "coords": coords}
         schema = build_schema(dataset, params, archive.variables, **kw)
-        n_val = _n_validation(config, dataset.sizes[run_dim], run_dim)
+        n_val = n_validation(config, dataset.sizes[run_dim], run_dim)
         order = np.random.default_rng(config.train.seed).permutation(dataset.sizes[run_dim])
         common: dict[str, Any] = {
             "run_dim": run_dim,
@@ -195,7 +195,7 @@ class LDNet(LDNetModel):
                     "refitted on all runs"
                 )
         else:
-            config = _with_table_size(config, train_src.n_runs)
+            config = with_table_size(config, train_src.n_runs)
             model = measured = cls._fit_gradient(
                 config, schema, train_src, val_src, initial, progress
             )
@@ -476,29 +476,3 @@ class LDNet(LDNetModel):
             if set(v.dims) <= set(space_dims) and k not in ("time",)
         }
         return coords, points, space_dims, space_shape
-
-
-def _with_table_size(config: LDNetConfig, n_train: int) -> LDNetConfig:
-    """``config`` with ``initial_state.n_runs`` set to the number of training runs."""
-    init = config.initial_state
-    if init is None:
-        return config
-    if init.n_runs is not None and init.n_runs != n_train:
-        raise ConfigError(
-            f"LDNetConfig.initial_state.n_runs={init.n_runs} differs from the {n_train} "
-            "training runs: leave it None (fit sets it)"
-        )
-    return replace(config, initial_state=replace(init, n_runs=n_train))
-
-
-def _n_validation(config: LDNetConfig, n_runs: int, run_dim: str) -> int:
-    """Runs held out: ``validation_fraction`` of them, at least one unless the fraction is 0
-    (the closed-form linear fit always holds one out: it chooses its kernel width on it)."""
-    frac = config.train.validation_fraction
-    n_val = max(1, round(frac * n_runs)) if frac > 0 or config.dynamics is not None else 0
-    if n_runs - n_val < 1:
-        raise ConfigError(
-            f"{run_dim!r} has {n_runs} run(s): need at least 2 to split into training and "
-            f"validation (validation_fraction={frac})"
-        )
-    return n_val
