@@ -340,8 +340,9 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _panel(col, axis: str, rs: list[dict], mode: str, style: str, method: str) -> None:
-    """Times (top) and peak memory (bottom) of one axis, decode mode and method, log-log."""
+def _panel(col, axis: str, rs: list[dict], mode: str, style: str, method: str, both: bool) -> None:
+    """Times (top) and peak memory (bottom) of one axis, decode mode and method, log-log;
+    ``both``: the axis has ``load`` rows too, which show the ``assimilate`` call."""
     from matplotlib.ticker import NullFormatter
 
     x = [
@@ -355,7 +356,7 @@ def _panel(col, axis: str, rs: list[dict], mode: str, style: str, method: str) -
     for key, marker, label in (("assimilate", "o", "assimilate"), ("decode", "s", "decode")):
         lab = label if key == "assimilate" or mode == "load" else f"{label} ({mode})"
         lab = lab if method == "LEVDA" else f"{method} {lab}"
-        if key == "assimilate" and mode == "stream":
+        if key == "assimilate" and mode == "stream" and both:
             continue
         col[0].loglog(x, [r[f"{key}_s"] for r in rs], marker + style, label=lab)
         col[1].loglog(x, [max(r[f"{key}_mb"], 1) for r in rs], marker + style, label=lab)
@@ -385,13 +386,14 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, grid = plt.subplots(2, len(axes), figsize=(3.4 * len(axes), 6), squeeze=False)
     for j, axis in enumerate(axes):
         for method in METHODS:
+            ok = [r for r in rows if r["axis"] == axis and "skipped" not in r]
+            ok = [r for r in ok if r["setting"].get("method", "LEVDA") == method]
+            both = len({r["decode"] for r in ok}) > 1
             for mode, style in (("load", "-"), ("stream", ":")):
-                rs = [r for r in rows if r["axis"] == axis and r["decode"] == mode]
-                rs = [r for r in rs if "skipped" not in r]
-                rs = [r for r in rs if r["setting"].get("method", "LEVDA") == method]
+                rs = [r for r in ok if r["decode"] == mode]
                 if rs:
                     peer = method != "LEVDA"
-                    _panel(grid[:, j], axis, rs, mode, "--" if peer else style, method)
+                    _panel(grid[:, j], axis, rs, mode, "--" if peer else style, method, both)
         grid[0, j].set_title(axis)
         grid[0, j].legend(fontsize=7)
     fig.tight_layout()
