@@ -383,23 +383,12 @@ def _match_one(
         if not mine:
             continue
         found = [n for n in free if set(mine) & set(tags.get(n, []))]
-        if len(found) == 1:
-            return found[0]
         if found:
-            raise error(
-                f"{what}: coordinates {found} all match the surrogate's spatial coordinate "
-                f"{c!r} (by {mine[0].replace(':', ' ')}): expected one; name it with "
-                f"coords={{{c!r}: name}}"
-            )
+            return _single(found, c, f"by {mine[0].replace(':', ' ')}", error, what)
     group = next((g for g in _COMMON_NAMES if c.lower() in g), (c.lower(),))
     found = [n for n in free if n.lower() in group]
-    if len(found) == 1:
-        return found[0]
     if found:
-        raise error(
-            f"{what}: coordinates {found} all match the surrogate's spatial coordinate {c!r} "
-            f"(common names {list(group)}): expected one; name it with coords={{{c!r}: name}}"
-        )
+        return _single(found, c, f"common names {list(group)}", error, what)
     raise error(
         f"{what}: no coordinate matches the surrogate's spatial coordinate {c!r}: found "
         f"coordinates {sorted(free)} (none named {c!r}, none with its CF identity "
@@ -407,6 +396,16 @@ def _match_one(
         "expected one of these, or name it with "
         f"coords={{{c!r}: name}}"
     )
+
+
+def _single(found: list[str], c: str, how: str, error, what: str) -> str:
+    """The one name in ``found`` (non-empty), else an error: several match ``c``."""
+    if len(found) > 1:
+        raise error(
+            f"{what}: coordinates {found} all match the surrogate's spatial coordinate {c!r} "
+            f"({how}): expected one; name it with coords={{{c!r}: name}}"
+        )
+    return found[0]
 
 
 def renamed(
