@@ -58,6 +58,9 @@ class WindowResult:
         The same for the background members.
     n_obs : int
         Observed values in the window.
+    decoded : Tensor, shape (K, T_o, P, C)
+        The surrogate's values at the window's observations from :attr:`z_analysis`
+        (0 where nothing is observed).
     excess : Excess
         :func:`~xlevda.core.excess.observed_excess` of the analysis members;
         ``unexplained_var`` is the positive part of its mean
@@ -76,6 +79,7 @@ class WindowResult:
     misfit: Tensor
     misfit_background: Tensor
     n_obs: int
+    decoded: Tensor
     excess: Excess
     n_iter: Tensor
     converged: Tensor
@@ -220,6 +224,7 @@ def solve_window(
         misfit=misfit,
         misfit_background=misfit_b,
         n_obs=objective.window.n_obs,
+        decoded=decoded,
         excess=excess,
         n_iter=n_iter,
         converged=converged,

@@ -19,7 +19,6 @@ from xlevda._obs import ObsTable, plan_windows
 from xlevda._obs import Window as PlannedWindow
 from xlevda._window_length import WindowLength, check_window
 from xlevda.core.bounds import BoundedSurrogate, ParameterBounds
-from xlevda.core.dynamics import observe
 from xlevda.core.hybrid import HybridCovariance, rollout_square_root
 from xlevda.core.inflation import Inflation
 from xlevda.core.levda import solve_window
@@ -228,10 +227,10 @@ class LEVDA(Method):
         z_a = res.z_analysis if bounds is None else bounds.bounded(res.z_analysis)
         residuals = None
         if isinstance(self.model_error, FieldAnalysis):
-            with torch.no_grad():
-                decoded = observe(model, z_a, obs_w, model.prepare_points(obs_w.points))
             calibrate = self.model_error.calibrate
-            residuals = window_residuals(decoded, obs_w, window.anchor, seed, calibrate=calibrate)
+            residuals = window_residuals(
+                res.decoded.detach(), obs_w, window.anchor, seed, calibrate=calibrate
+            )
         return single(
             window.anchor,
             z_a,

@@ -363,7 +363,7 @@ class CosineDecoder(nn.Module):
 
     def __init__(self, latent_dim: int, n_coords: int, n_channels: int, n_terms: int) -> None:
         super().__init__()
-        self.register_buffer("lo", -torch.ones(n_coords))
+        self.register_buffer("lo", torch.full((n_coords,), -1.0))
         self.register_buffer("hi", torch.ones(n_coords))
         self.weight = nn.Parameter(torch.zeros(n_channels, latent_dim + 1, n_terms**n_coords))
         self.latent_dim, self.n_coords, self.n_channels = latent_dim, n_coords, n_channels
