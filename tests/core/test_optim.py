@@ -7,7 +7,8 @@ import torch
 
 from xlevda.core.gauss_newton import gauss_newton, linearization
 from xlevda.core.lbfgs import lbfgs, two_loop
-from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig
+from xlevda.core.line_search import strong_wolfe
+from xlevda.core.optim import GaussNewtonConfig, LBFGSConfig, value_and_grad
 from xlevda.errors import ConfigError, ShapeError
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
@@ -242,3 +243,22 @@ def test_two_loop_skips_empty_slots_exactly(filled):
     rho[1] = 0.0  # a member without history: steepest descent
     grad = torch.randn(3, 5, generator=g, dtype=torch.float64)
     torch.testing.assert_close(two_loop(grad, s, y, rho), _two_loop_all_slots(grad, s, y, rho))
+
+
+def test_a_bracket_below_the_dtype_resolution_ends_the_line_search():
+    """float32, a cost flat to round-off (1500 resolves 1e-4) with a gradient the noise term
+    dominates: the bracket shrinks to round-off without a Wolfe point.  The search stops
+    there (it used every trial before) and keeps its best point of sufficient decrease."""
+    cfg = LBFGSConfig()
+    member = torch.zeros(1, dtype=torch.int64)
+
+    def cost(x, k):
+        return 1500 + 1e-7 * torch.sin(1e3 * x).sum(-1) + 1e-3 * (x - 0.31).square().sum(-1)
+
+    x = torch.full((1, 1), 0.3)
+    f, g = value_and_grad(cost, x, member)
+    d = -g / g.abs()
+    ok, x_new, f_new, _, evals = strong_wolfe(cost, x, f, g, d, torch.full((1,), 0.02), member, cfg)
+    assert evals < cfg.line_search_max
+    assert bool(ok) and float(f_new) <= float(f) + 2 * torch.finfo(f.dtype).eps * float(f)
+    assert float(x_new) != float(x)

@@ -39,7 +39,12 @@ def strong_wolfe(
 
     Returns the accepted mask (M,), new points (M, n), costs (M,), gradients (M, n)
     and the number of batched evaluations.  A member that finds no Wolfe point
-    takes its best point satisfying sufficient decrease, if it has one.
+    takes its best point satisfying sufficient decrease, if it has one.  A member stops
+    searching once its bracket is narrower than the dtype resolves: when
+    ``width * max|d|`` is at most ``eps * max|x + a d|`` (``a`` the bracket's lower end),
+    the points left to try differ from the bracket's ends by round-off only, and
+    evaluating them only repeats values (without the stop such members used every one
+    of ``line_search_max`` trials).
     """
     slope0 = (g * d).sum(-1)
     t = t0.clone()
@@ -47,11 +52,13 @@ def strong_wolfe(
     lo_g = g.clone()
     hi_t, hi_f, hi_d = torch.full_like(f, math.inf), torch.full_like(f, math.nan), slope0.clone()
     done = torch.zeros_like(f, dtype=torch.bool)
+    stalled = torch.zeros_like(done)
     eps = torch.finfo(f.dtype).eps
+    d_max = d.abs().amax(-1)
     x_new, f_new, g_new = x.clone(), f.clone(), g.clone()
     evals = 0
     for _ in range(cfg.line_search_max):
-        live = (~done).nonzero().squeeze(-1)
+        live = (~done & ~stalled).nonzero().squeeze(-1)
         if live.numel() == 0:
             break
         tl = t[live]
@@ -95,6 +102,9 @@ def strong_wolfe(
         extra = torch.where(torch.isfinite(extra), extra, 4 * tl)
         extra = torch.minimum(torch.maximum(extra, 2 * tl), 10 * tl)
         t[live] = torch.where(bracketed, zoom, extra)
+        # the bracket's points differ by round-off only: their largest entry resolves no more
+        reach = (x[live] + a.unsqueeze(-1) * d[live]).abs().amax(-1)
+        stalled[live] = bracketed & (width * d_max[live] <= eps * reach)
     fallback = ~done & (lo_t > 0)
     x_new[fallback] = x[fallback] + lo_t[fallback].unsqueeze(-1) * d[fallback]
     f_new[fallback], g_new[fallback] = lo_f[fallback], lo_g[fallback]
