@@ -5,13 +5,15 @@ from __future__ import annotations
 from unittest import mock
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xlevda.core.field_analysis as fa
+import xlevda.core.sparse_oi as sparse_oi
 from xlevda.core.field_analysis import Gain, Metric, SparseGain, field_increment, window_gain
-from xlevda.core.sparse_oi import neighbours, pair_count
+from xlevda.core.sparse_oi import correlation, cross_matrix, neighbours, pair_count
 
 F64 = torch.float64
 METRICS = {
@@ -102,3 +104,23 @@ def test_large_support_sparse_is_dense_and_still_right():
         np.testing.assert_allclose(
             y.numpy(), x.numpy(), rtol=0, atol=tol * max(float(x.abs().max()), 1.0)
         )
+
+
+def test_cross_matrices_of_repeated_point_sets_are_computed_once_and_equal():
+    """A fixed network's correlations come from the cache: the same values, bit for bit,
+    as computed from the pairs, and no second neighbour search for equal content."""
+    m = Metric("latlon", (40.0, 160.0), (5.0, 10.0), (0, 1))
+    rng = np.random.default_rng(4)
+    out = torch.as_tensor(rng.uniform(-1, 1, (300, 2)))
+    obs = torch.as_tensor(rng.uniform(-1, 1, (40, 2)))
+    i, j, dist = neighbours(out, obs, 700.0, m)
+    direct = sp.csr_matrix(
+        ((2.5 * correlation(dist, 700.0)).numpy(), (i.numpy(), j.numpy())), shape=(300, 40)
+    )
+    first = cross_matrix(out, obs, 2.5, 700.0, m)
+    calls = []
+    with mock.patch.object(sparse_oi, "neighbours", lambda *a: calls.append(a)):
+        again = cross_matrix(out.clone(), obs.clone(), 2.5, 700.0, m)
+    assert not calls
+    for got in (first, again):
+        assert (got != direct).nnz == 0 and np.array_equal(got.indices, direct.indices)

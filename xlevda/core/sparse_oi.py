@@ -24,13 +24,16 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
+from xlevda.core.pair_cache import ContentCache, content_key
 from xlevda.core.taper import gaspari_cohn
 
 __all__ = [
+    "CORRELATIONS",
     "EARTH_RADIUS_KM",
     "SparseSystem",
     "apply_cross",
     "correlation",
+    "correlations",
     "cross_matrix",
     "neighbours",
     "pair_count",
@@ -147,9 +150,34 @@ def cross_matrix(
     shape = (out_points.shape[0], points.shape[0])
     if variance <= 0 or 0 in shape:
         return sp.csr_matrix(shape, dtype=np.float64)
-    i, j, dist = neighbours(out_points, points, length, metric)
-    values = (variance * correlation(dist, length)).numpy()
-    return sp.csr_matrix((values, (i.numpy(), j.numpy())), shape=shape)
+    return variance * correlations(out_points, points, length, metric)
+
+
+CORRELATIONS = ContentCache(budget=1 << 28)
+"""The correlation matrices of :func:`correlations`, by content of their point sets (a
+fixed network's correlations recur for every output time and window), at most 256 MB."""
+
+
+def correlations(a: Tensor, b: Tensor, length: float, metric) -> sp.csr_matrix:
+    """``rho(a, b)`` (Na, Nb) as a sparse matrix (float64), kept in :data:`CORRELATIONS`.
+
+    Examples
+    --------
+    >>> from xlevda.core.field_analysis import Metric
+    >>> m = Metric("plane", (0.0,), (1.0,))
+    >>> x = torch.tensor([[0.0], [1.0]])
+    >>> correlations(x, x, 2.0, m) is correlations(x.clone(), x.clone(), 2.0, m)
+    True
+    """
+    arrays = (a.detach().cpu().numpy(), b.detach().cpu().numpy())
+    key = (content_key(*arrays), float(length), metric)
+
+    def make() -> sp.csr_matrix:
+        i, j, dist = neighbours(a, b, length, metric)
+        values = correlation(dist, length).numpy()
+        return sp.csr_matrix((values, (i.numpy(), j.numpy())), shape=(a.shape[0], b.shape[0]))
+
+    return CORRELATIONS.get(key, make)
 
 
 def apply_cross(cross: sp.csr_matrix, weights: Tensor) -> Tensor:
