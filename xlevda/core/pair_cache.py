@@ -58,6 +58,8 @@ class ContentCache:
     >>> _ = cache.get("b", lambda: np.ones(8))  # 64 + 64 bytes: "a" is dropped
     >>> len(cache), cache.get("b", lambda: None).sum()
     (1, np.float64(8.0))
+    >>> cache.clear(); len(cache)
+    0
     """
 
     def __init__(self, budget: int) -> None:
@@ -68,6 +70,12 @@ class ContentCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def clear(self) -> None:
+        """Drop every value kept."""
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
 
     def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
         """The value of ``key``, made by ``make()`` where it is not kept."""
