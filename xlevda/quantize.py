@@ -10,15 +10,19 @@ Two ways to store fewer bits of the fields, each bounded and recorded in the fil
   ensemble resolves -- each field is stored as integer multiples of a step equal to
   ``fraction`` times its ensemble spread (the root mean square over all points of the
   standard deviation across members, ``ddof = 1``), as CF packed data (``scale_factor``,
-  ``add_offset``: ``int16`` where the field's range fits, else ``int32``; ``_FillValue``
-  the type's smallest value).  Every value is within half a step of itself; at each point
-  the ensemble's standard deviation moves by at most ``sqrt(K / (K - 1))`` half-steps, so
-  the spread's root mean square by at most ``fraction * sqrt(K / (K - 1)) / 2`` of itself
-  (a bound; the rounding noise, independent of the members where the spread exceeds the
-  step, raises it by about ``fraction**2 / 24``).  Differences between members below a
-  step are not resolved.  The step needs the spread and the range of each field before
-  writing: a first pass over the (lazy) fields computes them chunk by chunk (dask), the
-  write decodes them again.
+  ``add_offset``; ``int16`` where the field's range fits, else ``int32``; ``_FillValue``
+  the type's smallest value).  ``int16`` unpacks to the field's float type, ``int32`` to
+  float64 as CF advises (and xarray unpacks zarr's JSON attributes to float64).
+
+  Every value is within half a step of itself (plus the rounding of the unpacking's
+  float type); at each point the ensemble's standard deviation moves by at most
+  ``sqrt(K / (K - 1))`` half-steps, so the spread's root mean square by at most
+  ``fraction * sqrt(K / (K - 1)) / 2`` of itself (a bound; the rounding noise,
+  independent of the members where the spread exceeds the step, raises it by about
+  ``fraction**2 / 24``: 4e-4 for 0.1).  Differences between members below a step are not
+  resolved.  The step needs the spread and the range of each field before writing: a
+  first pass over the (lazy) fields computes them chunk by chunk (dask), the write
+  decodes them again.
 """
 
 from __future__ import annotations
