@@ -145,7 +145,17 @@ def _add_output_options(asm: argparse.ArgumentParser) -> None:
 
 def add_assimilate(sub, func: Callable[[argparse.Namespace], int]) -> None:
     """Add the ``assimilate`` command, run by ``func``, to ``sub`` (what ``add_subparsers``
-    returns)."""
+    returns).
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser()
+    >>> add_assimilate(parser.add_subparsers(), lambda args: 0)
+    >>> line = "assimilate obs.nc --pretrained tsunami -o a.nc --obs-coords y x"
+    >>> args = parser.parse_args(line.split())
+    >>> args.obs_coords, args.spread_step, args.no_latent
+    (['y', 'x'], None, False)
+    """
     asm = sub.add_parser(
         "assimilate",
         help="assimilate observations into a surrogate and write the analysis ensemble",
