@@ -200,7 +200,9 @@ def spread_packing(ds: xr.Dataset, spread_step) -> tuple[xr.Dataset, dict[str, d
     (dtype('int16'), True)
     """
     fractions = _selected(ds, "spread_step", spread_step, ensemble=True)
-    if spread_step is not None and not fractions:
+    if spread_step is None:
+        return ds, {}
+    if not fractions:
         raise ConfigError(
             f"spread_step={spread_step!r}: no field to pack, expected float variables of "
             f"three or more dims on a {MEMBER_DIM!r} dimension, got {dict(ds.sizes)}"
@@ -208,7 +210,7 @@ def spread_packing(ds: xr.Dataset, spread_step) -> tuple[xr.Dataset, dict[str, d
     for name, f in fractions.items():
         check_real(f"spread_step[{name!r}]", f, 0.0, 1.0, low_open=True)
     stats = _statistics(ds, list(fractions))
-    ds = ds.copy() if fractions else ds
+    ds = ds.copy()
     encodings: dict[str, dict[str, Any]] = {}
     for name, f in fractions.items():
         spread, lo, hi = stats[name]
