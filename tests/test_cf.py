@@ -52,7 +52,7 @@ def _letkf_analysis() -> xr.Dataset:
 
 
 @pytest.mark.filterwarnings("ignore:LEVDA. parameters estimated outside:UserWarning")
-@pytest.mark.parametrize("kind", ["levda", "letkf", "case", "quantized"])
+@pytest.mark.parametrize("kind", ["levda", "letkf", "case", "quantized", "packed"])
 def test_written_analyses_have_no_cf_errors(model, truth, tmp_path, kind):
     target = truth.drop_vars(["eta", "u"])
     obs = _obs(truth)
@@ -62,19 +62,19 @@ def test_written_analyses_have_no_cf_errors(model, truth, tmp_path, kind):
         analysis = _letkf_analysis()
     else:
         analysis = target.levda.assimilate(obs, model, LEVDA(window=2), run=RUN)
-    path = write(
-        analysis, tmp_path / f"{kind}.nc", significant_digits=3 if kind == "quantized" else None
-    )
+    precision = {"quantized": {"significant_digits": 3}, "packed": {"spread_step": 0.1}}
+    path = write(analysis, tmp_path / f"{kind}.nc", **precision.get(kind, {}))
     assert cf_errors(path) == []
 
 
 @pytest.mark.skipif(shutil.which("cdo") is None, reason="CDO is not installed")
 @pytest.mark.filterwarnings("ignore:LEVDA. parameters estimated outside:UserWarning")
-def test_cdo_reads_the_file_without_warnings(model, truth, tmp_path):
+@pytest.mark.parametrize("spread_step", [None, 0.1])
+def test_cdo_reads_the_file_without_warnings(model, truth, tmp_path, spread_step):
     analysis = truth.drop_vars(["eta", "u"]).levda.assimilate(
         _obs(truth), model, LEVDA(window=2), run=RUN
     )
-    path = write(analysis, tmp_path / "a.nc")
+    path = write(analysis, tmp_path / "a.nc", spread_step=spread_step)
     out = subprocess.run(["cdo", "sinfon", str(path)], capture_output=True, text=True, check=True)
     assert "Warning" not in out.stderr and "Unsupported" not in out.stderr, out.stderr
     assert "eta" in out.stdout

@@ -16,8 +16,9 @@ import xarray as xr
 import xlevda
 from xlevda.errors import ConfigError
 from xlevda.methods import LEVDA
+from xlevda.quantize import bitround
 from xlevda.run import RunOptions
-from xlevda.write import bitround, output_format, time_encoding, write
+from xlevda.write import output_format, time_encoding, write
 
 RUN = RunOptions(members=4, dtype="float64", seed=3)
 

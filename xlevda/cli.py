@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from xlevda._assimilate_args import add_assimilate, obs_coords, write_options
 from xlevda._version import VERSION
 
 __all__ = ["build_parser", "default_target", "main", "train_config"]
@@ -176,7 +177,8 @@ def _assimilate(args: argparse.Namespace) -> int:
     from xlevda.run import RunOptions
     from xlevda.write import output_format, write
 
-    output_format(args.output)  # an unknown extension fails before the work
+    output_format(args.output)  # an unknown extension or option fails before the work
+    options, coords = write_options(args), obs_coords(args.obs_coords)
     model = load_pretrained(args.pretrained) if args.pretrained else load_surrogate(args.surrogate)
     obs = _open(args.obs)
     target = _open(args.target) if args.target else default_target(model, obs)
@@ -197,8 +199,9 @@ def _assimilate(args: argparse.Namespace) -> int:
             run=run,
             variables=args.variables,
             errors=dict(args.errors) if args.errors else None,
+            obs_coords=coords,
         )
-        write(analysis, args.output)
+        write(analysis, args.output, **options)
     print(
         f"assimilated {analysis.attrs['n_observations_used']} observations in "
         f"{analysis.sizes['window']} windows, K={args.members}, in "
@@ -235,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_simulate(sub)
     _add_train(sub)
-    _add_assimilate(sub)
+    add_assimilate(sub, _assimilate)
     _add_demo(sub)
     return parser
 
@@ -273,18 +276,6 @@ def _fit_defaults():
 
     model = LDNetConfig()
     return model, model.train, CosineDecoderConfig().n_terms, PolynomialDynamicsConfig()
-
-
-def _pair(text: str) -> tuple[str, float]:
-    """``VAR=STD`` of ``--errors``."""
-    name, sep, value = text.partition("=")
-    try:
-        std = float(value)
-    except ValueError:
-        std = None
-    if not sep or not name or std is None:
-        raise argparse.ArgumentTypeError(f"expected VAR=STD such as eta=0.01, got {text!r}")
-    return name, std
 
 
 def _add_train(sub) -> None:
@@ -365,80 +356,6 @@ def _add_train(sub) -> None:
     tr.add_argument("-o", "--output", required=True, help="output file, e.g. model.pt")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=_train)
-
-
-def _add_assimilate(sub) -> None:
-    """Add the ``assimilate`` command to ``sub``, the action ``add_subparsers`` returns."""
-    asm = sub.add_parser(
-        "assimilate",
-        help="assimilate observations into a surrogate and write the analysis ensemble",
-        description="Run LEVDA: observations (one 'obs' dimension with time/lat/lon "
-        "coordinates and <var>_std errors or --errors, or a gridded file with NaN where "
-        "unobserved) are assimilated into a trained surrogate; the analysis ensemble is "
-        "written to NetCDF or zarr (by the extension of --output).",
-    )
-    asm.add_argument("obs", help="observations (.nc or .zarr)")
-    src = asm.add_mutually_exclusive_group(required=True)
-    src.add_argument("--surrogate", help="a surrogate file saved by 'xlevda train'")
-    src.add_argument("--pretrained", help="a shipped surrogate, e.g. tsunami")
-    asm.add_argument(
-        "--target",
-        default=None,
-        help="dataset whose time and space coordinates the analysis is wanted on "
-        "(default: the surrogate's grid at its frames from the last at or before the first "
-        "observation to the first at or after the last)",
-    )
-    asm.add_argument("--members", type=int, default=100, help="ensemble size K (default 100)")
-    asm.add_argument(
-        "--window", type=int, default=5, help="observation times per window, tau (default 5)"
-    )
-    asm.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
-    asm.add_argument(
-        "--variables",
-        nargs="+",
-        default=None,
-        help="observed variables to assimilate (default: all in the observations)",
-    )
-    asm.add_argument(
-        "--errors",
-        nargs="+",
-        type=_pair,
-        default=None,
-        metavar="VAR=STD",
-        help="observation error standard deviation of variables without <var>_std, e.g. eta=0.01",
-    )
-    asm.add_argument(
-        "--outside",
-        choices=["error", "drop"],
-        default="error",
-        help="observations outside the surrogate's domain or period: an error (default) or "
-        "dropped and counted (n_observations_dropped)",
-    )
-    asm.add_argument(
-        "--past-horizon",
-        choices=["error", "forecast"],
-        default="error",
-        help="target times past the surrogate's last training frame: an error (default) or "
-        "forecasts, warned about and counted (n_target_times_past_horizon)",
-    )
-    asm.add_argument(
-        "--gross-error",
-        type=float,
-        default=None,
-        metavar="THRESHOLD",
-        help="reject, before each window's analysis, observations whose |O - B| exceeds "
-        "THRESHOLD x sqrt(background spread^2 + error^2) (GrossErrorCheck; flagged in the "
-        "output, counted in n_observations_rejected); default: use every observation",
-    )
-    asm.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    asm.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        help="output path: .zarr a zarr store, .nc a NetCDF file (written under a temporary "
-        "name, renamed when complete)",
-    )
-    asm.set_defaults(func=_assimilate)
 
 
 def _add_demo(sub) -> None:

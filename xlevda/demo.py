@@ -450,10 +450,10 @@ def run_demo(
         + ", ".join(f"{p} = {est[p]:.4g} (true {twin.true_params[p]:.4g})" for p in est)
     )
     t_write = time.perf_counter()
-    write(analysis, output)
+    write(analysis, output, spread_step=0.1)
     print(
         f"analysis ensemble written to {output} ({_stored_bytes(Path(output)) / 1e6:.1f} MB in "
-        f"{time.perf_counter() - t_write:.1f} s)"
+        f"{time.perf_counter() - t_write:.1f} s; fields to 0.1 x their ensemble spread)"
     )
     if plot:
         try:

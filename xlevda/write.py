@@ -6,8 +6,10 @@ extension (``.zarr`` a zarr store, ``.nc``/``.nc4``/``.netcdf``/``.cdf`` NetCDF-
 file is written under a temporary name and renamed when complete (a killed or failed
 write leaves nothing under the final name), the fields are compressed (zlib with
 shuffle in NetCDF, Blosc-zstd with shuffle in zarr) in on-disk chunks equal to the
-dask chunks, optionally quantized to a number of significant digits (CF-1.11
-"bitround" quantization) and the latent trajectory optionally left out.
+dask chunks, optionally stored to a precision (:mod:`xlevda.quantize`: steps of a
+fraction of each field's ensemble spread as CF packed integers, or a number of
+significant digits as CF-1.11 "bitround" quantization) and the latent trajectory
+optionally left out.  Lossless unless a precision is asked for.
 :func:`cf_encoding` gives the encodings alone (time in CDO-readable units, no
 ``_FillValue`` on coordinates, compression): :func:`xlevda.assimilate` attaches them to
 its output, so a plain ``to_netcdf`` also writes a CF-clean, compressed file.
@@ -15,7 +17,6 @@ its output, so a plain ``to_netcdf`` also writes a CF-clean, compressed file.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Iterator, Mapping
@@ -26,13 +27,13 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from xlevda._version import VERSION
 from xlevda.atomic import replace_when_done
 from xlevda.errors import ConfigError
 from xlevda.obs_output import observation_coords
+from xlevda.quantize import reduced_precision
 from xlevda.validate import check_int
 
-__all__ = ["NETCDF_SUFFIXES", "bitround", "cf_encoding", "output_format", "time_encoding", "write"]
+__all__ = ["NETCDF_SUFFIXES", "cf_encoding", "output_format", "time_encoding", "write"]
 
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf")
 """Extensions written as NetCDF-4 (``.zarr`` is written as a zarr store)."""
@@ -155,76 +156,9 @@ def cf_encoding(ds: xr.Dataset, fmt: str = "netcdf", compression: int = 4) -> di
     return out
 
 
-def bitround(values: np.ndarray, keepbits: int) -> np.ndarray:
-    """Round floats to ``keepbits`` mantissa bits (to nearest, ties to even); NaN and
-    infinities unchanged.  The relative error is at most ``2**-(keepbits + 1)``.
-
-    Examples
-    --------
-    >>> bitround(np.array([1.0, 1.2, np.nan], np.float32), 2).tolist()
-    [1.0, 1.25, nan]
-    """
-    values = np.asarray(values)
-    mantissa = {np.dtype(np.float32): 23, np.dtype(np.float64): 52}.get(values.dtype)
-    if mantissa is None or keepbits >= mantissa:
-        return values
-    uint = np.uint32 if mantissa == 23 else np.uint64
-    drop = uint(mantissa - keepbits)
-    bits = values.view(uint)
-    one = uint(1)
-    rounded = bits + ((one << (drop - one)) - one) + ((bits >> drop) & one)
-    rounded &= ~((one << drop) - one)
-    return np.where(np.isfinite(values), rounded.view(values.dtype), values)
-
-
-def _digits(ds: xr.Dataset, significant_digits) -> dict[str, int]:
-    """Digits per variable: an int for every float field (3 or more dims, the latent
-    trajectory aside), or a mapping naming variables."""
-    if significant_digits is None:
-        return {}
-    if isinstance(significant_digits, Mapping):
-        unknown = sorted(set(significant_digits) - set(map(str, ds.data_vars)))
-        if unknown:
-            raise ConfigError(
-                f"significant_digits names {unknown}, not data variables of the analysis "
-                f"{sorted(map(str, ds.data_vars))}"
-            )
-        digits = dict(significant_digits)
-    else:
-        digits = {
-            str(n): significant_digits
-            for n, v in ds.data_vars.items()
-            if v.dtype.kind == "f" and v.ndim >= 3 and n != "latent_state"
-        }
-    for name, d in digits.items():
-        check_int(f"significant_digits[{name!r}]", d, 1, 15)
-        if ds[name].dtype.kind != "f":
-            raise ConfigError(f"significant_digits[{name!r}]: {name!r} is not a float variable")
-    return digits
-
-
-def _quantized(ds: xr.Dataset, digits: dict[str, int]) -> xr.Dataset:
-    """``ds`` with the named variables bit-rounded, recorded as CF-1.11 quantization."""
-    if not digits:
-        return ds
-    ds = ds.copy()
-    for name, d in digits.items():
-        nsb = math.ceil(d * math.log2(10))
-        var = ds[name]
-        rounded = xr.apply_ufunc(
-            bitround, var, kwargs={"keepbits": nsb}, dask="parallelized", keep_attrs=True
-        )
-        rounded.encoding = dict(var.encoding)
-        rounded.attrs |= {"quantization": "quantization_info", "quantization_nsb": nsb}
-        ds[name] = rounded
-    ds["quantization_info"] = xr.DataArray(
-        np.int8(0),
-        attrs={"algorithm": "bitround", "implementation": f"xlevda version {VERSION}"},
-    )
-    return ds
-
-
-def _prepared(ds: xr.Dataset, latent: bool, significant_digits, history: str | None):
+def _prepared(ds: xr.Dataset, latent: bool, precision: tuple, history: str | None):
+    """``ds`` as written (latent trajectory kept or not, observations' coordinates as data
+    variables, reduced precision, history) and the packing encodings."""
     if not isinstance(ds, xr.Dataset):
         raise ConfigError(f"analysis must be an xarray Dataset, got {type(ds).__name__}")
     if not isinstance(latent, bool):
@@ -234,11 +168,11 @@ def _prepared(ds: xr.Dataset, latent: bool, significant_digits, history: str | N
     if not latent:
         ds = ds.drop_vars([n for n in ("latent_state",) if n in ds.data_vars])
     ds = ds.reset_coords(observation_coords(ds))  # CDO cannot assign them: data variables
-    ds = _quantized(ds, _digits(ds, significant_digits))
+    ds, packing = reduced_precision(ds, *precision)
     if history is not None:
         ds = ds.copy()
         ds.attrs["history"] = history
-    return ds
+    return ds, packing
 
 
 def _with_times(ds: xr.Dataset) -> xr.Dataset:
@@ -287,6 +221,7 @@ def write(
     latent: bool = True,
     compression: int = 4,
     significant_digits: int | Mapping[str, int] | None = None,
+    spread_step: float | Mapping[str, float] | None = None,
     history: str | None = None,
     reproducible: bool = False,
 ) -> Path:
@@ -313,7 +248,21 @@ def write(
         mapping names: CF-1.11 "bitround" quantization, ``ceil(digits * log2(10))``
         mantissa bits, relative error at most ``2**-(bits + 1)`` (below half a unit of
         the last kept digit); recorded in each variable's ``quantization`` and
-        ``quantization_nsb`` attributes.  Compresses much better.
+        ``quantization_nsb`` attributes.  Compresses much better, but spends as many
+        digits on near-zero values as on large ones and rounds away member-to-member
+        differences below the last digit: for ensembles ``spread_step`` is the better
+        trade.
+    spread_step : float or mapping of str to float, optional
+        Store the fields (float variables of three or more dims on ``member`` other
+        than ``latent_state``), or the variables a mapping names, as integer multiples
+        of a step: this fraction (in (0, 1]) of the variable's ensemble spread (RMS over
+        all points of its standard deviation across members), as CF packed data
+        (``scale_factor`` the step, ``int16`` or ``int32``), noted in its ``comment``.
+        Each value is within half a step of the analysis (plus the rounding of the
+        decoding's float type), the ensemble's RMS spread within
+        ``spread_step * sqrt(K / (K - 1)) / 2`` of itself (:mod:`xlevda.quantize`).
+        Computing the step decodes a lazy analysis once more (chunk by chunk).  Not
+        together with ``significant_digits`` on the same variable.
     history : str, optional
         Replaces the ``history`` attribute (which records when the analysis was made).
     reproducible : bool
@@ -349,8 +298,10 @@ def write(
         raise ConfigError(f"reproducible must be True or False, got {reproducible!r}")
     if reproducible and history is None and isinstance(analysis, xr.Dataset):
         history = " ".join(str(analysis.attrs.get("history", "")).split(" ")[1:]) or None
-    ds = _prepared(analysis, latent, significant_digits, history)
+    ds, packing = _prepared(analysis, latent, (significant_digits, spread_step), history)
     encoding = cf_encoding(ds, fmt, compression)
+    for name, enc in packing.items():
+        encoding[name] |= enc
     ds = _with_times(ds)
     for name, coord in ds.coords.items():  # float seconds written as they are
         if coord.attrs.get("calendar") and coord.dtype.kind == "f":
