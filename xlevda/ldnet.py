@@ -23,6 +23,7 @@ from xlevda.surrogates.linear import fit_linear
 from xlevda.surrogates.opinf import fit_polynomial
 from xlevda.surrogates.quality import measure_quality, stability, warn_if_unstable
 from xlevda.surrogates.schema import SurrogateSchema
+from xlevda.surrogates.sizing import choose_sizes
 from xlevda.surrogates.training import train
 
 __all__ = ["LDNet"]
@@ -176,11 +177,12 @@ class LDNet(LDNetModel):
         }
         train_src = DatasetFrameSource(dataset, schema, order[n_val:], **common)
         val_src = DatasetFrameSource(dataset, schema, order[:n_val], **common) if n_val else None
-        note = (
-            ""
-            if n_val
-            else "no held-out runs (validation_fraction=0): error on unseen runs unknown"
-        )
+        unknown = "no held-out runs (validation_fraction=0): error on unseen runs unknown"
+        notes = [] if n_val else [unknown]
+        config, chosen = choose_sizes(config, train_src, memory_budget)
+        if chosen:
+            sizes = ", ".join(f"{k}={v}" for k, v in chosen.items())
+            notes.append(f"sizes chosen from the training runs: {sizes}")
         if config.dynamics is not None:
             if initial is not None:
                 raise ConfigError(
@@ -190,9 +192,10 @@ class LDNet(LDNetModel):
             assert val_src is not None
             model, measured = cls._fit_closed_form(config, schema, train_src, val_src)
             if measured is not model:
-                note = (
+                notes.insert(
+                    0,
                     "measured on the fit without the held-out runs; the returned model was "
-                    "refitted on all runs"
+                    "refitted on all runs",
                 )
         else:
             config = with_table_size(config, train_src.n_runs)
@@ -208,7 +211,7 @@ class LDNet(LDNetModel):
             seconds=time.perf_counter() - start,
             **stability(model),
             refitted=measured is not model,
-            note=note,
+            note="; ".join(notes),
             batch_size=config.train.batch_size,
         )
         if mask is not None:

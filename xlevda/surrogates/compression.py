@@ -41,6 +41,7 @@ __all__ = [
     "as_source",
     "basis",
     "combine",
+    "fit_box",
     "gaussian_kernel",
     "kernel_weights",
     "latent_trajectories",
@@ -48,6 +49,7 @@ __all__ = [
     "point_box",
     "prepare",
     "relative",
+    "run_points",
     "write_model",
 ]
 
@@ -236,9 +238,12 @@ def _check_runs(
         )
     n_runs, n_frames = train_src.n_runs, train_src.n_frames
     if n_frames < 2:
-        raise ShapeError(f"the closed-form fit needs at least 2 frames per run, got {n_frames}")
-    first_batch = next(iter(train_src.batches(1, None, torch.Generator().manual_seed(0), False)))
-    points, n_ch = first_batch.points, first_batch.values.shape[-1]
+        raise ShapeError(
+            f"the closed-form fit needs at least 2 frames per run, got {n_frames}: for a "
+            "gradient-trained LDNet give a neural decoder, e.g. "
+            "LDNetConfig(decoder=MLPDecoderConfig())"
+        )
+    points, n_ch = run_points(train_src)
     if n_ch != decoder.weight.shape[0]:
         raise ShapeError(
             f"the training runs have {n_ch} channels, the model's schema "
@@ -260,7 +265,13 @@ def _check_runs(
     return points, rank
 
 
-def _fit_box(decoder: CosineDecoder, points: Tensor) -> tuple[Tensor, Tensor]:
+def run_points(source: FrameSource) -> tuple[Tensor, int]:
+    """The first run's points and its number of channels (read from one run)."""
+    first_batch = next(iter(source.batches(1, None, torch.Generator().manual_seed(0), False)))
+    return first_batch.points, first_batch.values.shape[-1]
+
+
+def fit_box(decoder: CosineDecoder, points: Tensor) -> tuple[Tensor, Tensor]:
     """Set the decoder's box to :func:`point_box` of ``points`` and return
     :func:`_orthonormal_features` there; on an error the box is left as it was."""
     old_box = decoder.lo.clone(), decoder.hi.clone()
@@ -359,7 +370,7 @@ def prepare(
     decoder = model.decoder
     assert isinstance(decoder, CosineDecoder)
     points, rank = _check_runs(model, field, dyn, train_src, val_src)
-    q, r_factor = _fit_box(decoder, points)
+    q, r_factor = fit_box(decoder, points)
     m_train = moments(q, train_src, points)
     m_val = moments(q, val_src, points)
     train_modes = _pod_modes(m_train, rank)

@@ -62,6 +62,14 @@ class ClosedFormDynamicsConfig:
         After choosing the hyperparameters on the validation runs, fit every part
         again on the training and validation runs together (the validation runs then
         choose only the hyperparameters).
+    mode_tolerance : float
+        With ``LDNetConfig.latent_dim=None`` (the default), ``LDNet.fit`` keeps the
+        fewest proper orthogonal modes of the training frames whose projection leaves a
+        relative error of at most ``mode_tolerance`` (in (0, 1)) in the centred frames,
+        and at most ``max_modes``; ``latent_dim`` is their number plus one (the clock)
+        (:func:`xlevda.surrogates.sizing.choose_sizes`).
+    max_modes : int
+        The most modes so chosen (>= 1).
 
     Examples
     --------
@@ -73,9 +81,15 @@ class ClosedFormDynamicsConfig:
     ridge: float = 1e-6
     widths: tuple[float, ...] = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)
     refit: bool = True
+    mode_tolerance: float = 0.01
+    max_modes: int = 128
 
     def __post_init__(self) -> None:
         name = type(self).__name__
+        check_real(
+            f"{name}.mode_tolerance", self.mode_tolerance, 0.0, 1.0, low_open=True, high_open=True
+        )
+        check_int(f"{name}.max_modes", self.max_modes, 1)
         if self.n_centres is not None:
             check_int(f"{name}.n_centres", self.n_centres, 1)
         check_real(f"{name}.ridge", self.ridge, 0.0)

@@ -115,6 +115,11 @@ class LDNetModel(nn.Module):
                 f"is a function of u since s_-1 = 0); schema has params={schema.params}, "
                 f"coords={schema.coords}, variables={schema.variables}"
             )
+        if config.latent_dim is None:
+            raise ConfigError(
+                "LDNetConfig.latent_dim is None: give it to build a model (LDNet.fit chooses "
+                "it from the archive for the closed-form fit)"
+            )
         self.config = config
         self.schema = schema
         self.latent_dim = config.latent_dim
