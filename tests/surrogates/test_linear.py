@@ -21,6 +21,7 @@ from xlevda.errors import ConfigError, ShapeError
 from xlevda.surrogates.config import (
     LDNetConfig,
     LinearDynamicsConfig,
+    PolynomialDynamicsConfig,
     config_from_dict,
     config_to_dict,
 )
@@ -662,14 +663,20 @@ def test_ldnet_config_with_linear_dynamics_checks():
     """dynamics needs learnable_dt=False, latent_dim >= 2, a LinearDynamicsConfig, n_centres."""
     dyn = LinearDynamicsConfig(n_centres=3)
     with pytest.raises(ConfigError, match="learnable_dt must be False with LinearDynamicsConfig"):
-        LDNetConfig(dynamics=dyn)  # learnable_dt defaults to True
+        LDNetConfig(dynamics=dyn, learnable_dt=True)
+    assert LDNetConfig(dynamics=dyn).learnable_dt is False  # the default follows dynamics
     with pytest.raises(ConfigError, match="latent_dim must be >= 2 with LinearDynamicsConfig"):
         LDNetConfig(latent_dim=1, learnable_dt=False, dynamics=dyn)
     with pytest.raises(ConfigError, match="dynamics must be None or a LinearDynamicsConfig"):
         LDNetConfig(learnable_dt=False, dynamics={"n_centres": 3})  # type: ignore[arg-type]
-    cfg = LDNetConfig(learnable_dt=False, dynamics=LinearDynamicsConfig())
+    cfg = LDNetConfig(latent_dim=4, dynamics=LinearDynamicsConfig())
     with pytest.raises(ConfigError, match=r"LinearDynamicsConfig.n_centres is None"):
         LDNetModel(cfg, make_schema(n_frames=5))
+    with pytest.raises(ConfigError, match=r"LDNetConfig.latent_dim is None: give it"):
+        LDNetModel(LDNetConfig(dynamics=LinearDynamicsConfig(n_centres=3)), make_schema(n_frames=5))
+    sized = LDNetConfig(latent_dim=4, dynamics=LinearDynamicsConfig(n_centres=3))
+    with pytest.raises(ConfigError, match=r"CosineDecoderConfig.n_terms is None: give the"):
+        LDNetModel(sized, make_schema(n_frames=5))
     with pytest.raises(ConfigError, match=r"LDNetConfig.dynamics has unknown keys \['centres'\]"):
         config_from_dict({"learnable_dt": False, "dynamics": {"centres": 3}})
     with pytest.raises(ConfigError, match=r"decoder.kind must be one of .*'cosine'"):
@@ -697,8 +704,11 @@ def test_config_dict_round_trip(n_terms, n_centres, ridge, widths, refit, latent
     assert data["decoder"]["kind"] == "cosine"
     assert config_from_dict(data) == cfg
     assert config_from_dict(json.loads(json.dumps(data))) == cfg
-    plain = LDNetConfig()
+    plain = LDNetConfig(decoder=MLPDecoderConfig())
     assert plain.dynamics is None and config_from_dict(config_to_dict(plain)) == plain
+    default = LDNetConfig()
+    assert isinstance(default.dynamics, PolynomialDynamicsConfig) and default.latent_dim is None
+    assert config_from_dict(config_to_dict(default)) == default
 
 
 # ----------------------------------------------------------------------------- save(half=...)

@@ -446,6 +446,7 @@ def ldensf_filter(
 
     Examples
     --------
+    >>> from xlevda.surrogates.decoder_configs import MLPDecoderConfig
     >>> import torch
     >>> from xlevda.surrogates.encoder import EncoderConfig
     >>> from xlevda.surrogates.encoder_training import fit_encoder, surrogate_histories
@@ -454,7 +455,7 @@ def ldensf_filter(
     >>> from xlevda.surrogates.config import LDNetConfig
     >>> from xlevda.surrogates.schema import SurrogateSchema
     >>> schema = SurrogateSchema.minimal(5)
-    >>> model = LDNetModel(LDNetConfig(latent_dim=2), schema)
+    >>> model = LDNetModel(LDNetConfig(latent_dim=2, decoder=MLPDecoderConfig()), schema)
     >>> net = ObservationNetwork(points=[[0.0], [0.5]], channels=(0,))
     >>> y, u = surrogate_histories(model, net, n_runs=8, n_obs=5)
     >>> enc = fit_encoder(model, net, y, u, EncoderConfig(hidden=8, epochs=2))

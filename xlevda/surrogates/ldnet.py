@@ -88,10 +88,11 @@ class LDNetModel(nn.Module):
 
     Examples
     --------
+    >>> from xlevda.surrogates.decoder_configs import MLPDecoderConfig
     >>> import torch
     >>> from xlevda.surrogates.schema import SurrogateSchema
     >>> schema = SurrogateSchema.minimal(5, coords=("x", "y"))
-    >>> model = LDNetModel(LDNetConfig(latent_dim=3), schema)
+    >>> model = LDNetModel(LDNetConfig(latent_dim=3, decoder=MLPDecoderConfig()), schema)
     >>> model(torch.zeros(2, 1), torch.zeros(7, 2), n_frames=5).shape
     torch.Size([2, 5, 7, 1])
     """
@@ -297,10 +298,11 @@ class LDNetModel(nn.Module):
 
         Examples
         --------
+        >>> from xlevda.surrogates.decoder_configs import MLPDecoderConfig
         >>> import os, tempfile
         >>> from xlevda.surrogates.schema import SurrogateSchema
         >>> schema = SurrogateSchema.minimal(5)
-        >>> model = LDNetModel(LDNetConfig(latent_dim=3), schema)
+        >>> model = LDNetModel(LDNetConfig(latent_dim=3, decoder=MLPDecoderConfig()), schema)
         >>> with tempfile.TemporaryDirectory() as d:
         ...     model.save(os.path.join(d, "m.pt"))
         ...     LDNetModel.load(os.path.join(d, "m.pt")).latent_dim

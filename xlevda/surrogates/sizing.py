@@ -5,7 +5,7 @@ Torch only.  ``LDNet.fit`` calls :func:`choose_sizes` when the config leaves
 config leaves both): the cosine series gets as many terms per coordinate as the
 training points determine (at most
 :data:`~xlevda.surrogates.decoder_configs.MAX_COSINE_TERMS`, and within a memory
-budget), and the latent state as many proper orthogonal modes as the training frames
+a memory bound), and the latent state as many proper orthogonal modes as the training frames
 need for a relative projection error of ``mode_tolerance`` (at most ``max_modes``).
 """
 
@@ -29,23 +29,23 @@ __all__ = ["choose_sizes", "cosine_terms", "modes_for"]
 MAX_COMPRESSED = 4096
 """Most compressed coordinates (channels x cosine products): the Gram matrix's side."""
 
+MAX_FEATURE_BYTES = 2**29
+"""Most bytes of the cosine products at the training points (float64)."""
 
-def cosine_terms(points: Tensor, n_channels: int, memory_budget: int) -> int:
+
+def cosine_terms(points: Tensor, n_channels: int) -> int:
     """The cosine terms per coordinate for ``points`` (P, n_coords) and ``n_channels``.
 
     At most :data:`~xlevda.surrogates.decoder_configs.MAX_COSINE_TERMS`; at most the
     distinct values of any coordinate (on a grid the series is then its discrete cosine
     transform); ``n_channels`` times the products at most :data:`MAX_COMPRESSED`; the
-    products at the points (float64) at most a quarter of ``memory_budget`` bytes; and
-    reduced by a fifth at a time until the products are independent at the points
-    (scattered points).
+    products at the points (float64) at most :data:`MAX_FEATURE_BYTES`; and reduced by a
+    fifth at a time until the products are independent at the points (scattered points).
 
     Parameters
     ----------
     points : Tensor, shape (P, n_coords)
     n_channels : int
-    memory_budget : int
-        Bytes (``LDNet.fit``'s ``memory_budget``).
 
     Returns
     -------
@@ -61,12 +61,12 @@ def cosine_terms(points: Tensor, n_channels: int, memory_budget: int) -> int:
     >>> import torch
     >>> g = torch.linspace(-1, 1, 12)
     >>> grid = torch.cartesian_prod(g, torch.linspace(-1, 1, 40))
-    >>> cosine_terms(grid, 1, 2**31)
+    >>> cosine_terms(grid, 1)
     12
     """
     n_points, n_coords = points.shape
     distinct = min(int(torch.unique(points[:, j]).numel()) for j in range(n_coords))
-    products = min(MAX_COMPRESSED // n_channels, memory_budget // (4 * 8 * n_points))
+    products = min(MAX_COMPRESSED // n_channels, MAX_FEATURE_BYTES // (8 * n_points))
     n_terms = min(MAX_COSINE_TERMS, distinct, int(products ** (1 / n_coords) + 1e-9))
     while n_terms >= 2:
         try:
@@ -103,9 +103,7 @@ def modes_for(gram: Tensor, total: Tensor, count: int, tolerance: float, most: i
     return max(1, min(first, most))
 
 
-def choose_sizes(
-    config: LDNetConfig, train_src: FrameSource, memory_budget: int
-) -> tuple[LDNetConfig, dict[str, int]]:
+def choose_sizes(config: LDNetConfig, train_src: FrameSource) -> tuple[LDNetConfig, dict[str, int]]:
     """``config`` with the sizes it leaves ``None`` chosen from the training runs, and
     what was chosen (for the fit's report).
 
@@ -129,7 +127,7 @@ def choose_sizes(
     chosen: dict[str, int] = {}
     n_terms = dec.n_terms
     if n_terms is None:
-        n_terms = chosen["n_terms"] = cosine_terms(points, n_channels, memory_budget)
+        n_terms = chosen["n_terms"] = cosine_terms(points, n_channels)
         config = replace(config, decoder=replace(dec, n_terms=n_terms))
     if sized_modes:
         assert isinstance(dyn, ClosedFormDynamicsConfig)
