@@ -296,11 +296,15 @@ def linear_model(
     n_terms=N_TERMS,
     n_frames=N_FRAMES,
     dtype=F64,
+    kernel="isotropic",
 ) -> LDNetModel:
+    dyn = LinearDynamicsConfig(
+        n_centres=n_centres, ridge=ridge, widths=widths, refit=refit, kernel=kernel
+    )
     cfg = LDNetConfig(
         latent_dim=latent_dim,
         learnable_dt=False,
-        dynamics=LinearDynamicsConfig(n_centres=n_centres, ridge=ridge, widths=widths, refit=refit),
+        dynamics=dyn,
         decoder=CosineDecoderConfig(n_terms=n_terms),
     )
     return LDNetModel(cfg, make_schema(n_frames=n_frames), dtype=dtype)
@@ -444,7 +448,7 @@ def test_exact_fit_centres_width_and_first_frame_interpolation(exact, refitted):
     """refit=True: centres are train + val parameters; with ridge 0 frame 0 interpolates them."""
     model, report = refitted
     assert torch.equal(model.dynamics.centres, exact.u)
-    assert float(model.dynamics.width) == report["kernel_width"]
+    np.testing.assert_allclose(model.dynamics.width.tolist(), report["kernel_width"], rtol=1e-6)
     phi, b = fitted_basis(model)
     with torch.no_grad():
         z0 = model.rollout(exact.u, 1)[:, 0, :-1]
@@ -838,7 +842,8 @@ def test_ldnet_fit_closed_form_on_tsunami(tsunami_runs, tsunami_model):
     }
     assert report["cosine_projection_error"] < 1e-10  # 8 x 8 terms on an 8 x 8 grid: the DCT
     assert model.config.dynamics.n_centres == 10 and model.dynamics.centres.shape == (10, 2)
-    assert float(model.dynamics.width) == pytest.approx(report["kernel_width"])
+    np.testing.assert_allclose(model.dynamics.width.tolist(), report["kernel_width"], rtol=1e-6)
+    assert model.dynamics.width.shape == (2,)  # one width per parameter (the default)
     fc = model.predict(
         {"src_lat": tsunami_runs.src_lat.values, "src_lon": tsunami_runs.src_lon.values}
     )

@@ -408,6 +408,8 @@ def config_from_dict(data: dict[str, Any]) -> LDNetConfig:
     if d.get("dynamics") is not None:
         dyn = d["dynamics"]
         kind = dyn.get("kind", "linear") if isinstance(dyn, dict) else None  # older files: none
+        if isinstance(dyn, dict) and "kernel" not in dyn:  # files written before the option
+            dyn = {**dyn, "kernel": "isotropic"}
         if kind not in DYNAMICS_CONFIGS:
             raise ConfigError(
                 f"LDNetConfig.dynamics.kind must be one of {tuple(DYNAMICS_CONFIGS)}, got {kind!r}"
