@@ -93,7 +93,7 @@ class ClosedFormDynamicsConfig:
     widths: tuple[float, ...] = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)
     refit: bool = True
     kernel: Literal["per_parameter", "isotropic"] = "per_parameter"
-    mode_tolerance: float = 0.01
+    mode_tolerance: float = 0.005
     max_modes: int = 128
 
     def __post_init__(self) -> None:
