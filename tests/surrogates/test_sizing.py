@@ -129,10 +129,16 @@ def test_default_fit_chooses_its_sizes_and_says_so():
     assert model.metadata["polynomial_fit"]["first_frame_validation_error"] < 0.1
     assert max(model.quality.overall_errors) < 0.1, model.quality.summary()
     # given sizes are kept and not reported as chosen
-    fixed = LDNetConfig(latent_dim=5, decoder=CosineDecoderConfig(n_terms=6))
+    fixed = LDNetConfig(
+        latent_dim=5,
+        decoder=CosineDecoderConfig(n_terms=6),
+        train=xlevda.TrainConfig(epochs=5, lr=0.1),
+    )
     kept = xlevda.LDNet.fit(runs, ["a", "b"], fixed, progress=False)
     assert kept.config.latent_dim == 5 and kept.config.decoder.n_terms == 6
     assert "sizes chosen" not in kept.quality.note
+    # training options the closed form does not use are named, not silently dropped
+    assert "no gradient descent): TrainConfig epochs=5, lr=0.1" in kept.quality.note
 
 
 def test_learned_initial_states_need_a_neural_decoder():
