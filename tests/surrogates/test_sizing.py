@@ -131,6 +131,7 @@ def test_default_fit_chooses_its_sizes_and_says_so():
     # given sizes are kept and not reported as chosen
     fixed = LDNetConfig(
         latent_dim=5,
+        dynamics=PolynomialDynamicsConfig(),
         decoder=CosineDecoderConfig(n_terms=6),
         train=xlevda.TrainConfig(epochs=5, lr=0.1),
     )

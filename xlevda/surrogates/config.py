@@ -214,8 +214,10 @@ class LDNetConfig:
         Decoder family and sizes.  ``None`` (default): ``CosineDecoderConfig()``, with
         ``PolynomialDynamicsConfig()`` unless ``dynamics`` is given: **the default
         LDNet is the closed-form polynomial one** (operator inference, seconds to
-        minutes on a CPU).  Name a neural decoder (``MLPDecoderConfig()``,
-        ``SeparableDecoderConfig()``) for a gradient-trained LDNet.
+        minutes on a CPU).  A decoder given without ``dynamics`` is trained by gradient
+        descent with the MLP vector field: name a neural one (``MLPDecoderConfig()``,
+        ``SeparableDecoderConfig()``) for a gradient-trained LDNet; the closed form with
+        a given cosine decoder needs ``dynamics`` too.
     activation : {"tanh", "silu", "gelu"}
         Activation of every network (smooth: the assimilation differentiates it).
     dt0 : float or None
