@@ -446,13 +446,12 @@ def ldensf_filter(
 
     Examples
     --------
-    >>> from xlevda.surrogates.decoder_configs import MLPDecoderConfig
     >>> import torch
     >>> from xlevda.surrogates.encoder import EncoderConfig
     >>> from xlevda.surrogates.encoder_training import fit_encoder, surrogate_histories
     >>> from xlevda.surrogates.observation_network import ObservationNetwork
     >>> from xlevda.surrogates.ldnet import LDNetModel
-    >>> from xlevda.surrogates.config import LDNetConfig
+    >>> from xlevda import LDNetConfig, MLPDecoderConfig
     >>> from xlevda.surrogates.schema import SurrogateSchema
     >>> schema = SurrogateSchema.minimal(5)
     >>> model = LDNetModel(LDNetConfig(latent_dim=2, decoder=MLPDecoderConfig()), schema)
