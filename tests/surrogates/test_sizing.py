@@ -147,3 +147,24 @@ def test_learned_initial_states_need_a_neural_decoder():
 
     with pytest.raises(ConfigError, match=r"initial_state must be None with.*MLPDecoderConfig"):
         LDNetConfig(initial_state=LearnedInitialState())
+
+
+def _train_args(*extra: str):
+    from xlevda.cli import build_parser
+
+    return build_parser().parse_args(["train", "runs.nc", "--params", "a", "-o", "m.pt", *extra])
+
+
+def test_command_line_defaults_are_the_closed_form_ones():
+    from xlevda._train_args import train_config
+
+    assert _train_args().decoder == "polynomial" and train_config(_train_args()) == LDNetConfig()
+    sized = train_config(_train_args("--latent-dim", "12", "--cosine-terms", "8"))
+    assert sized.latent_dim == 12 and sized.decoder.n_terms == 8
+    assert train_config(_train_args("--latent-dim", "auto")).latent_dim is None
+    mlp = train_config(_train_args("--decoder", "mlp", "--epochs", "3"))
+    assert mlp == LDNetConfig(
+        decoder=MLPDecoderConfig(), train=xlevda.TrainConfig(epochs=3)
+    )  # the gradient-trained LDNet's Python defaults, latent_dim 8 included
+    with pytest.raises(SystemExit):
+        _train_args("--latent-dim", "many")
