@@ -191,7 +191,7 @@ class LDNet(LDNetModel):
         val_src = DatasetFrameSource(dataset, schema, order[:n_val], **common) if n_val else None
         unknown = "no held-out runs (validation_fraction=0): error on unseen runs unknown"
         notes = [] if n_val else [unknown]
-        config, chosen = choose_sizes(config, train_src)
+        config, chosen = choose_sizes(config, train_src, schema.geometry)
         if chosen:
             sizes = ", ".join(f"{k}={v}" for k, v in chosen.items())
             notes.append(f"sizes chosen from the training runs: {sizes}")

@@ -168,3 +168,29 @@ def test_command_line_defaults_are_the_closed_form_ones():
     )  # the gradient-trained LDNet's Python defaults, latent_dim 8 included
     with pytest.raises(SystemExit):
         _train_args("--latent-dim", "many")
+
+
+def test_the_default_refuses_a_global_grid_and_names_the_options():
+    import xarray as xr
+
+    lat, lon = np.linspace(-78.75, 78.75, 8), np.arange(0, 360, 45.0)
+    a = np.random.default_rng(0).uniform(0, 1, 6)
+    values = np.cos(np.deg2rad(lat))[None, None, :, None] * (
+        1 + a[:, None, None, None] * np.arange(3)[None, :, None, None]
+    )
+    ds = xr.Dataset(
+        {"h": (("run", "time", "lat", "lon"), values * np.ones((6, 3, 8, 8)))},
+        coords={
+            "time": np.arange(3.0),
+            "lat": ("lat", lat, {"standard_name": "latitude", "units": "degrees_north"}),
+            "lon": ("lon", lon, {"standard_name": "longitude", "units": "degrees_east"}),
+            "a": ("run", a),
+        },
+    )
+    with pytest.raises(ConfigError, match=r"global latitude-longitude grid.*SeparableDecoder"):
+        xlevda.LDNet.fit(ds, ["a"], progress=False)
+    # with the cosine terms given the closed form is fitted (the user's choice)
+    given = LDNetConfig(
+        latent_dim=3, dynamics=PolynomialDynamicsConfig(), decoder=CosineDecoderConfig(n_terms=3)
+    )
+    assert xlevda.LDNet.fit(ds, ["a"], given, progress=False).schema.geometry == "sphere"

@@ -103,7 +103,9 @@ def modes_for(gram: Tensor, total: Tensor, count: int, tolerance: float, most: i
     return max(1, min(first, most))
 
 
-def choose_sizes(config: LDNetConfig, train_src: FrameSource) -> tuple[LDNetConfig, dict[str, int]]:
+def choose_sizes(
+    config: LDNetConfig, train_src: FrameSource, geometry: str = "plane"
+) -> tuple[LDNetConfig, dict[str, int]]:
     """``config`` with the sizes it leaves ``None`` chosen from the training runs, and
     what was chosen (for the fit's report).
 
@@ -112,12 +114,29 @@ def choose_sizes(config: LDNetConfig, train_src: FrameSource) -> tuple[LDNetConf
     dynamics and no ``latent_dim``, it is one plus :func:`modes_for` of the training
     frames in the cosine coordinates (``mode_tolerance``; at most ``max_modes`` and
     what the frames span; one pass over the training runs).
+
+    Raises
+    ------
+    ConfigError
+        ``geometry`` is ``"sphere"`` (a global latitude-longitude grid) and ``n_terms``
+        is ``None``: a cosine series on the box of the points embedded in 3-D is no
+        basis for fields on the sphere (measured on the sphere system, 32x64: relative
+        errors 0.3-5), so the default is refused there with the options to choose.
     """
     dyn, dec = config.dynamics, config.decoder
     sized_terms = isinstance(dec, CosineDecoderConfig) and dec.n_terms is None
     sized_modes = isinstance(dyn, ClosedFormDynamicsConfig) and config.latent_dim is None
     if not (sized_terms or sized_modes):
         return config, {}
+    if sized_terms and geometry == "sphere":
+        raise ConfigError(
+            "the default closed-form LDNet's cosine decoder does not suit a global "
+            "latitude-longitude grid (a series on the box of the points embedded in 3-D; "
+            "measured on the sphere system: relative errors 0.3-5): choose a gradient-"
+            "trained LDNet, e.g. LDNetConfig(decoder=SeparableDecoderConfig()) (the shipped "
+            "sphere surrogate's kind), or give CosineDecoderConfig(n_terms=...) to fit "
+            "the closed form anyway"
+        )
     points, n_channels = run_points(train_src)
     if points.dim() != 2:
         raise ShapeError(
