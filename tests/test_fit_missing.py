@@ -132,7 +132,10 @@ def test_linear_fit_with_gaps_is_exact_on_fields_in_its_span():
 def _tiny():
     torch.manual_seed(0)
     schema = SurrogateSchema.minimal(3)
-    model = LDNetModel(LDNetConfig(latent_dim=2, dynamics_width=4, dynamics_depth=1), schema)
+    config = LDNetConfig(
+        latent_dim=2, dynamics_width=4, dynamics_depth=1, decoder=xlevda.MLPDecoderConfig()
+    )
+    model = LDNetModel(config, schema)
     values = torch.rand(4, 3, 8, 1)
     gaps = torch.rand(values.shape) < 0.3
     return model, torch.rand(4, 1), torch.linspace(-1, 1, 8)[:, None], values, gaps

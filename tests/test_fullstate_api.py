@@ -275,7 +275,7 @@ def test_bad_input():
         return where.levda.assimilate(obs, surrogate, method, **kw)
 
     surrogate = xlevda.LDNet(
-        xlevda.LDNetConfig(latent_dim=2),
+        xlevda.LDNetConfig(latent_dim=2, decoder=xlevda.MLPDecoderConfig()),
         schema=model.schema,
     )
     with pytest.raises(ConfigError, match=r"ETKF needs a full-state model"):

@@ -100,7 +100,12 @@ def test_point_training_data():
 
 
 def test_dask_backed_training_data_streams(runs):
-    cfg = xlevda.LDNetConfig(latent_dim=3, seed=1, train=xlevda.TrainConfig(epochs=2, seed=1))
+    cfg = xlevda.LDNetConfig(
+        latent_dim=3,
+        decoder=xlevda.MLPDecoderConfig(),
+        seed=1,
+        train=xlevda.TrainConfig(epochs=2, seed=1),
+    )
     eager = xlevda.LDNet.fit(runs, ["a", "b"], cfg, progress=False)
     lazy = xlevda.LDNet.fit(
         runs.chunk({"run": 2}), ["a", "b"], cfg, progress=False, memory_budget=0, chunk_runs=8

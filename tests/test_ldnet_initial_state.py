@@ -98,7 +98,9 @@ def test_bad_inputs_name_what_is_wrong(model, runs):
         model.encode_frame(runs.isel(run=[0], time=[0, 1]))
     with pytest.raises(VariableError, match="field 'eta' is NaN everywhere"):
         model.encode_frame(runs.isel(run=[0], time=0).where(lambda d: d.eta > 1e9))
-    plain = xlevda.LDNet(xlevda.LDNetConfig(latent_dim=4), model.schema)
+    plain = xlevda.LDNet(
+        xlevda.LDNetConfig(latent_dim=4, decoder=xlevda.MLPDecoderConfig()), model.schema
+    )
     with pytest.raises(ConfigError, match=r"LDNetConfig\.initial_state"):
         plain.encode_frame(runs.isel(time=0))
     with pytest.raises(ConfigError, match="leave initial_latent None"):

@@ -14,7 +14,7 @@ It also finds the missing values (NaN) that ``missing="mask"`` lets through: see
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import xarray as xr
@@ -30,6 +30,7 @@ __all__ = [
     "MissingValues",
     "check_archive",
     "n_validation",
+    "unused_training_options",
     "with_table_size",
 ]
 
@@ -395,6 +396,31 @@ def with_table_size(config: LDNetConfig, n_train: int) -> LDNetConfig:
             "training runs: leave it None (fit sets it)"
         )
     return replace(config, initial_state=replace(init, n_runs=n_train))
+
+
+def unused_training_options(config: LDNetConfig) -> str:
+    """A note naming the ``config.train`` options a closed-form fit does not use (all but
+    ``validation_fraction`` and ``seed``) where they differ from ``TrainConfig()``'s; ``""``
+    for a gradient-trained config or none changed.
+
+    Examples
+    --------
+    >>> from xlevda.surrogates.config import TrainConfig
+    >>> unused_training_options(LDNetConfig(train=TrainConfig(epochs=5, seed=3)))
+    'unused by the closed-form fit (no gradient descent): TrainConfig epochs=5'
+    """
+    if config.dynamics is None:
+        return ""
+    default = replace(type(config.train)(), seed=config.train.seed)
+    default = replace(default, validation_fraction=config.train.validation_fraction)
+    changed = [
+        f"{f.name}={getattr(config.train, f.name)!r}"
+        for f in fields(config.train)
+        if getattr(config.train, f.name) != getattr(default, f.name)
+    ]
+    if not changed:
+        return ""
+    return "unused by the closed-form fit (no gradient descent): TrainConfig " + ", ".join(changed)
 
 
 def n_validation(config: LDNetConfig, n_runs: int, run_dim: str) -> int:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from xlevda._assimilate_args import add_assimilate, obs_coords, write_options
+from xlevda._train_args import add_train_options, train_config
 from xlevda._version import VERSION
 
 __all__ = ["build_parser", "default_target", "main", "train_config"]
@@ -75,46 +76,6 @@ def _open(path: str):
     if not p.exists():
         raise SystemExit(f"xlevda: error: {path!r} does not exist")
     return xr.open_zarr(p) if p.suffix == ".zarr" or p.is_dir() else xr.open_dataset(p)
-
-
-def train_config(args: argparse.Namespace):
-    """The :class:`~xlevda.LDNetConfig` of ``xlevda train``'s options: Python's defaults
-    (``LDNetConfig()``, ``TrainConfig()``) for every option left out."""
-    from dataclasses import replace
-
-    from xlevda.surrogates.config import (
-        LDNetConfig,
-        LinearDynamicsConfig,
-        PolynomialDynamicsConfig,
-        TrainConfig,
-    )
-    from xlevda.surrogates.decoder_configs import (
-        CosineDecoderConfig,
-        MLPDecoderConfig,
-        SeparableDecoderConfig,
-    )
-
-    train = replace(
-        TrainConfig(), epochs=args.epochs, seed=args.seed, validation_fraction=args.val_fraction
-    )
-    if args.decoder in ("linear", "polynomial"):
-        dynamics = (
-            LinearDynamicsConfig()
-            if args.decoder == "linear"
-            else PolynomialDynamicsConfig(
-                param_degree=args.param_degree, quadratic_modes=args.quadratic_modes
-            )
-        )
-        return LDNetConfig(
-            latent_dim=args.latent_dim,
-            learnable_dt=False,
-            dynamics=dynamics,
-            decoder=CosineDecoderConfig(n_terms=args.cosine_terms),
-            seed=args.seed,
-            train=train,
-        )
-    decoder = SeparableDecoderConfig() if args.decoder == "separable" else MLPDecoderConfig()
-    return LDNetConfig(latent_dim=args.latent_dim, decoder=decoder, seed=args.seed, train=train)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -268,16 +229,6 @@ def _add_simulate(sub) -> None:
     sim.set_defaults(func=_simulate)
 
 
-def _fit_defaults():
-    """Python's defaults of ``LDNet.fit`` (``LDNetConfig()``, its ``TrainConfig()``), the
-    linear decoder's number of cosine terms and ``PolynomialDynamicsConfig()``."""
-    from xlevda.surrogates.config import LDNetConfig, PolynomialDynamicsConfig
-    from xlevda.surrogates.decoder_configs import CosineDecoderConfig
-
-    model = LDNetConfig()
-    return model, model.train, CosineDecoderConfig().n_terms, PolynomialDynamicsConfig()
-
-
 def _add_train(sub) -> None:
     """Add the ``train`` command to ``sub``, the action ``add_subparsers`` returns."""
     tr = sub.add_parser(
@@ -305,53 +256,7 @@ def _add_train(sub) -> None:
         default=None,
         help="spatial coordinates in decoder order, e.g. y x or 2-D lat lon (default: detected)",
     )
-    model, train, cosine, poly = _fit_defaults()
-    tr.add_argument(
-        "--decoder",
-        choices=["mlp", "separable", "linear", "polynomial"],
-        default=model.decoder.kind,
-        help=f"decoder family (default {model.decoder.kind}, as LDNetConfig); 'linear' fits the "
-        "closed-form linear LDNet (cosine-series decoder, linear latent dynamics; no epochs), "
-        "the shipped tsunami model's kind, for systems linear in their state; 'polynomial' "
-        "the closed-form LDNet with latent dynamics polynomial in the parameters and the "
-        "state (cosine-series decoder, operator inference; no epochs)",
-    )
-    tr.add_argument(
-        "--latent-dim",
-        type=int,
-        default=model.latent_dim,
-        help=f"latent dimension (default {model.latent_dim}; the shipped linear tsunami model "
-        "has 641)",
-    )
-    tr.add_argument(
-        "--cosine-terms",
-        type=int,
-        default=cosine,
-        help=f"cosine terms per coordinate of the linear decoder (default {cosine})",
-    )
-    tr.add_argument(
-        "--param-degree",
-        type=int,
-        default=poly.param_degree,
-        help="largest degree of the parameter monomials of the polynomial dynamics "
-        f"(default {poly.param_degree})",
-    )
-    tr.add_argument(
-        "--quadratic-modes",
-        type=int,
-        default=poly.quadratic_modes,
-        help="leading modes whose products enter the polynomial dynamics "
-        f"(default {poly.quadratic_modes}: none)",
-    )
-    tr.add_argument(
-        "--epochs", type=int, default=train.epochs, help=f"training epochs (default {train.epochs})"
-    )
-    tr.add_argument(
-        "--val-fraction",
-        type=float,
-        default=train.validation_fraction,
-        help=f"fraction of runs held out for validation (default {train.validation_fraction})",
-    )
+    add_train_options(tr)
     tr.add_argument("--seed", type=int, default=0, help="seed of weights and sampling")
     tr.add_argument("-o", "--output", required=True, help="output file, e.g. model.pt")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -12,7 +12,12 @@ import torch
 import xarray as xr
 
 from xlevda._convert import build_schema, grid_coords, times_to_steps, to_points
-from xlevda._fit_checks import check_archive, n_validation, with_table_size
+from xlevda._fit_checks import (
+    check_archive,
+    n_validation,
+    unused_training_options,
+    with_table_size,
+)
 from xlevda._frames import DatasetFrameSource, frame_values, latent_array
 from xlevda.core.dynamics import interpolate_latent
 from xlevda.errors import ConfigError, VariableError
@@ -23,6 +28,7 @@ from xlevda.surrogates.linear import fit_linear
 from xlevda.surrogates.opinf import fit_polynomial
 from xlevda.surrogates.quality import measure_quality, stability, warn_if_unstable
 from xlevda.surrogates.schema import SurrogateSchema
+from xlevda.surrogates.sizing import choose_sizes
 from xlevda.surrogates.training import train
 
 __all__ = ["LDNet"]
@@ -33,7 +39,11 @@ class LDNet(LDNetModel):
 
     ``ds/dt = F(s, u)`` integrated by forward Euler from the shifted start
     ``s_{-1} = 0`` (one latent step per training frame), decoded anywhere in space
-    by a coordinate-based neural field ``x(t, xi) = D(s(t), xi)``.
+    by a coordinate-based field ``x(t, xi) = D(s(t), xi)``.  By default
+    (``LDNetConfig()``) ``F`` is polynomial in the parameters and the state and ``D`` a
+    cosine series, both fitted in closed form, their sizes chosen from the archive;
+    with a neural decoder (``LDNetConfig(decoder=MLPDecoderConfig())``) both are
+    networks trained by gradient descent.
 
     Examples
     --------
@@ -41,11 +51,13 @@ class LDNet(LDNetModel):
     >>> from xlevda.systems import tsunami
     >>> small = tsunami.TsunamiConfig(nx=12, ny=12, n_frames=4)
     >>> sims = tsunami.simulate(**tsunami.sample_sources(6, seed=0, config=small), config=small)
-    >>> cfg = xlevda.LDNetConfig(latent_dim=4, train=xlevda.TrainConfig(epochs=2))
-    >>> model = xlevda.LDNet.fit(sims, params=["src_lat", "src_lon"], config=cfg, progress=False)
+    >>> model = xlevda.LDNet.fit(sims, params=["src_lat", "src_lon"], progress=False)
     >>> fc = model.predict({"src_lat": 40.0, "src_lon": -155.0})
-    >>> sorted(fc.data_vars)
-    ['eta', 'u', 'v']
+    >>> sorted(fc.data_vars), model.config.decoder.n_terms
+    (['eta', 'u', 'v'], 12)
+    >>> mlp = xlevda.LDNetConfig(decoder=xlevda.MLPDecoderConfig(), train=xlevda.TrainConfig(2))
+    >>> len(xlevda.LDNet.fit(sims, ["src_lat", "src_lon"], mlp, progress=False).history.epoch)
+    2
     """
 
     @classmethod
@@ -77,7 +89,8 @@ class LDNet(LDNetModel):
             Coordinates on ``run_dim`` holding each run's parameters (the ``u`` of
             ``F(s, u)``), e.g. ``["src_lat", "src_lon"]``.
         config : LDNetConfig, optional
-            Network sizes and training options (defaults: CPU-sized).
+            By default ``LDNetConfig()``: the closed-form polynomial LDNet, its sizes chosen
+            from the archive (:func:`~xlevda.surrogates.sizing.choose_sizes`, ``quality.note``).
         variables : sequence of str, optional
             Fields to learn; by default every data variable that is not a parameter
             (each must then lie over ``(run_dim, time, *space)``: name the fields to
@@ -176,23 +189,27 @@ class LDNet(LDNetModel):
         }
         train_src = DatasetFrameSource(dataset, schema, order[n_val:], **common)
         val_src = DatasetFrameSource(dataset, schema, order[:n_val], **common) if n_val else None
-        note = (
-            ""
-            if n_val
-            else "no held-out runs (validation_fraction=0): error on unseen runs unknown"
-        )
+        unknown = "no held-out runs (validation_fraction=0): error on unseen runs unknown"
+        notes = [] if n_val else [unknown]
+        config, chosen = choose_sizes(config, train_src, schema.geometry)
+        if chosen:
+            sizes = ", ".join(f"{k}={v}" for k, v in chosen.items())
+            notes.append(f"sizes chosen from the training runs: {sizes}")
+        notes += [unused] if (unused := unused_training_options(config)) else []
         if config.dynamics is not None:
             if initial is not None:
                 raise ConfigError(
                     "initial is not used by the closed-form fit of "
-                    f"{type(config.dynamics).__name__}: leave it None"
+                    f"{type(config.dynamics).__name__}: leave it None, or continue a "
+                    "gradient-trained model with its config (a neural decoder)"
                 )
             assert val_src is not None
             model, measured = cls._fit_closed_form(config, schema, train_src, val_src)
             if measured is not model:
-                note = (
+                notes.insert(
+                    0,
                     "measured on the fit without the held-out runs; the returned model was "
-                    "refitted on all runs"
+                    "refitted on all runs",
                 )
         else:
             config = with_table_size(config, train_src.n_runs)
@@ -208,7 +225,7 @@ class LDNet(LDNetModel):
             seconds=time.perf_counter() - start,
             **stability(model),
             refitted=measured is not model,
-            note=note,
+            note="; ".join(notes),
             batch_size=config.train.batch_size,
         )
         if mask is not None:

@@ -7,8 +7,8 @@ runs, the fit's own validation split):
 - ``bilinear``: ``xlevda.PolynomialDynamicsConfig(param_degree=D, quadratic_modes=0)``;
 - ``quadratic``: ``xlevda.PolynomialDynamicsConfig(param_degree=0, quadratic_modes=Q)``;
 - ``both``: ``xlevda.PolynomialDynamicsConfig(param_degree=D, quadratic_modes=Q)``;
-- ``gradient``: the default gradient-trained LDNet (``LDNetConfig()``, MLP decoder) for
-  ``--epochs`` epochs.
+- ``gradient``: the gradient-trained LDNet (``LDNetConfig(decoder=MLPDecoderConfig())``,
+  the default before the closed-form polynomial LDNet) for ``--epochs`` epochs.
 
 Archives (cached as NetCDF under ``--cache``): ``tracer`` (a puff advected and diffused
 with a parametric wind, :func:`tracer_quality.tracer_archive`, 51 runs), ``tsunami`` (the
@@ -92,7 +92,7 @@ def configs(args: argparse.Namespace) -> dict[str, xlevda.LDNetConfig]:
     out = {}
     for method in args.methods:
         if method == "gradient":
-            out[method] = xlevda.LDNetConfig(train=train)
+            out[method] = xlevda.LDNetConfig(decoder=xlevda.MLPDecoderConfig(), train=train)
         else:
             out[method] = xlevda.LDNetConfig(dynamics=dynamics[method], **closed)
     return out

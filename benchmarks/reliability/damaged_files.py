@@ -38,7 +38,11 @@ import torch
 from xlevda.errors import SurrogateFileError
 from xlevda.pretrained import load_pretrained
 from xlevda.surrogates.config import LDNetConfig, LearnedInitialState, LinearDynamicsConfig
-from xlevda.surrogates.decoder_configs import CosineDecoderConfig, SeparableDecoderConfig
+from xlevda.surrogates.decoder_configs import (
+    CosineDecoderConfig,
+    MLPDecoderConfig,
+    SeparableDecoderConfig,
+)
 from xlevda.surrogates.encoder import EncoderConfig, ObservationEncoder
 from xlevda.surrogates.fileformat import content_sha256
 from xlevda.surrogates.fingerprint import SurrogateFingerprint
@@ -51,7 +55,7 @@ SCHEMA = SurrogateSchema.minimal(5, coords=("x", "y"))
 
 def sources(folder: Path) -> dict[str, tuple[Path, Callable]]:
     """The undamaged files: name -> (path, loader)."""
-    mlp = LDNetModel(LDNetConfig(latent_dim=4), SCHEMA)
+    mlp = LDNetModel(LDNetConfig(latent_dim=4, decoder=MLPDecoderConfig()), SCHEMA)
     models = {
         "mlp": mlp,
         "separable": LDNetModel(
@@ -67,7 +71,12 @@ def sources(folder: Path) -> dict[str, tuple[Path, Callable]]:
             SCHEMA,
         ),
         "initial_states": LDNetModel(
-            LDNetConfig(latent_dim=4, initial_state=LearnedInitialState(n_runs=6)), SCHEMA
+            LDNetConfig(
+                latent_dim=4,
+                initial_state=LearnedInitialState(n_runs=6),
+                decoder=MLPDecoderConfig(),
+            ),
+            SCHEMA,
         ),
         "tsunami": load_pretrained("tsunami"),
         "kolmogorov": load_pretrained("kolmogorov"),

@@ -44,7 +44,13 @@ def test_each_decoder_config_builds_its_decoder(config, cls):
 
 
 def test_ldnet_config_builds_its_dynamics_and_decoder():
-    plain = LDNetConfig(latent_dim=3, dynamics_width=5, dynamics_depth=2, dynamics_linear=True)
+    plain = LDNetConfig(
+        latent_dim=3,
+        dynamics_width=5,
+        dynamics_depth=2,
+        dynamics_linear=True,
+        decoder=MLPDecoderConfig(),
+    )
     field = plain.build_dynamics(param_dim=2, dt=0.5)
     assert type(field) is VectorFieldNet and field.linear_s is not None
     assert type(plain.build_decoder(n_coords=2, n_channels=1)) is MLPDecoder

@@ -12,7 +12,7 @@ import torch
 from xlevda.errors import SurrogateFileError
 from xlevda.pretrained import available
 from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig
-from xlevda.surrogates.decoder_configs import CosineDecoderConfig
+from xlevda.surrogates.decoder_configs import CosineDecoderConfig, MLPDecoderConfig
 from xlevda.surrogates.encoder import EncoderConfig, ObservationEncoder
 from xlevda.surrogates.fileformat import content_sha256
 from xlevda.surrogates.fingerprint import SurrogateFingerprint
@@ -24,7 +24,10 @@ SCHEMA = SurrogateSchema.minimal(4, coords=("x", "y"))
 
 
 def _model(**kw) -> LDNetModel:
-    return LDNetModel(LDNetConfig(latent_dim=3, dynamics_width=8, dynamics_depth=1, **kw), SCHEMA)
+    config = LDNetConfig(
+        latent_dim=3, dynamics_width=8, dynamics_depth=1, **({"decoder": MLPDecoderConfig()} | kw)
+    )
+    return LDNetModel(config, SCHEMA)
 
 
 def _resave(path, edit) -> None:

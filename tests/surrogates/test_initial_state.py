@@ -16,7 +16,11 @@ from xlevda.surrogates.config import (
     config_from_dict,
     config_to_dict,
 )
-from xlevda.surrogates.decoder_configs import CosineDecoderConfig, SeparableDecoderConfig
+from xlevda.surrogates.decoder_configs import (
+    CosineDecoderConfig,
+    MLPDecoderConfig,
+    SeparableDecoderConfig,
+)
 from xlevda.surrogates.frames import TensorFrameSource
 from xlevda.surrogates.initial_state import fit_initial_state, nearest_table_state
 from xlevda.surrogates.ldnet import LDNetModel
@@ -61,7 +65,7 @@ def trained() -> LDNetModel:
 def test_config_validates_and_round_trips():
     cfg = _config(True)
     assert config_from_dict(config_to_dict(cfg)) == cfg
-    old = config_to_dict(LDNetConfig())
+    old = config_to_dict(LDNetConfig(decoder=MLPDecoderConfig()))
     del old["initial_state"]  # a file written before the option existed
     assert config_from_dict(old).initial_state is None
     with pytest.raises(ConfigError, match=r"LearnedInitialState\.regularization"):
@@ -81,7 +85,11 @@ def test_config_validates_and_round_trips():
             initial_state=LearnedInitialState(n_runs=2),
         )
     with pytest.raises(ConfigError, match="n_runs is None"):
-        LDNetModel(LDNetConfig(initial_state=LearnedInitialState()), _schema())
+        LDNetModel(
+            LDNetConfig(initial_state=LearnedInitialState(), decoder=MLPDecoderConfig()), _schema()
+        )
+    with pytest.raises(ConfigError, match=r"give a neural decoder, e\.g\. decoder=MLPDecoder"):
+        LDNetConfig(initial_state=LearnedInitialState())  # the default is the closed form
 
 
 def test_table_shape_and_rollout_starts_there():

@@ -191,7 +191,7 @@ def test_gradcheck_rollout_and_decode(decoder):
         (lambda: LDNetConfig(dt0=-1.0), r"LDNetConfig.dt0 must be a finite number in \(0.0, inf\)"),
         (lambda: LDNetConfig(dt0=float("nan")), r"dt0 must be a finite number"),
         (lambda: LDNetConfig(decoder={"kind": "mlp"}), r"decoder must be an MLPDecoderConfig"),
-        (lambda: LDNetConfig(learnable_dt=1), r"learnable_dt must be a bool, got 1"),
+        (lambda: LDNetConfig(learnable_dt=1, decoder=MLP), r"learnable_dt must be a bool, got 1"),
         (lambda: LDNetConfig(dynamics_linear="yes"), r"dynamics_linear must be a bool, got .yes."),
         (lambda: LDNetConfig(seed=-1), r"LDNetConfig.seed must be an integer >= 0, got -1"),
         (lambda: MLPDecoderConfig(width=0), r"MLPDecoderConfig.width must be an integer >= 1"),

@@ -21,6 +21,7 @@ from xlevda.errors import ConfigError, ShapeError
 from xlevda.surrogates.config import (
     LDNetConfig,
     LinearDynamicsConfig,
+    PolynomialDynamicsConfig,
     config_from_dict,
     config_to_dict,
 )
@@ -295,11 +296,15 @@ def linear_model(
     n_terms=N_TERMS,
     n_frames=N_FRAMES,
     dtype=F64,
+    kernel="isotropic",
 ) -> LDNetModel:
+    dyn = LinearDynamicsConfig(
+        n_centres=n_centres, ridge=ridge, widths=widths, refit=refit, kernel=kernel
+    )
     cfg = LDNetConfig(
         latent_dim=latent_dim,
         learnable_dt=False,
-        dynamics=LinearDynamicsConfig(n_centres=n_centres, ridge=ridge, widths=widths, refit=refit),
+        dynamics=dyn,
         decoder=CosineDecoderConfig(n_terms=n_terms),
     )
     return LDNetModel(cfg, make_schema(n_frames=n_frames), dtype=dtype)
@@ -443,7 +448,7 @@ def test_exact_fit_centres_width_and_first_frame_interpolation(exact, refitted):
     """refit=True: centres are train + val parameters; with ridge 0 frame 0 interpolates them."""
     model, report = refitted
     assert torch.equal(model.dynamics.centres, exact.u)
-    assert float(model.dynamics.width) == report["kernel_width"]
+    np.testing.assert_allclose(model.dynamics.width.tolist(), report["kernel_width"], rtol=1e-6)
     phi, b = fitted_basis(model)
     with torch.no_grad():
         z0 = model.rollout(exact.u, 1)[:, 0, :-1]
@@ -662,14 +667,20 @@ def test_ldnet_config_with_linear_dynamics_checks():
     """dynamics needs learnable_dt=False, latent_dim >= 2, a LinearDynamicsConfig, n_centres."""
     dyn = LinearDynamicsConfig(n_centres=3)
     with pytest.raises(ConfigError, match="learnable_dt must be False with LinearDynamicsConfig"):
-        LDNetConfig(dynamics=dyn)  # learnable_dt defaults to True
+        LDNetConfig(dynamics=dyn, learnable_dt=True)
+    assert LDNetConfig(dynamics=dyn).learnable_dt is False  # the default follows dynamics
     with pytest.raises(ConfigError, match="latent_dim must be >= 2 with LinearDynamicsConfig"):
         LDNetConfig(latent_dim=1, learnable_dt=False, dynamics=dyn)
     with pytest.raises(ConfigError, match="dynamics must be None or a LinearDynamicsConfig"):
         LDNetConfig(learnable_dt=False, dynamics={"n_centres": 3})  # type: ignore[arg-type]
-    cfg = LDNetConfig(learnable_dt=False, dynamics=LinearDynamicsConfig())
+    cfg = LDNetConfig(latent_dim=4, dynamics=LinearDynamicsConfig())
     with pytest.raises(ConfigError, match=r"LinearDynamicsConfig.n_centres is None"):
         LDNetModel(cfg, make_schema(n_frames=5))
+    with pytest.raises(ConfigError, match=r"LDNetConfig.latent_dim is None: give it"):
+        LDNetModel(LDNetConfig(dynamics=LinearDynamicsConfig(n_centres=3)), make_schema(n_frames=5))
+    sized = LDNetConfig(latent_dim=4, dynamics=LinearDynamicsConfig(n_centres=3))
+    with pytest.raises(ConfigError, match=r"CosineDecoderConfig.n_terms is None: give the"):
+        LDNetModel(sized, make_schema(n_frames=5))
     with pytest.raises(ConfigError, match=r"LDNetConfig.dynamics has unknown keys \['centres'\]"):
         config_from_dict({"learnable_dt": False, "dynamics": {"centres": 3}})
     with pytest.raises(ConfigError, match=r"decoder.kind must be one of .*'cosine'"):
@@ -697,8 +708,11 @@ def test_config_dict_round_trip(n_terms, n_centres, ridge, widths, refit, latent
     assert data["decoder"]["kind"] == "cosine"
     assert config_from_dict(data) == cfg
     assert config_from_dict(json.loads(json.dumps(data))) == cfg
-    plain = LDNetConfig()
+    plain = LDNetConfig(decoder=MLPDecoderConfig())
     assert plain.dynamics is None and config_from_dict(config_to_dict(plain)) == plain
+    default = LDNetConfig()
+    assert isinstance(default.dynamics, PolynomialDynamicsConfig) and default.latent_dim is None
+    assert config_from_dict(config_to_dict(default)) == default
 
 
 # ----------------------------------------------------------------------------- save(half=...)
@@ -828,7 +842,8 @@ def test_ldnet_fit_closed_form_on_tsunami(tsunami_runs, tsunami_model):
     }
     assert report["cosine_projection_error"] < 1e-10  # 8 x 8 terms on an 8 x 8 grid: the DCT
     assert model.config.dynamics.n_centres == 10 and model.dynamics.centres.shape == (10, 2)
-    assert float(model.dynamics.width) == pytest.approx(report["kernel_width"])
+    np.testing.assert_allclose(model.dynamics.width.tolist(), report["kernel_width"], rtol=1e-6)
+    assert model.dynamics.width.shape == (2,)  # one width per parameter (the default)
     fc = model.predict(
         {"src_lat": tsunami_runs.src_lat.values, "src_lon": tsunami_runs.src_lon.values}
     )

@@ -279,7 +279,7 @@ def test_polynomial_config_rejects_bad_values(kwargs, match):
 def test_ldnet_config_with_polynomial_dynamics_checks():
     dyn = PolynomialDynamicsConfig(n_centres=3, quadratic_modes=4)
     with pytest.raises(ConfigError, match="learnable_dt must be False with PolynomialDynamics"):
-        LDNetConfig(latent_dim=5, dynamics=dyn)
+        LDNetConfig(latent_dim=5, dynamics=dyn, learnable_dt=True)
     with pytest.raises(ConfigError, match="quadratic_modes must be at most latent_dim - 1 = 3"):
         LDNetModel(
             LDNetConfig(latent_dim=4, learnable_dt=False, dynamics=dyn), SurrogateSchema.minimal(3)

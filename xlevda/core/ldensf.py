@@ -451,10 +451,10 @@ def ldensf_filter(
     >>> from xlevda.surrogates.encoder_training import fit_encoder, surrogate_histories
     >>> from xlevda.surrogates.observation_network import ObservationNetwork
     >>> from xlevda.surrogates.ldnet import LDNetModel
-    >>> from xlevda.surrogates.config import LDNetConfig
+    >>> from xlevda import LDNetConfig, MLPDecoderConfig
     >>> from xlevda.surrogates.schema import SurrogateSchema
     >>> schema = SurrogateSchema.minimal(5)
-    >>> model = LDNetModel(LDNetConfig(latent_dim=2), schema)
+    >>> model = LDNetModel(LDNetConfig(latent_dim=2, decoder=MLPDecoderConfig()), schema)
     >>> net = ObservationNetwork(points=[[0.0], [0.5]], channels=(0,))
     >>> y, u = surrogate_histories(model, net, n_runs=8, n_obs=5)
     >>> enc = fit_encoder(model, net, y, u, EncoderConfig(hidden=8, epochs=2))

@@ -18,7 +18,7 @@ latent step.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -26,7 +26,7 @@ from torch import Tensor
 
 from xlevda.errors import ConfigError, ShapeError
 from xlevda.surrogates.decoders import CosineDecoder
-from xlevda.surrogates.dynamics_configs import ClosedFormDynamicsConfig
+from xlevda.surrogates.dynamics_configs import WIDTH_SCALES, ClosedFormDynamicsConfig
 from xlevda.surrogates.frames import FrameBatch, FrameSource, TensorFrameSource
 from xlevda.surrogates.ldnet import LDNetModel
 from xlevda.surrogates.masking import project, square_error
@@ -41,6 +41,7 @@ __all__ = [
     "as_source",
     "basis",
     "combine",
+    "fit_box",
     "gaussian_kernel",
     "kernel_weights",
     "latent_trajectories",
@@ -48,6 +49,8 @@ __all__ = [
     "point_box",
     "prepare",
     "relative",
+    "run_points",
+    "width_value",
     "write_model",
 ]
 
@@ -99,12 +102,23 @@ def point_box(points: Tensor) -> tuple[Tensor, Tensor]:
     return torch.tensor(lo, dtype=points.dtype), torch.tensor(hi, dtype=points.dtype)
 
 
-def gaussian_kernel(a: Tensor, b: Tensor, width: float) -> Tensor:
-    """``exp(-|a_i - b_j|^2 / (2 width^2))``: (n, d), (m, d) -> (n, m)."""
+Width = float | Tensor
+"""A kernel width: one for all parameters, or a tensor (d,) of one per parameter."""
+
+
+def gaussian_kernel(a: Tensor, b: Tensor, width: Width) -> Tensor:
+    """``exp(-|(a_i - b_j) / width|^2 / 2)``: (n, d), (m, d) -> (n, m)."""
+    if isinstance(width, Tensor):
+        return torch.exp(-torch.cdist(a / width, b / width).square() / 2)
     return torch.exp(-torch.cdist(a, b).square() / (2 * width**2))
 
 
-def kernel_weights(u: Tensor, targets: Tensor, width: float, ridge: float) -> Tensor:
+def width_value(width: Width) -> float | list[float]:
+    """``width`` as JSON: a number, or a list of one per parameter."""
+    return width.tolist() if isinstance(width, Tensor) else float(width)
+
+
+def kernel_weights(u: Tensor, targets: Tensor, width: Width, ridge: float) -> Tensor:
     """Weights (N, k) of the kernel ridge regression of ``targets`` (N, k) on ``u`` (N, d_u):
     the prediction at ``v`` is ``gaussian_kernel(v, u, width) @ weights``."""
     kernel = gaussian_kernel(u, u, width) + ridge * torch.eye(u.shape[0], dtype=u.dtype)
@@ -236,9 +250,12 @@ def _check_runs(
         )
     n_runs, n_frames = train_src.n_runs, train_src.n_frames
     if n_frames < 2:
-        raise ShapeError(f"the closed-form fit needs at least 2 frames per run, got {n_frames}")
-    first_batch = next(iter(train_src.batches(1, None, torch.Generator().manual_seed(0), False)))
-    points, n_ch = first_batch.points, first_batch.values.shape[-1]
+        raise ShapeError(
+            f"the closed-form fit needs at least 2 frames per run, got {n_frames}: for a "
+            "gradient-trained LDNet give a neural decoder, e.g. "
+            "LDNetConfig(decoder=MLPDecoderConfig())"
+        )
+    points, n_ch = run_points(train_src)
     if n_ch != decoder.weight.shape[0]:
         raise ShapeError(
             f"the training runs have {n_ch} channels, the model's schema "
@@ -260,7 +277,13 @@ def _check_runs(
     return points, rank
 
 
-def _fit_box(decoder: CosineDecoder, points: Tensor) -> tuple[Tensor, Tensor]:
+def run_points(source: FrameSource) -> tuple[Tensor, int]:
+    """The first run's points and its number of channels (read from one run)."""
+    first_batch = next(iter(source.batches(1, None, torch.Generator().manual_seed(0), False)))
+    return first_batch.points, first_batch.values.shape[-1]
+
+
+def fit_box(decoder: CosineDecoder, points: Tensor) -> tuple[Tensor, Tensor]:
     """Set the decoder's box to :func:`point_box` of ``points`` and return
     :func:`_orthonormal_features` there; on an error the box is left as it was."""
     old_box = decoder.lo.clone(), decoder.hi.clone()
@@ -282,11 +305,12 @@ def _choose_width(
     m_val: Moments,
     train_modes: tuple[Tensor, Tensor],
     dyn: ClosedFormDynamicsConfig,
-) -> tuple[float, float]:
+) -> tuple[Width, float]:
     """The kernel width (of ``dyn.widths`` times the training parameters' median
     nearest-neighbour distance) whose regression of the first frames' mode coefficients,
     fitted on the training runs (mean and modes ``train_modes``), has the lowest
-    validation error; that error."""
+    validation error, refined per parameter with ``kernel="per_parameter"``
+    (:func:`_per_parameter`); that error."""
     mean, modes = train_modes
     first, first_val = (m_train.first - mean) @ modes, (m_val.first - mean) @ modes
     u, u_val = m_train.params, m_val.params
@@ -298,15 +322,32 @@ def _choose_width(
             "the training runs' parameters have a median nearest-neighbour distance of 0 "
             "(repeated parameters): the kernel width is a multiple of it"
         )
-    best: tuple[float, float] | None = None
-    for factor in dyn.widths:
-        width = factor * spacing
+
+    def error(width: Width) -> float:
         weights = kernel_weights(u, first, width, dyn.ridge)
-        err = relative(gaussian_kernel(u_val, u, width) @ weights, first_val)
-        if best is None or err < best[1]:
-            best = (width, err)
-    assert best is not None
-    return best
+        return relative(gaussian_kernel(u_val, u, width) @ weights, first_val)
+
+    width, err = min(((f * spacing, error(f * spacing)) for f in dyn.widths), key=lambda p: p[1])
+    if dyn.kernel == "isotropic":
+        return width, err
+    return _per_parameter(error, torch.full((u.shape[1],), width, dtype=u.dtype), err)
+
+
+def _per_parameter(
+    error: Callable[[Width], float], width: Tensor, err: float
+) -> tuple[Tensor, float]:
+    """``width`` (d,) with each entry scaled in turn by the factor of
+    :data:`~xlevda.surrogates.dynamics_configs.WIDTH_SCALES` that lowers ``error`` most,
+    two sweeps over the parameters; the error."""
+    for _ in range(2):
+        for j in range(width.shape[0]):
+            for factor in WIDTH_SCALES:
+                trial = width.clone()
+                trial[j] *= factor
+                trial_err = error(trial)
+                if trial_err < err:
+                    width, err = trial, trial_err
+    return width, err
 
 
 def latent_trajectories(
@@ -343,7 +384,7 @@ class Prepared(NamedTuple):
     m_train: Moments
     m_val: Moments
     train_modes: tuple[Tensor, Tensor]  # mean and modes of the training runs' frames
-    width: float  # the chosen kernel width
+    width: Width  # the chosen kernel width (one per parameter: a tensor)
     first_error: float  # its validation error on the first frames
 
 
@@ -359,7 +400,7 @@ def prepare(
     decoder = model.decoder
     assert isinstance(decoder, CosineDecoder)
     points, rank = _check_runs(model, field, dyn, train_src, val_src)
-    q, r_factor = _fit_box(decoder, points)
+    q, r_factor = fit_box(decoder, points)
     m_train = moments(q, train_src, points)
     m_val = moments(q, val_src, points)
     train_modes = _pod_modes(m_train, rank)
@@ -403,7 +444,7 @@ def write_model(
     with torch.no_grad():
         field.weights.copy_(weights / dt)
         field.centres.copy_(fit.params)
-        field.width.fill_(prep.width)
+        field.width.copy_(torch.as_tensor(prep.width, dtype=field.width.dtype))
         to_cosine = torch.linalg.inv(prep.r_factor)  # w -> cosine coefficients R^{-1} w
         per_channel = fit.modes.unflatten(0, (n_ch, n_feat))  # (C, F, r)
         decoder.weight.zero_()

@@ -15,8 +15,8 @@ from typing import Any, Literal
 from xlevda.errors import ConfigError
 from xlevda.surrogates.decoder_configs import (
     DECODER_CONFIGS,
+    CosineDecoderConfig,
     DecoderConfig,
-    MLPDecoderConfig,
 )
 from xlevda.surrogates.decoders import CosineDecoder, MLPDecoder, SeparableDecoder
 from xlevda.surrogates.dynamics_configs import (
@@ -31,6 +31,7 @@ from xlevda.validate import check_choice, check_int, check_real
 
 __all__ = [
     "ACTIVATIONS",
+    "GRADIENT_LATENT_DIM",
     "LR_SCHEDULES",
     "LDNetConfig",
     "LearnedInitialState",
@@ -43,6 +44,9 @@ __all__ = [
 
 ACTIVATIONS = ("tanh", "silu", "gelu")
 """Smooth activations (the assimilation runs L-BFGS through the networks)."""
+
+GRADIENT_LATENT_DIM = 8
+"""``latent_dim`` of a gradient-trained LDNet whose config leaves it ``None``."""
 
 LR_SCHEDULES = ("constant", "step", "cosine")
 """Per-epoch learning-rate schedules of :class:`TrainConfig`."""
@@ -190,29 +194,43 @@ class LDNetConfig:
 
     Attributes
     ----------
-    latent_dim : int
-        ``d_s`` (>= 1).
+    latent_dim : int or None
+        ``d_s`` (>= 1).  ``None`` (default): chosen from the archive by the closed-form
+        fit (``LDNet.fit``: one plus the proper orthogonal modes that ``mode_tolerance``
+        and ``max_modes`` of
+        :class:`~xlevda.surrogates.dynamics_configs.ClosedFormDynamicsConfig` ask for),
+        8 for a gradient-trained LDNet.
     dynamics_width, dynamics_depth : int
         Hidden width and number of hidden layers of the vector field ``F(s, u)``.
     dynamics_linear : bool
         Add a linear term ``A s + B u`` (zero at initialization) to ``F``.
     dynamics : LinearDynamicsConfig, PolynomialDynamicsConfig or None
-        Replace the MLP vector field (and the three fields above) by impulse-driven
-        linear or polynomial dynamics, fitted in closed form with a
-        :class:`~xlevda.surrogates.decoder_configs.CosineDecoderConfig`.
-    decoder : MLPDecoderConfig, SeparableDecoderConfig or CosineDecoderConfig
-        Decoder family and sizes.
+        Impulse-driven linear or polynomial latent dynamics, fitted in closed form with
+        a :class:`~xlevda.surrogates.decoder_configs.CosineDecoderConfig` decoder; or
+        ``None``: the MLP vector field of the three fields above, trained by gradient
+        descent with ``decoder``.  With neither ``dynamics`` nor ``decoder`` given (the
+        default) it is ``PolynomialDynamicsConfig()``.
+    decoder : MLPDecoderConfig, SeparableDecoderConfig, CosineDecoderConfig or None
+        Decoder family and sizes.  ``None`` (default): ``CosineDecoderConfig()``, with
+        ``PolynomialDynamicsConfig()`` unless ``dynamics`` is given: **the default
+        LDNet is the closed-form polynomial one** (operator inference, seconds to
+        minutes on a CPU).  A decoder given without ``dynamics`` is trained by gradient
+        descent with the MLP vector field: name a neural one (``MLPDecoderConfig()``,
+        ``SeparableDecoderConfig()``) for a gradient-trained LDNet; the closed form with
+        a given cosine decoder needs ``dynamics`` too.
     activation : {"tanh", "silu", "gelu"}
         Activation of every network (smooth: the assimilation differentiates it).
     dt0 : float or None
         Initial latent Euler step (> 0); ``None`` means ``1 / schema.n_frames``,
         so the latent trajectory spans unit time.
-    learnable_dt : bool
-        Train ``dt = dt0 * exp(log_scale)`` jointly with the weights.
+    learnable_dt : bool or None
+        Train ``dt = dt0 * exp(log_scale)`` jointly with the weights.  ``None``
+        (default): ``True`` for a gradient-trained LDNet, ``False`` with ``dynamics``.
     initial_state : LearnedInitialState or None
         Learn one initial latent state per training run (trajectories then start
         there, not from ``s_{-1} = 0``); ``None`` (default): the trajectory is a
-        function of the parameters alone.  Not with ``dynamics``.
+        function of the parameters alone.  Not with ``dynamics``: give a neural
+        ``decoder`` (gradient training).
     seed : int
         Seed of the weight initialization and the Fourier frequencies (>= 0).
     train : TrainConfig
@@ -220,27 +238,33 @@ class LDNetConfig:
 
     Examples
     --------
+    >>> type(LDNetConfig().dynamics).__name__, LDNetConfig().decoder.kind
+    ('PolynomialDynamicsConfig', 'cosine')
     >>> from xlevda.surrogates.decoder_configs import SeparableDecoderConfig
     >>> cfg = LDNetConfig(latent_dim=4, decoder=SeparableDecoderConfig(n_basis=8))
+    >>> cfg.dynamics is None, cfg.learnable_dt
+    (True, True)
     >>> config_from_dict(config_to_dict(cfg)) == cfg
     True
     """
 
-    latent_dim: int = 8
+    latent_dim: int | None = None
     dynamics_width: int = 32
     dynamics_depth: int = 3
     dynamics_linear: bool = False
     dynamics: DynamicsConfig | None = None
-    decoder: DecoderConfig = field(default_factory=MLPDecoderConfig)
+    decoder: DecoderConfig | None = None
     activation: Activation = "tanh"
     dt0: float | None = None
-    learnable_dt: bool = True
+    learnable_dt: bool | None = None
     initial_state: LearnedInitialState | None = None
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        check_int("LDNetConfig.latent_dim", self.latent_dim, 1)
+        self._resolve_defaults()
+        if self.latent_dim is not None:
+            check_int("LDNetConfig.latent_dim", self.latent_dim, 1)
         check_int("LDNetConfig.dynamics_width", self.dynamics_width, 1)
         check_int("LDNetConfig.dynamics_depth", self.dynamics_depth, 1)
         if not isinstance(self.decoder, tuple(DECODER_CONFIGS.values())):
@@ -258,9 +282,11 @@ class LDNetConfig:
             if self.learnable_dt:
                 raise ConfigError(
                     f"LDNetConfig.learnable_dt must be False with {kind} (its clock "
-                    "switches the forcing off after exactly one step of the fixed dt)"
+                    "switches the forcing off after exactly one step of the fixed dt); "
+                    "for a gradient-trained LDNet give a neural decoder, e.g. "
+                    "decoder=MLPDecoderConfig()"
                 )
-            if self.latent_dim < 2:
+            if self.latent_dim is not None and self.latent_dim < 2:
                 raise ConfigError(
                     f"LDNetConfig.latent_dim must be >= 2 with {kind} (the state "
                     f"and its clock), got {self.latent_dim}"
@@ -283,11 +309,27 @@ class LDNetConfig:
             if self.dynamics is not None:
                 raise ConfigError(
                     f"LDNetConfig.initial_state must be None with {type(self.dynamics).__name__} "
-                    "(its closed-form fit starts every run from s_-1 = 0)"
+                    "(its closed-form fit starts every run from s_-1 = 0); learned initial "
+                    "states need a gradient-trained LDNet: give a neural decoder, e.g. "
+                    "decoder=MLPDecoderConfig()"
                 )
         check_int("LDNetConfig.seed", self.seed, 0)
         if not isinstance(self.train, TrainConfig):
             raise ConfigError(f"LDNetConfig.train must be a TrainConfig, got {self.train!r}")
+
+    def _resolve_defaults(self) -> None:
+        """Fill the fields left ``None`` that have a fixed resolution: with no decoder the
+        closed-form polynomial LDNet (a cosine decoder; polynomial dynamics unless given),
+        ``learnable_dt`` on for gradient training only, ``latent_dim`` 8 for gradient
+        training (the closed-form fit chooses it from the archive)."""
+        if self.decoder is None:
+            if self.dynamics is None:
+                object.__setattr__(self, "dynamics", PolynomialDynamicsConfig())
+            object.__setattr__(self, "decoder", CosineDecoderConfig())
+        if self.learnable_dt is None:
+            object.__setattr__(self, "learnable_dt", self.dynamics is None)
+        if self.latent_dim is None and self.dynamics is None:
+            object.__setattr__(self, "latent_dim", GRADIENT_LATENT_DIM)
 
     def build_dynamics(
         self, param_dim: int, dt: float
@@ -327,7 +369,7 @@ def config_to_dict(config: LDNetConfig) -> dict[str, Any]:
     Examples
     --------
     >>> config_to_dict(LDNetConfig())["decoder"]["kind"]
-    'mlp'
+    'cosine'
     """
     return asdict(config)
 
@@ -368,6 +410,8 @@ def config_from_dict(data: dict[str, Any]) -> LDNetConfig:
     if d.get("dynamics") is not None:
         dyn = d["dynamics"]
         kind = dyn.get("kind", "linear") if isinstance(dyn, dict) else None  # older files: none
+        if isinstance(dyn, dict) and "kernel" not in dyn:  # files written before the option
+            dyn = {**dyn, "kernel": "isotropic"}
         if kind not in DYNAMICS_CONFIGS:
             raise ConfigError(
                 f"LDNetConfig.dynamics.kind must be one of {tuple(DYNAMICS_CONFIGS)}, got {kind!r}"

@@ -11,16 +11,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from xlevda.errors import ConfigError
 from xlevda.surrogates.decoders import CosineDecoder, MLPDecoder, SeparableDecoder
 from xlevda.validate import check_choice, check_int, check_real
 
 __all__ = [
     "DECODER_CONFIGS",
+    "MAX_COSINE_TERMS",
     "CosineDecoderConfig",
     "DecoderConfig",
     "MLPDecoderConfig",
     "SeparableDecoderConfig",
 ]
+
+
+MAX_COSINE_TERMS = 32
+"""Most cosine terms per coordinate that ``LDNet.fit`` chooses for ``n_terms=None``."""
 
 
 @dataclass(frozen=True)
@@ -160,8 +166,11 @@ class CosineDecoderConfig:
 
     Attributes
     ----------
-    n_terms : int
-        Cosine terms per coordinate (>= 1); ``n_terms ** n_coords`` per mode.
+    n_terms : int or None
+        Cosine terms per coordinate (>= 1); ``n_terms ** n_coords`` per mode.  ``None``
+        (default): chosen by ``LDNet.fit`` from the training points
+        (:func:`xlevda.surrogates.sizing.cosine_terms`: at most :data:`MAX_COSINE_TERMS`
+        per coordinate, and as many as the points determine).
 
     Examples
     --------
@@ -169,11 +178,12 @@ class CosineDecoderConfig:
     'cosine'
     """
 
-    n_terms: int = 32
+    n_terms: int | None = None
     kind: Literal["cosine"] = "cosine"
 
     def __post_init__(self) -> None:
-        check_int("CosineDecoderConfig.n_terms", self.n_terms, 1)
+        if self.n_terms is not None:
+            check_int("CosineDecoderConfig.n_terms", self.n_terms, 1)
         check_choice("CosineDecoderConfig.kind", self.kind, ("cosine",))
 
     def build(
@@ -181,7 +191,13 @@ class CosineDecoderConfig:
     ) -> CosineDecoder:
         """The decoder of a model with latent size ``latent_dim``, ``n_coords`` coordinates
         per point and ``n_channels`` outputs (zero weights: ``activation`` and ``seed``,
-        taken for a signature common to every decoder config, are unused)."""
+        taken for a signature common to every decoder config, are unused); ``n_terms``
+        must be set."""
+        if self.n_terms is None:
+            raise ConfigError(
+                "CosineDecoderConfig.n_terms is None: give the number of cosine terms per "
+                "coordinate (LDNet.fit chooses it from the training points)"
+            )
         return CosineDecoder(latent_dim, n_coords, n_channels, self.n_terms)
 
 

@@ -26,11 +26,16 @@ from xlevda.validate import check_choice, check_int, check_real
 
 __all__ = [
     "DYNAMICS_CONFIGS",
+    "WIDTH_SCALES",
     "ClosedFormDynamicsConfig",
     "DynamicsConfig",
     "LinearDynamicsConfig",
     "PolynomialDynamicsConfig",
 ]
+
+
+WIDTH_SCALES = (0.25, 0.5, 2.0, 4.0, 16.0)
+"""Factors tried on each parameter's kernel width with ``kernel="per_parameter"``."""
 
 
 def _grid(name: str, values: object, low_open: bool) -> tuple[float, ...]:
@@ -58,10 +63,24 @@ class ClosedFormDynamicsConfig:
         Kernel widths tried by the fit, as multiples of the median distance from a
         training run's parameters to its nearest neighbour; the one with the lowest
         validation error on the first frame is kept.
+    kernel : {"per_parameter", "isotropic"}
+        ``"per_parameter"`` (default): after the common width, each parameter's width
+        is scaled by the factor of :data:`WIDTH_SCALES` with the lowest validation
+        error, parameter by parameter, twice over (a parameter the first frame does
+        not depend on gets a wide kernel); ``"isotropic"``: one width for all (files
+        written before the option).  Parameters are in normalized units.
     refit : bool
         After choosing the hyperparameters on the validation runs, fit every part
         again on the training and validation runs together (the validation runs then
         choose only the hyperparameters).
+    mode_tolerance : float
+        With ``LDNetConfig.latent_dim=None`` (the default), ``LDNet.fit`` keeps the
+        fewest proper orthogonal modes of the training frames whose projection leaves a
+        relative error of at most ``mode_tolerance`` (in (0, 1)) in the centred frames,
+        and at most ``max_modes``; ``latent_dim`` is their number plus one (the clock)
+        (:func:`xlevda.surrogates.sizing.choose_sizes`).
+    max_modes : int
+        The most modes so chosen (>= 1).
 
     Examples
     --------
@@ -73,13 +92,21 @@ class ClosedFormDynamicsConfig:
     ridge: float = 1e-6
     widths: tuple[float, ...] = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)
     refit: bool = True
+    kernel: Literal["per_parameter", "isotropic"] = "per_parameter"
+    mode_tolerance: float = 0.005
+    max_modes: int = 128
 
     def __post_init__(self) -> None:
         name = type(self).__name__
+        check_real(
+            f"{name}.mode_tolerance", self.mode_tolerance, 0.0, 1.0, low_open=True, high_open=True
+        )
+        check_int(f"{name}.max_modes", self.max_modes, 1)
         if self.n_centres is not None:
             check_int(f"{name}.n_centres", self.n_centres, 1)
         check_real(f"{name}.ridge", self.ridge, 0.0)
         object.__setattr__(self, "widths", _grid(f"{name}.widths", self.widths, True))
+        check_choice(f"{name}.kernel", self.kernel, ("per_parameter", "isotropic"))
         if not isinstance(self.refit, bool):
             raise ConfigError(f"{name}.refit must be a bool, got {self.refit!r}")
 
@@ -130,7 +157,8 @@ class LinearDynamicsConfig(ClosedFormDynamicsConfig):
     def build(self, latent_dim: int, param_dim: int, dt: float) -> ImpulseLinearField:
         """The vector field (zero weights) of a model with latent size ``latent_dim``,
         ``param_dim`` parameters and Euler step ``dt``; ``n_centres`` must be set."""
-        return ImpulseLinearField(latent_dim, param_dim, self._centres(), dt)
+        per_parameter = self.kernel == "per_parameter"
+        return ImpulseLinearField(latent_dim, param_dim, self._centres(), dt, per_parameter)
 
 
 @dataclass(frozen=True)
@@ -210,6 +238,7 @@ class PolynomialDynamicsConfig(ClosedFormDynamicsConfig):
             dt,
             param_degree=self.param_degree,
             quadratic_modes=self.quadratic_modes,
+            per_parameter_width=self.kernel == "per_parameter",
         )
 
 

@@ -132,12 +132,13 @@ class ObservationEncoder(nn.Module):
 
     Examples
     --------
+    >>> from xlevda.surrogates.decoder_configs import MLPDecoderConfig
     >>> import torch
     >>> from xlevda.surrogates.ldnet import LDNetModel
     >>> from xlevda.surrogates.config import LDNetConfig
     >>> from xlevda.surrogates.schema import SurrogateSchema
     >>> schema = SurrogateSchema.minimal(5)
-    >>> model = LDNetModel(LDNetConfig(latent_dim=3), schema)
+    >>> model = LDNetModel(LDNetConfig(latent_dim=3, decoder=MLPDecoderConfig()), schema)
     >>> net = ObservationNetwork(points=[[0.0], [0.5]], channels=(0,))
     >>> enc = ObservationEncoder(EncoderConfig(hidden=8), net, SurrogateFingerprint.of(model))
     >>> enc(torch.zeros(2, 6, 2)).shape

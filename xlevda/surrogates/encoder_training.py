@@ -220,12 +220,13 @@ def fit_encoder(
 
     Examples
     --------
+    >>> from xlevda.surrogates.decoder_configs import MLPDecoderConfig
     >>> import torch
     >>> from xlevda.surrogates.ldnet import LDNetModel
     >>> from xlevda.surrogates.config import LDNetConfig
     >>> from xlevda.surrogates.schema import SurrogateSchema
     >>> schema = SurrogateSchema.minimal(5)
-    >>> model = LDNetModel(LDNetConfig(latent_dim=2), schema)
+    >>> model = LDNetModel(LDNetConfig(latent_dim=2, decoder=MLPDecoderConfig()), schema)
     >>> net = ObservationNetwork(points=[[0.0], [0.5]], channels=(0,))
     >>> y, u = surrogate_histories(model, net, n_runs=8, n_obs=5)
     >>> enc = fit_encoder(model, net, y, u, EncoderConfig(hidden=8, epochs=2))

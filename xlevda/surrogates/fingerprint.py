@@ -69,12 +69,15 @@ class SurrogateFingerprint:
 
     Examples
     --------
+    >>> from xlevda.surrogates.decoder_configs import MLPDecoderConfig
     >>> from xlevda.surrogates.ldnet import LDNetModel
     >>> from xlevda.surrogates.config import LDNetConfig
     >>> from xlevda.surrogates.schema import SurrogateSchema
     >>> schema = SurrogateSchema.minimal(5)
-    >>> a = SurrogateFingerprint.of(LDNetModel(LDNetConfig(latent_dim=3, seed=0), schema))
-    >>> b = SurrogateFingerprint.of(LDNetModel(LDNetConfig(latent_dim=3, seed=1), schema))
+    >>> def model(seed):
+    ...     config = LDNetConfig(latent_dim=3, seed=seed, decoder=MLPDecoderConfig())
+    ...     return LDNetModel(config, schema)
+    >>> a, b = SurrogateFingerprint.of(model(0)), SurrogateFingerprint.of(model(1))
     >>> a.difference(a) is None, b.difference(a).startswith("latent trajectories")
     (True, True)
     """

@@ -97,10 +97,12 @@ def fit_initial_state(
 
     Examples
     --------
+    >>> from xlevda.surrogates.decoder_configs import MLPDecoderConfig
     >>> import torch
     >>> from xlevda.surrogates.config import LDNetConfig, LearnedInitialState
     >>> from xlevda.surrogates.schema import SurrogateSchema
-    >>> cfg = LDNetConfig(latent_dim=2, initial_state=LearnedInitialState(n_runs=3))
+    >>> cfg = LDNetConfig(latent_dim=2, initial_state=LearnedInitialState(n_runs=3),
+    ...                   decoder=MLPDecoderConfig())
     >>> model = LDNetModel(cfg, SurrogateSchema.minimal(4, coords=("x",)))
     >>> pts = torch.linspace(-1, 1, 9)[:, None]
     >>> truth = model.initial_states[1:2].detach()

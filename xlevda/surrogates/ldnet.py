@@ -88,10 +88,11 @@ class LDNetModel(nn.Module):
 
     Examples
     --------
+    >>> from xlevda.surrogates.decoder_configs import MLPDecoderConfig
     >>> import torch
     >>> from xlevda.surrogates.schema import SurrogateSchema
     >>> schema = SurrogateSchema.minimal(5, coords=("x", "y"))
-    >>> model = LDNetModel(LDNetConfig(latent_dim=3), schema)
+    >>> model = LDNetModel(LDNetConfig(latent_dim=3, decoder=MLPDecoderConfig()), schema)
     >>> model(torch.zeros(2, 1), torch.zeros(7, 2), n_frames=5).shape
     torch.Size([2, 5, 7, 1])
     """
@@ -114,6 +115,11 @@ class LDNetModel(nn.Module):
                 "an LDNet needs at least one parameter, coordinate and variable (the trajectory "
                 f"is a function of u since s_-1 = 0); schema has params={schema.params}, "
                 f"coords={schema.coords}, variables={schema.variables}"
+            )
+        if config.latent_dim is None:
+            raise ConfigError(
+                "LDNetConfig.latent_dim is None: give it to build a model (LDNet.fit chooses "
+                "it from the archive for the closed-form fit)"
             )
         self.config = config
         self.schema = schema
@@ -292,10 +298,11 @@ class LDNetModel(nn.Module):
 
         Examples
         --------
+        >>> from xlevda.surrogates.decoder_configs import MLPDecoderConfig
         >>> import os, tempfile
         >>> from xlevda.surrogates.schema import SurrogateSchema
         >>> schema = SurrogateSchema.minimal(5)
-        >>> model = LDNetModel(LDNetConfig(latent_dim=3), schema)
+        >>> model = LDNetModel(LDNetConfig(latent_dim=3, decoder=MLPDecoderConfig()), schema)
         >>> with tempfile.TemporaryDirectory() as d:
         ...     model.save(os.path.join(d, "m.pt"))
         ...     LDNetModel.load(os.path.join(d, "m.pt")).latent_dim

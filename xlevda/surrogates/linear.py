@@ -46,6 +46,7 @@ from xlevda.surrogates.compression import (
     combine,
     point_box,
     prepare,
+    width_value,
     write_model,
 )
 from xlevda.surrogates.config import LinearDynamicsConfig
@@ -132,7 +133,7 @@ def fit_linear(model: LDNetModel, train: Frames, val: Frames) -> dict[str, Any]:
     solution, step_residual = _linear_step(fit.latent)
     step = solution[:-1].T
     report = {
-        "kernel_width": prep.width,
+        "kernel_width": width_value(prep.width),
         "first_frame_validation_error": prep.first_error,
         "cosine_projection_error": fit.cosine_error,
         "mode_projection_error": fit.mode_error,

@@ -47,6 +47,7 @@ from xlevda.surrogates.compression import (
     kernel_weights,
     latent_trajectories,
     prepare,
+    width_value,
     write_model,
 )
 from xlevda.surrogates.decoder_configs import CosineDecoderConfig
@@ -244,7 +245,7 @@ def fit_polynomial(model: LDNetModel, train: Frames, val: Frames) -> dict[str, A
         fit = own
     coef = _solve(normal, ridge)
     report = {
-        "kernel_width": prep.width,
+        "kernel_width": width_value(prep.width),
         "ridge": ridge[0],
         "param_ridge": ridge[1],
         "quadratic_ridge": ridge[2],

@@ -124,9 +124,10 @@ class PolynomialField(nn.Module):
         *,
         param_degree: int,
         quadratic_modes: int,
+        per_parameter_width: bool = False,
     ) -> None:
         super().__init__()
-        self.linear = ImpulseLinearField(latent_dim, param_dim, n_centres, dt)
+        self.linear = ImpulseLinearField(latent_dim, param_dim, n_centres, dt, per_parameter_width)
         n = latent_dim - 1
         n_mono = len(monomial_exponents(param_dim, param_degree))
         n_pairs = quadratic_modes * (quadratic_modes + 1) // 2

@@ -45,13 +45,14 @@ def step_spectral_radius(model: LDNetModel) -> float | None:
     Examples
     --------
     >>> from xlevda.surrogates.config import LDNetConfig, LinearDynamicsConfig
-    >>> from xlevda.surrogates.decoder_configs import CosineDecoderConfig
+    >>> from xlevda.surrogates.decoder_configs import CosineDecoderConfig, MLPDecoderConfig
     >>> from xlevda.surrogates.schema import SurrogateSchema
-    >>> config = LDNetConfig(latent_dim=3, learnable_dt=False, decoder=CosineDecoderConfig(),
+    >>> config = LDNetConfig(latent_dim=3, decoder=CosineDecoderConfig(n_terms=4),
     ...                      dynamics=LinearDynamicsConfig(n_centres=2))
     >>> step_spectral_radius(LDNetModel(config, SurrogateSchema.minimal(4)))  # A = 0: M = I
     1.0
-    >>> step_spectral_radius(LDNetModel(LDNetConfig(), SurrogateSchema.minimal(4))) is None
+    >>> plain = LDNetModel(LDNetConfig(decoder=MLPDecoderConfig()), SurrogateSchema.minimal(4))
+    >>> step_spectral_radius(plain) is None
     True
     """
     field = model.dynamics
@@ -92,9 +93,11 @@ def stability(model: LDNetModel) -> dict[str, Any]:
 
     Examples
     --------
+    >>> from xlevda.surrogates.decoder_configs import MLPDecoderConfig
     >>> from xlevda.surrogates.config import LDNetConfig
     >>> from xlevda.surrogates.schema import SurrogateSchema
-    >>> stability(LDNetModel(LDNetConfig(), SurrogateSchema.minimal(4)))["spectral_radius"] is None
+    >>> plain = LDNetModel(LDNetConfig(decoder=MLPDecoderConfig()), SurrogateSchema.minimal(4))
+    >>> stability(plain)["spectral_radius"] is None
     True
     """
     radius_of = LINEAR_STEP
@@ -177,11 +180,13 @@ def measure_quality(
 
     Examples
     --------
+    >>> from xlevda.surrogates.decoder_configs import MLPDecoderConfig
     >>> import torch
     >>> from xlevda.surrogates.config import LDNetConfig
     >>> from xlevda.surrogates.schema import SurrogateSchema
     >>> from xlevda.surrogates.frames import TensorFrameSource
-    >>> model = LDNetModel(LDNetConfig(latent_dim=3), SurrogateSchema.minimal(3))
+    >>> config = LDNetConfig(latent_dim=3, decoder=MLPDecoderConfig())
+    >>> model = LDNetModel(config, SurrogateSchema.minimal(3))
     >>> src = TensorFrameSource(torch.zeros(2, 1), torch.rand(4, 1), torch.ones(2, 3, 4, 1))
     >>> report = measure_quality(model, src, heldout_runs=[5, 9], seconds=1.0)
     >>> len(report.frame_errors[0]), report.n_heldout_runs

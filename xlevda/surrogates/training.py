@@ -138,6 +138,7 @@ def evaluate(
 
     Examples
     --------
+    >>> from xlevda.surrogates.decoder_configs import MLPDecoderConfig
     >>> import torch
     >>> from xlevda.surrogates.ldnet import LDNetModel
     >>> from xlevda.surrogates.config import LDNetConfig
@@ -145,7 +146,7 @@ def evaluate(
     >>> from xlevda.surrogates.schema import SurrogateSchema
     >>> schema = SurrogateSchema.minimal(3)
     >>> src = TensorFrameSource(torch.zeros(2, 1), torch.zeros(4, 1), torch.ones(2, 3, 4, 1))
-    >>> evaluate(LDNetModel(LDNetConfig(), schema), src).rel_rmse > 0
+    >>> evaluate(LDNetModel(LDNetConfig(decoder=MLPDecoderConfig()), schema), src).rel_rmse > 0
     True
     """
     _check_source(source, "evaluation")
@@ -217,6 +218,7 @@ def train(
 
     Examples
     --------
+    >>> from xlevda.surrogates.decoder_configs import MLPDecoderConfig
     >>> import torch
     >>> from xlevda.surrogates.ldnet import LDNetModel
     >>> from xlevda.surrogates.config import LDNetConfig
@@ -224,7 +226,7 @@ def train(
     >>> from xlevda.surrogates.schema import SurrogateSchema
     >>> schema = SurrogateSchema.minimal(3)
     >>> src = TensorFrameSource(torch.rand(4, 1), torch.rand(8, 1), torch.rand(4, 3, 8, 1))
-    >>> hist = train(LDNetModel(LDNetConfig(), schema), src, src,
+    >>> hist = train(LDNetModel(LDNetConfig(decoder=MLPDecoderConfig()), schema), src, src,
     ...              TrainConfig(epochs=2, points_per_frame=4), progress=False)
     >>> len(hist.train_loss)
     2

@@ -72,7 +72,7 @@ class ImpulseLinearField(nn.Module):
     """Linear latent dynamics driven by a parameter-dependent impulse.
 
     ``s = (c, kappa)``; ``F(s, u) = (A c + kappa a + (1 - kappa) g(u), (1 - kappa) / dt)`` with
-    ``g(u) = sum_i w_i exp(-|u - u_i|^2 / (2 l^2))`` (see
+    ``g(u) = sum_i w_i exp(-|(u - u_i) / l|^2 / 2)``, ``l`` one width or one per parameter (see
     :class:`~xlevda.surrogates.config.LinearDynamicsConfig`).  From ``s_-1 = 0`` one
     Euler step of ``dt`` sets ``kappa = 1`` and ``c_0 = dt g(u)``; afterwards the
     forcing is off and ``c_{k+1} = (I + dt A) c_k + dt a``.  ``A``, ``a`` and the
@@ -87,6 +87,8 @@ class ImpulseLinearField(nn.Module):
         Radial-basis centres.
     dt : float
         The fixed Euler step.
+    per_parameter_width : bool
+        One kernel width per parameter (an anisotropic kernel) instead of one for all.
 
     Examples
     --------
@@ -100,7 +102,14 @@ class ImpulseLinearField(nn.Module):
     width: Tensor
     step: Tensor
 
-    def __init__(self, latent_dim: int, param_dim: int, n_centres: int, dt: float) -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        param_dim: int,
+        n_centres: int,
+        dt: float,
+        per_parameter_width: bool = False,
+    ) -> None:
         super().__init__()
         if latent_dim < 2:
             raise ConfigError(f"ImpulseLinearField needs latent_dim >= 2, got {latent_dim}")
@@ -109,15 +118,18 @@ class ImpulseLinearField(nn.Module):
         self.a = nn.Parameter(torch.zeros(n))
         self.weights = nn.Parameter(torch.zeros(n_centres, n))
         self.register_buffer("centres", torch.zeros(n_centres, param_dim))
-        self.register_buffer("width", torch.tensor(1.0))
+        width = torch.ones(param_dim) if per_parameter_width else torch.tensor(1.0)
+        self.register_buffer("width", width)
         self.register_buffer("step", torch.tensor(float(dt)))
         self.latent_dim, self.param_dim = latent_dim, param_dim
 
     def impulse(self, u: Tensor) -> Tensor:
         """``g(u)``: (..., d_u) -> (..., d_s - 1)."""
         check_last_dim("u", u, self.param_dim)
-        d2 = (u.unsqueeze(-2) - self.centres).square().sum(-1)
-        return torch.exp(-d2 / (2 * self.width.square())) @ self.weights
+        diff = u.unsqueeze(-2) - self.centres
+        if self.width.dim():  # one width per parameter
+            return torch.exp(-(diff / self.width).square().sum(-1) / 2) @ self.weights
+        return torch.exp(-diff.square().sum(-1) / (2 * self.width.square())) @ self.weights
 
     def forward(self, s: Tensor, u: Tensor) -> Tensor:
         """``s`` (..., d_s), ``u`` (..., d_u), leading dims broadcast -> (..., d_s)."""
