@@ -34,6 +34,7 @@ from xlevda.core.sparse_oi import pair_count
 from xlevda.core.window import ObsWindow
 from xlevda.errors import ConfigError
 from xlevda.field_increments import FieldIncrements
+from xlevda.model_error import Level, check_level
 from xlevda.surrogates.schema import SurrogateSchema
 
 __all__ = [
@@ -120,6 +121,14 @@ class FieldAnalysis:
         (``a = 1``) nothing changes; ``v`` of a window with ``a < 1`` is then the
         innovation variance of its calibrated residuals.  ``False``: from ``H(x)``.
         Model-free methods (:class:`~xlevda.methods.OI`) ignore it.
+    level : {"posterior", "clipped"}
+        With ``variance=None``, how the method's estimated level (an unbiased but noisy
+        difference, which can come out negative) becomes a variance
+        (:func:`~xlevda.model_error.positive_level`): ``"posterior"`` (default) its mean
+        given the estimate and its standard error for a level ``>= 0``, so that an error
+        below the noise of its estimate keeps a spread (on the tsunami twin the eta
+        level was estimated below 0 and clipped, and eta's spread was a quarter of its
+        error); ``"clipped"``: ``max(0, estimate)``.
 
     Examples
     --------
@@ -132,10 +141,12 @@ class FieldAnalysis:
     time_scale: float | None = None
     draws: bool = True
     calibrate: bool = True
+    level: Level = "posterior"
 
     def __post_init__(self) -> None:
         _positive("length_scale", self.length_scale)
         _positive("time_scale", self.time_scale)
+        check_level("FieldAnalysis", self.level)
         for name in ("draws", "calibrate"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"FieldAnalysis.{name}={getattr(self, name)!r}: expected a bool")
