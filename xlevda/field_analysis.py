@@ -42,6 +42,7 @@ __all__ = [
     "Residuals",
     "calibration",
     "case_increments",
+    "draw_scale",
     "innovation_variance",
     "metric_of",
     "window_residuals",
@@ -129,6 +130,12 @@ class FieldAnalysis:
         below the noise of its estimate keeps a spread (on the tsunami twin the eta
         level was estimated below 0 and clipped, and eta's spread was a quarter of its
         error); ``"clipped"``: ``max(0, estimate)``.
+    cross_validation : bool
+        Scale the variance the draws complete, ``diag(Q - K H Q)``, per variable by the
+        ratio of the errors the analysis makes at observations left out to those it
+        claims there (:func:`draw_scale`; default), so that where the covariance's shape
+        is wrong between the observations (the increments explain less than ``Q``
+        says) the spread still matches the error.  ``False``: unscaled.
 
     Examples
     --------
@@ -142,12 +149,13 @@ class FieldAnalysis:
     draws: bool = True
     calibrate: bool = True
     level: Level = "posterior"
+    cross_validation: bool = True
 
     def __post_init__(self) -> None:
         _positive("length_scale", self.length_scale)
         _positive("time_scale", self.time_scale)
         check_level("FieldAnalysis", self.level)
-        for name in ("draws", "calibrate"):
+        for name in ("draws", "calibrate", "cross_validation"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"FieldAnalysis.{name}={getattr(self, name)!r}: expected a bool")
         if self.variance is not None:
@@ -389,6 +397,38 @@ def innovation_variance(residuals: list[Residuals], n_channels: int) -> np.ndarr
     return np.clip(total / np.maximum(count, 1), 0.0, None)
 
 
+def draw_scale(gains, n_channels: int) -> np.ndarray:
+    """Per channel the factor (C,) of the draws' variance from the gains' leave-one-out sums.
+
+    ``gains``: per set of observations, per channel a gain or ``None``.  Over all sets of
+    a channel, the error variance found at observations left out (``sum e_i^2 -
+    sigma_i^2``, :func:`~xlevda.core.field_analysis.leave_one_out`) divided by the one
+    claimed (``sum P_i``): 1 where that ratio is within two standard errors of 1
+    (``sqrt(sum 2 (sigma_i^2 + P_i)^2) / sum P_i``: where the observation error dominates
+    it is noise) or nothing is claimed, else the ratio (at least 0).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as G
+    >>> t = torch.tensor
+    >>> gains = [(G(loo=t([3.0, 1.0, 0.01])), G(loo=t([1.1, 1.0, 0.01])), None)]
+    >>> draw_scale(gains, 3).tolist()  # 3 +- 0.1: 3; 1.1 +- 0.1: 1; no gain: 1
+    [3.0, 1.0, 1.0]
+    """
+    out = np.ones(n_channels)
+    for c in range(n_channels):
+        sums = [g[c].loo.detach().cpu().double() for g in gains if g[c] is not None]
+        if not sums:
+            continue
+        found, claimed, var = (float(x) for x in torch.stack(sums).sum(0))
+        if claimed <= 0:
+            continue
+        ratio, se = found / claimed, np.sqrt(var) / claimed
+        if abs(ratio - 1) > 2 * se:
+            out[c] = max(ratio, 0.0)
+    return out
+
+
 def _slots(residuals, out_times, which, time_scale) -> tuple[list, np.ndarray]:
     """The distinct (window, rows) sets the output times use, and each time's set."""
     sets: dict[tuple[int, bytes], int] = {}
@@ -465,6 +505,15 @@ def case_increments(
         background = np.stack([residuals[w].background for w in windows])
     if residuals[0].model_weight is not None:
         weight = np.stack([residuals[w].model_weight for w in windows])
+    scale = draw_scale(gains, n_ch) if config.cross_validation else None
     return FieldIncrements(
-        tuple(gains), slot, variance[windows], length, metric, background, config.draws, weight
+        tuple(gains),
+        slot,
+        variance[windows],
+        length,
+        metric,
+        background,
+        config.draws,
+        weight,
+        scale,
     )

@@ -65,8 +65,7 @@ def main() -> None:
         params = {k: xr.DataArray([v], dims="member") for k, v in true.items()}
         at_true = surrogate.predict(params, times=truth.time.values, where=truth).isel(member=0)
     window = np.arange(truth.sizes["time"]) // args.window
-    stride = -(-max(n for d, n in truth.sizes.items() if d != "time") // 10)
-    buoys = {"lat": slice(stride // 2, None, stride), "lon": slice(stride // 2, None, stride)}
+    buoys = {"lat": np.unique(obs.lat.values), "lon": np.unique(obs.lon.values)}
     for v in truth.data_vars:
         scale2 = float(truth[v].var())
         mean, var = latent[v].mean("member"), latent[v].var("member", ddof=1)
@@ -75,7 +74,7 @@ def main() -> None:
             "mse": _by_window(sq, window),
             "var": _by_window(var, window),
             "excess": _by_window(sq - var, window),
-            "excess@obs": _by_window((sq - var).isel(buoys), window),
+            "excess@obs": _by_window((sq - var).sel(buoys, method="nearest"), window),
             "level": _by_window(final[f"{v}_model_error_std"] ** 2, window),
         }
         if at_true is not None:
@@ -83,6 +82,8 @@ def main() -> None:
             rows["est"] = _by_window((mean - at_true[v]) ** 2, window)
         f_sq = (final[v].mean("member") - truth[v]) ** 2
         f_var = final[v].var("member", ddof=1)
+        rows["final mse"] = _by_window(f_sq, window)
+        rows["final var"] = _by_window(f_var, window)
         rows["final s/e"] = np.sqrt(_by_window(f_var, window) / _by_window(f_sq, window))
         print(f"\n{v}: case {args.case!r} seed {args.seed}; units: truth variance "
               f"{scale2:.3g}; obs noise 0.01; length {final[v].attrs.get('field_analysis_length_scale', 0):.0f}")  # fmt: skip
