@@ -1,4 +1,5 @@
-"""The model-error level made non-negative (issue 16): the posterior mean of a level >= 0."""
+"""The model-error level made non-negative (the posterior mean of a level >= 0) and the draws
+scaled by leave-one-out cross-validation (issue 16)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,22 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 from scipy import integrate
 
+from xlevda.core.field_analysis import (
+    Metric,
+    SparseGain,
+    correlation,
+    draw_terms,
+    leave_one_out,
+    window_gain,
+)
 from xlevda.cycle import Cycle
 from xlevda.errors import ConfigError
-from xlevda.field_analysis import FieldAnalysis
+from xlevda.field_analysis import FieldAnalysis, draw_scale
+from xlevda.field_increments import FieldIncrements
 from xlevda.methods import LEVDA
 from xlevda.model_error import ModelErrorTerm, pooled_level, positive_level, window_variance
 from xlevda.run import RunOptions
@@ -136,3 +147,82 @@ def test_through_the_accessor(model, truth):
     a, b = post.eta_model_error_std.values, clip.eta_model_error_std.values
     assert (a >= b).all() and (a > 0).all()
     assert post.eta.attrs["field_analysis_std"] == pytest.approx(float(a[0]), rel=1e-9)
+
+
+def _spd(m: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Points on a line, ``S = v rho + R`` (GC, support 3) and one residual drawn from it."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(m, 1, generator=g, dtype=torch.float64) * 10
+    noise = 0.2 + torch.rand(m, generator=g, dtype=torch.float64)
+    s = 2.0 * correlation(torch.cdist(x, x), 3.0) + torch.diag(noise)
+    d = torch.linalg.cholesky(s) @ torch.randn(m, generator=g, dtype=torch.float64)
+    return x, noise, s, d
+
+
+def test_leave_one_out_equals_solving_without_each_observation():
+    """Per observation, the closed form against the analysis of the other M - 1 observations."""
+    _, noise, s, d = _spd(12, 0)
+    s_inv = torch.linalg.inv(s)
+    found, claimed, var = leave_one_out(s_inv @ d, s_inv, noise).tolist()
+    e2, p, rows = [], [], []
+    for i in range(12):
+        o = [j for j in range(12) if j != i]
+        w = torch.linalg.solve(s[o][:, o], s[o, i])
+        e2.append(float(d[i] - w @ d[o]) ** 2)
+        p.append(float(s[i, i] - s[i, o] @ w - noise[i]))
+        rows.append(-torch.cat([w[:i], torch.ones(1, dtype=w.dtype), w[i:]]) * -1)
+        rows[-1][torch.arange(12) != i] *= -1  # e_i = d_i - w^T d_{-i}
+    assert found == pytest.approx(sum(e2) - float(noise.sum()), rel=1e-10)
+    assert claimed == pytest.approx(sum(p), rel=1e-10)
+    cov_e = torch.stack(rows) @ s @ torch.stack(rows).T  # of the e_i, for d ~ N(0, S)
+    assert var == pytest.approx(2 * float(cov_e.square().sum()), rel=1e-9)
+
+
+def test_dense_and_sparse_gains_cross_validate_alike():
+    x, noise, _, d = _spd(40, 1)
+    metric = Metric("plane", (0.0,), (1.0,))
+    members = d[:, None] + torch.zeros(40, 3, dtype=torch.float64)
+    dense = window_gain(x, noise, members, 2.0, 3.0, metric)
+    sparse = window_gain(x, noise, members, 2.0, 3.0, metric, dense_max=1)
+    assert isinstance(sparse, SparseGain)
+    torch.testing.assert_close(dense.loo, sparse.loo, rtol=1e-9, atol=0)
+
+
+def test_leave_one_out_errors_average_the_claim_for_the_right_covariance():
+    """Residuals from the covariance the analysis assumes: the errors found at the left-out
+    observations average those claimed (an exact expectation); from one with 3x the
+    model-error variance they exceed them and :func:`draw_scale` raises the draws."""
+    x, noise, _, _ = _spd(60, 2)
+    metric = Metric("plane", (0.0,), (1.0,))
+    g = torch.Generator().manual_seed(3)
+    for true_v, reps in ((2.0, 1000), (6.0, 200)):
+        true = true_v * correlation(torch.cdist(x, x), 3.0) + torch.diag(noise)
+        d = torch.linalg.cholesky(true) @ torch.randn(60, reps, generator=g, dtype=torch.float64)
+        gains = [(window_gain(x, noise, d[:, i : i + 1], 2.0, 3.0, metric),) for i in range(reps)]
+        found, claimed, var = np.array([gain[0].loo.tolist() for gain in gains]).T
+        if true_v == 2.0:  # Var found = var (exact for the right S)
+            assert abs(found.mean() - claimed[0]) < 4 * np.sqrt(var[0] / reps)
+            assert found.std() == pytest.approx(np.sqrt(var[0]), rel=0.15)
+        else:  # E e_i^2 = (S^-1 S_true S^-1)_ii / (S^-1)_ii^2
+            s_inv = torch.linalg.inv(2.0 * correlation(torch.cdist(x, x), 3.0) + torch.diag(noise))
+            expect = float(((s_inv @ true @ s_inv).diagonal() / s_inv.diagonal() ** 2).sum())
+            assert abs(found.mean() - (expect - float(noise.sum()))) < 4 * found.std() / reps**0.5
+            assert found.mean() / claimed[0] > 1.2
+            assert draw_scale(gains, 1)[0] == pytest.approx(found.mean() / claimed[0])
+
+
+def test_draws_take_the_factor():
+    """``FieldIncrements.block``'s standard deviations: ``sqrt(max(0, f post - pert))``."""
+    x, noise, _, d = _spd(30, 4)
+    metric = Metric("plane", (0.0,), (1.0,))
+    gain = window_gain(x, noise, d[:, None].repeat(1, 2), 2.0, 3.0, metric)
+    out = torch.linspace(0, 10, 23, dtype=torch.float64)[:, None]
+    post, pert = draw_terms(out, gain, 2.0, 3.0, metric)
+    for factor in (None, 0.3, 2.5):
+        inc = FieldIncrements(
+            ((gain,),), np.zeros(1, int), np.array([[2.0]]), np.array([3.0]), metric, None,
+            True, None, None if factor is None else np.array([factor]),
+        )  # fmt: skip
+        _, std = inc.block(0, out, slice(0, 1), slice(0, 2))
+        f = 1.0 if factor is None else factor
+        torch.testing.assert_close(std[0], (f * post - pert).clamp_min(0).sqrt())

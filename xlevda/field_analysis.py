@@ -404,8 +404,9 @@ def draw_scale(gains, n_channels: int) -> np.ndarray:
     a channel, the error variance found at observations left out (``sum e_i^2 -
     sigma_i^2``, :func:`~xlevda.core.field_analysis.leave_one_out`) divided by the one
     claimed (``sum P_i``): 1 where that ratio is within two standard errors of 1
-    (``sqrt(sum 2 (sigma_i^2 + P_i)^2) / sum P_i``: where the observation error dominates
-    it is noise) or nothing is claimed, else the ratio (at least 0).
+    (``sqrt(Var sum e_i^2) / sum P_i``: where the observation error dominates
+    it is noise) or nothing is claimed, else the ratio (at least 0).  The standard error
+    is the one the ratio has if ``S`` is right (the leave-one-out errors are correlated).
 
     Examples
     --------

@@ -272,10 +272,9 @@ def window_gain(
         rows = torch.linspace(0, len(p) - 1, min(len(p), LOO_MAX)).round().long().unique()
         unit = np.zeros((len(p), len(rows)))
         unit[rows.numpy(), np.arange(len(rows))] = 1.0
-        columns = system.solve(unit)  # S^-1 e_i
+        block = torch.as_tensor(system.solve(unit)[rows.numpy()])  # of S^-1
         s_inv_d = torch.as_tensor(system.solve(mean.cpu().numpy()[:, None])[rows.numpy(), 0])
-        diag = torch.as_tensor(columns[rows.numpy(), np.arange(len(rows))])
-        loo = leave_one_out(s_inv_d, diag, noise.cpu()[rows])
+        loo = leave_one_out(s_inv_d, block, noise.cpu()[rows])
         return SparseGain(uniq, weights, inverse, noise, loo.to(points.device))
     indicator = torch.zeros(len(p), len(uniq), **f64)
     indicator[torch.arange(len(p)), inverse] = 1.0
@@ -290,32 +289,36 @@ def window_gain(
     s_inv_a = torch.cholesky_solve(indicator, chol)  # (M, U)
     weights = s_inv_a.T @ residual.to(**f64)
     s_inv = torch.cholesky_inverse(chol)
-    loo = leave_one_out(s_inv @ mean, s_inv.diagonal(), noise)
+    loo = leave_one_out(s_inv @ mean, s_inv, noise)
     return Gain(uniq, weights, indicator.T @ s_inv_a, s_inv_a.T @ (noise[:, None] * s_inv_a), loo)
 
 
-def leave_one_out(s_inv_d: Tensor, s_inv_diag: Tensor, noise: Tensor) -> Tensor:
+def leave_one_out(s_inv_d: Tensor, s_inv_block: Tensor, noise: Tensor) -> Tensor:
     """Sums that compare the analysis' errors where it is not told the truth with its claim.
 
     For residuals ``d ~ N(0, S)``, ``S = H Q H^T + R``, the analysis of all observations
     but ``i`` misses ``y_i`` by ``e_i = (S^-1 d)_i / (S^-1)_ii``, of variance
     ``1 / (S^-1)_ii = sigma_i^2 + P_i`` (``P_i`` the error variance it claims at the
-    point; cross-validation of kriging).  Returns ``(sum e_i^2 - sigma_i^2, sum P_i,
-    sum 2 (sigma_i^2 + P_i)^2)`` over the observations given (``s_inv_d``, ``s_inv_diag``
-    and ``noise`` of the same rows): the error variance found, the one claimed, and the
-    variance of the first for independent Gaussian ``e_i``.
+    point; cross-validation of kriging).  Over the observations given (``s_inv_d`` (n,),
+    the block of ``S^-1`` (n, n) of their rows and columns, and their ``noise`` (n,)),
+    returns ``(sum e_i^2 - sigma_i^2, sum P_i, Var sum e_i^2)``: the error variance
+    found, the one claimed, and the variance of the first if ``S`` is right,
+    ``2 ||Cov e||_F^2`` with ``Cov e = D^-1 S^-1 D^-1``, ``D = diag(S^-1)`` (the
+    ``e_i`` are correlated).
 
     Examples
     --------
     >>> s = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64)  # v = 1, rho = 1/2
-    >>> s_inv, d = torch.linalg.inv(s), torch.tensor([1.0, -1.0], dtype=torch.float64)  # e: 1.5
-    >>> [round(x, 6) for x in leave_one_out(s_inv @ d, s_inv.diagonal(), torch.ones(2)).tolist()]
-    [2.5, 1.0, 9.0]
+    >>> s_inv, d = torch.linalg.inv(s), torch.tensor([1.0, -1.0], dtype=torch.float64)
+    >>> [round(x, 6) for x in leave_one_out(s_inv @ d, s_inv, torch.ones(2)).tolist()]
+    [2.5, 1.0, 18.0]
     """
-    predicted = 1 / s_inv_diag
+    diag = s_inv_block.diagonal()
+    predicted = 1 / diag
     e = s_inv_d * predicted
+    cov = s_inv_block * predicted[:, None] * predicted[None, :]
     return torch.stack(
-        [(e.square() - noise).sum(), (predicted - noise).sum(), 2 * predicted.square().sum()]
+        [(e.square() - noise).sum(), (predicted - noise).sum(), 2 * cov.square().sum()]
     )
 
 
