@@ -59,9 +59,10 @@ DENSE_MAX = 256
 U x U terms are kept; above, :class:`SparseGain` (memory and time follow the pairs within
 the support, not the square of the observations)."""
 
-LOO_MAX = 256
+LOO_MAX = 64
 """Observations of a sparse system whose leave-one-out residuals are computed (evenly
-strided; one solve of ``S`` each): :func:`leave_one_out` sums estimate one ratio."""
+strided; one solve of ``S`` each): the sums of :func:`leave_one_out` over the sets of a
+case estimate one ratio per variable, which a sample of each set's observations serves."""
 
 
 @dataclass(frozen=True)
