@@ -85,8 +85,9 @@ def main() -> None:
         rows["final mse"] = _by_window(f_sq, window)
         rows["final var"] = _by_window(f_var, window)
         rows["final s/e"] = np.sqrt(_by_window(f_var, window) / _by_window(f_sq, window))
+        length = final[v].attrs.get("field_analysis_length_scale", 0.0)
         print(f"\n{v}: case {args.case!r} seed {args.seed}; units: truth variance "
-              f"{scale2:.3g}; obs noise 0.01; length {final[v].attrs.get('field_analysis_length_scale', 0):.0f}")  # fmt: skip
+              f"{scale2:.3g}; obs noise 0.01; length {length:.0f}")  # fmt: skip
         print(f"{'':11s}" + " ".join(f"{w:>8d}" for w in np.unique(window)) + "      all")
         for name, x in rows.items():
             if name != "final s/e":
