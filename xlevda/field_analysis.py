@@ -79,10 +79,12 @@ class FieldAnalysis:
     The increments leave the model-error variance ``diag(Q - K H Q)``
     (``K = Q H^T (H Q H^T + R)^-1``) unexplained, of which the perturbed
     observations give the members ``diag(K R K^T)``; with ``draws`` the rest,
-    ``max(0, diag(Q - K H Q - K R K^T))``, is added as independent normal draws per
-    point (as :class:`~xlevda.model_error.ModelErrorTerm` adds ``v``, with its keys),
+    ``max(0, f diag(Q - K H Q) - diag(K R K^T))``, is added as independent normal draws
+    per point (as :class:`~xlevda.model_error.ModelErrorTerm` adds ``v``, with its keys),
     so that the members' variance is the analysis' error variance: ``v`` far from
-    the observations, about the observation error at a densely observed point.
+    the observations, about the observation error at a densely observed point.  ``f``
+    is 1 unless ``cross_validation`` finds the errors at observations left out larger
+    (or smaller) than claimed.
 
     Distances are physical: km on the sphere and for latitude/longitude
     coordinates (regional grids: coordinates with units ``degrees_north`` /
