@@ -21,6 +21,7 @@ from xlevda.errors import ConfigError
 __all__ = [
     "LEVELS",
     "OUTLIER_Z",
+    "PRIOR_SCALE",
     "ModelErrorTerm",
     "check_level",
     "model_error_std",
@@ -105,25 +106,37 @@ def check_level(owner: str, value: object) -> None:
         raise ConfigError(f"{owner}.level={value!r}: expected 'posterior' or 'clipped'")
 
 
-def positive_level(estimate: np.ndarray, std_error: np.ndarray, level: Level) -> np.ndarray:
+PRIOR_SCALE = 1.0
+"""Mean of the exponential prior of a model-error level, normalized: the variance of the
+variable over the surrogate's training data (``output_norm`` standardizes it)."""
+
+
+def positive_level(
+    estimate: np.ndarray, std_error: np.ndarray, level: Level, prior_scale: float = PRIOR_SCALE
+) -> np.ndarray:
     """A variance ``>= 0`` from an unbiased estimate of it and the estimate's standard error.
 
     ``"clipped"``: ``max(0, estimate)``, the most likely value, which is 0 for every
     estimate below 0, so that an error smaller than the noise of its estimate (about
     half the time then) is taken as none.  ``"posterior"``: the mean of the level ``v``
-    given ``estimate ~ N(v, std_error^2)`` and a flat prior on ``v >= 0``, the mean of
-    a truncated normal, ``estimate + s phi(z) / Phi(z)`` with ``z = estimate / s``: the
-    variance that the error has on average given the data, which is what an ensemble's
-    spread must match; it approaches ``estimate`` where that is many standard errors
-    above 0.  NaN stays NaN; a standard error of 0 (or not finite) gives the clipped value.
+    given ``estimate ~ N(v, s^2)`` and an exponential prior of mean ``V =
+    prior_scale`` (a model error of the order of the variable's own variance at most),
+    the mean of a normal truncated at 0, ``m + s phi(m / s) / Phi(m / s)`` with ``m =
+    estimate - s^2 / V``: the variance the error has on average given the data, which
+    is what an ensemble's spread must match.  It approaches ``estimate`` where that is
+    many standard errors above 0 and ``s << V``, and ``V`` where the data say nothing
+    (``s >> V``).  NaN stays NaN; a standard error of 0 (or not finite) gives the
+    clipped value.
 
     Examples
     --------
     >>> positive_level(np.array([-1.0, 0.0, 5.0]), np.ones(3), "clipped").tolist()
     [0.0, 0.0, 5.0]
-    >>> v = positive_level(np.array([-1.0, 0.0, 5.0]), np.ones(3), "posterior")
-    >>> [round(x, 6) for x in v.tolist()]  # 5 standard errors up: about the estimate
-    [0.525135, 0.797885, 5.000001]
+    >>> v = positive_level(np.array([-1.0, 0.0, 5.0]), np.ones(3), "posterior", 1e6)
+    >>> [round(x, 6) for x in v.tolist()]  # a flat prior; 5 standard errors up: the estimate
+    [0.525135, 0.797884, 5.0]
+    >>> positive_level(np.array([0.0]), np.array([1e9]), "posterior", 2.0).round(6).tolist()
+    [2.0]
     """
     estimate = np.asarray(estimate, dtype=float)
     clipped = np.maximum(estimate, 0.0)
@@ -132,9 +145,13 @@ def positive_level(estimate: np.ndarray, std_error: np.ndarray, level: Level) ->
         return np.where(np.isnan(estimate), np.nan, clipped)
     ok = np.isfinite(s) & (s > 0)
     safe = np.where(ok, s, 1.0)
-    z = np.where(ok, estimate / safe, 0.0)
-    # phi(z) / Phi(z) = sqrt(2 / pi) / erfcx(-z / sqrt(2)): no underflow for z << 0
-    mean = estimate + safe * np.sqrt(2 / np.pi) / erfcx(-z / np.sqrt(2))
+    z = np.where(ok, estimate / safe - safe / prior_scale, 0.0)  # m / s
+    # phi(z) / Phi(z) = sqrt(2 / pi) / erfcx(-z / sqrt(2)) = x + 1/x - 2/x^3 + 10/x^5 - ...
+    # for x = -z >> 1: z + phi / Phi by that series there (the sum cancels to 1/x)
+    x = np.maximum(-z, 30.0)
+    series = 1 / x - 2 / x**3 + 10 / x**5
+    direct = z + np.sqrt(2 / np.pi) / erfcx(-np.maximum(z, -30.0) / np.sqrt(2))
+    mean = safe * np.where(z < -30.0, series, direct)
     return np.where(ok, np.maximum(mean, 0.0), clipped)
 
 
