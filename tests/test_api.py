@@ -130,6 +130,7 @@ def test_model_error_term(model, truth):
     assert json.loads(dressed.attrs["method_config"])["model_error"] == {
         "type": "ModelErrorTerm",
         "pooled": True,
+        "level": "clipped",
     }
     assert json.loads(plain.attrs["method_config"])["model_error"] is None
 

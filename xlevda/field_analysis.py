@@ -34,6 +34,7 @@ from xlevda.core.sparse_oi import pair_count
 from xlevda.core.window import ObsWindow
 from xlevda.errors import ConfigError
 from xlevda.field_increments import FieldIncrements
+from xlevda.model_error import Level, check_level
 from xlevda.surrogates.schema import SurrogateSchema
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "Residuals",
     "calibration",
     "case_increments",
+    "draw_scale",
     "innovation_variance",
     "metric_of",
     "window_residuals",
@@ -77,10 +79,12 @@ class FieldAnalysis:
     The increments leave the model-error variance ``diag(Q - K H Q)``
     (``K = Q H^T (H Q H^T + R)^-1``) unexplained, of which the perturbed
     observations give the members ``diag(K R K^T)``; with ``draws`` the rest,
-    ``max(0, diag(Q - K H Q - K R K^T))``, is added as independent normal draws per
-    point (as :class:`~xlevda.model_error.ModelErrorTerm` adds ``v``, with its keys),
+    ``max(0, f diag(Q - K H Q) - diag(K R K^T))``, is added as independent normal draws
+    per point (as :class:`~xlevda.model_error.ModelErrorTerm` adds ``v``, with its keys),
     so that the members' variance is the analysis' error variance: ``v`` far from
-    the observations, about the observation error at a densely observed point.
+    the observations, about the observation error at a densely observed point.  ``f``
+    is 1 unless ``cross_validation`` finds the errors at observations left out larger
+    (or smaller) than claimed.
 
     Distances are physical: km on the sphere and for latitude/longitude
     coordinates (regional grids: coordinates with units ``degrees_north`` /
@@ -120,6 +124,20 @@ class FieldAnalysis:
         (``a = 1``) nothing changes; ``v`` of a window with ``a < 1`` is then the
         innovation variance of its calibrated residuals.  ``False``: from ``H(x)``.
         Model-free methods (:class:`~xlevda.methods.OI`) ignore it.
+    level : {"posterior", "clipped"}
+        With ``variance=None``, how the method's estimated level (an unbiased but noisy
+        difference, which can come out negative) becomes a variance
+        (:func:`~xlevda.model_error.positive_level`): ``"posterior"`` (default) its mean
+        given the estimate and its standard error for a level ``>= 0``, so that an error
+        below the noise of its estimate keeps a spread (on the tsunami twin the eta
+        level was estimated below 0 and clipped, and eta's spread was a quarter of its
+        error); ``"clipped"``: ``max(0, estimate)``.
+    cross_validation : bool
+        Scale the variance the draws complete, ``diag(Q - K H Q)``, per variable by the
+        ratio of the errors the analysis makes at observations left out to those it
+        claims there (:func:`draw_scale`; default), so that where the covariance's shape
+        is wrong between the observations (the increments explain less than ``Q``
+        says) the spread still matches the error.  ``False``: unscaled.
 
     Examples
     --------
@@ -132,11 +150,14 @@ class FieldAnalysis:
     time_scale: float | None = None
     draws: bool = True
     calibrate: bool = True
+    level: Level = "posterior"
+    cross_validation: bool = True
 
     def __post_init__(self) -> None:
         _positive("length_scale", self.length_scale)
         _positive("time_scale", self.time_scale)
-        for name in ("draws", "calibrate"):
+        check_level("FieldAnalysis", self.level)
+        for name in ("draws", "calibrate", "cross_validation"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"FieldAnalysis.{name}={getattr(self, name)!r}: expected a bool")
         if self.variance is not None:
@@ -378,6 +399,39 @@ def innovation_variance(residuals: list[Residuals], n_channels: int) -> np.ndarr
     return np.clip(total / np.maximum(count, 1), 0.0, None)
 
 
+def draw_scale(gains, n_channels: int) -> np.ndarray:
+    """Per channel the factor (C,) of the draws' variance from the gains' leave-one-out sums.
+
+    ``gains``: per set of observations, per channel a gain or ``None``.  Over all sets of
+    a channel, the error variance found at observations left out (``sum e_i^2 -
+    sigma_i^2``, :func:`~xlevda.core.field_analysis.leave_one_out`) divided by the one
+    claimed (``sum P_i``): 1 where that ratio is within two standard errors of 1
+    (``sqrt(Var sum e_i^2) / sum P_i``: where the observation error dominates
+    it is noise) or nothing is claimed, else the ratio (at least 0).  The standard error
+    is the one the ratio has if ``S`` is right (the leave-one-out errors are correlated).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as G
+    >>> t = torch.tensor
+    >>> gains = [(G(loo=t([3.0, 1.0, 0.01])), G(loo=t([1.1, 1.0, 0.01])), None)]
+    >>> draw_scale(gains, 3).tolist()  # 3 +- 0.1: 3; 1.1 +- 0.1: 1; no gain: 1
+    [3.0, 1.0, 1.0]
+    """
+    out = np.ones(n_channels)
+    for c in range(n_channels):
+        sums = [g[c].loo.detach().cpu().double() for g in gains if g[c] is not None]
+        if not sums:
+            continue
+        found, claimed, var = (float(x) for x in torch.stack(sums).sum(0))
+        if claimed <= 0:
+            continue
+        ratio, se = found / claimed, np.sqrt(var) / claimed
+        if abs(ratio - 1) > 2 * se:
+            out[c] = max(ratio, 0.0)
+    return out
+
+
 def _slots(residuals, out_times, which, time_scale) -> tuple[list, np.ndarray]:
     """The distinct (window, rows) sets the output times use, and each time's set."""
     sets: dict[tuple[int, bytes], int] = {}
@@ -454,6 +508,15 @@ def case_increments(
         background = np.stack([residuals[w].background for w in windows])
     if residuals[0].model_weight is not None:
         weight = np.stack([residuals[w].model_weight for w in windows])
+    scale = draw_scale(gains, n_ch) if config.cross_validation else None
     return FieldIncrements(
-        tuple(gains), slot, variance[windows], length, metric, background, config.draws, weight
+        tuple(gains),
+        slot,
+        variance[windows],
+        length,
+        metric,
+        background,
+        config.draws,
+        weight,
+        scale,
     )

@@ -140,6 +140,9 @@ class FieldIncrements:
     weight : ndarray (S, C), optional
         The weight of the model's values per slot and channel (calibrated
         backgrounds, :func:`calibration`); ``None``: 1.
+    draw_scale : ndarray (C,), optional
+        The factor of ``diag(Q - K H Q)`` whose excess over the perturbed observations'
+        variance the draws add (:func:`~xlevda.field_analysis.draw_scale`); ``None``: 1.
     cache : TermCache
         Per slot and channel, the cross-correlations and draw standard deviations
         at the output points, shared by the blocks of different members.
@@ -153,6 +156,7 @@ class FieldIncrements:
     background: np.ndarray | None
     draws: bool
     weight: np.ndarray | None = None
+    draw_scale: np.ndarray | None = None
     cache: TermCache = field(default_factory=TermCache, compare=False, repr=False)
 
     def model_weight(self, channel: int, times: slice) -> np.ndarray | None:
@@ -185,10 +189,11 @@ class FieldIncrements:
 
             length = float(self.length[channel])
             if std is not None:
+                factor = 1.0 if self.draw_scale is None else float(self.draw_scale[channel])
                 std[rows] = self.cache.get(
                     ("std", int(s), channel, points.shape[0]),
-                    lambda gain=gain, v=v, length=length: _draw_std(
-                        points, gain, v, length, self.metric
+                    lambda gain=gain, v=v, length=length, factor=factor: _draw_std(
+                        points, gain, v, length, self.metric, factor
                     ),
                     pinned=True,
                 )
@@ -205,7 +210,9 @@ class FieldIncrements:
         return inc, std
 
 
-def _draw_std(points: Tensor, gain: Gain | SparseGain, v: float, length: float, metric) -> Tensor:
-    """``sqrt(max(0, diag(Q - KHQ - KRK^T)))`` at ``points`` (P,)."""
+def _draw_std(
+    points: Tensor, gain: Gain | SparseGain, v: float, length: float, metric, factor: float = 1.0
+) -> Tensor:
+    """``sqrt(max(0, factor diag(Q - KHQ) - diag(KRK^T)))`` at ``points`` (P,)."""
     post, pert = draw_terms(points, gain, v, length, metric, CHUNK)
-    return (post - pert).clamp_min(0).sqrt()
+    return (factor * post - pert).clamp_min(0).sqrt()

@@ -121,7 +121,7 @@ def _field_term(
     obs_times, obs_windows, _ = observation_times(table, cycle.departures)
     increments = case_increments(
         cycle.residuals,
-        window_variance(cycle),
+        window_variance(cycle, level=config.level),
         config,
         model.schema,
         np.concatenate([grid.steps, obs_times]),

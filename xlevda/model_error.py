@@ -10,13 +10,29 @@ agree.  The draws themselves are added when the fields are decoded
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from scipy.special import erfcx
 
 from xlevda.cycle import Cycle
 from xlevda.errors import ConfigError
 
-__all__ = ["OUTLIER_Z", "ModelErrorTerm", "model_error_std", "pooled_variance", "window_variance"]
+__all__ = [
+    "LEVELS",
+    "OUTLIER_Z",
+    "PRIOR_SCALE",
+    "ModelErrorTerm",
+    "check_level",
+    "model_error_std",
+    "pooled_level",
+    "positive_level",
+    "window_variance",
+]
+
+Level = Literal["posterior", "clipped"]
+LEVELS = ("posterior", "clipped")
+"""How a model-error level is made non-negative (:func:`positive_level`)."""
 
 OUTLIER_Z = 5.0
 """Standard errors by which a window's level must exceed the pool to keep its own.
@@ -50,6 +66,12 @@ class ModelErrorTerm:
 
     Attributes
     ----------
+    level : {"clipped", "posterior"}
+        How the estimated level, an unbiased but noisy difference that can come out
+        negative, becomes a variance (:func:`positive_level`): ``"clipped"`` (default, the
+        paper's) ``max(0, estimate)``; ``"posterior"`` its mean given the estimate and its
+        standard error for a level ``>= 0`` (flat prior), which stays positive where the
+        error is below the noise of its estimate (``FieldAnalysis``'s default).
     pooled : bool
         Pool the estimate over the windows (default) or estimate it per window
         (``False``; a window without observations of a variable keeps the last
@@ -66,20 +88,77 @@ class ModelErrorTerm:
     --------
     >>> from xlevda.methods import LEVDA
     >>> LEVDA(model_error=ModelErrorTerm()).model_error  # the default is FieldAnalysis()
-    ModelErrorTerm(pooled=True)
+    ModelErrorTerm(pooled=True, level='clipped')
     """
 
     pooled: bool = True
+    level: Level = "clipped"
 
     def __post_init__(self) -> None:
         if not isinstance(self.pooled, bool):
             raise ConfigError(f"ModelErrorTerm.pooled={self.pooled!r}: expected a bool")
+        check_level("ModelErrorTerm", self.level)
 
 
-def pooled_variance(
-    excess: np.ndarray, count: np.ndarray, noise: np.ndarray, leverage: np.ndarray
+def check_level(owner: str, value: object) -> None:
+    """A :class:`~xlevda.errors.ConfigError` unless ``value`` is one of :data:`LEVELS`."""
+    if not isinstance(value, str) or value not in LEVELS:
+        raise ConfigError(f"{owner}.level={value!r}: expected 'posterior' or 'clipped'")
+
+
+PRIOR_SCALE = 1.0
+"""Mean of the exponential prior of a model-error level, normalized: the variance of the
+variable over the surrogate's training data (``output_norm`` standardizes it)."""
+
+
+def positive_level(
+    estimate: np.ndarray, std_error: np.ndarray, level: Level, prior_scale: float = PRIOR_SCALE
 ) -> np.ndarray:
-    """Model-error variance (W, C) pooled over the windows that agree.
+    """A variance ``>= 0`` from an unbiased estimate of it and the estimate's standard error.
+
+    ``"clipped"``: ``max(0, estimate)``, the most likely value, which is 0 for every
+    estimate below 0, so that an error smaller than the noise of its estimate (about
+    half the time then) is taken as none.  ``"posterior"``: the mean of the level ``v``
+    given ``estimate ~ N(v, s^2)`` and an exponential prior of mean ``V =
+    prior_scale`` (a model error of the order of the variable's own variance at most),
+    the mean of a normal truncated at 0, ``m + s phi(m / s) / Phi(m / s)`` with ``m =
+    estimate - s^2 / V``: the variance the error has on average given the data, which
+    is what an ensemble's spread must match.  It approaches ``estimate`` where that is
+    many standard errors above 0 and ``s << V``, and ``V`` where the data say nothing
+    (``s >> V``).  NaN stays NaN; a standard error of 0 (or not finite) gives the
+    clipped value.
+
+    Examples
+    --------
+    >>> positive_level(np.array([-1.0, 0.0, 5.0]), np.ones(3), "clipped").tolist()
+    [0.0, 0.0, 5.0]
+    >>> v = positive_level(np.array([-1.0, 0.0, 5.0]), np.ones(3), "posterior", 1e6)
+    >>> [round(x, 6) for x in v.tolist()]  # a flat prior; 5 standard errors up: the estimate
+    [0.525135, 0.797884, 5.0]
+    >>> positive_level(np.array([0.0]), np.array([1e9]), "posterior", 2.0).round(6).tolist()
+    [2.0]
+    """
+    estimate = np.asarray(estimate, dtype=float)
+    clipped = np.maximum(estimate, 0.0)
+    s = np.asarray(std_error, dtype=float)
+    if level == "clipped":
+        return np.where(np.isnan(estimate), np.nan, clipped)
+    ok = np.isfinite(s) & (s > 0)
+    safe = np.where(ok, s, 1.0)
+    z = np.where(ok, estimate / safe - safe / prior_scale, 0.0)  # m / s
+    # phi(z) / Phi(z) = sqrt(2 / pi) / erfcx(-z / sqrt(2)) = x + 1/x - 2/x^3 + 10/x^5 - ...
+    # for x = -z >> 1: z + phi / Phi by that series there (the sum cancels to 1/x)
+    x = np.maximum(-z, 30.0)
+    series = 1 / x - 2 / x**3 + 10 / x**5
+    direct = z + np.sqrt(2 / np.pi) / erfcx(-np.maximum(z, -30.0) / np.sqrt(2))
+    mean = safe * np.where(z < -30.0, series, direct)
+    return np.where(ok, np.maximum(mean, 0.0), clipped)
+
+
+def pooled_level(
+    excess: np.ndarray, count: np.ndarray, noise: np.ndarray, leverage: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Model-error level (W, C) pooled over the windows that agree, and its standard error.
 
     Per channel: the windows' levels averaged with weights their counts, over the
     windows whose own level does not exceed that average by more than
@@ -89,7 +168,10 @@ def pooled_variance(
     ``sqrt(2 leverage) (sigma^2 + max(Q, 0))``, ``Q`` the pool, so it does not depend on
     the window's own scatter (which is correlated with its level).  Outlying windows
     (e.g. one whose members sit in different minima) keep their own level; the
-    others and windows without observations get the pool.
+    others and windows without observations get the pool.  The standard error of the
+    pool is that of the count-weighted mean of the kept windows' levels, of an outlier
+    its own (with its own level in place of ``Q``); NaN where there is no level.  Levels
+    are not clipped (:func:`positive_level` does that).
     """
     seen = (count > 0) & np.isfinite(excess)
     value = np.where(seen, excess, 0.0)
@@ -97,43 +179,62 @@ def pooled_variance(
     while True:
         n = (count * keep).sum(0)
         pool = np.where(n > 0, (value * count * keep).sum(0) / np.maximum(n, 1), np.nan)
-        se = np.sqrt(2 * np.nan_to_num(leverage)) * (
-            np.nan_to_num(noise) + np.maximum(np.nan_to_num(pool), 0.0)
-        )
+        se = _std_error(noise, leverage, np.maximum(np.nan_to_num(pool), 0.0))
         outlier = seen & (value - pool > OUTLIER_Z * se)
         if np.array_equal(keep, seen & ~outlier):
-            return np.where(outlier, value, pool)
+            break
         keep = seen & ~outlier
+    share = np.where(keep, count / np.maximum(n, 1), 0.0)
+    pool_se = np.sqrt((share**2 * se**2).sum(0))
+    own_se = _std_error(noise, leverage, np.maximum(value, 0.0))
+    return (
+        np.where(outlier, value, pool),
+        np.where(outlier, own_se, np.where(n > 0, pool_se, np.nan)),
+    )
 
 
-def window_variance(cycle: Cycle, pooled: bool = True) -> np.ndarray | None:
-    """Model-error variance (W, C) of each window, normalized, clipped at 0.
+def _std_error(noise: np.ndarray, leverage: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """``sqrt(2 leverage) (sigma^2 + level)``: the standard error of a window's level whose
+    terms are Gaussian residuals of variance ``sigma^2 + level`` (0 where unobserved)."""
+    return np.sqrt(2 * np.nan_to_num(leverage)) * (np.nan_to_num(noise) + level)
 
-    Pooled (:func:`pooled_variance`), or per window (``pooled=False``), where a window
-    without observations of a channel keeps the last estimate; 0 before any and for a
-    channel never observed.  ``None`` for a cycle without the estimates (methods other
-    than LEVDA).
+
+def window_variance(
+    cycle: Cycle, pooled: bool = True, level: Level = "clipped"
+) -> np.ndarray | None:
+    """Model-error variance (W, C) of each window, normalized, ``>= 0``.
+
+    Pooled (:func:`pooled_level`), or per window (``pooled=False``), where a window
+    without observations of a channel keeps the last estimate; made non-negative by
+    :func:`positive_level` (``level``); 0 before any and for a channel never observed.
+    ``None`` for a cycle without the estimates (methods other than LEVDA).
     """
     excess, count = cycle.excess, cycle.excess_count
     if excess is None or count is None:
         return None
+    noise, leverage = cycle.excess_noise, cycle.excess_leverage
+    if noise is None or leverage is None:  # a cycle recorded before the standard errors
+        noise, leverage = np.full_like(excess, np.nan), np.full_like(excess, np.nan)
     if pooled:
-        assert cycle.excess_noise is not None and cycle.excess_leverage is not None
-        var = pooled_variance(excess, count, cycle.excess_noise, cycle.excess_leverage)
+        var, se = pooled_level(excess, count, noise, leverage)
     else:
         var = excess.copy()
+        se = _std_error(noise, leverage, np.maximum(np.nan_to_num(var), 0.0))
+        se = np.where(np.isnan(var), np.nan, se)
         for w in range(1, len(var)):
-            var[w] = np.where(np.isnan(var[w]), var[w - 1], var[w])
-    return np.clip(np.nan_to_num(var, nan=0.0), 0.0, None)
+            filled = np.isnan(var[w])
+            var[w], se[w] = np.where(filled, var[w - 1], var[w]), np.where(filled, se[w - 1], se[w])
+    return np.nan_to_num(positive_level(var, se, level), nan=0.0)
 
 
 def model_error_std(cycle: Cycle, which: np.ndarray, model_error: object) -> np.ndarray | None:
     """Standard deviation (T, C) of the model-error term at each output time, normalized.
 
     :func:`window_variance`, pooled unless ``model_error`` is
-    ``ModelErrorTerm(pooled=False)`` (so also without the option, for the diagnostic),
-    at the window supplying each output time (``which``).
+    ``ModelErrorTerm(pooled=False)`` (so also without the option, for the diagnostic), made
+    non-negative as ``model_error.level`` says (clipped without one), at the window
+    supplying each output time (``which``).
     """
     pooled = not (isinstance(model_error, ModelErrorTerm) and not model_error.pooled)
-    var = window_variance(cycle, pooled)
+    var = window_variance(cycle, pooled, getattr(model_error, "level", "clipped"))
     return None if var is None else np.sqrt(var)[which]

@@ -9,7 +9,8 @@ ratio of the ensemble spread to the ensemble mean's error per variable (root mea
 time and grid) and the model-error standard deviation of each variable as a fraction of its
 truth's (``<var>_model_error_std``, its mean over time).  A measurement, not a test::
 
-    OMP_NUM_THREADS=1 python benchmarks/accuracy/spread_by_variable.py --seed 0
+    OMP_NUM_THREADS=1 python benchmarks/accuracy/spread_by_variable.py --seeds 0 \\
+        --cases train "width 1.6x" --variants "field analysis"
 """
 
 from __future__ import annotations
@@ -29,26 +30,36 @@ from xlevda.run import RunOptions
 sys.path.insert(0, str(Path(__file__).parent))
 import off_manifold
 
+VARIANTS = {
+    "field analysis": LEVDA(window=5),
+    "field analysis, no draws": LEVDA(window=5, model_error=FieldAnalysis(draws=False)),
+    "white draws": LEVDA(window=5, model_error=ModelErrorTerm()),
+    "none": LEVDA(window=5, model_error=None),
+}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--case", default="train", choices=off_manifold.CASES)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--cases", nargs="+", default=["train"], choices=off_manifold.CASES)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
     surrogate = load_pretrained("tsunami")
     cfg = training_config(SYSTEMS["tsunami"], surrogate)
     refine = int(surrogate.schema.attrs.get("refine", 1))
-    truth, _ = off_manifold.make_truth(args.case, cfg, args.seed, refine)
-    obs = off_manifold._observe(truth, args.seed)
+    for case in args.cases:
+        for seed in args.seeds:
+            print(f"{case!r}, seed {seed}", flush=True)
+            _case(surrogate, cfg, refine, case, seed, args.variants)
+
+
+def _case(surrogate, cfg, refine: int, case: str, seed: int, variants) -> None:
+    truth, _ = off_manifold.make_truth(case, cfg, seed, refine)
+    obs = off_manifold._observe(truth, seed)
     target = truth.drop_vars(list(truth.data_vars))
-    variants = {
-        "field analysis": LEVDA(window=5),
-        "field analysis, no draws": LEVDA(window=5, model_error=FieldAnalysis(draws=False)),
-        "white draws": LEVDA(window=5, model_error=ModelErrorTerm()),
-        "none": LEVDA(window=5, model_error=None),
-    }
-    for name, method in variants.items():
-        run = RunOptions(members=100, seed=args.seed)
+    for name in variants:
+        method = VARIANTS[name]
+        run = RunOptions(members=100, seed=seed)
         an = target.levda.assimilate(obs, surrogate, method, run=run).load()
         s = twin_scores(an[list(truth.data_vars)], truth, {}, {}, "eta")
         ratio = {

@@ -39,6 +39,7 @@ __all__ = [
     "draw_terms",
     "field_increment",
     "fit_length_scale",
+    "leave_one_out",
     "window_gain",
 ]
 
@@ -57,6 +58,11 @@ DENSE_MAX = 256
 """Observations (of one set and variable) up to which the system is solved densely and its
 U x U terms are kept; above, :class:`SparseGain` (memory and time follow the pairs within
 the support, not the square of the observations)."""
+
+LOO_MAX = 64
+"""Observations of a sparse system whose leave-one-out residuals are computed (evenly
+strided; one solve of ``S`` each): the sums of :func:`leave_one_out` over the sets of a
+case estimate one ratio per variable, which a sample of each set's observations serves."""
 
 
 @dataclass(frozen=True)
@@ -151,12 +157,15 @@ class Gain:
     perturbed : Tensor, shape (U, U)
         ``A^T S^-1 R S^-1 A``: the same for ``diag(K R K^T)``, the variance that the
         observation perturbations add.
+    loo : Tensor, shape (3,)
+        :func:`leave_one_out` of the members' mean residual.
     """
 
     points: Tensor
     weights: Tensor
     explained: Tensor
     perturbed: Tensor
+    loo: Tensor
 
     def solver(self, variance: float, length: float, metric) -> Gain:
         """What :meth:`diag_terms` needs: the gain itself (its terms are stored)."""
@@ -189,12 +198,16 @@ class SparseGain:
         Each observation's point among ``points``.
     noise : Tensor, shape (M,)
         The observation error variances.
+    loo : Tensor, shape (3,)
+        :func:`leave_one_out` of the members' mean residual at up to :data:`LOO_MAX`
+        observations.
     """
 
     points: Tensor
     weights: Tensor
     inverse: Tensor
     noise: Tensor
+    loo: Tensor
 
     def solver(self, variance: float, length: float, metric) -> SparseSystem:
         """``S`` factored (:class:`~xlevda.core.sparse_oi.SparseSystem`)."""
@@ -253,10 +266,17 @@ def window_gain(
     f64 = {"dtype": torch.float64, "device": points.device}
     p, noise = points.to(**f64), noise.to(**f64)
     uniq, inverse = _distinct(p)
+    mean = residual.to(**f64).mean(1)
     if len(p) > dense_max:
         system = SparseSystem(uniq, inverse, noise, variance, length, metric)
         weights = system.weights(residual).to(points.device)
-        return SparseGain(uniq, weights, inverse, noise)
+        rows = torch.linspace(0, len(p) - 1, min(len(p), LOO_MAX)).round().long().unique()
+        unit = np.zeros((len(p), len(rows)))
+        unit[rows.numpy(), np.arange(len(rows))] = 1.0
+        block = torch.as_tensor(system.solve(unit)[rows.numpy()])  # of S^-1
+        s_inv_d = torch.as_tensor(system.solve(mean.cpu().numpy()[:, None])[rows.numpy(), 0])
+        loo = leave_one_out(s_inv_d, block, noise.cpu()[rows])
+        return SparseGain(uniq, weights, inverse, noise, loo.to(points.device))
     indicator = torch.zeros(len(p), len(uniq), **f64)
     indicator[torch.arange(len(p)), inverse] = 1.0
     key = (p.cpu().numpy().tobytes(), p.shape, length, metric)
@@ -269,7 +289,38 @@ def window_gain(
     chol = torch.linalg.cholesky(s)
     s_inv_a = torch.cholesky_solve(indicator, chol)  # (M, U)
     weights = s_inv_a.T @ residual.to(**f64)
-    return Gain(uniq, weights, indicator.T @ s_inv_a, s_inv_a.T @ (noise[:, None] * s_inv_a))
+    s_inv = torch.cholesky_inverse(chol)
+    loo = leave_one_out(s_inv @ mean, s_inv, noise)
+    return Gain(uniq, weights, indicator.T @ s_inv_a, s_inv_a.T @ (noise[:, None] * s_inv_a), loo)
+
+
+def leave_one_out(s_inv_d: Tensor, s_inv_block: Tensor, noise: Tensor) -> Tensor:
+    """Sums that compare the analysis' errors where it is not told the truth with its claim.
+
+    For residuals ``d ~ N(0, S)``, ``S = H Q H^T + R``, the analysis of all observations
+    but ``i`` misses ``y_i`` by ``e_i = (S^-1 d)_i / (S^-1)_ii``, of variance
+    ``1 / (S^-1)_ii = sigma_i^2 + P_i`` (``P_i`` the error variance it claims at the
+    point; cross-validation of kriging).  Over the observations given (``s_inv_d`` (n,),
+    the block of ``S^-1`` (n, n) of their rows and columns, and their ``noise`` (n,)),
+    returns ``(sum e_i^2 - sigma_i^2, sum P_i, Var sum e_i^2)``: the error variance
+    found, the one claimed, and the variance of the first if ``S`` is right,
+    ``2 ||Cov e||_F^2`` with ``Cov e = D^-1 S^-1 D^-1``, ``D = diag(S^-1)`` (the
+    ``e_i`` are correlated).
+
+    Examples
+    --------
+    >>> s = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64)  # v = 1, rho = 1/2
+    >>> s_inv, d = torch.linalg.inv(s), torch.tensor([1.0, -1.0], dtype=torch.float64)
+    >>> [round(x, 6) for x in leave_one_out(s_inv @ d, s_inv, torch.ones(2)).tolist()]
+    [2.5, 1.0, 18.0]
+    """
+    diag = s_inv_block.diagonal()
+    predicted = 1 / diag
+    e = s_inv_d * predicted
+    cov = s_inv_block * predicted[:, None] * predicted[None, :]
+    return torch.stack(
+        [(e.square() - noise).sum(), (predicted - noise).sum(), 2 * cov.square().sum()]
+    )
 
 
 def _step(gain: Gain | SparseGain, chunk: int) -> int:
