@@ -33,7 +33,7 @@ from xlevda.core.rng import generator
 from xlevda.core.sparse_oi import pair_count
 from xlevda.core.window import ObsWindow
 from xlevda.errors import ConfigError
-from xlevda.field_increments import FieldIncrements
+from xlevda.field_increments import FieldIncrements, draw_scale
 from xlevda.model_error import Level, check_level
 from xlevda.surrogates.schema import SurrogateSchema
 
@@ -397,39 +397,6 @@ def innovation_variance(residuals: list[Residuals], n_channels: int) -> np.ndarr
     total = np.bincount(channel, sq, n_channels)
     count = np.bincount(channel, minlength=n_channels)
     return np.clip(total / np.maximum(count, 1), 0.0, None)
-
-
-def draw_scale(gains, n_channels: int) -> np.ndarray:
-    """Per channel the factor (C,) of the draws' variance from the gains' leave-one-out sums.
-
-    ``gains``: per set of observations, per channel a gain or ``None``.  Over all sets of
-    a channel, the error variance found at observations left out (``sum e_i^2 -
-    sigma_i^2``, :func:`~xlevda.core.field_analysis.leave_one_out`) divided by the one
-    claimed (``sum P_i``): 1 where that ratio is within two standard errors of 1
-    (``sqrt(Var sum e_i^2) / sum P_i``: where the observation error dominates
-    it is noise) or nothing is claimed, else the ratio (at least 0).  The standard error
-    is the one the ratio has if ``S`` is right (the leave-one-out errors are correlated).
-
-    Examples
-    --------
-    >>> from types import SimpleNamespace as G
-    >>> t = torch.tensor
-    >>> gains = [(G(loo=t([3.0, 1.0, 0.01])), G(loo=t([1.1, 1.0, 0.01])), None)]
-    >>> draw_scale(gains, 3).tolist()  # 3 +- 0.1: 3; 1.1 +- 0.1: 1; no gain: 1
-    [3.0, 1.0, 1.0]
-    """
-    out = np.ones(n_channels)
-    for c in range(n_channels):
-        sums = [g[c].loo.detach().cpu().double() for g in gains if g[c] is not None]
-        if not sums:
-            continue
-        found, claimed, var = (float(x) for x in torch.stack(sums).sum(0))
-        if claimed <= 0:
-            continue
-        ratio, se = found / claimed, np.sqrt(var) / claimed
-        if abs(ratio - 1) > 2 * se:
-            out[c] = max(ratio, 0.0)
-    return out
 
 
 def _slots(residuals, out_times, which, time_scale) -> tuple[list, np.ndarray]:

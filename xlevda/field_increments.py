@@ -23,7 +23,7 @@ from torch import Tensor
 from xlevda.core.field_analysis import Gain, Metric, SparseGain, draw_terms
 from xlevda.core.sparse_oi import apply_cross, cross_matrix
 
-__all__ = ["CHUNK", "FieldIncrements", "TermCache"]
+__all__ = ["CHUNK", "FieldIncrements", "TermCache", "draw_scale"]
 
 CHUNK = 1 << 22
 """At most about this many output point x observation correlations are made at once."""
@@ -38,6 +38,39 @@ def _nbytes(value) -> int:
     if sp.issparse(value):
         return value.data.nbytes + value.indices.nbytes + value.indptr.nbytes
     return int(np.asarray(value).nbytes)
+
+
+def draw_scale(gains, n_channels: int) -> np.ndarray:
+    """Per channel the factor (C,) of the draws' variance from the gains' leave-one-out sums.
+
+    ``gains``: per set of observations, per channel a gain or ``None``.  Over all sets of
+    a channel, the error variance found at observations left out (``sum e_i^2 -
+    sigma_i^2``, :func:`~xlevda.core.field_analysis.leave_one_out`) divided by the one
+    claimed (``sum P_i``): 1 where that ratio is within two standard errors of 1
+    (``sqrt(Var sum e_i^2) / sum P_i``: where the observation error dominates
+    it is noise) or nothing is claimed, else the ratio (at least 0).  The standard error
+    is the one the ratio has if ``S`` is right (the leave-one-out errors are correlated).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as G
+    >>> t = torch.tensor
+    >>> gains = [(G(loo=t([3.0, 1.0, 0.01])), G(loo=t([1.1, 1.0, 0.01])), None)]
+    >>> draw_scale(gains, 3).tolist()  # 3 +- 0.1: 3; 1.1 +- 0.1: 1; no gain: 1
+    [3.0, 1.0, 1.0]
+    """
+    out = np.ones(n_channels)
+    for c in range(n_channels):
+        sums = [g[c].loo.detach().cpu().double() for g in gains if g[c] is not None]
+        if not sums:
+            continue
+        found, claimed, var = (float(x) for x in torch.stack(sums).sum(0))
+        if claimed <= 0:
+            continue
+        ratio, se = found / claimed, np.sqrt(var) / claimed
+        if abs(ratio - 1) > 2 * se:
+            out[c] = max(ratio, 0.0)
+    return out
 
 
 class TermCache:
@@ -142,7 +175,7 @@ class FieldIncrements:
         backgrounds, :func:`calibration`); ``None``: 1.
     draw_scale : ndarray (C,), optional
         The factor of ``diag(Q - K H Q)`` whose excess over the perturbed observations'
-        variance the draws add (:func:`~xlevda.field_analysis.draw_scale`); ``None``: 1.
+        variance the draws add (:func:`draw_scale`); ``None``: 1.
     cache : TermCache
         Per slot and channel, the cross-correlations and draw standard deviations
         at the output points, shared by the blocks of different members.
