@@ -312,7 +312,7 @@ def leave_one_out(s_inv_d: Tensor, s_inv_block: Tensor, noise: Tensor) -> Tensor
     >>> s = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64)  # v = 1, rho = 1/2
     >>> s_inv, d = torch.linalg.inv(s), torch.tensor([1.0, -1.0], dtype=torch.float64)
     >>> [round(x, 6) for x in leave_one_out(s_inv @ d, s_inv, torch.ones(2)).tolist()]
-    [2.5, 1.0, 18.0]
+    [2.5, 1.0, 11.25]
     """
     diag = s_inv_block.diagonal()
     predicted = 1 / diag
