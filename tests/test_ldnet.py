@@ -167,3 +167,13 @@ def test_forecast_carries_the_exact_training_times():
     fc = model.predict({"a": runs.a.values, "b": runs.b.values})
     np.testing.assert_array_equal(fc.time.values, runs.time.values)
     assert (fc.eta - runs.eta).sizes["time"] == 4  # labels align: nothing dropped
+
+
+def test_predict_where_a_run_of_the_archive(model, runs):
+    """``where=archive.isel(run=0)`` carries scalar ``run``, ``a`` and ``b``: the forecast's
+    own parameters and ``run`` dimension replace them."""
+    params = {"a": np.array([-0.2, 0.3]), "b": np.array([0.7, 1.2])}
+    fc = model.predict(params, where=runs.isel(run=0))
+    plain = model.predict(params, where=runs.isel(run=0).reset_coords(drop=True))
+    assert fc.sizes["run"] == 2 and fc["a"].values.tolist() == [-0.2, 0.3]
+    xr.testing.assert_identical(fc.eta, plain.eta)

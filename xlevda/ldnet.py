@@ -356,7 +356,10 @@ class LDNet(LDNetModel):
                 dims=(*batch_dims, time_name, *space_dims),
                 attrs=dict(attrs),
             )
-        ds = xr.Dataset(data_vars, coords={time_name: times, **coords})
+        # where's scalar coordinates that name a parameter or its dimension (a run of the
+        # archive, e.g. archive.isel(run=0)) give way to the forecast's own
+        kept = {k: v for k, v in coords.items() if k not in (*batch_dims, *s.params)}
+        ds = xr.Dataset(data_vars, coords={time_name: times, **kept})
         for a in u_da:
             ds = ds.assign_coords({a.name: a})
         ds.attrs.update({"Conventions": "CF-1.11", "title": "LDNet forecast (no assimilation)"})
