@@ -40,7 +40,14 @@ from xlevda._version import VERSION
 from xlevda.errors import ConfigError
 from xlevda.validate import check_int, check_real
 
-__all__ = ["MEMBER_DIM", "bitround", "quantize_digits", "reduced_precision", "spread_packing"]
+__all__ = [
+    "MEMBER_DIM",
+    "bitround",
+    "pack",
+    "quantize_digits",
+    "reduced_precision",
+    "spread_packing",
+]
 
 MEMBER_DIM = "member"
 """The ensemble dimension whose spread sets the step of :func:`spread_packing`."""
@@ -164,6 +171,26 @@ def _packing(spread: float, lo: float, hi: float, fraction: float, dtype: np.dty
     return None
 
 
+def pack(values: np.ndarray, step: float, offset: float, dtype: np.dtype) -> np.ndarray:
+    """``round((values - offset) / step)`` as ``dtype`` (in float64, one temporary), NaN as
+    the type's smallest value (the ``_FillValue``).  The caller makes sure the range fits.
+
+    Examples
+    --------
+    >>> pack(np.array([0.26, -0.24, np.nan], np.float32), 0.5, 0.0, np.dtype(np.int16)).tolist()
+    [1, 0, -32768]
+    """
+    out = np.asarray(values, dtype=np.float64).copy()
+    out -= offset
+    out /= step
+    np.rint(out, out=out)
+    missing = np.isnan(out)
+    out[missing] = 0.0  # cast quietly, filled below
+    packed = out.astype(dtype)
+    packed[missing] = np.iinfo(dtype).min
+    return packed
+
+
 def spread_packing(ds: xr.Dataset, spread_step) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
     """Fields packed to steps of a fraction of their ensemble spread (module docstring).
 
@@ -179,11 +206,11 @@ def spread_packing(ds: xr.Dataset, spread_step) -> tuple[xr.Dataset, dict[str, d
     Returns
     -------
     ds : Dataset
-        ``ds`` with the packed variables as float64 (for exact rounding when written)
-        and a ``comment`` on each saying its step.
+        ``ds`` with the packed variables as their integers (:func:`pack`, lazily where
+        ``ds`` is), their ``scale_factor``, ``add_offset`` and a ``comment`` saying their
+        step as attributes.
     encodings : dict
-        ``{variable: {"dtype", "scale_factor", "add_offset", "_FillValue"}}`` to add to
-        each one's encoding.
+        ``{variable: {"dtype", "_FillValue"}}`` to add to each one's encoding.
 
     Warns
     -----
@@ -195,8 +222,8 @@ def spread_packing(ds: xr.Dataset, spread_step) -> tuple[xr.Dataset, dict[str, d
     --------
     >>> m = np.array([0.0, 0.1, 0.2, 0.3])
     >>> ds = xr.Dataset({"h": (("t", "member", "x"), m[None, :, None] + [[[0.0, 5.0]]])})
-    >>> _, enc = spread_packing(ds, 0.5)
-    >>> enc["h"]["dtype"], float(enc["h"]["scale_factor"]) == 0.5 * float(m.std(ddof=1))
+    >>> out, enc = spread_packing(ds, 0.5)
+    >>> enc["h"]["dtype"], float(out.h.scale_factor) == 0.5 * float(m.std(ddof=1))
     (dtype('int16'), True)
     """
     fractions = _selected(ds, "spread_step", spread_step, ensemble=True)
@@ -233,10 +260,20 @@ def spread_packing(ds: xr.Dataset, spread_step) -> tuple[xr.Dataset, dict[str, d
         ).replace("  ", " ")
         attrs = dict(var.attrs)
         attrs["comment"] = f"{attrs['comment']}; {note}" if attrs.get("comment") else note
-        packed = var.astype(np.float64).assign_attrs(attrs)
-        packed.encoding = dict(var.encoding)
-        ds[name] = packed
-        encodings[name] = enc
+        packed = xr.apply_ufunc(
+            pack,
+            var,
+            kwargs={
+                "step": float(enc["scale_factor"]),
+                "offset": float(enc["add_offset"]),
+                "dtype": enc["dtype"],
+            },
+            dask="parallelized",
+            output_dtypes=[enc["dtype"]],
+        )
+        attrs |= {"scale_factor": enc["scale_factor"], "add_offset": enc["add_offset"]}
+        ds[name] = packed.assign_attrs(attrs)
+        encodings[name] = {"dtype": enc["dtype"], "_FillValue": enc["_FillValue"]}
     return ds, encodings
 
 
